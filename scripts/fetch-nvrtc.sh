@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Fetches NVRTC for CPU-only machines (CI): Debian's non-free libnvrtc11.2 (CUDA 11.8, targets
+# sm_90) and libnvrtc-builtins11.8, downloaded with apt-get through a private sources file and
+# unpacked with dpkg -x into .cache/nvrtc. Nothing system-wide is changed. Idempotent.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+dest="$root/.cache/nvrtc"
+lib="$dest/usr/lib/x86_64-linux-gnu/libnvrtc.so.11.2"
+if [ -f "$lib" ] && [ -f "$dest/.complete" ]; then
+  exit 0
+fi
+if ! command -v apt-get >/dev/null || ! command -v dpkg >/dev/null; then
+  echo "fetch-nvrtc: apt-get and dpkg are needed to fetch Debian's libnvrtc11.2; or set DS_NVRTC_PATH" >&2
+  exit 1
+fi
+work="$root/.cache/nvrtc-apt"
+rm -rf "$work" "$dest"
+mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/debs" "$dest"
+echo "deb http://deb.debian.org/debian bookworm non-free" > "$work/sources.list"
+opts=(
+  -o "Dir::Etc::SourceList=$work/sources.list"
+  -o "Dir::Etc::SourceParts=/dev/null"
+  -o "Dir::State::Lists=$work/lists"
+  -o "Dir::Cache=$work/cache"
+  -o "Debug::NoLocking=1"
+  -o "APT::Sandbox::User=root"
+)
+apt-get "${opts[@]}" -qq update
+(cd "$work/debs" && apt-get "${opts[@]}" -qq download libnvrtc11.2 libnvrtc-builtins11.8)
+for deb in "$work"/debs/*.deb; do dpkg -x "$deb" "$dest"; done
+rm -rf "$work"
+[ -f "$lib" ] || { echo "fetch-nvrtc: $lib missing after unpacking" >&2; exit 1; }
+touch "$dest/.complete"
+echo "fetch-nvrtc: NVRTC 11.8 unpacked into .cache/nvrtc"

@@ -1,0 +1,24 @@
+/** Loads the attention specs exported by the files of a directory (default export: one or many). */
+import { join, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import type { AttentionSpec } from "../dsl/spec.ts";
+
+export const EXAMPLE_SPECS_DIR = resolve(new URL("../../examples/specs", import.meta.url).pathname);
+export const GENERATED_DIR = resolve(new URL("../../generated", import.meta.url).pathname);
+
+export async function loadSpecs(dir = EXAMPLE_SPECS_DIR): Promise<AttentionSpec[]> {
+  const files = [...Deno.readDirSync(dir)]
+    .filter((e) => e.isFile && e.name.endsWith(".ts"))
+    .map((e) => e.name)
+    .sort();
+  const specs: AttentionSpec[] = [];
+  for (const name of files) {
+    const mod = await import(pathToFileURL(join(dir, name)).href);
+    const exported = mod.default as AttentionSpec | AttentionSpec[] | undefined;
+    if (exported === undefined) throw new Error(`${join(dir, name)}: no default export of specs`);
+    specs.push(...(Array.isArray(exported) ? exported : [exported]));
+  }
+  const seen = new Map<string, number>();
+  for (const s of specs) seen.set(s.variant, (seen.get(s.variant) ?? 0) + 1);
+  return specs.filter((s, i) => specs.findIndex((t) => t.variant === s.variant) === i);
+}

@@ -1,0 +1,284 @@
+/**
+ * The one description of every kernel a decode step needs: its template, its arguments (from
+ * which both the CUDA parameter list and the typed TypeScript launcher are generated) and the
+ * launch shape the runtime must use. Pure data plus small functions of the spec.
+ */
+import type { AttentionSpec } from "../dsl/spec.ts";
+
+export type ArgKind = "ptr" | "i32" | "f32";
+
+export interface KernelArg {
+  /** snake_case name in CUDA; the launcher field is its camelCase form. */
+  readonly name: string;
+  readonly kind: ArgKind;
+  /** C type in the kernel signature. */
+  readonly cType: string;
+  readonly doc: string;
+}
+
+export type KernelId = "append" | "score" | "select" | "dense" | "sparse" | "merge";
+
+export interface KernelDescription {
+  readonly id: KernelId;
+  readonly template: string;
+  readonly doc: string;
+  readonly args: readonly KernelArg[];
+  /** How the runtime shapes the grid (documentation carried into the launcher). */
+  readonly grid: string;
+}
+
+const ptr = (name: string, cType: string, doc: string): KernelArg => ({
+  name,
+  kind: "ptr",
+  cType: `${cType}__restrict__ `,
+  doc,
+});
+const i32 = (name: string, doc: string): KernelArg => ({ name, kind: "i32", cType: "int ", doc });
+const f32 = (name: string, doc: string): KernelArg => ({ name, kind: "f32", cType: "float ", doc });
+
+const q = ptr("q", "const u16* ", "[batch][NUM_Q_HEADS][HEAD_DIM] queries after RoPE");
+const blockTables = ptr("block_tables", "const int* ", "[batch][max_pages] physical pages");
+const maxPages = i32("max_pages", "row stride of block_tables");
+const seqLens = ptr("seq_lens", "const int* ", "[batch] cached tokens, this step's included");
+const routes = ptr("routes", "const int* ", "[batch] 1 = sparse, 0 = dense");
+const budgets = ptr("budgets", "const int* ", "[batch] tokens to select per selection head");
+const channels = ptr("channels", "const int* ", "[NUM_LABEL_HEADS][LABEL_CHANNELS] label channels");
+const labelCodes = (w: boolean) =>
+  ptr(
+    "label_codes",
+    w ? "u32* " : "const u32* ",
+    "[pages][NUM_LABEL_HEADS][PAGE_SIZE][LABEL_ROW_WORDS]",
+  );
+const labelMeta = (w: boolean) =>
+  ptr(
+    "label_meta",
+    w ? "u32* " : "const u32* ",
+    "[pages][NUM_LABEL_HEADS][PAGE_SIZE] scale|min<<16",
+  );
+const kvCache = (which: "k" | "v", w: boolean) =>
+  ptr(
+    `${which}_cache`,
+    w ? "u16* " : "const u16* ",
+    "[pages][NUM_KV_HEADS][PAGE_SIZE][HEAD_DIM]",
+  );
+const keys = (w: boolean) =>
+  ptr("keys", w ? "u16* " : "const u16* ", "[batch][NUM_SEL_HEADS][key_stride] score keys");
+const hist = ptr("hist", "u32* ", "[batch][NUM_SEL_HEADS][4096] key histogram, zero between uses");
+const keyStride = i32("key_stride", "row stride of keys, cand_idx, cand_key (>= longest context)");
+const partialO = (w: boolean) =>
+  ptr(
+    "partial_o",
+    w ? "float* " : "const float* ",
+    "[batch][NUM_Q_HEADS][max_splits][HEAD_DIM] split outputs",
+  );
+const partialLse = (w: boolean) =>
+  ptr(
+    "partial_lse",
+    w ? "float* " : "const float* ",
+    "[batch][NUM_Q_HEADS][max_splits] log2-sum-exp2",
+  );
+const maxSplits = i32("max_splits", "split stride of partial_o / partial_lse");
+const softmaxScale = f32("softmax_scale", "usually 1/sqrt(HEAD_DIM)");
+
+export const KERNELS: readonly KernelDescription[] = [
+  {
+    id: "append",
+    template: "append.cu.hbs",
+    doc: "Writes new K/V rows into the paged cache and, fused, their (quantized) label rows.",
+    grid: "(num_rows, 1, 1)",
+    args: [
+      ptr("k_new", "const u16* ", "[num_rows][NUM_KV_HEADS][HEAD_DIM] new keys after RoPE"),
+      ptr("v_new", "const u16* ", "[num_rows][NUM_KV_HEADS][HEAD_DIM] new values"),
+      ptr("row_seq", "const int* ", "[num_rows] sequence of each row"),
+      ptr("row_pos", "const int* ", "[num_rows] position of each row in its sequence"),
+      blockTables,
+      maxPages,
+      channels,
+      kvCache("k", true),
+      kvCache("v", true),
+      labelCodes(true),
+      labelMeta(true),
+      i32("num_rows", "rows to append"),
+    ],
+  },
+  {
+    id: "score",
+    template: "score.cu.hbs",
+    doc: "Label scores of every cached token: 16-bit keys plus a 12-bit key histogram.",
+    grid: "(NUM_SEL_HEADS, ceil(key_stride / scoreTokensPerBlock), batch)",
+    args: [
+      q,
+      channels,
+      labelCodes(false),
+      labelMeta(false),
+      blockTables,
+      maxPages,
+      seqLens,
+      routes,
+      keys(true),
+      hist,
+      keyStride,
+    ],
+  },
+  {
+    id: "select",
+    template: "select.cu.hbs",
+    doc: "Top-k by threshold bin + radix select of the bin's candidates; resets hist/counters.",
+    grid: "(NUM_SEL_HEADS, ceil(key_stride / selectTokensPerBlock), batch)",
+    args: [
+      q,
+      channels,
+      labelCodes(false),
+      labelMeta(false),
+      blockTables,
+      maxPages,
+      seqLens,
+      budgets,
+      routes,
+      keys(false),
+      hist,
+      keyStride,
+      ptr("counters", "u32* ", "[batch][NUM_SEL_HEADS][4] zero between uses"),
+      ptr("cand_idx", "int* ", "[batch][NUM_SEL_HEADS][key_stride] candidate scratch"),
+      ptr("cand_key", "u32* ", "[batch][NUM_SEL_HEADS][key_stride] candidate key scratch"),
+      ptr("sel_idx", "int* ", "[batch][NUM_SEL_HEADS][sel_stride] selected tokens (unordered)"),
+      i32("sel_stride", "row stride of sel_idx (>= largest budget)"),
+    ],
+  },
+  {
+    id: "dense",
+    template: "dense_attention.cu.hbs",
+    doc: "Dense split-K decode attention for sequences routed dense.",
+    grid: "(dense_splits, NUM_KV_HEADS * denseHeadTiles, batch)",
+    args: [
+      q,
+      kvCache("k", false),
+      kvCache("v", false),
+      blockTables,
+      maxPages,
+      seqLens,
+      routes,
+      partialO(true),
+      partialLse(true),
+      maxSplits,
+      softmaxScale,
+    ],
+  },
+  {
+    id: "sparse",
+    template: "sparse_attention.cu.hbs",
+    doc: "Sparse split-K attention over each selection head's selected tokens.",
+    grid: "(sparse_splits, sparseAttentionHeadBlocks, batch)",
+    args: [
+      q,
+      kvCache("k", false),
+      kvCache("v", false),
+      blockTables,
+      maxPages,
+      budgets,
+      routes,
+      ptr("sel_idx", "const int* ", "[batch][NUM_SEL_HEADS][sel_stride] selected tokens"),
+      i32("sel_stride", "row stride of sel_idx"),
+      partialO(true),
+      partialLse(true),
+      maxSplits,
+      softmaxScale,
+    ],
+  },
+  {
+    id: "merge",
+    template: "merge.cu.hbs",
+    doc: "Log-sum-exp merge of the split partials into the attention output.",
+    grid: "(NUM_Q_HEADS, batch, 1)",
+    args: [
+      partialO(false),
+      partialLse(false),
+      maxSplits,
+      routes,
+      i32("dense_splits", "partials of a dense-routed sequence"),
+      i32("sparse_splits", "partials of a sparse-routed sequence"),
+      ptr("out", "u16* ", "[batch][NUM_Q_HEADS][HEAD_DIM] attention output, KV dtype"),
+    ],
+  },
+];
+
+/** Launch-shape choices per variant; baked into the sources and exported by the launchers. */
+export interface Tuning {
+  readonly appendThreads: number;
+  readonly scoreThreads: number;
+  readonly scoreTokensPerBlock: number;
+  readonly selectThreads: number;
+  readonly selectTokensPerBlock: number;
+  readonly selectSmemCandidates: number;
+  readonly attentionThreads: number;
+  readonly attentionRowTile: number;
+  readonly denseHeadsPerBlock: number;
+  readonly denseUnroll: number;
+  readonly sparseHeadsPerBlock: number;
+  readonly sparseUnroll: number;
+  /** Blocks along grid.y of the dense kernel: NUM_KV_HEADS * (GROUP_SIZE / denseHeadsPerBlock). */
+  readonly denseHeadBlocks: number;
+  /** Blocks along grid.y of the sparse kernel. */
+  readonly sparseHeadBlocks: number;
+  readonly mergeThreads: number;
+}
+
+/** Largest divisor of n that is at most cap. */
+function largestDivisorAtMost(n: number, cap: number): number {
+  for (let d = Math.min(n, cap); d > 1; d--) if (n % d === 0) return d;
+  return 1;
+}
+
+/** Register budget: fewer rows in flight per thread as more query heads share a block. */
+function unrollFor(headsPerBlock: number): number {
+  if (headsPerBlock === 1) return 8;
+  if (headsPerBlock === 2) return 4;
+  return 2;
+}
+
+export function tuningFor(spec: AttentionSpec): Tuning {
+  const denseHeadsPerBlock = largestDivisorAtMost(spec.groupSize, 8);
+  const sparseHeadsPerBlock = spec.selection === "group" ? denseHeadsPerBlock : 1;
+  return Object.freeze({
+    appendThreads: 128,
+    scoreThreads: 256,
+    scoreTokensPerBlock: 2048,
+    selectThreads: 256,
+    selectTokensPerBlock: 4096,
+    selectSmemCandidates: 4096,
+    attentionThreads: 128,
+    attentionRowTile: 256,
+    denseHeadsPerBlock,
+    denseUnroll: unrollFor(denseHeadsPerBlock),
+    sparseHeadsPerBlock,
+    sparseUnroll: unrollFor(sparseHeadsPerBlock),
+    denseHeadBlocks: spec.numKvHeads * (spec.groupSize / denseHeadsPerBlock),
+    sparseHeadBlocks: spec.selection === "group"
+      ? spec.numKvHeads * (spec.groupSize / sparseHeadsPerBlock)
+      : spec.numQHeads,
+    mergeThreads: spec.headDim,
+  });
+}
+
+/** Threads per block of each kernel. */
+export function threadsOf(id: KernelId, t: Tuning): number {
+  switch (id) {
+    case "append":
+      return t.appendThreads;
+    case "score":
+      return t.scoreThreads;
+    case "select":
+      return t.selectThreads;
+    case "dense":
+    case "sparse":
+      return t.attentionThreads;
+    case "merge":
+      return t.mergeThreads;
+  }
+}
+
+export const camelCase = (snake: string): string =>
+  snake.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+
+/** `ds_..._score` */
+export const symbolOf = (spec: AttentionSpec, id: KernelId): string => `${spec.variant}_${id}`;

@@ -1,0 +1,94 @@
+/**
+ * Finding and opening a shared library through Deno FFI: an environment variable first, then
+ * the usual sonames (the dynamic loader's search), then fixed directories. Failure lists every
+ * path tried with the loader's reason.
+ */
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export interface LibrarySearch {
+  /** What the library is, for messages ("NVRTC", "the CUDA driver"). */
+  readonly what: string;
+  /** Environment variable holding an explicit path. */
+  readonly envVar: string;
+  /** Names handed to the dynamic loader as they are (it searches LD_LIBRARY_PATH, ldconfig). */
+  readonly sonames: readonly string[];
+  /** Absolute paths tried last. */
+  readonly paths: readonly string[];
+}
+
+export class LibraryNotFoundError extends Error {
+  constructor(readonly what: string, readonly tried: readonly string[]) {
+    super(`${what} could not be loaded; tried:\n${tried.map((t) => `  - ${t}`).join("\n")}`);
+    this.name = "LibraryNotFoundError";
+  }
+}
+
+/** The repository (or package) root: two levels above src/cuda/. */
+export const packageRoot = (): string => fileURLToPath(new URL("../../", import.meta.url));
+
+export const CUDA_LIB_DIRS = [
+  "/usr/local/cuda/lib64",
+  "/usr/local/cuda/lib",
+  "/usr/lib/x86_64-linux-gnu",
+];
+
+export function candidatesOf(search: LibrarySearch): string[] {
+  const out: string[] = [];
+  const fromEnv = Deno.env.get(search.envVar);
+  if (fromEnv) out.push(fromEnv);
+  out.push(...search.sonames, ...search.paths);
+  return out;
+}
+
+/**
+ * Opens the first candidate that loads. `before(path)` runs ahead of each attempt (NVRTC uses it
+ * to preload its builtins library from the same directory).
+ */
+export function openLibrary<S extends Deno.ForeignLibraryInterface>(
+  search: LibrarySearch,
+  symbols: S,
+  before?: (path: string) => void,
+): { lib: Deno.DynamicLibrary<S>; path: string } {
+  const tried: string[] = [];
+  for (const path of candidatesOf(search)) {
+    try {
+      before?.(path);
+      return { lib: Deno.dlopen(path, symbols), path };
+    } catch (e) {
+      const reason = e instanceof Error ? e.message.split("\n")[0] : String(e);
+      tried.push(
+        `${path}${
+          path === Deno.env.get(search.envVar) ? ` (from ${search.envVar})` : ""
+        }: ${reason}`,
+      );
+    }
+  }
+  throw new LibraryNotFoundError(search.what, tried);
+}
+
+export const dirOf = (path: string): string => (path.includes("/") ? dirname(path) : "");
+export { join };
+
+// ---- C strings and pointer arrays for FFI calls ----
+const encoder = new TextEncoder();
+
+/** A NUL-terminated UTF-8 copy of `s`. */
+export const cString = (s: string): Uint8Array<ArrayBuffer> => encoder.encode(`${s}\0`);
+
+/** An array of C string pointers; keep the returned `keepAlive` referenced until the call ends. */
+export function cStringArray(items: readonly string[]): {
+  array: BigUint64Array<ArrayBuffer>;
+  keepAlive: Uint8Array[];
+} {
+  const keepAlive = items.map(cString);
+  const array = new BigUint64Array(keepAlive.length);
+  keepAlive.forEach((buf, i) => {
+    array[i] = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));
+  });
+  return { array, keepAlive };
+}
+
+export function readCString(ptr: Deno.PointerValue): string {
+  return ptr === null ? "" : Deno.UnsafePointerView.getCString(ptr);
+}

@@ -1,0 +1,92 @@
+/**
+ * Host bookkeeping of a paged cache: which physical pages each sequence owns (its block table),
+ * its length, and the free list. The CPU reference cache and the GPU runtime both use it, so the
+ * layout the kernels see is the layout the reference reads.
+ */
+export class PageTable {
+  /** blockTables[seq * maxPagesPerSeq + i] = physical page of the sequence's i-th page, or -1. */
+  readonly blockTables: Int32Array;
+  readonly seqLens: Int32Array;
+  readonly #free: number[];
+
+  constructor(
+    readonly numSeqs: number,
+    readonly numPages: number,
+    readonly pageSize: number,
+    readonly maxPagesPerSeq: number,
+  ) {
+    this.blockTables = new Int32Array(numSeqs * maxPagesPerSeq).fill(-1);
+    this.seqLens = new Int32Array(numSeqs);
+    // Pop from the end: hand out pages in ascending order first, which keeps dumps readable.
+    this.#free = Array.from({ length: numPages }, (_, i) => numPages - 1 - i);
+  }
+
+  get freePages(): number {
+    return this.#free.length;
+  }
+
+  get maxTokensPerSeq(): number {
+    return this.maxPagesPerSeq * this.pageSize;
+  }
+
+  /** Reserves room for `count` more tokens of `seq`; returns the position of the first. */
+  grow(seq: number, count = 1): number {
+    this.#checkSeq(seq);
+    const start = this.seqLens[seq];
+    const end = start + count;
+    if (end > this.maxTokensPerSeq) {
+      throw new RangeError(
+        `sequence ${seq}: ${end} tokens exceed the block table's ${this.maxPagesPerSeq} pages of ` +
+          `${this.pageSize} (${this.maxTokensPerSeq} tokens)`,
+      );
+    }
+    const needPages = Math.ceil(end / this.pageSize);
+    const have = Math.ceil(start / this.pageSize);
+    if (needPages - have > this.#free.length) {
+      throw new RangeError(
+        `sequence ${seq}: needs ${needPages - have} more pages, only ${this.#free.length} free`,
+      );
+    }
+    for (let i = have; i < needPages; i++) {
+      this.blockTables[seq * this.maxPagesPerSeq + i] = this.#free.pop()!;
+    }
+    this.seqLens[seq] = end;
+    return start;
+  }
+
+  /** Physical page and row of token `pos` of `seq`. */
+  locate(seq: number, pos: number): { page: number; row: number } {
+    this.#checkSeq(seq);
+    if (pos < 0 || pos >= this.seqLens[seq]) {
+      throw new RangeError(`sequence ${seq}: position ${pos} outside [0, ${this.seqLens[seq]})`);
+    }
+    const page = this.blockTables[seq * this.maxPagesPerSeq + Math.floor(pos / this.pageSize)];
+    return { page, row: pos % this.pageSize };
+  }
+
+  /** Frees every page of `seq` and empties it. */
+  release(seq: number): void {
+    this.#checkSeq(seq);
+    for (let i = 0; i < this.maxPagesPerSeq; i++) {
+      const slot = seq * this.maxPagesPerSeq + i;
+      if (this.blockTables[slot] >= 0) this.#free.push(this.blockTables[slot]);
+      this.blockTables[slot] = -1;
+    }
+    this.seqLens[seq] = 0;
+  }
+
+  /** Shuffles the free list so tests see sequences scattered over non-adjacent pages. */
+  scrambleFreeList(random: () => number): void {
+    const f = this.#free;
+    for (let i = f.length - 1; i > 0; i--) {
+      const j = Math.floor(random() * (i + 1));
+      [f[i], f[j]] = [f[j], f[i]];
+    }
+  }
+
+  #checkSeq(seq: number): void {
+    if (!Number.isInteger(seq) || seq < 0 || seq >= this.numSeqs) {
+      throw new RangeError(`sequence index ${seq} outside [0, ${this.numSeqs})`);
+    }
+  }
+}
