@@ -7,11 +7,7 @@
  * first. The kernels use the same order (key = order-preserving score bits, then ~index).
  */
 import { budgetFor, type Route, routeFor } from "../dsl/spec.ts";
-import {
-  kvHeadOfLabelHead,
-  labelHeadOfSelectionHead,
-  queryHeadsOfSelectionHead,
-} from "../dsl/layout.ts";
+import { labelHeadOfSelectionHead, queryHeadsOfSelectionHead } from "../dsl/layout.ts";
 import { labelValues } from "./labels.ts";
 import type { CpuPagedCache } from "./paged_cache.ts";
 
@@ -83,7 +79,10 @@ export function sparseDecode(
 export interface LabelScores {
   /** scores[selHead][token]: approximate score from (quantized) labels. */
   scores: Float64Array[];
-  /** Sum of |terms| of each score: the scale of its single-precision rounding error. */
+  /**
+   * Scale of each score's single-precision rounding error: sum_c |q_c| * 3 max_c |k_c| bounds
+   * every partial sum the kernels form (including scale * sum q.code + min * sum q).
+   */
   magnitudes: Float64Array[];
 }
 
@@ -110,13 +109,15 @@ export function labelScores(cache: CpuPagedCache, seq: number, q: ArrayLike<numb
     for (let t = 0; t < len; t++) {
       const kLabel = cache.labelRow(seq, t, lh);
       let dot = 0;
-      let abs = 0;
+      let qAbs = 0;
+      let kMax = 0;
       for (let c = 0; c < r; c++) {
         dot += qLabel[c] * kLabel[c];
-        abs += Math.abs(qLabel[c] * kLabel[c]);
+        qAbs += Math.abs(qLabel[c]);
+        kMax = Math.max(kMax, Math.abs(kLabel[c]));
       }
       sc[t] = dot;
-      mag[t] = abs;
+      mag[t] = 3 * qAbs * kMax;
     }
     scores.push(sc);
     magnitudes.push(mag);
@@ -164,5 +165,3 @@ export function doubleSparsityDecode(
   const selected = scores.scores.map((sc) => topK(sc, budget));
   return { out: sparseDecode(cache, seq, q, selected, scale), route, budget, selected, scores };
 }
-
-export { kvHeadOfLabelHead };

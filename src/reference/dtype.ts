@@ -6,17 +6,40 @@ import type { KvDtype } from "../dsl/spec.ts";
 
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
-const f16 = new Float16Array(1);
-const u16 = new Uint16Array(f16.buffer);
+// Deno has Float16Array (fast, native rounding); Node 20 does not: fall back to arithmetic.
+const NativeF16 =
+  (globalThis as unknown as { Float16Array?: Float32ArrayConstructor }).Float16Array;
 
+/** Nearest integer of a non-negative value, ties to even. */
+function roundHalfEven(v: number): number {
+  const f = Math.floor(v);
+  const d = v - f;
+  return d > 0.5 || (d === 0.5 && f % 2 !== 0) ? f + 1 : f;
+}
+
+/** x -> fp16 bit pattern, round to nearest even (what `Float16Array` does; Node 20 lacks it). */
 export function f16BitsFromFloat(x: number): number {
-  f16[0] = x;
-  return u16[0];
+  if (Number.isNaN(x)) return 0x7e00;
+  const sign = x < 0 || Object.is(x, -0) ? 0x8000 : 0;
+  const a = Math.abs(x);
+  // Subnormals (and zero) are whole multiples of 2^-24; rounding up to 2^10 gives the least normal.
+  if (a < 2 ** -14) return sign | roundHalfEven(a * 2 ** 24);
+  let e = Math.floor(Math.log2(a));
+  if (2 ** e > a) e--;
+  else if (2 ** (e + 1) <= a) e++;
+  let m = roundHalfEven((a / 2 ** e) * 1024); // 1024..2048, exact scaling by a power of two
+  if (m === 2048) (e++, m = 1024);
+  if (e > 15) return sign | 0x7c00;
+  return sign | ((e + 15) << 10) | (m - 1024);
 }
 
 export function floatFromF16Bits(bits: number): number {
-  u16[0] = bits;
-  return f16[0];
+  const sign = bits & 0x8000 ? -1 : 1;
+  const e = (bits >> 10) & 0x1f;
+  const m = bits & 0x3ff;
+  if (e === 0) return sign * m * 2 ** -24;
+  if (e === 31) return m === 0 ? sign * Infinity : NaN;
+  return sign * (1024 + m) * 2 ** (e - 25);
 }
 
 /** fp32 -> bf16 with round-to-nearest-even (NaN stays NaN), as `cvt.rn.bf16.f32`. */
@@ -48,8 +71,10 @@ export function roundTo(dtype: KvDtype, x: number): number {
 
 export function encodeArray(dtype: KvDtype, values: ArrayLike<number>): Uint16Array {
   const out = new Uint16Array(values.length);
-  if (dtype === "fp16") {
-    out.set(new Uint16Array(Float16Array.from(values as ArrayLike<number>).buffer));
+  if (dtype === "fp16" && NativeF16) {
+    out.set(new Uint16Array(NativeF16.from(values).buffer));
+  } else if (dtype === "fp16") {
+    for (let i = 0; i < values.length; i++) out[i] = f16BitsFromFloat(values[i]);
   } else {
     for (let i = 0; i < values.length; i++) out[i] = bf16BitsFromFloat(values[i]);
   }
@@ -57,9 +82,10 @@ export function encodeArray(dtype: KvDtype, values: ArrayLike<number>): Uint16Ar
 }
 
 export function decodeArray(dtype: KvDtype, bits: Uint16Array): Float32Array {
-  if (dtype === "fp16") {
-    return Float32Array.from(new Float16Array(bits.buffer, bits.byteOffset, bits.length));
+  if (dtype === "fp16" && NativeF16) {
+    return Float32Array.from(new NativeF16(bits.buffer, bits.byteOffset, bits.length));
   }
+  if (dtype === "fp16") return Float32Array.from(bits, floatFromF16Bits);
   const out = new Float32Array(bits.length);
   const view = new Uint32Array(out.buffer);
   for (let i = 0; i < bits.length; i++) view[i] = bits[i] << 16;

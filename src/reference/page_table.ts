@@ -8,6 +8,8 @@ export class PageTable {
   readonly blockTables: Int32Array;
   readonly seqLens: Int32Array;
   readonly #free: number[];
+  /** Bumped whenever a block table entry changes, so device copies know when to re-upload. */
+  version = 0;
 
   constructor(
     readonly numSeqs: number,
@@ -49,6 +51,7 @@ export class PageTable {
     }
     for (let i = have; i < needPages; i++) {
       this.blockTables[seq * this.maxPagesPerSeq + i] = this.#free.pop()!;
+      this.version++;
     }
     this.seqLens[seq] = end;
     return start;
@@ -69,7 +72,10 @@ export class PageTable {
     this.#checkSeq(seq);
     for (let i = 0; i < this.maxPagesPerSeq; i++) {
       const slot = seq * this.maxPagesPerSeq + i;
-      if (this.blockTables[slot] >= 0) this.#free.push(this.blockTables[slot]);
+      if (this.blockTables[slot] >= 0) {
+        this.#free.push(this.blockTables[slot]);
+        this.version++;
+      }
       this.blockTables[slot] = -1;
     }
     this.seqLens[seq] = 0;

@@ -32,6 +32,8 @@ export class CpuPagedCache {
     numSeqs: number,
     numPages: number,
     maxPagesPerSeq: number,
+    /** Share another cache's paging (several layers of one model page identically). */
+    pageTable?: PageTable,
   ) {
     if (channels.length !== spec.numLabelHeads * spec.labelChannels) {
       throw new RangeError(
@@ -40,7 +42,7 @@ export class CpuPagedCache {
       );
     }
     this.layout = cacheLayout(spec);
-    this.pages = new PageTable(numSeqs, numPages, spec.pageSize, maxPagesPerSeq);
+    this.pages = pageTable ?? new PageTable(numSeqs, numPages, spec.pageSize, maxPagesPerSeq);
     this.k = new Uint16Array(numPages * this.layout.kvPageElems);
     this.v = new Uint16Array(numPages * this.layout.kvPageElems);
     this.labels = new Uint32Array(numPages * this.layout.labelPageWords);

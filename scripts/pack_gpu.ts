@@ -1,0 +1,56 @@
+/**
+ * `deno task pack:gpu`: packs into .gpu/ (git-ignored) what a CUDA machine without Deno or
+ * network needs to run the GPU tasks: the Deno binary (xz) and the runtime npm dependencies
+ * (node_modules subset, tar.xz). `bash scripts/gpu-run.sh test:gpu` unpacks and runs there.
+ */
+import { join } from "node:path";
+import { packageRoot } from "../src/cuda/library.ts";
+
+const root = packageRoot();
+const out = join(root, ".gpu");
+Deno.mkdirSync(out, { recursive: true });
+
+async function sh(cmd: string): Promise<void> {
+  const p = await new Deno.Command("bash", { args: ["-c", cmd], cwd: root }).output();
+  if (!p.success) throw new Error(`${cmd}\n${new TextDecoder().decode(p.stderr)}`);
+}
+
+const denoBin = Deno.execPath();
+const denoPack = join(out, "deno.xz");
+const stamp = join(out, "deno.version");
+const version = Deno.version.deno;
+let have = "";
+try {
+  have = Deno.readTextFileSync(stamp);
+} catch { /* first pack */ }
+if (have !== version) {
+  console.log(`compressing ${denoBin} (Deno ${version}) ...`);
+  await sh(`xz -T2 -6 -c '${denoBin}' > '${denoPack}.tmp' && mv '${denoPack}.tmp' '${denoPack}'`);
+  Deno.writeTextFileSync(stamp, version);
+}
+// Runtime dependencies only: the code generator's (handlebars, ts-morph and their own).
+const skip = ["@types", "@deno", "deno", ".bin", ".package-lock.json"];
+const entries = [...Deno.readDirSync(join(root, "node_modules"))]
+  .map((e) => e.name)
+  .filter((n) => !skip.includes(n))
+  .map((n) => `node_modules/${n}`);
+await sh(
+  `tar -cf - ${
+    entries.join(" ")
+  } | xz -T2 -6 > .gpu/node_modules.tar.xz.tmp && mv .gpu/node_modules.tar.xz.tmp .gpu/node_modules.tar.xz`,
+);
+let total = 0;
+for (const f of Deno.readDirSync(out)) {
+  const size = Deno.statSync(join(out, f.name)).size;
+  total += size;
+  console.log(`${f.name.padEnd(24)} ${(size / 2 ** 20).toFixed(1)} MiB`);
+}
+console.log(
+  `.gpu/ holds ${
+    (total / 2 ** 20).toFixed(1)
+  } MiB; on the GPU machine: bash scripts/gpu-run.sh test:gpu`,
+);
+if (total > 40 * 2 ** 20) {
+  console.error("the pack exceeds 40 MiB");
+  Deno.exit(1);
+}

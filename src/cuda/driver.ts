@@ -1,0 +1,693 @@
+/**
+ * The CUDA driver API through Deno FFI: one symbol table (the C signature beside each entry),
+ * one `check()` that names the failing call and the error's name and text, and disposable
+ * handles (`using`) for device memory, pinned host memory, streams, events, modules and graphs,
+ * with a FinalizationRegistry only as a backstop.
+ *
+ * Importing this module never touches the driver; the first use opens libcuda (from
+ * $DS_CUDA_DRIVER_PATH, libcuda.so.1, or the usual directories) and a machine without one gets a
+ * single LibraryNotFoundError listing every path tried.
+ */
+import { cString, CUDA_LIB_DIRS, type LibrarySearch, openLibrary, readCString } from "./library.ts";
+
+const symbols = {
+  // CUresult cuInit(unsigned int Flags)
+  cuInit: { parameters: ["u32"], result: "i32" },
+  // CUresult cuDriverGetVersion(int* driverVersion)
+  cuDriverGetVersion: { parameters: ["buffer"], result: "i32" },
+  // CUresult cuGetErrorName(CUresult error, const char** pStr)
+  cuGetErrorName: { parameters: ["i32", "buffer"], result: "i32" },
+  // CUresult cuGetErrorString(CUresult error, const char** pStr)
+  cuGetErrorString: { parameters: ["i32", "buffer"], result: "i32" },
+  // CUresult cuDeviceGetCount(int* count)
+  cuDeviceGetCount: { parameters: ["buffer"], result: "i32" },
+  // CUresult cuDeviceGet(CUdevice* device, int ordinal)
+  cuDeviceGet: { parameters: ["buffer", "i32"], result: "i32" },
+  // CUresult cuDeviceGetName(char* name, int len, CUdevice dev)
+  cuDeviceGetName: { parameters: ["buffer", "i32", "i32"], result: "i32" },
+  // CUresult cuDeviceGetAttribute(int* pi, CUdevice_attribute attrib, CUdevice dev)
+  cuDeviceGetAttribute: { parameters: ["buffer", "i32", "i32"], result: "i32" },
+  // CUresult cuDeviceTotalMem_v2(size_t* bytes, CUdevice dev)
+  cuDeviceTotalMem_v2: { parameters: ["buffer", "i32"], result: "i32" },
+  // CUresult cuDevicePrimaryCtxRetain(CUcontext* pctx, CUdevice dev)
+  cuDevicePrimaryCtxRetain: { parameters: ["buffer", "i32"], result: "i32" },
+  // CUresult cuCtxSetCurrent(CUcontext ctx)
+  cuCtxSetCurrent: { parameters: ["pointer"], result: "i32" },
+  // CUresult cuCtxSynchronize(void)
+  cuCtxSynchronize: { parameters: [], result: "i32" },
+  // CUresult cuMemGetInfo_v2(size_t* free, size_t* total)
+  cuMemGetInfo_v2: { parameters: ["buffer", "buffer"], result: "i32" },
+  // CUresult cuModuleLoadData(CUmodule* module, const void* image)
+  cuModuleLoadData: { parameters: ["buffer", "buffer"], result: "i32" },
+  // CUresult cuModuleUnload(CUmodule hmod)
+  cuModuleUnload: { parameters: ["pointer"], result: "i32" },
+  // CUresult cuModuleGetFunction(CUfunction* hfunc, CUmodule hmod, const char* name)
+  cuModuleGetFunction: { parameters: ["buffer", "pointer", "buffer"], result: "i32" },
+  // CUresult cuFuncGetAttribute(int* pi, CUfunction_attribute attrib, CUfunction hfunc)
+  cuFuncGetAttribute: { parameters: ["buffer", "i32", "pointer"], result: "i32" },
+  // CUresult cuFuncSetAttribute(CUfunction hfunc, CUfunction_attribute attrib, int value)
+  cuFuncSetAttribute: { parameters: ["pointer", "i32", "i32"], result: "i32" },
+  // CUresult cuMemAlloc_v2(CUdeviceptr* dptr, size_t bytesize)
+  cuMemAlloc_v2: { parameters: ["buffer", "usize"], result: "i32" },
+  // CUresult cuMemFree_v2(CUdeviceptr dptr)
+  cuMemFree_v2: { parameters: ["u64"], result: "i32" },
+  // CUresult cuMemAllocHost_v2(void** pp, size_t bytesize)
+  cuMemAllocHost_v2: { parameters: ["buffer", "usize"], result: "i32" },
+  // CUresult cuMemFreeHost(void* p)
+  cuMemFreeHost: { parameters: ["pointer"], result: "i32" },
+  // CUresult cuMemsetD8Async(CUdeviceptr dstDevice, unsigned char uc, size_t N, CUstream hStream)
+  cuMemsetD8Async: { parameters: ["u64", "u8", "usize", "pointer"], result: "i32" },
+  // CUresult cuMemsetD32Async(CUdeviceptr dstDevice, unsigned int ui, size_t N, CUstream hStream)
+  cuMemsetD32Async: { parameters: ["u64", "u32", "usize", "pointer"], result: "i32" },
+  // CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t bytes, CUstream s)
+  cuMemcpyHtoDAsync_v2: { parameters: ["u64", "buffer", "usize", "pointer"], result: "i32" },
+  // Same, from a raw host pointer (pinned memory, whose address a graph captures).
+  cuMemcpyHtoDAsync_v2_ptr: {
+    name: "cuMemcpyHtoDAsync_v2",
+    parameters: ["u64", "pointer", "usize", "pointer"],
+    result: "i32",
+  },
+  // CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, size_t bytes, CUstream s)
+  cuMemcpyDtoHAsync_v2: { parameters: ["buffer", "u64", "usize", "pointer"], result: "i32" },
+  cuMemcpyDtoHAsync_v2_ptr: {
+    name: "cuMemcpyDtoHAsync_v2",
+    parameters: ["pointer", "u64", "usize", "pointer"],
+    result: "i32",
+  },
+  // CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t bytes, CUstream s)
+  cuMemcpyDtoDAsync_v2: { parameters: ["u64", "u64", "usize", "pointer"], result: "i32" },
+  // CUresult cuStreamCreate(CUstream* phStream, unsigned int Flags)
+  cuStreamCreate: { parameters: ["buffer", "u32"], result: "i32" },
+  // CUresult cuStreamDestroy_v2(CUstream hStream)
+  cuStreamDestroy_v2: { parameters: ["pointer"], result: "i32" },
+  // CUresult cuStreamSynchronize(CUstream hStream)
+  cuStreamSynchronize: { parameters: ["pointer"], result: "i32" },
+  // CUresult cuEventCreate(CUevent* phEvent, unsigned int Flags)
+  cuEventCreate: { parameters: ["buffer", "u32"], result: "i32" },
+  // CUresult cuEventDestroy_v2(CUevent hEvent)
+  cuEventDestroy_v2: { parameters: ["pointer"], result: "i32" },
+  // CUresult cuEventRecord(CUevent hEvent, CUstream hStream)
+  cuEventRecord: { parameters: ["pointer", "pointer"], result: "i32" },
+  // CUresult cuEventSynchronize(CUevent hEvent)
+  cuEventSynchronize: { parameters: ["pointer"], result: "i32" },
+  // CUresult cuEventElapsedTime_v2(float* pMilliseconds, CUevent hStart, CUevent hEnd) (12.8+)
+  cuEventElapsedTime_v2: {
+    parameters: ["buffer", "pointer", "pointer"],
+    result: "i32",
+    optional: true,
+  },
+  // CUresult cuEventElapsedTime(float* pMilliseconds, CUevent hStart, CUevent hEnd) (older)
+  cuEventElapsedTime: {
+    parameters: ["buffer", "pointer", "pointer"],
+    result: "i32",
+    optional: true,
+  },
+  // CUresult cuLaunchKernel(CUfunction f, unsigned gridX, gridY, gridZ, blockX, blockY, blockZ,
+  //                         unsigned sharedMemBytes, CUstream hStream, void** kernelParams,
+  //                         void** extra)
+  cuLaunchKernel: {
+    parameters: [
+      "pointer",
+      "u32",
+      "u32",
+      "u32",
+      "u32",
+      "u32",
+      "u32",
+      "u32",
+      "pointer",
+      "buffer",
+      "pointer",
+    ],
+    result: "i32",
+  },
+  // CUresult cuStreamBeginCapture_v2(CUstream hStream, CUstreamCaptureMode mode)
+  cuStreamBeginCapture_v2: { parameters: ["pointer", "i32"], result: "i32" },
+  // CUresult cuStreamEndCapture(CUstream hStream, CUgraph* phGraph)
+  cuStreamEndCapture: { parameters: ["pointer", "buffer"], result: "i32" },
+  // CUresult cuGraphInstantiateWithFlags(CUgraphExec* phGraphExec, CUgraph hGraph,
+  //                                      unsigned long long flags)
+  cuGraphInstantiateWithFlags: { parameters: ["buffer", "pointer", "u64"], result: "i32" },
+  // CUresult cuGraphLaunch(CUgraphExec hGraphExec, CUstream hStream)
+  cuGraphLaunch: { parameters: ["pointer", "pointer"], result: "i32" },
+  // CUresult cuGraphExecDestroy(CUgraphExec hGraphExec)
+  cuGraphExecDestroy: { parameters: ["pointer"], result: "i32" },
+  // CUresult cuGraphDestroy(CUgraph hGraph)
+  cuGraphDestroy: { parameters: ["pointer"], result: "i32" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+type Symbols = Deno.DynamicLibrary<typeof symbols>["symbols"];
+
+export const DRIVER_SEARCH: LibrarySearch = {
+  what: "the CUDA driver (libcuda)",
+  envVar: "DS_CUDA_DRIVER_PATH",
+  sonames: ["libcuda.so.1", "libcuda.so"],
+  paths: [
+    ...CUDA_LIB_DIRS.map((d) => `${d}/libcuda.so.1`),
+    "/usr/local/nvidia/lib64/libcuda.so.1",
+    "/usr/lib64/libcuda.so.1",
+  ],
+};
+
+export class CudaError extends Error {
+  constructor(
+    readonly call: string,
+    readonly code: number,
+    readonly errorName: string,
+    readonly errorText: string,
+  ) {
+    super(`${call} failed: ${errorName} (${code}): ${errorText}`);
+    this.name = "CudaError";
+  }
+}
+
+export const DeviceAttribute = {
+  CLOCK_RATE: 13,
+  MULTIPROCESSOR_COUNT: 16,
+  MEMORY_CLOCK_RATE: 36,
+  GLOBAL_MEMORY_BUS_WIDTH: 37,
+  L2_CACHE_SIZE: 38,
+  COMPUTE_CAPABILITY_MAJOR: 75,
+  COMPUTE_CAPABILITY_MINOR: 76,
+  MAX_SHARED_MEMORY_PER_MULTIPROCESSOR: 81,
+  MAX_SHARED_MEMORY_PER_BLOCK_OPTIN: 97,
+} as const;
+
+export const FunctionAttribute = {
+  MAX_THREADS_PER_BLOCK: 0,
+  SHARED_SIZE_BYTES: 1,
+  LOCAL_SIZE_BYTES: 3,
+  NUM_REGS: 4,
+  MAX_DYNAMIC_SHARED_SIZE_BYTES: 8,
+} as const;
+
+/** The opened driver: raw symbols plus the error check. */
+export class Driver {
+  readonly sym: Symbols;
+  readonly path: string;
+
+  constructor() {
+    const { lib, path } = openLibrary(DRIVER_SEARCH, symbols);
+    this.sym = lib.symbols;
+    this.path = path;
+    this.check("cuInit", this.sym.cuInit(0));
+  }
+
+  /** Throws CudaError naming the call, the CUresult's name and its description. */
+  check(call: string, code: number): void {
+    if (code === 0) return;
+    throw new CudaError(
+      call,
+      code,
+      this.#errorText("cuGetErrorName", code),
+      this.#errorText("cuGetErrorString", code),
+    );
+  }
+
+  #errorText(which: "cuGetErrorName" | "cuGetErrorString", code: number): string {
+    const out = new BigUint64Array(1);
+    if (this.sym[which](code, out) !== 0 || out[0] === 0n) return `CUresult ${code}`;
+    return readCString(Deno.UnsafePointer.create(out[0]));
+  }
+
+  /** Out-parameter helper: calls fn with an 8-byte buffer, checks, returns the value. */
+  out64(call: string, fn: (out: BigUint64Array<ArrayBuffer>) => number): bigint {
+    const out = new BigUint64Array(1);
+    this.check(call, fn(out));
+    return out[0];
+  }
+
+  outI32(call: string, fn: (out: Int32Array<ArrayBuffer>) => number): number {
+    const out = new Int32Array(1);
+    this.check(call, fn(out));
+    return out[0];
+  }
+
+  get version(): number {
+    return this.outI32("cuDriverGetVersion", (o) => this.sym.cuDriverGetVersion(o));
+  }
+
+  elapsedMs(start: Deno.PointerValue, end: Deno.PointerValue): number {
+    const out = new Float32Array(1);
+    const fn = this.sym.cuEventElapsedTime_v2 ?? this.sym.cuEventElapsedTime;
+    if (!fn) {
+      throw new Error(
+        "the CUDA driver exports neither cuEventElapsedTime_v2 nor cuEventElapsedTime",
+      );
+    }
+    this.check("cuEventElapsedTime", fn(out, start, end));
+    return out[0];
+  }
+}
+
+const ptr = (v: bigint): Deno.PointerValue => Deno.UnsafePointer.create(v);
+
+/** Frees handles that were never disposed (a backstop: prefer `using` or dispose()). */
+const leaks = new FinalizationRegistry<() => void>((release) => {
+  try {
+    release();
+  } catch {
+    // The context may already be gone at exit.
+  }
+});
+
+abstract class Handle implements Disposable {
+  #alive = true;
+  protected constructor(release: () => void) {
+    this.#release = release;
+    leaks.register(this, release, this);
+  }
+  readonly #release: () => void;
+  get alive(): boolean {
+    return this.#alive;
+  }
+  dispose(): void {
+    if (!this.#alive) return;
+    this.#alive = false;
+    leaks.unregister(this);
+    this.#release();
+  }
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
+
+export interface DeviceInfo {
+  readonly ordinal: number;
+  readonly name: string;
+  readonly computeCapability: readonly [number, number];
+  readonly arch: string;
+  readonly multiprocessors: number;
+  readonly l2Bytes: number;
+  readonly totalMemBytes: number;
+  readonly maxSharedPerBlockOptin: number;
+  readonly driverVersion: number;
+}
+
+/** The driver, one device and its primary context, made current on this thread. */
+export class Cuda {
+  readonly driver: Driver;
+  readonly device: number;
+  readonly info: DeviceInfo;
+  readonly #ctx: Deno.PointerValue;
+
+  constructor(ordinal = 0) {
+    const d = (this.driver = new Driver());
+    const count = d.outI32("cuDeviceGetCount", (o) => d.sym.cuDeviceGetCount(o));
+    if (ordinal < 0 || ordinal >= count) {
+      throw new RangeError(`CUDA device ${ordinal} requested; this machine has ${count}`);
+    }
+    this.device = d.outI32("cuDeviceGet", (o) => d.sym.cuDeviceGet(o, ordinal));
+    this.#ctx = ptr(
+      d.out64("cuDevicePrimaryCtxRetain", (o) => d.sym.cuDevicePrimaryCtxRetain(o, this.device)),
+    );
+    d.check("cuCtxSetCurrent", d.sym.cuCtxSetCurrent(this.#ctx));
+    const attr = (a: number) =>
+      d.outI32("cuDeviceGetAttribute", (o) => d.sym.cuDeviceGetAttribute(o, a, this.device));
+    const nameBuf = new Uint8Array(256);
+    d.check("cuDeviceGetName", d.sym.cuDeviceGetName(nameBuf, nameBuf.length, this.device));
+    const cc = [
+      attr(DeviceAttribute.COMPUTE_CAPABILITY_MAJOR),
+      attr(DeviceAttribute.COMPUTE_CAPABILITY_MINOR),
+    ] as const;
+    this.info = Object.freeze({
+      ordinal,
+      name: new TextDecoder().decode(nameBuf.subarray(0, nameBuf.indexOf(0))),
+      computeCapability: cc,
+      arch: `sm_${cc[0]}${cc[1]}`,
+      multiprocessors: attr(DeviceAttribute.MULTIPROCESSOR_COUNT),
+      l2Bytes: attr(DeviceAttribute.L2_CACHE_SIZE),
+      totalMemBytes: Number(
+        d.out64("cuDeviceTotalMem", (o) => d.sym.cuDeviceTotalMem_v2(o, this.device)),
+      ),
+      maxSharedPerBlockOptin: attr(DeviceAttribute.MAX_SHARED_MEMORY_PER_BLOCK_OPTIN),
+      driverVersion: d.version,
+    });
+  }
+
+  synchronize(): void {
+    this.driver.check("cuCtxSynchronize", this.driver.sym.cuCtxSynchronize());
+  }
+
+  memInfo(): { free: number; total: number } {
+    const free = new BigUint64Array(1), total = new BigUint64Array(1);
+    this.driver.check("cuMemGetInfo", this.driver.sym.cuMemGetInfo_v2(free, total));
+    return { free: Number(free[0]), total: Number(total[0]) };
+  }
+
+  alloc(bytes: number): DeviceBuffer {
+    return new DeviceBuffer(this.driver, bytes);
+  }
+
+  allocHost(bytes: number): HostBuffer {
+    return new HostBuffer(this.driver, bytes);
+  }
+
+  stream(): Stream {
+    return new Stream(this.driver);
+  }
+
+  event(timing = true): Event {
+    return new Event(this.driver, timing);
+  }
+
+  loadModule(image: Uint8Array, name: string): Module {
+    return new Module(this.driver, image, name);
+  }
+}
+
+let shared: Cuda | undefined;
+
+/** The process-wide CUDA context on device $DS_CUDA_DEVICE (default 0), opened on first use. */
+export function cuda(): Cuda {
+  return (shared ??= new Cuda(Number(Deno.env.get("DS_CUDA_DEVICE") ?? 0)));
+}
+
+/** Device memory. `ptr` is the CUdeviceptr. */
+export class DeviceBuffer extends Handle {
+  readonly ptr: bigint;
+  constructor(readonly driver: Driver, readonly bytes: number) {
+    const p = driver.out64(
+      "cuMemAlloc",
+      (o) => driver.sym.cuMemAlloc_v2(o, BigInt(Math.max(bytes, 1))),
+    );
+    super(() => driver.check("cuMemFree", driver.sym.cuMemFree_v2(p)));
+    this.ptr = p;
+  }
+
+  /** Address `offset` bytes in. */
+  at(offset: number): bigint {
+    if (offset < 0 || offset > this.bytes) {
+      throw new RangeError(`offset ${offset} outside [0, ${this.bytes}]`);
+    }
+    return this.ptr + BigInt(offset);
+  }
+
+  upload(src: ArrayBufferView, stream: Stream, offset = 0): void {
+    this.#range(offset, src.byteLength, "upload");
+    const bytes = new Uint8Array(src.buffer, src.byteOffset, src.byteLength);
+    this.driver.check(
+      "cuMemcpyHtoDAsync",
+      this.driver.sym.cuMemcpyHtoDAsync_v2(
+        this.ptr + BigInt(offset),
+        bytes,
+        BigInt(bytes.length),
+        stream.handle,
+      ),
+    );
+  }
+
+  /** Copies into `dst` and waits for the stream (pageable host memory). */
+  download(dst: ArrayBufferView, stream: Stream, offset = 0): void {
+    this.#range(offset, dst.byteLength, "download");
+    const bytes = new Uint8Array(dst.buffer, dst.byteOffset, dst.byteLength);
+    this.driver.check(
+      "cuMemcpyDtoHAsync",
+      this.driver.sym.cuMemcpyDtoHAsync_v2(
+        bytes,
+        this.ptr + BigInt(offset),
+        BigInt(bytes.length),
+        stream.handle,
+      ),
+    );
+    stream.synchronize();
+  }
+
+  fill8(value: number, stream: Stream, offset = 0, bytes = this.bytes - offset): void {
+    this.#range(offset, bytes, "fill");
+    this.driver.check(
+      "cuMemsetD8Async",
+      this.driver.sym.cuMemsetD8Async(
+        this.ptr + BigInt(offset),
+        value,
+        BigInt(bytes),
+        stream.handle,
+      ),
+    );
+  }
+
+  fill32(value: number, stream: Stream, offset = 0, words = (this.bytes - offset) / 4): void {
+    this.#range(offset, words * 4, "fill");
+    this.driver.check(
+      "cuMemsetD32Async",
+      this.driver.sym.cuMemsetD32Async(
+        this.ptr + BigInt(offset),
+        value >>> 0,
+        BigInt(words),
+        stream.handle,
+      ),
+    );
+  }
+
+  #range(offset: number, bytes: number, what: string): void {
+    if (offset < 0 || bytes < 0 || offset + bytes > this.bytes) {
+      throw new RangeError(
+        `${what} of ${bytes} bytes at ${offset} outside a ${this.bytes}-byte buffer`,
+      );
+    }
+  }
+}
+
+/** Pinned (page-locked) host memory: async copies from it overlap and can be graph-captured. */
+export class HostBuffer extends Handle {
+  readonly ptr: Deno.PointerValue;
+  readonly buffer: ArrayBuffer;
+  constructor(readonly driver: Driver, readonly bytes: number) {
+    const p = ptr(
+      driver.out64(
+        "cuMemAllocHost",
+        (o) => driver.sym.cuMemAllocHost_v2(o, BigInt(Math.max(bytes, 1))),
+      ),
+    );
+    super(() => driver.check("cuMemFreeHost", driver.sym.cuMemFreeHost(p)));
+    this.ptr = p;
+    this.buffer = Deno.UnsafePointerView.getArrayBuffer(p!, Math.max(bytes, 1));
+  }
+
+  /** Async copy of `bytes` from this pinned buffer (at `offset`) to device memory. */
+  copyTo(dst: bigint, stream: Stream, bytes = this.bytes, offset = 0): void {
+    this.driver.check(
+      "cuMemcpyHtoDAsync",
+      this.driver.sym.cuMemcpyHtoDAsync_v2_ptr(
+        dst,
+        Deno.UnsafePointer.offset(this.ptr!, offset),
+        BigInt(bytes),
+        stream.handle,
+      ),
+    );
+  }
+
+  /** Async copy from device memory into this pinned buffer. */
+  copyFrom(src: bigint, stream: Stream, bytes = this.bytes, offset = 0): void {
+    this.driver.check(
+      "cuMemcpyDtoHAsync",
+      this.driver.sym.cuMemcpyDtoHAsync_v2_ptr(
+        Deno.UnsafePointer.offset(this.ptr!, offset),
+        src,
+        BigInt(bytes),
+        stream.handle,
+      ),
+    );
+  }
+}
+
+export class Stream extends Handle {
+  readonly handle: Deno.PointerValue;
+  constructor(readonly driver: Driver) {
+    // CU_STREAM_NON_BLOCKING: no implicit synchronization with the legacy default stream.
+    const h = ptr(driver.out64("cuStreamCreate", (o) => driver.sym.cuStreamCreate(o, 1)));
+    super(() => driver.check("cuStreamDestroy", driver.sym.cuStreamDestroy_v2(h)));
+    this.handle = h;
+  }
+
+  synchronize(): void {
+    this.driver.check("cuStreamSynchronize", this.driver.sym.cuStreamSynchronize(this.handle));
+  }
+
+  copyDeviceToDevice(dst: bigint, src: bigint, bytes: number): void {
+    this.driver.check(
+      "cuMemcpyDtoDAsync",
+      this.driver.sym.cuMemcpyDtoDAsync_v2(dst, src, BigInt(bytes), this.handle),
+    );
+  }
+
+  /** Records everything launched on this stream by `body` into a graph, ready to replay. */
+  capture(body: () => void): GraphExec {
+    const d = this.driver;
+    d.check(
+      "cuStreamBeginCapture",
+      d.sym.cuStreamBeginCapture_v2(this.handle, 1 /* THREAD_LOCAL */),
+    );
+    let graph: bigint;
+    try {
+      body();
+    } finally {
+      graph = d.out64("cuStreamEndCapture", (o) => d.sym.cuStreamEndCapture(this.handle, o));
+    }
+    try {
+      return new GraphExec(d, ptr(graph));
+    } finally {
+      d.check("cuGraphDestroy", d.sym.cuGraphDestroy(ptr(graph)));
+    }
+  }
+}
+
+export class GraphExec extends Handle {
+  readonly handle: Deno.PointerValue;
+  constructor(readonly driver: Driver, graph: Deno.PointerValue) {
+    const h = ptr(
+      driver.out64(
+        "cuGraphInstantiateWithFlags",
+        (o) => driver.sym.cuGraphInstantiateWithFlags(o, graph, 0n),
+      ),
+    );
+    super(() => driver.check("cuGraphExecDestroy", driver.sym.cuGraphExecDestroy(h)));
+    this.handle = h;
+  }
+
+  launch(stream: Stream): void {
+    this.driver.check("cuGraphLaunch", this.driver.sym.cuGraphLaunch(this.handle, stream.handle));
+  }
+}
+
+export class Event extends Handle {
+  readonly handle: Deno.PointerValue;
+  constructor(readonly driver: Driver, timing: boolean) {
+    const h = ptr(
+      driver.out64("cuEventCreate", (o) => driver.sym.cuEventCreate(o, timing ? 0 : 2)),
+    );
+    super(() => driver.check("cuEventDestroy", driver.sym.cuEventDestroy_v2(h)));
+    this.handle = h;
+  }
+
+  record(stream: Stream): void {
+    this.driver.check("cuEventRecord", this.driver.sym.cuEventRecord(this.handle, stream.handle));
+  }
+
+  synchronize(): void {
+    this.driver.check("cuEventSynchronize", this.driver.sym.cuEventSynchronize(this.handle));
+  }
+
+  /** Milliseconds from `start` to this event (both recorded and complete). */
+  since(start: Event): number {
+    return this.driver.elapsedMs(start.handle, this.handle);
+  }
+}
+
+export interface FunctionInfo {
+  readonly registers: number;
+  readonly staticSharedBytes: number;
+  readonly localBytes: number;
+  readonly maxThreadsPerBlock: number;
+}
+
+export class Module extends Handle {
+  readonly handle: Deno.PointerValue;
+  constructor(readonly driver: Driver, image: Uint8Array, readonly name: string) {
+    const h = ptr(
+      driver.out64(
+        `cuModuleLoadData(${name})`,
+        (o) => driver.sym.cuModuleLoadData(o, image as Uint8Array<ArrayBuffer>),
+      ),
+    );
+    super(() => driver.check("cuModuleUnload", driver.sym.cuModuleUnload(h)));
+    this.handle = h;
+  }
+
+  function(symbol: string): KernelFunction {
+    const d = this.driver;
+    const h = ptr(
+      d.out64(
+        `cuModuleGetFunction(${symbol})`,
+        (o) => d.sym.cuModuleGetFunction(o, this.handle, cString(symbol)),
+      ),
+    );
+    return new KernelFunction(d, h, symbol);
+  }
+}
+
+export type Dim3 = readonly [number, number, number];
+
+export class KernelFunction {
+  constructor(
+    readonly driver: Driver,
+    readonly handle: Deno.PointerValue,
+    readonly symbol: string,
+  ) {}
+
+  info(): FunctionInfo {
+    const a = (attr: number) =>
+      this.driver.outI32(
+        `cuFuncGetAttribute(${this.symbol})`,
+        (o) => this.driver.sym.cuFuncGetAttribute(o, attr, this.handle),
+      );
+    return {
+      registers: a(FunctionAttribute.NUM_REGS),
+      staticSharedBytes: a(FunctionAttribute.SHARED_SIZE_BYTES),
+      localBytes: a(FunctionAttribute.LOCAL_SIZE_BYTES),
+      maxThreadsPerBlock: a(FunctionAttribute.MAX_THREADS_PER_BLOCK),
+    };
+  }
+
+  setMaxDynamicShared(bytes: number): void {
+    this.driver.check(
+      `cuFuncSetAttribute(${this.symbol})`,
+      this.driver.sym.cuFuncSetAttribute(
+        this.handle,
+        FunctionAttribute.MAX_DYNAMIC_SHARED_SIZE_BYTES,
+        bytes,
+      ),
+    );
+  }
+
+  /** A launch slot: 8 bytes per argument, the kernelParams array pointing into them. */
+  slot(argCount: number, block: Dim3, sharedBytes = 0, stream?: Stream): LaunchSlot {
+    return new LaunchSlot(this, argCount, block, sharedBytes, stream);
+  }
+}
+
+/**
+ * The runtime side of a generated launcher's KernelSlot: the launcher writes argument values into
+ * `args`; `launch` hands cuLaunchKernel the array of pointers to them.
+ */
+export class LaunchSlot {
+  readonly args: DataView;
+  readonly #params: BigUint64Array<ArrayBuffer>;
+  stream: Stream | undefined;
+
+  constructor(
+    readonly fn: KernelFunction,
+    readonly argCount: number,
+    readonly block: Dim3,
+    readonly sharedBytes: number,
+    stream?: Stream,
+  ) {
+    const storage = new ArrayBuffer(8 * argCount);
+    this.args = new DataView(storage);
+    this.#params = new BigUint64Array(argCount);
+    const base = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(storage)));
+    for (let i = 0; i < argCount; i++) this.#params[i] = base + BigInt(8 * i);
+    this.stream = stream;
+  }
+
+  launch(grid: Dim3): void {
+    if (grid[0] === 0 || grid[1] === 0 || grid[2] === 0) return; // an empty grid launches nothing
+    const d = this.fn.driver;
+    d.check(
+      `cuLaunchKernel(${this.fn.symbol})`,
+      d.sym.cuLaunchKernel(
+        this.fn.handle,
+        grid[0],
+        grid[1],
+        grid[2],
+        this.block[0],
+        this.block[1],
+        this.block[2],
+        this.sharedBytes,
+        this.stream?.handle ?? null,
+        this.#params,
+        null,
+      ),
+    );
+  }
+}

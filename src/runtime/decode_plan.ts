@@ -1,0 +1,357 @@
+/**
+ * A decode-step plan for one variant, one paged cache and a fixed batch: the per-step inputs
+ * (lengths, budgets, routes, the rows to append) in pinned memory, the workspaces of the
+ * selection kernels, the split counts, and the launches of one step:
+ *
+ *   append -> score -> select -> sparse attention ┐
+ *                                dense attention  ├-> merge
+ *
+ * Every sequence takes its route in the same step: the sparse kernels skip sequences routed
+ * dense and the dense kernel skips those routed sparse (`routes` on the device). Grid shapes
+ * depend only on the batch and the maximum context, so a step can be captured in a CUDA graph
+ * once and replayed while the lengths change.
+ */
+import { budgetFor, type Route, routeFor } from "../dsl/spec.ts";
+import type { Cuda, DeviceBuffer, HostBuffer, Stream } from "../cuda/driver.ts";
+import type { PagedKvCache } from "./caches.ts";
+import type { Variant } from "./variant.ts";
+
+const HIST_BINS = 4096;
+
+export interface PlanOptions {
+  /** Blocks to aim for per attention launch (default: 4 per multiprocessor). */
+  readonly targetBlocks?: number;
+  /** Tokens per split below which the split count stops growing. */
+  readonly minTokensPerSplit?: number;
+}
+
+/** Device addresses of one step's inputs and workspaces (what the launchers take). */
+export interface StepBuffers {
+  readonly seqLens: bigint;
+  readonly budgets: bigint;
+  readonly routes: bigint;
+  readonly routesAllDense: bigint;
+  readonly rowSeq: bigint;
+  readonly rowPos: bigint;
+}
+
+export class DecodePlan implements Disposable {
+  readonly batch: number;
+  readonly keyStride: number;
+  readonly selStride: number;
+  readonly denseSplits: number;
+  readonly sparseSplits: number;
+  readonly maxSplits: number;
+  readonly softmaxScale: number;
+  /** Host copy of this step's routes and budgets (after beginStep). */
+  readonly routes: Route[];
+  readonly budgets: Int32Array;
+
+  readonly #host: HostBuffer;
+  readonly #hostInts: Int32Array;
+  readonly #step: DeviceBuffer;
+  readonly #keys: DeviceBuffer;
+  readonly #hist: DeviceBuffer;
+  readonly #counters: DeviceBuffer;
+  readonly #candIdx: DeviceBuffer;
+  readonly #candKey: DeviceBuffer;
+  readonly #selIdx: DeviceBuffer;
+  readonly #partialO: DeviceBuffer;
+  readonly #partialLse: DeviceBuffer;
+  readonly buffers: StepBuffers;
+
+  constructor(
+    readonly cuda: Cuda,
+    readonly variant: Variant,
+    readonly cache: PagedKvCache,
+    stream: Stream,
+    opts: PlanOptions = {},
+  ) {
+    const spec = variant.spec;
+    const t = variant.launchers.tuning;
+    this.batch = cache.pages.numSeqs;
+    this.keyStride = cache.pages.maxTokensPerSeq;
+    this.selStride = Math.max(1, budgetFor(spec.budget, this.keyStride));
+    const target = opts.targetBlocks ?? 4 * cuda.info.multiprocessors;
+    const minTokens = opts.minTokensPerSplit ?? 256;
+    const splitsFor = (blocksPerSplit: number, tokens: number) =>
+      Math.max(1, Math.min(Math.ceil(target / blocksPerSplit), Math.ceil(tokens / minTokens), 256));
+    this.denseSplits = splitsFor(this.batch * t.denseHeadBlocks, this.keyStride);
+    this.sparseSplits = splitsFor(this.batch * t.sparseHeadBlocks, Math.ceil(this.selStride / 4));
+    this.maxSplits = Math.max(this.denseSplits, this.sparseSplits);
+    this.softmaxScale = 1 / Math.sqrt(spec.headDim);
+    this.routes = Array(this.batch).fill("dense");
+    this.budgets = new Int32Array(this.batch);
+
+    const B = this.batch, SH = spec.numSelectionHeads;
+    // Step inputs: seqLens, budgets, routes, rowSeq, rowPos (B ints each), then B zeros for
+    // the all-dense routes of dense layers.
+    this.#host = cuda.allocHost(6 * B * 4);
+    this.#hostInts = new Int32Array(this.#host.buffer, 0, 6 * B);
+    this.#hostInts.fill(0);
+    this.#step = cuda.alloc(6 * B * 4);
+    const at = (i: number) => this.#step.ptr + BigInt(i * B * 4);
+    this.buffers = {
+      seqLens: at(0),
+      budgets: at(1),
+      routes: at(2),
+      rowSeq: at(3),
+      rowPos: at(4),
+      routesAllDense: at(5),
+    };
+    this.#keys = cuda.alloc(B * SH * this.keyStride * 2);
+    this.#hist = cuda.alloc(B * SH * HIST_BINS * 4);
+    this.#counters = cuda.alloc(B * SH * 4 * 4);
+    this.#candIdx = cuda.alloc(B * SH * this.keyStride * 4);
+    this.#candKey = cuda.alloc(B * SH * this.keyStride * 4);
+    this.#selIdx = cuda.alloc(B * SH * this.selStride * 4);
+    this.#partialO = cuda.alloc(B * spec.numQHeads * this.maxSplits * spec.headDim * 4);
+    this.#partialLse = cuda.alloc(B * spec.numQHeads * this.maxSplits * 4);
+    // The select kernel leaves histogram and counters zeroed; they must start that way.
+    this.#hist.fill8(0, stream);
+    this.#counters.fill8(0, stream);
+    this.#step.fill8(0, stream);
+  }
+
+  get spec() {
+    return this.variant.spec;
+  }
+
+  /**
+   * Reserves the next position of every sequence and records this step's lengths, budgets and
+   * routes (host side). Returns the positions appended at.
+   */
+  beginStep(): Int32Array {
+    const B = this.batch;
+    const positions = new Int32Array(B);
+    for (let b = 0; b < B; b++) positions[b] = this.cache.pages.grow(b, 1);
+    this.#recordStep();
+    for (let b = 0; b < B; b++) {
+      this.#hostInts[3 * B + b] = b;
+      this.#hostInts[4 * B + b] = positions[b];
+    }
+    return positions;
+  }
+
+  /** Records lengths, budgets and routes of the cache as it is (no append). */
+  #recordStep(): void {
+    const B = this.batch;
+    for (let b = 0; b < B; b++) {
+      const len = this.cache.pages.seqLens[b];
+      const route = len === 0 ? "dense" : routeFor(this.spec, len);
+      this.routes[b] = route;
+      this.budgets[b] = route === "sparse" ? budgetFor(this.spec.budget, len) : len;
+      this.#hostInts[b] = len;
+      this.#hostInts[B + b] = this.budgets[b];
+      this.#hostInts[2 * B + b] = route === "sparse" ? 1 : 0;
+    }
+  }
+
+  /** Step inputs for the cache as it is, without appending (attention over existing tokens). */
+  describeCurrent(): void {
+    this.#recordStep();
+  }
+
+  /**
+   * Copies the step inputs to the device (from pinned memory, so a graph can capture it) and
+   * the block tables if they changed (never inside a graph: call it before the replay).
+   */
+  upload(stream: Stream): void {
+    this.cache.syncBlockTables(stream);
+    this.uploadStepInputs(stream);
+  }
+
+  uploadStepInputs(stream: Stream): void {
+    this.#host.copyTo(this.#step.ptr, stream, 5 * this.batch * 4);
+  }
+
+  /** Appends this step's new K/V rows ([batch][Hkv][d], KV dtype) of `layer`. */
+  append(layer: number, kNew: bigint, vNew: bigint): void {
+    this.appendRows(layer, kNew, vNew, this.buffers.rowSeq, this.buffers.rowPos, this.batch);
+  }
+
+  /** Appends arbitrary rows (prefill): rowSeq/rowPos are device int arrays of numRows. */
+  appendRows(
+    layer: number,
+    kNew: bigint,
+    vNew: bigint,
+    rowSeq: bigint,
+    rowPos: bigint,
+    numRows: number,
+  ): void {
+    const l = this.cache.layers[layer];
+    this.variant.launchers.launchAppend(this.variant.slot("append"), [numRows, 1, 1], {
+      kNew,
+      vNew,
+      rowSeq,
+      rowPos,
+      blockTables: this.cache.blockTables.ptr,
+      maxPages: this.cache.maxPagesPerSeq,
+      channels: l.channels.ptr,
+      kCache: l.k.ptr,
+      vCache: l.v.ptr,
+      labelCodes: l.labels.ptr,
+      labelMeta: l.meta.ptr,
+      numRows,
+    });
+  }
+
+  score(layer: number, q: bigint): void {
+    const l = this.cache.layers[layer];
+    const t = this.variant.launchers.tuning;
+    this.variant.launchers.launchScore(
+      this.variant.slot("score"),
+      [this.spec.numSelectionHeads, Math.ceil(this.keyStride / t.scoreTokensPerBlock), this.batch],
+      {
+        q,
+        channels: l.channels.ptr,
+        labelCodes: l.labels.ptr,
+        labelMeta: l.meta.ptr,
+        blockTables: this.cache.blockTables.ptr,
+        maxPages: this.cache.maxPagesPerSeq,
+        seqLens: this.buffers.seqLens,
+        routes: this.buffers.routes,
+        keys: this.#keys.ptr,
+        hist: this.#hist.ptr,
+        keyStride: this.keyStride,
+      },
+    );
+  }
+
+  select(layer: number, q: bigint): void {
+    const l = this.cache.layers[layer];
+    const t = this.variant.launchers.tuning;
+    this.variant.launchers.launchSelect(
+      this.variant.slot("select"),
+      [this.spec.numSelectionHeads, Math.ceil(this.keyStride / t.selectTokensPerBlock), this.batch],
+      {
+        q,
+        channels: l.channels.ptr,
+        labelCodes: l.labels.ptr,
+        labelMeta: l.meta.ptr,
+        blockTables: this.cache.blockTables.ptr,
+        maxPages: this.cache.maxPagesPerSeq,
+        seqLens: this.buffers.seqLens,
+        budgets: this.buffers.budgets,
+        routes: this.buffers.routes,
+        keys: this.#keys.ptr,
+        hist: this.#hist.ptr,
+        keyStride: this.keyStride,
+        counters: this.#counters.ptr,
+        candIdx: this.#candIdx.ptr,
+        candKey: this.#candKey.ptr,
+        selIdx: this.#selIdx.ptr,
+        selStride: this.selStride,
+      },
+    );
+  }
+
+  sparse(layer: number, q: bigint): void {
+    const l = this.cache.layers[layer];
+    const t = this.variant.launchers.tuning;
+    this.variant.launchers.launchSparse(
+      this.variant.slot("sparse"),
+      [this.sparseSplits, t.sparseHeadBlocks, this.batch],
+      {
+        q,
+        kCache: l.k.ptr,
+        vCache: l.v.ptr,
+        blockTables: this.cache.blockTables.ptr,
+        maxPages: this.cache.maxPagesPerSeq,
+        budgets: this.buffers.budgets,
+        routes: this.buffers.routes,
+        selIdx: this.#selIdx.ptr,
+        selStride: this.selStride,
+        partialO: this.#partialO.ptr,
+        partialLse: this.#partialLse.ptr,
+        maxSplits: this.maxSplits,
+        softmaxScale: this.softmaxScale,
+      },
+    );
+  }
+
+  dense(layer: number, q: bigint, allDense: boolean): void {
+    const l = this.cache.layers[layer];
+    const t = this.variant.launchers.tuning;
+    this.variant.launchers.launchDense(
+      this.variant.slot("dense"),
+      [this.denseSplits, t.denseHeadBlocks, this.batch],
+      {
+        q,
+        kCache: l.k.ptr,
+        vCache: l.v.ptr,
+        blockTables: this.cache.blockTables.ptr,
+        maxPages: this.cache.maxPagesPerSeq,
+        seqLens: this.buffers.seqLens,
+        routes: allDense ? this.buffers.routesAllDense : this.buffers.routes,
+        partialO: this.#partialO.ptr,
+        partialLse: this.#partialLse.ptr,
+        maxSplits: this.maxSplits,
+        softmaxScale: this.softmaxScale,
+      },
+    );
+  }
+
+  merge(out: bigint, allDense: boolean): void {
+    this.variant.launchers.launchMerge(
+      this.variant.slot("merge"),
+      [this.spec.numQHeads, this.batch, 1],
+      {
+        partialO: this.#partialO.ptr,
+        partialLse: this.#partialLse.ptr,
+        maxSplits: this.maxSplits,
+        routes: allDense ? this.buffers.routesAllDense : this.buffers.routes,
+        denseSplits: this.denseSplits,
+        sparseSplits: this.sparseSplits,
+        out,
+      },
+    );
+  }
+
+  /**
+   * Attention of one layer for this step: q [batch][Hq][d] -> out [batch][Hq][d] (KV dtype).
+   * `dense` forces dense attention for every sequence (dense layers, baselines).
+   */
+  attention(layer: number, q: bigint, out: bigint, dense = false): void {
+    if (!dense) {
+      this.score(layer, q);
+      this.select(layer, q);
+      this.sparse(layer, q);
+    }
+    this.dense(layer, q, dense);
+    this.merge(out, dense);
+  }
+
+  /** Workspace addresses, for tests that inspect intermediate results. */
+  get workspace() {
+    return {
+      keys: this.#keys,
+      hist: this.#hist,
+      counters: this.#counters,
+      selIdx: this.#selIdx,
+      partialO: this.#partialO,
+      partialLse: this.#partialLse,
+    };
+  }
+
+  dispose(): void {
+    for (
+      const b of [
+        this.#host,
+        this.#step,
+        this.#keys,
+        this.#hist,
+        this.#counters,
+        this.#candIdx,
+        this.#candKey,
+        this.#selIdx,
+        this.#partialO,
+        this.#partialLse,
+      ]
+    ) b.dispose();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}

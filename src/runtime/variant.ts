@@ -1,0 +1,143 @@
+/**
+ * A variant ready to launch: its kernels rendered, compiled for the device (through the compile
+ * cache), loaded, and bound to the generated typed launchers.
+ *
+ * Launchers come from the committed `generated/<variant>/launchers.ts` when present (its kernel
+ * hashes must match the freshly rendered sources, else it is stale), otherwise they are generated
+ * into `<cache dir>/generated/` and imported from there.
+ */
+import { join } from "node:path";
+import { existsSync } from "node:fs";
+import { pathToFileURL } from "node:url";
+import type { AttentionSpec } from "../dsl/spec.ts";
+import {
+  generateVariant,
+  KERNEL_API_FILE,
+  writeKernelApi,
+  writeVariant,
+} from "../codegen/generate.ts";
+import { type KernelId, KERNELS } from "../codegen/kernels.ts";
+import type { RenderedKernel } from "../codegen/render.ts";
+import { defaultCacheDir } from "../cuda/compile_cache.ts";
+import { KernelCompiler } from "../cuda/compiler.ts";
+import {
+  type Cuda,
+  type FunctionInfo,
+  type LaunchSlot,
+  type Module,
+  type Stream,
+} from "../cuda/driver.ts";
+import { packageRoot } from "../cuda/library.ts";
+import type { VariantLaunchers } from "../../generated/kernel_api.ts";
+
+export interface LoadedKernel {
+  readonly id: KernelId;
+  readonly slot: LaunchSlot;
+  readonly info: FunctionInfo;
+  readonly compileOrigin: string;
+}
+
+export class Variant implements Disposable {
+  private constructor(
+    readonly spec: AttentionSpec,
+    readonly launchers: VariantLaunchers,
+    readonly kernels: Readonly<Record<KernelId, LoadedKernel>>,
+    readonly launcherPath: string,
+    private readonly modules: Module[],
+  ) {}
+
+  /** Points every kernel's launches at `stream`. */
+  bindStream(stream: Stream): void {
+    for (const k of Object.values(this.kernels)) k.slot.stream = stream;
+  }
+
+  slot(id: KernelId): LaunchSlot {
+    return this.kernels[id].slot;
+  }
+
+  static async load(
+    cuda: Cuda,
+    spec: AttentionSpec,
+    opts: { compiler?: KernelCompiler; stream?: Stream } = {},
+  ): Promise<Variant> {
+    const compiler = opts.compiler ?? sharedCompiler();
+    const { launchers, path, rendered } = await launchersFor(spec);
+    const modules: Module[] = [];
+    const kernels = {} as Record<KernelId, LoadedKernel>;
+    try {
+      for (const r of rendered) {
+        const compiled = compiler.compile({
+          source: r.source,
+          programName: `${spec.variant}/${r.file}`,
+          arch: cuda.info.arch,
+        });
+        if (!compiled.cubin) throw new Error(`${spec.variant}/${r.file}: NVRTC produced no CUBIN`);
+        const mod = cuda.loadModule(compiled.cubin, `${spec.variant}/${r.file}`);
+        modules.push(mod);
+        const fn = mod.function(r.symbol);
+        const info = launchers.kernels[r.id];
+        kernels[r.id] = {
+          id: r.id,
+          slot: fn.slot(info.argCount, [info.threads, 1, 1], 0, opts.stream),
+          info: fn.info(),
+          compileOrigin: compiled.origin,
+        };
+      }
+    } catch (e) {
+      for (const m of modules) m.dispose();
+      throw e;
+    }
+    return new Variant(spec, launchers, kernels, path, modules);
+  }
+
+  dispose(): void {
+    for (const m of this.modules) m.dispose();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
+
+let compiler: KernelCompiler | undefined;
+export const sharedCompiler = (): KernelCompiler => (compiler ??= new KernelCompiler());
+
+const imported = new Map<
+  string,
+  { launchers: VariantLaunchers; path: string; rendered: RenderedKernel[] }
+>();
+
+/** Finds (or generates) and imports the variant's launcher module; checks it is current. */
+async function launchersFor(spec: AttentionSpec) {
+  const hit = imported.get(spec.variant);
+  if (hit) return hit;
+  const gen = await generateVariant(spec);
+  const committed = join(packageRoot(), "generated", spec.variant, "launchers.ts");
+  let path = committed;
+  if (!existsSync(committed)) {
+    const dir = join(defaultCacheDir(), "generated");
+    writeVariant(dir, gen);
+    await writeKernelApi(dir);
+    path = join(dir, spec.variant, "launchers.ts");
+    if (!existsSync(join(dir, KERNEL_API_FILE))) {
+      throw new Error(`${dir}/${KERNEL_API_FILE} missing`);
+    }
+  }
+  const mod = await import(pathToFileURL(path).href);
+  const launchers = mod.default as VariantLaunchers;
+  for (const r of gen.kernels) {
+    const want = launchers.kernels[r.id]?.sha256;
+    if (want !== r.sha256) {
+      throw new Error(
+        `${path} is stale: kernel ${r.id} was generated from a different source ` +
+          `(sha256 ${want?.slice(0, 12)} vs ${r.sha256.slice(0, 12)}); run \`deno task gen\``,
+      );
+    }
+  }
+  if (Object.keys(launchers.kernels).length !== KERNELS.length) {
+    throw new Error(`${path}: expected ${KERNELS.length} kernels`);
+  }
+  const entry = { launchers, path, rendered: gen.kernels as RenderedKernel[] };
+  imported.set(spec.variant, entry);
+  return entry;
+}
