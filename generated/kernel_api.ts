@@ -203,6 +203,8 @@ export interface MergeArgs {
   readonly sparseSplits: number;
   /** `u16* __restrict__ out`: [batch][NUM_Q_HEADS][HEAD_DIM] attention output, KV dtype */
   readonly out: DevicePtr;
+  /** `float* __restrict__ lse_out`: [batch][NUM_Q_HEADS] log2-sum-exp2 of the attended tokens, or null */
+  readonly lseOut: DevicePtr;
 }
 
 /** The default export of every generated/<variant>/launchers.ts. */

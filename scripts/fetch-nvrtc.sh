@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
 # Fetches NVRTC for CPU-only machines (CI): Debian's non-free libnvrtc11.2 (CUDA 11.8, targets
 # sm_90) and libnvrtc-builtins11.8, downloaded with apt-get through a private sources file and
-# unpacked with dpkg -x into .cache/nvrtc. Nothing system-wide is changed. Idempotent.
+# unpacked with dpkg -x into .cache/nvrtc. When no ptxas is installed ($PTXAS, PATH,
+# /usr/local/cuda/bin), also takes ptxas (11.8) from nvidia-cuda-toolkit into .cache/cuda-tools.
+# Nothing system-wide is changed. Idempotent.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dest="$root/.cache/nvrtc"
 lib="$dest/usr/lib/x86_64-linux-gnu/libnvrtc.so.11.2"
-if [ -f "$lib" ] && [ -f "$dest/.complete" ]; then
+tools="$root/.cache/cuda-tools"
+have_ptxas() {
+  [ -n "${PTXAS:-}" ] && [ -x "$PTXAS" ] && return 0
+  command -v ptxas >/dev/null && return 0
+  [ -x /usr/local/cuda/bin/ptxas ] || [ -x "$tools/ptxas" ]
+}
+need_nvrtc=1
+if [ -f "$lib" ] && [ -f "$dest/.complete" ]; then need_nvrtc=0; fi
+if [ "$need_nvrtc" = 0 ] && have_ptxas; then
   exit 0
 fi
 if ! command -v apt-get >/dev/null || ! command -v dpkg >/dev/null; then
@@ -14,8 +24,8 @@ if ! command -v apt-get >/dev/null || ! command -v dpkg >/dev/null; then
   exit 1
 fi
 work="$root/.cache/nvrtc-apt"
-rm -rf "$work" "$dest"
-mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/debs" "$dest"
+rm -rf "$work"
+mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/debs"
 echo "deb http://deb.debian.org/debian bookworm non-free" > "$work/sources.list"
 opts=(
   -o "Dir::Etc::SourceList=$work/sources.list"
@@ -26,9 +36,20 @@ opts=(
   -o "APT::Sandbox::User=root"
 )
 apt-get "${opts[@]}" -qq update
-(cd "$work/debs" && apt-get "${opts[@]}" -qq download libnvrtc11.2 libnvrtc-builtins11.8)
-for deb in "$work"/debs/*.deb; do dpkg -x "$deb" "$dest"; done
+if [ "$need_nvrtc" = 1 ]; then
+  rm -rf "$dest" && mkdir -p "$dest"
+  (cd "$work/debs" && apt-get "${opts[@]}" -qq download libnvrtc11.2 libnvrtc-builtins11.8)
+  for deb in "$work"/debs/*.deb; do dpkg -x "$deb" "$dest"; done
+  [ -f "$lib" ] || { echo "fetch-nvrtc: $lib missing after unpacking" >&2; exit 1; }
+  touch "$dest/.complete"
+  echo "fetch-nvrtc: NVRTC 11.8 unpacked into .cache/nvrtc"
+fi
+if ! have_ptxas; then
+  rm -f "$work"/debs/*.deb
+  (cd "$work/debs" && apt-get "${opts[@]}" -qq download nvidia-cuda-toolkit)
+  mkdir -p "$work/toolkit" "$tools"
+  dpkg -x "$work"/debs/nvidia-cuda-toolkit_*.deb "$work/toolkit"
+  cp "$work/toolkit/usr/bin/ptxas" "$tools/ptxas.tmp" && mv "$tools/ptxas.tmp" "$tools/ptxas"
+  echo "fetch-nvrtc: ptxas (CUDA 11.8) copied into .cache/cuda-tools"
+fi
 rm -rf "$work"
-[ -f "$lib" ] || { echo "fetch-nvrtc: $lib missing after unpacking" >&2; exit 1; }
-touch "$dest/.complete"
-echo "fetch-nvrtc: NVRTC 11.8 unpacked into .cache/nvrtc"

@@ -23,10 +23,10 @@ export const tuning = {
 export const kernels = {
   append: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "1ac600a6681a2b8a5c31a586c57c46418f3e77a754f51924937ccbc7d2cacb1e" },
   score: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_score", file: "score.cu", threads: 256, argCount: 11, sha256: "45c32cbe886e5456be6db66dff658518d58db44705fb89db9b0fa013560c455f" },
-  select: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_select", file: "select.cu", threads: 256, argCount: 17, sha256: "c47420d9d5ec83bd17de8273891a710682e4f5385e19b7ac13c9f826a8c0748c" },
-  dense: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "fa3c93ee698a8b9690b1d09fad32c615dee9c82c326967123763489a11607e4e" },
-  sparse: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "00a7a8d790476c4a045ff0bdfe50dd76439e13e359ff161fdbb881b27cf1a6d8" },
-  merge: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_merge", file: "merge.cu", threads: 128, argCount: 7, sha256: "b74ca4c88b42eaffa4f6874ff7647c356cdd22157de7191ce69ffee4b02a7725" },
+  select: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_select", file: "select.cu", threads: 256, argCount: 17, sha256: "36f56bb1fb48223f34ff05540aad189c2aa9a1078608135ffc8fa86741894762" },
+  dense: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "ff769463fabc03b15b6d50916ed9503fed937e6763e7a9d896f2f8d8957fd9d9" },
+  sparse: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "001e34a9f531073b9b1f996e7b662cef0d5be3c870f45139a36bb03f1dd4d38d" },
+  merge: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "86be9395b2b4e235c997a148a16fd9495255735fae013be681d0bfadf1731f11" },
 } as const;
 
 /**
@@ -151,6 +151,7 @@ export function launchMerge(slot: KernelSlot, grid: Dim3, a: MergeArgs): void {
   v.setInt32(32, a.denseSplits, true);
   v.setInt32(40, a.sparseSplits, true);
   v.setBigUint64(48, a.out, true);
+  v.setBigUint64(56, a.lseOut, true);
   slot.launch(grid);
 }
 

@@ -23,10 +23,10 @@ export const tuning = {
 export const kernels = {
   append: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "1520cc30d32c4ac09c6b71393d2bc8543314d8e4c9392183ab3bf6a2084cc18a" },
   score: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 11, sha256: "24d5353634f1d03859d4c3df0527af8e78ce397da456bf67b79cb89b774b9e9b" },
-  select: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 17, sha256: "19ad2711a6bb6f4b9811f6b29f2b7e506344d496835fb5a80ea7cceebe8e3ffa" },
-  dense: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "08c07f16b7ccd1411057c4711fa49e460472d9b603045da04d817edb71a59e8b" },
-  sparse: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "c0afb6d37fd448fe168333b39231be05e57d12e85f30f363c374336190a26b9a" },
-  merge: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 7, sha256: "38f76aa6b0bbc5f173a52918041929d9e52f16ebd5d878fa032a76d83c4d4258" },
+  select: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 17, sha256: "ea536348cad00c0903874e01dbe9e253e51bd11b696bd06055152e813172a213" },
+  dense: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "61b9cd7062701e724bba5266dd38abd89c570d388dd6f9df78b01b6037ebb91c" },
+  sparse: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "44669fd420ddeb1c338304397cffab613627bd239ac9ea26d82ed508ce99dc3a" },
+  merge: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "10f65a620265a51c1146654227a964eb81677aebfedeee415e4f7bf2c8c16191" },
 } as const;
 
 /**
@@ -151,6 +151,7 @@ export function launchMerge(slot: KernelSlot, grid: Dim3, a: MergeArgs): void {
   v.setInt32(32, a.denseSplits, true);
   v.setInt32(40, a.sparseSplits, true);
   v.setBigUint64(48, a.out, true);
+  v.setBigUint64(56, a.lseOut, true);
   slot.launch(grid);
 }
 

@@ -23,10 +23,10 @@ export const tuning = {
 export const kernels = {
   append: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "3e71d2168e3675292f7ab4f6e3149ab88627d17a87f99ccf0b4533ff91e3ad0b" },
   score: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_score", file: "score.cu", threads: 256, argCount: 11, sha256: "eff0fe0107c72e271904fa9daa28f0d0db112e7f456f49ea8b71fa168261ce30" },
-  select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_select", file: "select.cu", threads: 256, argCount: 17, sha256: "d92f7e4b0e57f759ec7f30fc8a0708ab6e2eae92992fb69706c4bb0e80d36d88" },
-  dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "44d717ec22e2ee436e3ebe84d5376c3c9ee810f00189a70f6616faaaf18c2460" },
-  sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "3b0f0baef321904372e21449469b424885e9b21827561f5cc732ea6c3d1911b9" },
-  merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_merge", file: "merge.cu", threads: 128, argCount: 7, sha256: "a18cc4e266261d2af886ae0494ec95923f3a37603c2edd3904b9a001b9930b83" },
+  select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_select", file: "select.cu", threads: 256, argCount: 17, sha256: "1785cf9d13eee87fc4279d15ab4c2d28a351adcf458c9318b4ec33f977128380" },
+  dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "082f751815b1a27d4919bf45ab7f62dc6f5c72d6ee1c824193311ebfb20bdfd6" },
+  sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "7d2852b72f6321698a642fb9b54e75561e1a430f9ace48f48a3b04a3f1692db8" },
+  merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "7ac5551d5fe7adde2711c4d0a512f7bba3b2a7ea12c992bfefd5378081c4e639" },
 } as const;
 
 /**
@@ -151,6 +151,7 @@ export function launchMerge(slot: KernelSlot, grid: Dim3, a: MergeArgs): void {
   v.setInt32(32, a.denseSplits, true);
   v.setInt32(40, a.sparseSplits, true);
   v.setBigUint64(48, a.out, true);
+  v.setBigUint64(56, a.lseOut, true);
   slot.launch(grid);
 }
 

@@ -23,10 +23,10 @@ export const tuning = {
 export const kernels = {
   append: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_append", file: "append.cu", threads: 128, argCount: 12, sha256: "f94579ed8c253b5b4e1531cdf5b9680b90583a8908dc6bd232bbfb509638d63c" },
   score: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_score", file: "score.cu", threads: 256, argCount: 11, sha256: "b31a77b7fafafbe1bcd03a281d1bd270487a465d9462bfd12524e75417c06bff" },
-  select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_select", file: "select.cu", threads: 256, argCount: 17, sha256: "9a3ebd590801662dbc1cd3b50196d38caf58f9e095f6cda7778f8cfa857926cb" },
-  dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "5a210f049cbdd51d2e1358b83093ce5bbaa25e3bf5a118bb75f2dd80f3915525" },
-  sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "79e1adfca0f04b404790879baa1752268b5411ef114539cac54b0e991f5c35e6" },
-  merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_merge", file: "merge.cu", threads: 128, argCount: 7, sha256: "6d16520bb4a2b2999d956d9d652ca624c1418e404a5da3cb8095624d33845f18" },
+  select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_select", file: "select.cu", threads: 256, argCount: 17, sha256: "4d08109b85dbdf0451136980643ef84d89d45b4d6118af338e3b19922eddb04b" },
+  dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "4033d66e98911832e9820c1daaf005668bb88899b48a67de8c273227a1584c8e" },
+  sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "37ab730897235573843773833dfbbe71026d5d73193613ee19fa0f44cf6e6148" },
+  merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "dad5719099c4ac4f1350bb9dba70bdf8f799b2311f006b6e939a1f0afc473211" },
 } as const;
 
 /**
@@ -151,6 +151,7 @@ export function launchMerge(slot: KernelSlot, grid: Dim3, a: MergeArgs): void {
   v.setInt32(32, a.denseSplits, true);
   v.setInt32(40, a.sparseSplits, true);
   v.setBigUint64(48, a.out, true);
+  v.setBigUint64(56, a.lseOut, true);
   slot.launch(grid);
 }
 

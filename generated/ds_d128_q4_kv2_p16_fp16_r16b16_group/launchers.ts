@@ -23,10 +23,10 @@ export const tuning = {
 export const kernels = {
   append: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "1b1d704ddb603a4955b425e81b03ca2c3e09184de86e502eba07cb0ddeac3b36" },
   score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_score", file: "score.cu", threads: 256, argCount: 11, sha256: "743e5cddd1c408b0ef2b9bed5877f6bab5e09fa5d5023900171fd1dfc87b7352" },
-  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_select", file: "select.cu", threads: 256, argCount: 17, sha256: "2ebd4fcdadd7512c1f95f291bf134e5c1961a0842bcb28040dba479a84d38fd4" },
-  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "ba035d3456448eafc4b8e895873a655918884dc4fb8472d0c192020a0a8ba98d" },
-  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "6f31a34d19868dc230d75b869d70b782571c3d701f539dc3180d936bc4a33b94" },
-  merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_merge", file: "merge.cu", threads: 128, argCount: 7, sha256: "a5d2c2192dec7fac6d51542b069349311190eb6aa36b07fa6c47f8e9f9d3653f" },
+  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_select", file: "select.cu", threads: 256, argCount: 17, sha256: "59e812b628934fd7c4498d3da7f2dbe8f337341be3aface2c440af4e23b16784" },
+  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "8de6cdbf38a9281e97599f12a051dd0594a063c4136a2d74db761d9ef84a9497" },
+  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "e0dad73132fff621b11b3811b0e0eff06b19ce8f725691fd19025c0822000ec4" },
+  merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "8e9b8f1dd574214be52d3fdf01e460fd215dd4f89247aa895b92141e0d0f75ca" },
 } as const;
 
 /**
@@ -151,6 +151,7 @@ export function launchMerge(slot: KernelSlot, grid: Dim3, a: MergeArgs): void {
   v.setInt32(32, a.denseSplits, true);
   v.setInt32(40, a.sparseSplits, true);
   v.setBigUint64(48, a.out, true);
+  v.setBigUint64(56, a.lseOut, true);
   slot.launch(grid);
 }
 

@@ -23,10 +23,10 @@ export const tuning = {
 export const kernels = {
   append: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "a73a4e727da3ef6b5306a9be10d574cf44352d39eb5d361a408816f1ce5217d4" },
   score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_score", file: "score.cu", threads: 256, argCount: 11, sha256: "54bf3be0488ca7b938b3a76b646337fcd00486d0be18ccc43e73a3849e7855ab" },
-  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_select", file: "select.cu", threads: 256, argCount: 17, sha256: "934aec96da34eb000c5b1e042048450648fb03e28ca945fc7f857b15bbcef939" },
-  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "4ea0aa56f9d4cad91965d991594a19e86bd8c6386d20ab0c76cab5a776fddf01" },
-  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "c97735f984318a9ef52eb3bf3287b0e085d76a8c0494a3679d3427e35b2a06f6" },
-  merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_merge", file: "merge.cu", threads: 128, argCount: 7, sha256: "33288d99a1d9cb120d68599146d36c5111ac2cd65be901b42e3033e2f398a1c6" },
+  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_select", file: "select.cu", threads: 256, argCount: 17, sha256: "1cd23f427ae0da8fb4f49ebad614813e6be8f52dac7ecb54be63bce57dc53e3c" },
+  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "282593559bfa5da17f9c89d337de263b0147a2dfee222a784bb30476cb079d12" },
+  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "9ee6307a10c4830efe9e70479e5f8f931694c761a83c731b1e83420a6ed8eeb3" },
+  merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "9604b59c27f0b29aacc43f86411eaeedf496c5b8df6e56dc8432910eed93f823" },
 } as const;
 
 /**
@@ -151,6 +151,7 @@ export function launchMerge(slot: KernelSlot, grid: Dim3, a: MergeArgs): void {
   v.setInt32(32, a.denseSplits, true);
   v.setInt32(40, a.sparseSplits, true);
   v.setBigUint64(48, a.out, true);
+  v.setBigUint64(56, a.lseOut, true);
   slot.launch(grid);
 }
 

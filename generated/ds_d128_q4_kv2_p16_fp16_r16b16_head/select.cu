@@ -224,7 +224,7 @@ constexpr int SMEM_CANDIDATES = 4096;  // candidates resolved in shared memory
 //     (order_key(score), ~index), so ties go to the lower index; then it zeroes the histogram
 //     and counters for the next use.
 // Grid: (NUM_SEL_HEADS, chunks, batch).
-extern "C" __global__ void __launch_bounds__(SELECT_THREADS) ds_d128_q4_kv2_p16_fp16_r16b16_head_select(
+extern "C" __global__ void __launch_bounds__(SELECT_THREADS, 1) ds_d128_q4_kv2_p16_fp16_r16b16_head_select(
     const u16* __restrict__ q,               // [batch][NUM_Q_HEADS][HEAD_DIM] queries after RoPE
     const int* __restrict__ channels,        // [NUM_LABEL_HEADS][LABEL_CHANNELS] label channels
     const u32* __restrict__ label_codes,     // [pages][NUM_LABEL_HEADS][PAGE_SIZE][LABEL_ROW_WORDS]

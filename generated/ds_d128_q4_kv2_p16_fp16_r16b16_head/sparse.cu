@@ -245,7 +245,7 @@ constexpr int UNROLL = 8;
 // Sparse split-K attention over the selected tokens: block (split, selection head x head tile,
 // sequence) attends over an equal share of the selection head's k selected tokens. Only
 // sequences routed sparse (routes[b] == 1) are processed.
-extern "C" __global__ void __launch_bounds__(ATTN_THREADS) ds_d128_q4_kv2_p16_fp16_r16b16_head_sparse(
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, 1) ds_d128_q4_kv2_p16_fp16_r16b16_head_sparse(
     const u16* __restrict__ q,               // [batch][NUM_Q_HEADS][HEAD_DIM] queries after RoPE
     const u16* __restrict__ k_cache,         // [pages][NUM_KV_HEADS][PAGE_SIZE][HEAD_DIM]
     const u16* __restrict__ v_cache,         // [pages][NUM_KV_HEADS][PAGE_SIZE][HEAD_DIM]

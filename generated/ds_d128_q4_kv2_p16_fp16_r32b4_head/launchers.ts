@@ -23,10 +23,10 @@ export const tuning = {
 export const kernels = {
   append: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "3f113a6b10f88a6f9b691511f3ae7dee7d2d8bdd4e393a3ed15151d6df4fb0f8" },
   score: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 11, sha256: "79c30e4049e801e64cdf2c9b463e2e54c8ff836aa835d12853bfdd32278ad0f8" },
-  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 17, sha256: "35b8e91f94ac9712af568e06ee95b339206c4bdbda58e9674396bf7d3ec78bc8" },
-  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "34335386f835c5b0d2d29dca0834d54f4eee96bbb84b52a493925b51abf3965c" },
-  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "9115c3c1977ccbf7f3a75a82620717ef420a1ecb4c440d6af7a0de8d08be773f" },
-  merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 7, sha256: "547b2f6cbd8007a005a49a209612ba782ed995a9eb1d8b47196b0fc9b8872a5b" },
+  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 17, sha256: "b264bbe0d89b07902425c26aba94fef4ba695dcab43e50d2651eb919ba32897c" },
+  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "05e0fdf80fcdb9d276896a5bd3221adfeb11fda2e5bc57760f11626d68629115" },
+  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "6320dab6c6b02213706459e9a27fa54ee41a114156c4be7d691eae0d1b00e6dc" },
+  merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "2887fa2ef1a36e51e95ebb97d9954ef336bb66d9cdd7b17555089f3db6005b34" },
 } as const;
 
 /**
@@ -151,6 +151,7 @@ export function launchMerge(slot: KernelSlot, grid: Dim3, a: MergeArgs): void {
   v.setInt32(32, a.denseSplits, true);
   v.setInt32(40, a.sparseSplits, true);
   v.setBigUint64(48, a.out, true);
+  v.setBigUint64(56, a.lseOut, true);
   slot.launch(grid);
 }
 

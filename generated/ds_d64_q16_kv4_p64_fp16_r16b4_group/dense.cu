@@ -243,7 +243,7 @@ constexpr int UNROLL = 2;
 // Dense split-K decode attention: block (split, kv head x head tile, sequence) attends its query
 // heads over an equal share of the sequence's cached tokens. Only sequences routed dense
 // (routes[b] == 0) are processed; the runtime passes all-zero routes for fully dense layers.
-extern "C" __global__ void __launch_bounds__(ATTN_THREADS) ds_d64_q16_kv4_p64_fp16_r16b4_group_dense(
+extern "C" __global__ void __launch_bounds__(ATTN_THREADS, 1) ds_d64_q16_kv4_p64_fp16_r16b4_group_dense(
     const u16* __restrict__ q,               // [batch][NUM_Q_HEADS][HEAD_DIM] queries after RoPE
     const u16* __restrict__ k_cache,         // [pages][NUM_KV_HEADS][PAGE_SIZE][HEAD_DIM]
     const u16* __restrict__ v_cache,         // [pages][NUM_KV_HEADS][PAGE_SIZE][HEAD_DIM]

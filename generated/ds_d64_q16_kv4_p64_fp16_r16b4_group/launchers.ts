@@ -23,10 +23,10 @@ export const tuning = {
 export const kernels = {
   append: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "a7a82761f52c6a38ef2acfc0a7c7370640b7641a2759aa0b93b5219fdd4abad3" },
   score: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_score", file: "score.cu", threads: 256, argCount: 11, sha256: "a5e4d11ca3cf79c84bff530b94d18add635b69696f93dcffcbfc6fdf46c628b1" },
-  select: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_select", file: "select.cu", threads: 256, argCount: 17, sha256: "4bed8a3d93765dde196aa91577d744e3376cef016e4bb482dafe565bb601c3d3" },
-  dense: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "fc943d5bfa9e6b59da1a8fa5357682bd831b5288fdb60c194507a4bc42ef633d" },
-  sparse: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "12cfb37ea2899a619e45e67c6ab7bc2724e80e528dd60b3cd1a84926465fcace" },
-  merge: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_merge", file: "merge.cu", threads: 64, argCount: 7, sha256: "a0bcf6a84c9251d3192d1b424a62d04f4048cbbba4ccb7de496072f9332adb3d" },
+  select: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_select", file: "select.cu", threads: 256, argCount: 17, sha256: "7157bbd3ef9f0555e3e9ee7bd492fe0300b6eef946064afb4ce9a9e4cdf27548" },
+  dense: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "3287f754edeeb1d3327c438e77fdda63f533b0e050fad818cd3d35cddbdf0a00" },
+  sparse: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "d101d90b2f6426a34714da81278573b00292437d36548540732aed41feae7243" },
+  merge: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_merge", file: "merge.cu", threads: 64, argCount: 8, sha256: "22a4e8cdf8a6e7cce1a9b78efe9e75cc261ad74388c4cc77125b14dcc23d7b51" },
 } as const;
 
 /**
@@ -151,6 +151,7 @@ export function launchMerge(slot: KernelSlot, grid: Dim3, a: MergeArgs): void {
   v.setInt32(32, a.denseSplits, true);
   v.setInt32(40, a.sparseSplits, true);
   v.setBigUint64(48, a.out, true);
+  v.setBigUint64(56, a.lseOut, true);
   slot.launch(grid);
 }
 

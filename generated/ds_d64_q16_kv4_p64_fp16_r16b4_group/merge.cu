@@ -90,6 +90,8 @@ enum : int {
 // Merges the split-K partial outputs of each (sequence, query head) by their log-sum-exp:
 // out = sum_s 2^(lse_s - M) o_s / sum_s 2^(lse_s - M). A sequence routed sparse has
 // sparse_splits partials, one routed dense has dense_splits. Block: HEAD_DIM threads.
+// lse_out (optional) receives log2 sum 2^score of the attended tokens: comparing the sparse and
+// the dense value gives the share of the softmax mass the selection kept.
 extern "C" __global__ void __launch_bounds__(HEAD_DIM) ds_d64_q16_kv4_p64_fp16_r16b4_group_merge(
     const float* __restrict__ partial_o,      // [batch][NUM_Q_HEADS][max_splits][HEAD_DIM] split outputs
     const float* __restrict__ partial_lse,    // [batch][NUM_Q_HEADS][max_splits] log2-sum-exp2
@@ -97,7 +99,8 @@ extern "C" __global__ void __launch_bounds__(HEAD_DIM) ds_d64_q16_kv4_p64_fp16_r
     const int* __restrict__ routes,           // [batch] 1 = sparse, 0 = dense
     int dense_splits,                         // partials of a dense-routed sequence
     int sparse_splits,                        // partials of a sparse-routed sequence
-    u16* __restrict__ out                     // [batch][NUM_Q_HEADS][HEAD_DIM] attention output, KV dtype
+    u16* __restrict__ out,                    // [batch][NUM_Q_HEADS][HEAD_DIM] attention output, KV dtype
+    float* __restrict__ lse_out               // [batch][NUM_Q_HEADS] log2-sum-exp2 of the attended tokens, or null
 ) {
   const int h = blockIdx.x, b = blockIdx.y, dim = threadIdx.x;
   const int splits = routes[b] == 1 ? sparse_splits : dense_splits;
@@ -113,4 +116,7 @@ extern "C" __global__ void __launch_bounds__(HEAD_DIM) ds_d64_q16_kv4_p64_fp16_r
     }
   }
   out[((size_t)b * NUM_Q_HEADS + h) * HEAD_DIM + dim] = f32_to_kv(den > 0.f ? num / den : 0.f);
+  if (lse_out != nullptr && dim == 0) {
+    lse_out[(size_t)b * NUM_Q_HEADS + h] = den > 0.f ? mx + log2f(den) : -__int_as_float(0x7f800000);
+  }
 }

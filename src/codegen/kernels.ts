@@ -198,6 +198,11 @@ export const KERNELS: readonly KernelDescription[] = [
       i32("dense_splits", "partials of a dense-routed sequence"),
       i32("sparse_splits", "partials of a sparse-routed sequence"),
       ptr("out", "u16* ", "[batch][NUM_Q_HEADS][HEAD_DIM] attention output, KV dtype"),
+      ptr(
+        "lse_out",
+        "float* ",
+        "[batch][NUM_Q_HEADS] log2-sum-exp2 of the attended tokens, or null",
+      ),
     ],
   },
 ];

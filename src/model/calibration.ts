@@ -135,6 +135,31 @@ export class ChannelStatistics {
     this.windows++;
   }
 
+  /**
+   * Adds `windows` complete windows of `positionsPerWindow` positions each, given their summed
+   * statistics ([layer][row][channel] per kind, summed over every position of every window):
+   * the sum of the window means is then sum / positionsPerWindow. The GPU path runs all windows
+   * as one batch and accumulates on the device, so only these sums come back.
+   */
+  addSummedWindows(
+    sums: Record<ChannelKind, Float64Array>,
+    positionsPerWindow: number,
+    windows: number,
+  ): void {
+    if (this.inWindow) throw new Error("ChannelStatistics.addSummedWindows: a window is open");
+    for (const kind of CHANNEL_KINDS) {
+      const total = this.totals[kind];
+      if (sums[kind].length !== total.length) {
+        throw new Error(
+          `ChannelStatistics.addSummedWindows: ${kind} has ${sums[kind].length} values, ` +
+            `expected ${total.length}`,
+        );
+      }
+      for (let i = 0; i < total.length; i++) total[i] += sums[kind][i] / positionsPerWindow;
+    }
+    this.windows += windows;
+  }
+
   /** Summed window means of one layer and head (query head for q/qk, kv head for k). */
   values(kind: ChannelKind, layer: number, head: number): Float64Array {
     const row = (layer * this.rows(kind) + head) * this.headDim;

@@ -292,7 +292,7 @@ export class DecodePlan implements Disposable {
     );
   }
 
-  merge(out: bigint, allDense: boolean): void {
+  merge(out: bigint, allDense: boolean, lseOut = 0n): void {
     this.variant.launchers.launchMerge(
       this.variant.slot("merge"),
       [this.spec.numQHeads, this.batch, 1],
@@ -304,6 +304,7 @@ export class DecodePlan implements Disposable {
         denseSplits: this.denseSplits,
         sparseSplits: this.sparseSplits,
         out,
+        lseOut,
       },
     );
   }
@@ -312,14 +313,14 @@ export class DecodePlan implements Disposable {
    * Attention of one layer for this step: q [batch][Hq][d] -> out [batch][Hq][d] (KV dtype).
    * `dense` forces dense attention for every sequence (dense layers, baselines).
    */
-  attention(layer: number, q: bigint, out: bigint, dense = false): void {
+  attention(layer: number, q: bigint, out: bigint, dense = false, lseOut = 0n): void {
     if (!dense) {
       this.score(layer, q);
       this.select(layer, q);
       this.sparse(layer, q);
     }
     this.dense(layer, q, dense);
-    this.merge(out, dense);
+    this.merge(out, dense, lseOut);
   }
 
   /** Workspace addresses, for tests that inspect intermediate results. */

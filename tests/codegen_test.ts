@@ -1,0 +1,261 @@
+import assert from "node:assert/strict";
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+} from "node:fs";
+import { join } from "node:path";
+import type { AttentionSpec } from "../src/dsl/mod.ts";
+import {
+  generateVariant,
+  KERNEL_API_FILE,
+  pruneVariants,
+  writeKernelApi,
+  writeVariant,
+} from "../src/codegen/generate.ts";
+import { camelCase, KERNELS } from "../src/codegen/kernels.ts";
+import { renderKernelApi } from "../src/codegen/launchers.ts";
+import { renderKernels } from "../src/codegen/render.ts";
+import { GENERATED_DIR, loadSpecs } from "../src/cli/specs.ts";
+import { firstDifference, repoPath, withTempDir } from "./helpers.ts";
+
+const GOLDEN_DIR = repoPath("tests", "fixtures", "golden");
+const GOLDEN_VARIANT = "ds_d128_q4_kv2_p16_fp16_r16b16_head";
+const STALE =
+  "generated/ is out of date: run `deno task gen` (./ds task gen) and commit the result";
+
+async function specNamed(variant: string): Promise<AttentionSpec> {
+  const spec = (await loadSpecs()).find((s) => s.variant === variant);
+  assert.ok(spec, `no example spec gives ${variant}`);
+  return spec;
+}
+
+const listFiles = (dir: string) =>
+  readdirSync(dir, { withFileTypes: true }).filter((e) => e.isFile()).map((e) => e.name).sort();
+const listDirs = (dir: string) =>
+  readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name)
+    .sort();
+
+// ---------------------------------------------------------------------------------------------
+// (a) golden files
+
+Deno.test(`codegen: ${GOLDEN_VARIANT} renders exactly the golden files (UPDATE_GOLDEN=1 rewrites them)`, async () => {
+  const gen = await generateVariant(await specNamed(GOLDEN_VARIANT));
+  const files = new Map(gen.files);
+  const api = await renderKernelApi();
+  const dir = join(GOLDEN_DIR, GOLDEN_VARIANT);
+  if (Deno.env.get("UPDATE_GOLDEN") === "1") {
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(dir, { recursive: true });
+    for (const [name, text] of files) Deno.writeTextFileSync(join(dir, name), text);
+    Deno.writeTextFileSync(join(GOLDEN_DIR, KERNEL_API_FILE), api);
+    console.log(
+      `UPDATE_GOLDEN=1: rewrote ${files.size + 1} golden files under ${GOLDEN_DIR}; ` +
+        `review the diff before committing.`,
+    );
+    return;
+  }
+  const hint = "if the change is intended, rerun with UPDATE_GOLDEN=1 and review the diff";
+  assert.ok(existsSync(dir), `no golden files in ${dir}; ${hint}`);
+  assert.deepEqual(listFiles(dir), [...files.keys()].sort(), `golden file set differs; ${hint}`);
+  const expected = [...files, [`../${KERNEL_API_FILE}`, api] as const];
+  for (const [name, text] of expected) {
+    const golden = readFileSync(join(dir, name), "utf8");
+    assert.ok(
+      golden === text,
+      `${name} differs from tests/fixtures/golden/${GOLDEN_VARIANT}/${name} at ${
+        firstDifference(text, golden)
+      }\n${hint}`,
+    );
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// (b) generated/ is up to date
+
+Deno.test("codegen: generated/ holds exactly the current output for every example spec", async () => {
+  const specs = await loadSpecs();
+  const variants = specs.map((s) => s.variant).sort();
+  assert.deepEqual(listDirs(GENERATED_DIR), variants, `variant directories differ; ${STALE}`);
+  for (const spec of specs) {
+    const gen = await generateVariant(spec);
+    const dir = join(GENERATED_DIR, spec.variant);
+    assert.deepEqual(
+      listFiles(dir),
+      [...gen.files.keys()].sort(),
+      `${dir}: files differ; ${STALE}`,
+    );
+    for (const [name, text] of gen.files) {
+      const committed = readFileSync(join(dir, name), "utf8");
+      assert.ok(
+        committed === text,
+        `generated/${spec.variant}/${name} differs at ${
+          firstDifference(text, committed)
+        }\n${STALE}`,
+      );
+    }
+  }
+  const api = readFileSync(join(GENERATED_DIR, KERNEL_API_FILE), "utf8");
+  const want = await renderKernelApi();
+  assert.ok(
+    api === want,
+    `generated/${KERNEL_API_FILE} differs at ${firstDifference(want, api)}\n${STALE}`,
+  );
+});
+
+// ---------------------------------------------------------------------------------------------
+// (c) writes only what changed
+
+Deno.test("codegen: writeVariant writes only changed files and removes stale ones", async () => {
+  const gen = await generateVariant(await specNamed(GOLDEN_VARIANT));
+  await withTempDir((out) => {
+    const dir = join(out, GOLDEN_VARIANT);
+    const all = [...gen.files.keys()].map((n) => join(dir, n)).sort();
+    const first = writeVariant(out, gen);
+    assert.deepEqual(first.written.sort(), all);
+    assert.deepEqual([first.unchanged, first.removed], [[], []]);
+    // Atomic writes replace the file, so an unchanged inode means "not rewritten".
+    const inode = (name: string) => statSync(join(dir, name)).ino;
+    const before = new Map([...gen.files.keys()].map((n) => [n, inode(n)]));
+
+    const second = writeVariant(out, gen);
+    assert.deepEqual([second.written, second.removed], [[], []]);
+    assert.deepEqual(second.unchanged.sort(), all);
+    for (const [n, ino] of before) assert.equal(inode(n), ino, `${n} was rewritten`);
+
+    Deno.writeTextFileSync(join(dir, "dense.cu"), "// edited by hand\n");
+    Deno.writeTextFileSync(join(dir, "stale.cu"), "// no longer generated\n");
+    const third = writeVariant(out, gen);
+    assert.deepEqual(third.written, [join(dir, "dense.cu")]);
+    assert.deepEqual(third.removed, [join(dir, "stale.cu")]);
+    assert.equal(readFileSync(join(dir, "dense.cu"), "utf8"), gen.files.get("dense.cu"));
+    for (const [n, ino] of before) {
+      if (n !== "dense.cu") assert.equal(inode(n), ino, `${n} was rewritten`);
+    }
+  });
+});
+
+Deno.test("codegen: writeKernelApi reports changes; pruneVariants removes only other ds_ dirs", async () => {
+  await withTempDir(async (out) => {
+    assert.equal(await writeKernelApi(out), true);
+    assert.equal(await writeKernelApi(out), false);
+    for (const d of ["ds_keep", "ds_old", "notes"]) mkdirSync(join(out, d));
+    assert.deepEqual(pruneVariants(out, new Set(["ds_keep"])), ["ds_old"]);
+    assert.deepEqual(listDirs(out), ["ds_keep", "notes"]);
+    assert.deepEqual(listFiles(out), [KERNEL_API_FILE]);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// (d) Handlebars strict mode
+
+Deno.test("codegen: a template referencing a missing field fails to render (strict mode)", async () => {
+  const spec = await specNamed(GOLDEN_VARIANT);
+  const reference = renderKernels(spec);
+  const previous = Deno.env.get("DS_TEMPLATES_DIR");
+  try {
+    await withTempDir((dir) => {
+      // An unmodified copy renders the same sources.
+      const copy = join(dir, "same");
+      cpSync(repoPath("templates"), copy, { recursive: true });
+      Deno.env.set("DS_TEMPLATES_DIR", copy);
+      assert.deepEqual(renderKernels(spec).map((k) => k.source), reference.map((k) => k.source));
+
+      for (const file of ["merge.cu.hbs", "prelude.cuh.hbs"]) {
+        const broken = join(dir, `broken-${file}`);
+        cpSync(repoPath("templates"), broken, { recursive: true });
+        const path = join(broken, file);
+        Deno.writeTextFileSync(path, Deno.readTextFileSync(path) + "\n{{missingField}}\n");
+        Deno.env.set("DS_TEMPLATES_DIR", broken);
+        assert.throws(() => renderKernels(spec), /missingField/, file);
+      }
+    });
+  } finally {
+    if (previous === undefined) Deno.env.delete("DS_TEMPLATES_DIR");
+    else Deno.env.set("DS_TEMPLATES_DIR", previous);
+  }
+  assert.deepEqual(renderKernels(spec).map((k) => k.source), reference.map((k) => k.source));
+});
+
+// ---------------------------------------------------------------------------------------------
+// (e) launchers match the CUDA signatures
+
+interface CParam {
+  type: string;
+  name: string;
+}
+
+/** The parameter list of the one `extern "C" __global__` kernel of a source. */
+function cudaParams(source: string, symbol: string): CParam[] {
+  const start = source.indexOf('extern "C" __global__');
+  assert.ok(start >= 0, `${symbol}: no extern "C" __global__ kernel`);
+  assert.equal(source.indexOf('extern "C" __global__', start + 1), -1, `${symbol}: two kernels`);
+  const open = source.indexOf(`${symbol}(`, start);
+  assert.ok(open >= 0, `${symbol}: kernel name not found after extern "C"`);
+  const close = source.indexOf(") {", open);
+  const list = source.slice(open + symbol.length + 1, close).replace(/\/\/[^\n]*/g, "");
+  return list.split(",").map((p) => p.trim()).filter((p) => p !== "").map((p) => {
+    const m = /^(.*?)\s*\b([A-Za-z_]\w*)$/.exec(p);
+    assert.ok(m, `${symbol}: cannot parse parameter "${p}"`);
+    return { type: m[1].trim(), name: m[2] };
+  });
+}
+
+/** The `v.setX(offset, a.field, true)` statements of a generated launch function. */
+function launcherSetters(
+  launchers: string,
+  fn: string,
+): { setter: string; at: number; field: string }[] {
+  const start = launchers.indexOf(`export function ${fn}(`);
+  assert.ok(start >= 0, `no ${fn} in launchers.ts`);
+  const body = launchers.slice(start, launchers.indexOf("\n}\n", start));
+  return [...body.matchAll(/v\.(set\w+)\((\d+), a\.(\w+), true\);/g)].map((m) => ({
+    setter: m[1],
+    at: Number(m[2]),
+    field: m[3],
+  }));
+}
+
+/** Property names of an interface in kernel_api.ts. */
+function interfaceFields(api: string, name: string): string[] {
+  const start = api.indexOf(`export interface ${name} {`);
+  assert.ok(start >= 0, `no interface ${name} in kernel_api.ts`);
+  const body = api.slice(start, api.indexOf("\n}\n", start));
+  return [...body.matchAll(/^\s*readonly (\w+): /gm)].map((m) => m[1]);
+}
+
+Deno.test("codegen: every launcher packs exactly the CUDA signature's parameters, in order", async () => {
+  const api = await renderKernelApi();
+  for (const spec of await loadSpecs()) {
+    const gen = await generateVariant(spec);
+    const launchers = gen.files.get("launchers.ts")!;
+    const manifest = JSON.parse(gen.files.get("manifest.json")!);
+    for (const k of gen.kernels) {
+      const params = cudaParams(k.source, k.symbol);
+      const pascal = k.id[0].toUpperCase() + camelCase(k.id).slice(1);
+      const sets = launcherSetters(launchers, `launch${pascal}`);
+      const where = `${spec.variant}/${k.file}`;
+      assert.ok(params.length > 0, where);
+      assert.equal(sets.length, params.length, `${where}: launcher arg count vs CUDA signature`);
+      params.forEach((p, i) => {
+        const want = p.type.includes("*")
+          ? "setBigUint64"
+          : p.type === "int"
+          ? "setInt32"
+          : p.type === "float"
+          ? "setFloat32"
+          : `unknown C type ${p.type}`;
+        assert.deepEqual(sets[i], { setter: want, at: 8 * i, field: camelCase(p.name) }, where);
+      });
+      assert.deepEqual(interfaceFields(api, `${pascal}Args`), params.map((p) => camelCase(p.name)));
+      const entry = manifest.kernels.find((m: { id: string }) => m.id === k.id);
+      assert.equal(entry.args.length, params.length, `${where}: manifest args`);
+      assert.match(launchers, new RegExp(`${k.id}: \\{[^}]*argCount: ${params.length},`), where);
+    }
+    assert.equal(gen.kernels.length, KERNELS.length);
+  }
+});

@@ -1,0 +1,205 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import type { AttentionSpec } from "../src/dsl/mod.ts";
+import { type RenderedKernel, renderKernels } from "../src/codegen/render.ts";
+import { loadSpecs } from "../src/cli/specs.ts";
+import { DiskCache } from "../src/cuda/compile_cache.ts";
+import { type CompiledKernel, KernelCompiler } from "../src/cuda/compiler.ts";
+import { CompileError } from "../src/cuda/nvrtc.ts";
+import { findPtxas } from "./helpers.ts";
+
+const PTXAS = findPtxas();
+const IN_CI = Deno.env.get("CI") === "true";
+const ARCH = "sm_90";
+/** Kernels allowed spilled bytes under the standalone ptxas (none: every kernel must be clean). */
+const SPILL_EXEMPT = new Set<string>();
+
+interface Compiled {
+  spec: AttentionSpec;
+  kernel: RenderedKernel;
+  out: CompiledKernel;
+}
+
+interface KernelStats {
+  registers: number;
+  smem: number;
+  stack: number;
+  spillStores: number;
+  spillLoads: number;
+}
+
+/** Per entry function, what `ptxas -v` reports (the standalone tool or NVRTC's `-Xptxas -v`). */
+function parsePtxasInfo(text: string): Map<string, KernelStats> {
+  const stats = new Map<string, KernelStats>();
+  for (const block of text.split("Compiling entry function '").slice(1)) {
+    const name = block.slice(0, block.indexOf("'"));
+    const frame = /(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads/
+      .exec(block);
+    const used = /Used (\d+) registers/.exec(block);
+    assert.ok(frame && used, `cannot parse the ptxas report of ${name}:\n${block}`);
+    stats.set(name, {
+      registers: Number(used[1]),
+      smem: Number(/(\d+) bytes smem/.exec(block)?.[1] ?? 0),
+      stack: Number(frame[1]),
+      spillStores: Number(frame[2]),
+      spillLoads: Number(frame[3]),
+    });
+  }
+  return stats;
+}
+
+const clean = (s: KernelStats) => s.stack === 0 && s.spillStores === 0 && s.spillLoads === 0;
+const spills = (s: KernelStats) => `${s.stack}/${s.spillStores}/${s.spillLoads}`;
+
+function printTable(header: string[], rows: string[][]): void {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i])).join("  ");
+  console.log([line(header), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)]
+    .join("\n"));
+}
+
+Deno.test("nvrtc: the example variants compile cleanly and pass ptxas without spills", async (t) => {
+  const cacheDir = await Deno.makeTempDir({ prefix: "ds-nvrtc-test-" });
+  const compiler = new KernelCompiler({ cache: new DiskCache(cacheDir) });
+  const compiled: Compiled[] = [];
+  try {
+    await t.step(
+      `every kernel of every example spec compiles for ${ARCH} with an empty log`,
+      async () => {
+        for (const spec of await loadSpecs()) {
+          for (const kernel of renderKernels(spec)) {
+            const out = compiler.compile({
+              source: kernel.source,
+              programName: kernel.file,
+              arch: ARCH,
+            });
+            const where = `${spec.variant}/${kernel.file}`;
+            assert.equal(out.log, "", `${where}: NVRTC log is not empty:\n${out.log}`);
+            assert.ok(out.ptx.includes(`.entry ${kernel.symbol}(`), `${where}: no .entry`);
+            assert.ok(out.cubin && out.cubin.length > 0, `${where}: no CUBIN`);
+            compiled.push({ spec, kernel, out });
+          }
+        }
+        assert.ok(compiled.length >= 30, `only ${compiled.length} kernels`);
+      },
+    );
+
+    // Per kernel, what NVRTC's own ptxas reports (the CUBIN this NVRTC hands the driver).
+    const own = new Map<Compiled, KernelStats>();
+    await t.step(`NVRTC ${compiler.nvrtcVersion} -Xptxas -v: no spills, no stack frame`, () => {
+      assert.ok(compiled.length > 0, "nothing compiled in the previous step");
+      const problems: string[] = [];
+      for (const c of compiled) {
+        const out = compiler.compile({
+          source: c.kernel.source,
+          programName: c.kernel.file,
+          arch: ARCH,
+          extraOptions: ["-Xptxas", "-v"],
+        });
+        const n = parsePtxasInfo(out.log).get(c.kernel.symbol);
+        assert.ok(n, `NVRTC -Xptxas -v reported nothing for ${c.kernel.symbol}:\n${out.log}`);
+        own.set(c, n);
+        if (!clean(n)) problems.push(`${c.spec.variant}/${c.kernel.id}: ${spills(n)}`);
+      }
+      assert.deepEqual(problems, [], `spills or a stack frame:\n${problems.join("\n")}`);
+    });
+
+    await t.step({
+      name: `ptxas -v -arch=${ARCH}: register table; no spills, no stack frame`,
+      ignore: PTXAS === undefined && !IN_CI,
+      fn: async () => {
+        assert.ok(
+          PTXAS !== undefined,
+          "ptxas not found (looked at $PTXAS, PATH and /usr/local/cuda/bin/ptxas); CI=true " +
+            "requires it: install the CUDA ptxas or set PTXAS=/path/to/ptxas",
+        );
+        assert.ok(compiled.length > 0, "nothing compiled in the first step");
+        const version = new TextDecoder().decode(
+          (await new Deno.Command(PTXAS, { args: ["--version"] }).output()).stdout,
+        ).trim().split("\n").at(-2) ?? "unknown";
+        const dir = await Deno.makeTempDir({ prefix: "ds-ptxas-" });
+        const rows: string[][] = [];
+        const problems: string[] = [];
+        try {
+          for (const c of compiled) {
+            const { spec, kernel, out } = c;
+            const ptx = join(dir, `${spec.variant}_${kernel.id}.ptx`);
+            await Deno.writeTextFile(ptx, out.ptx);
+            const run = await new Deno.Command(PTXAS, {
+              args: ["-v", `-arch=${ARCH}`, ptx, "-o", `${ptx}.cubin`],
+            }).output();
+            const text = new TextDecoder().decode(run.stderr) +
+              new TextDecoder().decode(run.stdout);
+            assert.equal(run.code, 0, `ptxas failed on ${spec.variant}/${kernel.file}:\n${text}`);
+            const s = parsePtxasInfo(text).get(kernel.symbol);
+            assert.ok(s, `ptxas reported nothing for ${kernel.symbol}:\n${text}`);
+            const n = own.get(c);
+            rows.push([
+              spec.variant,
+              kernel.id,
+              String(s.registers),
+              String(s.smem),
+              spills(s),
+              n ? String(n.registers) : "-",
+              n ? spills(n) : "-",
+            ]);
+            if (!clean(s) && !SPILL_EXEMPT.has(kernel.id)) {
+              problems.push(`${spec.variant}/${kernel.id}: ${spills(s)}`);
+            }
+          }
+        } finally {
+          await Deno.remove(dir, { recursive: true });
+        }
+        console.log(`ptxas: ${PTXAS} (${version}); "nvrtc": NVRTC ${compiler.nvrtcVersion}'s own`);
+        console.log("spills = stack frame / spill stores / spill loads, in bytes");
+        printTable(
+          ["variant", "kernel", "regs", "smem", "spills", "nvrtc regs", "nvrtc spills"],
+          rows,
+        );
+        assert.deepEqual(
+          problems,
+          [],
+          `${PTXAS}: kernels with spills or a stack frame (stack/stores/loads):\n` +
+            problems.join("\n"),
+        );
+      },
+    });
+
+    await t.step(
+      "a broken generated source fails with the file named and the line quoted",
+      async () => {
+        const spec = (await loadSpecs()).find((s) =>
+          s.variant === "ds_d128_q4_kv2_p16_fp16_r16b16_head"
+        );
+        assert.ok(spec);
+        const dense = renderKernels(spec).find((k) => k.id === "dense")!;
+        const lines = dense.source.split("\n");
+        const open = lines.findIndex((l, i) =>
+          l.endsWith(") {") && lines.slice(0, i).some((p) => p.includes('extern "C" __global__'))
+        );
+        assert.ok(open > 0, "kernel body not found");
+        const injected = "  this_is_not_cuda = 1;";
+        lines.splice(open + 1, 0, injected);
+        const n = open + 2; // 1-based number of the injected line
+        let error: unknown;
+        try {
+          compiler.compile({ source: lines.join("\n"), programName: dense.file, arch: ARCH });
+        } catch (e) {
+          error = e;
+        }
+        assert.ok(error instanceof CompileError, `expected a CompileError, got ${error}`);
+        assert.match(error.message, new RegExp(`dense\\.cu\\(${n}\\): error`));
+        assert.ok(
+          error.message.includes(`  > ${String(n).padStart(5)} | ${injected}`),
+          `the injected line is not quoted:\n${error.message}`,
+        );
+        assert.ok(
+          error.message.includes(`    ${String(n - 1).padStart(5)} | ${lines[n - 2]}`),
+          `the line before is not quoted as context:\n${error.message}`,
+        );
+      },
+    );
+  } finally {
+    await Deno.remove(cacheDir, { recursive: true });
+  }
+});
