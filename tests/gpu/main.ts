@@ -34,6 +34,7 @@ import {
 import { decodeArray, encodeArray } from "../../src/reference/dtype.ts";
 import { checkSelection, key16Interval, Random, relativeError, table } from "./support.ts";
 import { writeFileAtomic } from "../../src/util/fs.ts";
+import { runModelChecks } from "./model.ts";
 
 interface Case {
   readonly name: string;
@@ -193,6 +194,7 @@ const { values: args } = parseArgs({
     case: { type: "string" },
     seed: { type: "string" },
     json: { type: "string" },
+    "no-model": { type: "boolean", default: false },
   },
 });
 
@@ -609,7 +611,25 @@ console.log(
       (Math.min(...results.map((r) => r.selectionAgreement)) * 100).toFixed(2)
     }%; seed ${seed}`,
 );
-if (args.json) {
-  writeFileAtomic(args.json, JSON.stringify({ device: cuda.info, seed, results }, null, 2));
+let modelFailures: string[] = [];
+if (!args["no-model"] && !args.case) {
+  console.log("\nDecoder on the GPU (tiny-code-llama):");
+  try {
+    modelFailures = await runModelChecks();
+  } catch (e) {
+    modelFailures = [`threw: ${e instanceof Error ? e.stack ?? e.message : e}`];
+  }
+  for (const f of modelFailures) console.log(`FAIL decoder: ${f}`);
+  console.log(
+    modelFailures.length === 0
+      ? "decoder checks passed"
+      : `${modelFailures.length} decoder checks failed`,
+  );
 }
-Deno.exit(failed === 0 && results.length > 0 ? 0 : 1);
+if (args.json) {
+  writeFileAtomic(
+    args.json,
+    JSON.stringify({ device: cuda.info, seed, results, modelFailures }, null, 2),
+  );
+}
+Deno.exit(failed === 0 && results.length > 0 && modelFailures.length === 0 ? 0 : 1);

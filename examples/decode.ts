@@ -1,0 +1,423 @@
+/**
+ * Double Sparsity decoding, end to end
+ * ====================================
+ *
+ * This example decodes the same Python prompt twice, greedily: once with ordinary dense
+ * attention and once with Double Sparsity, and prints both continuations side by side with
+ * their speed and how often they agree.
+ *
+ *     deno run -A examples/decode.ts
+ *     deno run -A examples/decode.ts --variant "head r32 b4 dense 0,1" --tokens 128 --batch 8
+ *
+ * Double Sparsity (Yang et al., 2024) makes each decode step read only a few "label" channels
+ * of every cached key to guess which tokens matter, then runs exact attention over the top
+ * 1/16 of them. It needs, per layer and head, a ranking of the head-dimension channels: which
+ * ones carry the large |q * k| products. That ranking comes from an offline calibration pass.
+ *
+ * With a GPU, both decoders run the project's generated CUDA kernels (src/model/gpu_decoder.ts).
+ * Without one, the same algorithm runs on the CPU reference (src/model/cpu_ds_attention.ts),
+ * more slowly and with a smaller calibration; the example says which path it takes.
+ *
+ * Flags: --model DIR, --channels FILE, --variant NAME, --prompt-file FILE, --tokens N,
+ * --batch B (the prompt replicated B times; GPU only), --device auto|cpu|gpu,
+ * --calibration-windows N, --calibration-window-size T.
+ */
+import * as path from "node:path";
+import { parseArgs } from "node:util";
+import type { AttentionSpec } from "../src/dsl/spec.ts";
+import type { Cuda } from "../src/cuda/driver.ts";
+import { packageRoot } from "../src/cuda/library.ts";
+import { encodeArray } from "../src/reference/dtype.ts";
+import {
+  defaultChannelPath,
+  loadOrCalibrate,
+  parseDeviceChoice,
+  resolveDevice,
+} from "../src/model/calibrate_run.ts";
+import { type ChannelSource, labelChannelsFor } from "../src/model/channels.ts";
+import { CpuDoubleSparsityAttention } from "../src/model/cpu_ds_attention.ts";
+import {
+  argmax,
+  type CpuAttention,
+  CpuDecoder,
+  DenseAttention,
+} from "../src/model/cpu_decoder.ts";
+import type { ModelConfig } from "../src/model/config.ts";
+import { findPreset, presetVariant } from "../src/model/evaluate.ts";
+import { GpuDecoder } from "../src/model/gpu_decoder.ts";
+import { loadTokenizer } from "../src/model/tokenizer.ts";
+import { type LoadedModel, loadModel } from "../src/model/weights.ts";
+import { existsSync } from "node:fs";
+
+// ---------------------------------------------------------------------------------------------
+// 1. Arguments
+// ---------------------------------------------------------------------------------------------
+// Every flag has a default, so the example runs with none. The variant names are the presets of
+// `deno task eval` (the rows of the accuracy table in DOUBLE_SPARSITY.md); the default keeps
+// layers 0 and 1 dense and gives every query head 16 label channels at 16 bits.
+
+const { values: args } = parseArgs({
+  args: Deno.args,
+  options: {
+    model: { type: "string" },
+    channels: { type: "string" },
+    variant: { type: "string", default: "head r16 b16 dense 0,1" },
+    "prompt-file": { type: "string" },
+    tokens: { type: "string" },
+    batch: { type: "string", default: "1" },
+    device: { type: "string", default: "auto" },
+    "calibration-windows": { type: "string" },
+    "calibration-window-size": { type: "string" },
+  },
+});
+
+const intFlag = (flag: string, value: string | undefined): number | undefined => {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${flag}: expected an integer >= 1`);
+  return n;
+};
+const root = packageRoot();
+const modelDir = args.model ?? path.join(root, "examples", "models", "tiny-code-llama");
+const batch = intFlag("batch", args.batch)!;
+const preset = findPreset(args.variant);
+if (!preset.selection) throw new Error(`--variant: pick a Double Sparsity preset, not "dense"`);
+
+// ---------------------------------------------------------------------------------------------
+// 2. The device
+// ---------------------------------------------------------------------------------------------
+// `resolveDevice` opens the CUDA driver through Deno FFI. When there is no driver (or no GPU,
+// or --device cpu), it returns the CPU and we take the reference path below.
+
+const device = resolveDevice(parseDeviceChoice(args.device));
+const onGpu = device.kind === "gpu";
+console.log(
+  onGpu
+    ? `device: ${device.name} (GPU path: generated CUDA kernels)`
+    : `device: CPU (${device.reason}); running the CPU reference decoder`,
+);
+const numTokens = intFlag("tokens", args.tokens) ?? (onGpu ? 64 : 16);
+
+// ---------------------------------------------------------------------------------------------
+// 3. The model and its tokenizer
+// ---------------------------------------------------------------------------------------------
+// The bundled tiny-code-llama is a 4-layer Llama (4 query heads, 2 kv heads, head dim 128)
+// trained on Python bytes: token id = byte value.
+
+const model = await loadModel(modelDir);
+const config = model.config;
+const tokenizer = await loadTokenizer(modelDir, config);
+console.log(
+  `model: ${modelDir} (${config.numLayers} layers, ${config.numHeads} query / ` +
+    `${config.numKvHeads} kv heads, head dim ${config.headDim})`,
+);
+
+// ---------------------------------------------------------------------------------------------
+// 4. Label channels: load the calibration, or run it
+// ---------------------------------------------------------------------------------------------
+// Calibration feeds a few windows of text through the model densely and ranks, per layer and
+// query head, the channels by mean |q_c * k_c|. The result is a channel-config file in the
+// authors' / SGLang format, cached under .cache/channels/. On a GPU we run the protocol's
+// calibration (16 windows of 2048 bytes); on the CPU that would take minutes, so a first run
+// calibrates on 2 windows of 512 bytes instead (unless the protocol's file is already there).
+
+const protocolFile = defaultChannelPath(modelDir);
+let calibrationWindows = intFlag("calibration-windows", args["calibration-windows"]);
+let calibrationWindowSize = intFlag("calibration-window-size", args["calibration-window-size"]);
+const explicitCalibration = calibrationWindows !== undefined ||
+  calibrationWindowSize !== undefined;
+if (!onGpu && !explicitCalibration && !args.channels && !existsSync(protocolFile)) {
+  calibrationWindows = 2;
+  calibrationWindowSize = 512;
+  console.log(
+    "calibration: on the CPU with 2 windows of 512 bytes (the protocol uses 16 x 2048; " +
+      "`deno task calibrate` on a GPU makes that file)",
+  );
+}
+const channelFiles = await loadOrCalibrate(model, {
+  modelDir,
+  channelsPath: args.channels,
+  calibrationWindows,
+  calibrationWindowSize,
+  device,
+  log: (line) => console.log(line),
+});
+
+// ---------------------------------------------------------------------------------------------
+// 5. The Double Sparsity variant
+// ---------------------------------------------------------------------------------------------
+// A preset becomes an AttentionSpec through the DSL (`defineAttention`): label channels r,
+// label bits, per-head or group selection, a token budget of 1/16 of the context (at least 16),
+// and the layers kept dense. `spec.variant` names the generated kernels.
+
+const variant = presetVariant(preset, config, {
+  config: channelFiles.config,
+  stats: channelFiles.stats,
+});
+const spec = variant.spec!;
+const channels = variant.channels!;
+console.log(`variant: "${preset.name}" -> ${spec.variant}, dense layers [${spec.denseLayers}]`);
+if (variant.note) console.log(`note: ${variant.note}`);
+
+// ---------------------------------------------------------------------------------------------
+// 6. The prompt
+// ---------------------------------------------------------------------------------------------
+// By default, about 1500 bytes of held-out Python, cut at a line end so the model continues
+// from a clean line. Long enough that the budget (context / 16 = ~94 tokens) is a real choice.
+
+async function readPrompt(): Promise<number[]> {
+  if (args["prompt-file"]) return tokenizer.encode(await Deno.readTextFile(args["prompt-file"]));
+  const text = await Deno.readTextFile(path.join(root, "examples", "data", "python-heldout.txt"));
+  const head = text.slice(0, 1500);
+  return tokenizer.encode(head.slice(0, head.lastIndexOf("\n") + 1) || head);
+}
+const prompt = await readPrompt();
+if (prompt.length === 0) throw new Error("the prompt is empty");
+console.log(`prompt: ${prompt.length} tokens; decoding ${numTokens} tokens greedily`);
+
+// ---------------------------------------------------------------------------------------------
+// 7. Decoding
+// ---------------------------------------------------------------------------------------------
+// Both paths return the same record: the generated tokens, the time per decode step, and the
+// share of that step spent in attention.
+
+interface DecodeRun {
+  tokens: number[];
+  prefillMs: number;
+  /** Median milliseconds of a decode step (after the first, which captures the CUDA graph). */
+  stepMs: number;
+  /** Generated tokens per second over all sequences of the batch. */
+  tokensPerSecond: number;
+  /** Attention milliseconds per step, and how it was measured. */
+  attentionMs: number;
+  attentionHow: string;
+  /** Whether every sequence of the batch produced the same tokens (they share the prompt). */
+  batchConsistent: boolean;
+}
+
+const median = (xs: number[]) => {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+};
+const progress = (label: string, i: number, n: number) => {
+  if ((i + 1) % 8 === 0 || i + 1 === n) console.error(`  [${label}] ${i + 1}/${n} tokens`);
+};
+
+// 7a. GPU: GpuDecoder runs every layer on the device. `prefill` is dense (causal attention over
+// the prompt) and fills the paged K/V and label caches; each `step` appends one token per
+// sequence and, in the Double Sparsity decoder, runs label scoring, top-k selection and sparse
+// attention in the layers that are not dense. The first step is captured as a CUDA graph.
+
+async function decodeGpu(cuda: Cuda, label: string, dsSpec?: AttentionSpec): Promise<DecodeRun> {
+  using decoder = await GpuDecoder.create(cuda, model, {
+    batch,
+    maxContext: prompt.length + numTokens,
+    spec: dsSpec,
+    channels: dsSpec ? channels : undefined,
+  });
+  const vocab = config.vocabSize;
+  let started = performance.now();
+  let logits = decoder.prefill(Array.from({ length: batch }, () => prompt));
+  const prefillMs = performance.now() - started;
+  const generated: number[][] = Array.from({ length: batch }, () => []);
+  const next = new Int32Array(batch);
+  const stepMs: number[] = [];
+  for (let i = 0; i < numTokens; i++) {
+    for (let b = 0; b < batch; b++) {
+      next[b] = argmax(logits, b * vocab, vocab);
+      generated[b].push(next[b]);
+    }
+    progress(label, i, numTokens);
+    if (i + 1 === numTokens) break;
+    started = performance.now();
+    logits = decoder.step(next);
+    stepMs.push(performance.now() - started);
+  }
+  const timed = stepMs.length > 1 ? stepMs.slice(1) : stepMs;
+  const step = median(timed);
+  return {
+    tokens: generated[0],
+    prefillMs,
+    stepMs: step,
+    tokensPerSecond: (batch * 1000) / step,
+    attentionMs: timeGpuAttention(cuda, decoder),
+    attentionHow: "attention kernels of all layers replayed alone, CUDA events, final context, " +
+      "random q",
+    batchConsistent: generated.every((g) => g.every((t, i) => t === generated[0][i])),
+  };
+}
+
+// The attention share on the GPU: a decode step is one CUDA graph, so its kernels cannot be
+// timed separately inside it. After decoding, the plan still holds the last step's lengths and
+// routes, so we launch just the attention of every layer (`plan.attention`: score, select,
+// sparse and dense kernels, merge) and time it with CUDA events. It writes only scratch output.
+
+function timeGpuAttention(cuda: Cuda, decoder: GpuDecoder, reps = 20): number {
+  const n = decoder.batch * config.numHeads * config.headDim;
+  const random = normalFloats(n, 7);
+  using q = cuda.alloc(n * 2);
+  using out = cuda.alloc(n * 2);
+  q.upload(encodeArray(decoder.spec.kvDtype, random), decoder.stream);
+  decoder.stream.synchronize();
+  const all = () => {
+    for (let l = 0; l < config.numLayers; l++) {
+      decoder.plan.attention(l, q.ptr, out.ptr, decoder.isDenseLayer(l));
+    }
+  };
+  all(); // warm-up
+  using start = cuda.event();
+  using end = cuda.event();
+  start.record(decoder.stream);
+  for (let r = 0; r < reps; r++) all();
+  end.record(decoder.stream);
+  end.synchronize();
+  return end.since(start) / reps;
+}
+
+function normalFloats(n: number, seed: number): Float32Array {
+  let a = seed >>> 0;
+  const uniform = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(a ^ (a >>> 15), a | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (((t ^ (t >>> 14)) >>> 0) + 1) / 4294967297;
+  };
+  return Float32Array.from(
+    { length: n },
+    () => Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform()),
+  );
+}
+
+// 7b. CPU: CpuDecoder with DenseAttention, or with CpuDoubleSparsityAttention, which keeps the
+// reference paged K/V and label caches in fp16 and runs the reference Double Sparsity step.
+// Its `prefill` flag makes the prompt dense, as on the GPU. A thin wrapper times the attention
+// calls, which gives the attention share directly. The CPU path decodes one sequence.
+
+class TimedAttention implements CpuAttention {
+  ms = 0;
+  constructor(readonly inner: CpuAttention) {}
+  attend(
+    layer: number,
+    q: Float32Array,
+    keys: Float32Array,
+    values: Float32Array,
+    len: number,
+    c: ModelConfig,
+  ): Float32Array {
+    const started = performance.now();
+    const out = this.inner.attend(layer, q, keys, values, len, c);
+    this.ms += performance.now() - started;
+    return out;
+  }
+}
+
+function decodeCpu(loaded: LoadedModel, label: string, dsSpec?: AttentionSpec): DecodeRun {
+  const ds = dsSpec
+    ? new CpuDoubleSparsityAttention(
+      dsSpec,
+      Array.from(
+        { length: config.numLayers },
+        (_, l) => labelChannelsFor(dsSpec, channels as ChannelSource, l),
+      ),
+      prompt.length + numTokens,
+    )
+    : undefined;
+  const timed = new TimedAttention(ds ?? new DenseAttention());
+  const decoder = new CpuDecoder(loaded, { attention: timed });
+  const vocab = config.vocabSize;
+
+  // Prefill in chunks of 256 tokens, to show progress on long prompts.
+  if (ds) ds.prefill = true;
+  let started = performance.now();
+  let logits = new Float32Array(0);
+  for (let i = 0; i < prompt.length; i += 256) {
+    logits = decoder.forward(prompt.slice(i, i + 256));
+    console.error(`  [${label}] prefill ${Math.min(i + 256, prompt.length)}/${prompt.length}`);
+  }
+  const prefillMs = performance.now() - started;
+  if (ds) ds.prefill = false;
+
+  let last = logits.subarray(logits.length - vocab);
+  const generated: number[] = [];
+  const stepMs: number[] = [];
+  timed.ms = 0;
+  for (let i = 0; i < numTokens; i++) {
+    const next = argmax(last);
+    generated.push(next);
+    progress(label, i, numTokens);
+    if (i + 1 === numTokens) break;
+    started = performance.now();
+    last = decoder.forward([next]);
+    stepMs.push(performance.now() - started);
+  }
+  const steps = Math.max(1, stepMs.length);
+  const step = median(stepMs);
+  return {
+    tokens: generated,
+    prefillMs,
+    stepMs: step,
+    tokensPerSecond: 1000 / step,
+    attentionMs: stepMs.length ? timed.ms / steps : NaN,
+    attentionHow: "wall clock of the attention calls during the decode steps",
+    batchConsistent: true,
+  };
+}
+
+if (!onGpu && batch > 1) console.log(`note: the CPU path decodes one sequence (--batch ignored)`);
+const runs: { name: string; run: DecodeRun }[] = [];
+for (const [name, dsSpec] of [["dense", undefined], ["double sparsity", spec]] as const) {
+  console.error(`decoding with ${name} attention ...`);
+  const run = device.kind === "gpu"
+    ? await decodeGpu(device.cuda, name, dsSpec)
+    : decodeCpu(model, name, dsSpec);
+  runs.push({ name, run });
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Results
+// ---------------------------------------------------------------------------------------------
+// Greedy decoding is deterministic, so any difference between the continuations comes from the
+// attention: Double Sparsity attends to ~1/16 of the context in the sparse layers. Small models
+// on short contexts often diverge after a few dozen tokens and still produce plausible code.
+
+const tail = tokenizer.decode(prompt.slice(-160));
+console.log(`\n--- prompt (last 160 tokens) ---\n${tail}`);
+for (const { name, run } of runs) {
+  console.log(`--- ${name} continuation ---\n${tokenizer.decode(run.tokens)}`);
+}
+console.log("--- end ---\n");
+
+const [dense, ds] = [runs[0].run, runs[1].run];
+const same = dense.tokens.filter((t, i) => t === ds.tokens[i]).length;
+const firstDiff = dense.tokens.findIndex((t, i) => t !== ds.tokens[i]);
+console.log(
+  `agreement: ${same}/${dense.tokens.length} tokens equal (${
+    (100 * same / dense.tokens.length).toFixed(0)
+  }%); first divergence: ${firstDiff < 0 ? "none" : `token ${firstDiff}`}`,
+);
+const context = prompt.length + numTokens - 1;
+console.log(`\n| attention | step (ms) | tokens/s | attention (ms/step) | attention share | prefill (ms) |`);
+console.log(`|---|---|---|---|---|---|`);
+for (const { name, run } of runs) {
+  const share = run.attentionMs / run.stepMs;
+  console.log(
+    `| ${name} | ${run.stepMs.toFixed(3)} | ${run.tokensPerSecond.toFixed(1)} | ` +
+      `${run.attentionMs.toFixed(3)} | ${Number.isFinite(share) ? (100 * share).toFixed(0) : "-"}% | ` +
+      `${run.prefillMs.toFixed(0)} |`,
+  );
+}
+console.log(
+  `\n${onGpu ? `${device.name}, batch ${batch}` : "CPU reference, batch 1"}; context up to ` +
+    `${context} tokens; step = median wall clock of decoder.step (host sync included); ` +
+    `attention: ${dense.attentionHow}.`,
+);
+if (onGpu && runs.some((r) => !r.run.batchConsistent)) {
+  console.log("warning: sequences of the batch (the same prompt) produced different tokens");
+}
+if (!onGpu) {
+  console.log(
+    "The CPU path shows the algorithm, not the speed-up: its reference loops favour clarity. " +
+      "Run on a GPU (or `deno task bench`) for kernel timings.",
+  );
+}

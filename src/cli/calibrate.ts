@@ -1,0 +1,129 @@
+/**
+ * `deno task calibrate`: offline channel calibration (Double Sparsity step 1). Feeds calibration
+ * windows through the model with dense attention, accumulates per layer, head and channel the
+ * mean |q|, |k| and |q*k| (post-RoPE), and writes
+ *   - the channel config (q, k and qk rankings, the authors' / SGLang format), atomically;
+ *   - `<name>.stats.json` beside it: the raw statistics, so group rankings can be recomputed.
+ * Then prints each head's leading channels and their agreement with a reference file.
+ *
+ *   deno task calibrate [--model DIR] [--data FILE] [--windows 16] [--window-size 2048]
+ *                       [--out FILE] [--compare FILE] [--device auto|cpu|gpu]
+ */
+import * as path from "node:path";
+import { parseArgs } from "node:util";
+import { existsSync } from "node:fs";
+import { packageRoot } from "../cuda/library.ts";
+import {
+  calibrate,
+  DEFAULT_CALIBRATION_DATA,
+  defaultChannelPath,
+  parseDeviceChoice,
+  statsPathFor,
+  writeChannelStatistics,
+} from "../model/calibrate_run.ts";
+import { readChannelConfig, writeChannelConfig } from "../model/channel_config.ts";
+import { loadModel } from "../model/weights.ts";
+import { PROTOCOL_CALIBRATION_WINDOWS, PROTOCOL_WINDOW, readWindows } from "../model/windows.ts";
+
+const HELP = `deno task calibrate [options]
+  --model DIR          model directory (default examples/models/tiny-code-llama)
+  --data FILE          calibration text (default examples/data/python-calibration.txt)
+  --windows N          calibration windows (default ${PROTOCOL_CALIBRATION_WINDOWS})
+  --window-size T      bytes per window (default ${PROTOCOL_WINDOW})
+  --out FILE           channel config to write (default .cache/channels/<model>.json;
+                       <model>-<N>x<T>.json for other sizes); statistics go to <out>.stats.json
+  --compare FILE       reference channel config to compare the qk rankings with (default for
+                       tiny-code-llama: examples/data/tiny-code-llama-qk-channels.json)
+  --device auto|cpu|gpu  (default auto: the GPU when one is usable)`;
+
+function positiveInt(flag: string, value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${flag}: got ${value}; expected an integer >= 1`);
+  return n;
+}
+
+async function main(): Promise<number> {
+  const { values: args } = parseArgs({
+    args: Deno.args,
+    options: {
+      model: { type: "string" },
+      data: { type: "string" },
+      windows: { type: "string", default: String(PROTOCOL_CALIBRATION_WINDOWS) },
+      "window-size": { type: "string", default: String(PROTOCOL_WINDOW) },
+      out: { type: "string" },
+      compare: { type: "string" },
+      device: { type: "string", default: "auto" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  if (args.help) {
+    console.log(HELP);
+    return 0;
+  }
+  const root = packageRoot();
+  const modelDir = args.model ?? path.join(root, "examples", "models", "tiny-code-llama");
+  const data = args.data ?? DEFAULT_CALIBRATION_DATA;
+  const numWindows = positiveInt("--windows", args.windows);
+  const windowSize = positiveInt("--window-size", args["window-size"]);
+  const device = parseDeviceChoice(args.device);
+  const out = args.out ?? defaultChannelPath(modelDir, numWindows, windowSize);
+  const modelName = path.basename(path.resolve(modelDir));
+  const bundledReference = path.join(root, "examples", "data", `${modelName}-qk-channels.json`);
+  const compare = args.compare ?? (existsSync(bundledReference) ? bundledReference : undefined);
+
+  const model = await loadModel(modelDir);
+  const c = model.config;
+  const windows = await readWindows(data, windowSize, numWindows);
+  console.log(
+    `model ${modelDir}: ${c.numLayers} layers, ${c.numHeads} query / ${c.numKvHeads} kv heads, ` +
+      `head dim ${c.headDim}`,
+  );
+  console.log(`calibrating on ${numWindows} window(s) of ${windowSize} bytes of ${data}`);
+  const run = await calibrate(model, windows, {
+    device,
+    onProgress: (p) => console.error(`  ${p.done}/${p.total} ${p.unit}`),
+  });
+  console.log(`calibrated on ${run.deviceName} (${run.device}) in ${run.seconds.toFixed(1)} s`);
+
+  await Deno.mkdir(path.dirname(path.resolve(out)), { recursive: true });
+  await writeChannelConfig(out, run.stats.toChannelConfig());
+  const statsOut = statsPathFor(out);
+  writeChannelStatistics(statsOut, run.stats, { data, windowSize, device: run.deviceName });
+  console.log(`wrote ${out} (q, k, qk rankings)`);
+  console.log(`wrote ${statsOut} (raw statistics)`);
+
+  const ours = run.stats.rankings("qk");
+  const reference = compare ? (await readChannelConfig(compare, c)).kinds.qk : undefined;
+  if (compare && !reference) console.log(`${compare} holds no qk rankings; nothing to compare`);
+  console.log(
+    `\nqk rankings: leading 8 channels per layer and query head` +
+      (reference ? `; top-16 agreement with ${compare}` : ""),
+  );
+  let agreeSum = 0, agreeCount = 0;
+  ours.forEach((layer, l) =>
+    layer.forEach((row, h) => {
+      let line = `  layer ${l} head ${h}: [${row.slice(0, 8).join(", ")}]`;
+      if (reference) {
+        const ref = new Set(reference[l][h].slice(0, 16));
+        const agree = row.slice(0, 16).filter((ch) => ref.has(ch)).length;
+        agreeSum += agree;
+        agreeCount++;
+        line += `  top-16 agreement ${agree}/16`;
+      }
+      console.log(line);
+    })
+  );
+  if (agreeCount > 0) {
+    console.log(`mean top-16 agreement: ${(agreeSum / agreeCount).toFixed(2)}/16`);
+  }
+  return 0;
+}
+
+if (import.meta.main) {
+  try {
+    Deno.exit(await main());
+  } catch (e) {
+    console.error(`calibrate: ${e instanceof Error ? e.message : String(e)}`);
+    Deno.exit(1);
+  }
+}

@@ -1,0 +1,242 @@
+/**
+ * `deno task eval`: the accuracy table of DOUBLE_SPARSITY.md, reproduced. Teacher-forced bits
+ * per byte of dense attention and of each Double Sparsity preset on held-out windows, beside
+ * the table's values; recall per layer (softmax mass of the selected tokens); a JSON record.
+ *
+ *   deno task eval [--model DIR] [--data FILE] [--windows 48] [--window-size 2048]
+ *                  [--channels FILE] [--stats FILE] [--variants "dense,head r16 b16 dense 0,1"]
+ *                  [--json FILE] [--device auto|cpu|gpu] [--seed 1]
+ *
+ * Exit code 0 whatever the numbers (a report); rows within 1% of the table are marked.
+ */
+import * as path from "node:path";
+import { parseArgs } from "node:util";
+import { packageRoot } from "../cuda/library.ts";
+import { writeFileAtomic } from "../util/fs.ts";
+import { loadOrCalibrate, parseDeviceChoice, resolveDevice } from "../model/calibrate_run.ts";
+import {
+  EVAL_PRESETS,
+  type EvalPreset,
+  type EvalRow,
+  evaluateCpu,
+  evaluateGpu,
+  parsePresetList,
+  presetVariant,
+} from "../model/evaluate.ts";
+import { loadModel } from "../model/weights.ts";
+import {
+  PROTOCOL_CALIBRATION_WINDOWS,
+  PROTOCOL_EVAL_WINDOWS,
+  PROTOCOL_WINDOW,
+  readWindows,
+} from "../model/windows.ts";
+
+export { EVAL_PRESETS, findPreset, parsePresetList, presetSpec } from "../model/evaluate.ts";
+
+const HELP = `deno task eval [options]
+  --model DIR                 model directory (default examples/models/tiny-code-llama)
+  --data FILE                 evaluation text (default examples/data/python-heldout.txt)
+  --windows N                 windows (default ${PROTOCOL_EVAL_WINDOWS})
+  --window-size T             bytes per window (default ${PROTOCOL_WINDOW})
+  --channels FILE             channel config (default: the cached calibration, made if missing)
+  --stats FILE                calibration statistics (default: <channels>.stats.json if present)
+  --calibration-data FILE     text for a missing calibration (default python-calibration.txt)
+  --calibration-windows N     (default ${PROTOCOL_CALIBRATION_WINDOWS})
+  --calibration-window-size T (default ${PROTOCOL_WINDOW})
+  --variants LIST             comma list of preset names, or "all" (default); presets:
+${EVAL_PRESETS.map((p) => `                                ${p.name}`).join("\n")}
+  --seed N                    seed of the random-channel ablation (default 1)
+  --json FILE                 results file (default bench/results/eval-<date>.json)
+  --device auto|cpu|gpu       (default auto)`;
+
+/** Relative tolerance against the table's value. */
+export const EXPECTED_TOLERANCE = 0.01;
+
+function positiveInt(flag: string, value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${flag}: got ${value}; expected an integer >= 1`);
+  return n;
+}
+
+const pct = (x: number | null) =>
+  x === null ? "-" : `${x >= 0 ? "+" : ""}${(100 * x).toFixed(1)}%`;
+
+export interface ReportRow extends EvalRow {
+  readonly preset: EvalPreset;
+  readonly expected: number;
+  /** bitsPerByte / expected - 1. */
+  readonly diffVsExpected: number;
+  readonly withinTolerance: boolean;
+  readonly note?: string;
+}
+
+/** The Markdown table printed by the CLI. */
+export function markdownTable(rows: readonly ReportRow[]): string {
+  const lines = [
+    "| variant | selection | r | bits | dense layers | bits/byte | vs dense | expected | " +
+    "diff vs expected | within 1% | mean recall per layer |",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
+  ];
+  for (const row of rows) {
+    const p = row.preset;
+    const dense = !p.selection;
+    const r = dense ? "-" : p.channels === "headDim" ? "all" : String(p.channels);
+    const bits = dense ? "-" : String(p.bits);
+    const denseLayers = dense ? "all" : p.denseLayers.length ? p.denseLayers.join(",") : "none";
+    const recall = dense ? "-" : row.recallPerLayer.map((x) => x.toFixed(3)).join(" ");
+    lines.push(
+      `| ${p.name} | ${p.label} | ${r} | ${bits} | ${denseLayers} | ${row.bitsPerByte.toFixed(4)} | ` +
+        `${dense ? "-" : pct(row.relativeToDense)} | ${p.expected.toFixed(4)} | ` +
+        `${pct(row.diffVsExpected)} | ${row.withinTolerance ? "yes" : "NO"} | ${recall} |`,
+    );
+  }
+  return lines.join("\n");
+}
+
+async function main(): Promise<number> {
+  const { values: args } = parseArgs({
+    args: Deno.args,
+    options: {
+      model: { type: "string" },
+      data: { type: "string" },
+      windows: { type: "string", default: String(PROTOCOL_EVAL_WINDOWS) },
+      "window-size": { type: "string", default: String(PROTOCOL_WINDOW) },
+      channels: { type: "string" },
+      stats: { type: "string" },
+      "calibration-data": { type: "string" },
+      "calibration-windows": { type: "string", default: String(PROTOCOL_CALIBRATION_WINDOWS) },
+      "calibration-window-size": { type: "string", default: String(PROTOCOL_WINDOW) },
+      variants: { type: "string" },
+      seed: { type: "string", default: "1" },
+      json: { type: "string" },
+      device: { type: "string", default: "auto" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  if (args.help) {
+    console.log(HELP);
+    return 0;
+  }
+  const root = packageRoot();
+  const modelDir = args.model ?? path.join(root, "examples", "models", "tiny-code-llama");
+  const data = args.data ?? path.join(root, "examples", "data", "python-heldout.txt");
+  const numWindows = positiveInt("--windows", args.windows);
+  const windowSize = positiveInt("--window-size", args["window-size"]);
+  const calibrationWindows = positiveInt("--calibration-windows", args["calibration-windows"]);
+  const calibrationWindowSize = positiveInt(
+    "--calibration-window-size",
+    args["calibration-window-size"],
+  );
+  const presets = parsePresetList(args.variants);
+  const seed = Number(args.seed);
+  const date = new Date().toISOString().slice(0, 10);
+  const jsonPath = args.json ?? path.join(root, "bench", "results", `eval-${date}.json`);
+
+  const model = await loadModel(modelDir);
+  const c = model.config;
+  const device = resolveDevice(parseDeviceChoice(args.device));
+  console.log(`device: ${device.name}${device.kind === "cpu" ? ` (${device.reason})` : ""}`);
+  const windows = await readWindows(data, windowSize, numWindows);
+  console.log(
+    `evaluating ${presets.length} variant(s) on ${numWindows} window(s) of ${windowSize} bytes ` +
+      `of ${data}`,
+  );
+  const protocol = numWindows === PROTOCOL_EVAL_WINDOWS && windowSize === PROTOCOL_WINDOW &&
+    calibrationWindows === PROTOCOL_CALIBRATION_WINDOWS &&
+    calibrationWindowSize === PROTOCOL_WINDOW;
+  if (!protocol) {
+    console.log(
+      "note: not the protocol's sizes (48 x 2048 evaluation, 16 x 2048 calibration): the " +
+        "'expected' column is indicative only",
+    );
+  }
+  if (device.kind === "cpu") {
+    console.log(
+      `note: the CPU path decodes one window at a time in float64 loops; ${numWindows} x ` +
+        `${windowSize} bytes per variant can take a long time (shrink with --windows, --window-size)`,
+    );
+  }
+
+  const needsChannels = presets.some((p) => p.selection && !p.randomChannels);
+  const channels = needsChannels
+    ? await loadOrCalibrate(model, {
+      modelDir,
+      channelsPath: args.channels,
+      statsPath: args.stats,
+      calibrationData: args["calibration-data"],
+      calibrationWindows,
+      calibrationWindowSize,
+      device,
+      log: (line) => console.log(line),
+    })
+    : undefined;
+  const variants = presets.map((p) =>
+    presetVariant(p, c, { config: channels?.config, stats: channels?.stats, randomSeed: seed })
+  );
+  for (const v of variants) if (v.note) console.log(`note (${v.name}): ${v.note}`);
+  for (const v of variants) {
+    console.log(`  ${v.name.padEnd(30)} ${v.spec?.variant ?? "dense"}`);
+  }
+
+  const onProgress = (p: { variant: string; done: number; total: number; unit: string }) =>
+    console.error(`  [${p.variant}] ${p.done}/${p.total} ${p.unit}`);
+  const started = performance.now();
+  const rows = device.kind === "gpu"
+    ? await evaluateGpu(device.cuda, model, windows, variants, { onProgress })
+    : evaluateCpu(model, windows, variants, { onProgress });
+  const seconds = (performance.now() - started) / 1000;
+
+  const report: ReportRow[] = rows.map((row, i) => {
+    const preset = presets[i];
+    const diffVsExpected = row.bitsPerByte / preset.expected - 1;
+    return {
+      ...row,
+      preset,
+      expected: preset.expected,
+      diffVsExpected,
+      withinTolerance: Math.abs(diffVsExpected) <= EXPECTED_TOLERANCE,
+      note: variants[i].note,
+    };
+  });
+  console.log("");
+  console.log(markdownTable(report));
+  console.log("");
+  const within = report.filter((r) => r.withinTolerance).map((r) => r.name);
+  const off = report.filter((r) => !r.withinTolerance).map((r) => r.name);
+  console.log(`within 1% of the table: ${within.length ? within.join("; ") : "none"}`);
+  console.log(`off by more than 1%:    ${off.length ? off.join("; ") : "none"}`);
+  console.log(`total ${seconds.toFixed(1)} s on ${device.name}`);
+
+  const record = {
+    date: new Date().toISOString(),
+    device: device.kind,
+    deviceName: device.name,
+    model: modelDir,
+    data,
+    windows: numWindows,
+    windowSize,
+    protocol,
+    channels: channels?.path ?? null,
+    stats: channels?.statsPath ?? null,
+    randomSeed: seed,
+    seconds,
+    rows: report.map(({ preset, ...row }) => ({
+      ...row,
+      label: preset.label,
+      channels: preset.channels === "headDim" ? c.headDim : preset.channels ?? null,
+      bits: preset.bits ?? null,
+    })),
+  };
+  writeFileAtomic(jsonPath, JSON.stringify(record, null, 2) + "\n");
+  console.log(`wrote ${jsonPath}`);
+  return 0;
+}
+
+if (import.meta.main) {
+  try {
+    Deno.exit(await main());
+  } catch (e) {
+    console.error(`eval: ${e instanceof Error ? e.message : String(e)}`);
+    Deno.exit(1);
+  }
+}

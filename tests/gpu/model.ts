@@ -1,0 +1,148 @@
+/**
+ * GPU decoder checks (part of `deno task test:gpu`, or alone: `deno run -A tests/gpu/model.ts`):
+ *  1. dense decode steps (CUDA graph) teacher-forced over the 96 reference bytes reproduce
+ *     Hugging Face's fp32 logits (tests/fixtures/tiny-code-llama-reference.json);
+ *  2. prefill of the same bytes gives the last position's logits;
+ *  3. greedy decoding after the prefill reproduces the reference 64-token continuation;
+ *  4. a Double Sparsity decoder (k = 32) equals dense while the context fits the budget and stays
+ *     close to it (cross-entropy) once it selects.
+ * Exits 1 on failure.
+ */
+import { fileURLToPath } from "node:url";
+import { cuda as openCuda } from "../../src/cuda/driver.ts";
+import { defineAttention } from "../../src/dsl/spec.ts";
+import { GpuDecoder } from "../../src/model/gpu_decoder.ts";
+import { loadModel } from "../../src/model/weights.ts";
+import { readChannelConfig } from "../../src/model/channel_config.ts";
+import { relativeError } from "./support.ts";
+
+const root = (p: string) => fileURLToPath(new URL(`../../${p}`, import.meta.url));
+
+export async function runModelChecks(): Promise<string[]> {
+  const failures: string[] = [];
+  const ref = JSON.parse(
+    Deno.readTextFileSync(root("tests/fixtures/tiny-code-llama-reference.json")),
+  );
+  const ids: number[] = ref.input_ids;
+  const refLogits: number[][] = ref.logits;
+  const greedy: number[] = ref.greedy_continuation_ids;
+  const model = await loadModel(root("examples/models/tiny-code-llama"));
+  const c = model.config;
+  const cuda = openCuda();
+
+  // 1. Teacher-forced decode steps.
+  {
+    using dec = await GpuDecoder.create(cuda, model, {
+      batch: 1,
+      maxContext: 256,
+      maxPrefillRows: 256,
+    });
+    const got: number[] = [], want: number[] = [];
+    for (let t = 0; t < ids.length; t++) {
+      got.push(...dec.step([ids[t]]));
+      want.push(...refLogits[t]);
+    }
+    const err = relativeError(got, want);
+    console.log(
+      `decoder: dense decode steps vs Hugging Face logits (96 positions): relative error ${
+        err.toExponential(2)
+      }`,
+    );
+    if (!(err < 1e-2)) failures.push(`decode-step logits relative error ${err} >= 1e-2`);
+  }
+  // 2 + 3. Prefill, then greedy decoding.
+  {
+    using dec = await GpuDecoder.create(cuda, model, {
+      batch: 1,
+      maxContext: 256,
+      maxPrefillRows: 256,
+    });
+    const last = dec.prefill([ids]);
+    const err = relativeError(last, refLogits[ids.length - 1]);
+    console.log(`decoder: prefill last-position logits relative error ${err.toExponential(2)}`);
+    if (!(err < 1e-2)) failures.push(`prefill logits relative error ${err} >= 1e-2`);
+    const out: number[] = [];
+    let logits = last;
+    for (let i = 0; i < greedy.length; i++) {
+      let best = 0;
+      for (let v = 1; v < c.vocabSize; v++) if (logits[v] > logits[best]) best = v;
+      out.push(best);
+      logits = dec.step([best]);
+    }
+    const same = out.filter((t, i) => t === greedy[i]).length;
+    console.log(
+      `decoder: greedy continuation matches the reference in ${same}/${greedy.length} tokens`,
+    );
+    if (same !== greedy.length) {
+      const first = out.findIndex((t, i) => t !== greedy[i]);
+      failures.push(`greedy continuation differs from position ${first}`);
+    }
+  }
+  // 4. Double Sparsity inside the decoder: positions whose context fits the budget take the dense
+  //    route (logits equal to dense); later ones attend to 32 selected tokens and must stay close.
+  {
+    const spec = defineAttention({
+      headDim: c.headDim,
+      numQHeads: c.numHeads,
+      numKvHeads: c.numKvHeads,
+      kvDtype: "fp16",
+      pageSize: 16,
+      labels: { channels: 16, bits: 16 },
+      selection: "head",
+      budget: { tokens: 32 },
+    });
+    const config = await readChannelConfig(root("examples/data/tiny-code-llama-qk-channels.json"), {
+      numLayers: c.numLayers,
+      numHeads: c.numHeads,
+      numKvHeads: c.numKvHeads,
+      headDim: c.headDim,
+    });
+    using dense = await GpuDecoder.create(cuda, model, {
+      batch: 1,
+      maxContext: 256,
+      maxPrefillRows: 256,
+    });
+    using sparse = await GpuDecoder.create(cuda, model, {
+      batch: 1,
+      maxContext: 256,
+      spec,
+      channels: { config },
+      maxPrefillRows: 256,
+    });
+    let worstDenseRoute = 0, ceDense = 0, ceSparse = 0;
+    const logSoftmaxAt = (logits: Float32Array, target: number) => {
+      const mx = Math.max(...logits);
+      const lse = mx + Math.log(logits.reduce((s, x) => s + Math.exp(x - mx), 0));
+      return lse - logits[target];
+    };
+    for (let t = 0; t + 1 < ids.length; t++) {
+      const a = dense.step([ids[t]]), b = sparse.step([ids[t]]);
+      if (t + 1 <= 32) worstDenseRoute = Math.max(worstDenseRoute, relativeError(b, a));
+      else {
+        ceDense += logSoftmaxAt(a, ids[t + 1]);
+        ceSparse += logSoftmaxAt(b, ids[t + 1]);
+      }
+    }
+    console.log(
+      `decoder: Double Sparsity (k = 32): dense-route positions differ from dense by ` +
+        `${worstDenseRoute.toExponential(2)}; cross-entropy on positions 32..94: dense ` +
+        `${ceDense.toFixed(2)}, sparse ${ceSparse.toFixed(2)} nats`,
+    );
+    if (!(worstDenseRoute < 1e-3)) {
+      failures.push(`dense-route positions differ by ${worstDenseRoute}`);
+    }
+    if (!(ceSparse < ceDense * 1.25)) {
+      failures.push(`sparse cross-entropy ${ceSparse} far above dense ${ceDense}`);
+    }
+  }
+  return failures;
+}
+
+if (import.meta.main) {
+  const failures = await runModelChecks();
+  for (const f of failures) console.log(`FAIL ${f}`);
+  console.log(
+    failures.length === 0 ? "decoder checks passed" : `${failures.length} decoder checks failed`,
+  );
+  Deno.exit(failures.length === 0 ? 0 : 1);
+}
