@@ -36,12 +36,7 @@ import {
 } from "../src/model/calibrate_run.ts";
 import { type ChannelSource, labelChannelsFor } from "../src/model/channels.ts";
 import { CpuDoubleSparsityAttention } from "../src/model/cpu_ds_attention.ts";
-import {
-  argmax,
-  type CpuAttention,
-  CpuDecoder,
-  DenseAttention,
-} from "../src/model/cpu_decoder.ts";
+import { argmax, type CpuAttention, CpuDecoder, DenseAttention } from "../src/model/cpu_decoder.ts";
 import type { ModelConfig } from "../src/model/config.ts";
 import { findPreset, presetVariant } from "../src/model/evaluate.ts";
 import { GpuDecoder } from "../src/model/gpu_decoder.ts";
@@ -330,7 +325,7 @@ function decodeCpu(loaded: LoadedModel, label: string, dsSpec?: AttentionSpec): 
   // Prefill in chunks of 256 tokens, to show progress on long prompts.
   if (ds) ds.prefill = true;
   let started = performance.now();
-  let logits = new Float32Array(0);
+  let logits: Float32Array = new Float32Array(0);
   for (let i = 0; i < prompt.length; i += 256) {
     logits = decoder.forward(prompt.slice(i, i + 256));
     console.error(`  [${label}] prefill ${Math.min(i + 256, prompt.length)}/${prompt.length}`);
@@ -338,7 +333,7 @@ function decodeCpu(loaded: LoadedModel, label: string, dsSpec?: AttentionSpec): 
   const prefillMs = performance.now() - started;
   if (ds) ds.prefill = false;
 
-  let last = logits.subarray(logits.length - vocab);
+  let last: Float32Array = logits.subarray(logits.length - vocab);
   const generated: number[] = [];
   const stepMs: number[] = [];
   timed.ms = 0;
@@ -397,13 +392,17 @@ console.log(
   }%); first divergence: ${firstDiff < 0 ? "none" : `token ${firstDiff}`}`,
 );
 const context = prompt.length + numTokens - 1;
-console.log(`\n| attention | step (ms) | tokens/s | attention (ms/step) | attention share | prefill (ms) |`);
+console.log(
+  `\n| attention | step (ms) | tokens/s | attention (ms/step) | attention share | prefill (ms) |`,
+);
 console.log(`|---|---|---|---|---|---|`);
 for (const { name, run } of runs) {
   const share = run.attentionMs / run.stepMs;
   console.log(
     `| ${name} | ${run.stepMs.toFixed(3)} | ${run.tokensPerSecond.toFixed(1)} | ` +
-      `${run.attentionMs.toFixed(3)} | ${Number.isFinite(share) ? (100 * share).toFixed(0) : "-"}% | ` +
+      `${run.attentionMs.toFixed(3)} | ${
+        Number.isFinite(share) ? (100 * share).toFixed(0) : "-"
+      }% | ` +
       `${run.prefillMs.toFixed(0)} |`,
   );
 }

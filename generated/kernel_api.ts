@@ -24,12 +24,11 @@ export type KernelId = "append" | "score" | "select" | "dense" | "sparse" | "mer
 export interface TuningInfo {
   readonly appendThreads: number;
   readonly scoreThreads: number;
-  readonly scoreTokensPerBlock: number;
   readonly selectThreads: number;
-  readonly selectTokensPerBlock: number;
   readonly selectSmemCandidates: number;
   readonly attentionThreads: number;
   readonly attentionRowTile: number;
+  readonly attentionMma: boolean;
   readonly denseHeadsPerBlock: number;
   readonly denseUnroll: number;
   readonly sparseHeadsPerBlock: number;
@@ -91,6 +90,8 @@ export interface ScoreArgs {
   readonly hist: DevicePtr;
   /** `int key_stride`: row stride of keys, cand_idx, cand_key (>= longest context) */
   readonly keyStride: number;
+  /** `int tokens_per_block`: tokens scored per block (grid.y = ceil(key_stride / this)) */
+  readonly tokensPerBlock: number;
 }
 
 /** Arguments of the select kernel: Top-k by threshold bin + radix select of the bin's candidates; resets hist/counters. */
@@ -119,7 +120,7 @@ export interface SelectArgs {
   readonly hist: DevicePtr;
   /** `int key_stride`: row stride of keys, cand_idx, cand_key (>= longest context) */
   readonly keyStride: number;
-  /** `u32* __restrict__ counters`: [batch][NUM_SEL_HEADS][4] zero between uses */
+  /** `u32* __restrict__ counters`: [batch][NUM_SEL_HEADS][32] zero between uses */
   readonly counters: DevicePtr;
   /** `int* __restrict__ cand_idx`: [batch][NUM_SEL_HEADS][key_stride] candidate scratch */
   readonly candIdx: DevicePtr;
@@ -129,6 +130,8 @@ export interface SelectArgs {
   readonly selIdx: DevicePtr;
   /** `int sel_stride`: row stride of sel_idx (>= largest budget) */
   readonly selStride: number;
+  /** `int tokens_per_block`: keys scanned per block (grid.y = ceil(key_stride / this)) */
+  readonly tokensPerBlock: number;
 }
 
 /** Arguments of the dense kernel: Dense split-K decode attention for sequences routed dense. */
@@ -214,9 +217,9 @@ export interface VariantLaunchers {
   readonly kernels: Readonly<Record<KernelId, KernelInfo>>;
   /** Writes new K/V rows into the paged cache and, fused, their (quantized) label rows. Grid: (num_rows, 1, 1). */
   readonly launchAppend: (slot: KernelSlot, grid: Dim3, a: AppendArgs) => void;
-  /** Label scores of every cached token: 16-bit keys plus a 12-bit key histogram. Grid: (NUM_SEL_HEADS, ceil(key_stride / scoreTokensPerBlock), batch). */
+  /** Label scores of every cached token: 16-bit keys plus a 12-bit key histogram. Grid: (NUM_SEL_HEADS, ceil(key_stride / tokens_per_block), batch). */
   readonly launchScore: (slot: KernelSlot, grid: Dim3, a: ScoreArgs) => void;
-  /** Top-k by threshold bin + radix select of the bin's candidates; resets hist/counters. Grid: (NUM_SEL_HEADS, ceil(key_stride / selectTokensPerBlock), batch). */
+  /** Top-k by threshold bin + radix select of the bin's candidates; resets hist/counters. Grid: (NUM_SEL_HEADS, ceil(key_stride / tokens_per_block), batch). */
   readonly launchSelect: (slot: KernelSlot, grid: Dim3, a: SelectArgs) => void;
   /** Dense split-K decode attention for sequences routed dense. Grid: (dense_splits, NUM_KV_HEADS * denseHeadTiles, batch). */
   readonly launchDense: (slot: KernelSlot, grid: Dim3, a: DenseArgs) => void;

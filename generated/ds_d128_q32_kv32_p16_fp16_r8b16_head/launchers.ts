@@ -5,12 +5,11 @@ export const variant = "ds_d128_q32_kv32_p16_fp16_r8b16_head";
 export const tuning = {
   appendThreads: 128,
   scoreThreads: 256,
-  scoreTokensPerBlock: 2048,
   selectThreads: 256,
-  selectTokensPerBlock: 4096,
-  selectSmemCandidates: 4096,
+  selectSmemCandidates: 2048,
   attentionThreads: 128,
   attentionRowTile: 256,
+  attentionMma: true,
   denseHeadsPerBlock: 1,
   denseUnroll: 8,
   sparseHeadsPerBlock: 1,
@@ -22,10 +21,10 @@ export const tuning = {
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
   append: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "1ac600a6681a2b8a5c31a586c57c46418f3e77a754f51924937ccbc7d2cacb1e" },
-  score: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_score", file: "score.cu", threads: 256, argCount: 11, sha256: "45c32cbe886e5456be6db66dff658518d58db44705fb89db9b0fa013560c455f" },
-  select: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_select", file: "select.cu", threads: 256, argCount: 17, sha256: "36f56bb1fb48223f34ff05540aad189c2aa9a1078608135ffc8fa86741894762" },
-  dense: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "ff769463fabc03b15b6d50916ed9503fed937e6763e7a9d896f2f8d8957fd9d9" },
-  sparse: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "001e34a9f531073b9b1f996e7b662cef0d5be3c870f45139a36bb03f1dd4d38d" },
+  score: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_score", file: "score.cu", threads: 256, argCount: 12, sha256: "456cd302b509a35124af5e5425729349b4962be3f26ab2aaa8954f172e17b789" },
+  select: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_select", file: "select.cu", threads: 256, argCount: 18, sha256: "e5f74e96dc5ec6473ce9e8e11a39f49bd9f88b85896fc60b4b0d068cdeabcd4a" },
+  dense: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "a8766ce7860519b2d5c7125a055028a7a8980e9ea2dae0a82c64c24140972385" },
+  sparse: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "03c48320de28a67f02f765d1cdf7e570c1cb8af9baa6fd63ac445af1e0869c9b" },
   merge: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "86be9395b2b4e235c997a148a16fd9495255735fae013be681d0bfadf1731f11" },
 } as const;
 
@@ -52,7 +51,7 @@ export function launchAppend(slot: KernelSlot, grid: Dim3, a: AppendArgs): void 
 
 /**
  * Label scores of every cached token: 16-bit keys plus a 12-bit key histogram.
- * Grid: (NUM_SEL_HEADS, ceil(key_stride / scoreTokensPerBlock), batch).
+ * Grid: (NUM_SEL_HEADS, ceil(key_stride / tokens_per_block), batch).
  */
 export function launchScore(slot: KernelSlot, grid: Dim3, a: ScoreArgs): void {
   const v = slot.args;
@@ -67,12 +66,13 @@ export function launchScore(slot: KernelSlot, grid: Dim3, a: ScoreArgs): void {
   v.setBigUint64(64, a.keys, true);
   v.setBigUint64(72, a.hist, true);
   v.setInt32(80, a.keyStride, true);
+  v.setInt32(88, a.tokensPerBlock, true);
   slot.launch(grid);
 }
 
 /**
  * Top-k by threshold bin + radix select of the bin's candidates; resets hist/counters.
- * Grid: (NUM_SEL_HEADS, ceil(key_stride / selectTokensPerBlock), batch).
+ * Grid: (NUM_SEL_HEADS, ceil(key_stride / tokens_per_block), batch).
  */
 export function launchSelect(slot: KernelSlot, grid: Dim3, a: SelectArgs): void {
   const v = slot.args;
@@ -93,6 +93,7 @@ export function launchSelect(slot: KernelSlot, grid: Dim3, a: SelectArgs): void 
   v.setBigUint64(112, a.candKey, true);
   v.setBigUint64(120, a.selIdx, true);
   v.setInt32(128, a.selStride, true);
+  v.setInt32(136, a.tokensPerBlock, true);
   slot.launch(grid);
 }
 

@@ -5,12 +5,11 @@ export const variant = "ds_d128_q32_kv8_p16_bf16_r32b4_head";
 export const tuning = {
   appendThreads: 128,
   scoreThreads: 256,
-  scoreTokensPerBlock: 2048,
   selectThreads: 256,
-  selectTokensPerBlock: 4096,
-  selectSmemCandidates: 4096,
+  selectSmemCandidates: 2048,
   attentionThreads: 128,
   attentionRowTile: 256,
+  attentionMma: true,
   denseHeadsPerBlock: 4,
   denseUnroll: 2,
   sparseHeadsPerBlock: 1,
@@ -22,10 +21,10 @@ export const tuning = {
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
   append: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "1520cc30d32c4ac09c6b71393d2bc8543314d8e4c9392183ab3bf6a2084cc18a" },
-  score: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 11, sha256: "24d5353634f1d03859d4c3df0527af8e78ce397da456bf67b79cb89b774b9e9b" },
-  select: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 17, sha256: "ea536348cad00c0903874e01dbe9e253e51bd11b696bd06055152e813172a213" },
-  dense: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "61b9cd7062701e724bba5266dd38abd89c570d388dd6f9df78b01b6037ebb91c" },
-  sparse: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "44669fd420ddeb1c338304397cffab613627bd239ac9ea26d82ed508ce99dc3a" },
+  score: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 12, sha256: "fb827da9cc9221360c25812942b6f9ac1a0c977ef9a51ab5139aa24f4a29d1e9" },
+  select: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 18, sha256: "dabc0201a7a5b91b1a4eee20149547027e48c779c762acb1b4ffa14842006052" },
+  dense: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "ae56cb3f19823c963daf71b8c676a4627c45adc457d864f215f6b83d7ae2619e" },
+  sparse: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "c24162872754fb95ab5dbfdd400cc2b52d68b4557028a6a78a169ec72c9b0003" },
   merge: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "10f65a620265a51c1146654227a964eb81677aebfedeee415e4f7bf2c8c16191" },
 } as const;
 
@@ -52,7 +51,7 @@ export function launchAppend(slot: KernelSlot, grid: Dim3, a: AppendArgs): void 
 
 /**
  * Label scores of every cached token: 16-bit keys plus a 12-bit key histogram.
- * Grid: (NUM_SEL_HEADS, ceil(key_stride / scoreTokensPerBlock), batch).
+ * Grid: (NUM_SEL_HEADS, ceil(key_stride / tokens_per_block), batch).
  */
 export function launchScore(slot: KernelSlot, grid: Dim3, a: ScoreArgs): void {
   const v = slot.args;
@@ -67,12 +66,13 @@ export function launchScore(slot: KernelSlot, grid: Dim3, a: ScoreArgs): void {
   v.setBigUint64(64, a.keys, true);
   v.setBigUint64(72, a.hist, true);
   v.setInt32(80, a.keyStride, true);
+  v.setInt32(88, a.tokensPerBlock, true);
   slot.launch(grid);
 }
 
 /**
  * Top-k by threshold bin + radix select of the bin's candidates; resets hist/counters.
- * Grid: (NUM_SEL_HEADS, ceil(key_stride / selectTokensPerBlock), batch).
+ * Grid: (NUM_SEL_HEADS, ceil(key_stride / tokens_per_block), batch).
  */
 export function launchSelect(slot: KernelSlot, grid: Dim3, a: SelectArgs): void {
   const v = slot.args;
@@ -93,6 +93,7 @@ export function launchSelect(slot: KernelSlot, grid: Dim3, a: SelectArgs): void 
   v.setBigUint64(112, a.candKey, true);
   v.setBigUint64(120, a.selIdx, true);
   v.setInt32(128, a.selStride, true);
+  v.setInt32(136, a.tokensPerBlock, true);
   slot.launch(grid);
 }
 

@@ -5,12 +5,11 @@ export const variant = "ds_d128_q32_kv8_p16_fp16_r16b8_group";
 export const tuning = {
   appendThreads: 128,
   scoreThreads: 256,
-  scoreTokensPerBlock: 2048,
   selectThreads: 256,
-  selectTokensPerBlock: 4096,
-  selectSmemCandidates: 4096,
+  selectSmemCandidates: 2048,
   attentionThreads: 128,
   attentionRowTile: 256,
+  attentionMma: true,
   denseHeadsPerBlock: 4,
   denseUnroll: 2,
   sparseHeadsPerBlock: 4,
@@ -22,10 +21,10 @@ export const tuning = {
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
   append: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "3e71d2168e3675292f7ab4f6e3149ab88627d17a87f99ccf0b4533ff91e3ad0b" },
-  score: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_score", file: "score.cu", threads: 256, argCount: 11, sha256: "eff0fe0107c72e271904fa9daa28f0d0db112e7f456f49ea8b71fa168261ce30" },
-  select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_select", file: "select.cu", threads: 256, argCount: 17, sha256: "1785cf9d13eee87fc4279d15ab4c2d28a351adcf458c9318b4ec33f977128380" },
-  dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "082f751815b1a27d4919bf45ab7f62dc6f5c72d6ee1c824193311ebfb20bdfd6" },
-  sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "7d2852b72f6321698a642fb9b54e75561e1a430f9ace48f48a3b04a3f1692db8" },
+  score: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_score", file: "score.cu", threads: 256, argCount: 12, sha256: "b665832728eb69dcaa1660a107c6a09c3623c6c6007f5bfdb72fffb2ddbed732" },
+  select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_select", file: "select.cu", threads: 256, argCount: 18, sha256: "86a6f48c051f6cf168415ceb351a4dd6005931d83097617ebf6a78a0f1ba2ad7" },
+  dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "a8053fc1ec7c479cf29f074193b64db1dbb9206828e9b7d94399e1448940d614" },
+  sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "f9ac5e17b8906b7ab6b8bc475ab0cb6aba6f8596910c36e859e585e4836130ba" },
   merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "7ac5551d5fe7adde2711c4d0a512f7bba3b2a7ea12c992bfefd5378081c4e639" },
 } as const;
 
@@ -52,7 +51,7 @@ export function launchAppend(slot: KernelSlot, grid: Dim3, a: AppendArgs): void 
 
 /**
  * Label scores of every cached token: 16-bit keys plus a 12-bit key histogram.
- * Grid: (NUM_SEL_HEADS, ceil(key_stride / scoreTokensPerBlock), batch).
+ * Grid: (NUM_SEL_HEADS, ceil(key_stride / tokens_per_block), batch).
  */
 export function launchScore(slot: KernelSlot, grid: Dim3, a: ScoreArgs): void {
   const v = slot.args;
@@ -67,12 +66,13 @@ export function launchScore(slot: KernelSlot, grid: Dim3, a: ScoreArgs): void {
   v.setBigUint64(64, a.keys, true);
   v.setBigUint64(72, a.hist, true);
   v.setInt32(80, a.keyStride, true);
+  v.setInt32(88, a.tokensPerBlock, true);
   slot.launch(grid);
 }
 
 /**
  * Top-k by threshold bin + radix select of the bin's candidates; resets hist/counters.
- * Grid: (NUM_SEL_HEADS, ceil(key_stride / selectTokensPerBlock), batch).
+ * Grid: (NUM_SEL_HEADS, ceil(key_stride / tokens_per_block), batch).
  */
 export function launchSelect(slot: KernelSlot, grid: Dim3, a: SelectArgs): void {
   const v = slot.args;
@@ -93,6 +93,7 @@ export function launchSelect(slot: KernelSlot, grid: Dim3, a: SelectArgs): void 
   v.setBigUint64(112, a.candKey, true);
   v.setBigUint64(120, a.selIdx, true);
   v.setInt32(128, a.selStride, true);
+  v.setInt32(136, a.tokensPerBlock, true);
   slot.launch(grid);
 }
 

@@ -211,8 +211,6 @@ DS_INLINE size_t label_row_at(const int* __restrict__ bt, int lh, int t) {
   return ((size_t)page * NUM_LABEL_HEADS + lh) * PAGE_SIZE + (t % PAGE_SIZE);
 }
 constexpr int SCORE_THREADS = 256;
-constexpr int SCORE_TOKENS = 2048;  // tokens per block
-constexpr int TOKENS_PER_THREAD = SCORE_TOKENS / SCORE_THREADS;
 
 // Approximate scores of every cached token for one selection head and one chunk of tokens.
 // Writes each token's 16-bit score key and adds the chunk's 12-bit key histogram into the
@@ -230,13 +228,15 @@ extern "C" __global__ void __launch_bounds__(SCORE_THREADS) ds_d128_q32_kv8_p16_
     const int* __restrict__ routes,          // [batch] 1 = sparse, 0 = dense
     u16* __restrict__ keys,                  // [batch][NUM_SEL_HEADS][key_stride] score keys
     u32* __restrict__ hist,                  // [batch][NUM_SEL_HEADS][4096] key histogram, zero between uses
-    int key_stride                           // row stride of keys, cand_idx, cand_key (>= longest context)
+    int key_stride,                          // row stride of keys, cand_idx, cand_key (>= longest context)
+    int tokens_per_block                     // tokens scored per block (grid.y = ceil(key_stride / this))
 ) {
   const int sh = blockIdx.x, chunk = blockIdx.y, b = blockIdx.z;
   if (routes[b] != 1) return;
   const int len = seq_lens[b];
-  const int start = chunk * SCORE_TOKENS;
+  const int start = chunk * tokens_per_block;
   if (start >= len) return;
+  const int end = min(len, start + tokens_per_block);
 
   __shared__ float s_scratch[QUERY_HEADS_PER_SEL * LABEL_CHANNELS];
   __shared__ QueryLabel s_query;
@@ -249,15 +249,12 @@ extern "C" __global__ void __launch_bounds__(SCORE_THREADS) ds_d128_q32_kv8_p16_
   const size_t pair = (size_t)b * NUM_SEL_HEADS + sh;
   u16* key_out = keys + pair * key_stride;
 #pragma unroll 4
-  for (int i = 0; i < TOKENS_PER_THREAD; i++) {
-    const int t = start + i * SCORE_THREADS + threadIdx.x;
-    if (t < len) {
-      LabelRow row;
-      load_label_row(label_codes, label_meta, label_row_at(bt, lh, t), row);
-      const u32 key = order_key(label_score(&s_query, row));
-      key_out[t] = (u16)(key >> KEY_SHIFT);
-      atomicAdd(&s_hist[key >> HIST_SHIFT], 1u);
-    }
+  for (int t = start + threadIdx.x; t < end; t += SCORE_THREADS) {
+    LabelRow row;
+    load_label_row(label_codes, label_meta, label_row_at(bt, lh, t), row);
+    const u32 key = order_key(label_score(&s_query, row));
+    key_out[t] = (u16)(key >> KEY_SHIFT);
+    atomicAdd(&s_hist[key >> HIST_SHIFT], 1u);
   }
   __syncthreads();
   u32* g_hist = hist + pair * HIST_BINS;

@@ -89,9 +89,12 @@ enum : int {
 // ---- split-K decode attention body, shared by the dense and sparse kernels ----
 constexpr int ATTN_THREADS = 128;
 constexpr int ATTN_WARPS = ATTN_THREADS / 32;
-constexpr int LANES_PER_ROW = HEAD_DIM / 8;             // lanes reading one 16-byte slice each
-constexpr int ROWS_PER_WARP = 32 / LANES_PER_ROW;
-constexpr int ROW_GROUPS = ATTN_WARPS * ROWS_PER_WARP;   // token rows in flight per block step
+// (An enum: the tensor-core body leaves these unused, and unused enumerators draw no warning.)
+enum : int {
+  LANES_PER_ROW = HEAD_DIM / 8,            // CUDA-core body: lanes reading one 16-byte slice each
+  ROWS_PER_WARP = 32 / LANES_PER_ROW,
+  ROW_GROUPS = ATTN_WARPS * ROWS_PER_WARP, // token rows in flight per block step
+};
 constexpr int ROW_TILE = 256;          // token row offsets staged per tile
 constexpr float LOG2E = 1.4426950408889634f;
 
@@ -236,6 +239,220 @@ DS_INLINE void load_query(const u16* __restrict__ q, int b, int first_head, floa
     st.l[h] = 0.f;
   }
 }
+
+// ---- tensor-core body (HEAD_DIM 64 or 128): mma.sync m16n8k16, fp32 accumulation ----
+// One warp takes 16 tokens per step as two 8-token tiles A and B. Lane (g = lane / 4, c = lane % 4)
+//   S  = Q K^T:  A = Q (rows = the block's query heads, zero past HT), B = K^T (column g = token g
+//                of the tile); lane c reads 16-byte chunks c, c+4, ... of token g's row, and the
+//                dot product runs over dims in that permuted order (Q uses the same order);
+//   O^T += V^T P^T: A = V^T (rows = dims), B = P^T, which is exactly S's accumulator layout
+//                (head g, tokens 2c, 2c+1 of A and of B), so P never leaves registers; V chunks are
+//                repacked into token pairs with byte permutes.
+// Rows of O^T map to dims as dim(mt, r) = (mt / 4) * 64 + 8 * (r % 8) + 2 * (mt % 4) + r / 8.
+constexpr bool USE_MMA = true;
+enum : int {
+  K_STEPS = HEAD_DIM / 16,   // MMAs per 8-token S tile
+  M_TILES = HEAD_DIM / 16,   // MMAs per 16-token PV step
+  K_CHUNKS = HEAD_DIM / 32,  // 16-byte K chunks per lane per token
+  V_CHUNKS = HEAD_DIM / 64,  // 16-byte V chunks per lane per token
+};
+
+DS_INLINE void mma_16816(float (&d)[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+      "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// Two floats as one f16x2 register, `lo` in the low half.
+DS_INLINE u32 pack2(float lo, float hi) {
+  u32 r;
+  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
+struct MmaState {
+  u32 qa[K_STEPS][2];    // Q fragments (A registers 0 and 2; 1 and 3 are zero rows)
+  float acc[M_TILES][4]; // O^T fragments: (dim rows g, g+8) x (heads 2c, 2c+1)
+  float m;               // running max of head g's scores (log2 domain)
+  float l;               // this lane's share of head g's sum of exp2(score - m)
+};
+
+template <int HT>
+DS_INLINE void mma_load_query(const u16* __restrict__ q, int b, int first_head, MmaState& st) {
+  const int lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+#pragma unroll
+  for (int i = 0; i < K_CHUNKS; i++) {
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (g < HT) {
+      v = *reinterpret_cast<const uint4*>(q + ((size_t)b * NUM_Q_HEADS + first_head + g) * HEAD_DIM + (c + 4 * i) * 8);
+    }
+    st.qa[2 * i][0] = v.x;
+    st.qa[2 * i][1] = v.y;
+    st.qa[2 * i + 1][0] = v.z;
+    st.qa[2 * i + 1][1] = v.w;
+  }
+#pragma unroll
+  for (int t = 0; t < M_TILES; t++) st.acc[t][0] = st.acc[t][1] = st.acc[t][2] = st.acc[t][3] = 0.f;
+  st.m = -__int_as_float(0x7f800000);
+  st.l = 0.f;
+}
+
+// S tile (8 tokens, the lane's token g) for the lane's head g: s[0], s[1] = tokens 2c, 2c+1.
+DS_INLINE void mma_scores(const MmaState& st, const uint4 (&k)[K_CHUNKS], float (&s)[4]) {
+  s[0] = s[1] = s[2] = s[3] = 0.f;
+#pragma unroll
+  for (int i = 0; i < K_CHUNKS; i++) {
+    mma_16816(s, st.qa[2 * i][0], 0u, st.qa[2 * i][1], 0u, k[i].x, k[i].y);
+    mma_16816(s, st.qa[2 * i + 1][0], 0u, st.qa[2 * i + 1][1], 0u, k[i].z, k[i].w);
+  }
+}
+
+DS_INLINE u32 word_of(const uint4& v, int w) { return w == 0 ? v.x : w == 1 ? v.y : w == 2 ? v.z : v.w; }
+
+template <int HT, class RowOf>
+DS_INLINE void attend_rows_mma(const u16* __restrict__ k_cache, const u16* __restrict__ v_cache, int n,
+                               RowOf row_of, float qk_scale, MmaState& st, u32* s_rows) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, c = lane % 4;
+  const float NEG_INF = -__int_as_float(0x7f800000);
+  for (int tile = 0; tile < n; tile += ROW_TILE) {
+    const int count = min(ROW_TILE, n - tile);
+    __syncthreads();
+    for (int i = threadIdx.x; i < count; i += ATTN_THREADS) s_rows[i] = row_of(tile + i);
+    __syncthreads();
+    for (int j0 = 16 * warp; j0 < count; j0 += 16 * ATTN_WARPS) {
+      // K rows of tokens j0 + g (tile A) and j0 + 8 + g (tile B); V rows of tokens 2c, 2c+1 of each.
+      uint4 ka[K_CHUNKS], kb[K_CHUNKS], va[4][V_CHUNKS];
+      const bool ka_ok = j0 + g < count, kb_ok = j0 + 8 + g < count;
+      const size_t ka_at = ka_ok ? (size_t)s_rows[j0 + g] * HEAD_DIM : 0;
+      const size_t kb_at = kb_ok ? (size_t)s_rows[j0 + 8 + g] * HEAD_DIM : 0;
+#pragma unroll
+      for (int i = 0; i < K_CHUNKS; i++) {
+        ka[i] = ka_ok ? ld_stream_u4(k_cache + ka_at + (c + 4 * i) * 8) : make_uint4(0, 0, 0, 0);
+        kb[i] = kb_ok ? ld_stream_u4(k_cache + kb_at + (c + 4 * i) * 8) : make_uint4(0, 0, 0, 0);
+      }
+      int vt[4] = {j0 + 2 * c, j0 + 2 * c + 1, j0 + 8 + 2 * c, j0 + 9 + 2 * c};
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const bool ok = vt[e] < count;
+        const size_t at = ok ? (size_t)s_rows[vt[e]] * HEAD_DIM + 8 * g : 0;
+#pragma unroll
+        for (int ch = 0; ch < V_CHUNKS; ch++) {
+          va[e][ch] = ok ? ld_stream_u4(v_cache + at + ch * 64) : make_uint4(0, 0, 0, 0);
+        }
+      }
+      float sa[4], sb[4];
+      mma_scores(st, ka, sa);
+      mma_scores(st, kb, sb);
+      float sv[4] = {sa[0] * qk_scale, sa[1] * qk_scale, sb[0] * qk_scale, sb[1] * qk_scale};
+#pragma unroll
+      for (int e = 0; e < 4; e++) if (vt[e] >= count) sv[e] = NEG_INF;
+      float mx = fmaxf(fmaxf(sv[0], sv[1]), fmaxf(sv[2], sv[3]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float m_new = fmaxf(st.m, mx);
+      float alpha = 1.f, p[4] = {0.f, 0.f, 0.f, 0.f};
+      if (m_new != NEG_INF) {
+        alpha = fast_exp2(st.m - m_new);
+#pragma unroll
+        for (int e = 0; e < 4; e++) p[e] = fast_exp2(sv[e] - m_new);
+      }
+      st.m = m_new;
+      st.l = st.l * alpha + (p[0] + p[1]) + (p[2] + p[3]);
+      // Rescale O^T columns (heads 2c, 2c+1) unless no head's max moved in this warp.
+      if (!__all_sync(0xffffffffu, alpha == 1.f)) {
+        const float a0 = __shfl_sync(0xffffffffu, alpha, 8 * c), a1 = __shfl_sync(0xffffffffu, alpha, 8 * c + 4);
+#pragma unroll
+        for (int t = 0; t < M_TILES; t++) {
+          st.acc[t][0] *= a0;
+          st.acc[t][1] *= a1;
+          st.acc[t][2] *= a0;
+          st.acc[t][3] *= a1;
+        }
+      }
+      const u32 pb0 = pack2(p[0], p[1]), pb1 = pack2(p[2], p[3]);
+#pragma unroll
+      for (int t = 0; t < M_TILES; t++) {
+        const int ch = t / 4, w = t % 4;
+        const u32 a0 = word_of(va[0][ch], w), a1 = word_of(va[1][ch], w);
+        const u32 b0 = word_of(va[2][ch], w), b1 = word_of(va[3][ch], w);
+        mma_16816(st.acc[t], __byte_perm(a0, a1, 0x5410), __byte_perm(a0, a1, 0x7632),
+                  __byte_perm(b0, b1, 0x5410), __byte_perm(b0, b1, 0x7632), pb0, pb1);
+      }
+    }
+  }
+}
+
+// Combines the warps' states (smem) and writes each head's normalized partial output and its
+// log2-sum-exp2, as write_partial does for the CUDA-core body.
+template <int HT>
+DS_INLINE void mma_write_partial(const MmaState& st, int first_head, int b, int split, int max_splits,
+                                 float* __restrict__ partial_o, float* __restrict__ partial_lse) {
+  __shared__ float s_m[HT][ATTN_WARPS];
+  __shared__ float s_l[HT][ATTN_WARPS];
+  __shared__ float s_acc[HT][ATTN_WARPS][HEAD_DIM];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, c = lane % 4;
+  float l = st.l;
+  l += __shfl_xor_sync(0xffffffffu, l, 1);
+  l += __shfl_xor_sync(0xffffffffu, l, 2);
+  __syncthreads();
+  if (c == 0 && g < HT) {
+    s_m[g][warp] = st.m;
+    s_l[g][warp] = l;
+  }
+#pragma unroll
+  for (int t = 0; t < M_TILES; t++) {
+    const int dim = (t / 4) * 64 + 8 * g + 2 * (t % 4);
+    if (2 * c < HT) {
+      s_acc[2 * c][warp][dim] = st.acc[t][0];
+      s_acc[2 * c][warp][dim + 1] = st.acc[t][2];
+    }
+    if (2 * c + 1 < HT) {
+      s_acc[2 * c + 1][warp][dim] = st.acc[t][1];
+      s_acc[2 * c + 1][warp][dim + 1] = st.acc[t][3];
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < HT * HEAD_DIM; i += ATTN_THREADS) {
+    const int h = i / HEAD_DIM, dim = i % HEAD_DIM;
+    float mx = -__int_as_float(0x7f800000);
+#pragma unroll
+    for (int w = 0; w < ATTN_WARPS; w++) mx = fmaxf(mx, s_m[h][w]);
+    float l_all = 0.f, o = 0.f;
+    if (mx != -__int_as_float(0x7f800000)) {
+#pragma unroll
+      for (int w = 0; w < ATTN_WARPS; w++) {
+        const float f = fast_exp2(s_m[h][w] - mx);
+        l_all = fmaf(s_l[h][w], f, l_all);
+        o = fmaf(s_acc[h][w][dim], f, o);
+      }
+    }
+    const size_t row = ((size_t)b * NUM_Q_HEADS + first_head + h) * max_splits + split;
+    partial_o[row * HEAD_DIM + dim] = l_all > 0.f ? o / l_all : 0.f;
+    if (dim == 0) partial_lse[row] = l_all > 0.f ? mx + log2f(l_all) : -__int_as_float(0x7f800000);
+  }
+}
+
+// One block's share of attention: n tokens given by row_of, query heads [first_head, +HT).
+template <int HT, int UNROLL, class RowOf>
+DS_INLINE void attend(const u16* __restrict__ q, int b, int first_head, float scale, const u16* __restrict__ k_cache,
+                      const u16* __restrict__ v_cache, int n, RowOf row_of, int split, int max_splits,
+                      float* __restrict__ partial_o, float* __restrict__ partial_lse) {
+  __shared__ u32 s_rows[ROW_TILE];
+  if constexpr (USE_MMA) {
+    MmaState st;
+    mma_load_query<HT>(q, b, first_head, st);
+    attend_rows_mma<HT>(k_cache, v_cache, n, row_of, scale * LOG2E, st, s_rows);
+    mma_write_partial<HT>(st, first_head, b, split, max_splits, partial_o, partial_lse);
+  } else {
+    float qv[HT][8];
+    SoftmaxState<HT> st;
+    load_query(q, b, first_head, scale, qv, st);
+    attend_rows<HT, UNROLL>(k_cache, v_cache, n, row_of, qv, st, s_rows);
+    write_partial(st, first_head, b, split, max_splits, partial_o, partial_lse);
+  }
+}
 // Group selection: one token set per kv head, its query heads share each K/V read.
 // Head selection: one token set per query head, one query head per block.
 constexpr int HEADS_PER_BLOCK = 4;
@@ -272,18 +489,13 @@ extern "C" __global__ void __launch_bounds__(ATTN_THREADS, 1) ds_d128_q32_kv8_p1
   const int i0 = min(k, split * per_split);
   const int n = min(k, i0 + per_split) - i0;
 
-  __shared__ u32 s_rows[ROW_TILE];
-  float qv[HEADS_PER_BLOCK][8];
-  SoftmaxState<HEADS_PER_BLOCK> st;
-  load_query(q, b, first_head, softmax_scale, qv, st);
   const int* bt = block_tables + (size_t)b * max_pages;
   const int* list = sel_idx + ((size_t)b * NUM_SEL_HEADS + sel_head) * sel_stride + i0;
-  attend_rows<HEADS_PER_BLOCK, UNROLL>(
-      k_cache, v_cache, n,
+  attend<HEADS_PER_BLOCK, UNROLL>(
+      q, b, first_head, softmax_scale, k_cache, v_cache, n,
       [&](int i) {
         const int t = __ldg(list + i);
         return (u32)((__ldg(bt + t / PAGE_SIZE) * NUM_KV_HEADS + kv_head) * PAGE_SIZE + t % PAGE_SIZE);
       },
-      qv, st, s_rows);
-  write_partial(st, first_head, b, split, max_splits, partial_o, partial_lse);
+      split, max_splits, partial_o, partial_lse);
 }

@@ -5,12 +5,11 @@ export const variant = "ds_d128_q32_kv8_p16_fp16_r16b8_headkv";
 export const tuning = {
   appendThreads: 128,
   scoreThreads: 256,
-  scoreTokensPerBlock: 2048,
   selectThreads: 256,
-  selectTokensPerBlock: 4096,
-  selectSmemCandidates: 4096,
+  selectSmemCandidates: 2048,
   attentionThreads: 128,
   attentionRowTile: 256,
+  attentionMma: true,
   denseHeadsPerBlock: 4,
   denseUnroll: 2,
   sparseHeadsPerBlock: 1,
@@ -22,10 +21,10 @@ export const tuning = {
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
   append: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_append", file: "append.cu", threads: 128, argCount: 12, sha256: "f94579ed8c253b5b4e1531cdf5b9680b90583a8908dc6bd232bbfb509638d63c" },
-  score: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_score", file: "score.cu", threads: 256, argCount: 11, sha256: "b31a77b7fafafbe1bcd03a281d1bd270487a465d9462bfd12524e75417c06bff" },
-  select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_select", file: "select.cu", threads: 256, argCount: 17, sha256: "4d08109b85dbdf0451136980643ef84d89d45b4d6118af338e3b19922eddb04b" },
-  dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "4033d66e98911832e9820c1daaf005668bb88899b48a67de8c273227a1584c8e" },
-  sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "37ab730897235573843773833dfbbe71026d5d73193613ee19fa0f44cf6e6148" },
+  score: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_score", file: "score.cu", threads: 256, argCount: 12, sha256: "22a6eeba174ed4f808a821a92db6d6a6b09f42ff6aee6caf04dae7ddc9eb72e5" },
+  select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_select", file: "select.cu", threads: 256, argCount: 18, sha256: "7025694f7c73e69b050595751b17bee1ff4ac8c9412168ce62cfaebff1c37d4c" },
+  dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "f3cd40e22f38cb32e42b1459209af17970355447bc450f7d443d76e680a26599" },
+  sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "7d1369332693108d92f49a18ce89f337fa6f309b10a22e521511153d5dac1e1d" },
   merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "dad5719099c4ac4f1350bb9dba70bdf8f799b2311f006b6e939a1f0afc473211" },
 } as const;
 
@@ -52,7 +51,7 @@ export function launchAppend(slot: KernelSlot, grid: Dim3, a: AppendArgs): void 
 
 /**
  * Label scores of every cached token: 16-bit keys plus a 12-bit key histogram.
- * Grid: (NUM_SEL_HEADS, ceil(key_stride / scoreTokensPerBlock), batch).
+ * Grid: (NUM_SEL_HEADS, ceil(key_stride / tokens_per_block), batch).
  */
 export function launchScore(slot: KernelSlot, grid: Dim3, a: ScoreArgs): void {
   const v = slot.args;
@@ -67,12 +66,13 @@ export function launchScore(slot: KernelSlot, grid: Dim3, a: ScoreArgs): void {
   v.setBigUint64(64, a.keys, true);
   v.setBigUint64(72, a.hist, true);
   v.setInt32(80, a.keyStride, true);
+  v.setInt32(88, a.tokensPerBlock, true);
   slot.launch(grid);
 }
 
 /**
  * Top-k by threshold bin + radix select of the bin's candidates; resets hist/counters.
- * Grid: (NUM_SEL_HEADS, ceil(key_stride / selectTokensPerBlock), batch).
+ * Grid: (NUM_SEL_HEADS, ceil(key_stride / tokens_per_block), batch).
  */
 export function launchSelect(slot: KernelSlot, grid: Dim3, a: SelectArgs): void {
   const v = slot.args;
@@ -93,6 +93,7 @@ export function launchSelect(slot: KernelSlot, grid: Dim3, a: SelectArgs): void 
   v.setBigUint64(112, a.candKey, true);
   v.setBigUint64(120, a.selIdx, true);
   v.setInt32(128, a.selStride, true);
+  v.setInt32(136, a.tokensPerBlock, true);
   slot.launch(grid);
 }
 

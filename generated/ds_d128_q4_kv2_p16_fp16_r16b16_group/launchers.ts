@@ -5,12 +5,11 @@ export const variant = "ds_d128_q4_kv2_p16_fp16_r16b16_group";
 export const tuning = {
   appendThreads: 128,
   scoreThreads: 256,
-  scoreTokensPerBlock: 2048,
   selectThreads: 256,
-  selectTokensPerBlock: 4096,
-  selectSmemCandidates: 4096,
+  selectSmemCandidates: 2048,
   attentionThreads: 128,
   attentionRowTile: 256,
+  attentionMma: true,
   denseHeadsPerBlock: 2,
   denseUnroll: 4,
   sparseHeadsPerBlock: 2,
@@ -22,10 +21,10 @@ export const tuning = {
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
   append: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "1b1d704ddb603a4955b425e81b03ca2c3e09184de86e502eba07cb0ddeac3b36" },
-  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_score", file: "score.cu", threads: 256, argCount: 11, sha256: "743e5cddd1c408b0ef2b9bed5877f6bab5e09fa5d5023900171fd1dfc87b7352" },
-  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_select", file: "select.cu", threads: 256, argCount: 17, sha256: "59e812b628934fd7c4498d3da7f2dbe8f337341be3aface2c440af4e23b16784" },
-  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "8de6cdbf38a9281e97599f12a051dd0594a063c4136a2d74db761d9ef84a9497" },
-  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "e0dad73132fff621b11b3811b0e0eff06b19ce8f725691fd19025c0822000ec4" },
+  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_score", file: "score.cu", threads: 256, argCount: 12, sha256: "9b4b4501e53ec6a0b612271ab178de55c7458807b9ce338f72709479db93f814" },
+  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_select", file: "select.cu", threads: 256, argCount: 18, sha256: "d35096871c5f384aca65e2010a5129859a53717a5dc64a96e7d5c8a9481ab6f6" },
+  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "cfd8fe118969f9462a948d3264133fa681f92f2ccf0b2146a5f5fbd315cc3b51" },
+  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "60fe4e8e56c560ee5ece2ddd76e52e004885d6dd5036dbd49b373688595514bc" },
   merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "8e9b8f1dd574214be52d3fdf01e460fd215dd4f89247aa895b92141e0d0f75ca" },
 } as const;
 
@@ -52,7 +51,7 @@ export function launchAppend(slot: KernelSlot, grid: Dim3, a: AppendArgs): void 
 
 /**
  * Label scores of every cached token: 16-bit keys plus a 12-bit key histogram.
- * Grid: (NUM_SEL_HEADS, ceil(key_stride / scoreTokensPerBlock), batch).
+ * Grid: (NUM_SEL_HEADS, ceil(key_stride / tokens_per_block), batch).
  */
 export function launchScore(slot: KernelSlot, grid: Dim3, a: ScoreArgs): void {
   const v = slot.args;
@@ -67,12 +66,13 @@ export function launchScore(slot: KernelSlot, grid: Dim3, a: ScoreArgs): void {
   v.setBigUint64(64, a.keys, true);
   v.setBigUint64(72, a.hist, true);
   v.setInt32(80, a.keyStride, true);
+  v.setInt32(88, a.tokensPerBlock, true);
   slot.launch(grid);
 }
 
 /**
  * Top-k by threshold bin + radix select of the bin's candidates; resets hist/counters.
- * Grid: (NUM_SEL_HEADS, ceil(key_stride / selectTokensPerBlock), batch).
+ * Grid: (NUM_SEL_HEADS, ceil(key_stride / tokens_per_block), batch).
  */
 export function launchSelect(slot: KernelSlot, grid: Dim3, a: SelectArgs): void {
   const v = slot.args;
@@ -93,6 +93,7 @@ export function launchSelect(slot: KernelSlot, grid: Dim3, a: SelectArgs): void 
   v.setBigUint64(112, a.candKey, true);
   v.setBigUint64(120, a.selIdx, true);
   v.setInt32(128, a.selStride, true);
+  v.setInt32(136, a.tokensPerBlock, true);
   slot.launch(grid);
 }
 

@@ -5,12 +5,11 @@ export const variant = "ds_d128_q4_kv2_p16_fp16_r16b16_head";
 export const tuning = {
   appendThreads: 128,
   scoreThreads: 256,
-  scoreTokensPerBlock: 2048,
   selectThreads: 256,
-  selectTokensPerBlock: 4096,
-  selectSmemCandidates: 4096,
+  selectSmemCandidates: 2048,
   attentionThreads: 128,
   attentionRowTile: 256,
+  attentionMma: true,
   denseHeadsPerBlock: 2,
   denseUnroll: 4,
   sparseHeadsPerBlock: 1,
@@ -22,10 +21,10 @@ export const tuning = {
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
   append: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "a73a4e727da3ef6b5306a9be10d574cf44352d39eb5d361a408816f1ce5217d4" },
-  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_score", file: "score.cu", threads: 256, argCount: 11, sha256: "54bf3be0488ca7b938b3a76b646337fcd00486d0be18ccc43e73a3849e7855ab" },
-  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_select", file: "select.cu", threads: 256, argCount: 17, sha256: "1cd23f427ae0da8fb4f49ebad614813e6be8f52dac7ecb54be63bce57dc53e3c" },
-  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "282593559bfa5da17f9c89d337de263b0147a2dfee222a784bb30476cb079d12" },
-  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "9ee6307a10c4830efe9e70479e5f8f931694c761a83c731b1e83420a6ed8eeb3" },
+  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_score", file: "score.cu", threads: 256, argCount: 12, sha256: "b747d92fcf9c64af2824a335c5427b0e9d96a087275fdf51c66ee5ea89585f23" },
+  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_select", file: "select.cu", threads: 256, argCount: 18, sha256: "2eed20dfc6fcb0420e4dc6a760c3445c945e0afd387b5dc20be00922cc68808f" },
+  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "60103cfa506d43bdcdcda44cd369f01b6bd0f2188a45542f860952293b61d6c2" },
+  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "c353a3e0372d793a9d8230bd0b9333718c37c6d32f5865123f4c84dbd91bed8d" },
   merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "9604b59c27f0b29aacc43f86411eaeedf496c5b8df6e56dc8432910eed93f823" },
 } as const;
 
@@ -52,7 +51,7 @@ export function launchAppend(slot: KernelSlot, grid: Dim3, a: AppendArgs): void 
 
 /**
  * Label scores of every cached token: 16-bit keys plus a 12-bit key histogram.
- * Grid: (NUM_SEL_HEADS, ceil(key_stride / scoreTokensPerBlock), batch).
+ * Grid: (NUM_SEL_HEADS, ceil(key_stride / tokens_per_block), batch).
  */
 export function launchScore(slot: KernelSlot, grid: Dim3, a: ScoreArgs): void {
   const v = slot.args;
@@ -67,12 +66,13 @@ export function launchScore(slot: KernelSlot, grid: Dim3, a: ScoreArgs): void {
   v.setBigUint64(64, a.keys, true);
   v.setBigUint64(72, a.hist, true);
   v.setInt32(80, a.keyStride, true);
+  v.setInt32(88, a.tokensPerBlock, true);
   slot.launch(grid);
 }
 
 /**
  * Top-k by threshold bin + radix select of the bin's candidates; resets hist/counters.
- * Grid: (NUM_SEL_HEADS, ceil(key_stride / selectTokensPerBlock), batch).
+ * Grid: (NUM_SEL_HEADS, ceil(key_stride / tokens_per_block), batch).
  */
 export function launchSelect(slot: KernelSlot, grid: Dim3, a: SelectArgs): void {
   const v = slot.args;
@@ -93,6 +93,7 @@ export function launchSelect(slot: KernelSlot, grid: Dim3, a: SelectArgs): void 
   v.setBigUint64(112, a.candKey, true);
   v.setBigUint64(120, a.selIdx, true);
   v.setInt32(128, a.selStride, true);
+  v.setInt32(136, a.tokensPerBlock, true);
   slot.launch(grid);
 }
 

@@ -211,19 +211,26 @@ DS_INLINE size_t label_row_at(const int* __restrict__ bt, int lh, int t) {
   return ((size_t)page * NUM_LABEL_HEADS + lh) * PAGE_SIZE + (t % PAGE_SIZE);
 }
 constexpr int SELECT_THREADS = 256;
-constexpr int SELECT_TOKENS = 4096;    // score keys scanned per block
-constexpr int SMEM_CANDIDATES = 4096;  // candidates resolved in shared memory
+constexpr int SMEM_CANDIDATES = 2048;  // final candidates resolved in shared memory
+constexpr int CTR_STRIDE = 32;   // counters per selection head: see below
+constexpr int CTR_SELECTED = 0, CTR_CANDIDATES = 1, CTR_TICKET = 2, CTR_SUBHIST = 16;
+constexpr int SUB_BINS = 16;     // the low 4 bits of a 16-bit key below its 12-bit bin
+constexpr int KEYS_PER_THREAD = 16;
+// Exact scores recomputed per thread per round (independent loads in flight); fewer for wide rows.
+constexpr int RESOLVE_UNROLL = LABEL_ROW_WORDS <= 8 ? 4 : 1;
 
 // Top-k selection without sorting, in one launch:
-//  1. every block reads its selection head's 12-bit key histogram and finds the threshold bin:
-//     the bin where the count of higher-keyed tokens first reaches the budget k;
+//  1. every block reads its selection head's 12-bit key histogram and finds the threshold bin: the
+//     bin where the count of higher-keyed tokens first reaches the budget k;
 //  2. every block scans its chunk of 16-bit keys: tokens above the threshold bin are selected,
-//     tokens in it become candidates;
-//  3. the last block to finish (atomic ticket) resolves the candidates: it recomputes their
-//     exact single-precision scores and radix-selects the missing ones on the 64-bit key
-//     (order_key(score), ~index), so ties go to the lower index; then it zeroes the histogram
-//     and counters for the next use.
-// Grid: (NUM_SEL_HEADS, chunks, batch).
+//     tokens in it become candidates (index + the key's low 4 bits), counted in a 16-bin
+//     sub-histogram;
+//  3. the last block to finish (atomic ticket) takes the sub-bins above the threshold sub-bin
+//     whole, recomputes the exact single-precision scores of the threshold sub-bin only, and
+//     radix-selects the missing ones on the 64-bit key (order_key(score), ~index) so ties go to
+//     the lower index; then it zeroes the histogram and counters for the next use.
+// Grid: (NUM_SEL_HEADS, chunks, batch). counters[pair][CTR_STRIDE]: selected, candidates, ticket,
+// ..., sub-histogram at 16..31.
 extern "C" __global__ void __launch_bounds__(SELECT_THREADS, 1) ds_d128_q4_kv2_p16_fp16_r16b16_head_select(
     const u16* __restrict__ q,               // [batch][NUM_Q_HEADS][HEAD_DIM] queries after RoPE
     const int* __restrict__ channels,        // [NUM_LABEL_HEADS][LABEL_CHANNELS] label channels
@@ -237,11 +244,12 @@ extern "C" __global__ void __launch_bounds__(SELECT_THREADS, 1) ds_d128_q4_kv2_p
     const u16* __restrict__ keys,            // [batch][NUM_SEL_HEADS][key_stride] score keys
     u32* __restrict__ hist,                  // [batch][NUM_SEL_HEADS][4096] key histogram, zero between uses
     int key_stride,                          // row stride of keys, cand_idx, cand_key (>= longest context)
-    u32* __restrict__ counters,              // [batch][NUM_SEL_HEADS][4] zero between uses
+    u32* __restrict__ counters,              // [batch][NUM_SEL_HEADS][32] zero between uses
     int* __restrict__ cand_idx,              // [batch][NUM_SEL_HEADS][key_stride] candidate scratch
     u32* __restrict__ cand_key,              // [batch][NUM_SEL_HEADS][key_stride] candidate key scratch
     int* __restrict__ sel_idx,               // [batch][NUM_SEL_HEADS][sel_stride] selected tokens (unordered)
-    int sel_stride                           // row stride of sel_idx (>= largest budget)
+    int sel_stride,                          // row stride of sel_idx (>= largest budget)
+    int tokens_per_block                     // keys scanned per block (grid.y = ceil(key_stride / this))
 ) {
   const int sh = blockIdx.x, chunk = blockIdx.y, b = blockIdx.z;
   if (routes[b] != 1) return;  // every block of a dense sequence leaves: nothing was counted
@@ -249,12 +257,14 @@ extern "C" __global__ void __launch_bounds__(SELECT_THREADS, 1) ds_d128_q4_kv2_p
   const int k = budgets[b];
   const size_t pair = (size_t)b * NUM_SEL_HEADS + sh;
   u32* g_hist = hist + pair * HIST_BINS;
-  u32* ctr = counters + pair * 4;
+  u32* ctr = counters + pair * CTR_STRIDE;
   int* sel = sel_idx + pair * sel_stride;
-  int* cidx = cand_idx + pair * key_stride;
+  u32* cand = reinterpret_cast<u32*>(cand_idx + pair * key_stride);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
 
   constexpr int BINS_PER_THREAD = HIST_BINS / SELECT_THREADS;
   __shared__ u32 s_part[SELECT_THREADS];
+  __shared__ u32 s_sub[SUB_BINS];
   __shared__ int s_thresh_bin;
   __shared__ u32 s_above;
   __shared__ bool s_last;
@@ -269,6 +279,7 @@ extern "C" __global__ void __launch_bounds__(SELECT_THREADS, 1) ds_d128_q4_kv2_p
     total += mine[j];
   }
   s_part[threadIdx.x] = total;
+  if (threadIdx.x < SUB_BINS) s_sub[threadIdx.x] = 0;
   __syncthreads();
   // Inclusive scan of s_part (Hillis-Steele; SELECT_THREADS is small).
   for (int off = 1; off < SELECT_THREADS; off <<= 1) {
@@ -294,97 +305,214 @@ extern "C" __global__ void __launch_bounds__(SELECT_THREADS, 1) ds_d128_q4_kv2_p
   const int thresh_bin = s_thresh_bin;
   const u32 above = s_above;
 
-  // 2. Scan this block's chunk of keys; warp-aggregated appends.
+  // 2. Scan this block's chunk of keys in rounds of KEYS_PER_THREAD per thread: count, one block
+  //    scan, one atomic per counter and round (not per warp: a returning atomic costs a round
+  //    trip), then write the selected tokens and the candidates at their offsets.
   const u16* key_in = keys + pair * key_stride;
-  const int lane = threadIdx.x % 32;
-  const u32 lanes_below = (1u << lane) - 1u;
-  const int start = chunk * SELECT_TOKENS;
-  const int end = min(len, start + SELECT_TOKENS);
-  for (int base = start; base < end; base += SELECT_THREADS) {
-    const int t = base + threadIdx.x;
-    const int bin = t < end ? (int)(key_in[t] >> (HIST_SHIFT - KEY_SHIFT)) : -1;
-    const u32 hi_mask = __ballot_sync(0xffffffffu, bin > thresh_bin);
-    const u32 eq_mask = __ballot_sync(0xffffffffu, bin == thresh_bin);
-    u32 hi_base = 0, eq_base = 0;
-    if (lane == 0 && hi_mask) hi_base = atomicAdd(ctr + 0, __popc(hi_mask));
-    if (lane == 0 && eq_mask) eq_base = atomicAdd(ctr + 1, __popc(eq_mask));
-    hi_base = __shfl_sync(0xffffffffu, hi_base, 0);
-    eq_base = __shfl_sync(0xffffffffu, eq_base, 0);
-    if (bin > thresh_bin) sel[hi_base + __popc(hi_mask & lanes_below)] = t;
-    if (bin == thresh_bin) cidx[eq_base + __popc(eq_mask & lanes_below)] = t;
+  const int start = chunk * tokens_per_block;
+  const int end = min(len, start + tokens_per_block);
+  __shared__ u32 s_warp_sums[SELECT_THREADS / 32];
+  __shared__ u32 s_base_hi, s_base_eq;
+  for (int base = start; base < end; base += SELECT_THREADS * KEYS_PER_THREAD) {
+    u32 kk[KEYS_PER_THREAD];
+    u32 counts = 0;  // selected in the low 16 bits, candidates in the high 16
+#pragma unroll
+    for (int j = 0; j < KEYS_PER_THREAD; j++) {
+      const int t = base + j * SELECT_THREADS + threadIdx.x;
+      kk[j] = t < end ? (u32)key_in[t] : 0xffffffffu;
+      const int bin = t < end ? (int)(kk[j] >> (HIST_SHIFT - KEY_SHIFT)) : -1;
+      counts += bin > thresh_bin ? 1u : bin == thresh_bin ? 0x10000u : 0u;
+    }
+    // Block-wide exclusive scan of the packed counts.
+    u32 incl = counts;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const u32 v = __shfl_up_sync(0xffffffffu, incl, o);
+      if (lane >= o) incl += v;
+    }
+    if (lane == 31) s_warp_sums[warp] = incl;
+    __syncthreads();
+    u32 before_warp = 0, block_total = 0;
+    for (int w = 0; w < SELECT_THREADS / 32; w++) {
+      if (w < warp) before_warp += s_warp_sums[w];
+      block_total += s_warp_sums[w];
+    }
+    if (threadIdx.x == 0) {
+      s_base_hi = (block_total & 0xffffu) ? atomicAdd(ctr + CTR_SELECTED, block_total & 0xffffu) : 0u;
+      s_base_eq = (block_total >> 16) ? atomicAdd(ctr + CTR_CANDIDATES, block_total >> 16) : 0u;
+    }
+    __syncthreads();
+    const u32 excl = before_warp + incl - counts;
+    u32 hi_at = s_base_hi + (excl & 0xffffu), eq_at = s_base_eq + (excl >> 16);
+#pragma unroll
+    for (int j = 0; j < KEYS_PER_THREAD; j++) {
+      const int t = base + j * SELECT_THREADS + threadIdx.x;
+      if (kk[j] == 0xffffffffu) continue;
+      const int bin = (int)(kk[j] >> (HIST_SHIFT - KEY_SHIFT));
+      if (bin > thresh_bin) {
+        sel[hi_at++] = t;
+      } else if (bin == thresh_bin) {
+        const u32 sub = kk[j] & (SUB_BINS - 1);
+        cand[eq_at++] = (u32)t | (sub << 28);
+        atomicAdd(&s_sub[sub], 1u);
+      }
+    }
+    __syncthreads();  // s_warp_sums and the bases are reused by the next round
+  }
+  __syncthreads();
+  if (threadIdx.x < SUB_BINS && s_sub[threadIdx.x] != 0) {
+    atomicAdd(ctr + CTR_SUBHIST + threadIdx.x, s_sub[threadIdx.x]);
   }
 
-  // 3. Last block of this selection head resolves the threshold bin.
+  // 3. The last block of this selection head resolves the threshold bin.
   __threadfence();
   __syncthreads();
-  if (threadIdx.x == 0) s_last = atomicAdd(ctr + 2, 1u) == gridDim.y - 1;
+  if (threadIdx.x == 0) s_last = atomicAdd(ctr + CTR_TICKET, 1u) == gridDim.y - 1;
   __syncthreads();
   if (!s_last) return;
   __threadfence();
 
-  const u32 num_cand = *((volatile u32*)(ctr + 1));
+  __shared__ u32 s_key[SMEM_CANDIDATES];
+  __shared__ int s_idx[SMEM_CANDIDATES];
+  __shared__ u32 s_digits[256];
+  __shared__ int s_thresh_sub;
+  __shared__ u32 s_above2, s_final, s_taken;
+  __shared__ unsigned long long s_prefix;
+  __shared__ u32 s_want;
+  __shared__ bool s_done;
+  const volatile u32* vctr = ctr;
+  const u32 num_cand = vctr[CTR_CANDIDATES];
   const u32 need = (u32)k - above;
-  __shared__ u32 s_taken;
-  if (threadIdx.x == 0) s_taken = 0;
-  if (need >= num_cand) {
-    // The whole bin is needed (need == num_cand by construction).
-    for (u32 i = threadIdx.x; i < num_cand; i += SELECT_THREADS) sel[above + i] = cidx[i];
+  if (threadIdx.x == 0) {
+    // Threshold sub-bin: where the count of higher sub-bins first reaches `need`.
+    u32 acc = 0;
+    for (int sb = SUB_BINS - 1; sb >= 0; sb--) {
+      const u32 cnt = vctr[CTR_SUBHIST + sb];
+      if (acc + cnt >= need) {
+        s_thresh_sub = sb;
+        s_above2 = acc;
+        break;
+      }
+      acc += cnt;
+    }
+    s_final = 0;
+    s_taken = 0;
+  }
+  __syncthreads();
+  const u32 thresh_sub = (u32)s_thresh_sub;
+  // Sub-bins above the threshold are taken whole; the threshold sub-bin's tokens are the final
+  // candidates (kept in shared memory when they fit, else compacted in place in global memory).
+  u32 n_taken_whole = 0;
+  for (u32 i = threadIdx.x; i < num_cand; i += SELECT_THREADS) {
+    const u32 e = cand[i];
+    const u32 sub = e >> 28;
+    const int t = (int)(e & 0x0fffffffu);
+    if (sub > thresh_sub) {
+      sel[above + atomicAdd(&s_taken, 1u)] = t;
+      n_taken_whole++;
+    } else if (sub == thresh_sub) {
+      const u32 slot = atomicAdd(&s_final, 1u);
+      if (slot < SMEM_CANDIDATES) s_idx[slot] = t;
+    }
+  }
+  __syncthreads();
+  const u32 num_final = s_final;
+  const u32 need2 = need - s_above2;
+  const bool in_smem = num_final <= SMEM_CANDIDATES;
+  if (!in_smem) {
+    // Rare (massive ties): gather the final candidates again, in order, into cand_idx's front.
+    __syncthreads();
+    if (threadIdx.x == 0) s_final = 0;
+    __syncthreads();
+    for (u32 base = 0; base < num_cand; base += SELECT_THREADS) {
+      const u32 i = base + threadIdx.x;
+      const u32 e = i < num_cand ? cand[i] : 0u;
+      const bool mine_final = i < num_cand && (e >> 28) == thresh_sub;
+      __syncthreads();  // every thread has read its entry before any is overwritten
+      if (mine_final) cand[atomicAdd(&s_final, 1u)] = e & 0x0fffffffu;
+    }
+    __syncthreads();
+  }
+  auto final_idx = [&](u32 i) -> int { return in_smem ? s_idx[i] : (int)cand[i]; };
+  u32* fkey = in_smem ? s_key : cand_key + pair * key_stride;
+  u32 base_taken = above + s_above2;
+
+  if (need2 >= num_final) {
+    for (u32 i = threadIdx.x; i < num_final; i += SELECT_THREADS) sel[base_taken + i] = final_idx(i);
   } else {
     __shared__ float s_scratch[QUERY_HEADS_PER_SEL * LABEL_CHANNELS];
     __shared__ QueryLabel s_query;
-    __shared__ u32 s_key[SMEM_CANDIDATES];
-    __shared__ int s_idx[SMEM_CANDIDATES];
-    __shared__ u32 s_digits[256];
-    __shared__ unsigned long long s_prefix;
-    __shared__ u32 s_want;
-    __shared__ bool s_done;
     build_query_label(q, channels, b, sh, s_scratch, &s_query);
-    const bool in_smem = num_cand <= SMEM_CANDIDATES;
-    u32* ckey = in_smem ? s_key : cand_key + pair * key_stride;
     const int lh = label_head_of_sel(sh);
     const int* bt = block_tables + (size_t)b * max_pages;
-    for (u32 i = threadIdx.x; i < num_cand; i += SELECT_THREADS) {
-      const int t = cidx[i];
-      LabelRow row;
-      load_label_row(label_codes, label_meta, label_row_at(bt, lh, t), row);
-      ckey[i] = order_key(label_score(&s_query, row));
-      if (in_smem) s_idx[i] = t;
+    // Exact keys, RESOLVE_UNROLL independent label loads in flight per thread.
+    for (u32 i0 = 0; i0 < num_final; i0 += SELECT_THREADS * RESOLVE_UNROLL) {
+      int t[RESOLVE_UNROLL];
+      size_t at[RESOLVE_UNROLL];
+      LabelRow row[RESOLVE_UNROLL];
+#pragma unroll
+      for (int u = 0; u < RESOLVE_UNROLL; u++) {
+        const u32 i = i0 + u * SELECT_THREADS + threadIdx.x;
+        t[u] = i < num_final ? final_idx(i) : -1;
+      }
+#pragma unroll
+      for (int u = 0; u < RESOLVE_UNROLL; u++) at[u] = t[u] >= 0 ? label_row_at(bt, lh, t[u]) : 0;
+#pragma unroll
+      for (int u = 0; u < RESOLVE_UNROLL; u++) {
+        if (t[u] >= 0) load_label_row(label_codes, label_meta, at[u], row[u]);
+      }
+#pragma unroll
+      for (int u = 0; u < RESOLVE_UNROLL; u++) {
+        if (t[u] >= 0) fkey[i0 + u * SELECT_THREADS + threadIdx.x] = order_key(label_score(&s_query, row[u]));
+      }
     }
     if (threadIdx.x == 0) {
-      s_prefix = (unsigned long long)thresh_bin << 52;
-      s_want = need;
+      // The top 16 bits of every final candidate's key are known: bin and sub-bin.
+      s_prefix = (unsigned long long)(((u32)thresh_bin << 4) | thresh_sub) << 48;
+      s_want = need2;
       s_done = false;
     }
     __syncthreads();
-    // Radix select on the 64-bit key (order_key << 32 | ~index), whose top 12 bits are the bin:
-    // six 8-bit digits below them, then the last 4 bits. Keys are unique (the index is in them).
-    for (int pass = 0; pass < 7; pass++) {
-      const int s = pass < 6 ? 44 - 8 * pass : 0;
-      const int width = pass < 6 ? 8 : 4;
+    // Radix select on the 64-bit key (order_key << 32 | ~index), unique per token: 8-bit digits
+    // below the known 16 bits, from bit 47 down; stops as soon as a digit takes all it needs.
+    for (int s = 40; s >= 0; s -= 8) {
       for (int i = threadIdx.x; i < 256; i += SELECT_THREADS) s_digits[i] = 0;
       __syncthreads();
       const unsigned long long prefix = s_prefix;
-      for (u32 i = threadIdx.x; i < num_cand; i += SELECT_THREADS) {
-        const int t = in_smem ? s_idx[i] : cidx[i];
-        const unsigned long long key = ((unsigned long long)ckey[i] << 32) | (u32)(~t);
-        // Count only keys that agree with the prefix decided so far (the bits above the digit).
-        if (((key ^ prefix) >> (s + width)) == 0) {
-          atomicAdd(&s_digits[(u32)(key >> s) & ((1u << width) - 1u)], 1u);
-        }
+      for (u32 i = threadIdx.x; i < num_final; i += SELECT_THREADS) {
+        const unsigned long long key = ((unsigned long long)fkey[i] << 32) | (u32)(~final_idx(i));
+        if (((key ^ prefix) >> (s + 8)) == 0) atomicAdd(&s_digits[(u32)(key >> s) & 0xffu], 1u);
       }
       __syncthreads();
-      if (threadIdx.x == 0) {
+      if (warp == 0) {
+        // Digits from the top, 8 per lane: lane totals, a warp suffix scan, then the lane that
+        // crosses `want` walks its own digits.
         const u32 want = s_want;
-        u32 acc = 0;
-        for (int dgt = (1 << width) - 1; dgt >= 0; dgt--) {
-          const u32 c = s_digits[dgt];
-          if (acc + c >= want) {
-            s_prefix = prefix | ((unsigned long long)dgt << s);
-            s_want = want - acc;
-            s_done = acc + c == want;  // every key with this prefix is taken: threshold found
-            break;
+        u32 cnt[8], lane_total = 0;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+          cnt[j] = s_digits[255 - (lane * 8 + j)];
+          lane_total += cnt[j];
+        }
+        u32 incl = lane_total;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+          const u32 v = __shfl_up_sync(0xffffffffu, incl, o);
+          if (lane >= o) incl += v;
+        }
+        u32 acc = incl - lane_total;
+        if (acc < want && want <= incl) {
+#pragma unroll
+          for (int j = 0; j < 8; j++) {
+            if (acc + cnt[j] >= want) {
+              const u32 dgt = 255 - (lane * 8 + j);
+              s_prefix = prefix | ((unsigned long long)dgt << s);
+              s_want = want - acc;
+              s_done = acc + cnt[j] == want;  // every key with this prefix is taken: threshold found
+              break;
+            }
+            acc += cnt[j];
           }
-          acc += c;
         }
       }
       __syncthreads();
@@ -392,14 +520,17 @@ extern "C" __global__ void __launch_bounds__(SELECT_THREADS, 1) ds_d128_q4_kv2_p
     }
     // Selected: keys >= the threshold (the decided prefix, zeros below it).
     const unsigned long long threshold = s_prefix;
-    for (u32 i = threadIdx.x; i < num_cand; i += SELECT_THREADS) {
-      const int t = in_smem ? s_idx[i] : cidx[i];
-      const unsigned long long key = ((unsigned long long)ckey[i] << 32) | (u32)(~t);
-      if (key >= threshold) sel[above + atomicAdd(&s_taken, 1u)] = t;
+    if (threadIdx.x == 0) s_taken = 0;
+    __syncthreads();
+    for (u32 i = threadIdx.x; i < num_final; i += SELECT_THREADS) {
+      const int t = final_idx(i);
+      const unsigned long long key = ((unsigned long long)fkey[i] << 32) | (u32)(~t);
+      if (key >= threshold) sel[base_taken + atomicAdd(&s_taken, 1u)] = t;
     }
   }
+  (void)n_taken_whole;
   __syncthreads();
   // Leave the histogram and counters zeroed for the next layer or step.
   for (int i = threadIdx.x; i < HIST_BINS; i += SELECT_THREADS) g_hist[i] = 0;
-  if (threadIdx.x < 3) ctr[threadIdx.x] = 0;
+  if (threadIdx.x < CTR_STRIDE) ctr[threadIdx.x] = 0;
 }

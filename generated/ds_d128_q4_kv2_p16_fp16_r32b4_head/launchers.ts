@@ -5,12 +5,11 @@ export const variant = "ds_d128_q4_kv2_p16_fp16_r32b4_head";
 export const tuning = {
   appendThreads: 128,
   scoreThreads: 256,
-  scoreTokensPerBlock: 2048,
   selectThreads: 256,
-  selectTokensPerBlock: 4096,
-  selectSmemCandidates: 4096,
+  selectSmemCandidates: 2048,
   attentionThreads: 128,
   attentionRowTile: 256,
+  attentionMma: true,
   denseHeadsPerBlock: 2,
   denseUnroll: 4,
   sparseHeadsPerBlock: 1,
@@ -22,10 +21,10 @@ export const tuning = {
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
   append: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "3f113a6b10f88a6f9b691511f3ae7dee7d2d8bdd4e393a3ed15151d6df4fb0f8" },
-  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 11, sha256: "79c30e4049e801e64cdf2c9b463e2e54c8ff836aa835d12853bfdd32278ad0f8" },
-  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 17, sha256: "b264bbe0d89b07902425c26aba94fef4ba695dcab43e50d2651eb919ba32897c" },
-  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "05e0fdf80fcdb9d276896a5bd3221adfeb11fda2e5bc57760f11626d68629115" },
-  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "6320dab6c6b02213706459e9a27fa54ee41a114156c4be7d691eae0d1b00e6dc" },
+  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 12, sha256: "50b696bf8a29419f4781bcb6e323801b810367bf239cc5e491d3d7a9225a488b" },
+  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 18, sha256: "95e8a9f82e3da68c5889451ee09e2f1c7edc0137ab93d1954e5b19089339ae9e" },
+  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "419357edd3971551bd579237146be7bb00866783743eceece9f1eabb18bae692" },
+  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "e074274174e943a13876b8ececb0c4e62ad22d565988c373cd8eddd498c902d8" },
   merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "2887fa2ef1a36e51e95ebb97d9954ef336bb66d9cdd7b17555089f3db6005b34" },
 } as const;
 
@@ -52,7 +51,7 @@ export function launchAppend(slot: KernelSlot, grid: Dim3, a: AppendArgs): void 
 
 /**
  * Label scores of every cached token: 16-bit keys plus a 12-bit key histogram.
- * Grid: (NUM_SEL_HEADS, ceil(key_stride / scoreTokensPerBlock), batch).
+ * Grid: (NUM_SEL_HEADS, ceil(key_stride / tokens_per_block), batch).
  */
 export function launchScore(slot: KernelSlot, grid: Dim3, a: ScoreArgs): void {
   const v = slot.args;
@@ -67,12 +66,13 @@ export function launchScore(slot: KernelSlot, grid: Dim3, a: ScoreArgs): void {
   v.setBigUint64(64, a.keys, true);
   v.setBigUint64(72, a.hist, true);
   v.setInt32(80, a.keyStride, true);
+  v.setInt32(88, a.tokensPerBlock, true);
   slot.launch(grid);
 }
 
 /**
  * Top-k by threshold bin + radix select of the bin's candidates; resets hist/counters.
- * Grid: (NUM_SEL_HEADS, ceil(key_stride / selectTokensPerBlock), batch).
+ * Grid: (NUM_SEL_HEADS, ceil(key_stride / tokens_per_block), batch).
  */
 export function launchSelect(slot: KernelSlot, grid: Dim3, a: SelectArgs): void {
   const v = slot.args;
@@ -93,6 +93,7 @@ export function launchSelect(slot: KernelSlot, grid: Dim3, a: SelectArgs): void 
   v.setBigUint64(112, a.candKey, true);
   v.setBigUint64(120, a.selIdx, true);
   v.setInt32(128, a.selStride, true);
+  v.setInt32(136, a.tokensPerBlock, true);
   slot.launch(grid);
 }
 

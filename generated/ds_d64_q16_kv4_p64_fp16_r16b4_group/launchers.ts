@@ -5,12 +5,11 @@ export const variant = "ds_d64_q16_kv4_p64_fp16_r16b4_group";
 export const tuning = {
   appendThreads: 128,
   scoreThreads: 256,
-  scoreTokensPerBlock: 2048,
   selectThreads: 256,
-  selectTokensPerBlock: 4096,
-  selectSmemCandidates: 4096,
+  selectSmemCandidates: 2048,
   attentionThreads: 128,
   attentionRowTile: 256,
+  attentionMma: true,
   denseHeadsPerBlock: 4,
   denseUnroll: 2,
   sparseHeadsPerBlock: 4,
@@ -22,10 +21,10 @@ export const tuning = {
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
   append: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "a7a82761f52c6a38ef2acfc0a7c7370640b7641a2759aa0b93b5219fdd4abad3" },
-  score: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_score", file: "score.cu", threads: 256, argCount: 11, sha256: "a5e4d11ca3cf79c84bff530b94d18add635b69696f93dcffcbfc6fdf46c628b1" },
-  select: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_select", file: "select.cu", threads: 256, argCount: 17, sha256: "7157bbd3ef9f0555e3e9ee7bd492fe0300b6eef946064afb4ce9a9e4cdf27548" },
-  dense: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "3287f754edeeb1d3327c438e77fdda63f533b0e050fad818cd3d35cddbdf0a00" },
-  sparse: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "d101d90b2f6426a34714da81278573b00292437d36548540732aed41feae7243" },
+  score: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_score", file: "score.cu", threads: 256, argCount: 12, sha256: "32abda7e26fc64f9f9a02b8724d31272b1f82cf2846a1564aa3f75fdc30f7b39" },
+  select: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_select", file: "select.cu", threads: 256, argCount: 18, sha256: "272a420d54f3e2cc5c3485d76e752059ce672bbf1375c8061524438004d2cf67" },
+  dense: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "a0648c5418e9326b0c5fb3bb91ddc129c9fea6085d8a7cae0c2f305c83330784" },
+  sparse: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "411a6e437879ffdc29c17c8410859a1656946c1becafbf960c43a9aa726a85ae" },
   merge: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_merge", file: "merge.cu", threads: 64, argCount: 8, sha256: "22a4e8cdf8a6e7cce1a9b78efe9e75cc261ad74388c4cc77125b14dcc23d7b51" },
 } as const;
 
@@ -52,7 +51,7 @@ export function launchAppend(slot: KernelSlot, grid: Dim3, a: AppendArgs): void 
 
 /**
  * Label scores of every cached token: 16-bit keys plus a 12-bit key histogram.
- * Grid: (NUM_SEL_HEADS, ceil(key_stride / scoreTokensPerBlock), batch).
+ * Grid: (NUM_SEL_HEADS, ceil(key_stride / tokens_per_block), batch).
  */
 export function launchScore(slot: KernelSlot, grid: Dim3, a: ScoreArgs): void {
   const v = slot.args;
@@ -67,12 +66,13 @@ export function launchScore(slot: KernelSlot, grid: Dim3, a: ScoreArgs): void {
   v.setBigUint64(64, a.keys, true);
   v.setBigUint64(72, a.hist, true);
   v.setInt32(80, a.keyStride, true);
+  v.setInt32(88, a.tokensPerBlock, true);
   slot.launch(grid);
 }
 
 /**
  * Top-k by threshold bin + radix select of the bin's candidates; resets hist/counters.
- * Grid: (NUM_SEL_HEADS, ceil(key_stride / selectTokensPerBlock), batch).
+ * Grid: (NUM_SEL_HEADS, ceil(key_stride / tokens_per_block), batch).
  */
 export function launchSelect(slot: KernelSlot, grid: Dim3, a: SelectArgs): void {
   const v = slot.args;
@@ -93,6 +93,7 @@ export function launchSelect(slot: KernelSlot, grid: Dim3, a: SelectArgs): void 
   v.setBigUint64(112, a.candKey, true);
   v.setBigUint64(120, a.selIdx, true);
   v.setInt32(128, a.selStride, true);
+  v.setInt32(136, a.tokensPerBlock, true);
   slot.launch(grid);
 }
 

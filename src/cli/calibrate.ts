@@ -38,7 +38,9 @@ const HELP = `deno task calibrate [options]
 
 function positiveInt(flag: string, value: string): number {
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`${flag}: got ${value}; expected an integer >= 1`);
+  if (!Number.isInteger(n) || n < 1) {
+    throw new Error(`${flag}: got ${value}; expected an integer >= 1`);
+  }
   return n;
 }
 

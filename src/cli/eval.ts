@@ -54,12 +54,13 @@ export const EXPECTED_TOLERANCE = 0.01;
 
 function positiveInt(flag: string, value: string): number {
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`${flag}: got ${value}; expected an integer >= 1`);
+  if (!Number.isInteger(n) || n < 1) {
+    throw new Error(`${flag}: got ${value}; expected an integer >= 1`);
+  }
   return n;
 }
 
-const pct = (x: number | null) =>
-  x === null ? "-" : `${x >= 0 ? "+" : ""}${(100 * x).toFixed(1)}%`;
+const pct = (x: number | null) => x === null ? "-" : `${x >= 0 ? "+" : ""}${(100 * x).toFixed(1)}%`;
 
 export interface ReportRow extends EvalRow {
   readonly preset: EvalPreset;
@@ -85,7 +86,9 @@ export function markdownTable(rows: readonly ReportRow[]): string {
     const denseLayers = dense ? "all" : p.denseLayers.length ? p.denseLayers.join(",") : "none";
     const recall = dense ? "-" : row.recallPerLayer.map((x) => x.toFixed(3)).join(" ");
     lines.push(
-      `| ${p.name} | ${p.label} | ${r} | ${bits} | ${denseLayers} | ${row.bitsPerByte.toFixed(4)} | ` +
+      `| ${p.name} | ${p.label} | ${r} | ${bits} | ${denseLayers} | ${
+        row.bitsPerByte.toFixed(4)
+      } | ` +
         `${dense ? "-" : pct(row.relativeToDense)} | ${p.expected.toFixed(4)} | ` +
         `${pct(row.diffVsExpected)} | ${row.withinTolerance ? "yes" : "NO"} | ${recall} |`,
     );

@@ -105,7 +105,7 @@ export const KERNELS: readonly KernelDescription[] = [
     id: "score",
     template: "score.cu.hbs",
     doc: "Label scores of every cached token: 16-bit keys plus a 12-bit key histogram.",
-    grid: "(NUM_SEL_HEADS, ceil(key_stride / scoreTokensPerBlock), batch)",
+    grid: "(NUM_SEL_HEADS, ceil(key_stride / tokens_per_block), batch)",
     args: [
       q,
       channels,
@@ -118,13 +118,14 @@ export const KERNELS: readonly KernelDescription[] = [
       keys(true),
       hist,
       keyStride,
+      i32("tokens_per_block", "tokens scored per block (grid.y = ceil(key_stride / this))"),
     ],
   },
   {
     id: "select",
     template: "select.cu.hbs",
     doc: "Top-k by threshold bin + radix select of the bin's candidates; resets hist/counters.",
-    grid: "(NUM_SEL_HEADS, ceil(key_stride / selectTokensPerBlock), batch)",
+    grid: "(NUM_SEL_HEADS, ceil(key_stride / tokens_per_block), batch)",
     args: [
       q,
       channels,
@@ -138,11 +139,12 @@ export const KERNELS: readonly KernelDescription[] = [
       keys(false),
       hist,
       keyStride,
-      ptr("counters", "u32* ", "[batch][NUM_SEL_HEADS][4] zero between uses"),
+      ptr("counters", "u32* ", "[batch][NUM_SEL_HEADS][32] zero between uses"),
       ptr("cand_idx", "int* ", "[batch][NUM_SEL_HEADS][key_stride] candidate scratch"),
       ptr("cand_key", "u32* ", "[batch][NUM_SEL_HEADS][key_stride] candidate key scratch"),
       ptr("sel_idx", "int* ", "[batch][NUM_SEL_HEADS][sel_stride] selected tokens (unordered)"),
       i32("sel_stride", "row stride of sel_idx (>= largest budget)"),
+      i32("tokens_per_block", "keys scanned per block (grid.y = ceil(key_stride / this))"),
     ],
   },
   {
@@ -211,12 +213,12 @@ export const KERNELS: readonly KernelDescription[] = [
 export interface Tuning {
   readonly appendThreads: number;
   readonly scoreThreads: number;
-  readonly scoreTokensPerBlock: number;
   readonly selectThreads: number;
-  readonly selectTokensPerBlock: number;
   readonly selectSmemCandidates: number;
   readonly attentionThreads: number;
   readonly attentionRowTile: number;
+  /** Tensor-core (mma.sync) attention body; head dim 256 uses the CUDA-core body. */
+  readonly attentionMma: boolean;
   readonly denseHeadsPerBlock: number;
   readonly denseUnroll: number;
   readonly sparseHeadsPerBlock: number;
@@ -247,12 +249,11 @@ export function tuningFor(spec: AttentionSpec): Tuning {
   return Object.freeze({
     appendThreads: 128,
     scoreThreads: 256,
-    scoreTokensPerBlock: 2048,
     selectThreads: 256,
-    selectTokensPerBlock: 4096,
-    selectSmemCandidates: 4096,
+    selectSmemCandidates: 2048,
     attentionThreads: 128,
     attentionRowTile: 256,
+    attentionMma: spec.headDim <= 128,
     denseHeadsPerBlock,
     denseUnroll: unrollFor(denseHeadsPerBlock),
     sparseHeadsPerBlock,

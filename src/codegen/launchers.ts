@@ -95,7 +95,11 @@ export async function renderKernelApi(): Promise<string> {
     name: "TuningInfo",
     isExported: true,
     docs: ["Launch-shape constants baked into the variant's sources."],
-    properties: tuningKeys().map((name) => ({ name, type: "number", isReadonly: true })),
+    properties: tuningKeys().map((name) => ({
+      name,
+      type: name === "attentionMma" ? "boolean" : "number",
+      isReadonly: true,
+    })),
   });
   for (const k of KERNELS) {
     sf.addInterface({
@@ -135,12 +139,11 @@ function tuningKeys(): (keyof Tuning)[] {
   return [
     "appendThreads",
     "scoreThreads",
-    "scoreTokensPerBlock",
     "selectThreads",
-    "selectTokensPerBlock",
     "selectSmemCandidates",
     "attentionThreads",
     "attentionRowTile",
+    "attentionMma",
     "denseHeadsPerBlock",
     "denseUnroll",
     "sparseHeadsPerBlock",

@@ -93,13 +93,14 @@ export function templateContext(spec: AttentionSpec, tuning: Tuning): Record<str
     kvToF32: spec.kvDtype === "fp16" ? "f16_to_f32" : "bf16_to_f32",
     f32ToKv: spec.kvDtype === "fp16" ? "f32_to_f16" : "f32_to_bf16",
     append: { threads: tuning.appendThreads },
-    score: { threads: tuning.scoreThreads, tokensPerBlock: tuning.scoreTokensPerBlock },
-    select: {
-      threads: tuning.selectThreads,
-      tokensPerBlock: tuning.selectTokensPerBlock,
-      smemCandidates: tuning.selectSmemCandidates,
+    score: { threads: tuning.scoreThreads },
+    select: { threads: tuning.selectThreads, smemCandidates: tuning.selectSmemCandidates },
+    attention: {
+      threads: tuning.attentionThreads,
+      rowTile: tuning.attentionRowTile,
+      useMma: cBool(tuning.attentionMma),
     },
-    attention: { threads: tuning.attentionThreads, rowTile: tuning.attentionRowTile },
+    mmaType: spec.kvDtype === "fp16" ? "f16" : "bf16",
     dense: { headsPerBlock: tuning.denseHeadsPerBlock, unroll: tuning.denseUnroll },
     sparse: { headsPerBlock: tuning.sparseHeadsPerBlock, unroll: tuning.sparseUnroll },
   };

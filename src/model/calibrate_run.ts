@@ -9,7 +9,7 @@
  */
 import { existsSync } from "node:fs";
 import * as path from "node:path";
-import { cuda as openCuda, type Cuda } from "../cuda/driver.ts";
+import { type Cuda, cuda as openCuda } from "../cuda/driver.ts";
 import { packageRoot } from "../cuda/library.ts";
 import { writeFileAtomic } from "../util/fs.ts";
 import { calibrateCpu, ChannelStatistics } from "./calibration.ts";
@@ -41,7 +41,9 @@ export type ResolvedDevice =
 export function parseDeviceChoice(value: string | undefined): DeviceChoice {
   const v = (value ?? "auto").toLowerCase();
   if (!DEVICE_CHOICES.includes(v as DeviceChoice)) {
-    throw new Error(`--device: got ${JSON.stringify(value)}; allowed: ${DEVICE_CHOICES.join(", ")}`);
+    throw new Error(
+      `--device: got ${JSON.stringify(value)}; allowed: ${DEVICE_CHOICES.join(", ")}`,
+    );
   }
   return v as DeviceChoice;
 }

@@ -14,7 +14,8 @@
  *
  * Rows reach the paged caches lazily: a layer writes every row it has not stored yet when it
  * next attends sparsely, so a dense prefill costs nothing extra. A call whose length is not past
- * the rows already stored means the decoder started a new sequence: the caches are emptied.
+ * the rows this layer stored (or is short of another layer's) means the decoder started a new
+ * sequence: the caches are emptied, so `reset()` is optional.
  */
 import type { AttentionSpec } from "../dsl/spec.ts";
 import { defaultScale, doubleSparsityDecode } from "../reference/attention.ts";
@@ -49,7 +50,6 @@ export class CpuDoubleSparsityAttention implements CpuAttention {
   readonly #recallSum: Float64Array;
   readonly #recallCount: Float64Array;
   readonly #measureRecall: boolean;
-  #checkedShape = false;
 
   constructor(
     readonly spec: AttentionSpec,
@@ -126,8 +126,9 @@ export class CpuDoubleSparsityAttention implements CpuAttention {
       this.lastRoutes[layer] = "dense-layer";
       return this.#dense.attend(layer, q, keys, values, len, config);
     }
-    // A length not past what this layer stored: the decoder began a new sequence.
-    if (len <= this.#written[layer]) this.reset();
+    // A length not past what this layer stored, or short of what another layer stored: the
+    // decoder began a new sequence.
+    if (len <= this.#written[layer] || this.pages.seqLens[0] > len) this.reset();
     if (this.prefill) {
       this.lastRoutes[layer] = "prefill";
       return this.#dense.attend(layer, q, keys, values, len, config);
@@ -207,7 +208,6 @@ export class CpuDoubleSparsityAttention implements CpuAttention {
   }
 
   #checkShape(config: ModelConfig): void {
-    if (this.#checkedShape) return;
     const s = this.spec;
     if (
       config.headDim !== s.headDim || config.numHeads !== s.numQHeads ||
@@ -219,6 +219,5 @@ export class CpuDoubleSparsityAttention implements CpuAttention {
           `heads, ${config.numLayers} layers)`,
       );
     }
-    this.#checkedShape = true;
   }
 }

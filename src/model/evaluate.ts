@@ -147,7 +147,10 @@ export async function evaluateGpu(
       denseLayers: v.spec ? [...v.spec.denseLayers] : allLayers(c.numLayers),
       bitsPerByte: nats / (N * T * Math.LN2),
       relativeToDense: null,
-      recallPerLayer: Array.from(recallSum, (s, l) => (recallCount[l] > 0 ? s / recallCount[l] : 1)),
+      recallPerLayer: Array.from(
+        recallSum,
+        (s, l) => (recallCount[l] > 0 ? s / recallCount[l] : 1),
+      ),
       seconds: (performance.now() - started) / 1000,
       setupSeconds,
       device: "gpu",
@@ -306,7 +309,8 @@ export const EVAL_PRESETS: readonly EvalPreset[] = [
   },
 ];
 
-const normalizeName = (s: string) => s.trim().toLowerCase().replace(/\s+/g, " ").replace(/ ?, ?/g, ",");
+const normalizeName = (s: string) =>
+  s.trim().toLowerCase().replace(/\s+/g, " ").replace(/ ?, ?/g, ",");
 
 /** The preset of that name (case and spacing are ignored). */
 export function findPreset(name: string): EvalPreset {

@@ -115,8 +115,9 @@ export class GpuDecoder implements Disposable {
   /** [layer][sparse, dense][batch][Hq] log2-sum-exp2, when measuring recall. */
   readonly #lse: DeviceBuffer | null;
   readonly #hostLse: HostBuffer | null;
-  #graph: GraphExec | undefined;
-  /** Milliseconds of the last step's attention kernels are not separable in a graph; see bench. */
+  /** One captured step per route signature (which kernels the step launches). */
+  readonly #graphs = new Map<string, GraphExec>();
+  /** Decode steps run so far. */
   steps = 0;
 
   private constructor(
@@ -488,8 +489,13 @@ export class GpuDecoder implements Disposable {
     this.plan.beginStep();
     this.cache.syncBlockTables(this.stream);
     if (useGraph) {
-      this.#graph ??= this.stream.capture(() => this.#recordStep());
-      this.#graph.launch(this.stream);
+      const signature = this.plan.routeSignature;
+      let graph = this.#graphs.get(signature);
+      if (!graph) {
+        graph = this.stream.capture(() => this.#recordStep());
+        this.#graphs.set(signature, graph);
+      }
+      graph.launch(this.stream);
     } else {
       this.#recordStep();
     }
@@ -542,7 +548,7 @@ export class GpuDecoder implements Disposable {
   }
 
   dispose(): void {
-    this.#graph?.dispose();
+    for (const g of this.#graphs.values()) g.dispose();
     for (const d of this.#owned.reverse()) d[Symbol.dispose]();
   }
 

@@ -17,6 +17,8 @@ import type { PagedKvCache } from "./caches.ts";
 import type { Variant } from "./variant.ts";
 
 const HIST_BINS = 4096;
+/** u32 counters per selection head used by the select kernel (selected, candidates, ticket, sub-histogram). */
+const SELECT_COUNTERS = 32;
 
 export interface PlanOptions {
   /** Blocks to aim for per attention launch (default: 4 per multiprocessor). */
@@ -43,6 +45,9 @@ export class DecodePlan implements Disposable {
   readonly sparseSplits: number;
   readonly maxSplits: number;
   readonly softmaxScale: number;
+  /** Tokens per block of the score and select kernels (about targetBlocks blocks per launch). */
+  readonly scoreTokensPerBlock: number;
+  readonly selectTokensPerBlock: number;
   /** Host copy of this step's routes and budgets (after beginStep). */
   readonly routes: Route[];
   readonly budgets: Int32Array;
@@ -74,11 +79,22 @@ export class DecodePlan implements Disposable {
     this.selStride = Math.max(1, budgetFor(spec.budget, this.keyStride));
     const target = opts.targetBlocks ?? 4 * cuda.info.multiprocessors;
     const minTokens = opts.minTokensPerSplit ?? 256;
-    const splitsFor = (blocksPerSplit: number, tokens: number) =>
-      Math.max(1, Math.min(Math.ceil(target / blocksPerSplit), Math.ceil(tokens / minTokens), 256));
-    this.denseSplits = splitsFor(this.batch * t.denseHeadBlocks, this.keyStride);
-    this.sparseSplits = splitsFor(this.batch * t.sparseHeadBlocks, Math.ceil(this.selStride / 4));
+    const splitsFor = (blocksPerSplit: number, tokens: number, min: number) =>
+      Math.max(1, Math.min(Math.ceil(target / blocksPerSplit), Math.ceil(tokens / min), 256));
+    this.denseSplits = splitsFor(this.batch * t.denseHeadBlocks, this.keyStride, minTokens);
+    // Selected rows are scattered (a gather, not a stream): more, smaller splits keep more of
+    // them in flight.
+    this.sparseSplits = splitsFor(this.batch * t.sparseHeadBlocks, this.selStride, minTokens / 4);
     this.maxSplits = Math.max(this.denseSplits, this.sparseSplits);
+    // Each score/select block pays a fixed cost (its histogram, the query label), so blocks take
+    // as many tokens as still leaves about `target` of them; never fewer than 1024.
+    const perBlock = (floor: number) => {
+      const pairs = this.batch * spec.numSelectionHeads;
+      const want = Math.ceil((pairs * this.keyStride) / target);
+      return Math.min(this.keyStride, Math.max(floor, Math.ceil(want / 256) * 256));
+    };
+    this.scoreTokensPerBlock = perBlock(1024);
+    this.selectTokensPerBlock = perBlock(2048);
     this.softmaxScale = 1 / Math.sqrt(spec.headDim);
     this.routes = Array(this.batch).fill("dense");
     this.budgets = new Int32Array(this.batch);
@@ -101,7 +117,7 @@ export class DecodePlan implements Disposable {
     };
     this.#keys = cuda.alloc(B * SH * this.keyStride * 2);
     this.#hist = cuda.alloc(B * SH * HIST_BINS * 4);
-    this.#counters = cuda.alloc(B * SH * 4 * 4);
+    this.#counters = cuda.alloc(B * SH * SELECT_COUNTERS * 4);
     this.#candIdx = cuda.alloc(B * SH * this.keyStride * 4);
     this.#candKey = cuda.alloc(B * SH * this.keyStride * 4);
     this.#selIdx = cuda.alloc(B * SH * this.selStride * 4);
@@ -198,10 +214,13 @@ export class DecodePlan implements Disposable {
 
   score(layer: number, q: bigint): void {
     const l = this.cache.layers[layer];
-    const t = this.variant.launchers.tuning;
     this.variant.launchers.launchScore(
       this.variant.slot("score"),
-      [this.spec.numSelectionHeads, Math.ceil(this.keyStride / t.scoreTokensPerBlock), this.batch],
+      [
+        this.spec.numSelectionHeads,
+        Math.ceil(this.keyStride / this.scoreTokensPerBlock),
+        this.batch,
+      ],
       {
         q,
         channels: l.channels.ptr,
@@ -214,16 +233,20 @@ export class DecodePlan implements Disposable {
         keys: this.#keys.ptr,
         hist: this.#hist.ptr,
         keyStride: this.keyStride,
+        tokensPerBlock: this.scoreTokensPerBlock,
       },
     );
   }
 
   select(layer: number, q: bigint): void {
     const l = this.cache.layers[layer];
-    const t = this.variant.launchers.tuning;
     this.variant.launchers.launchSelect(
       this.variant.slot("select"),
-      [this.spec.numSelectionHeads, Math.ceil(this.keyStride / t.selectTokensPerBlock), this.batch],
+      [
+        this.spec.numSelectionHeads,
+        Math.ceil(this.keyStride / this.selectTokensPerBlock),
+        this.batch,
+      ],
       {
         q,
         channels: l.channels.ptr,
@@ -242,6 +265,7 @@ export class DecodePlan implements Disposable {
         candKey: this.#candKey.ptr,
         selIdx: this.#selIdx.ptr,
         selStride: this.selStride,
+        tokensPerBlock: this.selectTokensPerBlock,
       },
     );
   }
@@ -310,16 +334,30 @@ export class DecodePlan implements Disposable {
   }
 
   /**
+   * Which kernels this step needs: the sparse chain when some sequence is routed sparse, the
+   * dense kernel when some is routed dense. Launching a kernel whose every block exits is
+   * correct but costs a few microseconds; a graph captured for one signature must be
+   * re-captured when it changes (see GpuDecoder).
+   */
+  get routeSignature(): "sparse" | "dense" | "mixed" {
+    const sparse = this.routes.some((r) => r === "sparse");
+    const dense = this.routes.some((r) => r === "dense");
+    return sparse && dense ? "mixed" : sparse ? "sparse" : "dense";
+  }
+
+  /**
    * Attention of one layer for this step: q [batch][Hq][d] -> out [batch][Hq][d] (KV dtype).
-   * `dense` forces dense attention for every sequence (dense layers, baselines).
+   * `dense` forces dense attention for every sequence (dense layers, baselines). Only the kernels
+   * the host-side routes of this step need are launched.
    */
   attention(layer: number, q: bigint, out: bigint, dense = false, lseOut = 0n): void {
-    if (!dense) {
+    const signature = dense ? "dense" : this.routeSignature;
+    if (signature !== "dense") {
       this.score(layer, q);
       this.select(layer, q);
       this.sparse(layer, q);
     }
-    this.dense(layer, q, dense);
+    if (signature !== "sparse") this.dense(layer, q, dense);
     this.merge(out, dense, lseOut);
   }
 
