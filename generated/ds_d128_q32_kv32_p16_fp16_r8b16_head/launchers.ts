@@ -22,7 +22,7 @@ export const tuning = {
 export const kernels = {
   append: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "1ac600a6681a2b8a5c31a586c57c46418f3e77a754f51924937ccbc7d2cacb1e" },
   score: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_score", file: "score.cu", threads: 256, argCount: 12, sha256: "456cd302b509a35124af5e5425729349b4962be3f26ab2aaa8954f172e17b789" },
-  select: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_select", file: "select.cu", threads: 256, argCount: 18, sha256: "e5f74e96dc5ec6473ce9e8e11a39f49bd9f88b85896fc60b4b0d068cdeabcd4a" },
+  select: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_select", file: "select.cu", threads: 256, argCount: 18, sha256: "9be0cfe8d0777419bc79acba5f3e166de137a54bc6ccdd2688b66e286103bd2a" },
   dense: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "a8766ce7860519b2d5c7125a055028a7a8980e9ea2dae0a82c64c24140972385" },
   sparse: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "03c48320de28a67f02f765d1cdf7e570c1cb8af9baa6fd63ac445af1e0869c9b" },
   merge: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "86be9395b2b4e235c997a148a16fd9495255735fae013be681d0bfadf1731f11" },

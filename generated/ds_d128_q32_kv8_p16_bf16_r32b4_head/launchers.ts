@@ -22,7 +22,7 @@ export const tuning = {
 export const kernels = {
   append: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "1520cc30d32c4ac09c6b71393d2bc8543314d8e4c9392183ab3bf6a2084cc18a" },
   score: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 12, sha256: "fb827da9cc9221360c25812942b6f9ac1a0c977ef9a51ab5139aa24f4a29d1e9" },
-  select: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 18, sha256: "dabc0201a7a5b91b1a4eee20149547027e48c779c762acb1b4ffa14842006052" },
+  select: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 18, sha256: "c77bfad69921246c5a2f412995bdc4df51986b1701ec19616fbc21d381b58e6b" },
   dense: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "ae56cb3f19823c963daf71b8c676a4627c45adc457d864f215f6b83d7ae2619e" },
   sparse: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "c24162872754fb95ab5dbfdd400cc2b52d68b4557028a6a78a169ec72c9b0003" },
   merge: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "10f65a620265a51c1146654227a964eb81677aebfedeee415e4f7bf2c8c16191" },

@@ -383,36 +383,48 @@ extern "C" __global__ void __launch_bounds__(SELECT_THREADS, 1) ds_d128_q32_kv8_
   const volatile u32* vctr = ctr;
   const u32 num_cand = vctr[CTR_CANDIDATES];
   const u32 need = (u32)k - above;
-  if (threadIdx.x == 0) {
-    // Threshold sub-bin: where the count of higher sub-bins first reaches `need`.
-    u32 acc = 0;
-    for (int sb = SUB_BINS - 1; sb >= 0; sb--) {
-      const u32 cnt = vctr[CTR_SUBHIST + sb];
-      if (acc + cnt >= need) {
-        s_thresh_sub = sb;
-        s_above2 = acc;
-        break;
-      }
-      acc += cnt;
+  // Threshold sub-bin: where the count of higher sub-bins first reaches `need`. The 16 counters
+  // are loaded by 16 lanes at once (one round trip), then scanned from the top.
+  if (warp == 0) {
+    const u32 cnt = lane < SUB_BINS ? vctr[CTR_SUBHIST + (SUB_BINS - 1 - lane)] : 0u;
+    u32 incl = cnt;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const u32 v = __shfl_up_sync(0xffffffffu, incl, o);
+      if (lane >= o) incl += v;
     }
-    s_final = 0;
-    s_taken = 0;
+    if (lane < SUB_BINS && incl - cnt < need && need <= incl) {
+      s_thresh_sub = SUB_BINS - 1 - lane;
+      s_above2 = incl - cnt;
+    }
+    if (lane == 0) {
+      s_final = 0;
+      s_taken = 0;
+    }
   }
   __syncthreads();
   const u32 thresh_sub = (u32)s_thresh_sub;
   // Sub-bins above the threshold are taken whole; the threshold sub-bin's tokens are the final
   // candidates (kept in shared memory when they fit, else compacted in place in global memory).
-  u32 n_taken_whole = 0;
-  for (u32 i = threadIdx.x; i < num_cand; i += SELECT_THREADS) {
-    const u32 e = cand[i];
-    const u32 sub = e >> 28;
-    const int t = (int)(e & 0x0fffffffu);
-    if (sub > thresh_sub) {
-      sel[above + atomicAdd(&s_taken, 1u)] = t;
-      n_taken_whole++;
-    } else if (sub == thresh_sub) {
-      const u32 slot = atomicAdd(&s_final, 1u);
-      if (slot < SMEM_CANDIDATES) s_idx[slot] = t;
+  constexpr int CAND_UNROLL = 4;  // candidate entries loaded per thread before any is used
+  for (u32 i0 = 0; i0 < num_cand; i0 += SELECT_THREADS * CAND_UNROLL) {
+    u32 e[CAND_UNROLL];
+#pragma unroll
+    for (int u = 0; u < CAND_UNROLL; u++) {
+      const u32 i = i0 + u * SELECT_THREADS + threadIdx.x;
+      e[u] = i < num_cand ? cand[i] : 0xffffffffu;
+    }
+#pragma unroll
+    for (int u = 0; u < CAND_UNROLL; u++) {
+      if (e[u] == 0xffffffffu) continue;
+      const u32 sub = e[u] >> 28;
+      const int t = (int)(e[u] & 0x0fffffffu);
+      if (sub > thresh_sub) {
+        sel[above + atomicAdd(&s_taken, 1u)] = t;
+      } else if (sub == thresh_sub) {
+        const u32 slot = atomicAdd(&s_final, 1u);
+        if (slot < SMEM_CANDIDATES) s_idx[slot] = t;
+      }
     }
   }
   __syncthreads();
@@ -528,7 +540,6 @@ extern "C" __global__ void __launch_bounds__(SELECT_THREADS, 1) ds_d128_q32_kv8_
       if (key >= threshold) sel[base_taken + atomicAdd(&s_taken, 1u)] = t;
     }
   }
-  (void)n_taken_whole;
   __syncthreads();
   // Leave the histogram and counters zeroed for the next layer or step.
   for (int i = threadIdx.x; i < HIST_BINS; i += SELECT_THREADS) g_hist[i] = 0;

@@ -22,7 +22,7 @@ export const tuning = {
 export const kernels = {
   append: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "3e71d2168e3675292f7ab4f6e3149ab88627d17a87f99ccf0b4533ff91e3ad0b" },
   score: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_score", file: "score.cu", threads: 256, argCount: 12, sha256: "b665832728eb69dcaa1660a107c6a09c3623c6c6007f5bfdb72fffb2ddbed732" },
-  select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_select", file: "select.cu", threads: 256, argCount: 18, sha256: "86a6f48c051f6cf168415ceb351a4dd6005931d83097617ebf6a78a0f1ba2ad7" },
+  select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_select", file: "select.cu", threads: 256, argCount: 18, sha256: "ef0acc256ebd5a15a25d79bdc8c7187c02b3f8fc0cfa5bf3eb5a02d7bf034a04" },
   dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "a8053fc1ec7c479cf29f074193b64db1dbb9206828e9b7d94399e1448940d614" },
   sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "f9ac5e17b8906b7ab6b8bc475ab0cb6aba6f8596910c36e859e585e4836130ba" },
   merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "7ac5551d5fe7adde2711c4d0a512f7bba3b2a7ea12c992bfefd5378081c4e639" },

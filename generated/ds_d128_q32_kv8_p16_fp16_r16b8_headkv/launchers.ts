@@ -22,7 +22,7 @@ export const tuning = {
 export const kernels = {
   append: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_append", file: "append.cu", threads: 128, argCount: 12, sha256: "f94579ed8c253b5b4e1531cdf5b9680b90583a8908dc6bd232bbfb509638d63c" },
   score: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_score", file: "score.cu", threads: 256, argCount: 12, sha256: "22a6eeba174ed4f808a821a92db6d6a6b09f42ff6aee6caf04dae7ddc9eb72e5" },
-  select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_select", file: "select.cu", threads: 256, argCount: 18, sha256: "7025694f7c73e69b050595751b17bee1ff4ac8c9412168ce62cfaebff1c37d4c" },
+  select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_select", file: "select.cu", threads: 256, argCount: 18, sha256: "08058a01587744453895918f817ddbdd883a9a97748eee8bf16e380579cf179d" },
   dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "f3cd40e22f38cb32e42b1459209af17970355447bc450f7d443d76e680a26599" },
   sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "7d1369332693108d92f49a18ce89f337fa6f309b10a22e521511153d5dac1e1d" },
   merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "dad5719099c4ac4f1350bb9dba70bdf8f799b2311f006b6e939a1f0afc473211" },

@@ -22,7 +22,7 @@ export const tuning = {
 export const kernels = {
   append: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "1b1d704ddb603a4955b425e81b03ca2c3e09184de86e502eba07cb0ddeac3b36" },
   score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_score", file: "score.cu", threads: 256, argCount: 12, sha256: "9b4b4501e53ec6a0b612271ab178de55c7458807b9ce338f72709479db93f814" },
-  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_select", file: "select.cu", threads: 256, argCount: 18, sha256: "d35096871c5f384aca65e2010a5129859a53717a5dc64a96e7d5c8a9481ab6f6" },
+  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_select", file: "select.cu", threads: 256, argCount: 18, sha256: "d4d683fae6ad91fe32ec259ddc68985635b0993fe4e8f85995dd483a65428f74" },
   dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "cfd8fe118969f9462a948d3264133fa681f92f2ccf0b2146a5f5fbd315cc3b51" },
   sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "60fe4e8e56c560ee5ece2ddd76e52e004885d6dd5036dbd49b373688595514bc" },
   merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "8e9b8f1dd574214be52d3fdf01e460fd215dd4f89247aa895b92141e0d0f75ca" },

@@ -22,7 +22,7 @@ export const tuning = {
 export const kernels = {
   append: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "a73a4e727da3ef6b5306a9be10d574cf44352d39eb5d361a408816f1ce5217d4" },
   score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_score", file: "score.cu", threads: 256, argCount: 12, sha256: "b747d92fcf9c64af2824a335c5427b0e9d96a087275fdf51c66ee5ea89585f23" },
-  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_select", file: "select.cu", threads: 256, argCount: 18, sha256: "2eed20dfc6fcb0420e4dc6a760c3445c945e0afd387b5dc20be00922cc68808f" },
+  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_select", file: "select.cu", threads: 256, argCount: 18, sha256: "5708dbe5aef72c1f6203c8b5f3afdc6cd7c90edaa67bf0f92ff9ffc195f99683" },
   dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "60103cfa506d43bdcdcda44cd369f01b6bd0f2188a45542f860952293b61d6c2" },
   sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "c353a3e0372d793a9d8230bd0b9333718c37c6d32f5865123f4c84dbd91bed8d" },
   merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "9604b59c27f0b29aacc43f86411eaeedf496c5b8df6e56dc8432910eed93f823" },

@@ -22,7 +22,7 @@ export const tuning = {
 export const kernels = {
   append: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "3f113a6b10f88a6f9b691511f3ae7dee7d2d8bdd4e393a3ed15151d6df4fb0f8" },
   score: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 12, sha256: "50b696bf8a29419f4781bcb6e323801b810367bf239cc5e491d3d7a9225a488b" },
-  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 18, sha256: "95e8a9f82e3da68c5889451ee09e2f1c7edc0137ab93d1954e5b19089339ae9e" },
+  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 18, sha256: "c34cd16b85ff4269e7fc5da1b58c14c740e309671a8830fd53e284222947985f" },
   dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "419357edd3971551bd579237146be7bb00866783743eceece9f1eabb18bae692" },
   sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "e074274174e943a13876b8ececb0c4e62ad22d565988c373cd8eddd498c902d8" },
   merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "2887fa2ef1a36e51e95ebb97d9954ef336bb66d9cdd7b17555089f3db6005b34" },

@@ -22,7 +22,7 @@ export const tuning = {
 export const kernels = {
   append: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "b89aeb1828d5f5e330f8c94383add56495d46c358eb3510d74b3f0e319ca16d4" },
   score: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_score", file: "score.cu", threads: 256, argCount: 12, sha256: "72a48cbca362ae3f0895ca18ee05d31bbf9d036fd3edbc019e60e47e1adebecd" },
-  select: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_select", file: "select.cu", threads: 256, argCount: 18, sha256: "491297343f15bbfa7f8e58b2195687fd66b827a5ef2acf1147c9c820dde619e9" },
+  select: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_select", file: "select.cu", threads: 256, argCount: 18, sha256: "1c52e492446a5881b7553413c6a8501047d7ad668e5279d63492295e2fd0a6a2" },
   dense: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "6bec19639d54ecdba8a8ef34486cfd5f3bdf085310f925776aaa6d348d3f57aa" },
   sparse: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "22328bfaa19069e96bbdbfad2c98db040b66a28e91a8c6a5555e30a968ace50c" },
   merge: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_merge", file: "merge.cu", threads: 256, argCount: 8, sha256: "7251a2e90ad9bba1f05894415441969d0992f67d0f77692bc234b67311e3b8d7" },

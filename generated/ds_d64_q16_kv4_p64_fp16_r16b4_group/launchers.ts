@@ -22,7 +22,7 @@ export const tuning = {
 export const kernels = {
   append: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "a7a82761f52c6a38ef2acfc0a7c7370640b7641a2759aa0b93b5219fdd4abad3" },
   score: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_score", file: "score.cu", threads: 256, argCount: 12, sha256: "32abda7e26fc64f9f9a02b8724d31272b1f82cf2846a1564aa3f75fdc30f7b39" },
-  select: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_select", file: "select.cu", threads: 256, argCount: 18, sha256: "272a420d54f3e2cc5c3485d76e752059ce672bbf1375c8061524438004d2cf67" },
+  select: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_select", file: "select.cu", threads: 256, argCount: 18, sha256: "e30f9e2fb1383f8368f6bbea0e3799b96616ddb3c58716026d32720268559873" },
   dense: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "a0648c5418e9326b0c5fb3bb91ddc129c9fea6085d8a7cae0c2f305c83330784" },
   sparse: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "411a6e437879ffdc29c17c8410859a1656946c1becafbf960c43a9aa726a85ae" },
   merge: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_merge", file: "merge.cu", threads: 64, argCount: 8, sha256: "22a4e8cdf8a6e7cce1a9b78efe9e75cc261ad74388c4cc77125b14dcc23d7b51" },

@@ -27,6 +27,15 @@ import { type ChannelSource, labelChannelsFor } from "./channels.ts";
 import type { ModelConfig } from "./config.ts";
 import { ropeInverseFrequencies } from "./rope.ts";
 import type { LoadedModel } from "./weights.ts";
+import { UtilKernels } from "../runtime/util_kernels.ts";
+
+/** A model whose weights are drawn at random on the device (for benchmarks of large shapes). */
+export interface RandomModel {
+  readonly config: ModelConfig;
+  readonly seed: number;
+  /** Standard deviation of every matrix entry. */
+  readonly scale: number;
+}
 
 export interface GpuDecoderOptions {
   /** Sequences decoded together. */
@@ -122,7 +131,7 @@ export class GpuDecoder implements Disposable {
 
   private constructor(
     cuda: Cuda,
-    model: LoadedModel,
+    model: LoadedModel | RandomModel,
     opts: GpuDecoderOptions,
     variant: Variant,
     modelFns: Record<ModelKernel, KernelFunction>,
@@ -157,25 +166,52 @@ export class GpuDecoder implements Disposable {
       for (const p of parts) (out.set(p, at), at += p.length);
       return out;
     };
-    const w = model.weights;
-    this.#embed = upload(w.embed);
-    this.#layers = w.layers.map((l) => {
-      if (l.oBias) throw new Error("GpuDecoder: o_proj bias is not supported");
-      const hasBias = !!(l.qBias && l.kBias && l.vBias);
-      const layer: LayerWeightsGpu = {
-        inputNorm: upload(l.inputNorm, true),
-        qkv: upload(concat(l.q, l.k, l.v)),
-        qkvBias: hasBias ? upload(concat(l.qBias!, l.kBias!, l.vBias!), true) : null,
-        o: upload(l.o),
-        postNorm: upload(l.postAttentionNorm, true),
-        gateUp: upload(concat(l.gate, l.up)),
-        down: upload(l.down),
+    if ("weights" in model) {
+      const w = model.weights;
+      this.#embed = upload(w.embed);
+      this.#layers = w.layers.map((l) => {
+        if (l.oBias) throw new Error("GpuDecoder: o_proj bias is not supported");
+        const hasBias = !!(l.qBias && l.kBias && l.vBias);
+        const layer: LayerWeightsGpu = {
+          inputNorm: upload(l.inputNorm, true),
+          qkv: upload(concat(l.q, l.k, l.v)),
+          qkvBias: hasBias ? upload(concat(l.qBias!, l.kBias!, l.vBias!), true) : null,
+          o: upload(l.o),
+          postNorm: upload(l.postAttentionNorm, true),
+          gateUp: upload(concat(l.gate, l.up)),
+          down: upload(l.down),
+        };
+        this.stream.synchronize(); // host staging arrays may go
+        return layer;
+      });
+      this.#finalNorm = upload(w.finalNorm, true);
+      this.#lmHead = upload(w.lmHead);
+    } else {
+      // Random weights drawn on the device (benchmarks of large shapes): N(0, scale^2)
+      // matrices, unit norms.
+      using util = new UtilKernels(cuda, dtype);
+      let seed = model.seed;
+      const matrix = (rows: number, cols: number) => {
+        const buf = own(cuda.alloc(rows * cols * 2));
+        util.fillNormal(buf, seed++, model.scale, this.stream);
+        return buf;
       };
-      this.stream.synchronize(); // host staging arrays may go
-      return layer;
-    });
-    this.#finalNorm = upload(w.finalNorm, true);
-    this.#lmHead = upload(w.lmHead);
+      const ones = () => upload(new Float32Array(c.hiddenSize).fill(1), true);
+      const qkvRows = (c.numHeads + 2 * c.numKvHeads) * c.headDim;
+      this.#embed = matrix(c.vocabSize, c.hiddenSize);
+      this.#layers = Array.from({ length: c.numLayers }, () => ({
+        inputNorm: ones(),
+        qkv: matrix(qkvRows, c.hiddenSize),
+        qkvBias: null,
+        o: matrix(c.hiddenSize, c.numHeads * c.headDim),
+        postNorm: ones(),
+        gateUp: matrix(2 * c.intermediateSize, c.hiddenSize),
+        down: matrix(c.hiddenSize, c.intermediateSize),
+      }));
+      this.#finalNorm = ones();
+      this.#lmHead = matrix(c.vocabSize, c.hiddenSize);
+      this.stream.synchronize();
+    }
     this.#invFreq = upload(Float32Array.from(ropeInverseFrequencies(c.headDim, c.ropeTheta)), true);
 
     this.cache = own(
@@ -238,7 +274,7 @@ export class GpuDecoder implements Disposable {
 
   static async create(
     cuda: Cuda,
-    model: LoadedModel,
+    model: LoadedModel | RandomModel,
     opts: GpuDecoderOptions,
   ): Promise<GpuDecoder> {
     const c = model.config;
@@ -527,6 +563,46 @@ export class GpuDecoder implements Disposable {
       }
       return { mean: count ? sum / count : 1, count };
     });
+  }
+
+  /**
+   * Median milliseconds of the attention part of one decode step (every layer's attention
+   * kernels on the current q, as a graph), for the share of step time spent in attention.
+   * Call after at least one step; it does not change the caches.
+   */
+  timeAttention(repeats = 20): number {
+    const graph = this.stream.capture(() => {
+      for (let layer = 0; layer < this.config.numLayers; layer++) {
+        this.plan.attention(layer, this.#q.ptr, this.#attn.ptr, this.isDenseLayer(layer));
+      }
+    });
+    try {
+      return this.#timeGraph(graph, repeats);
+    } finally {
+      graph.dispose();
+    }
+  }
+
+  /** Median milliseconds of one whole decode step replayed as a graph (no host work). */
+  timeStep(repeats = 20): number {
+    const graph = this.#graphs.get(this.plan.routeSignature);
+    if (!graph) throw new Error("timeStep: run step() once first");
+    return this.#timeGraph(graph, repeats);
+  }
+
+  #timeGraph(graph: GraphExec, repeats: number): number {
+    using start = this.#cuda.event(), end = this.#cuda.event();
+    graph.launch(this.stream);
+    const times: number[] = [];
+    for (let i = 0; i < repeats; i++) {
+      start.record(this.stream);
+      graph.launch(this.stream);
+      end.record(this.stream);
+      end.synchronize();
+      times.push(end.since(start));
+    }
+    times.sort((a, b) => a - b);
+    return times[Math.floor(times.length / 2)];
   }
 
   /** Empties every sequence (pages go back to the pool); statistics are kept. */

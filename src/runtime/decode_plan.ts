@@ -79,12 +79,35 @@ export class DecodePlan implements Disposable {
     this.selStride = Math.max(1, budgetFor(spec.budget, this.keyStride));
     const target = opts.targetBlocks ?? 4 * cuda.info.multiprocessors;
     const minTokens = opts.minTokensPerSplit ?? 256;
-    const splitsFor = (blocksPerSplit: number, tokens: number, min: number) =>
-      Math.max(1, Math.min(Math.ceil(target / blocksPerSplit), Math.ceil(tokens / min), 256));
-    this.denseSplits = splitsFor(this.batch * t.denseHeadBlocks, this.keyStride, minTokens);
-    // Selected rows are scattered (a gather, not a stream): more, smaller splits keep more of
-    // them in flight.
-    this.sparseSplits = splitsFor(this.batch * t.sparseHeadBlocks, this.selStride, minTokens / 4);
+    // Attention blocks are sized to fill whole waves: two waves of as many blocks as fit on the
+    // multiprocessors at once (registers decide it), so no wave runs a third full.
+    const waves = (id: "dense" | "sparse") => {
+      const { registers } = variant.kernels[id].info;
+      const perThread = Math.max(8, Math.ceil(registers / 8) * 8);
+      const resident = Math.max(
+        1,
+        Math.min(16, Math.floor(65536 / (perThread * t.attentionThreads))),
+      );
+      return opts.targetBlocks ?? 2 * resident * cuda.info.multiprocessors;
+    };
+    const splitsFor = (goal: number, blocksPerSplit: number, tokens: number, min: number) => {
+      const byTokens = Math.max(1, Math.ceil(tokens / min));
+      const wanted = Math.max(1, Math.round(goal / blocksPerSplit));
+      return Math.min(wanted, byTokens, 256);
+    };
+    this.denseSplits = splitsFor(
+      waves("dense"),
+      this.batch * t.denseHeadBlocks,
+      this.keyStride,
+      minTokens,
+    );
+    // Selected rows are scattered (a gather, not a stream): smaller splits keep more in flight.
+    this.sparseSplits = splitsFor(
+      waves("sparse"),
+      this.batch * t.sparseHeadBlocks,
+      this.selStride,
+      minTokens / 4,
+    );
     this.maxSplits = Math.max(this.denseSplits, this.sparseSplits);
     // Each score/select block pays a fixed cost (its histogram, the query label), so blocks take
     // as many tokens as still leaves about `target` of them; never fewer than 1024.

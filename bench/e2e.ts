@@ -1,0 +1,230 @@
+/**
+ * End-to-end decoding throughput of the GPU decoder, dense vs Double Sparsity (GPU machine):
+ *  - the bundled tiny-code-llama at its long context (4K positions): real prefill of held-out
+ *    Python, then greedy decoding;
+ *  - a Llama-3-8B-shaped decoder (32 layers, 4096 hidden, 32/8 heads, fp16) with random weights
+ *    drawn on the device and random caches, batch 8 and 32 at 16K and 32K contexts.
+ * Tokens/s = batch / step time, the step replayed as one CUDA graph; the attention share is the
+ * attention kernels' graph time over the step's. Writes bench/results/e2e-<card>-<date>.{json,md}.
+ *
+ *   deno run -A bench/e2e.ts [--quick] [--out DIR]
+ */
+import { parseArgs } from "node:util";
+import { join } from "node:path";
+import { cuda as openCuda } from "../src/cuda/driver.ts";
+import { type AttentionSpec, defineAttention } from "../src/dsl/spec.ts";
+import { GpuDecoder } from "../src/model/gpu_decoder.ts";
+import { loadModel } from "../src/model/weights.ts";
+import { readChannelConfig } from "../src/model/channel_config.ts";
+import type { ModelConfig } from "../src/model/config.ts";
+import { UtilKernels } from "../src/runtime/util_kernels.ts";
+import { packageRoot } from "../src/cuda/library.ts";
+import { writeFileAtomic } from "../src/util/fs.ts";
+
+const { values: args } = parseArgs({
+  args: Deno.args,
+  options: { quick: { type: "boolean", default: false }, out: { type: "string" } },
+});
+const root = packageRoot();
+const outDir = args.out ?? join(root, "bench", "results");
+const cuda = openCuda();
+const info = cuda.info;
+
+interface E2eRow {
+  model: string;
+  batch: number;
+  context: number;
+  method: string;
+  stepMs: number;
+  attentionMs: number;
+  tokensPerSecond: number;
+}
+const rows: E2eRow[] = [];
+
+async function measure(
+  model: string,
+  dec: GpuDecoder,
+  method: string,
+  context: number,
+  feed: () => number[],
+): Promise<void> {
+  for (let i = 0; i < 3; i++) dec.step(feed()); // capture + warm up
+  const stepMs = dec.timeStep(20);
+  const attentionMs = dec.timeAttention(20);
+  rows.push({
+    model,
+    batch: dec.batch,
+    context,
+    method,
+    stepMs,
+    attentionMs,
+    tokensPerSecond: (dec.batch * 1000) / stepMs,
+  });
+  console.log(
+    `${model} B=${dec.batch} L=${context} ${method}: step ${stepMs.toFixed(3)} ms ` +
+      `(attention ${attentionMs.toFixed(3)} ms), ${
+        ((dec.batch * 1000) / stepMs).toFixed(0)
+      } tokens/s`,
+  );
+  await Promise.resolve();
+}
+
+// ---- 1. tiny-code-llama at 4K positions ----
+{
+  const model = await loadModel(join(root, "examples/models/tiny-code-llama"));
+  const c = model.config;
+  const text = Deno.readFileSync(join(root, "examples/data/python-heldout.txt"));
+  const config = await readChannelConfig(
+    join(root, "examples/data/tiny-code-llama-qk-channels.json"),
+    {
+      numLayers: c.numLayers,
+      numHeads: c.numHeads,
+      numKvHeads: c.numKvHeads,
+      headDim: c.headDim,
+    },
+  );
+  const spec = defineAttention({
+    headDim: c.headDim,
+    numQHeads: c.numHeads,
+    numKvHeads: c.numKvHeads,
+    kvDtype: "fp16",
+    pageSize: 16,
+    labels: { channels: 16, bits: 16 },
+    selection: "head",
+    budget: { ratio: 1 / 16, min: 16 },
+    denseLayers: [0, 1],
+  });
+  const L = 4000;
+  for (const batch of [1, 8]) {
+    for (const s of [undefined, spec]) {
+      using dec = await GpuDecoder.create(cuda, model, {
+        batch,
+        maxContext: L + 64,
+        spec: s,
+        channels: s ? { config } : undefined,
+        maxPrefillRows: 8192,
+      });
+      const prompts = Array.from(
+        { length: batch },
+        (_, b) => Array.from(text.subarray(b * 1000, b * 1000 + L)),
+      );
+      let logits = dec.prefill(prompts);
+      const next = () => {
+        const out: number[] = [];
+        for (let b = 0; b < batch; b++) {
+          let best = 0;
+          for (let v = 1; v < c.vocabSize; v++) {
+            if (logits[b * c.vocabSize + v] > logits[b * c.vocabSize + best]) best = v;
+          }
+          out.push(best);
+        }
+        return out;
+      };
+      await measure("tiny-code-llama", dec, s ? "DS head r16b16, dense 0,1" : "dense", L, () => {
+        const t = next();
+        logits = dec.step(t);
+        return t;
+      });
+    }
+  }
+}
+
+// ---- 2. Llama-3-8B shape, random weights ----
+const llama3: ModelConfig = {
+  modelType: "llama",
+  hiddenSize: 4096,
+  intermediateSize: 14336,
+  numLayers: 32,
+  numHeads: 32,
+  numKvHeads: 8,
+  headDim: 128,
+  vocabSize: 128256,
+  rmsNormEps: 1e-5,
+  ropeTheta: 500000,
+  tieWordEmbeddings: false,
+  attentionBias: false,
+  maxPositionEmbeddings: 131072,
+  slidingWindow: null,
+};
+const dsSpec: AttentionSpec = defineAttention({
+  headDim: 128,
+  numQHeads: 32,
+  numKvHeads: 8,
+  kvDtype: "fp16",
+  pageSize: 16,
+  labels: { channels: 16, bits: 8 },
+  selection: "group",
+  budget: { ratio: 1 / 16, min: 16 },
+  denseLayers: [0, 1],
+});
+using util = new UtilKernels(cuda, "fp16");
+const configs = args.quick ? [[8, 16384]] : [[8, 16384], [8, 32768], [32, 16384], [32, 32768]];
+for (const [batch, L] of configs) {
+  const kvBytes = batch * L * llama3.numLayers * llama3.numKvHeads * 512;
+  if (kvBytes + 20e9 > info.totalMemBytes * 0.9) {
+    console.log(
+      `skip llama3-8b B=${batch} L=${L}: ${
+        (kvBytes / 1e9).toFixed(0)
+      } GB of K/V + 16 GB of weights`,
+    );
+    continue;
+  }
+  for (const s of [undefined, dsSpec]) {
+    using dec = await GpuDecoder.create(cuda, { config: llama3, seed: 7, scale: 0.02 }, {
+      batch,
+      maxContext: L + 32,
+      spec: s,
+      channels: s ? { randomSeed: 3 } : undefined,
+      maxPrefillRows: batch,
+    });
+    // Random caches of L - 1 tokens per sequence; each step appends one.
+    for (let b = 0; b < batch; b++) dec.cache.pages.grow(b, L - 1);
+    dec.cache.syncBlockTables(dec.stream);
+    dec.cache.layers.forEach((layer, i) => {
+      util.fillNormal(layer.k, 100 + 3 * i, 1, dec.stream);
+      util.fillNormal(layer.v, 101 + 3 * i, 1, dec.stream);
+      if (dec.spec.labelBits === 16) util.fillNormal(layer.labels, 102 + 3 * i, 1, dec.stream);
+      else util.fillLabels(layer.labels, layer.meta, 102 + 3 * i, dec.stream);
+    });
+    dec.stream.synchronize();
+    const tokens = Array.from({ length: batch }, (_, b) => (b * 7919) % llama3.vocabSize);
+    await measure(
+      "llama3-8b (random)",
+      dec,
+      s ? "DS group r16b8, dense 0,1" : "dense",
+      L,
+      () => tokens,
+    );
+  }
+}
+
+// ---- report ----
+const date = new Date().toISOString().slice(0, 10);
+const card = info.name.replace(/[^A-Za-z0-9]+/g, "-").replace(/^-|-$/g, "");
+const lines = [
+  `# End-to-end decoding on ${info.name} (${date})`,
+  "",
+  "Step = one decode step of every layer for the whole batch, replayed as one CUDA graph (median of 20);",
+  "attention = the attention kernels of all layers alone, replayed the same way.",
+  "",
+  "| model | batch | context | method | step ms | attention ms | attention share | tokens/s | speedup |",
+  "|---|---|---|---|---|---|---|---|---|",
+];
+for (const r of rows) {
+  const dense = rows.find((d) =>
+    d.model === r.model && d.batch === r.batch && d.context === r.context && d.method === "dense"
+  );
+  lines.push(
+    `| ${r.model} | ${r.batch} | ${r.context} | ${r.method} | ${r.stepMs.toFixed(3)} | ${
+      r.attentionMs.toFixed(3)
+    } | ` +
+      `${((100 * r.attentionMs) / r.stepMs).toFixed(0)}% | ${r.tokensPerSecond.toFixed(0)} | ` +
+      `${dense ? (dense.stepMs / r.stepMs).toFixed(2) + "x" : "-"} |`,
+  );
+}
+const md = lines.join("\n");
+console.log("\n" + md);
+const stem = join(outDir, `e2e-${card}-${date}`);
+writeFileAtomic(`${stem}.json`, JSON.stringify({ device: info, date, rows }, null, 1));
+writeFileAtomic(`${stem}.md`, md + "\n");
+console.log(`wrote ${stem}.{json,md}`);
