@@ -35,7 +35,7 @@ let cuda: Cuda;
 try {
   cuda = openCuda();
 } catch (e) {
-  const why = (e instanceof Error ? e.message : String(e)).split("\n")[0];
+  const why = (e instanceof Error ? e.message : String(e)).split("\n")[0].replace(/;? tried:$/, "");
   console.log(`examples/attention.ts needs a CUDA GPU; none is usable here (${why}).`);
   Deno.exit(0);
 }
@@ -53,7 +53,7 @@ const spec = defineAttention({
   selection: "group",
   budget: { ratio: 1 / 16, min: 16 },
 });
-const stream = cuda.stream();
+using stream = cuda.stream();
 using variant = await Variant.load(cuda, spec, { stream });
 variant.bindStream(stream);
 console.log(`variant: ${spec.variant}; batch ${B}, context ${L}`);
@@ -169,7 +169,6 @@ console.log(
     `(random K/V spread attention evenly, so 1/16 of the tokens cannot hold most of the mass; ` +
     `real models concentrate it)`,
 );
-stream.dispose();
 
 function mulberry32(seed: number): () => number {
   let s = seed >>> 0;

@@ -22,19 +22,19 @@
  * --batch B (the prompt replicated B times; GPU only), --device auto|cpu|gpu,
  * --calibration-windows N, --calibration-window-size T.
  */
+import { existsSync } from "node:fs";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import type { AttentionSpec } from "../src/dsl/spec.ts";
 import type { Cuda } from "../src/cuda/driver.ts";
 import { packageRoot } from "../src/cuda/library.ts";
-import { encodeArray } from "../src/reference/dtype.ts";
 import {
   defaultChannelPath,
   loadOrCalibrate,
   parseDeviceChoice,
   resolveDevice,
 } from "../src/model/calibrate_run.ts";
-import { type ChannelSource, labelChannelsFor } from "../src/model/channels.ts";
+import { labelChannelsFor } from "../src/model/channels.ts";
 import { CpuDoubleSparsityAttention } from "../src/model/cpu_ds_attention.ts";
 import { argmax, type CpuAttention, CpuDecoder, DenseAttention } from "../src/model/cpu_decoder.ts";
 import type { ModelConfig } from "../src/model/config.ts";
@@ -42,7 +42,6 @@ import { findPreset, presetVariant } from "../src/model/evaluate.ts";
 import { GpuDecoder } from "../src/model/gpu_decoder.ts";
 import { loadTokenizer } from "../src/model/tokenizer.ts";
 import { type LoadedModel, loadModel } from "../src/model/weights.ts";
-import { existsSync } from "node:fs";
 
 // ---------------------------------------------------------------------------------------------
 // 1. Arguments
@@ -179,10 +178,12 @@ console.log(`prompt: ${prompt.length} tokens; decoding ${numTokens} tokens greed
 interface DecodeRun {
   tokens: number[];
   prefillMs: number;
-  /** Median milliseconds of a decode step (after the first, which captures the CUDA graph). */
+  /** Median milliseconds of a decode step (GPU: after the first, which captures the graph). */
   stepMs: number;
   /** Generated tokens per second over all sequences of the batch. */
   tokensPerSecond: number;
+  /** Milliseconds of the step on the device alone (GPU: the step's graph replayed), or NaN. */
+  stepDeviceMs: number;
   /** Attention milliseconds per step, and how it was measured. */
   attentionMs: number;
   attentionHow: string;
@@ -231,57 +232,23 @@ async function decodeGpu(cuda: Cuda, label: string, dsSpec?: AttentionSpec): Pro
   }
   const timed = stepMs.length > 1 ? stepMs.slice(1) : stepMs;
   const step = median(timed);
+  // The attention share: a decode step is one CUDA graph, so its kernels cannot be timed apart
+  // inside it. After the last step the decoder still holds that step's q, lengths and routes:
+  // `timeStep` replays the step's graph and `timeAttention` a graph of just every layer's
+  // attention kernels (score, select, sparse/dense attention, merge), each timed with CUDA
+  // events (median of 20 replays). Neither changes the caches.
+  const ran = stepMs.length > 0;
   return {
     tokens: generated[0],
     prefillMs,
     stepMs: step,
     tokensPerSecond: (batch * 1000) / step,
-    attentionMs: timeGpuAttention(cuda, decoder),
-    attentionHow: "attention kernels of all layers replayed alone, CUDA events, final context, " +
-      "random q",
+    stepDeviceMs: ran ? decoder.timeStep() : NaN,
+    attentionMs: ran ? decoder.timeAttention() : NaN,
+    attentionHow: "decoder.timeAttention() / decoder.timeStep(): the last step's attention " +
+      "kernels and whole step replayed as CUDA graphs, event-timed medians",
     batchConsistent: generated.every((g) => g.every((t, i) => t === generated[0][i])),
   };
-}
-
-// The attention share on the GPU: a decode step is one CUDA graph, so its kernels cannot be
-// timed separately inside it. After decoding, the plan still holds the last step's lengths and
-// routes, so we launch just the attention of every layer (`plan.attention`: score, select,
-// sparse and dense kernels, merge) and time it with CUDA events. It writes only scratch output.
-
-function timeGpuAttention(cuda: Cuda, decoder: GpuDecoder, reps = 20): number {
-  const n = decoder.batch * config.numHeads * config.headDim;
-  const random = normalFloats(n, 7);
-  using q = cuda.alloc(n * 2);
-  using out = cuda.alloc(n * 2);
-  q.upload(encodeArray(decoder.spec.kvDtype, random), decoder.stream);
-  decoder.stream.synchronize();
-  const all = () => {
-    for (let l = 0; l < config.numLayers; l++) {
-      decoder.plan.attention(l, q.ptr, out.ptr, decoder.isDenseLayer(l));
-    }
-  };
-  all(); // warm-up
-  using start = cuda.event();
-  using end = cuda.event();
-  start.record(decoder.stream);
-  for (let r = 0; r < reps; r++) all();
-  end.record(decoder.stream);
-  end.synchronize();
-  return end.since(start) / reps;
-}
-
-function normalFloats(n: number, seed: number): Float32Array {
-  let a = seed >>> 0;
-  const uniform = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) + 1) / 4294967297;
-  };
-  return Float32Array.from(
-    { length: n },
-    () => Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform()),
-  );
 }
 
 // 7b. CPU: CpuDecoder with DenseAttention, or with CpuDoubleSparsityAttention, which keeps the
@@ -313,7 +280,7 @@ function decodeCpu(loaded: LoadedModel, label: string, dsSpec?: AttentionSpec): 
       dsSpec,
       Array.from(
         { length: config.numLayers },
-        (_, l) => labelChannelsFor(dsSpec, channels as ChannelSource, l),
+        (_, l) => labelChannelsFor(dsSpec, channels, l),
       ),
       prompt.length + numTokens,
     )
@@ -336,25 +303,27 @@ function decodeCpu(loaded: LoadedModel, label: string, dsSpec?: AttentionSpec): 
   let last: Float32Array = logits.subarray(logits.length - vocab);
   const generated: number[] = [];
   const stepMs: number[] = [];
-  timed.ms = 0;
+  const attentionMs: number[] = [];
   for (let i = 0; i < numTokens; i++) {
     const next = argmax(last);
     generated.push(next);
     progress(label, i, numTokens);
     if (i + 1 === numTokens) break;
     started = performance.now();
+    const attentionBefore = timed.ms;
     last = decoder.forward([next]);
     stepMs.push(performance.now() - started);
+    attentionMs.push(timed.ms - attentionBefore);
   }
-  const steps = Math.max(1, stepMs.length);
   const step = median(stepMs);
   return {
     tokens: generated,
     prefillMs,
     stepMs: step,
     tokensPerSecond: 1000 / step,
-    attentionMs: stepMs.length ? timed.ms / steps : NaN,
-    attentionHow: "wall clock of the attention calls during the decode steps",
+    stepDeviceMs: NaN,
+    attentionMs: median(attentionMs),
+    attentionHow: "median wall clock of the attention calls of a decode step",
     batchConsistent: true,
   };
 }
@@ -392,25 +361,35 @@ console.log(
   }%); first divergence: ${firstDiff < 0 ? "none" : `token ${firstDiff}`}`,
 );
 const context = prompt.length + numTokens - 1;
+const ms = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : "-");
 console.log(
-  `\n| attention | step (ms) | tokens/s | attention (ms/step) | attention share | prefill (ms) |`,
+  `\n| attention | step (ms) | step on device (ms) | tokens/s | attention (ms/step) | ` +
+    `attention share | prefill (ms) |`,
 );
-console.log(`|---|---|---|---|---|---|`);
+console.log(`|---|---|---|---|---|---|---|`);
 for (const { name, run } of runs) {
-  const share = run.attentionMs / run.stepMs;
+  // GPU: attention over the step's device time; CPU: over the wall-clock step.
+  const share = run.attentionMs / (onGpu ? run.stepDeviceMs : run.stepMs);
   console.log(
-    `| ${name} | ${run.stepMs.toFixed(3)} | ${run.tokensPerSecond.toFixed(1)} | ` +
-      `${run.attentionMs.toFixed(3)} | ${
-        Number.isFinite(share) ? (100 * share).toFixed(0) : "-"
-      }% | ` +
+    `| ${name} | ${ms(run.stepMs)} | ${ms(run.stepDeviceMs)} | ` +
+      `${run.tokensPerSecond.toFixed(1)} | ${ms(run.attentionMs)} | ` +
+      `${Number.isFinite(share) ? `${(100 * share).toFixed(0)}%` : "-"} | ` +
       `${run.prefillMs.toFixed(0)} |`,
   );
 }
 console.log(
   `\n${onGpu ? `${device.name}, batch ${batch}` : "CPU reference, batch 1"}; context up to ` +
-    `${context} tokens; step = median wall clock of decoder.step (host sync included); ` +
+    `${context} tokens; step = median wall clock of one decode step` +
+    `${onGpu ? " (decoder.step: host sync and logits copy included)" : ""}; ` +
     `attention: ${dense.attentionHow}.`,
 );
+if (onGpu && Number.isFinite(dense.stepDeviceMs) && Number.isFinite(ds.stepDeviceMs)) {
+  console.log(
+    `Double Sparsity vs dense: step ${(dense.stepDeviceMs / ds.stepDeviceMs).toFixed(2)}x, ` +
+      `attention ${(dense.attentionMs / ds.attentionMs).toFixed(2)}x (device time). At short ` +
+      `contexts attention is a small part of a step and Double Sparsity has little to save.`,
+  );
+}
 if (onGpu && runs.some((r) => !r.run.batchConsistent)) {
   console.log("warning: sequences of the batch (the same prompt) produced different tokens");
 }

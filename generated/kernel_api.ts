@@ -18,14 +18,15 @@ export interface KernelInfo {
   readonly sha256: string;
 }
 
-export type KernelId = "append" | "score" | "select" | "dense" | "sparse" | "merge";
+export type KernelId = "append" | "score" | "select" | "resolve" | "dense" | "sparse" | "merge";
 
 /** Launch-shape constants baked into the variant's sources. */
 export interface TuningInfo {
   readonly appendThreads: number;
   readonly scoreThreads: number;
   readonly selectThreads: number;
-  readonly selectSmemCandidates: number;
+  readonly resolveThreads: number;
+  readonly resolveSmemCandidates: number;
   readonly attentionThreads: number;
   readonly attentionRowTile: number;
   readonly attentionMma: boolean;
@@ -66,36 +67,8 @@ export interface AppendArgs {
   readonly numRows: number;
 }
 
-/** Arguments of the score kernel: Label scores of every cached token: 16-bit keys plus a 12-bit key histogram. */
+/** Arguments of the score kernel: Label scores: 16-bit keys, a 12-bit key histogram, and (last block) the threshold bin. */
 export interface ScoreArgs {
-  /** `const u16* __restrict__ q`: [batch][NUM_Q_HEADS][HEAD_DIM] queries after RoPE */
-  readonly q: DevicePtr;
-  /** `const int* __restrict__ channels`: [NUM_LABEL_HEADS][LABEL_CHANNELS] label channels */
-  readonly channels: DevicePtr;
-  /** `const u32* __restrict__ label_codes`: [pages][NUM_LABEL_HEADS][PAGE_SIZE][LABEL_ROW_WORDS] */
-  readonly labelCodes: DevicePtr;
-  /** `const u32* __restrict__ label_meta`: [pages][NUM_LABEL_HEADS][PAGE_SIZE] scale|min<<16 */
-  readonly labelMeta: DevicePtr;
-  /** `const int* __restrict__ block_tables`: [batch][max_pages] physical pages */
-  readonly blockTables: DevicePtr;
-  /** `int max_pages`: row stride of block_tables */
-  readonly maxPages: number;
-  /** `const int* __restrict__ seq_lens`: [batch] cached tokens, this step's included */
-  readonly seqLens: DevicePtr;
-  /** `const int* __restrict__ routes`: [batch] 1 = sparse, 0 = dense */
-  readonly routes: DevicePtr;
-  /** `u16* __restrict__ keys`: [batch][NUM_SEL_HEADS][key_stride] score keys */
-  readonly keys: DevicePtr;
-  /** `u32* __restrict__ hist`: [batch][NUM_SEL_HEADS][4096] key histogram, zero between uses */
-  readonly hist: DevicePtr;
-  /** `int key_stride`: row stride of keys, cand_idx, cand_key (>= longest context) */
-  readonly keyStride: number;
-  /** `int tokens_per_block`: tokens scored per block (grid.y = ceil(key_stride / this)) */
-  readonly tokensPerBlock: number;
-}
-
-/** Arguments of the select kernel: Top-k by threshold bin + radix select of the bin's candidates; resets hist/counters. */
-export interface SelectArgs {
   /** `const u16* __restrict__ q`: [batch][NUM_Q_HEADS][HEAD_DIM] queries after RoPE */
   readonly q: DevicePtr;
   /** `const int* __restrict__ channels`: [NUM_LABEL_HEADS][LABEL_CHANNELS] label channels */
@@ -114,15 +87,65 @@ export interface SelectArgs {
   readonly budgets: DevicePtr;
   /** `const int* __restrict__ routes`: [batch] 1 = sparse, 0 = dense */
   readonly routes: DevicePtr;
-  /** `const u16* __restrict__ keys`: [batch][NUM_SEL_HEADS][key_stride] score keys */
+  /** `u16* __restrict__ keys`: [batch][NUM_SEL_HEADS][key_stride] score keys */
   readonly keys: DevicePtr;
   /** `u32* __restrict__ hist`: [batch][NUM_SEL_HEADS][4096] key histogram, zero between uses */
   readonly hist: DevicePtr;
   /** `int key_stride`: row stride of keys, cand_idx, cand_key (>= longest context) */
   readonly keyStride: number;
-  /** `u32* __restrict__ counters`: [batch][NUM_SEL_HEADS][32] zero between uses */
+  /** `u32* __restrict__ counters`: [batch][NUM_SEL_HEADS][32] selection state, zero between uses */
   readonly counters: DevicePtr;
-  /** `int* __restrict__ cand_idx`: [batch][NUM_SEL_HEADS][key_stride] candidate scratch */
+  /** `int tokens_per_block`: tokens scored per block (grid.y = ceil(key_stride / this)) */
+  readonly tokensPerBlock: number;
+}
+
+/** Arguments of the select kernel: Selects tokens above the threshold bin; collects the bin's tokens as candidates. */
+export interface SelectArgs {
+  /** `const int* __restrict__ seq_lens`: [batch] cached tokens, this step's included */
+  readonly seqLens: DevicePtr;
+  /** `const int* __restrict__ routes`: [batch] 1 = sparse, 0 = dense */
+  readonly routes: DevicePtr;
+  /** `const u16* __restrict__ keys`: [batch][NUM_SEL_HEADS][key_stride] score keys */
+  readonly keys: DevicePtr;
+  /** `int key_stride`: row stride of keys, cand_idx, cand_key (>= longest context) */
+  readonly keyStride: number;
+  /** `u32* __restrict__ counters`: [batch][NUM_SEL_HEADS][32] selection state, zero between uses */
+  readonly counters: DevicePtr;
+  /** `int* __restrict__ cand_idx`: [batch][NUM_SEL_HEADS][key_stride] candidates (index | sub-bin << 28) */
+  readonly candIdx: DevicePtr;
+  /** `int* __restrict__ sel_idx`: [batch][NUM_SEL_HEADS][sel_stride] selected tokens (unordered) */
+  readonly selIdx: DevicePtr;
+  /** `int sel_stride`: row stride of sel_idx (>= largest budget) */
+  readonly selStride: number;
+  /** `int tokens_per_block`: keys scanned per block (grid.y = ceil(key_stride / this)) */
+  readonly tokensPerBlock: number;
+}
+
+/** Arguments of the resolve kernel: Completes top-k inside the threshold bin (exact scores, radix); resets hist/counters. */
+export interface ResolveArgs {
+  /** `const u16* __restrict__ q`: [batch][NUM_Q_HEADS][HEAD_DIM] queries after RoPE */
+  readonly q: DevicePtr;
+  /** `const int* __restrict__ channels`: [NUM_LABEL_HEADS][LABEL_CHANNELS] label channels */
+  readonly channels: DevicePtr;
+  /** `const u32* __restrict__ label_codes`: [pages][NUM_LABEL_HEADS][PAGE_SIZE][LABEL_ROW_WORDS] */
+  readonly labelCodes: DevicePtr;
+  /** `const u32* __restrict__ label_meta`: [pages][NUM_LABEL_HEADS][PAGE_SIZE] scale|min<<16 */
+  readonly labelMeta: DevicePtr;
+  /** `const int* __restrict__ block_tables`: [batch][max_pages] physical pages */
+  readonly blockTables: DevicePtr;
+  /** `int max_pages`: row stride of block_tables */
+  readonly maxPages: number;
+  /** `const int* __restrict__ budgets`: [batch] tokens to select per selection head */
+  readonly budgets: DevicePtr;
+  /** `const int* __restrict__ routes`: [batch] 1 = sparse, 0 = dense */
+  readonly routes: DevicePtr;
+  /** `u32* __restrict__ hist`: [batch][NUM_SEL_HEADS][4096] key histogram, zero between uses */
+  readonly hist: DevicePtr;
+  /** `int key_stride`: row stride of keys, cand_idx, cand_key (>= longest context) */
+  readonly keyStride: number;
+  /** `u32* __restrict__ counters`: [batch][NUM_SEL_HEADS][32] selection state, zero between uses */
+  readonly counters: DevicePtr;
+  /** `int* __restrict__ cand_idx`: [batch][NUM_SEL_HEADS][key_stride] candidates; compacted in place */
   readonly candIdx: DevicePtr;
   /** `u32* __restrict__ cand_key`: [batch][NUM_SEL_HEADS][key_stride] candidate key scratch */
   readonly candKey: DevicePtr;
@@ -130,8 +153,6 @@ export interface SelectArgs {
   readonly selIdx: DevicePtr;
   /** `int sel_stride`: row stride of sel_idx (>= largest budget) */
   readonly selStride: number;
-  /** `int tokens_per_block`: keys scanned per block (grid.y = ceil(key_stride / this)) */
-  readonly tokensPerBlock: number;
 }
 
 /** Arguments of the dense kernel: Dense split-K decode attention for sequences routed dense. */
@@ -217,10 +238,12 @@ export interface VariantLaunchers {
   readonly kernels: Readonly<Record<KernelId, KernelInfo>>;
   /** Writes new K/V rows into the paged cache and, fused, their (quantized) label rows. Grid: (num_rows, 1, 1). */
   readonly launchAppend: (slot: KernelSlot, grid: Dim3, a: AppendArgs) => void;
-  /** Label scores of every cached token: 16-bit keys plus a 12-bit key histogram. Grid: (NUM_SEL_HEADS, ceil(key_stride / tokens_per_block), batch). */
+  /** Label scores: 16-bit keys, a 12-bit key histogram, and (last block) the threshold bin. Grid: (NUM_SEL_HEADS, ceil(key_stride / tokens_per_block), batch). */
   readonly launchScore: (slot: KernelSlot, grid: Dim3, a: ScoreArgs) => void;
-  /** Top-k by threshold bin + radix select of the bin's candidates; resets hist/counters. Grid: (NUM_SEL_HEADS, ceil(key_stride / tokens_per_block), batch). */
+  /** Selects tokens above the threshold bin; collects the bin's tokens as candidates. Grid: (NUM_SEL_HEADS, ceil(key_stride / tokens_per_block), batch). */
   readonly launchSelect: (slot: KernelSlot, grid: Dim3, a: SelectArgs) => void;
+  /** Completes top-k inside the threshold bin (exact scores, radix); resets hist/counters. Grid: (NUM_SEL_HEADS, 1, batch). */
+  readonly launchResolve: (slot: KernelSlot, grid: Dim3, a: ResolveArgs) => void;
   /** Dense split-K decode attention for sequences routed dense. Grid: (dense_splits, NUM_KV_HEADS * denseHeadTiles, batch). */
   readonly launchDense: (slot: KernelSlot, grid: Dim3, a: DenseArgs) => void;
   /** Sparse split-K attention over each selection head's selected tokens. Grid: (sparse_splits, sparseAttentionHeadBlocks, batch). */

@@ -24,7 +24,7 @@ assert.equal(spec.groupSize, 4);
 
 // Rendering reads templates/ through ../../templates/ from esm/codegen/render.js.
 const kernels = renderKernels(spec);
-assert.equal(kernels.length, 6);
+assert.equal(kernels.length, 7);
 for (const k of kernels) {
   assert.ok(k.source.includes('extern "C" __global__'), `${k.file} declares no kernel`);
   assert.ok(k.source.includes(k.symbol), `${k.file} lacks ${k.symbol}`);

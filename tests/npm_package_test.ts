@@ -37,7 +37,7 @@ Deno.test("npm package: builds, and works under Node", async () => {
   const stderr = new TextDecoder().decode(build.stderr);
   assert.ok(build.success, `build_npm.ts failed (exit ${build.code}):\n${stderr}${stdout}`);
   // The Node smoke test (npm/smoke.mjs) ran against the packed tarball and printed OK.
-  assert.match(stdout, /^ {2}node: OK ds_d128_q32_kv8_p16_fp16_r16b8_group: 6 kernels /m);
+  assert.match(stdout, /^ {2}node: OK ds_d128_q32_kv8_p16_fp16_r16b8_group: 7 kernels /m);
 
   const pkg: Manifest = JSON.parse(readFileSync(join(OUT, "package.json"), "utf8"));
   assert.equal(pkg.name, "double-sparsity");

@@ -16,7 +16,7 @@ export interface KernelArg {
   readonly doc: string;
 }
 
-export type KernelId = "append" | "score" | "select" | "dense" | "sparse" | "merge";
+export type KernelId = "append" | "score" | "select" | "resolve" | "dense" | "sparse" | "merge";
 
 export interface KernelDescription {
   readonly id: KernelId;
@@ -78,6 +78,17 @@ const partialLse = (w: boolean) =>
     "[batch][NUM_Q_HEADS][max_splits] log2-sum-exp2",
   );
 const maxSplits = i32("max_splits", "split stride of partial_o / partial_lse");
+const counters = ptr(
+  "counters",
+  "u32* ",
+  "[batch][NUM_SEL_HEADS][32] selection state, zero between uses",
+);
+const selIdxOut = ptr(
+  "sel_idx",
+  "int* ",
+  "[batch][NUM_SEL_HEADS][sel_stride] selected tokens (unordered)",
+);
+const selStride = i32("sel_stride", "row stride of sel_idx (>= largest budget)");
 const softmaxScale = f32("softmax_scale", "usually 1/sqrt(HEAD_DIM)");
 
 export const KERNELS: readonly KernelDescription[] = [
@@ -104,27 +115,7 @@ export const KERNELS: readonly KernelDescription[] = [
   {
     id: "score",
     template: "score.cu.hbs",
-    doc: "Label scores of every cached token: 16-bit keys plus a 12-bit key histogram.",
-    grid: "(NUM_SEL_HEADS, ceil(key_stride / tokens_per_block), batch)",
-    args: [
-      q,
-      channels,
-      labelCodes(false),
-      labelMeta(false),
-      blockTables,
-      maxPages,
-      seqLens,
-      routes,
-      keys(true),
-      hist,
-      keyStride,
-      i32("tokens_per_block", "tokens scored per block (grid.y = ceil(key_stride / this))"),
-    ],
-  },
-  {
-    id: "select",
-    template: "select.cu.hbs",
-    doc: "Top-k by threshold bin + radix select of the bin's candidates; resets hist/counters.",
+    doc: "Label scores: 16-bit keys, a 12-bit key histogram, and (last block) the threshold bin.",
     grid: "(NUM_SEL_HEADS, ceil(key_stride / tokens_per_block), batch)",
     args: [
       q,
@@ -136,15 +127,55 @@ export const KERNELS: readonly KernelDescription[] = [
       seqLens,
       budgets,
       routes,
-      keys(false),
+      keys(true),
       hist,
       keyStride,
-      ptr("counters", "u32* ", "[batch][NUM_SEL_HEADS][32] zero between uses"),
-      ptr("cand_idx", "int* ", "[batch][NUM_SEL_HEADS][key_stride] candidate scratch"),
-      ptr("cand_key", "u32* ", "[batch][NUM_SEL_HEADS][key_stride] candidate key scratch"),
-      ptr("sel_idx", "int* ", "[batch][NUM_SEL_HEADS][sel_stride] selected tokens (unordered)"),
-      i32("sel_stride", "row stride of sel_idx (>= largest budget)"),
+      counters,
+      i32("tokens_per_block", "tokens scored per block (grid.y = ceil(key_stride / this))"),
+    ],
+  },
+  {
+    id: "select",
+    template: "select.cu.hbs",
+    doc: "Selects tokens above the threshold bin; collects the bin's tokens as candidates.",
+    grid: "(NUM_SEL_HEADS, ceil(key_stride / tokens_per_block), batch)",
+    args: [
+      seqLens,
+      routes,
+      keys(false),
+      keyStride,
+      counters,
+      ptr(
+        "cand_idx",
+        "int* ",
+        "[batch][NUM_SEL_HEADS][key_stride] candidates (index | sub-bin << 28)",
+      ),
+      selIdxOut,
+      selStride,
       i32("tokens_per_block", "keys scanned per block (grid.y = ceil(key_stride / this))"),
+    ],
+  },
+  {
+    id: "resolve",
+    template: "resolve.cu.hbs",
+    doc: "Completes top-k inside the threshold bin (exact scores, radix); resets hist/counters.",
+    grid: "(NUM_SEL_HEADS, 1, batch)",
+    args: [
+      q,
+      channels,
+      labelCodes(false),
+      labelMeta(false),
+      blockTables,
+      maxPages,
+      budgets,
+      routes,
+      hist,
+      keyStride,
+      counters,
+      ptr("cand_idx", "int* ", "[batch][NUM_SEL_HEADS][key_stride] candidates; compacted in place"),
+      ptr("cand_key", "u32* ", "[batch][NUM_SEL_HEADS][key_stride] candidate key scratch"),
+      selIdxOut,
+      selStride,
     ],
   },
   {
@@ -214,7 +245,8 @@ export interface Tuning {
   readonly appendThreads: number;
   readonly scoreThreads: number;
   readonly selectThreads: number;
-  readonly selectSmemCandidates: number;
+  readonly resolveThreads: number;
+  readonly resolveSmemCandidates: number;
   readonly attentionThreads: number;
   readonly attentionRowTile: number;
   /** Tensor-core (mma.sync) attention body; head dim 256 uses the CUDA-core body. */
@@ -250,7 +282,8 @@ export function tuningFor(spec: AttentionSpec): Tuning {
     appendThreads: 128,
     scoreThreads: 256,
     selectThreads: 256,
-    selectSmemCandidates: 2048,
+    resolveThreads: 256,
+    resolveSmemCandidates: 2048,
     attentionThreads: 128,
     attentionRowTile: 256,
     attentionMma: spec.headDim <= 128,
@@ -275,6 +308,8 @@ export function threadsOf(id: KernelId, t: Tuning): number {
       return t.scoreThreads;
     case "select":
       return t.selectThreads;
+    case "resolve":
+      return t.resolveThreads;
     case "dense":
     case "sparse":
       return t.attentionThreads;

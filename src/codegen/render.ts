@@ -94,7 +94,8 @@ export function templateContext(spec: AttentionSpec, tuning: Tuning): Record<str
     f32ToKv: spec.kvDtype === "fp16" ? "f32_to_f16" : "f32_to_bf16",
     append: { threads: tuning.appendThreads },
     score: { threads: tuning.scoreThreads },
-    select: { threads: tuning.selectThreads, smemCandidates: tuning.selectSmemCandidates },
+    select: { threads: tuning.selectThreads },
+    resolve: { threads: tuning.resolveThreads, smemCandidates: tuning.resolveSmemCandidates },
     attention: {
       threads: tuning.attentionThreads,
       rowTile: tuning.attentionRowTile,

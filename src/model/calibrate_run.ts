@@ -62,7 +62,10 @@ export function resolveDevice(
     const cuda = openCuda();
     return { kind: "gpu", cuda, name: cuda.info.name };
   } catch (e) {
-    const why = (e instanceof Error ? e.message : String(e)).split("\n")[0];
+    const why = (e instanceof Error ? e.message : String(e)).split("\n")[0].replace(
+      /;? tried:$/,
+      "",
+    );
     log(
       `${choice === "gpu" ? "--device gpu was requested, but " : ""}no usable GPU (${why}); ` +
         `running on the CPU instead`,

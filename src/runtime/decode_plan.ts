@@ -3,8 +3,8 @@
  * (lengths, budgets, routes, the rows to append) in pinned memory, the workspaces of the
  * selection kernels, the split counts, and the launches of one step:
  *
- *   append -> score -> select -> sparse attention ┐
- *                                dense attention  ├-> merge
+ *   append -> score -> select -> resolve -> sparse attention ┐
+ *                                           dense attention  ├-> merge
  *
  * Every sequence takes its route in the same step: the sparse kernels skip sequences routed
  * dense and the dense kernel skips those routed sparse (`routes` on the device). Grid shapes
@@ -252,15 +252,18 @@ export class DecodePlan implements Disposable {
         blockTables: this.cache.blockTables.ptr,
         maxPages: this.cache.maxPagesPerSeq,
         seqLens: this.buffers.seqLens,
+        budgets: this.buffers.budgets,
         routes: this.buffers.routes,
         keys: this.#keys.ptr,
         hist: this.#hist.ptr,
         keyStride: this.keyStride,
+        counters: this.#counters.ptr,
         tokensPerBlock: this.scoreTokensPerBlock,
       },
     );
   }
 
+  /** Top-k from the score kernel's keys and threshold: the select and resolve kernels. */
   select(layer: number, q: bigint): void {
     const l = this.cache.layers[layer];
     this.variant.launchers.launchSelect(
@@ -271,16 +274,29 @@ export class DecodePlan implements Disposable {
         this.batch,
       ],
       {
+        seqLens: this.buffers.seqLens,
+        routes: this.buffers.routes,
+        keys: this.#keys.ptr,
+        keyStride: this.keyStride,
+        counters: this.#counters.ptr,
+        candIdx: this.#candIdx.ptr,
+        selIdx: this.#selIdx.ptr,
+        selStride: this.selStride,
+        tokensPerBlock: this.selectTokensPerBlock,
+      },
+    );
+    this.variant.launchers.launchResolve(
+      this.variant.slot("resolve"),
+      [this.spec.numSelectionHeads, 1, this.batch],
+      {
         q,
         channels: l.channels.ptr,
         labelCodes: l.labels.ptr,
         labelMeta: l.meta.ptr,
         blockTables: this.cache.blockTables.ptr,
         maxPages: this.cache.maxPagesPerSeq,
-        seqLens: this.buffers.seqLens,
         budgets: this.buffers.budgets,
         routes: this.buffers.routes,
-        keys: this.#keys.ptr,
         hist: this.#hist.ptr,
         keyStride: this.keyStride,
         counters: this.#counters.ptr,
@@ -288,7 +304,6 @@ export class DecodePlan implements Disposable {
         candKey: this.#candKey.ptr,
         selIdx: this.#selIdx.ptr,
         selStride: this.selStride,
-        tokensPerBlock: this.selectTokensPerBlock,
       },
     );
   }
