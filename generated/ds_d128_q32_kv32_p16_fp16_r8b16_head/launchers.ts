@@ -24,7 +24,7 @@ export const kernels = {
   append: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "1ac600a6681a2b8a5c31a586c57c46418f3e77a754f51924937ccbc7d2cacb1e" },
   score: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "ca9e378d72a7358a7bcaf2a379f824634a9c498e77faecbfb779dc98d045afd9" },
   select: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "539d6fd8ff8cc4895728bac384cf0b61b12d161b9531505fd893a12e559c610c" },
-  resolve: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "2511d1db23d05c5d327916b11fd310b143b5b0778b5c31a714d6bb35090a2cee" },
+  resolve: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "4fa38169c01f9bc474b913dace60366d3abef46243c6b8147ce2ac47e454650d" },
   dense: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "a8766ce7860519b2d5c7125a055028a7a8980e9ea2dae0a82c64c24140972385" },
   sparse: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "03c48320de28a67f02f765d1cdf7e570c1cb8af9baa6fd63ac445af1e0869c9b" },
   merge: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "86be9395b2b4e235c997a148a16fd9495255735fae013be681d0bfadf1731f11" },

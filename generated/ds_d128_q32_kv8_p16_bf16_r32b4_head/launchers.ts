@@ -24,7 +24,7 @@ export const kernels = {
   append: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "1520cc30d32c4ac09c6b71393d2bc8543314d8e4c9392183ab3bf6a2084cc18a" },
   score: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "1552c92479710b60d84b83ef2d3c706298b83c920598f7bd98e5e2ce9ce77a97" },
   select: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "94ff7e4e65cc52484876299a1b014ee3bc4d150967070f5c205be3119f3cbe7c" },
-  resolve: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "ebe81ca305e42488799a31529f41893512f61817885b4de11d95355bf00120ab" },
+  resolve: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "926930f01f218182f0097326eea9ab5ce8fa959e8f17cf5e268c87e164ba5310" },
   dense: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "ae56cb3f19823c963daf71b8c676a4627c45adc457d864f215f6b83d7ae2619e" },
   sparse: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "c24162872754fb95ab5dbfdd400cc2b52d68b4557028a6a78a169ec72c9b0003" },
   merge: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "10f65a620265a51c1146654227a964eb81677aebfedeee415e4f7bf2c8c16191" },

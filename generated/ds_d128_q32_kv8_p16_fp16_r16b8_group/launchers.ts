@@ -24,7 +24,7 @@ export const kernels = {
   append: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "3e71d2168e3675292f7ab4f6e3149ab88627d17a87f99ccf0b4533ff91e3ad0b" },
   score: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "1e7c98ed43433c673e4a4c0b7bd18da6cdf3fed657a937501fbd16080759e517" },
   select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "b9f377f8b49381c024871ea59f5439f6bc326c7a6409ca1db26e831ffec6ef35" },
-  resolve: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "6216beb80ddef3c6aa34594cfd60e8f64d9dd5b5688778d326b027fcc3ffac57" },
+  resolve: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "4a1826ce3d047f801912e53adcce073bec4cafc86eeb4855fb002a15f6b5819c" },
   dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "a8053fc1ec7c479cf29f074193b64db1dbb9206828e9b7d94399e1448940d614" },
   sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "f9ac5e17b8906b7ab6b8bc475ab0cb6aba6f8596910c36e859e585e4836130ba" },
   merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "7ac5551d5fe7adde2711c4d0a512f7bba3b2a7ea12c992bfefd5378081c4e639" },

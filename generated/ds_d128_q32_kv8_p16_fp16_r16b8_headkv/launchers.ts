@@ -24,7 +24,7 @@ export const kernels = {
   append: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_append", file: "append.cu", threads: 128, argCount: 12, sha256: "f94579ed8c253b5b4e1531cdf5b9680b90583a8908dc6bd232bbfb509638d63c" },
   score: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_score", file: "score.cu", threads: 256, argCount: 14, sha256: "7843d42a99335000cc7693b7bd26f0553586057a19a5a2acc6f8bcfbb0bb7a1c" },
   select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_select", file: "select.cu", threads: 256, argCount: 9, sha256: "f89edf0df5a8590bb750c2237827c3db9bdaef71838d6a3838849fb62a0fff11" },
-  resolve: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "964f71f26845efbb488db55ba44527516d4932c2c00fb1e35ce08aeeba042054" },
+  resolve: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "5be31c1002449febc2b0f05ef1d00c85f711da4b0c537be8ca3802811ea0795f" },
   dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "f3cd40e22f38cb32e42b1459209af17970355447bc450f7d443d76e680a26599" },
   sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "7d1369332693108d92f49a18ce89f337fa6f309b10a22e521511153d5dac1e1d" },
   merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "dad5719099c4ac4f1350bb9dba70bdf8f799b2311f006b6e939a1f0afc473211" },

@@ -24,7 +24,7 @@ export const kernels = {
   append: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "1b1d704ddb603a4955b425e81b03ca2c3e09184de86e502eba07cb0ddeac3b36" },
   score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "614f24dc8116df4a3e7259ff459b7330974e150a2bb443c7afbd98851fc4b49d" },
   select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "e96036146a5b9a33e46a6ea34df505ae63bb91b5e2585a8f4101b34c9a620825" },
-  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "7075cd584ffca32653ca34ead704afcc25bbb6b8aaf3bc5f946a6fd1cc1afd8f" },
+  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "c97526bf9a6df666d9301840d9b2196d4da1f7325ca49a64079bcb4a53c13afe" },
   dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "cfd8fe118969f9462a948d3264133fa681f92f2ccf0b2146a5f5fbd315cc3b51" },
   sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "60fe4e8e56c560ee5ece2ddd76e52e004885d6dd5036dbd49b373688595514bc" },
   merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "8e9b8f1dd574214be52d3fdf01e460fd215dd4f89247aa895b92141e0d0f75ca" },

@@ -24,7 +24,7 @@ export const kernels = {
   append: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "a73a4e727da3ef6b5306a9be10d574cf44352d39eb5d361a408816f1ce5217d4" },
   score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "045b3ff0179f5de5b78d9ef97f73808759d1907f7c0791afe7eb1f70c46cd22a" },
   select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "bc9824b5041a874f9500efb7f08e5c5c9666d05faf6a0832bf4fdc01c20d8e3e" },
-  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "93ee9a44eb06427a6bcd447d8ab30b4f66925f10409fe2adcba8d7e8c0cb9c4f" },
+  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "cc0a35a24eff42cd612f04bdd712ecf2d864c23ffc3dfab1abdfddc45733f607" },
   dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "60103cfa506d43bdcdcda44cd369f01b6bd0f2188a45542f860952293b61d6c2" },
   sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "c353a3e0372d793a9d8230bd0b9333718c37c6d32f5865123f4c84dbd91bed8d" },
   merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "9604b59c27f0b29aacc43f86411eaeedf496c5b8df6e56dc8432910eed93f823" },

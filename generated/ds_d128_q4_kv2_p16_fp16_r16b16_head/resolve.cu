@@ -382,7 +382,9 @@ extern "C" __global__ void __launch_bounds__(RESOLVE_THREADS, 1) ds_d128_q4_kv2_
     for (int s = 40; s >= 0; s -= 8) {
       for (int i = threadIdx.x; i < 256; i += RESOLVE_THREADS) s_digits[i] = 0;
       __syncthreads();
+      // Read the state before the barrier below; warp 0 rewrites it after that barrier.
       const unsigned long long prefix = s_prefix;
+      const u32 want = s_want;
       for (u32 i = threadIdx.x; i < num_final; i += RESOLVE_THREADS) {
         const unsigned long long key = ((unsigned long long)fkey[i] << 32) | (u32)(~final_idx(i));
         if (((key ^ prefix) >> (s + 8)) == 0) atomicAdd(&s_digits[(u32)(key >> s) & 0xffu], 1u);
@@ -391,7 +393,6 @@ extern "C" __global__ void __launch_bounds__(RESOLVE_THREADS, 1) ds_d128_q4_kv2_
       if (warp == 0) {
         // Digits from the top, 8 per lane: lane totals, a warp suffix scan, then the lane that
         // crosses `want` walks its own digits.
-        const u32 want = s_want;
         u32 cnt[8], lane_total = 0;
 #pragma unroll
         for (int j = 0; j < 8; j++) {

@@ -24,7 +24,7 @@ export const kernels = {
   append: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "3f113a6b10f88a6f9b691511f3ae7dee7d2d8bdd4e393a3ed15151d6df4fb0f8" },
   score: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "72a1c9ee6995a2d7fd6c5ddb7a32b062e289188725408b89fcf1e8b79ffad1e2" },
   select: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "8f7ab3df50daaa8789e4ce2d9eca25ea83a2c4fc1214ecbe6c440b4ffe9b7b2e" },
-  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "2038e70880c4cf852bd9316da6b444b39668a385800bd8186160c2652b6d6045" },
+  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "91d30e22845ef78d4fe42d384142f252aaaa5eab85fabedf37d87ce14cd6db58" },
   dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "419357edd3971551bd579237146be7bb00866783743eceece9f1eabb18bae692" },
   sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "e074274174e943a13876b8ececb0c4e62ad22d565988c373cd8eddd498c902d8" },
   merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "2887fa2ef1a36e51e95ebb97d9954ef336bb66d9cdd7b17555089f3db6005b34" },

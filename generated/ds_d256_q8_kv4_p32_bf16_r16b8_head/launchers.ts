@@ -24,7 +24,7 @@ export const kernels = {
   append: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "b89aeb1828d5f5e330f8c94383add56495d46c358eb3510d74b3f0e319ca16d4" },
   score: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "1e8abb75afb36c12bbff698ed6fbc6ae54030e011adfdb00355282094fec3c3b" },
   select: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "55aa4f3f406842064269bec4eff1aafd4d4c69b3800129b3251e5d81d6caa953" },
-  resolve: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "2f16933d852b686065d920a966038d5cb6045b0c3fa7e96b22b710f125b840cd" },
+  resolve: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "ef396addb543634e3a63b29e9b1176527a8b2a5a9beb4d6acc7ce00672e04d1b" },
   dense: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "6bec19639d54ecdba8a8ef34486cfd5f3bdf085310f925776aaa6d348d3f57aa" },
   sparse: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "22328bfaa19069e96bbdbfad2c98db040b66a28e91a8c6a5555e30a968ace50c" },
   merge: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_merge", file: "merge.cu", threads: 256, argCount: 8, sha256: "7251a2e90ad9bba1f05894415441969d0992f67d0f77692bc234b67311e3b8d7" },

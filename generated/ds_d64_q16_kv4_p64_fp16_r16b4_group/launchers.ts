@@ -24,7 +24,7 @@ export const kernels = {
   append: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "a7a82761f52c6a38ef2acfc0a7c7370640b7641a2759aa0b93b5219fdd4abad3" },
   score: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "7a161aa9e7fdd158c88aa76cd6e2fe25da9bcebb8b2b2046513351dcb4013a51" },
   select: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "9bf7dcd20c09d4dfacadd5800f960f63db0964eac5487a0d892e5daa98b36387" },
-  resolve: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "72f40ffdf9bc0d83101ccf331190c10fde7cdf1372904d0927255aa902ede6d9" },
+  resolve: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "1ded012d408e4bc723441197d1a912a55d4e308b4650547bb7fe9cefa5116193" },
   dense: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "a0648c5418e9326b0c5fb3bb91ddc129c9fea6085d8a7cae0c2f305c83330784" },
   sparse: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "411a6e437879ffdc29c17c8410859a1656946c1becafbf960c43a9aa726a85ae" },
   merge: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_merge", file: "merge.cu", threads: 64, argCount: 8, sha256: "22a4e8cdf8a6e7cce1a9b78efe9e75cc261ad74388c4cc77125b14dcc23d7b51" },
