@@ -360,8 +360,9 @@ const lines: string[] = [
     (bandwidth / 1e12).toFixed(2)
   } TB/s (device-to-device copy of 1 GiB, read + write). ` +
   `${sdpaNote}. Times are CUDA-event medians of ${repeats} graph replays; budget k = context/16; ` +
-  `fp16 K/V, d = 128, 16-token pages. "% floor" = (bytes / copy bandwidth) / time. "top-k" = the ` +
-  `select kernel's share of the Double Sparsity step (score keys + histogram are in "score").`,
+  `fp16 K/V, d = 128, 16-token pages. "% floor" = (bytes / copy bandwidth) / time. "score" = the ` +
+  `score kernel alone (keys, histogram, and the threshold bin found by its last block); "top-k" = ` +
+  `the select and resolve kernels' share of the step, measured as (score+select+resolve) - score.`,
   "",
 ];
 for (const shape of SHAPES) {
