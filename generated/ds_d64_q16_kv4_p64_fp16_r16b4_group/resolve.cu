@@ -227,7 +227,7 @@ DS_INLINE size_t label_row_at(const int* __restrict__ bt, int lh, int t) {
   return ((size_t)page * NUM_LABEL_HEADS + lh) * PAGE_SIZE + (t % PAGE_SIZE);
 }
 constexpr int RESOLVE_THREADS = 256;
-constexpr int SMEM_CANDIDATES = 2048;  // final candidates resolved in shared memory
+constexpr int SMEM_CANDIDATES = 4096;  // final candidates resolved in shared memory
 // Exact scores recomputed per thread per round (independent loads in flight); fewer for wide rows.
 constexpr int RESOLVE_UNROLL = LABEL_ROW_WORDS <= 8 ? 4 : 1;
 

@@ -283,7 +283,7 @@ export function tuningFor(spec: AttentionSpec): Tuning {
     scoreThreads: 256,
     selectThreads: 256,
     resolveThreads: 256,
-    resolveSmemCandidates: 2048,
+    resolveSmemCandidates: 4096,
     attentionThreads: 128,
     attentionRowTile: 256,
     attentionMma: spec.headDim <= 128,

@@ -90,10 +90,22 @@ export class DecodePlan implements Disposable {
       );
       return opts.targetBlocks ?? 2 * resident * cuda.info.multiprocessors;
     };
+    // Among split counts up to twice the goal's (or 4), take the one whose last wave is fullest (ties:
+    // fewer splits, so less partial-output traffic and a cheaper merge).
     const splitsFor = (goal: number, blocksPerSplit: number, tokens: number, min: number) => {
       const byTokens = Math.max(1, Math.ceil(tokens / min));
+      const wave = goal / 2;
       const wanted = Math.max(1, Math.round(goal / blocksPerSplit));
-      return Math.min(wanted, byTokens, 256);
+      let best = 1, bestFill = 0;
+      for (let s = 1; s <= Math.min(Math.max(2 * wanted, 4), byTokens, 256); s++) {
+        const blocks = s * blocksPerSplit;
+        const fill = blocks / (Math.ceil(blocks / wave) * wave);
+        if (fill > bestFill + 0.02 && (s <= wanted || fill > 0.9)) {
+          best = s;
+          bestFill = fill;
+        }
+      }
+      return best;
     };
     this.denseSplits = splitsFor(
       waves("dense"),
