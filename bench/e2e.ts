@@ -231,9 +231,9 @@ for (const r of rows) {
     d.model === r.model && d.batch === r.batch && d.context === r.context && d.method === "dense"
   );
   lines.push(
-    `| ${r.model} | ${r.batch} | ${r.context} | ${r.method} | ${r.stepMs.toFixed(3)} | ${
-      r.attentionMs.toFixed(3)
-    } | ` +
+    `| ${r.model} | ${r.batch} | ${r.context} | ${r.method} | ${r.stepMs.toFixed(3)} | ` +
+      `${((100 * Math.max(0, r.wallMs - r.stepMs)) / r.stepMs).toFixed(1)}% | ` +
+      `${r.attentionMs.toFixed(3)} | ` +
       `${((100 * r.attentionMs) / r.stepMs).toFixed(0)}% | ${r.tokensPerSecond.toFixed(0)} | ` +
       `${dense ? (dense.stepMs / r.stepMs).toFixed(2) + "x" : "-"} |`,
   );
