@@ -14,6 +14,7 @@ import { join } from "node:path";
 import { cuda as openCuda } from "../src/cuda/driver.ts";
 import { type AttentionSpec, defineAttention } from "../src/dsl/spec.ts";
 import { GpuDecoder } from "../src/model/gpu_decoder.ts";
+import { argmax } from "../src/model/cpu_decoder.ts";
 import { loadModel } from "../src/model/weights.ts";
 import { readChannelConfig } from "../src/model/channel_config.ts";
 import type { ModelConfig } from "../src/model/config.ts";
@@ -120,17 +121,8 @@ async function measure(
         (_, b) => Array.from(text.subarray(b * 1000, b * 1000 + L)),
       );
       let logits = dec.prefill(prompts);
-      const next = () => {
-        const out: number[] = [];
-        for (let b = 0; b < batch; b++) {
-          let best = 0;
-          for (let v = 1; v < c.vocabSize; v++) {
-            if (logits[b * c.vocabSize + v] > logits[b * c.vocabSize + best]) best = v;
-          }
-          out.push(best);
-        }
-        return out;
-      };
+      const next = () =>
+        Array.from({ length: batch }, (_, b) => argmax(logits, b * c.vocabSize, c.vocabSize));
       await measure("tiny-code-llama", dec, s ? "DS head r16b16, dense 0,1" : "dense", L, () => {
         const t = next();
         logits = dec.step(t);

@@ -13,6 +13,7 @@ import { cuda as openCuda } from "../../src/cuda/driver.ts";
 import { defineAttention } from "../../src/dsl/spec.ts";
 import { GpuDecoder } from "../../src/model/gpu_decoder.ts";
 import { loadModel } from "../../src/model/weights.ts";
+import { argmax } from "../../src/model/cpu_decoder.ts";
 import { readChannelConfig } from "../../src/model/channel_config.ts";
 import { relativeError } from "./support.ts";
 
@@ -64,8 +65,7 @@ export async function runModelChecks(): Promise<string[]> {
     const out: number[] = [];
     let logits = last;
     for (let i = 0; i < greedy.length; i++) {
-      let best = 0;
-      for (let v = 1; v < c.vocabSize; v++) if (logits[v] > logits[best]) best = v;
+      const best = argmax(logits);
       out.push(best);
       logits = dec.step([best]);
     }
