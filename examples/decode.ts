@@ -20,7 +20,8 @@
  *
  * Flags: --model DIR, --channels FILE, --variant NAME, --prompt-file FILE, --tokens N,
  * --batch B (the prompt replicated B times; GPU only), --device auto|cpu|gpu,
- * --calibration-windows N, --calibration-window-size T.
+ * --calibration-windows N, --calibration-window-size T, --temperature T (0 = greedy, the
+ * default), --top-p P, --seed S (sampling draws the same numbers for both decoders).
  */
 import { existsSync } from "node:fs";
 import * as path from "node:path";
@@ -36,7 +37,8 @@ import {
 } from "../src/model/calibrate_run.ts";
 import { labelChannelsFor } from "../src/model/channels.ts";
 import { CpuDoubleSparsityAttention } from "../src/model/cpu_ds_attention.ts";
-import { argmax, type CpuAttention, CpuDecoder, DenseAttention } from "../src/model/cpu_decoder.ts";
+import { type CpuAttention, CpuDecoder, DenseAttention } from "../src/model/cpu_decoder.ts";
+import { sampleToken, seededUniform } from "../src/model/sampling.ts";
 import type { ModelConfig } from "../src/model/config.ts";
 import { findPreset, presetVariant } from "../src/model/evaluate.ts";
 import { GpuDecoder } from "../src/model/gpu_decoder.ts";
@@ -62,8 +64,17 @@ const { values: args } = parseArgs({
     device: { type: "string", default: "auto" },
     "calibration-windows": { type: "string" },
     "calibration-window-size": { type: "string" },
+    temperature: { type: "string", default: "0" },
+    "top-p": { type: "string", default: "1" },
+    seed: { type: "string", default: "1" },
   },
 });
+
+// Next-token choice: greedy by default; with --temperature, nucleus sampling from a seeded
+// generator (each decoder gets its own generator with the same seed).
+const sampling = { temperature: Number(args.temperature), topP: Number(args["top-p"]) };
+const pick = (random: () => number, logits: ArrayLike<number>, start = 0, length?: number) =>
+  sampleToken(logits, sampling, random, start, length);
 
 const intFlag = (flag: string, value: string | undefined): number | undefined => {
   if (value === undefined) return undefined;
@@ -165,9 +176,27 @@ async function readPrompt(): Promise<number[]> {
   const head = text.slice(0, 1500);
   return tokenizer.encode(head.slice(0, head.lastIndexOf("\n") + 1) || head);
 }
-const prompt = await readPrompt();
+let prompt = await readPrompt();
 if (prompt.length === 0) throw new Error("the prompt is empty");
-console.log(`prompt: ${prompt.length} tokens; decoding ${numTokens} tokens greedily`);
+// The model was trained on positions below max_position_embeddings: keep the prompt's tail.
+const room = config.maxPositionEmbeddings - numTokens;
+if (room < 1) {
+  throw new Error(
+    `--tokens ${numTokens} leaves no room for a prompt in ${config.maxPositionEmbeddings} positions`,
+  );
+}
+if (prompt.length > room) {
+  console.log(
+    `prompt: ${prompt.length} tokens, keeping the last ${room} (the model has ${config.maxPositionEmbeddings} positions)`,
+  );
+  prompt = prompt.slice(-room);
+}
+console.log(
+  `prompt: ${prompt.length} tokens; decoding ${numTokens} tokens ` +
+    (sampling.temperature > 0
+      ? `by sampling (temperature ${sampling.temperature}, top-p ${sampling.topP}, seed ${args.seed})`
+      : "greedily"),
+);
 
 // ---------------------------------------------------------------------------------------------
 // 7. Decoding
@@ -219,9 +248,10 @@ async function decodeGpu(cuda: Cuda, label: string, dsSpec?: AttentionSpec): Pro
   const generated: number[][] = Array.from({ length: batch }, () => []);
   const next = new Int32Array(batch);
   const stepMs: number[] = [];
+  const random = seededUniform(Number(args.seed));
   for (let i = 0; i < numTokens; i++) {
     for (let b = 0; b < batch; b++) {
-      next[b] = argmax(logits, b * vocab, vocab);
+      next[b] = pick(random, logits, b * vocab, vocab);
       generated[b].push(next[b]);
     }
     progress(label, i, numTokens);
@@ -304,8 +334,9 @@ function decodeCpu(loaded: LoadedModel, label: string, dsSpec?: AttentionSpec): 
   const generated: number[] = [];
   const stepMs: number[] = [];
   const attentionMs: number[] = [];
+  const random = seededUniform(Number(args.seed));
   for (let i = 0; i < numTokens; i++) {
-    const next = argmax(last);
+    const next = pick(random, last);
     generated.push(next);
     progress(label, i, numTokens);
     if (i + 1 === numTokens) break;

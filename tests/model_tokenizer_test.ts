@@ -39,3 +39,32 @@ Deno.test("tokenizer: tiny-code-llama gets the byte tokenizer; others need token
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("tokenizer: tokenizer.json loads through @huggingface/tokenizers", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    // A minimal word-level tokenizer: four words, whitespace pre-tokenization.
+    const json = {
+      version: "1.0",
+      truncation: null,
+      padding: null,
+      added_tokens: [],
+      normalizer: null,
+      pre_tokenizer: { type: "Whitespace" },
+      post_processor: null,
+      decoder: null,
+      model: {
+        type: "WordLevel",
+        vocab: { hello: 0, world: 1, "[UNK]": 2, def: 3 },
+        unk_token: "[UNK]",
+      },
+    };
+    await Deno.writeTextFile(path.join(dir, "tokenizer.json"), JSON.stringify(json));
+    const tok = await loadTokenizer(dir, syntheticConfig({ vocabSize: 4 }));
+    assert.equal(tok.vocabSize, 4);
+    assert.deepEqual(tok.encode("hello world def"), [0, 1, 3]);
+    assert.equal(tok.decode([3, 0, 1]), "def hello world");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

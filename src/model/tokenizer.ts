@@ -86,11 +86,10 @@ export async function loadTokenizer(dir: string, config: ModelConfig): Promise<T
     );
   }
   const tokenizerConfig = await readJsonIfPresent(path.join(dir, "tokenizer_config.json")) ?? {};
-  // Kept as a variable so that type checking does not need the package installed.
-  const specifier = "npm:@huggingface/tokenizers";
+  // Imported here, not at the top: the byte-vocabulary path (and the GPU pack) need not load it.
   let mod: { Tokenizer: new (json: unknown, config: unknown) => HfTokenizerLike };
   try {
-    mod = await import(specifier);
+    mod = await import("@huggingface/tokenizers") as unknown as typeof mod;
   } catch (e) {
     throw new Error(
       `${tokenizerPath}: loading it needs the npm package @huggingface/tokenizers, which ` +
