@@ -421,7 +421,9 @@ if (onGpu && Number.isFinite(dense.stepDeviceMs) && Number.isFinite(ds.stepDevic
       `contexts attention is a small part of a step and Double Sparsity has little to save.`,
   );
 }
-if (onGpu && runs.some((r) => !r.run.batchConsistent)) {
+// Greedy decoding of one prompt replicated over the batch must give every sequence the same
+// tokens; sampling draws different numbers for each sequence, so it may not.
+if (onGpu && sampling.temperature === 0 && runs.some((r) => !r.run.batchConsistent)) {
   console.log("warning: sequences of the batch (the same prompt) produced different tokens");
 }
 if (!onGpu) {
