@@ -20,17 +20,12 @@ import {
   denseStepBytes,
   sparseStepBytes,
 } from "../src/dsl/spec.ts";
-import {
-  cuda as openCuda,
-  type DeviceBuffer,
-  type Event,
-  type GraphExec,
-  type Stream,
-} from "../src/cuda/driver.ts";
+import { cuda as openCuda, type DeviceBuffer, type GraphExec } from "../src/cuda/driver.ts";
 import { PagedKvCache } from "../src/runtime/caches.ts";
 import { DecodePlan } from "../src/runtime/decode_plan.ts";
 import { Variant } from "../src/runtime/variant.ts";
 import { UtilKernels } from "../src/runtime/util_kernels.ts";
+import { medianEventMs } from "../src/runtime/timing.ts";
 import { packageRoot } from "../src/cuda/library.ts";
 import { writeFileAtomic } from "../src/util/fs.ts";
 import { lineChart } from "./svg.ts";
@@ -127,30 +122,15 @@ const SHAPES: { name: string; kv: number; methods: Method[] }[] = [
   },
 ].filter((s) => !args.shapes || args.shapes.split(",").includes(s.name));
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
-
-/** Median milliseconds of `graphs[i % n]` replays, each between two events. */
-function timeGraphs(
-  graphs: GraphExec[],
-  s: Stream,
-  start: Event,
-  end: Event,
-  reps = repeats,
-): number {
-  for (let i = 0; i < Math.max(5, graphs.length); i++) graphs[i % graphs.length].launch(s);
-  s.synchronize();
-  const times: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    start.record(s);
-    graphs[i % graphs.length].launch(s);
-    end.record(s);
-    end.synchronize();
-    times.push(end.since(start));
-  }
-  return median(times);
+/** Median milliseconds of graph replays, rotating over the graphs (one per cache copy). */
+function timeGraphs(graphs: GraphExec[], reps = repeats): number {
+  return medianEventMs(
+    cuda,
+    stream,
+    (i) => graphs[i % graphs.length].launch(stream),
+    reps,
+    Math.max(5, graphs.length),
+  );
 }
 
 // ---- 1. Copy bandwidth: the ceiling every floor is measured against. ----
@@ -158,17 +138,15 @@ function copyBandwidth(): number {
   const bytes = 1 << 30;
   using a = cuda.alloc(bytes);
   using b = cuda.alloc(bytes);
-  using start = cuda.event(), end = cuda.event();
   a.fill8(1, stream);
-  const times: number[] = [];
-  for (let i = 0; i < 12; i++) {
-    start.record(stream);
-    stream.copyDeviceToDevice(b.ptr, a.ptr, bytes);
-    end.record(stream);
-    end.synchronize();
-    if (i >= 2) times.push(end.since(start));
-  }
-  return (2 * bytes) / (median(times) / 1e3);
+  const ms = medianEventMs(
+    cuda,
+    stream,
+    () => stream.copyDeviceToDevice(b.ptr, a.ptr, bytes),
+    10,
+    2,
+  );
+  return (2 * bytes) / (ms / 1e3);
 }
 
 const bandwidth = copyBandwidth();
@@ -234,7 +212,6 @@ interface Row {
 }
 const rows: Row[] = [];
 using util = new UtilKernels(cuda, "fp16");
-using startEv = cuda.event(), endEv = cuda.event();
 
 for (const shape of SHAPES) {
   for (const method of shape.methods) {
@@ -296,7 +273,7 @@ for (const shape of SHAPES) {
         try {
           if (method === shape.methods[0]) {
             const dense = capture((i) => plan.attention(i, qs[i].ptr, outs[i].ptr, true));
-            const ms = timeGraphs(dense, stream, startEv, endEv);
+            const ms = timeGraphs(dense);
             dense.forEach((g) => g.dispose());
             rows.push({
               shape: shape.name,
@@ -312,10 +289,10 @@ for (const shape of SHAPES) {
           }
           const full = capture((i) => plan.attention(i, qs[i].ptr, outs[i].ptr));
           const topk = capture((i) => (plan.score(i, qs[i].ptr), plan.select(i, qs[i].ptr)));
-          const ms = timeGraphs(full, stream, startEv, endEv);
-          const scoreSelectMs = timeGraphs(topk, stream, startEv, endEv);
+          const ms = timeGraphs(full);
+          const scoreSelectMs = timeGraphs(topk);
           const scoreOnly = capture((i) => plan.score(i, qs[i].ptr));
-          const scoreMs = timeGraphs(scoreOnly, stream, startEv, endEv, Math.ceil(repeats / 2));
+          const scoreMs = timeGraphs(scoreOnly, Math.ceil(repeats / 2));
           // score alone leaves histograms filled; clear them for whatever runs next
           for (const g of [...full, ...topk, ...scoreOnly]) g.dispose();
           plan.workspace.hist.fill8(0, stream);

@@ -19,6 +19,8 @@ import { PagedKvCache } from "../src/runtime/caches.ts";
 import { DecodePlan } from "../src/runtime/decode_plan.ts";
 import { Variant } from "../src/runtime/variant.ts";
 import { decodeArray, encodeArray } from "../src/reference/dtype.ts";
+import { mulberry32 } from "../src/reference/random.ts";
+import { medianEventMs } from "../src/runtime/timing.ts";
 
 const { values: args } = parseArgs({
   args: Deno.args,
@@ -121,22 +123,8 @@ q.upload(qBits, stream);
 using outDense = cuda.alloc(B * Hq * d * 2);
 using outSparse = cuda.alloc(B * Hq * d * 2);
 
-function timeMs(run: () => void, warmup = 5, reps = 20): number {
-  for (let i = 0; i < warmup; i++) run();
-  stream.synchronize();
-  using e0 = cuda.event();
-  using e1 = cuda.event();
-  const times: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    e0.record(stream);
-    run();
-    e1.record(stream);
-    e1.synchronize();
-    times.push(e1.since(e0));
-  }
-  times.sort((a, b) => a - b);
-  return times[Math.floor(times.length / 2)];
-}
+// Median of 20 event-timed runs after 5 warm-ups (src/runtime/timing.ts).
+const timeMs = (run: () => void) => medianEventMs(cuda, stream, run, 20, 5);
 const denseMs = timeMs(() => plan.attention(0, q.ptr, outDense.ptr, true));
 const sparseMs = timeMs(() => plan.attention(0, q.ptr, outSparse.ptr));
 
@@ -169,16 +157,6 @@ console.log(
     `(random K/V spread attention evenly, so 1/16 of the tokens cannot hold most of the mass; ` +
     `real models concentrate it)`,
 );
-
-function mulberry32(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(s ^ (s >>> 15), s | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Roughly normal floats (Box-Muller). */
 function normalFloats(n: number, random: () => number): Float32Array {

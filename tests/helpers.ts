@@ -9,16 +9,7 @@ export const REPO_ROOT = fileURLToPath(new URL("../", import.meta.url));
 export const repoPath = (...parts: string[]): string => join(REPO_ROOT, ...parts);
 
 /** Deterministic uniform [0, 1) generator (mulberry32), so failures reproduce. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { mulberry32 as seededRandom } from "../src/reference/random.ts";
 
 /** Uniform values in [lo, hi). */
 export function randomArray(random: () => number, n: number, lo = -1, hi = 1): Float64Array {

@@ -18,7 +18,6 @@ export async function loadSpecs(dir = EXAMPLE_SPECS_DIR): Promise<AttentionSpec[
     if (exported === undefined) throw new Error(`${join(dir, name)}: no default export of specs`);
     specs.push(...(Array.isArray(exported) ? exported : [exported]));
   }
-  const seen = new Map<string, number>();
-  for (const s of specs) seen.set(s.variant, (seen.get(s.variant) ?? 0) + 1);
+  // A variant listed by several files is generated once.
   return specs.filter((s, i) => specs.findIndex((t) => t.variant === s.variant) === i);
 }

@@ -28,6 +28,7 @@ import type { ModelConfig } from "./config.ts";
 import { ropeInverseFrequencies } from "./rope.ts";
 import type { LoadedModel } from "./weights.ts";
 import { UtilKernels } from "../runtime/util_kernels.ts";
+import { medianEventMs } from "../runtime/timing.ts";
 
 /** A model whose weights are drawn at random on the device (for benchmarks of large shapes). */
 export interface RandomModel {
@@ -591,18 +592,7 @@ export class GpuDecoder implements Disposable {
   }
 
   #timeGraph(graph: GraphExec, repeats: number): number {
-    using start = this.#cuda.event(), end = this.#cuda.event();
-    graph.launch(this.stream);
-    const times: number[] = [];
-    for (let i = 0; i < repeats; i++) {
-      start.record(this.stream);
-      graph.launch(this.stream);
-      end.record(this.stream);
-      end.synchronize();
-      times.push(end.since(start));
-    }
-    times.sort((a, b) => a - b);
-    return times[Math.floor(times.length / 2)];
+    return medianEventMs(this.#cuda, this.stream, () => graph.launch(this.stream), repeats);
   }
 
   /** Empties every sequence (pages go back to the pool); statistics are kept. */

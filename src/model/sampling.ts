@@ -11,15 +11,7 @@ export interface SamplingOptions {
 }
 
 /** A seeded uniform [0, 1) generator (mulberry32). */
-export function seededUniform(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { mulberry32 as seededUniform } from "../reference/random.ts";
 
 /** The next token of logits[start, start + length). Ties in greedy mode go to the lower id. */
 export function sampleToken(

@@ -6,6 +6,7 @@ import * as path from "node:path";
 import type { ModelConfig } from "./config.ts";
 import { encodeSafetensors, type TensorToWrite } from "./safetensors.ts";
 import type { LayerWeights, LoadedModel } from "./weights.ts";
+import { mulberry32 } from "../reference/random.ts";
 
 /** A small Llama-style config; `overrides` replace any field. */
 export function syntheticConfig(overrides: Partial<ModelConfig> = {}): ModelConfig {
@@ -28,21 +29,9 @@ export function syntheticConfig(overrides: Partial<ModelConfig> = {}): ModelConf
   };
 }
 
-/** mulberry32: a tiny seeded PRNG returning floats in [0, 1). */
-function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Random weights: matrices uniform with std about 1/sqrt(fan_in), norms near 1. */
 export function randomModel(config: ModelConfig, seed = 1): LoadedModel {
-  const rand = seededRandom(seed);
+  const rand = mulberry32(seed);
   const matrix = (rows: number, cols: number) => {
     const scale = Math.sqrt(3 / cols);
     return Float32Array.from({ length: rows * cols }, () => (2 * rand() - 1) * scale);
