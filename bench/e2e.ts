@@ -13,13 +13,13 @@ import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { cuda as openCuda } from "../src/cuda/driver.ts";
 import { type AttentionSpec, defineAttention } from "../src/dsl/spec.ts";
-import { GpuDecoder } from "../src/model/gpu_decoder.ts";
-import { argmax } from "../src/model/cpu_decoder.ts";
-import { loadModel } from "../src/model/weights.ts";
-import { readChannelConfig } from "../src/model/channel_config.ts";
-import type { ModelConfig } from "../src/model/config.ts";
+import { GpuDecoder } from "../src/decoding/gpu_decoder.ts";
+import { argmax } from "../src/decoding/cpu_decoder.ts";
+import { loadModel } from "../src/checkpoint/weights.ts";
+import { readChannelConfig } from "../src/quality/channel_config.ts";
+import type { ModelConfig } from "../src/checkpoint/config.ts";
 import { UtilKernels } from "../src/runtime/util_kernels.ts";
-import { packageRoot } from "../src/cuda/library.ts";
+import { packageRoot } from "../src/util/package_root.ts";
 import { writeFileAtomic } from "../src/util/fs.ts";
 
 const { values: args } = parseArgs({

@@ -26,7 +26,7 @@ import { DecodePlan } from "../src/runtime/decode_plan.ts";
 import { Variant } from "../src/runtime/variant.ts";
 import { UtilKernels } from "../src/runtime/util_kernels.ts";
 import { medianEventMs } from "../src/runtime/timing.ts";
-import { packageRoot } from "../src/cuda/library.ts";
+import { packageRoot } from "../src/util/package_root.ts";
 import { writeFileAtomic } from "../src/util/fs.ts";
 import { lineChart } from "./svg.ts";
 

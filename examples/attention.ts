@@ -18,8 +18,8 @@ import { type Cuda, cuda as openCuda } from "../src/cuda/driver.ts";
 import { PagedKvCache } from "../src/runtime/caches.ts";
 import { DecodePlan } from "../src/runtime/decode_plan.ts";
 import { Variant } from "../src/runtime/variant.ts";
-import { decodeArray, encodeArray } from "../src/reference/dtype.ts";
-import { mulberry32 } from "../src/reference/random.ts";
+import { decodeArray, encodeArray } from "../src/util/dtype.ts";
+import { mulberry32 } from "../src/util/random.ts";
 import { medianEventMs } from "../src/runtime/timing.ts";
 
 const { values: args } = parseArgs({

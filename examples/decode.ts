@@ -14,8 +14,8 @@
  * 1/16 of them. It needs, per layer and head, a ranking of the head-dimension channels: which
  * ones carry the large |q * k| products. That ranking comes from an offline calibration pass.
  *
- * With a GPU, both decoders run the project's generated CUDA kernels (src/model/gpu_decoder.ts).
- * Without one, the same algorithm runs on the CPU reference (src/model/cpu_ds_attention.ts),
+ * With a GPU, both decoders run the project's generated CUDA kernels (src/decoding/gpu_decoder.ts).
+ * Without one, the same algorithm runs on the CPU reference (src/decoding/cpu_ds_attention.ts),
  * more slowly and with a smaller calibration; the example says which path it takes.
  *
  * Flags: --model DIR, --channels FILE, --variant NAME, --prompt-file FILE, --tokens N,
@@ -28,22 +28,18 @@ import * as path from "node:path";
 import { parseArgs } from "node:util";
 import type { AttentionSpec } from "../src/dsl/spec.ts";
 import type { Cuda } from "../src/cuda/driver.ts";
-import { packageRoot } from "../src/cuda/library.ts";
-import {
-  defaultChannelPath,
-  loadOrCalibrate,
-  parseDeviceChoice,
-  resolveDevice,
-} from "../src/model/calibrate_run.ts";
-import { labelChannelsFor } from "../src/model/channels.ts";
-import { CpuDoubleSparsityAttention } from "../src/model/cpu_ds_attention.ts";
-import { type CpuAttention, CpuDecoder, DenseAttention } from "../src/model/cpu_decoder.ts";
-import { sampleToken, seededUniform } from "../src/model/sampling.ts";
-import type { ModelConfig } from "../src/model/config.ts";
-import { findPreset, presetVariant } from "../src/model/evaluate.ts";
-import { GpuDecoder } from "../src/model/gpu_decoder.ts";
-import { loadTokenizer } from "../src/model/tokenizer.ts";
-import { type LoadedModel, loadModel } from "../src/model/weights.ts";
+import { packageRoot } from "../src/util/package_root.ts";
+import { defaultChannelPath, loadOrCalibrate } from "../src/quality/calibrate_run.ts";
+import { parseDeviceChoice, resolveDevice } from "../src/runtime/device.ts";
+import { labelChannelsFor } from "../src/quality/channels.ts";
+import { CpuDoubleSparsityAttention } from "../src/decoding/cpu_ds_attention.ts";
+import { type CpuAttention, CpuDecoder, DenseAttention } from "../src/decoding/cpu_decoder.ts";
+import { sampleToken, seededUniform } from "../src/decoding/sampling.ts";
+import type { ModelConfig } from "../src/checkpoint/config.ts";
+import { findPreset, presetVariant } from "../src/quality/evaluate.ts";
+import { GpuDecoder } from "../src/decoding/gpu_decoder.ts";
+import { loadTokenizer } from "../src/checkpoint/tokenizer.ts";
+import { type LoadedModel, loadModel } from "../src/checkpoint/weights.ts";
 
 // ---------------------------------------------------------------------------------------------
 // 1. Arguments

@@ -4,7 +4,7 @@
  *
  * 1. Collects the modules reachable from the entry points (`.`, `./dsl`, `./codegen`,
  *    `./reference`; barrels are generated where src/ has no mod.ts) and fails if one imports
- *    something outside the pure part of src/ (src/cuda, src/runtime and src/model use Deno FFI),
+ *    something outside the pure part of src/ (src/cuda, src/runtime, src/decoding, src/quality and src/checkpoint use Deno FFI or Deno APIs),
  *    a package other than the dependencies and `node:` built-ins, or uses the `Deno` global.
  * 2. Type-checks and emits them with the TypeScript compiler (through ts-morph): ES2022 modules
  *    and declarations in dist/npm/esm/, with `./x.ts` imports rewritten to `./x.js`.

@@ -4,7 +4,7 @@
  * (node_modules subset, tar.xz). `bash scripts/gpu-run.sh test:gpu` unpacks and runs there.
  */
 import { join } from "node:path";
-import { packageRoot } from "../src/cuda/library.ts";
+import { packageRoot } from "../src/util/package_root.ts";
 
 const root = packageRoot();
 const out = join(root, ".gpu");

@@ -9,7 +9,7 @@ export const REPO_ROOT = fileURLToPath(new URL("../", import.meta.url));
 export const repoPath = (...parts: string[]): string => join(REPO_ROOT, ...parts);
 
 /** Deterministic uniform [0, 1) generator (mulberry32), so failures reproduce. */
-export { mulberry32 as seededRandom } from "../src/reference/random.ts";
+export { mulberry32 as seededRandom } from "../src/util/random.ts";
 
 /** Uniform values in [lo, hi). */
 export function randomArray(random: () => number, n: number, lo = -1, hi = 1): Float64Array {

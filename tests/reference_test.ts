@@ -10,9 +10,9 @@ import {
   floatFromF16Bits,
   rintHalfEven,
   roundTo,
-} from "../src/reference/dtype.ts";
+} from "../src/util/dtype.ts";
 import { dequantizeRow, packCodes, quantizeRow, unpackCodes } from "../src/reference/labels.ts";
-import { PageTable } from "../src/reference/page_table.ts";
+import { PageTable } from "../src/util/page_table.ts";
 import { CpuPagedCache } from "../src/reference/paged_cache.ts";
 import {
   denseDecode,

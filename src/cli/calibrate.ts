@@ -12,18 +12,18 @@
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { existsSync } from "node:fs";
-import { packageRoot } from "../cuda/library.ts";
+import { packageRoot } from "../util/package_root.ts";
 import {
   calibrate,
   DEFAULT_CALIBRATION_DATA,
   defaultChannelPath,
-  parseDeviceChoice,
   statsPathFor,
   writeChannelStatistics,
-} from "../model/calibrate_run.ts";
-import { readChannelConfig, writeChannelConfig } from "../model/channel_config.ts";
-import { loadModel } from "../model/weights.ts";
-import { PROTOCOL_CALIBRATION_WINDOWS, PROTOCOL_WINDOW, readWindows } from "../model/windows.ts";
+} from "../quality/calibrate_run.ts";
+import { parseDeviceChoice } from "../runtime/device.ts";
+import { readChannelConfig, writeChannelConfig } from "../quality/channel_config.ts";
+import { loadModel } from "../checkpoint/weights.ts";
+import { PROTOCOL_CALIBRATION_WINDOWS, PROTOCOL_WINDOW, readWindows } from "../quality/windows.ts";
 
 const HELP = `deno task calibrate [options]
   --model DIR          model directory (default examples/models/tiny-code-llama)

@@ -11,9 +11,10 @@
  */
 import * as path from "node:path";
 import { parseArgs } from "node:util";
-import { packageRoot } from "../cuda/library.ts";
+import { packageRoot } from "../util/package_root.ts";
 import { writeFileAtomic } from "../util/fs.ts";
-import { loadOrCalibrate, parseDeviceChoice, resolveDevice } from "../model/calibrate_run.ts";
+import { loadOrCalibrate } from "../quality/calibrate_run.ts";
+import { parseDeviceChoice, resolveDevice } from "../runtime/device.ts";
 import {
   EVAL_PRESETS,
   type EvalPreset,
@@ -22,16 +23,16 @@ import {
   evaluateGpu,
   parsePresetList,
   presetVariant,
-} from "../model/evaluate.ts";
-import { loadModel } from "../model/weights.ts";
+} from "../quality/evaluate.ts";
+import { loadModel } from "../checkpoint/weights.ts";
 import {
   PROTOCOL_CALIBRATION_WINDOWS,
   PROTOCOL_EVAL_WINDOWS,
   PROTOCOL_WINDOW,
   readWindows,
-} from "../model/windows.ts";
+} from "../quality/windows.ts";
 
-export { EVAL_PRESETS, findPreset, parsePresetList, presetSpec } from "../model/evaluate.ts";
+export { EVAL_PRESETS, findPreset, parsePresetList, presetSpec } from "../quality/evaluate.ts";
 
 const HELP = `deno task eval [options]
   --model DIR                 model directory (default examples/models/tiny-code-llama)

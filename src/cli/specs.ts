@@ -1,10 +1,10 @@
 /** Loads the attention specs exported by the files of a directory (default export: one or many). */
-import { join, resolve } from "node:path";
-import { pathToFileURL } from "node:url";
+import { join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import type { AttentionSpec } from "../dsl/spec.ts";
 
-export const EXAMPLE_SPECS_DIR = resolve(new URL("../../examples/specs", import.meta.url).pathname);
-export const GENERATED_DIR = resolve(new URL("../../generated", import.meta.url).pathname);
+export const EXAMPLE_SPECS_DIR = fileURLToPath(new URL("../../examples/specs", import.meta.url));
+export const GENERATED_DIR = fileURLToPath(new URL("../../generated", import.meta.url));
 
 export async function loadSpecs(dir = EXAMPLE_SPECS_DIR): Promise<AttentionSpec[]> {
   const files = [...Deno.readDirSync(dir)]

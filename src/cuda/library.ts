@@ -4,7 +4,6 @@
  * path tried with the loader's reason.
  */
 import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
 
 export interface LibrarySearch {
   /** What the library is, for messages ("NVRTC", "the CUDA driver"). */
@@ -23,9 +22,6 @@ export class LibraryNotFoundError extends Error {
     this.name = "LibraryNotFoundError";
   }
 }
-
-/** The repository (or package) root: two levels above src/cuda/. */
-export const packageRoot = (): string => fileURLToPath(new URL("../../", import.meta.url));
 
 export const CUDA_LIB_DIRS = [
   "/usr/local/cuda/lib64",

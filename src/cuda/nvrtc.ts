@@ -13,9 +13,9 @@ import {
   join,
   type LibrarySearch,
   openLibrary,
-  packageRoot,
   readCString,
 } from "./library.ts";
+import { packageRoot } from "../util/package_root.ts";
 
 const symbols = {
   // nvrtcResult nvrtcVersion(int* major, int* minor)

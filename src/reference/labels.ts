@@ -6,7 +6,7 @@
  * keep single-precision scale and min (they never leave the kernel).
  */
 import type { KvDtype } from "../dsl/spec.ts";
-import { fround, rintHalfEven, roundTo } from "./dtype.ts";
+import { fround, rintHalfEven, roundTo } from "../util/dtype.ts";
 
 const MIN_RANGE = fround(1e-5);
 

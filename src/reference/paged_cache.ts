@@ -12,9 +12,9 @@ import {
   labelMetaOffset,
   labelRowOffset,
 } from "../dsl/layout.ts";
-import { fromBits, toBits } from "./dtype.ts";
+import { fromBits, toBits } from "../util/dtype.ts";
 import { packCodes, quantizeRow } from "./labels.ts";
-import { PageTable } from "./page_table.ts";
+import { PageTable } from "../util/page_table.ts";
 
 export class CpuPagedCache {
   readonly layout: CacheLayout;

@@ -7,7 +7,7 @@
 import type { AttentionSpec } from "../dsl/spec.ts";
 import { cacheLayout } from "../dsl/layout.ts";
 import type { Cuda, DeviceBuffer, HostBuffer, Stream } from "../cuda/driver.ts";
-import { PageTable } from "../reference/page_table.ts";
+import { PageTable } from "../util/page_table.ts";
 
 export class LayerCache implements Disposable {
   readonly k: DeviceBuffer;

@@ -27,7 +27,7 @@ import {
   type Module,
   type Stream,
 } from "../cuda/driver.ts";
-import { packageRoot } from "../cuda/library.ts";
+import { packageRoot } from "../util/package_root.ts";
 import type { VariantLaunchers } from "../../generated/kernel_api.ts";
 
 export interface LoadedKernel {

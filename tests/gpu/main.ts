@@ -31,7 +31,7 @@ import {
   sparseDecode,
   topK,
 } from "../../src/reference/attention.ts";
-import { decodeArray, encodeArray } from "../../src/reference/dtype.ts";
+import { decodeArray, encodeArray } from "../../src/util/dtype.ts";
 import { checkSelection, key16Interval, Random, relativeError, table } from "./support.ts";
 import { writeFileAtomic } from "../../src/util/fs.ts";
 import { runModelChecks } from "./model.ts";

@@ -11,10 +11,10 @@
 import { fileURLToPath } from "node:url";
 import { cuda as openCuda } from "../../src/cuda/driver.ts";
 import { defineAttention } from "../../src/dsl/spec.ts";
-import { GpuDecoder } from "../../src/model/gpu_decoder.ts";
-import { loadModel } from "../../src/model/weights.ts";
-import { argmax } from "../../src/model/cpu_decoder.ts";
-import { readChannelConfig } from "../../src/model/channel_config.ts";
+import { GpuDecoder } from "../../src/decoding/gpu_decoder.ts";
+import { loadModel } from "../../src/checkpoint/weights.ts";
+import { argmax } from "../../src/decoding/cpu_decoder.ts";
+import { readChannelConfig } from "../../src/quality/channel_config.ts";
 import { relativeError } from "./support.ts";
 
 const root = (p: string) => fileURLToPath(new URL(`../../${p}`, import.meta.url));

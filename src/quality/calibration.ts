@@ -8,8 +8,8 @@ import {
   type ChannelKind,
   type ChannelRankings,
 } from "./channel_config.ts";
-import { type CpuAttention, CpuDecoder } from "./cpu_decoder.ts";
-import type { LoadedModel } from "./weights.ts";
+import { type CpuAttention, CpuDecoder } from "../decoding/cpu_decoder.ts";
+import type { LoadedModel } from "../checkpoint/weights.ts";
 
 /** Channel indices by descending value; ties keep the lower channel first. */
 export function rankChannels(values: ArrayLike<number>): number[] {

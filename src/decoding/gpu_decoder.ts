@@ -21,12 +21,12 @@ import type {
 import { PagedKvCache } from "../runtime/caches.ts";
 import { DecodePlan } from "../runtime/decode_plan.ts";
 import { sharedCompiler, Variant } from "../runtime/variant.ts";
-import { encodeArray } from "../reference/dtype.ts";
-import { CHANNEL_KINDS, type ChannelKind } from "./channel_config.ts";
-import { type ChannelSource, labelChannelsFor } from "./channels.ts";
-import type { ModelConfig } from "./config.ts";
-import { ropeInverseFrequencies } from "./rope.ts";
-import type { LoadedModel } from "./weights.ts";
+import { encodeArray } from "../util/dtype.ts";
+import { CHANNEL_KINDS, type ChannelKind } from "../quality/channel_config.ts";
+import { type ChannelSource, labelChannelsFor } from "../quality/channels.ts";
+import type { ModelConfig } from "../checkpoint/config.ts";
+import { ropeInverseFrequencies } from "../checkpoint/rope.ts";
+import type { LoadedModel } from "../checkpoint/weights.ts";
 import { UtilKernels } from "../runtime/util_kernels.ts";
 import { medianEventMs } from "../runtime/timing.ts";
 

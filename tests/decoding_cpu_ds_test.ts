@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { type AttentionInput, defineAttention } from "../src/dsl/spec.ts";
-import { readChannelConfig } from "../src/model/channel_config.ts";
-import { labelChannelsFor } from "../src/model/channels.ts";
-import type { ModelConfig } from "../src/model/config.ts";
-import { CpuDoubleSparsityAttention } from "../src/model/cpu_ds_attention.ts";
-import { CpuDecoder, DenseAttention } from "../src/model/cpu_decoder.ts";
-import { syntheticConfig } from "../src/model/synthetic.ts";
-import { loadModel } from "../src/model/weights.ts";
+import { readChannelConfig } from "../src/quality/channel_config.ts";
+import { labelChannelsFor } from "../src/quality/channels.ts";
+import type { ModelConfig } from "../src/checkpoint/config.ts";
+import { CpuDoubleSparsityAttention } from "../src/decoding/cpu_ds_attention.ts";
+import { CpuDecoder, DenseAttention } from "../src/decoding/cpu_decoder.ts";
+import { syntheticConfig } from "../src/checkpoint/synthetic.ts";
+import { loadModel } from "../src/checkpoint/weights.ts";
 import { randomArray, seededRandom } from "./helpers.ts";
 
 const MODEL_DIR = fileURLToPath(new URL("../examples/models/tiny-code-llama", import.meta.url));

@@ -19,11 +19,11 @@
  */
 import type { AttentionSpec } from "../dsl/spec.ts";
 import { defaultScale, doubleSparsityDecode } from "../reference/attention.ts";
-import { decodeArray, encodeArray } from "../reference/dtype.ts";
-import { PageTable } from "../reference/page_table.ts";
+import { decodeArray, encodeArray } from "../util/dtype.ts";
+import { PageTable } from "../util/page_table.ts";
 import { CpuPagedCache } from "../reference/paged_cache.ts";
 import { queryHeadsOfSelectionHead } from "../dsl/layout.ts";
-import type { ModelConfig } from "./config.ts";
+import type { ModelConfig } from "../checkpoint/config.ts";
 import { type CpuAttention, DenseAttention } from "./cpu_decoder.ts";
 
 export interface CpuDoubleSparsityOptions {

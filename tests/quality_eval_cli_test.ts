@@ -1,18 +1,18 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { readChannelConfig } from "../src/model/channel_config.ts";
+import { readChannelConfig } from "../src/quality/channel_config.ts";
 import {
   readChannelStatistics,
   statisticsToFile,
   statsPathFor,
   writeChannelStatistics,
-} from "../src/model/calibrate_run.ts";
-import { calibrateCpu } from "../src/model/calibration.ts";
+} from "../src/quality/calibrate_run.ts";
+import { calibrateCpu } from "../src/quality/calibration.ts";
 import { EVAL_PRESETS, findPreset, parsePresetList, presetSpec } from "../src/cli/eval.ts";
-import { evaluateCpu, presetVariant } from "../src/model/evaluate.ts";
-import { loadModel } from "../src/model/weights.ts";
-import { readWindows, windowInput } from "../src/model/windows.ts";
+import { evaluateCpu, presetVariant } from "../src/quality/evaluate.ts";
+import { loadModel } from "../src/checkpoint/weights.ts";
+import { readWindows, windowInput } from "../src/quality/windows.ts";
 import { REPO_ROOT, withTempDir } from "./helpers.ts";
 
 const MODEL_DIR = fileURLToPath(new URL("../examples/models/tiny-code-llama", import.meta.url));

@@ -22,11 +22,11 @@ import type { Cuda } from "../cuda/driver.ts";
 import type { ChannelStatistics } from "./calibration.ts";
 import type { ChannelConfig } from "./channel_config.ts";
 import { type ChannelSource, labelChannelsFor } from "./channels.ts";
-import type { ModelConfig } from "./config.ts";
-import { CpuDoubleSparsityAttention } from "./cpu_ds_attention.ts";
-import { CpuDecoder, DenseAttention } from "./cpu_decoder.ts";
-import { GpuDecoder } from "./gpu_decoder.ts";
-import type { LoadedModel } from "./weights.ts";
+import type { ModelConfig } from "../checkpoint/config.ts";
+import { CpuDoubleSparsityAttention } from "../decoding/cpu_ds_attention.ts";
+import { CpuDecoder, DenseAttention } from "../decoding/cpu_decoder.ts";
+import { GpuDecoder } from "../decoding/gpu_decoder.ts";
+import type { LoadedModel } from "../checkpoint/weights.ts";
 import { crossEntropy, windowInput } from "./windows.ts";
 
 export interface EvalVariant {

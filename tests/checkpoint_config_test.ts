@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { parseModelConfig, readModelConfig } from "../src/model/config.ts";
+import { parseModelConfig, readModelConfig } from "../src/checkpoint/config.ts";
 
 const CONFIG_PATH = fileURLToPath(
   new URL("../examples/models/tiny-code-llama/config.json", import.meta.url),

@@ -6,7 +6,7 @@ import * as path from "node:path";
 import type { ModelConfig } from "./config.ts";
 import { encodeSafetensors, type TensorToWrite } from "./safetensors.ts";
 import type { LayerWeights, LoadedModel } from "./weights.ts";
-import { mulberry32 } from "../reference/random.ts";
+import { mulberry32 } from "../util/random.ts";
 
 /** A small Llama-style config; `overrides` replace any field. */
 export function syntheticConfig(overrides: Partial<ModelConfig> = {}): ModelConfig {

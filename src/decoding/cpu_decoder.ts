@@ -2,9 +2,9 @@
 // every dot product, one token at a time through a per-sequence KV cache. It is the ground
 // truth the GPU path is compared with, so it favours plain, checkable loops over speed.
 
-import type { ModelConfig } from "./config.ts";
-import { RopeCache } from "./rope.ts";
-import type { LayerWeights, LoadedModel } from "./weights.ts";
+import type { ModelConfig } from "../checkpoint/config.ts";
+import { RopeCache } from "../checkpoint/rope.ts";
+import type { LayerWeights, LoadedModel } from "../checkpoint/weights.ts";
 
 /**
  * Attention of one layer for the newest query position. `keys` and `values` hold the

@@ -5,10 +5,10 @@ import {
   ChannelStatistics,
   groupRanking,
   rankChannels,
-} from "../src/model/calibration.ts";
-import { formatChannelConfig, readChannelConfig } from "../src/model/channel_config.ts";
-import { loadModel } from "../src/model/weights.ts";
-import { cutWindows, windowInput } from "../src/model/windows.ts";
+} from "../src/quality/calibration.ts";
+import { formatChannelConfig, readChannelConfig } from "../src/quality/channel_config.ts";
+import { loadModel } from "../src/checkpoint/weights.ts";
+import { cutWindows, windowInput } from "../src/quality/windows.ts";
 
 const MODEL_DIR = fileURLToPath(new URL("../examples/models/tiny-code-llama", import.meta.url));
 const CALIBRATION_TEXT = fileURLToPath(

@@ -1,15 +1,15 @@
 import assert from "node:assert/strict";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
-import { encodeSafetensors } from "../src/model/safetensors.ts";
+import { encodeSafetensors } from "../src/checkpoint/safetensors.ts";
 import {
   configToJson,
   modelTensors,
   randomModel,
   syntheticConfig,
   writeModelDir,
-} from "../src/model/synthetic.ts";
-import { loadModel } from "../src/model/weights.ts";
+} from "../src/checkpoint/synthetic.ts";
+import { loadModel } from "../src/checkpoint/weights.ts";
 
 const MODEL_DIR = fileURLToPath(new URL("../examples/models/tiny-code-llama", import.meta.url));
 

@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { applyRope, RopeCache, ropeInverseFrequencies, ropeTables } from "../src/model/rope.ts";
+import {
+  applyRope,
+  RopeCache,
+  ropeInverseFrequencies,
+  ropeTables,
+} from "../src/checkpoint/rope.ts";
 
 Deno.test("rope: rotate-half pairs (i, i+d/2) by position * theta^(-2i/d)", () => {
   const d = 8, theta = 10000, position = 7;

@@ -9,7 +9,7 @@ import {
   readShardedCheckpoint,
   storeFromFile,
   tensorToFloat32,
-} from "../src/model/safetensors.ts";
+} from "../src/checkpoint/safetensors.ts";
 
 const MODEL_DIR = fileURLToPath(new URL("../examples/models/tiny-code-llama", import.meta.url));
 

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
-import { readModelConfig } from "../src/model/config.ts";
-import { ByteTokenizer, loadTokenizer } from "../src/model/tokenizer.ts";
-import { syntheticConfig } from "../src/model/synthetic.ts";
+import { readModelConfig } from "../src/checkpoint/config.ts";
+import { ByteTokenizer, loadTokenizer } from "../src/checkpoint/tokenizer.ts";
+import { syntheticConfig } from "../src/checkpoint/synthetic.ts";
 
 const MODEL_DIR = fileURLToPath(new URL("../examples/models/tiny-code-llama", import.meta.url));
 

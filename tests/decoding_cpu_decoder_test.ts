@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import type { ModelConfig } from "../src/model/config.ts";
-import { type CpuAttention, CpuDecoder, DenseAttention } from "../src/model/cpu_decoder.ts";
-import { randomModel, syntheticConfig } from "../src/model/synthetic.ts";
-import { loadModel } from "../src/model/weights.ts";
+import type { ModelConfig } from "../src/checkpoint/config.ts";
+import { type CpuAttention, CpuDecoder, DenseAttention } from "../src/decoding/cpu_decoder.ts";
+import { randomModel, syntheticConfig } from "../src/checkpoint/synthetic.ts";
+import { loadModel } from "../src/checkpoint/weights.ts";
 
 const MODEL_DIR = fileURLToPath(new URL("../examples/models/tiny-code-llama", import.meta.url));
 const REFERENCE = fileURLToPath(

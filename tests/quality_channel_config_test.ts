@@ -8,7 +8,7 @@ import {
   parseChannelConfig,
   readChannelConfig,
   writeChannelConfig,
-} from "../src/model/channel_config.ts";
+} from "../src/quality/channel_config.ts";
 
 const QK_FILE = fileURLToPath(
   new URL("../examples/data/tiny-code-llama-qk-channels.json", import.meta.url),

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { sampleToken, seededUniform } from "../src/model/sampling.ts";
+import { sampleToken, seededUniform } from "../src/decoding/sampling.ts";
 
 Deno.test("sampling: temperature 0 is greedy, ties to the lower id", () => {
   const random = seededUniform(1);

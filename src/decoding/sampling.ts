@@ -11,7 +11,7 @@ export interface SamplingOptions {
 }
 
 /** A seeded uniform [0, 1) generator (mulberry32). */
-export { mulberry32 as seededUniform } from "../reference/random.ts";
+export { mulberry32 as seededUniform } from "../util/random.ts";
 
 /** The next token of logits[start, start + length). Ties in greedy mode go to the lower id. */
 export function sampleToken(

@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { loadModel } from "../src/model/weights.ts";
+import { loadModel } from "../src/checkpoint/weights.ts";
 import {
   cutWindows,
   evaluateBitsPerByteCpu,
   readWindows,
   windowInput,
   windowTargets,
-} from "../src/model/windows.ts";
+} from "../src/quality/windows.ts";
 
 const MODEL_DIR = fileURLToPath(new URL("../examples/models/tiny-code-llama", import.meta.url));
 const HELDOUT = fileURLToPath(new URL("../examples/data/python-heldout.txt", import.meta.url));

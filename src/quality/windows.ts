@@ -2,8 +2,8 @@
 // [i*T, (i+1)*T + 1) of a text file; the model reads the first T bytes and is scored on
 // the next T (each byte predicts its successor).
 
-import { type CpuAttention, CpuDecoder } from "./cpu_decoder.ts";
-import type { LoadedModel } from "./weights.ts";
+import { type CpuAttention, CpuDecoder } from "../decoding/cpu_decoder.ts";
+import type { LoadedModel } from "../checkpoint/weights.ts";
 
 /** Window length T of the protocol, in bytes (= tokens for byte-level models). */
 export const PROTOCOL_WINDOW = 2048;
