@@ -1,8 +1,8 @@
 """Plain PyTorch prefill of a Llama-shaped decoder: the baseline of `deno task bench:prefill`.
 
 Random fp16 weights (N(0, 0.02^2)), batch B, causal prefill of a P-token prompt through all
-layers: RMSNorm, fused QKV GEMM, rotate-half RoPE, K/V written to a contiguous cache,
-`scaled_dot_product_attention(is_causal=True)` (GQA through enable_gqa), o_proj, RMSNorm,
+layers: RMSNorm (F.rms_norm), fused QKV GEMM, rotate-half RoPE, the rotated K and V kept
+per layer as the cache, `scaled_dot_product_attention(is_causal=True)` (GQA through enable_gqa), o_proj, RMSNorm,
 fused gate/up GEMM, SiLU * up, down_proj, final norm and the last position's logits. CUDA-event
 medians of `repeats` runs after a warm-up. Also times SDPA alone on the same attention shapes
 (per layer, causal) and reports its TFLOP/s and the backend PyTorch picks.
@@ -33,8 +33,7 @@ def rotate_half(x):
 
 
 def rmsnorm(x, w, eps=1e-5):
-    xf = x.float()
-    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).half() * w
+    return F.rms_norm(x, (x.shape[-1],), w, eps)
 
 
 class Model:
@@ -77,11 +76,9 @@ class Model:
             v = v.view(B, P, Hkv, hd).transpose(1, 2)
             q = q * cos + rotate_half(q) * sin
             k = k * cos + rotate_half(k) * sin
-            kc, vc = caches[li]
-            kc[:, :, :P].copy_(k)
-            vc[:, :, :P].copy_(v)
-            a = F.scaled_dot_product_attention(q, kc[:, :, :P], vc[:, :, :P], is_causal=True,
-                                               enable_gqa=Hq != Hkv)
+            # The rotated k and v are the layer's cache: kept, as a decoder keeps them.
+            caches[li] = (k, v)
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=Hq != Hkv)
             a = a.transpose(1, 2).reshape(B, P, Hq * hd)
             h = h + a @ L["o"].t()
             x = rmsnorm(h, L["post_norm"])
@@ -164,9 +161,7 @@ def main():
     for j in jobs:
         B, P = j["batch"], j["prompt"]
         try:
-            caches = [(torch.empty(B, m["kv_heads"], P, m["head_dim"], device="cuda", dtype=torch.float16),
-                       torch.empty(B, m["kv_heads"], P, m["head_dim"], device="cuda", dtype=torch.float16))
-                      for _ in range(m["layers"])]
+            caches = [None] * m["layers"]
             tokens = torch.randint(0, m["vocab"], (B, P), device="cuda")
             torch.cuda.reset_peak_memory_stats()
             ms = time_it(lambda: model.prefill(tokens, caches), repeats)

@@ -18,7 +18,7 @@ export interface KernelInfo {
   readonly sha256: string;
 }
 
-export type KernelId = "append" | "score" | "select" | "resolve" | "dense" | "sparse" | "merge";
+export type KernelId = "append" | "score" | "select" | "resolve" | "dense" | "sparse" | "merge" | "prefill";
 
 /** Launch-shape constants baked into the variant's sources. */
 export interface TuningInfo {
@@ -37,6 +37,11 @@ export interface TuningInfo {
   readonly denseHeadBlocks: number;
   readonly sparseHeadBlocks: number;
   readonly mergeThreads: number;
+  readonly prefillThreads: number;
+  readonly prefillKeyTile: number;
+  readonly prefillMTiles: number;
+  readonly prefillQInRegisters: boolean;
+  readonly prefillSharedBytes: number;
 }
 
 /** Arguments of the append kernel: Writes new K/V rows into the paged cache and, fused, their (quantized) label rows. */
@@ -231,6 +236,26 @@ export interface MergeArgs {
   readonly lseOut: DevicePtr;
 }
 
+/** Arguments of the prefill kernel: Causal prefill attention of a chunk's query tiles over the paged cache (tensor cores). */
+export interface PrefillArgs {
+  /** `const u16* __restrict__ q`: [chunk rows][NUM_Q_HEADS][HEAD_DIM] queries after RoPE */
+  readonly q: DevicePtr;
+  /** `const int* __restrict__ tiles`: [num_tiles][4] {first row, sequence, first position, rows} per query tile */
+  readonly tiles: DevicePtr;
+  /** `const int* __restrict__ block_tables`: [batch][max_pages] physical pages */
+  readonly blockTables: DevicePtr;
+  /** `int max_pages`: row stride of block_tables */
+  readonly maxPages: number;
+  /** `const u16* __restrict__ k_cache`: [pages][NUM_KV_HEADS][PAGE_SIZE][HEAD_DIM] */
+  readonly kCache: DevicePtr;
+  /** `const u16* __restrict__ v_cache`: [pages][NUM_KV_HEADS][PAGE_SIZE][HEAD_DIM] */
+  readonly vCache: DevicePtr;
+  /** `u16* __restrict__ out`: [chunk rows][NUM_Q_HEADS][HEAD_DIM] attention output, KV dtype */
+  readonly out: DevicePtr;
+  /** `float softmax_scale`: usually 1/sqrt(HEAD_DIM) */
+  readonly softmaxScale: number;
+}
+
 /** The default export of every generated/<variant>/launchers.ts. */
 export interface VariantLaunchers {
   readonly variant: string;
@@ -250,4 +275,6 @@ export interface VariantLaunchers {
   readonly launchSparse: (slot: KernelSlot, grid: Dim3, a: SparseArgs) => void;
   /** Log-sum-exp merge of the split partials into the attention output. Grid: (NUM_Q_HEADS, batch, 1). */
   readonly launchMerge: (slot: KernelSlot, grid: Dim3, a: MergeArgs) => void;
+  /** Causal prefill attention of a chunk's query tiles over the paged cache (tensor cores). Grid: (num_tiles, NUM_Q_HEADS, 1); dynamic shared memory prefillSharedBytes. */
+  readonly launchPrefill: (slot: KernelSlot, grid: Dim3, a: PrefillArgs) => void;
 }

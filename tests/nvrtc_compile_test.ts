@@ -1,7 +1,14 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import type { AttentionSpec } from "../src/dsl/mod.ts";
-import { type RenderedKernel, renderKernels } from "../src/codegen/render.ts";
+import { type RenderedKernel, renderFamilySource, renderKernels } from "../src/codegen/render.ts";
+import {
+  type FamilyKernel,
+  familySymbol,
+  MODEL_KERNELS,
+  MODEL_ROW_THREADS,
+  UTIL_KERNELS,
+} from "../src/codegen/families.ts";
 import { loadSpecs } from "../src/cli/specs.ts";
 import { DiskCache } from "../src/cuda/compile_cache.ts";
 import { type CompiledKernel, KernelCompiler } from "../src/cuda/compiler.ts";
@@ -203,3 +210,42 @@ Deno.test("nvrtc: the example variants compile cleanly and pass ptxas without sp
     await Deno.remove(cacheDir, { recursive: true });
   }
 });
+
+Deno.test("nvrtc: the model and utility kernel families compile with signatures from their table", () => {
+  const compiler = new KernelCompiler();
+  // The bundled model's shape and a Llama-3-8B shape, both dtypes: every kernel of the table is
+  // an entry of the module with exactly its described parameter count.
+  const shapes = [
+    { hidden: 512, headDim: 128, numQHeads: 4, numKvHeads: 2, intermediate: 1408 },
+    { hidden: 4096, headDim: 128, numQHeads: 32, numKvHeads: 8, intermediate: 14336 },
+  ];
+  for (const dtype of ["fp16", "bf16"] as const) {
+    for (const shape of shapes) {
+      const { source } = renderFamilySource("model", dtype, {
+        ...shape,
+        rowThreads: MODEL_ROW_THREADS,
+      });
+      checkFamily(compiler, source, `model_${dtype}_${shape.hidden}.cu`, MODEL_KERNELS, dtype);
+    }
+    const { source } = renderFamilySource("util", dtype);
+    checkFamily(compiler, source, `util_${dtype}.cu`, UTIL_KERNELS, dtype);
+  }
+});
+
+function checkFamily(
+  compiler: KernelCompiler,
+  source: string,
+  name: string,
+  table: Record<string, FamilyKernel>,
+  dtype: "fp16" | "bf16",
+): void {
+  const out = compiler.compile({ source, programName: name, arch: ARCH });
+  assert.equal(out.log, "", `${name}: NVRTC log is not empty:\n${out.log}`);
+  for (const k of Object.values(table)) {
+    const symbol = familySymbol(k, dtype);
+    const entry = new RegExp(`\\.entry ${symbol}\\(([^)]*)\\)`).exec(out.ptx);
+    assert.ok(entry, `${name}: no .entry ${symbol}`);
+    const params = entry[1].split(",").filter((p) => p.includes(".param")).length;
+    assert.equal(params, k.args.length, `${name}: ${symbol} has ${params} parameters`);
+  }
+}

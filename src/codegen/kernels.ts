@@ -16,7 +16,15 @@ export interface KernelArg {
   readonly doc: string;
 }
 
-export type KernelId = "append" | "score" | "select" | "resolve" | "dense" | "sparse" | "merge";
+export type KernelId =
+  | "append"
+  | "score"
+  | "select"
+  | "resolve"
+  | "dense"
+  | "sparse"
+  | "merge"
+  | "prefill";
 
 export interface KernelDescription {
   readonly id: KernelId;
@@ -238,6 +246,26 @@ export const KERNELS: readonly KernelDescription[] = [
       ),
     ],
   },
+  {
+    id: "prefill",
+    template: "prefill_attention.cu.hbs",
+    doc: "Causal prefill attention of a chunk's query tiles over the paged cache (tensor cores).",
+    grid: "(num_tiles, NUM_Q_HEADS, 1); dynamic shared memory prefillSharedBytes",
+    args: [
+      ptr("q", "const u16* ", "[chunk rows][NUM_Q_HEADS][HEAD_DIM] queries after RoPE"),
+      ptr(
+        "tiles",
+        "const int* ",
+        "[num_tiles][4] {first row, sequence, first position, rows} per query tile",
+      ),
+      blockTables,
+      maxPages,
+      kvCache("k", false),
+      kvCache("v", false),
+      ptr("out", "u16* ", "[chunk rows][NUM_Q_HEADS][HEAD_DIM] attention output, KV dtype"),
+      softmaxScale,
+    ],
+  },
 ];
 
 /** Launch-shape choices per variant; baked into the sources and exported by the launchers. */
@@ -260,6 +288,15 @@ export interface Tuning {
   /** Blocks along grid.y of the sparse kernel. */
   readonly sparseHeadBlocks: number;
   readonly mergeThreads: number;
+  /** Prefill: threads per block (16 query rows per warp), keys per pipeline stage. */
+  readonly prefillThreads: number;
+  readonly prefillKeyTile: number;
+  /** 16-row MMA tiles per warp: each K/V fragment read from shared memory feeds this many. */
+  readonly prefillMTiles: number;
+  /** Prefill keeps the Q fragments in registers (head dim <= 128) or re-reads shared memory. */
+  readonly prefillQInRegisters: boolean;
+  /** Dynamic shared memory of a prefill block: the Q tile and two K and V stages. */
+  readonly prefillSharedBytes: number;
 }
 
 /** Largest divisor of n that is at most cap. */
@@ -275,7 +312,19 @@ function unrollFor(headsPerBlock: number): number {
   return 2;
 }
 
+/** Four warps of 16 query rows: a 64-row query tile per block. */
+const PREFILL_THREADS = 128;
+
+/** Q tile (16 rows per MMA tile per warp) plus two stages of K and V tiles, 2-byte elements. */
+export const prefillSharedBytes = (headDim: number, mTiles: number, keyTile: number): number =>
+  (16 * mTiles * (PREFILL_THREADS / 32) + 4 * keyTile) * headDim * 2;
+
 export function tuningFor(spec: AttentionSpec): Tuning {
+  // Registers per thread: O is 4 * mTiles * headDim / 8 floats, S 4 * mTiles * keyTile / 8.
+  // Head dim 256 keeps one MMA tile and 32 keys (O alone is 128 floats).
+  const prefillMTiles = spec.headDim <= 128 ? 2 : 1;
+  const prefillKeyTile = spec.headDim <= 64 ? 64 : 32;
+  const prefillQInRegisters = spec.headDim <= 64;
   const denseHeadsPerBlock = largestDivisorAtMost(spec.groupSize, 8);
   const sparseHeadsPerBlock = spec.selection === "group" ? denseHeadsPerBlock : 1;
   return Object.freeze({
@@ -296,6 +345,11 @@ export function tuningFor(spec: AttentionSpec): Tuning {
       ? spec.numKvHeads * (spec.groupSize / sparseHeadsPerBlock)
       : spec.numQHeads,
     mergeThreads: spec.headDim,
+    prefillThreads: PREFILL_THREADS,
+    prefillKeyTile,
+    prefillMTiles,
+    prefillQInRegisters,
+    prefillSharedBytes: prefillSharedBytes(spec.headDim, prefillMTiles, prefillKeyTile),
   });
 }
 
@@ -315,7 +369,14 @@ export function threadsOf(id: KernelId, t: Tuning): number {
       return t.attentionThreads;
     case "merge":
       return t.mergeThreads;
+    case "prefill":
+      return t.prefillThreads;
   }
+}
+
+/** Dynamic shared memory a kernel's launches need (0: static shared memory only). */
+export function dynamicSharedBytesOf(id: KernelId, t: Pick<Tuning, "prefillSharedBytes">): number {
+  return id === "prefill" ? t.prefillSharedBytes : 0;
 }
 
 export const camelCase = (snake: string): string =>

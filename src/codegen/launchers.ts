@@ -97,7 +97,7 @@ export async function renderKernelApi(): Promise<string> {
     docs: ["Launch-shape constants baked into the variant's sources."],
     properties: tuningKeys().map((name) => ({
       name,
-      type: name === "attentionMma" ? "boolean" : "number",
+      type: name === "attentionMma" || name === "prefillQInRegisters" ? "boolean" : "number",
       isReadonly: true,
     })),
   });
@@ -152,6 +152,11 @@ function tuningKeys(): (keyof Tuning)[] {
     "denseHeadBlocks",
     "sparseHeadBlocks",
     "mergeThreads",
+    "prefillThreads",
+    "prefillKeyTile",
+    "prefillMTiles",
+    "prefillQInRegisters",
+    "prefillSharedBytes",
   ];
 }
 

@@ -1,42 +1,36 @@
 /**
  * The decoder on the GPU: every layer runs there. Projections through cuBLAS (fp16/bf16 operands,
  * fp32 accumulation and outputs, o_proj and down_proj accumulating straight into the fp32
- * residual stream); embedding, RMSNorm, RoPE, SwiGLU and causal prefill attention from
- * templates/model.cu.hbs; decode attention from the generated Double Sparsity kernels (dense
- * layers and dense mode use the variant's dense kernel). Once shapes are fixed, a whole decode
- * step (all layers, logits copied to pinned memory) is captured as one CUDA graph and replayed.
+ * residual stream); embedding, RMSNorm, RoPE and SwiGLU from the model kernel family
+ * (templates/model.cu.hbs, src/codegen/families.ts); attention from the generated variant:
+ * prefill through its tensor-core `prefill` kernel over the paged cache, chunk by chunk, and
+ * decode through the Double Sparsity kernels (dense layers and dense mode use its dense kernel).
+ * Once shapes are fixed, a whole decode step (all layers, logits copied to pinned memory) is
+ * captured as one CUDA graph and replayed.
+ *
+ * Device memory: weights + the paged caches + a workspace fixed by the chunk size and the batch
+ * (`workspaceBytes`); nothing grows with the prompt.
  */
 import { type AttentionSpec, defineAttention } from "../dsl/spec.ts";
-import { renderExtra } from "../codegen/render.ts";
+import { renderFamilySource } from "../codegen/render.ts";
+import { MODEL_KERNELS, MODEL_ROW_THREADS } from "../codegen/families.ts";
 import { Cublas, type GemmDtype } from "../cuda/cublas.ts";
-import type {
-  Cuda,
-  DeviceBuffer,
-  GraphExec,
-  HostBuffer,
-  KernelFunction,
-  LaunchSlot,
-  Stream,
-} from "../cuda/driver.ts";
+import type { Cuda, DeviceBuffer, GraphExec, HostBuffer, Stream } from "../cuda/driver.ts";
 import { PagedKvCache } from "../runtime/caches.ts";
 import { DecodePlan } from "../runtime/decode_plan.ts";
-import { sharedCompiler, Variant } from "../runtime/variant.ts";
-import { encodeArray } from "../util/dtype.ts";
+import { FamilyModule } from "../runtime/family_module.ts";
+import { PrefillPlan } from "../runtime/prefill_plan.ts";
+import type { PrefillSegment } from "../runtime/prefill_tiles.ts";
+import { Variant } from "../runtime/variant.ts";
+import { medianEventMs } from "../runtime/timing.ts";
 import { CHANNEL_KINDS, type ChannelKind } from "../quality/channel_config.ts";
 import { type ChannelSource, labelChannelsFor } from "../quality/channels.ts";
 import type { ModelConfig } from "../checkpoint/config.ts";
 import { ropeInverseFrequencies } from "../checkpoint/rope.ts";
 import type { LoadedModel } from "../checkpoint/weights.ts";
-import { UtilKernels } from "../runtime/util_kernels.ts";
-import { medianEventMs } from "../runtime/timing.ts";
+import { DeviceWeights, type RandomModel } from "./gpu_weights.ts";
 
-/** A model whose weights are drawn at random on the device (for benchmarks of large shapes). */
-export interface RandomModel {
-  readonly config: ModelConfig;
-  readonly seed: number;
-  /** Standard deviation of every matrix entry. */
-  readonly scale: number;
-}
+export type { RandomModel } from "./gpu_weights.ts";
 
 export interface GpuDecoderOptions {
   /** Sequences decoded together. */
@@ -55,9 +49,15 @@ export interface GpuDecoderOptions {
    * tokens hold (costs a dense pass; for evaluation).
    */
   readonly measureRecall?: boolean;
-  /** Rows a prefill call may carry (default 4096). */
+  /** Prompt rows one prefill chunk carries (all sequences together; default 4096). */
   readonly maxPrefillRows?: number;
   readonly dtype?: "fp16" | "bf16";
+}
+
+/** Progress of a prefill: prompt tokens done of the total, after each chunk. */
+export interface PrefillProgress {
+  readonly done: number;
+  readonly total: number;
 }
 
 /** A dense stand-in variant for a model shape: its dense kernel and caches serve dense decoding. */
@@ -74,17 +74,28 @@ export function denseSpecFor(config: ModelConfig, dtype: "fp16" | "bf16" = "fp16
   });
 }
 
-interface LayerWeightsGpu {
-  inputNorm: DeviceBuffer;
-  qkv: DeviceBuffer;
-  qkvBias: DeviceBuffer | null;
-  o: DeviceBuffer;
-  postNorm: DeviceBuffer;
-  gateUp: DeviceBuffer;
-  down: DeviceBuffer;
-}
+/** cuBLAS workspace: fixed, so cuBLAS never allocates while a graph is being captured. */
+const CUBLAS_WORKSPACE_BYTES = 32 << 20;
+const DEFAULT_PREFILL_ROWS = 4096;
 
-type ModelKernel = "embed" | "rmsnorm" | "rope" | "swiglu" | "channel_stats" | "prefill_attention";
+/**
+ * Device bytes of the decoder's activations and workspaces for `rows` prefill rows and a batch:
+ * what the decoder adds to the weights and the caches (the decode plan's selection workspaces,
+ * which scale with maxContext like the caches, are not included).
+ */
+export function workspaceBytes(c: ModelConfig, rows: number, batch: number): number {
+  const r = Math.max(rows, batch);
+  const qkvWidth = (c.numHeads + 2 * c.numKvHeads) * c.headDim;
+  const perRow = 4 * c.hiddenSize + // h
+    2 * Math.max(c.hiddenSize, c.intermediateSize) + // x
+    4 * qkvWidth + // qkv
+    2 * (c.numHeads + 2 * c.numKvHeads) * c.headDim + // q, k, v
+    2 * c.numHeads * c.headDim + // attn
+    4 * 2 * c.intermediateSize + // gu
+    2 * c.intermediateSize + // act
+    3 * 4; // tokens, rowSeq, rowPos
+  return r * perRow + batch * (4 * c.vocabSize + 4 * c.hiddenSize + 4) + CUBLAS_WORKSPACE_BYTES;
+}
 
 export class GpuDecoder implements Disposable {
   readonly config: ModelConfig;
@@ -93,17 +104,16 @@ export class GpuDecoder implements Disposable {
   readonly variant: Variant;
   readonly cache: PagedKvCache;
   readonly plan: DecodePlan;
+  readonly prefillPlan: PrefillPlan;
   readonly stream: Stream;
+  readonly weights: DeviceWeights;
   readonly #cuda: Cuda;
   readonly #blas: Cublas;
   readonly #gemmType: GemmDtype;
   readonly #owned: Disposable[] = [];
-  readonly #kernels: Record<ModelKernel, LaunchSlot>;
-  readonly #embed: DeviceBuffer;
-  readonly #layers: LayerWeightsGpu[];
-  readonly #finalNorm: DeviceBuffer;
-  readonly #lmHead: DeviceBuffer;
+  readonly #kernels: FamilyModule<typeof MODEL_KERNELS>;
   readonly #invFreq: DeviceBuffer;
+  readonly #attentionFactor: number;
   // Activations for up to `rows` rows (decode: batch; prefill: maxPrefillRows).
   readonly #rows: number;
   readonly #h: DeviceBuffer;
@@ -115,10 +125,13 @@ export class GpuDecoder implements Disposable {
   readonly #attn: DeviceBuffer;
   readonly #gu: DeviceBuffer;
   readonly #act: DeviceBuffer;
-  readonly #logits: DeviceBuffer;
   readonly #tokens: DeviceBuffer;
   readonly #rowSeq: DeviceBuffer;
   readonly #rowPos: DeviceBuffer;
+  /** Last rows of the prompts finished by a prefill chunk: their indices and hidden states. */
+  readonly #lastRows: DeviceBuffer;
+  readonly #lastHidden: DeviceBuffer;
+  readonly #logits: DeviceBuffer;
   readonly #hostTokens: HostBuffer;
   readonly #hostLogits: HostBuffer;
   readonly #stats: Record<ChannelKind, DeviceBuffer> | null;
@@ -135,7 +148,7 @@ export class GpuDecoder implements Disposable {
     model: LoadedModel | RandomModel,
     opts: GpuDecoderOptions,
     variant: Variant,
-    modelFns: Record<ModelKernel, KernelFunction>,
+    kernels: FamilyModule<typeof MODEL_KERNELS>,
   ) {
     this.#cuda = cuda;
     const c = (this.config = model.config);
@@ -143,134 +156,84 @@ export class GpuDecoder implements Disposable {
     this.dense = !opts.spec;
     this.spec = opts.spec ?? denseSpecFor(c, dtype);
     this.variant = variant;
+    this.#kernels = kernels;
     this.#gemmType = dtype === "fp16" ? "F16" : "BF16";
     const own = <T extends Disposable>(x: T): T => (this.#owned.push(x), x);
-    this.stream = own(cuda.stream());
-    variant.bindStream(this.stream);
-    const ws = own(cuda.alloc(32 << 20));
-    this.#blas = own(new Cublas(this.stream, { ptr: ws.ptr, bytes: ws.bytes }));
-    this.#kernels = Object.fromEntries(
-      Object.entries(modelFns).map((
-        [name, fn],
-      ) => [name, fn.slot(16, [name === "prefill_attention" ? 128 : 256, 1, 1], 0, this.stream)]),
-    ) as Record<ModelKernel, LaunchSlot>;
+    try {
+      this.stream = own(cuda.stream());
+      variant.bindStream(this.stream);
+      kernels.bindStream(this.stream);
+      const ws = own(cuda.alloc(CUBLAS_WORKSPACE_BYTES));
+      this.#blas = own(new Cublas(this.stream, { ptr: ws.ptr, bytes: ws.bytes }));
+      this.weights = own(new DeviceWeights(cuda, model, dtype, this.stream));
+      const inv = Float32Array.from(ropeInverseFrequencies(c.headDim, c.ropeTheta));
+      this.#invFreq = own(cuda.alloc(inv.byteLength));
+      this.#invFreq.upload(inv, this.stream);
+      this.#attentionFactor = 1;
 
-    const upload = (values: Float32Array, asFloat = false) => {
-      const bits = asFloat ? values : encodeArray(dtype, values);
-      const buf = own(cuda.alloc(bits.byteLength));
-      buf.upload(bits, this.stream);
-      return buf;
-    };
-    const concat = (...parts: Float32Array[]) => {
-      const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-      let at = 0;
-      for (const p of parts) (out.set(p, at), at += p.length);
-      return out;
-    };
-    if ("weights" in model) {
-      const w = model.weights;
-      this.#embed = upload(w.embed);
-      this.#layers = w.layers.map((l) => {
-        if (l.oBias) throw new Error("GpuDecoder: o_proj bias is not supported");
-        const hasBias = !!(l.qBias && l.kBias && l.vBias);
-        const layer: LayerWeightsGpu = {
-          inputNorm: upload(l.inputNorm, true),
-          qkv: upload(concat(l.q, l.k, l.v)),
-          qkvBias: hasBias ? upload(concat(l.qBias!, l.kBias!, l.vBias!), true) : null,
-          o: upload(l.o),
-          postNorm: upload(l.postAttentionNorm, true),
-          gateUp: upload(concat(l.gate, l.up)),
-          down: upload(l.down),
-        };
-        this.stream.synchronize(); // host staging arrays may go
-        return layer;
-      });
-      this.#finalNorm = upload(w.finalNorm, true);
-      this.#lmHead = upload(w.lmHead);
-    } else {
-      // Random weights drawn on the device (benchmarks of large shapes): N(0, scale^2)
-      // matrices, unit norms.
-      using util = new UtilKernels(cuda, dtype);
-      let seed = model.seed;
-      const matrix = (rows: number, cols: number) => {
-        const buf = own(cuda.alloc(rows * cols * 2));
-        util.fillNormal(buf, seed++, model.scale, this.stream);
-        return buf;
-      };
-      const ones = () => upload(new Float32Array(c.hiddenSize).fill(1), true);
-      const qkvRows = (c.numHeads + 2 * c.numKvHeads) * c.headDim;
-      this.#embed = matrix(c.vocabSize, c.hiddenSize);
-      this.#layers = Array.from({ length: c.numLayers }, () => ({
-        inputNorm: ones(),
-        qkv: matrix(qkvRows, c.hiddenSize),
-        qkvBias: null,
-        o: matrix(c.hiddenSize, c.numHeads * c.headDim),
-        postNorm: ones(),
-        gateUp: matrix(2 * c.intermediateSize, c.hiddenSize),
-        down: matrix(c.hiddenSize, c.intermediateSize),
-      }));
-      this.#finalNorm = ones();
-      this.#lmHead = matrix(c.vocabSize, c.hiddenSize);
-      this.stream.synchronize();
-    }
-    this.#invFreq = upload(Float32Array.from(ropeInverseFrequencies(c.headDim, c.ropeTheta)), true);
-
-    this.cache = own(
-      new PagedKvCache(cuda, this.spec, {
-        numLayers: c.numLayers,
-        numSeqs: opts.batch,
-        maxContext: opts.maxContext,
-      }),
-    );
-    if (!this.dense) {
-      if (!opts.channels) {
-        throw new Error(
-          "GpuDecoder: a Double Sparsity spec needs label channels (options.channels)",
+      this.cache = own(
+        new PagedKvCache(cuda, this.spec, {
+          numLayers: c.numLayers,
+          numSeqs: opts.batch,
+          maxContext: opts.maxContext,
+        }),
+      );
+      if (!this.dense) {
+        if (!opts.channels) {
+          throw new Error(
+            "GpuDecoder: a Double Sparsity spec needs label channels (options.channels)",
+          );
+        }
+        this.cache.layers.forEach((l, i) =>
+          l.setChannels(labelChannelsFor(this.spec, opts.channels!, i), this.stream)
         );
+      } else {
+        // The stand-in spec's labels are written but never read; any valid channels do.
+        const ch = new Int32Array(this.spec.numLabelHeads * this.spec.labelChannels).map((
+          _,
+          i,
+        ) => i % this.spec.labelChannels);
+        for (const l of this.cache.layers) l.setChannels(ch, this.stream);
       }
-      this.cache.layers.forEach((l, i) =>
-        l.setChannels(labelChannelsFor(this.spec, opts.channels!, i), this.stream)
-      );
-    } else {
-      // The stand-in spec's labels are written but never read; any valid channels do.
-      const ch = new Int32Array(this.spec.numLabelHeads * this.spec.labelChannels).map((_, i) =>
-        i % this.spec.labelChannels
-      );
-      for (const l of this.cache.layers) l.setChannels(ch, this.stream);
-    }
-    this.plan = own(new DecodePlan(cuda, variant, this.cache, this.stream));
+      this.plan = own(new DecodePlan(cuda, variant, this.cache, this.stream));
 
-    const rows = (this.#rows = Math.max(opts.batch, opts.maxPrefillRows ?? 4096));
-    const qkvWidth = (c.numHeads + 2 * c.numKvHeads) * c.headDim;
-    const f32 = (n: number) => own(cuda.alloc(n * 4));
-    const half = (n: number) => own(cuda.alloc(n * 2));
-    this.#h = f32(rows * c.hiddenSize);
-    this.#x = half(rows * Math.max(c.hiddenSize, c.intermediateSize));
-    this.#qkv = f32(rows * qkvWidth);
-    this.#q = half(rows * c.numHeads * c.headDim);
-    this.#k = half(rows * c.numKvHeads * c.headDim);
-    this.#v = half(rows * c.numKvHeads * c.headDim);
-    this.#attn = half(rows * c.numHeads * c.headDim);
-    this.#gu = f32(rows * 2 * c.intermediateSize);
-    this.#act = half(rows * c.intermediateSize);
-    this.#logits = f32(rows * c.vocabSize);
-    this.#tokens = f32(rows);
-    this.#rowSeq = f32(rows);
-    this.#rowPos = f32(rows);
-    this.#hostTokens = own(cuda.allocHost(opts.batch * 4));
-    this.#hostLogits = own(cuda.allocHost(opts.batch * c.vocabSize * 4));
-    this.#stats = opts.collectStats
-      ? {
-        q: f32(2 * c.numLayers * c.numHeads * c.headDim),
-        k: f32(2 * c.numLayers * c.numKvHeads * c.headDim),
-        qk: f32(2 * c.numLayers * c.numHeads * c.headDim),
-      }
-      : null;
-    if (this.#stats) { for (const b of Object.values(this.#stats)) b.fill8(0, this.stream); }
-    const lseFloats = c.numLayers * 2 * opts.batch * c.numHeads;
-    this.#lse = opts.measureRecall ? f32(lseFloats) : null;
-    this.#hostLse = opts.measureRecall ? own(cuda.allocHost(lseFloats * 4)) : null;
-    this.stream.synchronize();
+      const rows = (this.#rows = Math.max(opts.batch, opts.maxPrefillRows ?? DEFAULT_PREFILL_ROWS));
+      this.prefillPlan = own(new PrefillPlan(cuda, variant, this.cache, rows));
+      const qkvWidth = (c.numHeads + 2 * c.numKvHeads) * c.headDim;
+      const bytes = (n: number) => own(cuda.alloc(n));
+      this.#h = bytes(rows * c.hiddenSize * 4);
+      this.#x = bytes(rows * Math.max(c.hiddenSize, c.intermediateSize) * 2);
+      this.#qkv = bytes(rows * qkvWidth * 4);
+      this.#q = bytes(rows * c.numHeads * c.headDim * 2);
+      this.#k = bytes(rows * c.numKvHeads * c.headDim * 2);
+      this.#v = bytes(rows * c.numKvHeads * c.headDim * 2);
+      this.#attn = bytes(rows * c.numHeads * c.headDim * 2);
+      this.#gu = bytes(rows * 2 * c.intermediateSize * 4);
+      this.#act = bytes(rows * c.intermediateSize * 2);
+      this.#tokens = bytes(rows * 4);
+      this.#rowSeq = bytes(rows * 4);
+      this.#rowPos = bytes(rows * 4);
+      this.#lastRows = bytes(opts.batch * 4);
+      this.#lastHidden = bytes(opts.batch * c.hiddenSize * 4);
+      this.#logits = bytes(opts.batch * c.vocabSize * 4);
+      this.#hostTokens = own(cuda.allocHost(opts.batch * 4));
+      this.#hostLogits = own(cuda.allocHost(opts.batch * c.vocabSize * 4));
+      this.#stats = opts.collectStats
+        ? {
+          q: bytes(2 * c.numLayers * c.numHeads * c.headDim * 4),
+          k: bytes(2 * c.numLayers * c.numKvHeads * c.headDim * 4),
+          qk: bytes(2 * c.numLayers * c.numHeads * c.headDim * 4),
+        }
+        : null;
+      if (this.#stats) { for (const b of Object.values(this.#stats)) b.fill8(0, this.stream); }
+      const lseFloats = c.numLayers * 2 * opts.batch * c.numHeads;
+      this.#lse = opts.measureRecall ? bytes(lseFloats * 4) : null;
+      this.#hostLse = opts.measureRecall ? own(cuda.allocHost(lseFloats * 4)) : null;
+      this.stream.synchronize();
+    } catch (e) {
+      this.dispose();
+      throw e;
+    }
   }
 
   static async create(
@@ -289,58 +252,52 @@ export class GpuDecoder implements Disposable {
           `the model has d=${c.headDim}, ${c.numHeads}/${c.numKvHeads}`,
       );
     }
-    if (c.headDim % 32 !== 0) {
-      throw new Error(`GpuDecoder: head dim ${c.headDim} must be a multiple of 32`);
+    const badLayer = spec.denseLayers.find((l) => l >= c.numLayers);
+    if (opts.spec && badLayer !== undefined) {
+      throw new RangeError(
+        `GpuDecoder: spec denseLayers names layer ${badLayer}; the model has ${c.numLayers} ` +
+          `layers (allowed: 0..${c.numLayers - 1})`,
+      );
     }
     const variant = await Variant.load(cuda, spec);
-    const { source } = renderExtra("model", spec.kvDtype, {
+    const { source } = renderFamilySource("model", spec.kvDtype, {
       hidden: c.hiddenSize,
       headDim: c.headDim,
       numQHeads: c.numHeads,
       numKvHeads: c.numKvHeads,
       intermediate: c.intermediateSize,
-      pageSize: spec.pageSize,
+      rowThreads: MODEL_ROW_THREADS,
     });
-    const compiled = sharedCompiler().compile({
-      source,
-      programName: "model.cu",
-      arch: cuda.info.arch,
-    });
-    const mod = cuda.loadModule(compiled.cubin!, "model.cu");
-    const names: ModelKernel[] = [
-      "embed",
-      "rmsnorm",
-      "rope",
-      "swiglu",
-      "channel_stats",
-      "prefill_attention",
-    ];
-    const fns = Object.fromEntries(names.map((n) => [n, mod.function(`ds_model_${n}`)])) as Record<
-      ModelKernel,
-      KernelFunction
-    >;
-    const dec = new GpuDecoder(cuda, model, opts, variant, fns);
-    dec.#owned.push(mod, variant);
-    return dec;
+    let kernels: FamilyModule<typeof MODEL_KERNELS> | undefined;
+    try {
+      kernels = new FamilyModule(cuda, MODEL_KERNELS, source, "model.cu", spec.kvDtype);
+      const dec = new GpuDecoder(cuda, model, opts, variant, kernels);
+      dec.#owned.push(kernels, variant);
+      return dec;
+    } catch (e) {
+      kernels?.[Symbol.dispose]();
+      variant.dispose();
+      throw e;
+    }
   }
 
   get batch(): number {
     return this.plan.batch;
   }
 
-  // ---- kernel launches (argument order as in templates/model.cu.hbs) ----
-  #launch(name: ModelKernel, grid: number, args: (v: DataView) => void): void {
-    const slot = this.#kernels[name];
-    args(slot.args);
-    slot.launch([grid, 1, 1]);
+  /** Device addresses of the query and attention-output rows (benchmarks time kernels on them). */
+  get activations(): { readonly q: bigint; readonly attn: bigint } {
+    return { q: this.#q.ptr, attn: this.#attn.ptr };
   }
 
-  #rmsnorm(rows: number, w: DeviceBuffer): void {
-    this.#launch("rmsnorm", rows, (v) => {
-      v.setBigUint64(0, this.#h.ptr, true);
-      v.setBigUint64(8, w.ptr, true);
-      v.setFloat32(16, this.config.rmsNormEps, true);
-      v.setBigUint64(24, this.#x.ptr, true);
+  // ---- one layer's pieces ----
+
+  #rmsnorm(src: DeviceBuffer, rows: number, w: DeviceBuffer): void {
+    this.#kernels.launch("rmsnorm", [rows, 1, 1], {
+      h: src.ptr,
+      w: w.ptr,
+      eps: this.config.rmsNormEps,
+      x: this.#x.ptr,
     });
   }
 
@@ -358,8 +315,8 @@ export class GpuDecoder implements Disposable {
 
   /** Everything of one layer before attention: norm, QKV, RoPE (positions from `rowPos`). */
   #preAttention(layer: number, rows: number, rowPos: bigint): void {
-    const c = this.config, L = this.#layers[layer];
-    this.#rmsnorm(rows, L.inputNorm);
+    const c = this.config, L = this.weights.layers[layer];
+    this.#rmsnorm(this.#h, rows, L.inputNorm);
     this.#linear(
       this.#qkv,
       this.#x,
@@ -368,55 +325,54 @@ export class GpuDecoder implements Disposable {
       (c.numHeads + 2 * c.numKvHeads) * c.headDim,
       c.hiddenSize,
     );
-    this.#launch("rope", rows, (v) => {
-      v.setBigUint64(0, this.#qkv.ptr, true);
-      v.setBigUint64(8, L.qkvBias?.ptr ?? 0n, true);
-      v.setBigUint64(16, rowPos, true);
-      v.setBigUint64(24, this.#invFreq.ptr, true);
-      v.setBigUint64(32, this.#q.ptr, true);
-      v.setBigUint64(40, this.#k.ptr, true);
-      v.setBigUint64(48, this.#v.ptr, true);
+    this.#kernels.launch("rope", [rows, 1, 1], {
+      qkv: this.#qkv.ptr,
+      bias: L.qkvBias?.ptr ?? 0n,
+      positions: rowPos,
+      invFreq: this.#invFreq.ptr,
+      attentionFactor: this.#attentionFactor,
+      q: this.#q.ptr,
+      k: this.#k.ptr,
+      v: this.#v.ptr,
     });
   }
 
   /** Output projection (into the residual) and the MLP of one layer. */
   #postAttention(layer: number, rows: number): void {
-    const c = this.config, L = this.#layers[layer];
+    const c = this.config, L = this.weights.layers[layer];
     this.#linear(this.#h, this.#attn, L.o, rows, c.hiddenSize, c.numHeads * c.headDim, true);
-    this.#rmsnorm(rows, L.postNorm);
+    this.#rmsnorm(this.#h, rows, L.postNorm);
     this.#linear(this.#gu, this.#x, L.gateUp, rows, 2 * c.intermediateSize, c.hiddenSize);
-    this.#launch("swiglu", rows, (v) => {
-      v.setBigUint64(0, this.#gu.ptr, true);
-      v.setBigUint64(8, this.#act.ptr, true);
-    });
+    this.#kernels.launch("swiglu", [rows, 1, 1], { gu: this.#gu.ptr, act: this.#act.ptr });
     this.#linear(this.#h, this.#act, L.down, rows, c.hiddenSize, c.intermediateSize, true);
   }
 
   #embedRows(rows: number): void {
-    this.#launch("embed", rows, (v) => {
-      v.setBigUint64(0, this.#tokens.ptr, true);
-      v.setBigUint64(8, this.#embed.ptr, true);
-      v.setBigUint64(16, this.#h.ptr, true);
+    this.#kernels.launch("embed", [rows, 1, 1], {
+      tokens: this.#tokens.ptr,
+      embed: this.weights.embed.ptr,
+      h: this.#h.ptr,
     });
   }
 
-  #logitsOf(rows: number): void {
+  /** Final norm and LM head of `rows` hidden rows of `src` into the logits buffer. */
+  #logitsOf(src: DeviceBuffer, rows: number): void {
     const c = this.config;
-    this.#rmsnorm(rows, this.#finalNorm);
-    this.#linear(this.#logits, this.#x, this.#lmHead, rows, c.vocabSize, c.hiddenSize);
+    this.#rmsnorm(src, rows, this.weights.finalNorm);
+    this.#linear(this.#logits, this.#x, this.weights.lmHead, rows, c.vocabSize, c.hiddenSize);
   }
 
   #collectStats(layer: number, rows: number): void {
     if (!this.#stats) return;
     const c = this.config;
     const at = (b: DeviceBuffer, perLayer: number) => b.ptr + BigInt(layer * perLayer * 8);
-    this.#launch("channel_stats", Math.ceil((c.numHeads * c.headDim) / 256), (v) => {
-      v.setBigUint64(0, this.#q.ptr, true);
-      v.setBigUint64(8, this.#k.ptr, true);
-      v.setInt32(16, rows, true);
-      v.setBigUint64(24, at(this.#stats!.q, c.numHeads * c.headDim), true);
-      v.setBigUint64(32, at(this.#stats!.k, c.numKvHeads * c.headDim), true);
-      v.setBigUint64(40, at(this.#stats!.qk, c.numHeads * c.headDim), true);
+    this.#kernels.launch("channel_stats", [Math.ceil((c.numHeads * c.headDim) / 256), 1, 1], {
+      q: this.#q.ptr,
+      k: this.#k.ptr,
+      rows,
+      statQ: at(this.#stats.q, c.numHeads * c.headDim),
+      statK: at(this.#stats.k, c.numKvHeads * c.headDim),
+      statQk: at(this.#stats.qk, c.numHeads * c.headDim),
     });
   }
 
@@ -424,36 +380,62 @@ export class GpuDecoder implements Disposable {
     return this.dense || this.spec.denseLayers.includes(layer);
   }
 
+  // ---- prefill ----
+
   /**
    * Prefill: appends each prompt to its (empty or partial) sequence and returns the logits of
-   * every prompt's last token, [numSeqs][vocab]. Prompts longer than maxPrefillRows are chunked.
+   * every prompt's last token, [numSeqs][vocab] (zeros for empty prompts). The prompts go through
+   * in chunks of at most maxPrefillRows rows (sequences share a chunk); each chunk runs every
+   * layer with no host round trip: GEMMs, the label-writing append, causal attention of the chunk
+   * over everything already cached, the MLP; only the logits of the prompts it finishes come back.
    */
-  prefill(prompts: number[][]): Float32Array {
+  prefill(
+    prompts: number[][],
+    onProgress?: (p: PrefillProgress) => void,
+  ): Float32Array {
     const c = this.config;
     if (prompts.length !== this.batch) {
       throw new Error(`prefill: ${prompts.length} prompts for a batch of ${this.batch}`);
     }
+    for (let b = 0; b < this.batch; b++) {
+      const room = this.cache.pages.maxTokensPerSeq - this.cache.pages.seqLens[b];
+      if (prompts[b].length > room) {
+        throw new RangeError(
+          `prefill: sequence ${b} would hold ${this.cache.pages.seqLens[b] + prompts[b].length} ` +
+            `tokens; this decoder was created with maxContext ${this.cache.pages.maxTokensPerSeq}`,
+        );
+      }
+    }
     const last = new Float32Array(this.batch * c.vocabSize);
-    const pending = prompts.map((p) => p.slice());
-    while (pending.some((p) => p.length > 0)) {
+    const total = prompts.reduce((n, p) => n + p.length, 0);
+    let done = 0;
+    const next = prompts.map(() => 0);
+    while (next.some((at, b) => at < prompts[b].length)) {
       const tokens: number[] = [], rowSeq: number[] = [], rowPos: number[] = [];
-      const lastRow = new Map<number, number>();
+      const segments: PrefillSegment[] = [];
+      const finished: number[] = [], finishedRows: number[] = [];
       for (let b = 0; b < this.batch && tokens.length < this.#rows; b++) {
-        const take = pending[b].splice(0, this.#rows - tokens.length);
-        if (take.length === 0) continue;
-        const start = this.cache.pages.grow(b, take.length);
-        take.forEach((t, i) => {
-          tokens.push(t);
+        const take = Math.min(prompts[b].length - next[b], this.#rows - tokens.length);
+        if (take <= 0) continue;
+        const start = this.cache.pages.grow(b, take);
+        segments.push({ row0: tokens.length, seq: b, pos0: start, rows: take });
+        for (let i = 0; i < take; i++) {
+          tokens.push(prompts[b][next[b] + i]);
           rowSeq.push(b);
           rowPos.push(start + i);
-        });
-        if (pending[b].length === 0) lastRow.set(b, tokens.length - 1);
+        }
+        next[b] += take;
+        if (next[b] === prompts[b].length) {
+          finished.push(b);
+          finishedRows.push(tokens.length - 1);
+        }
       }
       const rows = tokens.length;
       this.cache.syncBlockTables(this.stream);
       this.#tokens.upload(Int32Array.from(tokens), this.stream);
       this.#rowSeq.upload(Int32Array.from(rowSeq), this.stream);
       this.#rowPos.upload(Int32Array.from(rowPos), this.stream);
+      this.prefillPlan.setChunk(segments, this.stream);
       this.#embedRows(rows);
       for (let layer = 0; layer < c.numLayers; layer++) {
         this.#preAttention(layer, rows, this.#rowPos.ptr);
@@ -465,30 +447,32 @@ export class GpuDecoder implements Disposable {
           this.#rowPos.ptr,
           rows,
         );
-        const l = this.cache.layers[layer];
-        this.#launch("prefill_attention", Math.ceil((rows * c.numHeads) / 4), (v) => {
-          v.setBigUint64(0, this.#q.ptr, true);
-          v.setBigUint64(8, this.#rowSeq.ptr, true);
-          v.setBigUint64(16, this.#rowPos.ptr, true);
-          v.setBigUint64(24, this.cache.blockTables.ptr, true);
-          v.setInt32(32, this.cache.maxPagesPerSeq, true);
-          v.setBigUint64(40, l.k.ptr, true);
-          v.setBigUint64(48, l.v.ptr, true);
-          v.setFloat32(56, 1 / Math.sqrt(c.headDim), true);
-          v.setInt32(64, rows, true);
-          v.setBigUint64(72, this.#attn.ptr, true);
-        });
+        this.prefillPlan.attention(layer, this.#q.ptr, this.#attn.ptr);
         this.#postAttention(layer, rows);
       }
-      this.#logitsOf(rows);
-      const all = new Float32Array(rows * c.vocabSize);
-      this.#logits.download(all, this.stream, 0);
-      for (const [b, row] of lastRow) {
-        last.set(all.subarray(row * c.vocabSize, (row + 1) * c.vocabSize), b * c.vocabSize);
+      if (finished.length > 0) {
+        this.#lastRows.upload(Int32Array.from(finishedRows), this.stream);
+        this.#kernels.launch("gather_rows", [finished.length, 1, 1], {
+          src: this.#h.ptr,
+          rows: this.#lastRows.ptr,
+          dst: this.#lastHidden.ptr,
+        });
+        this.#logitsOf(this.#lastHidden, finished.length);
+        const out = new Float32Array(finished.length * c.vocabSize);
+        this.#logits.download(out, this.stream);
+        finished.forEach((b, i) =>
+          last.set(out.subarray(i * c.vocabSize, (i + 1) * c.vocabSize), b * c.vocabSize)
+        );
+      } else {
+        this.stream.synchronize();
       }
+      done += rows;
+      onProgress?.({ done, total });
     }
     return last;
   }
+
+  // ---- decode ----
 
   /** Records one decode step's launches (all layers) on the stream. */
   #recordStep(): void {
@@ -511,7 +495,7 @@ export class GpuDecoder implements Disposable {
       }
       this.#postAttention(layer, B);
     }
-    this.#logitsOf(B);
+    this.#logitsOf(this.#h, B);
     this.#hostLogits.copyFrom(this.#logits.ptr, this.stream, B * c.vocabSize * 4);
     if (this.#lse) this.#hostLse!.copyFrom(this.#lse.ptr, this.stream, this.#lse.bytes);
   }
@@ -522,6 +506,14 @@ export class GpuDecoder implements Disposable {
    */
   step(tokens: ArrayLike<number>, useGraph = true): Float32Array {
     const B = this.batch;
+    for (let b = 0; b < B; b++) {
+      if (this.cache.pages.seqLens[b] >= this.cache.pages.maxTokensPerSeq) {
+        throw new RangeError(
+          `step: sequence ${b} already holds ${this.cache.pages.seqLens[b]} tokens, the ` +
+            `maxContext this decoder was created with`,
+        );
+      }
+    }
     new Int32Array(this.#hostTokens.buffer, 0, B).set(Array.from(tokens));
     this.plan.beginStep();
     this.cache.syncBlockTables(this.stream);
@@ -591,6 +583,18 @@ export class GpuDecoder implements Disposable {
     return this.#timeGraph(graph, repeats);
   }
 
+  /**
+   * Median milliseconds of the prefill attention kernel alone over the last prefill chunk's
+   * tiles (every layer), for the attention share of a prefill. Call right after `prefill`.
+   */
+  timePrefillAttention(repeats = 3): number {
+    return medianEventMs(this.#cuda, this.stream, () => {
+      for (let layer = 0; layer < this.config.numLayers; layer++) {
+        this.prefillPlan.attention(layer, this.#q.ptr, this.#attn.ptr);
+      }
+    }, repeats);
+  }
+
   #timeGraph(graph: GraphExec, repeats: number): number {
     return medianEventMs(this.#cuda, this.stream, () => graph.launch(this.stream), repeats);
   }
@@ -615,7 +619,8 @@ export class GpuDecoder implements Disposable {
 
   dispose(): void {
     for (const g of this.#graphs.values()) g.dispose();
-    for (const d of this.#owned.reverse()) d[Symbol.dispose]();
+    this.#graphs.clear();
+    for (const d of this.#owned.splice(0).reverse()) d[Symbol.dispose]();
   }
 
   [Symbol.dispose](): void {

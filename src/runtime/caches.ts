@@ -89,6 +89,14 @@ export class PagedKvCache implements Disposable {
     this.#hostTables = cuda.allocHost(this.pages.blockTables.byteLength);
   }
 
+  /** Device bytes of every layer's pools and the block tables. */
+  get deviceBytes(): number {
+    return this.layers.reduce(
+      (n, l) => n + l.k.bytes + l.v.bytes + l.labels.bytes + l.meta.bytes + l.channels.bytes,
+      this.blockTables.bytes,
+    );
+  }
+
   get maxPagesPerSeq(): number {
     return this.pages.maxPagesPerSeq;
   }

@@ -411,6 +411,21 @@ export class DecodePlan implements Disposable {
     this.merge(out, dense, lseOut);
   }
 
+  /** Device bytes of the step inputs and the selection and split workspaces. */
+  get deviceBytes(): number {
+    return [
+      this.#step,
+      this.#keys,
+      this.#hist,
+      this.#counters,
+      this.#candIdx,
+      this.#candKey,
+      this.#selIdx,
+      this.#partialO,
+      this.#partialLse,
+    ].reduce((n, b) => n + b.bytes, 0);
+  }
+
   /** Workspace addresses, for tests that inspect intermediate results. */
   get workspace() {
     return {

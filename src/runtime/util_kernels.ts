@@ -2,25 +2,17 @@
  * Utility kernels for benchmarks and smoke runs (templates/util.cu.hbs): fill device buffers
  * with fresh random K/V values and label rows without a host round trip.
  */
-import { renderExtra } from "../codegen/render.ts";
-import type { Cuda, DeviceBuffer, LaunchSlot, Module, Stream } from "../cuda/driver.ts";
-import { sharedCompiler } from "./variant.ts";
+import { renderFamilySource } from "../codegen/render.ts";
+import { UTIL_KERNELS } from "../codegen/families.ts";
+import type { Cuda, DeviceBuffer, Stream } from "../cuda/driver.ts";
+import { FamilyModule } from "./family_module.ts";
 
 export class UtilKernels implements Disposable {
-  readonly #module: Module;
-  readonly #normal: LaunchSlot;
-  readonly #labels: LaunchSlot;
+  readonly #kernels: FamilyModule<typeof UTIL_KERNELS>;
 
   constructor(cuda: Cuda, readonly dtype: "fp16" | "bf16") {
-    const { source } = renderExtra("util", dtype);
-    const compiled = sharedCompiler().compile({
-      source,
-      programName: "util.cu",
-      arch: cuda.info.arch,
-    });
-    this.#module = cuda.loadModule(compiled.cubin!, "util.cu");
-    this.#normal = this.#module.function(`ds_util_fill_normal_${dtype}`).slot(4, [256, 1, 1]);
-    this.#labels = this.#module.function(`ds_util_fill_labels_${dtype}`).slot(5, [256, 1, 1]);
+    const { source } = renderFamilySource("util", dtype);
+    this.#kernels = new FamilyModule(cuda, UTIL_KERNELS, source, `util_${dtype}.cu`, dtype);
   }
 
   /** buf[0..n) = scale * N(0,1) in the KV dtype. */
@@ -31,28 +23,28 @@ export class UtilKernels implements Disposable {
     stream: Stream,
     n = buf.bytes / 2,
   ): void {
-    const s = this.#normal;
-    s.stream = stream;
-    s.args.setBigUint64(0, buf.ptr, true);
-    s.args.setBigUint64(8, BigInt(n), true);
-    s.args.setUint32(16, seed >>> 0, true);
-    s.args.setFloat32(24, scale, true);
-    s.launch([Math.min(4096, Math.ceil(n / 256)), 1, 1]);
+    this.#kernels.bindStream(stream);
+    this.#kernels.launch("fill_normal", [Math.min(4096, Math.ceil(n / 256)), 1, 1], {
+      out: buf.ptr,
+      n: BigInt(n),
+      seed: seed >>> 0,
+      scale,
+    });
   }
 
   /** Random label codes and plausible (scale, min) meta words. */
   fillLabels(codes: DeviceBuffer, meta: DeviceBuffer, seed: number, stream: Stream): void {
-    const s = this.#labels;
-    s.stream = stream;
-    s.args.setBigUint64(0, codes.ptr, true);
-    s.args.setBigUint64(8, BigInt(codes.bytes / 4), true);
-    s.args.setBigUint64(16, meta.ptr, true);
-    s.args.setBigUint64(24, BigInt(meta.bytes / 4), true);
-    s.args.setUint32(32, seed >>> 0, true);
-    s.launch([4096, 1, 1]);
+    this.#kernels.bindStream(stream);
+    this.#kernels.launch("fill_labels", [4096, 1, 1], {
+      codes: codes.ptr,
+      nCodes: BigInt(codes.bytes / 4),
+      meta: meta.ptr,
+      nMeta: BigInt(meta.bytes / 4),
+      seed: seed >>> 0,
+    });
   }
 
   [Symbol.dispose](): void {
-    this.#module.dispose();
+    this.#kernels[Symbol.dispose]();
   }
 }

@@ -16,7 +16,7 @@ import {
   writeKernelApi,
   writeVariant,
 } from "../codegen/generate.ts";
-import { type KernelId, KERNELS } from "../codegen/kernels.ts";
+import { dynamicSharedBytesOf, type KernelId, KERNELS } from "../codegen/kernels.ts";
 import type { RenderedKernel } from "../codegen/render.ts";
 import { defaultCacheDir } from "../cuda/compile_cache.ts";
 import { KernelCompiler } from "../cuda/compiler.ts";
@@ -76,9 +76,12 @@ export class Variant implements Disposable {
         modules.push(mod);
         const fn = mod.function(r.symbol);
         const info = launchers.kernels[r.id];
+        const shared = dynamicSharedBytesOf(r.id, launchers.tuning);
+        // Past 48 KB a kernel must opt in to the larger dynamic shared memory it launches with.
+        if (shared > 48 * 1024) fn.setMaxDynamicShared(shared);
         kernels[r.id] = {
           id: r.id,
-          slot: fn.slot(info.argCount, [info.threads, 1, 1], 0, opts.stream),
+          slot: fn.slot(info.argCount, [info.threads, 1, 1], shared, opts.stream),
           info: fn.info(),
           compileOrigin: compiled.origin,
         };

@@ -35,6 +35,7 @@ import { decodeArray, encodeArray } from "../../src/util/dtype.ts";
 import { checkSelection, key16Interval, Random, relativeError, table } from "./support.ts";
 import { writeFileAtomic } from "../../src/util/fs.ts";
 import { runModelChecks } from "./model.ts";
+import { runPrefillChecks } from "./prefill.ts";
 
 interface Case {
   readonly name: string;
@@ -611,6 +612,12 @@ console.log(
       (Math.min(...results.map((r) => r.selectionAgreement)) * 100).toFixed(2)
     }%; seed ${seed}`,
 );
+let prefillOk = true;
+if (!args.case) {
+  console.log("\nPrefill attention (tests/gpu/prefill.ts):");
+  using prefillStream = cuda.stream();
+  prefillOk = await runPrefillChecks(cuda, prefillStream, seed);
+}
 let modelFailures: string[] = [];
 if (!args["no-model"] && !args.case) {
   console.log("\nDecoder on the GPU (tiny-code-llama):");
@@ -632,4 +639,6 @@ if (args.json) {
     JSON.stringify({ device: cuda.info, seed, results, modelFailures }, null, 2),
   );
 }
-Deno.exit(failed === 0 && results.length > 0 && modelFailures.length === 0 ? 0 : 1);
+Deno.exit(
+  failed === 0 && results.length > 0 && modelFailures.length === 0 && prefillOk ? 0 : 1,
+);

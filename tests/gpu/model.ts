@@ -5,7 +5,9 @@
  *  2. prefill of the same bytes gives the last position's logits;
  *  3. greedy decoding after the prefill reproduces the reference 64-token continuation;
  *  4. a Double Sparsity decoder (k = 32) equals dense while the context fits the budget and stays
- *     close to it (cross-entropy) once it selects.
+ *     close to it (cross-entropy) once it selects;
+ *  5. a long two-sequence prompt prefilled in many chunks equals one chunk, and matches the CPU
+ *     decoder's logits.
  * Exits 1 on failure.
  */
 import { fileURLToPath } from "node:url";
@@ -13,7 +15,7 @@ import { cuda as openCuda } from "../../src/cuda/driver.ts";
 import { defineAttention } from "../../src/dsl/spec.ts";
 import { GpuDecoder } from "../../src/decoding/gpu_decoder.ts";
 import { loadModel } from "../../src/checkpoint/weights.ts";
-import { argmax } from "../../src/decoding/cpu_decoder.ts";
+import { argmax, CpuDecoder } from "../../src/decoding/cpu_decoder.ts";
 import { readChannelConfig } from "../../src/quality/channel_config.ts";
 import { relativeError } from "./support.ts";
 
@@ -133,6 +135,46 @@ export async function runModelChecks(): Promise<string[]> {
     }
     if (!(ceSparse < ceDense * 1.25)) {
       failures.push(`sparse cross-entropy ${ceSparse} far above dense ${ceDense}`);
+    }
+  }
+  // 5. A long prompt (two sequences of different lengths) through the chunked prefill: small
+  //    chunks (several per prompt, boundaries inside pages) equal one chunk, and the logits after
+  //    it match the CPU decoder's.
+  {
+    const text = new TextEncoder().encode(
+      Deno.readTextFileSync(root("examples/data/python-heldout.txt")),
+    );
+    const long = Array.from(text.subarray(0, 1500));
+    const short = Array.from(text.subarray(5000, 5333));
+    const run = async (chunk: number) => {
+      using dec = await GpuDecoder.create(cuda, model, {
+        batch: 2,
+        maxContext: 2048,
+        maxPrefillRows: chunk,
+      });
+      const logits = dec.prefill([long, short]);
+      const next = dec.step([argmax(logits.subarray(0, c.vocabSize)), 65]);
+      return { logits, next };
+    };
+    const whole = await run(2048), chunked = await run(200);
+    const errChunks = relativeError(chunked.logits, whole.logits);
+    const errStep = relativeError(chunked.next, whole.next);
+    const cpu = new CpuDecoder(model);
+    const cpuLogits = cpu.forward(long).subarray((long.length - 1) * c.vocabSize);
+    const errCpu = relativeError(whole.logits.subarray(0, c.vocabSize), cpuLogits);
+    console.log(
+      `decoder: prefill of 1500 + 333 bytes in chunks of 200 vs one chunk: logits ${
+        errChunks.toExponential(2)
+      }, next step ${errStep.toExponential(2)}; vs the CPU decoder at byte 1500: ${
+        errCpu.toExponential(2)
+      }`,
+    );
+    if (!(errChunks < 2e-3)) {
+      failures.push(`chunked prefill differs from one chunk by ${errChunks}`);
+    }
+    if (!(errStep < 2e-3)) failures.push(`decode after chunked prefill differs by ${errStep}`);
+    if (!(errCpu < 1e-2)) {
+      failures.push(`long-prompt logits differ from the CPU decoder by ${errCpu}`);
     }
   }
   return failures;

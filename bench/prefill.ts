@@ -1,0 +1,327 @@
+/**
+ * `deno task bench:prefill` (GPU machine): prompt prefill of a Llama-3-8B-shaped decoder (32
+ * layers, hidden 4096, 32/8 heads, d 128, ffn 14336, vocab 128256, fp16, random weights drawn on
+ * the device) through this project's chunked prefill, against plain PyTorch 2.x prefill of the
+ * same shapes (bench/prefill_torch.py: cuBLAS GEMMs + scaled_dot_product_attention(is_causal))
+ * run first in the same call on the same GPU.
+ *
+ * Per prompt: time (CUDA events around `GpuDecoder.prefill`, median of `--repeats` after a
+ * warm-up), tokens/s, the attention share (the prefill kernel alone replayed over the same chunks
+ * for every layer), the attention kernel's TFLOP/s against the card's dense fp16 tensor-core
+ * rate (an 8192^3 cuBLAS GEMM measured here), PyTorch's causal SDPA alone on the same shape, and
+ * the decoder's device memory against weights + caches + workspace.
+ * Writes bench/results/prefill-<card>-<date>.{json,md,svg} (or --out DIR).
+ *
+ *   deno task bench:prefill [--prompts 2048,8192,16384,32768,131072] [--batch4 8192]
+ *                           [--chunk 8192] [--repeats 3] [--no-torch] [--out DIR]
+ */
+import { parseArgs } from "node:util";
+import { join } from "node:path";
+import { defineAttention } from "../src/dsl/spec.ts";
+import { cuda as openCuda } from "../src/cuda/driver.ts";
+import { Cublas } from "../src/cuda/cublas.ts";
+import type { ModelConfig } from "../src/checkpoint/config.ts";
+import { GpuDecoder, workspaceBytes } from "../src/decoding/gpu_decoder.ts";
+import { weightBytes } from "../src/decoding/gpu_weights.ts";
+import { prefillFlops, prefillTiles } from "../src/runtime/prefill_tiles.ts";
+import { medianEventMs } from "../src/runtime/timing.ts";
+import { UtilKernels } from "../src/runtime/util_kernels.ts";
+import { packageRoot } from "../src/util/package_root.ts";
+import { writeFileAtomic } from "../src/util/fs.ts";
+import { lineChart } from "./svg.ts";
+
+const { values: args } = parseArgs({
+  args: Deno.args,
+  options: {
+    prompts: { type: "string", default: "2048,8192,16384,32768,131072" },
+    batch4: { type: "string", default: "8192" },
+    chunk: { type: "string", default: "8192" },
+    repeats: { type: "string", default: "3" },
+    "no-torch": { type: "boolean", default: false },
+    out: { type: "string" },
+  },
+});
+const prompts = args.prompts!.split(",").filter((x) => x).map(Number);
+const chunk = Number(args.chunk);
+const repeats = Number(args.repeats);
+const outDir = args.out ?? join(packageRoot(), "bench", "results");
+const jobs = [
+  ...prompts.map((p) => ({ batch: 1, prompt: p })),
+  ...args.batch4!.split(",").filter((x) => x).map((p) => ({ batch: 4, prompt: Number(p) })),
+];
+
+const llama3: ModelConfig = {
+  modelType: "llama",
+  hiddenSize: 4096,
+  intermediateSize: 14336,
+  numLayers: 32,
+  numHeads: 32,
+  numKvHeads: 8,
+  headDim: 128,
+  vocabSize: 128256,
+  rmsNormEps: 1e-5,
+  ropeTheta: 500000,
+  tieWordEmbeddings: false,
+  attentionBias: false,
+  maxPositionEmbeddings: 131072,
+  slidingWindow: null,
+};
+// The decode variant whose caches and prefill kernel serve the model: Llama-3-8B group r16b8.
+const spec = defineAttention({
+  headDim: 128,
+  numQHeads: 32,
+  numKvHeads: 8,
+  kvDtype: "fp16",
+  pageSize: 16,
+  labels: { channels: 16, bits: 8 },
+  selection: "group",
+  budget: { ratio: 1 / 16, min: 16 },
+  denseLayers: [0, 1],
+});
+
+const cuda = openCuda();
+const info = cuda.info;
+
+// ---- 1. PyTorch first (a separate process that frees its memory when it exits) ----
+interface TorchResult {
+  batch: number;
+  prompt: number;
+  ms: number | null;
+}
+let torch: TorchResult[] = [];
+let torchSdpa: { prompt: number; default?: { ms: number; tflops: number } }[] = [];
+let torchNote = "";
+if (!args["no-torch"]) {
+  const tmp = Deno.makeTempDirSync();
+  Deno.writeTextFileSync(
+    join(tmp, "jobs.json"),
+    JSON.stringify({
+      model: {
+        layers: 32,
+        hidden: 4096,
+        heads: 32,
+        kv_heads: 8,
+        head_dim: 128,
+        ffn: 14336,
+        vocab: 128256,
+      },
+      jobs: jobs.filter((j) => j.prompt <= 32768),
+      repeats,
+      sdpa_only: prompts.filter((p) => p >= 16384 && p <= 32768),
+    }),
+  );
+  const p = new Deno.Command("python3", {
+    args: [
+      join(packageRoot(), "bench", "prefill_torch.py"),
+      join(tmp, "jobs.json"),
+      join(tmp, "out.json"),
+    ],
+    stdout: "inherit",
+    stderr: "null",
+    env: { PYTHONUNBUFFERED: "1" },
+  }).outputSync();
+  if (p.success) {
+    const out = JSON.parse(Deno.readTextFileSync(join(tmp, "out.json")));
+    torch = out.results;
+    torchSdpa = out.sdpa;
+    torchNote = `PyTorch ${out.torch} on ${out.device}`;
+  } else torchNote = "python3 bench/prefill_torch.py failed; PyTorch columns empty";
+  console.log(torchNote);
+}
+
+// ---- 2. The card's fp16 tensor-core rate, through cuBLAS ----
+function gemmPeak(): number {
+  const n = 8192;
+  using stream = cuda.stream();
+  using a = cuda.alloc(n * n * 2), b = cuda.alloc(n * n * 2), c = cuda.alloc(n * n * 4);
+  using util = new UtilKernels(cuda, "fp16");
+  util.fillNormal(a, 1, 1, stream);
+  util.fillNormal(b, 2, 1, stream);
+  using ws = cuda.alloc(32 << 20);
+  using blas = new Cublas(stream, { ptr: ws.ptr, bytes: ws.bytes });
+  const ms = medianEventMs(
+    cuda,
+    stream,
+    () => blas.linear(c.ptr, "F32", a.ptr, b.ptr, "F16", n, n, n),
+    10,
+    3,
+  );
+  return (2 * n ** 3) / (ms / 1e3);
+}
+const peak = gemmPeak();
+console.log(`${info.name}: cuBLAS fp16 8192^3 GEMM ${(peak / 1e12).toFixed(0)} TFLOP/s`);
+
+// ---- 3. This project ----
+interface Row {
+  batch: number;
+  prompt: number;
+  chunk: number;
+  ms: number;
+  tokensPerS: number;
+  attentionMs: number;
+  attentionTflops: number;
+  torchMs?: number;
+  torchSdpaTflops?: number;
+  memUsed: number;
+  memFormula: number;
+}
+const rows: Row[] = [];
+for (const { batch, prompt } of jobs) {
+  const rowsPerChunk = Math.min(chunk, batch * prompt);
+  const before = cuda.memInfo();
+  using dec = await GpuDecoder.create(cuda, { config: llama3, seed: 7, scale: 0.02 }, {
+    batch,
+    maxContext: prompt,
+    spec,
+    channels: { randomSeed: 3 },
+    maxPrefillRows: rowsPerChunk,
+  });
+  const tokens = Array.from(
+    { length: batch },
+    (_, b) => Array.from({ length: prompt }, (_, i) => (i * 7919 + b * 104729) % llama3.vocabSize),
+  );
+  // A 128K prompt takes seconds: one timed run, no warm-up (the kernels were loaded by create).
+  const long = prompt >= 65536;
+  const ms = medianEventMs(
+    cuda,
+    dec.stream,
+    () => {
+      dec.reset();
+      dec.prefill(tokens);
+    },
+    long ? 1 : repeats,
+    long ? 0 : 1,
+  );
+  const after = cuda.memInfo();
+  const memUsed = before.free - after.free;
+  const memFormula = weightBytes(llama3) + dec.cache.deviceBytes + dec.plan.deviceBytes +
+    dec.prefillPlan.deviceBytes + workspaceBytes(llama3, rowsPerChunk, batch);
+  // The attention kernel alone over the same chunks, every layer (the caches hold the prompt).
+  const chunks: { batch: number; start: number; rows: number }[] = [];
+  {
+    const next = Array(batch).fill(0);
+    while (next.some((n) => n < prompt)) {
+      let room = rowsPerChunk;
+      for (let b = 0; b < batch && room > 0; b++) {
+        const take = Math.min(prompt - next[b], room);
+        if (take <= 0) continue;
+        chunks.push({ batch: b, start: next[b], rows: take });
+        next[b] += take;
+        room -= take;
+      }
+    }
+  }
+  let flops = 0;
+  for (const c of chunks) {
+    flops += prefillFlops(
+      prefillTiles([{ row0: 0, seq: c.batch, pos0: c.start, rows: c.rows }], 64),
+      32,
+      128,
+    );
+  }
+  flops *= llama3.numLayers;
+  const attentionMs = medianEventMs(
+    cuda,
+    dec.stream,
+    () => {
+      for (const c of chunks) {
+        dec.prefillPlan.setChunk(
+          [{ row0: 0, seq: c.batch, pos0: c.start, rows: c.rows }],
+          dec.stream,
+        );
+        for (let layer = 0; layer < llama3.numLayers; layer++) {
+          dec.prefillPlan.attention(layer, dec.activations.q, dec.activations.attn);
+        }
+      }
+    },
+    1,
+    1,
+  );
+  const t = torch.find((r) => r.batch === batch && r.prompt === prompt);
+  const sd = torchSdpa.find((r) => r.prompt === prompt && batch === 1);
+  const row: Row = {
+    batch,
+    prompt,
+    chunk: rowsPerChunk,
+    ms,
+    tokensPerS: (batch * prompt) / (ms / 1e3),
+    attentionMs,
+    attentionTflops: flops / (attentionMs / 1e3) / 1e12,
+    torchMs: t?.ms ?? undefined,
+    torchSdpaTflops: sd?.default?.tflops,
+    memUsed,
+    memFormula,
+  };
+  rows.push(row);
+  console.log(
+    `B=${batch} P=${prompt} chunk=${rowsPerChunk}: ${ms.toFixed(1)} ms (${
+      row.tokensPerS.toFixed(0)
+    } tok/s), ` +
+      `attention ${attentionMs.toFixed(1)} ms = ${(100 * attentionMs / ms).toFixed(0)}% at ` +
+      `${row.attentionTflops.toFixed(0)} TFLOP/s; PyTorch ${t?.ms?.toFixed(1) ?? "-"} ms; ` +
+      `memory ${(memUsed / 2 ** 30).toFixed(2)} GiB (formula ${
+        (memFormula / 2 ** 30).toFixed(2)
+      } GiB)`,
+  );
+}
+
+// ---- 4. Report ----
+const fmt = (x: number | undefined, d = 1) => (x === undefined ? "-" : x.toFixed(d));
+const date = new Date().toISOString().slice(0, 10);
+const card = info.name.replace(/[^A-Za-z0-9]+/g, "-").replace(/^-|-$/g, "");
+const lines = [
+  `# Prefill on ${info.name} (${date})`,
+  "",
+  `Llama-3-8B shape (32 layers, hidden 4096, 32/8 heads, d 128, ffn 14336, vocab 128256), fp16, ` +
+  `random weights. ${torchNote}. cuBLAS fp16 GEMM rate ${(peak / 1e12).toFixed(0)} TFLOP/s ` +
+  `(8192^3). Times are CUDA-event medians of ${repeats} prefills after a warm-up. "attention" = ` +
+  `the generated prefill kernel alone over the same chunks and layers; its TFLOP/s count QK^T and ` +
+  `PV over the causal triangle; "SDPA" = PyTorch's causal scaled_dot_product_attention alone on ` +
+  `one layer of the same shape. Memory = device memory the decoder took (cuMemGetInfo before ` +
+  `and after), against weights + caches + decode/prefill plans + the chunk workspace.`,
+  "",
+  "| batch | prompt | chunk | this project ms | tokens/s | PyTorch ms | vs PyTorch | attention share | attention TFLOP/s | % of GEMM rate | SDPA TFLOP/s | attention vs SDPA | memory GiB (formula) |",
+  "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+  ...rows.map((r) =>
+    `| ${r.batch} | ${r.prompt} | ${r.chunk} | ${fmt(r.ms)} | ${fmt(r.tokensPerS, 0)} | ${
+      fmt(r.torchMs)
+    } | ` +
+    `${r.torchMs ? (r.ms / r.torchMs).toFixed(2) + "x" : "-"} | ${
+      fmt((100 * r.attentionMs) / r.ms, 0)
+    }% | ` +
+    `${fmt(r.attentionTflops, 0)} | ${fmt((100 * r.attentionTflops * 1e12) / peak, 0)}% | ` +
+    `${fmt(r.torchSdpaTflops, 0)} | ${
+      r.torchSdpaTflops ? (r.attentionTflops / r.torchSdpaTflops).toFixed(2) + "x" : "-"
+    } | ` +
+    `${(r.memUsed / 2 ** 30).toFixed(2)} (${(r.memFormula / 2 ** 30).toFixed(2)}) |`
+  ),
+  "",
+  "\"vs PyTorch\" is this project's time over PyTorch's (lower is better; the target is <= 1.25x).",
+];
+const md = lines.join("\n");
+console.log("\n" + md);
+const stem = join(outDir, `prefill-${card}-${date}`);
+writeFileAtomic(
+  `${stem}.json`,
+  JSON.stringify({ device: info, date, peak, torchNote, torch, torchSdpa, rows }, null, 1),
+);
+writeFileAtomic(`${stem}.md`, md + "\n");
+writeFileAtomic(
+  `${stem}.svg`,
+  lineChart(`Prefill on ${info.name}, ${date} (batch 1, time vs prompt)`, [
+    {
+      panel: "batch 1",
+      name: "this project",
+      points: rows.filter((r) => r.batch === 1).map((r) => ({ x: r.prompt, y: r.ms })),
+    },
+    {
+      panel: "batch 1",
+      name: "PyTorch",
+      points: rows.filter((r) => r.batch === 1 && r.torchMs).map((r) => ({
+        x: r.prompt,
+        y: r.torchMs!,
+      })),
+    },
+  ]),
+);
+console.log(`wrote ${stem}.{json,md,svg}`);

@@ -1,0 +1,169 @@
+/**
+ * Kernel families outside the per-variant decode kernels: the decoder's own kernels
+ * (templates/model.cu.hbs, one source per model shape) and the benchmark utilities
+ * (templates/util.cu.hbs, one source per KV dtype). Like `KERNELS`, each kernel is described once:
+ * its arguments render the documented CUDA signature (`{{params.<id>}}` in the template) and type
+ * its launcher (`ArgsOf`), and the runtime packs argument slots from the same list, so no byte
+ * offset is written by hand anywhere.
+ *
+ * Pure data plus small functions; runs under Deno and Node.
+ */
+import type { ArgKind } from "./kernels.ts";
+
+/** Argument kinds of family kernels: the decode kinds plus 32/64-bit unsigned integers. */
+export type FamilyArgKind = ArgKind | "u32" | "u64";
+
+export interface FamilyArg {
+  /** snake_case name in CUDA; the launcher field is its camelCase form. */
+  readonly name: string;
+  readonly kind: FamilyArgKind;
+  /** C type in the kernel signature. */
+  readonly cType: string;
+  readonly doc: string;
+}
+
+export interface FamilyKernel {
+  /** Exported symbol; `{dtype}` is replaced by the KV dtype for per-dtype sources. */
+  readonly symbol: string;
+  readonly threads: number;
+  readonly doc: string;
+  /** How the caller shapes the grid. */
+  readonly grid: string;
+  readonly args: readonly FamilyArg[];
+}
+
+const arg = <N extends string, K extends FamilyArgKind>(
+  name: N,
+  kind: K,
+  cType: string,
+  doc: string,
+) => ({ name, kind, cType: kind === "ptr" ? `${cType}__restrict__ ` : cType, doc }) as const;
+const ptr = <N extends string>(name: N, cType: string, doc: string) => arg(name, "ptr", cType, doc);
+
+/** Threads of the row-wise model kernels (one block per row). */
+export const MODEL_ROW_THREADS = 256;
+
+export const MODEL_KERNELS = {
+  embed: {
+    symbol: "ds_model_embed",
+    threads: MODEL_ROW_THREADS,
+    doc: "h[m] = embed[tokens[m]] into the fp32 residual stream.",
+    grid: "(rows, 1, 1)",
+    args: [
+      ptr("tokens", "const int* ", "[rows] token ids"),
+      ptr("embed", "const u16* ", "[vocab][HIDDEN] embedding, model dtype"),
+      ptr("h", "float* ", "[rows][HIDDEN] residual stream"),
+    ],
+  },
+  rmsnorm: {
+    symbol: "ds_model_rmsnorm",
+    threads: MODEL_ROW_THREADS,
+    doc: "x[m] = h[m] * rsqrt(mean(h[m]^2) + eps) * w, stored in the model dtype.",
+    grid: "(rows, 1, 1)",
+    args: [
+      ptr("h", "const float* ", "[rows][HIDDEN] residual stream"),
+      ptr("w", "const float* ", "[HIDDEN] norm weight"),
+      arg("eps", "f32", "float ", "variance epsilon"),
+      ptr("x", "u16* ", "[rows][HIDDEN] normalized rows, model dtype"),
+    ],
+  },
+  rope: {
+    symbol: "ds_model_rope",
+    threads: MODEL_ROW_THREADS,
+    doc: "Splits the fused QKV projection (+ bias), rotate-half RoPE on q and k at each row's " +
+      "position, stores q, k, v in the model dtype.",
+    grid: "(rows, 1, 1)",
+    args: [
+      ptr("qkv", "const float* ", "[rows][QKV_WIDTH] fused projection"),
+      ptr("bias", "const float* ", "[QKV_WIDTH] q/k/v biases, or null"),
+      ptr("positions", "const int* ", "[rows] position of each row in its sequence"),
+      ptr("inv_freq", "const float* ", "[HEAD_DIM / 2] RoPE inverse frequencies (scaling applied)"),
+      arg("attention_factor", "f32", "float ", "cos and sin scale (YaRN); 1 otherwise"),
+      ptr("q", "u16* ", "[rows][NUM_Q_HEADS][HEAD_DIM] rotated queries"),
+      ptr("k", "u16* ", "[rows][NUM_KV_HEADS][HEAD_DIM] rotated keys"),
+      ptr("v", "u16* ", "[rows][NUM_KV_HEADS][HEAD_DIM] values"),
+    ],
+  },
+  swiglu: {
+    symbol: "ds_model_swiglu",
+    threads: MODEL_ROW_THREADS,
+    doc: "act[m][i] = silu(gu[m][i]) * gu[m][INTERMEDIATE + i] from the fused gate/up projection.",
+    grid: "(rows, 1, 1)",
+    args: [
+      ptr("gu", "const float* ", "[rows][2 * INTERMEDIATE] gate then up"),
+      ptr("act", "u16* ", "[rows][INTERMEDIATE] activation, model dtype"),
+    ],
+  },
+  channel_stats: {
+    symbol: "ds_model_channel_stats",
+    threads: MODEL_ROW_THREADS,
+    doc: "Adds one layer's |q|, |k| and |q k| calibration sums of the rows (float64).",
+    grid: "(ceil(NUM_Q_HEADS * HEAD_DIM / threads), 1, 1)",
+    args: [
+      ptr("q", "const u16* ", "[rows][NUM_Q_HEADS][HEAD_DIM] queries after RoPE"),
+      ptr("k", "const u16* ", "[rows][NUM_KV_HEADS][HEAD_DIM] keys after RoPE"),
+      arg("rows", "i32", "int ", "rows to add"),
+      ptr("stat_q", "double* ", "[NUM_Q_HEADS][HEAD_DIM] sum |q|"),
+      ptr("stat_k", "double* ", "[NUM_KV_HEADS][HEAD_DIM] sum |k|"),
+      ptr("stat_qk", "double* ", "[NUM_Q_HEADS][HEAD_DIM] sum |q k|"),
+    ],
+  },
+  gather_rows: {
+    symbol: "ds_model_gather_rows",
+    threads: MODEL_ROW_THREADS,
+    doc: "dst[i] = src[rows[i]] for rows of HIDDEN floats (the prompts' last rows, for logits).",
+    grid: "(count, 1, 1)",
+    args: [
+      ptr("src", "const float* ", "[*][HIDDEN] residual stream"),
+      ptr("rows", "const int* ", "[count] source row of each destination row"),
+      ptr("dst", "float* ", "[count][HIDDEN] gathered rows"),
+    ],
+  },
+} as const satisfies Record<string, FamilyKernel>;
+
+export const UTIL_KERNELS = {
+  fill_normal: {
+    symbol: "ds_util_fill_normal_{dtype}",
+    threads: 256,
+    doc: "out[i] = scale * N(0, 1) (Box-Muller on counter hashes), stored as the KV dtype.",
+    grid: "(min(4096, ceil(n / 256)), 1, 1)",
+    args: [
+      ptr("out", "u16* ", "[n] output"),
+      arg("n", "u64", "u64 ", "elements"),
+      arg("seed", "u32", "u32 ", "stream of random numbers"),
+      arg("scale", "f32", "float ", "standard deviation"),
+    ],
+  },
+  fill_labels: {
+    symbol: "ds_util_fill_labels_{dtype}",
+    threads: 256,
+    doc:
+      "Random label codes and plausible label meta words (scale in [0.01, 0.02), min in [-3, -2)).",
+    grid: "(4096, 1, 1)",
+    args: [
+      ptr("codes", "u32* ", "[n_codes] label code words"),
+      arg("n_codes", "u64", "u64 ", "code words"),
+      ptr("meta", "u32* ", "[n_meta] scale | min << 16"),
+      arg("n_meta", "u64", "u64 ", "meta words"),
+      arg("seed", "u32", "u32 ", "stream of random numbers"),
+    ],
+  },
+} as const satisfies Record<string, FamilyKernel>;
+
+export type ModelKernelId = keyof typeof MODEL_KERNELS;
+export type UtilKernelId = keyof typeof UTIL_KERNELS;
+
+type CamelCase<S extends string> = S extends `${infer H}_${infer T}`
+  ? `${H}${Capitalize<CamelCase<T>>}`
+  : S;
+
+/** The typed arguments of a family kernel: camelCase field per argument, bigint for pointers. */
+export type ArgsOf<K extends FamilyKernel> = {
+  readonly [A in K["args"][number] as CamelCase<A["name"]>]: A["kind"] extends "ptr" | "u64"
+    ? bigint
+    : number;
+};
+
+/** The kernel's exported symbol for a KV dtype. */
+export const familySymbol = (k: FamilyKernel, dtype: "fp16" | "bf16"): string =>
+  k.symbol.replace("{dtype}", dtype);
