@@ -19,10 +19,10 @@ export const tuning = {
   sparseHeadBlocks: 32,
   mergeThreads: 128,
   prefillThreads: 128,
-  prefillKeyTile: 32,
+  prefillKeyTile: 64,
   prefillMTiles: 2,
   prefillQInRegisters: false,
-  prefillSharedBytes: 65536,
+  prefillSharedBytes: 98304,
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
@@ -33,7 +33,7 @@ export const kernels = {
   dense: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "a8766ce7860519b2d5c7125a055028a7a8980e9ea2dae0a82c64c24140972385" },
   sparse: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "03c48320de28a67f02f765d1cdf7e570c1cb8af9baa6fd63ac445af1e0869c9b" },
   merge: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "86be9395b2b4e235c997a148a16fd9495255735fae013be681d0bfadf1731f11" },
-  prefill: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "b5300a0557cf8988a6239542ed3c9bf6524133232bfda4a07d3501a3ae45708d" },
+  prefill: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "0bfe1e3c603046b1063f5d04633fb09b75516a3463e4658943d742b237dde1fa" },
 } as const;
 
 /**

@@ -19,10 +19,10 @@ export const tuning = {
   sparseHeadBlocks: 8,
   mergeThreads: 128,
   prefillThreads: 128,
-  prefillKeyTile: 32,
+  prefillKeyTile: 64,
   prefillMTiles: 2,
   prefillQInRegisters: false,
-  prefillSharedBytes: 65536,
+  prefillSharedBytes: 98304,
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
@@ -33,7 +33,7 @@ export const kernels = {
   dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "a8053fc1ec7c479cf29f074193b64db1dbb9206828e9b7d94399e1448940d614" },
   sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "f9ac5e17b8906b7ab6b8bc475ab0cb6aba6f8596910c36e859e585e4836130ba" },
   merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "7ac5551d5fe7adde2711c4d0a512f7bba3b2a7ea12c992bfefd5378081c4e639" },
-  prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "2742b18a82b260b1eddb068e6e61ef32c3b04c8ddb95e91887ca923864e0cc25" },
+  prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "a1889961697e318dfeaab1bb6e068731c00d74da3d7af21935f2ef065b479df4" },
 } as const;
 
 /**

@@ -19,10 +19,10 @@ export const tuning = {
   sparseHeadBlocks: 32,
   mergeThreads: 128,
   prefillThreads: 128,
-  prefillKeyTile: 32,
+  prefillKeyTile: 64,
   prefillMTiles: 2,
   prefillQInRegisters: false,
-  prefillSharedBytes: 65536,
+  prefillSharedBytes: 98304,
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
@@ -33,7 +33,7 @@ export const kernels = {
   dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "f3cd40e22f38cb32e42b1459209af17970355447bc450f7d443d76e680a26599" },
   sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "7d1369332693108d92f49a18ce89f337fa6f309b10a22e521511153d5dac1e1d" },
   merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "dad5719099c4ac4f1350bb9dba70bdf8f799b2311f006b6e939a1f0afc473211" },
-  prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "9773cb8a4cda1265410a22e9c5b2fea014b68124236b35ee38f0b9e89b5bb2ca" },
+  prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "d85a5e67a3a25430b1a4636f95fe9a7ceb3ce5c6d0413c6dda6cf3e2ae0f787b" },
 } as const;
 
 /**

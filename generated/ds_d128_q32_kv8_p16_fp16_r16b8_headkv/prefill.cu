@@ -99,7 +99,7 @@ constexpr int PREFILL_THREADS = 128;
 constexpr int PREFILL_WARPS = PREFILL_THREADS / 32;
 constexpr int M_TILES = 2;        // 16-row MMA tiles per warp
 constexpr int Q_TILE = 16 * M_TILES * PREFILL_WARPS; // query rows per block
-constexpr int KEY_TILE = 32;       // keys per pipeline stage
+constexpr int KEY_TILE = 64;       // keys per pipeline stage
 constexpr int CHUNKS = HEAD_DIM / 8;               // 16-byte chunks per K/V/Q row
 constexpr bool Q_IN_REGISTERS = false;  // else Q fragments are re-read from shared memory
 static_assert(KEY_TILE % 16 == 0 && CHUNKS >= 8, "tile shapes");
@@ -145,7 +145,12 @@ DS_INLINE u32 pack2(float lo, float hi) {
 
 // 16-byte chunk c of row r in a swizzled [rows][CHUNKS] tile: the chunk index is XORed with the
 // row's low 3 bits, so the 8 rows an ldmatrix phase reads hit 8 different bank groups.
-DS_INLINE uint4* tile_chunk(uint4* tile, int r, int c) { return tile + r * CHUNKS + (c ^ (r & 7)); }
+// Written as (c & ~7) + ((c & 7) ^ (r & 7)): with c a compile-time constant the high part is an
+// immediate offset, so unrolled loops share a few lane-dependent registers instead of one
+// hoisted address per (row block, chunk).
+DS_INLINE uint4* tile_chunk(uint4* tile, int r, int c) {
+  return tile + r * CHUNKS + (c & ~7) + ((c & 7) ^ (r & 7));
+}
 
 // Issues the cp.async loads of keys [t0, t0 + KEY_TILE) of one kv head into a K and a V tile.
 // Keys past `last` repeat the last key (always cached); the softmax masks them.

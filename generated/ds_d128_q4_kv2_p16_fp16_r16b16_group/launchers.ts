@@ -19,10 +19,10 @@ export const tuning = {
   sparseHeadBlocks: 2,
   mergeThreads: 128,
   prefillThreads: 128,
-  prefillKeyTile: 32,
+  prefillKeyTile: 64,
   prefillMTiles: 2,
   prefillQInRegisters: false,
-  prefillSharedBytes: 65536,
+  prefillSharedBytes: 98304,
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
@@ -33,7 +33,7 @@ export const kernels = {
   dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "cfd8fe118969f9462a948d3264133fa681f92f2ccf0b2146a5f5fbd315cc3b51" },
   sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "60fe4e8e56c560ee5ece2ddd76e52e004885d6dd5036dbd49b373688595514bc" },
   merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "8e9b8f1dd574214be52d3fdf01e460fd215dd4f89247aa895b92141e0d0f75ca" },
-  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "77d7eb099379430cbb504c72ea46c0d8fbc586a7e4f8c8cfe6455a22f3aacf19" },
+  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "d19bcf9e7edc88aa1fa3b401584ef790a43aafb1b17de54548559cdc3a632dc3" },
 } as const;
 
 /**

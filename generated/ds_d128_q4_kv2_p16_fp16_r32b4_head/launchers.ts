@@ -19,10 +19,10 @@ export const tuning = {
   sparseHeadBlocks: 4,
   mergeThreads: 128,
   prefillThreads: 128,
-  prefillKeyTile: 32,
+  prefillKeyTile: 64,
   prefillMTiles: 2,
   prefillQInRegisters: false,
-  prefillSharedBytes: 65536,
+  prefillSharedBytes: 98304,
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
@@ -33,7 +33,7 @@ export const kernels = {
   dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "419357edd3971551bd579237146be7bb00866783743eceece9f1eabb18bae692" },
   sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "e074274174e943a13876b8ececb0c4e62ad22d565988c373cd8eddd498c902d8" },
   merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "2887fa2ef1a36e51e95ebb97d9954ef336bb66d9cdd7b17555089f3db6005b34" },
-  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "256d88eb560ae043f5f0336f11391846495d0b0c7591fbfee2a07c02d8e7024d" },
+  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "038352442df6ca58f33cdb1be105594f7f7ec51e93e24d694052a0e04ce3ce52" },
 } as const;
 
 /**

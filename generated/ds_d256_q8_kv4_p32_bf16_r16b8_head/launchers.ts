@@ -33,7 +33,7 @@ export const kernels = {
   dense: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "6bec19639d54ecdba8a8ef34486cfd5f3bdf085310f925776aaa6d348d3f57aa" },
   sparse: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "22328bfaa19069e96bbdbfad2c98db040b66a28e91a8c6a5555e30a968ace50c" },
   merge: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_merge", file: "merge.cu", threads: 256, argCount: 8, sha256: "7251a2e90ad9bba1f05894415441969d0992f67d0f77692bc234b67311e3b8d7" },
-  prefill: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "f24486d3d30d1279d7c1a5e0271a527797a0d34de20e6dd43f50e95bf8acffda" },
+  prefill: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "31cfddd42185a78e510ef5a2f8e52a702e22d8a68d29678fe01136487c9512c9" },
 } as const;
 
 /**

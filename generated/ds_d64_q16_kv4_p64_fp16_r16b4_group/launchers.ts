@@ -21,7 +21,7 @@ export const tuning = {
   prefillThreads: 128,
   prefillKeyTile: 64,
   prefillMTiles: 2,
-  prefillQInRegisters: true,
+  prefillQInRegisters: false,
   prefillSharedBytes: 49152,
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
@@ -33,7 +33,7 @@ export const kernels = {
   dense: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "a0648c5418e9326b0c5fb3bb91ddc129c9fea6085d8a7cae0c2f305c83330784" },
   sparse: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "411a6e437879ffdc29c17c8410859a1656946c1becafbf960c43a9aa726a85ae" },
   merge: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_merge", file: "merge.cu", threads: 64, argCount: 8, sha256: "22a4e8cdf8a6e7cce1a9b78efe9e75cc261ad74388c4cc77125b14dcc23d7b51" },
-  prefill: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "f923d326d5bb1c6a48aec0af24412e4ac413adad140a2346a514afe24eed48f7" },
+  prefill: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "0725e23f6f28364fb348eca45375ab0969487489378ddde01c41b4f44269eb00" },
 } as const;
 
 /**

@@ -322,9 +322,11 @@ export const prefillSharedBytes = (headDim: number, mTiles: number, keyTile: num
 export function tuningFor(spec: AttentionSpec): Tuning {
   // Registers per thread: O is 4 * mTiles * headDim / 8 floats, S 4 * mTiles * keyTile / 8.
   // Head dim 256 keeps one MMA tile and 32 keys (O alone is 128 floats).
+  // Measured on an H100 (docs/perf-notes.md): two MMA tiles per warp and 64 keys per stage run
+  // fastest at head dim 128 and still fit 255 registers without spills.
   const prefillMTiles = spec.headDim <= 128 ? 2 : 1;
-  const prefillKeyTile = spec.headDim <= 64 ? 64 : 32;
-  const prefillQInRegisters = spec.headDim <= 64;
+  const prefillKeyTile = spec.headDim <= 128 ? 64 : 32;
+  const prefillQInRegisters = false;
   const denseHeadsPerBlock = largestDivisorAtMost(spec.groupSize, 8);
   const sparseHeadsPerBlock = spec.selection === "group" ? denseHeadsPerBlock : 1;
   return Object.freeze({
