@@ -17,7 +17,7 @@ const spec: AttentionSpec = defineAttention({
   budget: { ratio: 1 / 16, min: 16 },
 });
 const kernels: RenderedKernel[] = renderKernels(spec);
-const files: ReadonlyMap<string, string> = (await generateVariant(spec)).files;
+const files: ReadonlyMap<string, string> = (generateVariant(spec)).files;
 const picked: Int32Array = topK([0.1, 0.9], 1);
 const tokens: number = budgetFor(spec.budget, 4096);
 const same: typeof defineAttention = root.defineAttention;

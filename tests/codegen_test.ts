@@ -44,9 +44,9 @@ const listDirs = (dir: string) =>
 // (a) golden files
 
 Deno.test(`codegen: ${GOLDEN_VARIANT} renders exactly the golden files (UPDATE_GOLDEN=1 rewrites them)`, async () => {
-  const gen = await generateVariant(await specNamed(GOLDEN_VARIANT));
+  const gen = generateVariant(await specNamed(GOLDEN_VARIANT));
   const files = new Map(gen.files);
-  const api = await renderKernelApi();
+  const api = renderKernelApi();
   const dir = join(GOLDEN_DIR, GOLDEN_VARIANT);
   if (Deno.env.get("UPDATE_GOLDEN") === "1") {
     rmSync(dir, { recursive: true, force: true });
@@ -82,7 +82,7 @@ Deno.test("codegen: generated/ holds exactly the current output for every exampl
   const variants = specs.map((s) => s.variant).sort();
   assert.deepEqual(listDirs(GENERATED_DIR), variants, `variant directories differ; ${STALE}`);
   for (const spec of specs) {
-    const gen = await generateVariant(spec);
+    const gen = generateVariant(spec);
     const dir = join(GENERATED_DIR, spec.variant);
     assert.deepEqual(
       listFiles(dir),
@@ -100,7 +100,7 @@ Deno.test("codegen: generated/ holds exactly the current output for every exampl
     }
   }
   const api = readFileSync(join(GENERATED_DIR, KERNEL_API_FILE), "utf8");
-  const want = await renderKernelApi();
+  const want = renderKernelApi();
   assert.ok(
     api === want,
     `generated/${KERNEL_API_FILE} differs at ${firstDifference(want, api)}\n${STALE}`,
@@ -111,7 +111,7 @@ Deno.test("codegen: generated/ holds exactly the current output for every exampl
 // (c) writes only what changed
 
 Deno.test("codegen: writeVariant writes only changed files and removes stale ones", async () => {
-  const gen = await generateVariant(await specNamed(GOLDEN_VARIANT));
+  const gen = generateVariant(await specNamed(GOLDEN_VARIANT));
   await withTempDir((out) => {
     const dir = join(out, GOLDEN_VARIANT);
     const all = [...gen.files.keys()].map((n) => join(dir, n)).sort();
@@ -140,9 +140,9 @@ Deno.test("codegen: writeVariant writes only changed files and removes stale one
 });
 
 Deno.test("codegen: writeKernelApi reports changes; pruneVariants removes only other ds_ dirs", async () => {
-  await withTempDir(async (out) => {
-    assert.equal(await writeKernelApi(out), true);
-    assert.equal(await writeKernelApi(out), false);
+  await withTempDir((out) => {
+    assert.equal(writeKernelApi(out), true);
+    assert.equal(writeKernelApi(out), false);
     for (const d of ["ds_keep", "ds_old", "notes"]) mkdirSync(join(out, d));
     assert.deepEqual(pruneVariants(out, new Set(["ds_keep"])), ["ds_old"]);
     assert.deepEqual(listDirs(out), ["ds_keep", "notes"]);
@@ -229,9 +229,9 @@ function interfaceFields(api: string, name: string): string[] {
 }
 
 Deno.test("codegen: every launcher packs exactly the CUDA signature's parameters, in order", async () => {
-  const api = await renderKernelApi();
+  const api = renderKernelApi();
   for (const spec of await loadSpecs()) {
-    const gen = await generateVariant(spec);
+    const gen = generateVariant(spec);
     const launchers = gen.files.get("launchers.ts")!;
     const manifest = JSON.parse(gen.files.get("manifest.json")!);
     for (const k of gen.kernels) {

@@ -25,7 +25,7 @@ const specs = await loadSpecs(specsDir);
 const rows: string[][] = [];
 let written = 0;
 for (const spec of specs) {
-  const gen = await generateVariant(spec);
+  const gen = generateVariant(spec);
   const report = writeVariant(outDir, gen);
   written += report.written.length + report.removed.length;
   const ctx = 32768;
@@ -41,7 +41,7 @@ for (const spec of specs) {
     (denseStepBytes(spec, ctx) / sparse).toFixed(2) + "x",
   ]);
 }
-if (await writeKernelApi(outDir)) written++;
+if (writeKernelApi(outDir)) written++;
 const removed = pruneVariants(outDir, new Set(specs.map((s) => s.variant)));
 
 const header = [

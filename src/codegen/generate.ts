@@ -60,12 +60,12 @@ export function manifestOf(
   };
 }
 
-export async function generateVariant(spec: AttentionSpec): Promise<GeneratedVariant> {
+export function generateVariant(spec: AttentionSpec): GeneratedVariant {
   const tuning = tuningFor(spec);
   const kernels = renderKernels(spec);
   const files = new Map<string, string>();
   for (const k of kernels) files.set(k.file, k.source);
-  files.set("launchers.ts", await renderLaunchers(spec, tuning, kernels));
+  files.set("launchers.ts", renderLaunchers(spec, tuning, kernels));
   files.set("manifest.json", JSON.stringify(manifestOf(spec, tuning, kernels), null, 2) + "\n");
   return { spec, tuning, kernels, files };
 }
@@ -96,8 +96,8 @@ export function writeVariant(outDir: string, gen: GeneratedVariant): WriteReport
 
 export const KERNEL_API_FILE = "kernel_api.ts";
 
-export async function writeKernelApi(outDir: string): Promise<boolean> {
-  return writeIfChanged(join(outDir, KERNEL_API_FILE), await renderKernelApi());
+export function writeKernelApi(outDir: string): boolean {
+  return writeIfChanged(join(outDir, KERNEL_API_FILE), renderKernelApi());
 }
 
 /** Removes variant directories of `outDir` that are not in `keep`. */

@@ -114,13 +114,13 @@ const imported = new Map<
 async function launchersFor(spec: AttentionSpec) {
   const hit = imported.get(spec.variant);
   if (hit) return hit;
-  const gen = await generateVariant(spec);
+  const gen = generateVariant(spec);
   const committed = join(packageRoot(), "generated", spec.variant, "launchers.ts");
   let path = committed;
   if (!existsSync(committed)) {
     const dir = join(defaultCacheDir(), "generated");
     writeVariant(dir, gen);
-    await writeKernelApi(dir);
+    writeKernelApi(dir);
     path = join(dir, spec.variant, "launchers.ts");
     if (!existsSync(join(dir, KERNEL_API_FILE))) {
       throw new Error(`${dir}/${KERNEL_API_FILE} missing`);
