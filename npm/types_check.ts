@@ -5,6 +5,12 @@ import * as root from "double-sparsity";
 import { type AttentionSpec, budgetFor, defineAttention } from "double-sparsity/dsl";
 import { generateVariant, type RenderedKernel, renderKernels } from "double-sparsity/codegen";
 import { topK } from "double-sparsity/reference";
+import {
+  type ChannelConfig,
+  parseChannelConfig,
+  type SglangSettings,
+  specFromSglangFlags,
+} from "double-sparsity/interop";
 
 const spec: AttentionSpec = defineAttention({
   headDim: 128,
@@ -17,9 +23,20 @@ const spec: AttentionSpec = defineAttention({
   budget: { ratio: 1 / 16, min: 16 },
 });
 const kernels: RenderedKernel[] = renderKernels(spec);
-const files: ReadonlyMap<string, string> = (generateVariant(spec)).files;
+const files: ReadonlyMap<string, string> = generateVariant(spec).files;
 const picked: Int32Array = topK([0.1, 0.9], 1);
 const tokens: number = budgetFor(spec.budget, 4096);
 const same: typeof defineAttention = root.defineAttention;
+const config: ChannelConfig = parseChannelConfig({}, {
+  numLayers: 1,
+  numHeads: 1,
+  numKvHeads: 1,
+  headDim: 64,
+});
+const sglang: SglangSettings = specFromSglangFlags({ ds_heavy_token_num: 512 }, {
+  headDim: 128,
+  numQHeads: 32,
+  numKvHeads: 8,
+});
 
-export { files, kernels, picked, same, tokens };
+export { config, files, kernels, picked, same, sglang, tokens };

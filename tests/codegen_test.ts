@@ -115,6 +115,11 @@ Deno.test("codegen: writeVariant writes only changed files and removes stale one
   await withTempDir((out) => {
     const dir = join(out, GOLDEN_VARIANT);
     const all = [...gen.files.keys()].map((n) => join(dir, n)).sort();
+    // The variant's own folder is refused: it would nest the folder twice.
+    assert.throws(
+      () => writeVariant(dir, gen),
+      new RegExp(`already ends with the variant folder ${GOLDEN_VARIANT}; pass its parent`),
+    );
     const first = writeVariant(out, gen);
     assert.deepEqual(first.written.sort(), all);
     assert.deepEqual([first.unchanged, first.removed], [[], []]);

@@ -2,18 +2,22 @@
  * Generates a variant's files: the CUDA sources, a typed launcher module and a manifest, and
  * writes them into `<outDir>/<variant>/` only where their content changed.
  */
-import { join } from "node:path";
+import { basename, join, resolve } from "node:path";
 import { existsSync, readdirSync, rmSync } from "node:fs";
-import type { AttentionSpec } from "../dsl/spec.ts";
+import type { AttentionSpec, ByteModel } from "../dsl/spec.ts";
 import { writeIfChanged } from "../util/fs.ts";
 import { VERSION } from "../version.ts";
-import { KERNELS, type Tuning, tuningFor } from "./kernels.ts";
+import { type KernelId, KERNELS, type Tuning, tuningFor } from "./kernels.ts";
 import { renderKernelApi, renderLaunchers } from "./launchers.ts";
 import { type RenderedKernel, renderKernels } from "./render.ts";
 
+/** Everything generated for one variant, in memory; {@linkcode writeVariant} writes it. */
 export interface GeneratedVariant {
+  /** The variant. */
   readonly spec: AttentionSpec;
+  /** The launch-shape constants baked into its sources. */
   readonly tuning: Tuning;
+  /** The rendered CUDA kernels. */
   readonly kernels: readonly RenderedKernel[];
   /** File name inside the variant directory -> content. */
   readonly files: ReadonlyMap<string, string>;
@@ -34,11 +38,36 @@ export function kernelParameters(spec: AttentionSpec): Record<string, unknown> {
   };
 }
 
+/** A variant's `manifest.json`: the generator, the kernel parameters, tuning and source hashes. */
+export interface VariantManifest {
+  /** `double-sparsity <version>`. */
+  generator: string;
+  /** The variant name. */
+  variant: string;
+  /** {@linkcode kernelParameters} of the spec. */
+  parameters: Record<string, unknown>;
+  /** The spec's byte model. */
+  bytesPerToken: ByteModel;
+  /** Launch-shape constants. */
+  tuning: Tuning;
+  /** One entry per kernel: symbol, file, block size, grid, C arguments and source hash. */
+  kernels: {
+    id: KernelId;
+    symbol: string;
+    file: string;
+    threads: number;
+    grid: string;
+    args: string[];
+    sha256: string;
+  }[];
+}
+
+/** The manifest of a variant's generated files. */
 export function manifestOf(
   spec: AttentionSpec,
   tuning: Tuning,
   kernels: readonly RenderedKernel[],
-) {
+): VariantManifest {
   return {
     generator: `double-sparsity ${VERSION}`,
     variant: spec.variant,
@@ -60,6 +89,10 @@ export function manifestOf(
   };
 }
 
+/**
+ * Renders a variant's files in memory: one `.cu` per kernel, `launchers.ts` (typed launchers,
+ * importing `../kernel_api.ts`) and `manifest.json`. Nothing is written.
+ */
 export function generateVariant(spec: AttentionSpec): GeneratedVariant {
   const tuning = tuningFor(spec);
   const kernels = renderKernels(spec);
@@ -70,14 +103,33 @@ export function generateVariant(spec: AttentionSpec): GeneratedVariant {
   return { spec, tuning, kernels, files };
 }
 
+/** What {@linkcode writeVariant} did, as file paths. */
 export interface WriteReport {
+  /** Files created or changed. */
   readonly written: string[];
+  /** Files that already held the same content. */
   readonly unchanged: string[];
+  /** Files of the variant directory the variant no longer produces, removed. */
   readonly removed: string[];
 }
 
-/** Writes a variant's files (only changed ones) and removes files it no longer produces. */
+/**
+ * Writes a variant's files into `<outDir>/<variant>/` (created if needed; only changed files are
+ * written) and removes files of that folder the variant no longer produces.
+ *
+ * `outDir` is the folder that holds variant folders (the repository's `generated/`), not the
+ * variant's own folder: `writeVariant("generated", gen)` writes
+ * `generated/ds_d128_.../score.cu`. A path whose last component is already the variant's name
+ * is refused, since it would nest the folder twice. Call {@linkcode writeKernelApi} with the same
+ * `outDir` for the `kernel_api.ts` the launchers import.
+ */
 export function writeVariant(outDir: string, gen: GeneratedVariant): WriteReport {
+  if (basename(resolve(outDir)) === gen.spec.variant) {
+    throw new Error(
+      `writeVariant: ${outDir} already ends with the variant folder ${gen.spec.variant}; pass ` +
+        `its parent (files go to <outDir>/${gen.spec.variant}/)`,
+    );
+  }
   const dir = join(outDir, gen.spec.variant);
   const report: WriteReport = { written: [], unchanged: [], removed: [] };
   for (const [name, text] of gen.files) {
@@ -94,8 +146,13 @@ export function writeVariant(outDir: string, gen: GeneratedVariant): WriteReport
   return report;
 }
 
+/** The variant-independent types every `launchers.ts` imports, beside the variant directories. */
 export const KERNEL_API_FILE = "kernel_api.ts";
 
+/**
+ * Writes `<outDir>/kernel_api.ts` (the types `<outDir>/<variant>/launchers.ts` imports) if its
+ * content changed; returns whether it did.
+ */
 export function writeKernelApi(outDir: string): boolean {
   return writeIfChanged(join(outDir, KERNEL_API_FILE), renderKernelApi());
 }

@@ -5,17 +5,22 @@
  */
 import type { AttentionSpec } from "../dsl/spec.ts";
 
+/** How a kernel argument is passed: a device pointer, a 32-bit int or a 32-bit float. */
 export type ArgKind = "ptr" | "i32" | "f32";
 
+/** One argument of a kernel, in signature order. */
 export interface KernelArg {
   /** snake_case name in CUDA; the launcher field is its camelCase form. */
   readonly name: string;
+  /** How it is passed. */
   readonly kind: ArgKind;
   /** C type in the kernel signature. */
   readonly cType: string;
+  /** What it holds (shape and meaning), carried into the CUDA source and the launcher. */
   readonly doc: string;
 }
 
+/** The kernels of a decode step and the prefill attention kernel. */
 export type KernelId =
   | "append"
   | "score"
@@ -26,10 +31,15 @@ export type KernelId =
   | "merge"
   | "prefill";
 
+/** One kernel of the decode step: its template, arguments and launch shape. */
 export interface KernelDescription {
+  /** Which kernel. */
   readonly id: KernelId;
+  /** Its Handlebars template in templates/. */
   readonly template: string;
+  /** What it does, one sentence. */
   readonly doc: string;
+  /** Its arguments, in signature order. */
   readonly args: readonly KernelArg[];
   /** How the runtime shapes the grid (documentation carried into the launcher). */
   readonly grid: string;
@@ -99,6 +109,7 @@ const selIdxOut = ptr(
 const selStride = i32("sel_stride", "row stride of sel_idx (>= largest budget)");
 const softmaxScale = f32("softmax_scale", "usually 1/sqrt(HEAD_DIM)");
 
+/** Every kernel generated per variant: the decode step's in launch order, then prefill attention. */
 export const KERNELS: readonly KernelDescription[] = [
   {
     id: "append",
@@ -270,26 +281,39 @@ export const KERNELS: readonly KernelDescription[] = [
 
 /** Launch-shape choices per variant; baked into the sources and exported by the launchers. */
 export interface Tuning {
+  /** Threads per block of the append kernel. */
   readonly appendThreads: number;
+  /** Threads per block of the score kernel. */
   readonly scoreThreads: number;
+  /** Threads per block of the select kernel. */
   readonly selectThreads: number;
+  /** Threads per block of the resolve kernel. */
   readonly resolveThreads: number;
+  /** Candidates of the threshold bin that the resolve kernel holds in shared memory. */
   readonly resolveSmemCandidates: number;
+  /** Threads per block of the dense and sparse attention kernels. */
   readonly attentionThreads: number;
+  /** K/V rows an attention block handles per tile. */
   readonly attentionRowTile: number;
   /** Tensor-core (mma.sync) attention body; head dim 256 uses the CUDA-core body. */
   readonly attentionMma: boolean;
+  /** Query heads sharing one dense attention block (and its K/V reads). */
   readonly denseHeadsPerBlock: number;
+  /** Rows in flight per thread in the dense kernel. */
   readonly denseUnroll: number;
+  /** Query heads sharing one sparse attention block (group selection only). */
   readonly sparseHeadsPerBlock: number;
+  /** Rows in flight per thread in the sparse kernel. */
   readonly sparseUnroll: number;
   /** Blocks along grid.y of the dense kernel: NUM_KV_HEADS * (GROUP_SIZE / denseHeadsPerBlock). */
   readonly denseHeadBlocks: number;
   /** Blocks along grid.y of the sparse kernel. */
   readonly sparseHeadBlocks: number;
+  /** Threads per block of the merge kernel (one per output channel). */
   readonly mergeThreads: number;
-  /** Prefill: threads per block (16 query rows per warp), keys per pipeline stage. */
+  /** Prefill: threads per block (16 query rows per warp). */
   readonly prefillThreads: number;
+  /** Prefill: keys per pipeline stage. */
   readonly prefillKeyTile: number;
   /** 16-row MMA tiles per warp: each K/V fragment read from shared memory feeds this many. */
   readonly prefillMTiles: number;
@@ -319,6 +343,7 @@ const PREFILL_THREADS = 128;
 export const prefillSharedBytes = (headDim: number, mTiles: number, keyTile: number): number =>
   (16 * mTiles * (PREFILL_THREADS / 32) + 4 * keyTile) * headDim * 2;
 
+/** The launch shape of a variant. */
 export function tuningFor(spec: AttentionSpec): Tuning {
   // Registers per thread: O is 4 * mTiles * headDim / 8 floats, S 4 * mTiles * keyTile / 8.
   // Head dim 256 keeps one MMA tile and 32 keys (O alone is 128 floats).
@@ -381,6 +406,7 @@ export function dynamicSharedBytesOf(id: KernelId, t: Pick<Tuning, "prefillShare
   return id === "prefill" ? t.prefillSharedBytes : 0;
 }
 
+/** `label_codes` -> `labelCodes`: the launcher field of a CUDA argument. */
 export const camelCase = (snake: string): string =>
   snake.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
 

@@ -19,8 +19,12 @@ export function templatesDir(): string {
 }
 
 const PARTIALS = ["prelude", "constants", "labels", "attention"] as const;
-/** Templates outside the decode step: benchmark/test utilities and the decoder's own kernels. */
-const EXTRA_TEMPLATES = ["util", "model"] as const;
+/**
+ * Templates outside a variant ({@linkcode renderFamilySource}): benchmark/test utilities and the
+ * decoder's own kernels.
+ */
+export type ExtraTemplate = "util" | "model";
+const EXTRA_TEMPLATES: readonly ExtraTemplate[] = ["util", "model"];
 
 type Template = (context: object) => string;
 
@@ -40,16 +44,23 @@ function engine(): { engine: typeof Handlebars; kernels: Map<string, Template> }
   return cached;
 }
 
+/** One kernel's CUDA source, rendered for a variant. */
 export interface RenderedKernel {
+  /** Which kernel of the decode step. */
   readonly id: KernelId;
+  /** The `extern "C"` symbol, `<variant>_<id>`. */
   readonly symbol: string;
   /** File name inside the variant's directory, e.g. `score.cu`. */
   readonly file: string;
+  /** The CUDA C++ source. */
   readonly source: string;
+  /** sha256 of the source, hex. */
   readonly sha256: string;
+  /** Threads per block the kernel must be launched with. */
   readonly threads: number;
 }
 
+/** sha256 of a UTF-8 text, hex. */
 export const sha256 = (text: string): string => createHash("sha256").update(text).digest("hex");
 
 /** The C parameter list of a kernel, one documented parameter per line. */
@@ -142,7 +153,7 @@ export function dtypeContext(kvDtype: "fp16" | "bf16"): Record<string, string> {
  * (`{{params.<id>}}`) rendered from its description in src/codegen/families.ts.
  */
 export function renderFamilySource(
-  family: "model" | "util",
+  family: ExtraTemplate,
   kvDtype: "fp16" | "bf16",
   context: Record<string, unknown> = {},
 ): { source: string; sha256: string } {

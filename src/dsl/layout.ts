@@ -12,6 +12,7 @@
  */
 import type { AttentionSpec } from "./spec.ts";
 
+/** Sizes of the paged caches of one layer, derived from a spec. */
 export interface CacheLayout {
   /** Elements of one K (or V) page: numKvHeads * pageSize * headDim. */
   readonly kvPageElems: number;
@@ -21,9 +22,11 @@ export interface CacheLayout {
   readonly labelPageWords: number;
   /** Words of one label-meta page (numLabelHeads * pageSize), 0 for 16-bit labels. */
   readonly metaPageWords: number;
+  /** Whether labels are quantized (bits < 16), so per-row metadata exists. */
   readonly quantized: boolean;
 }
 
+/** The cache layout of a spec. */
 export function cacheLayout(spec: AttentionSpec): CacheLayout {
   const labelRowWords = (spec.labelChannels * spec.labelBits) / 32;
   const quantized = spec.labelBits < 16;

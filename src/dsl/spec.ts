@@ -6,8 +6,14 @@
  * Pure: no I/O, no FFI. Runs under Deno and Node.
  */
 
+/** Element type of the K/V cache (and of Q and the attention output). */
 export type KvDtype = "fp16" | "bf16";
+/** Bits per stored label channel: 16 keeps the K value, 8/4/2 quantize it (min-max per row). */
 export type LabelBits = 16 | 8 | 4 | 2;
+/**
+ * Who selects tokens: every query head on its own ("head"), or one set per kv head from scores
+ * summed over its group of query heads ("group", reads each selected K/V row once).
+ */
 export type Selection = "head" | "group";
 /** Whose channel ranking the label cache stores: one row per query head, or one per kv head. */
 export type LabelHeads = "query" | "kv";
@@ -15,14 +21,19 @@ export type LabelHeads = "query" | "kv";
 /** Token budget per sequence: a fixed count, or a ratio of the context clamped to [min, max]. */
 export type BudgetInput = { tokens: number } | { ratio: number; min?: number; max?: number };
 
+/** What {@linkcode defineAttention} takes: the description of an attention variant. */
 export interface AttentionInput {
   /** Head dimension of Q, K and V. */
   headDim: number;
+  /** Query heads. */
   numQHeads: number;
+  /** Key/value heads; must divide numQHeads (grouped-query attention when fewer). */
   numKvHeads: number;
+  /** Element type of the K/V cache. */
   kvDtype: KvDtype;
   /** Tokens per page of the paged KV and label caches (power of two). */
   pageSize: number;
+  /** The label cache: r channels per token and label head, at `bits` bits each. */
   labels: {
     /** Label channels r per token and label head. */
     channels: number;
@@ -31,7 +42,9 @@ export interface AttentionInput {
     /** Default: "query" for head selection, "kv" for group selection (the only choice there). */
     heads?: LabelHeads;
   };
+  /** Per-head or per-group token selection. */
   selection: Selection;
+  /** Tokens selected per sequence and selection head. */
   budget: BudgetInput;
   /** Sequences shorter than this use dense attention (default 0: only when context <= budget). */
   denseThreshold?: number;
@@ -39,31 +52,46 @@ export interface AttentionInput {
   denseLayers?: number[];
 }
 
+/** The validated token budget of a spec; {@linkcode budgetFor} turns it into a count. */
 export type Budget =
   | { readonly kind: "fixed"; readonly tokens: number }
   | { readonly kind: "ratio"; readonly ratio: number; readonly min: number; readonly max: number };
 
+/** A validated, frozen attention variant, as {@linkcode defineAttention} returns it. */
 export interface AttentionSpec {
+  /** Head dimension of Q, K and V. */
   readonly headDim: number;
+  /** Query heads. */
   readonly numQHeads: number;
+  /** Key/value heads. */
   readonly numKvHeads: number;
   /** Query heads per kv head. */
   readonly groupSize: number;
+  /** Element type of the K/V cache. */
   readonly kvDtype: KvDtype;
+  /** Tokens per page of the paged caches. */
   readonly pageSize: number;
+  /** Label channels r per token and label head. */
   readonly labelChannels: number;
+  /** Bits per stored label channel. */
   readonly labelBits: LabelBits;
+  /** Whether label rows (and channel rankings) are per query head or per kv head. */
   readonly labelHeads: LabelHeads;
   /** Rows of the label cache per token: numQHeads or numKvHeads. */
   readonly numLabelHeads: number;
+  /** Per-head or per-group token selection. */
   readonly selection: Selection;
   /** Independent top-k selections per sequence: numQHeads (head) or numKvHeads (group). */
   readonly numSelectionHeads: number;
+  /** Tokens selected per sequence and selection head. */
   readonly budget: Budget;
+  /** Sequences shorter than this take dense attention. */
   readonly denseThreshold: number;
+  /** Layers computed densely, ascending. */
   readonly denseLayers: readonly number[];
   /** Readable, stable name built from every parameter that changes the kernels. */
   readonly variant: string;
+  /** Bytes per cached token that each kind of step reads. */
   readonly bytes: ByteModel;
 }
 
@@ -83,15 +111,25 @@ export interface ByteModel {
   readonly selectedRowBytes: number;
 }
 
+/** Head dimensions the kernels support. */
 export const HEAD_DIMS = [64, 128, 256] as const;
+/** Label widths the kernels support. */
 export const LABEL_BITS = [16, 8, 4, 2] as const;
+/** K/V element types the kernels support. */
 export const KV_DTYPES = ["fp16", "bf16"] as const;
+/** Selection modes. */
 export const SELECTIONS = ["head", "group"] as const;
+/** Largest page size (tokens per page). */
 export const MAX_PAGE_SIZE = 1024;
 /** Bytes per score key written by the scoring kernel (top 16 bits of an order-preserving key). */
 export const SCORE_KEY_BYTES = 2;
 
+/** An invalid spec: the message lists every problem, one per line; `problems` holds them. */
 export class SpecError extends Error {
+  /**
+   * A spec error listing `problems`.
+   *
+   * @param problems one line per problem: the field, the value and what is allowed. */
   constructor(readonly problems: readonly string[]) {
     super(
       `invalid attention spec (${problems.length} problem${problems.length === 1 ? "" : "s"}):\n` +
@@ -317,6 +355,7 @@ export function budgetFor(budget: Budget, contextLen: number): number {
   return Math.min(contextLen, Math.max(budget.min, Math.min(budget.max, want)));
 }
 
+/** How a sequence is attended this step. */
 export type Route = "dense" | "sparse";
 
 /** Dense when the sequence is under the threshold or the budget already covers every token. */
@@ -334,6 +373,7 @@ export function sparseStepBytes(spec: AttentionSpec, contextLen: number): number
   return contextLen * (b.labelRead + b.scoreTraffic) + k * b.selectedRowBytes;
 }
 
+/** Bytes a dense step reads for one sequence of `contextLen` tokens (K and V of every token). */
 export function denseStepBytes(spec: AttentionSpec, contextLen: number): number {
   return contextLen * spec.bytes.denseRead;
 }

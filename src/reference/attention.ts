@@ -11,6 +11,7 @@ import { labelHeadOfSelectionHead, queryHeadsOfSelectionHead } from "../dsl/layo
 import { labelValues } from "./labels.ts";
 import type { CpuPagedCache } from "./paged_cache.ts";
 
+/** The usual softmax scale, 1/sqrt(headDim). */
 export const defaultScale = (headDim: number): number => 1 / Math.sqrt(headDim);
 
 /** Softmax attention of query head `h` over `tokens` of `seq`; returns [headDim]. */
@@ -76,6 +77,7 @@ export function sparseDecode(
   return out;
 }
 
+/** What {@linkcode labelScores} returns. */
 export interface LabelScores {
   /** scores[selHead][token]: approximate score from (quantized) labels. */
   scores: Float64Array[];
@@ -132,12 +134,17 @@ export function topK(scores: ArrayLike<number>, k: number): Int32Array {
   return order.subarray(0, Math.min(k, scores.length)).sort();
 }
 
+/** One decode step of the reference: the output and how it was obtained. */
 export interface DoubleSparsityResult {
+  /** [numQHeads][headDim] attention output. */
   out: Float64Array;
+  /** Dense or sparse, by the spec's policy. */
   route: Route;
+  /** Tokens selected per selection head (the context length on the dense route). */
   budget: number;
   /** Per selection head, the selected tokens (ascending); every token on the dense route. */
   selected: Int32Array[];
+  /** The label scores, on the sparse route. */
   scores?: LabelScores;
 }
 

@@ -10,9 +10,13 @@ import { fround, rintHalfEven, roundTo } from "../util/dtype.ts";
 
 const MIN_RANGE = fround(1e-5);
 
+/** One quantized label row: x ~ min + code * scale. */
 export interface QuantizedRow {
+  /** One code per channel, in [0, 2^bits - 1]. */
   codes: Uint8Array;
+  /** Step between codes. */
   scale: number;
+  /** Value of code 0. */
   min: number;
 }
 
@@ -74,6 +78,7 @@ export function packCodes(codes: ArrayLike<number>, bits: number, out: Uint32Arr
   }
 }
 
+/** The `count` codes of `bits` bits packed from word `at` of `words` (inverse of packCodes). */
 export function unpackCodes(
   words: Uint32Array,
   at: number,

@@ -16,15 +16,31 @@ import { fromBits, toBits } from "../util/dtype.ts";
 import { packCodes, quantizeRow } from "./labels.ts";
 import { PageTable } from "../util/page_table.ts";
 
+/** A paged KV and label cache in host memory, laid out exactly as the GPU cache. */
 export class CpuPagedCache {
+  /** Sizes of the pools, from the spec. */
   readonly layout: CacheLayout;
+  /** Block tables and sequence lengths (possibly shared with other layers). */
   readonly pages: PageTable;
   /** K and V pools as 16-bit patterns of the KV dtype. */
   readonly k: Uint16Array;
+  /** The V pool, as K. */
   readonly v: Uint16Array;
+  /** Packed label codes (or raw 16-bit K label channels), per the layout. */
   readonly labels: Uint32Array;
+  /** Per-row label scale and min (quantized labels only). */
   readonly meta: Uint32Array;
 
+  /**
+   * Empty caches for `numSeqs` sequences over `numPages` pages.
+   *
+   * @param spec the attention variant
+   * @param channels label channels per label head
+   * @param numSeqs sequences
+   * @param numPages physical pages
+   * @param maxPagesPerSeq pages per block table
+   * @param pageTable paging shared with another cache
+   */
   constructor(
     readonly spec: AttentionSpec,
     /** Label channels per label head: channels[labelHead * r + i]. */

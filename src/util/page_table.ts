@@ -6,11 +6,20 @@
 export class PageTable {
   /** blockTables[seq * maxPagesPerSeq + i] = physical page of the sequence's i-th page, or -1. */
   readonly blockTables: Int32Array;
+  /** Tokens held by each sequence. */
   readonly seqLens: Int32Array;
   readonly #free: number[];
   /** Bumped whenever a block table entry changes, so device copies know when to re-upload. */
   version = 0;
 
+  /**
+   * Empty block tables over a pool of free pages.
+   *
+   * @param numSeqs sequences (block tables)
+   * @param numPages physical pages in the pool
+   * @param pageSize tokens per page
+   * @param maxPagesPerSeq length of each block table
+   */
   constructor(
     readonly numSeqs: number,
     readonly numPages: number,
@@ -23,10 +32,12 @@ export class PageTable {
     this.#free = Array.from({ length: numPages }, (_, i) => numPages - 1 - i);
   }
 
+  /** Pages not owned by any sequence. */
   get freePages(): number {
     return this.#free.length;
   }
 
+  /** The longest sequence a block table can hold. */
   get maxTokensPerSeq(): number {
     return this.maxPagesPerSeq * this.pageSize;
   }
