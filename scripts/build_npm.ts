@@ -36,7 +36,7 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, posix, relative } from "node:path";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { VERSION } from "../src/version.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -329,6 +329,52 @@ function checkTypes(dir: string): void {
   }
 }
 
+/** Export names of each entry point as `deno doc --json` documents them (the API reference). */
+function documentedExports(entries: Readonly<Record<string, string>>): Map<string, Set<string>> {
+  const names = new Map<string, Set<string>>();
+  for (const [subpath, path] of Object.entries(entries)) {
+    const file = join(SRC, path);
+    const json = JSON.parse(run(Deno.execPath(), ["doc", "--json", file], ROOT));
+    const node = json.nodes?.[pathToFileURL(file).href];
+    if (!node) throw new BuildError(`deno doc --json ${path}: no node for the module`);
+    names.set(subpath, new Set(node.symbols.map((s: { name: string }) => s.name)));
+  }
+  return names;
+}
+
+/**
+ * Checks that each entry point's emitted .d.ts exports exactly the names the API reference
+ * documents; returns the number of exports checked.
+ */
+function checkDeclarationsMatchDocs(entries: Readonly<Record<string, string>>): number {
+  const documented = documentedExports(entries);
+  const project = new Project({
+    skipAddingFilesFromTsConfig: true,
+    compilerOptions: { module: ts.ModuleKind.ES2022, skipLibCheck: true, noEmit: true },
+  });
+  const problems: string[] = [];
+  let count = 0;
+  for (const [subpath, path] of Object.entries(entries)) {
+    const dts = join(OUT, "esm", path.replace(/\.ts$/, ".d.ts"));
+    const declared = new Set(project.addSourceFileAtPath(dts).getExportedDeclarations().keys());
+    const docs = documented.get(subpath)!;
+    const only = (a: Set<string>, b: Set<string>) => [...a].filter((n) => !b.has(n)).sort();
+    if (only(declared, docs).length > 0) {
+      problems.push(`${subpath}: declared but not documented: ${only(declared, docs).join(", ")}`);
+    }
+    if (only(docs, declared).length > 0) {
+      problems.push(`${subpath}: documented but not declared: ${only(docs, declared).join(", ")}`);
+    }
+    count += declared.size;
+  }
+  if (problems.length > 0) {
+    throw new BuildError(
+      `the package's .d.ts exports and deno doc disagree:\n  ${problems.join("\n  ")}`,
+    );
+  }
+  return count;
+}
+
 /**
  * The README's example: the first ```js block followed, with only prose between, by a ```text
  * block (what the example prints).
@@ -432,6 +478,7 @@ function build(args: string[]): void {
   }
   writeFileSync(join(OUT, "package.json"), JSON.stringify(packageJson(entries), null, 2) + "\n");
 
+  const apiExports = checkDeclarationsMatchDocs(entries);
   const { packed, smoke } = testUnderNode(args.includes("--npm-install"));
 
   const written = [...emitted.keys()].map((p) => join(OUT, p));
@@ -449,6 +496,10 @@ function build(args: string[]): void {
       `${packed.entryCount} files`,
   );
   console.log(`  types: npm/types_check.ts type-checks against the declarations (NodeNext)`);
+  console.log(
+    `  api: the .d.ts of ${Object.keys(entries).length} entry points export the ${apiExports} ` +
+      `names deno doc documents`,
+  );
   console.log(`  node: ${smoke}`);
   console.log(`  readme: npm/README.md's example printed what the README shows`);
 }

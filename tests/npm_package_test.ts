@@ -44,6 +44,11 @@ Deno.test("npm package: builds, and works under Node", async () => {
     stdout,
     /^ {2}node: OK ds_d128_q32_kv8_p16_fp16_r16b8_group: 7 kernels, launchers and manifest identical to generated\/; 5 entry points/m,
   );
+  // Each entry point's .d.ts exports exactly what `deno doc` documents.
+  assert.match(
+    stdout,
+    /^ {2}api: the \.d\.ts of 5 entry points export the \d+ names deno doc documents$/m,
+  );
   assert.match(stdout, /^ {2}readme: npm\/README.md's example printed what the README shows$/m);
 
   const pkg: Manifest = JSON.parse(readFileSync(join(OUT, "package.json"), "utf8"));
