@@ -45,7 +45,7 @@ import { type LoadedModel, loadModel } from "../src/checkpoint/weights.ts";
 // 1. Arguments
 // ---------------------------------------------------------------------------------------------
 // Every flag has a default, so the example runs with none. The variant names are the presets of
-// `deno task eval` (the rows of the accuracy table in DOUBLE_SPARSITY.md); the default keeps
+// `deno task eval` (the rows of the accuracy table in docs/method.md); the default keeps
 // layers 0 and 1 dense and gives every query head 16 label channels at 16 bits.
 
 const { values: args } = parseArgs({

@@ -46,7 +46,7 @@ Deno.test("eval: the presets are the rows of the accuracy table", async () => {
   const model = await loadModel(MODEL_DIR);
   const c = model.config;
   const expected: [string, string | undefined, number, number, number[], number][] = [
-    // name, selection, r, bits, dense layers, bits/byte of DOUBLE_SPARSITY.md
+    // name, selection, r, bits, dense layers, bits/byte of docs/method.md
     ["dense", undefined, 0, 0, [], 0.8978],
     ["head r16 b16", "head", 16, 16, [], 1.1887],
     ["head r16 b16 dense 0,1", "head", 16, 16, [0, 1], 0.9910],

@@ -1,5 +1,5 @@
 // The bundled tiny-code-llama (4 query heads, 2 kv heads, head dim 128), in the configurations of
-// the accuracy table in DOUBLE_SPARSITY.md.
+// the accuracy table in docs/method.md.
 import { defineAttention } from "../../src/dsl/mod.ts";
 
 const shape = { headDim: 128, numQHeads: 4, numKvHeads: 2, kvDtype: "fp16", pageSize: 16 } as const;

@@ -1,5 +1,5 @@
 /**
- * `deno task eval`: the accuracy table of DOUBLE_SPARSITY.md, reproduced. Teacher-forced bits
+ * `deno task eval`: the accuracy table of docs/method.md, reproduced. Teacher-forced bits
  * per byte of dense attention and of each Double Sparsity preset on held-out windows, beside
  * the table's values; recall per layer (softmax mass of the selected tokens); a JSON record.
  *

@@ -1,5 +1,5 @@
 /**
- * Teacher-forced accuracy of attention variants (the protocol of DOUBLE_SPARSITY.md): every
+ * Teacher-forced accuracy of attention variants (the protocol of docs/method.md): every
  * position of every window attends to the top-k of its own prefix, and the cross-entropy of
  * each next byte is summed into bits per byte.
  *
@@ -9,7 +9,7 @@
  *  - `evaluateCpu`: the CPU decoder with CpuDoubleSparsityAttention, one window at a time;
  *    slow, for tests and for machines without a GPU (use small windows).
  *
- * Also the presets that reproduce the accuracy table of DOUBLE_SPARSITY.md.
+ * Also the presets that reproduce the accuracy table of docs/method.md.
  */
 import {
   type AttentionSpec,
@@ -218,7 +218,7 @@ export const PROTOCOL_BUDGET = { ratio: 1 / 16, min: 16 } as const;
 export interface EvalPreset {
   /** Name used by --variants / --variant. */
   readonly name: string;
-  /** The "selection" column of the table in DOUBLE_SPARSITY.md. */
+  /** The "selection" column of the table in docs/method.md. */
   readonly label: string;
   /** undefined: dense attention. */
   readonly selection?: Selection;
@@ -228,7 +228,7 @@ export interface EvalPreset {
   readonly denseLayers: readonly number[];
   /** Random channels (the paper's ablation) instead of calibrated ones. */
   readonly randomChannels?: boolean;
-  /** bits/byte in DOUBLE_SPARSITY.md (tiny-code-llama, 48 windows of 2048 bytes). */
+  /** bits/byte in the table of docs/method.md (tiny-code-llama, 48 windows of 2048 bytes). */
   readonly expected: number;
 }
 
