@@ -16,7 +16,7 @@ mkdir -p "$bin"
 if [ ! -x "$bin/deno" ]; then
   xz -d -c "$pack/deno.xz" > "$bin/deno.tmp" && chmod +x "$bin/deno.tmp" && mv "$bin/deno.tmp" "$bin/deno"
 fi
-if [ ! -d "$root/node_modules/ts-morph" ]; then
+if [ ! -d "$root/node_modules/handlebars" ]; then
   tar -xJf "$pack/node_modules.tar.xz" -C "$root"
 fi
 export PATH="$bin:$PATH"

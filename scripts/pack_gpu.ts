@@ -28,12 +28,36 @@ if (have !== version) {
   await sh(`xz -T2 -6 -c '${denoBin}' > '${denoPack}.tmp' && mv '${denoPack}.tmp' '${denoPack}'`);
   Deno.writeTextFileSync(stamp, version);
 }
-// Runtime dependencies only: the code generator's (handlebars, ts-morph and their own).
-const skip = ["@types", "@deno", "deno", ".bin", ".package-lock.json"];
-const entries = [...Deno.readDirSync(join(root, "node_modules"))]
-  .map((e) => e.name)
-  .filter((n) => !skip.includes(n))
-  .map((n) => `node_modules/${n}`);
+/**
+ * Root dependencies used only to build (scripts/build_npm.ts type-checks and emits the npm
+ * package with ts-morph); the GPU tasks never load them, so the pack leaves them out.
+ */
+const BUILD_ONLY = ["ts-morph"];
+
+/** The root's run-time dependencies and everything they depend on, as installed. */
+function runtimeClosure(): string[] {
+  const read = (dir: string) => JSON.parse(Deno.readTextFileSync(join(dir, "package.json")));
+  const roots = Object.keys(read(root).dependencies ?? {}).filter((n) => !BUILD_ONLY.includes(n));
+  const seen = new Set<string>();
+  const visit = (name: string, optional: boolean) => {
+    const dir = join(root, "node_modules", name);
+    if (seen.has(name)) return;
+    try {
+      Deno.statSync(dir);
+    } catch {
+      if (optional) return;
+      throw new Error(`node_modules/${name} is missing: run ./ds once to install dependencies`);
+    }
+    seen.add(name);
+    const pkg = read(dir);
+    for (const dep of Object.keys(pkg.dependencies ?? {})) visit(dep, false);
+    for (const dep of Object.keys(pkg.optionalDependencies ?? {})) visit(dep, true);
+  };
+  for (const name of roots) visit(name, false);
+  return [...seen].sort();
+}
+const entries = runtimeClosure().map((n) => `node_modules/${n}`);
+console.log(`vendoring ${entries.length} npm packages: ${entries.join(" ")}`);
 await sh(
   `tar -cf - ${
     entries.join(" ")
