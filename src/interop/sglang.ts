@@ -6,11 +6,14 @@
  * What SGLang did with them, and so what the spec gets:
  * - heavy channels r: labels of r channels stored in the KV dtype (no quantization): 16 bits;
  * - heavy channel type: the ranking read from the channel config, `{type}_proj`; q and qk rank
- *   query heads (labels per query head), k ranks kv heads (labels per kv head);
+ *   query heads (labels per query head), k ranks kv heads (labels per kv head). SGLang gathered
+ *   key labels with the config's rows as they are, so it ran q/qk rankings only where query and
+ *   kv heads are as many (MHA); here q/qk rankings work with grouped-query attention too;
  * - every query head selects its own tokens ("head" selection);
  * - heavy tokens: a fixed top-k per head, whatever the context;
- * - sparse decode threshold: shorter contexts take dense attention. SGLang decided per batch;
- *   the spec routes each sequence on its own length, which agrees for a batch of one;
+ * - sparse decode threshold: shorter contexts take dense attention. SGLang decided per batch
+ *   (dense when the longest context is under the threshold or the shortest under the token
+ *   count); the spec routes each sequence on its own length, which agrees for a batch of one;
  * - no layer is kept dense.
  *
  * Pure: no I/O. Runs under Deno and Node.
