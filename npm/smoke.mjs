@@ -49,7 +49,8 @@ assert.equal(dsl.budgetFor(spec.budget, 100), 16);
 
 // Codegen round trip: generate, write, read back; the files equal the repository's generated/.
 const gen = codegen.generateVariant(spec);
-assert.equal(gen.kernels.length, 7);
+assert.equal(gen.kernels.length, codegen.KERNELS.length);
+assert.ok(gen.kernels.some((k) => k.id === "prefill"), "no prefill kernel");
 const out = mkdtempSync(join(tmpdir(), "ds-smoke-"));
 try {
   const report = codegen.writeVariant(out, gen);

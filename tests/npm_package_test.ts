@@ -42,7 +42,7 @@ Deno.test("npm package: builds, and works under Node", async () => {
   // The Node smoke test (npm/smoke.mjs) ran against the packed tarball and printed OK.
   assert.match(
     stdout,
-    /^ {2}node: OK ds_d128_q32_kv8_p16_fp16_r16b8_group: 7 kernels, launchers and manifest identical to generated\/; 5 entry points/m,
+    /^ {2}node: OK ds_d128_q32_kv8_p16_fp16_r16b8_group: 8 kernels, launchers and manifest identical to generated\/; 5 entry points/m,
   );
   // Each entry point's .d.ts exports exactly what `deno doc` documents.
   assert.match(
