@@ -109,3 +109,46 @@ Deno.test("cpu decoder: dense attention is a softmax-weighted average over its G
   assert.ok(Math.abs(out[0] - 2.5) < 1e-5 && Math.abs(out[1] - 7.5) < 1e-5);
   assert.ok(Math.abs(out[2] - 5) < 1e-5 && Math.abs(out[3] - 5) < 1e-5);
 });
+
+Deno.test("cpu decoder: a sliding window of W attends to the last W rows only", () => {
+  const window = 3;
+  const plain = syntheticConfig({ numHeads: 2, numKvHeads: 1, headDim: 4 });
+  const windowed: ModelConfig = { ...plain, slidingWindow: window };
+  const rowSize = plain.numKvHeads * plain.headDim;
+  const len = 7;
+  const keys = Float32Array.from({ length: len * rowSize }, (_, i) => Math.sin(i * 1.3));
+  const values = Float32Array.from({ length: len * rowSize }, (_, i) => Math.cos(i * 0.7));
+  const q = Float32Array.from({ length: plain.numHeads * plain.headDim }, (_, i) => i - 3);
+  const attention = new DenseAttention();
+  const last = attention.attend(
+    0,
+    q,
+    keys.subarray((len - window) * rowSize),
+    values.subarray((len - window) * rowSize),
+    window,
+    plain,
+  );
+  assert.deepEqual(attention.attend(0, q, keys, values, len, windowed), last);
+  const all = attention.attend(0, q, keys, values, len, plain);
+  assert.notDeepEqual(all, last);
+  // Within the window nothing changes.
+  assert.deepEqual(
+    attention.attend(0, q, keys, values, window, windowed),
+    attention.attend(0, q, keys, values, window, plain),
+  );
+});
+
+Deno.test("cpu decoder: RoPE scaling from the config reaches the decoder", () => {
+  const config = syntheticConfig({ numLayers: 1 });
+  const model = randomModel(config, 3);
+  const tokens = [5, 9, 200, 31, 64, 2, 7, 7];
+  const run = (ropeScaling: ModelConfig["ropeScaling"]) =>
+    new CpuDecoder({ ...model, config: { ...config, ropeScaling } }).forward(tokens);
+  const plain = run(undefined);
+  assert.deepEqual(run({ type: "default" }), plain);
+  // Position 0 is not rotated: its logits cannot depend on the frequencies.
+  const linear = run({ type: "linear", factor: 4 });
+  const vocab = config.vocabSize;
+  assert.deepEqual(linear.subarray(0, vocab), plain.subarray(0, vocab));
+  assert.notDeepEqual(linear.subarray(vocab), plain.subarray(vocab));
+});

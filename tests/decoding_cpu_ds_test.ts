@@ -245,3 +245,17 @@ Deno.test("cpu ds attention: greedy decoding of tiny-code-llama mostly matches d
   assert.deepEqual(ds.lastRoutes, ["dense-layer", "dense-layer", "sparse", "sparse"]);
   assert.ok(same >= n / 2, `only ${same}/${n} tokens agree`);
 });
+
+Deno.test("cpu ds attention: the sparse route refuses a context past the sliding window", () => {
+  const spec = specOf({ budget: { tokens: 16 } });
+  const windowed: ModelConfig = { ...CONFIG, slidingWindow: 8 };
+  const seq = randomSequence(5, 9);
+  const attention = new CpuDoubleSparsityAttention(spec, channelsFor(spec), 64);
+  for (let len = 1; len <= 8; len++) {
+    attention.attend(2, seq.q[len - 1], seq.keys, seq.values, len, windowed);
+  }
+  assert.throws(
+    () => attention.attend(2, seq.q[8], seq.keys, seq.values, 9, windowed),
+    /CpuDoubleSparsityAttention: context of 9 tokens passes the model's sliding window of 8/,
+  );
+});

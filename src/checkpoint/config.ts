@@ -1,6 +1,7 @@
 // Typed view of a Hugging Face `config.json` for Llama, Mistral and Qwen2 style decoders.
-// Anything that would change the math the CPU decoder and the kernels implement (RoPE
-// scaling, other activations, MLP biases, partial rotary) is rejected rather than ignored.
+// RoPE scaling of the types transformers computes once per model (linear, llama3, yarn) is
+// read; anything else that would change the math the CPU decoder and the kernels implement
+// (other RoPE types, other activations, MLP biases, partial rotary) is rejected, not ignored.
 
 export const SUPPORTED_MODEL_TYPES = ["llama", "mistral", "qwen2"] as const;
 export type ModelType = typeof SUPPORTED_MODEL_TYPES[number];
@@ -16,6 +17,8 @@ export interface ModelConfig {
   vocabSize: number;
   rmsNormEps: number;
   ropeTheta: number;
+  /** RoPE frequency scaling; absent means plain RoPE ({ type: "default" }). */
+  ropeScaling?: RopeScaling;
   tieWordEmbeddings: boolean;
   /** q/k/v projections carry biases (Qwen2 always; Llama when `attention_bias`). */
   attentionBias: boolean;
@@ -70,47 +73,213 @@ function bool(raw: Json, field: string, source: string, fallback: boolean): bool
   return value;
 }
 
-/** Rope theta and a check that no RoPE scaling is configured. */
-function parseRope(raw: Json, source: string): number {
-  const params = raw["rope_parameters"];
-  let theta: unknown = raw["rope_theta"];
-  if (params !== undefined && params !== null) {
-    if (typeof params !== "object" || Array.isArray(params)) {
-      fail(source, "rope_parameters", params, "an object");
+/**
+ * RoPE frequency scaling as transformers defines it (`rope_type` of `rope_scaling` /
+ * `rope_parameters`); src/checkpoint/rope.ts turns it into inverse frequencies and the
+ * attention factor. Lengths are in tokens.
+ */
+export type RopeScaling =
+  | { readonly type: "default" }
+  /** Position interpolation: every inverse frequency divided by `factor`. */
+  | { readonly type: "linear"; readonly factor: number }
+  /** Llama 3.1+: low frequencies divided by `factor`, high ones kept, a smooth band between. */
+  | {
+    readonly type: "llama3";
+    readonly factor: number;
+    readonly lowFreqFactor: number;
+    readonly highFreqFactor: number;
+    readonly originalMaxPositionEmbeddings: number;
+  }
+  /** YaRN (Qwen2.5 long context): NTK-by-parts frequencies and a cos/sin scale. */
+  | {
+    readonly type: "yarn";
+    readonly factor: number;
+    readonly originalMaxPositionEmbeddings: number;
+    readonly betaFast: number;
+    readonly betaSlow: number;
+    /** Explicit `attention_factor`, else null (then derived from factor and mscale). */
+    readonly attentionFactor: number | null;
+    readonly mscale: number | null;
+    readonly mscaleAllDim: number | null;
+    /** Round the correction range to whole dimensions (transformers' default true). */
+    readonly truncate: boolean;
+  };
+
+export const SUPPORTED_ROPE_TYPES = ["default", "linear", "llama3", "yarn"] as const;
+
+/** Why a RoPE type that transformers knows is still refused here, for the error line. */
+const REFUSED_ROPE_TYPES: Record<string, string> = {
+  dynamic: "dynamic NTK recomputes the frequencies from the length of each forward call, so " +
+    "cached keys depend on how the prompt was split into calls; not supported",
+  longrope: "LongRoPE (Phi-3) is not supported",
+};
+
+interface RopeSettings {
+  theta: number;
+  scaling: RopeScaling;
+}
+
+function ropeNumber(
+  p: Json,
+  field: string,
+  key: string,
+  source: string,
+  fallback?: number,
+): number {
+  const value = p[key];
+  if (value === undefined || value === null) {
+    if (fallback !== undefined) return fallback;
+    throw new Error(`${source}: required field "${field}.${key}" is missing`);
+  }
+  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
+    fail(source, `${field}.${key}`, value, "a positive number");
+  }
+  return value;
+}
+
+function ropeOptionalNumber(p: Json, field: string, key: string, source: string): number | null {
+  return p[key] === undefined || p[key] === null ? null : ropeNumber(p, field, key, source);
+}
+
+/** The scaling of one `rope_scaling` / `rope_parameters` object. */
+function parseRopeScaling(
+  p: Json,
+  field: string,
+  source: string,
+  maxPositions: number,
+): RopeScaling {
+  // transformers has used both "rope_type" and the older "type".
+  const key = p["rope_type"] !== undefined && p["rope_type"] !== null ? "rope_type" : "type";
+  const kind = p[key] ?? "default";
+  const allowed = `one of ${SUPPORTED_ROPE_TYPES.map((t) => `"${t}"`).join(", ")}`;
+  if (typeof kind === "string" && kind in REFUSED_ROPE_TYPES) {
+    fail(source, `${field}.${key}`, kind, `${allowed} (${REFUSED_ROPE_TYPES[kind]})`);
+  }
+  switch (kind) {
+    case "default":
+      return { type: "default" };
+    case "linear":
+      return { type: "linear", factor: ropeNumber(p, field, "factor", source) };
+    case "llama3": {
+      const scaling = {
+        type: "llama3" as const,
+        factor: ropeNumber(p, field, "factor", source),
+        lowFreqFactor: ropeNumber(p, field, "low_freq_factor", source),
+        highFreqFactor: ropeNumber(p, field, "high_freq_factor", source),
+        originalMaxPositionEmbeddings: ropeNumber(
+          p,
+          field,
+          "original_max_position_embeddings",
+          source,
+        ),
+      };
+      if (scaling.highFreqFactor <= scaling.lowFreqFactor) {
+        fail(
+          source,
+          `${field}.high_freq_factor`,
+          scaling.highFreqFactor,
+          `a number greater than low_freq_factor (${scaling.lowFreqFactor})`,
+        );
+      }
+      return scaling;
     }
-    const p = params as Json;
-    checkRopeType(p, "rope_parameters", source);
-    if (p["rope_theta"] !== undefined) theta = p["rope_theta"];
+    case "yarn": {
+      const original = ropeNumber(
+        p,
+        field,
+        "original_max_position_embeddings",
+        source,
+        maxPositions,
+      );
+      const truncate = p["truncate"] ?? true;
+      if (typeof truncate !== "boolean") {
+        fail(source, `${field}.truncate`, truncate, "true or false");
+      }
+      return {
+        type: "yarn",
+        // Without a factor transformers uses max_position_embeddings / original (DeepSeek).
+        factor: ropeNumber(p, field, "factor", source, maxPositions / original),
+        originalMaxPositionEmbeddings: original,
+        betaFast: ropeNumber(p, field, "beta_fast", source, 32),
+        betaSlow: ropeNumber(p, field, "beta_slow", source, 1),
+        attentionFactor: ropeOptionalNumber(p, field, "attention_factor", source),
+        mscale: ropeOptionalNumber(p, field, "mscale", source),
+        mscaleAllDim: ropeOptionalNumber(p, field, "mscale_all_dim", source),
+        truncate,
+      };
+    }
+    default:
+      fail(source, `${field}.${key}`, kind, allowed);
+  }
+}
+
+function ropeObject(raw: Json, field: string, source: string): Json | undefined {
+  const value = raw[field];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== "object" || Array.isArray(value)) {
+    fail(source, field, value, "null or an object");
+  }
+  return value as Json;
+}
+
+/**
+ * Rope theta and scaling from either spelling: the older top-level `rope_theta` plus
+ * `rope_scaling` (Llama-3.1, Qwen2.5 checkpoints), or transformers 5's `rope_parameters`
+ * holding both. When both are present they must agree on the type.
+ */
+function parseRope(raw: Json, source: string, maxPositions: number): RopeSettings {
+  const params = ropeObject(raw, "rope_parameters", source);
+  const legacy = ropeObject(raw, "rope_scaling", source);
+  let theta: unknown = raw["rope_theta"];
+  if (params?.["rope_theta"] !== undefined) theta = params["rope_theta"];
+  for (const [where, p] of [["", raw], ["rope_parameters.", params ?? {}]] as const) {
     const partial = p["partial_rotary_factor"];
     if (partial !== undefined && partial !== null && partial !== 1) {
-      fail(source, "rope_parameters.partial_rotary_factor", partial, "1 (full rotary)");
+      fail(source, `${where}partial_rotary_factor`, partial, "1 (full rotary)");
     }
   }
-  const scaling = raw["rope_scaling"];
-  if (scaling !== undefined && scaling !== null) {
-    if (typeof scaling !== "object" || Array.isArray(scaling)) {
-      fail(source, "rope_scaling", scaling, "null or an object");
-    }
-    checkRopeType(scaling as Json, "rope_scaling", source);
+  const fromParams = params && parseRopeScaling(params, "rope_parameters", source, maxPositions);
+  const fromLegacy = legacy && parseRopeScaling(legacy, "rope_scaling", source, maxPositions);
+  if (fromParams && fromLegacy && fromParams.type !== fromLegacy.type) {
+    fail(
+      source,
+      "rope_scaling",
+      legacy,
+      `the same RoPE type as rope_parameters ("${fromParams.type}") or null`,
+    );
   }
-  const partial = raw["partial_rotary_factor"];
-  if (partial !== undefined && partial !== null && partial !== 1) {
-    fail(source, "partial_rotary_factor", partial, "1 (full rotary)");
-  }
-  if (theta === undefined || theta === null) return DEFAULT_ROPE_THETA;
+  if (theta === undefined || theta === null) theta = DEFAULT_ROPE_THETA;
   if (typeof theta !== "number" || !Number.isFinite(theta) || theta <= 1) {
     fail(source, "rope_theta", theta, "a number greater than 1");
   }
-  return theta;
+  return { theta, scaling: fromParams ?? fromLegacy ?? { type: "default" } };
 }
 
-function checkRopeType(p: Json, field: string, source: string): void {
-  // transformers has used both "rope_type" and the older "type".
-  for (const key of ["rope_type", "type"]) {
-    const kind = p[key];
-    if (kind !== undefined && kind !== null && kind !== "default") {
-      fail(source, `${field}.${key}`, kind, `"default" (RoPE scaling is not supported)`);
-    }
+/**
+ * The longest context (tokens, the current one included) over which attention to every cached
+ * token equals the model's: its sliding window, or Infinity without one. Transformers' window
+ * of W keeps the last W tokens, so a context of at most W is unaffected by it.
+ */
+export function slidingWindowLimit(config: Pick<ModelConfig, "slidingWindow">): number {
+  return config.slidingWindow ?? Infinity;
+}
+
+/**
+ * Throws one line when `contextLength` tokens pass the model's sliding window: for attention
+ * paths that see every cached token (the GPU decoder, Double Sparsity) and so cannot apply it.
+ */
+export function assertWithinSlidingWindow(
+  config: Pick<ModelConfig, "slidingWindow">,
+  contextLength: number,
+  who: string,
+): void {
+  const limit = slidingWindowLimit(config);
+  if (contextLength > limit) {
+    throw new Error(
+      `${who}: context of ${contextLength} tokens passes the model's sliding window of ` +
+        `${limit} tokens (config.json "sliding_window"), which this path does not apply; ` +
+        `allowed: at most ${limit} tokens`,
+    );
   }
 }
 
@@ -162,6 +331,14 @@ export function parseModelConfig(raw: unknown, source = "config.json"): ModelCon
     slidingWindow = positiveInt(c, "sliding_window", source);
   }
 
+  const maxPositionEmbeddings = positiveInt(
+    c,
+    "max_position_embeddings",
+    source,
+    DEFAULT_MAX_POSITIONS[type],
+  );
+  const rope = parseRope(c, source, maxPositionEmbeddings);
+
   return {
     modelType: type,
     hiddenSize,
@@ -172,15 +349,11 @@ export function parseModelConfig(raw: unknown, source = "config.json"): ModelCon
     headDim,
     vocabSize,
     rmsNormEps: positiveNumber(c, "rms_norm_eps", source, DEFAULT_RMS_NORM_EPS),
-    ropeTheta: parseRope(c, source),
+    ropeTheta: rope.theta,
+    ropeScaling: rope.scaling,
     tieWordEmbeddings: bool(c, "tie_word_embeddings", source, false),
     attentionBias,
-    maxPositionEmbeddings: positiveInt(
-      c,
-      "max_position_embeddings",
-      source,
-      DEFAULT_MAX_POSITIONS[type],
-    ),
+    maxPositionEmbeddings,
     slidingWindow,
   };
 }

@@ -3,7 +3,7 @@
 // GQA ratios, biases, tied embeddings). Deterministic for a given seed.
 
 import * as path from "node:path";
-import type { ModelConfig } from "./config.ts";
+import type { ModelConfig, RopeScaling } from "./config.ts";
 import { encodeSafetensors, type TensorToWrite } from "./safetensors.ts";
 import type { LayerWeights, LoadedModel } from "./weights.ts";
 import { mulberry32 } from "../util/random.ts";
@@ -95,6 +95,36 @@ export function modelTensors(model: LoadedModel, dtype: "F32" | "BF16" = "F32"):
   return out;
 }
 
+/** The `rope_scaling` object of a scaling in transformers' field names; null for plain RoPE. */
+export function ropeScalingToJson(scaling: RopeScaling): Record<string, unknown> | null {
+  switch (scaling.type) {
+    case "default":
+      return null;
+    case "linear":
+      return { rope_type: "linear", factor: scaling.factor };
+    case "llama3":
+      return {
+        rope_type: "llama3",
+        factor: scaling.factor,
+        low_freq_factor: scaling.lowFreqFactor,
+        high_freq_factor: scaling.highFreqFactor,
+        original_max_position_embeddings: scaling.originalMaxPositionEmbeddings,
+      };
+    case "yarn":
+      return {
+        rope_type: "yarn",
+        factor: scaling.factor,
+        original_max_position_embeddings: scaling.originalMaxPositionEmbeddings,
+        beta_fast: scaling.betaFast,
+        beta_slow: scaling.betaSlow,
+        attention_factor: scaling.attentionFactor,
+        mscale: scaling.mscale,
+        mscale_all_dim: scaling.mscaleAllDim,
+        truncate: scaling.truncate,
+      };
+  }
+}
+
 /** The Hugging Face config.json object of a config. */
 export function configToJson(config: ModelConfig): Record<string, unknown> {
   const json: Record<string, unknown> = {
@@ -118,6 +148,8 @@ export function configToJson(config: ModelConfig): Record<string, unknown> {
     max_position_embeddings: config.maxPositionEmbeddings,
     hidden_act: "silu",
   };
+  const rope = ropeScalingToJson(config.ropeScaling ?? { type: "default" });
+  if (rope !== null) json["rope_scaling"] = rope;
   if (config.slidingWindow !== null) json["sliding_window"] = config.slidingWindow;
   if (config.modelType === "qwen2") json["use_sliding_window"] = config.slidingWindow !== null;
   return json;

@@ -2,8 +2,8 @@
 // every dot product, one token at a time through a per-sequence KV cache. It is the ground
 // truth the GPU path is compared with, so it favours plain, checkable loops over speed.
 
-import type { ModelConfig } from "../checkpoint/config.ts";
-import { RopeCache } from "../checkpoint/rope.ts";
+import { type ModelConfig, slidingWindowLimit } from "../checkpoint/config.ts";
+import { RopeCache, ropeTables } from "../checkpoint/rope.ts";
 import type { LayerWeights, LoadedModel } from "../checkpoint/weights.ts";
 
 /**
@@ -22,7 +22,11 @@ export interface CpuAttention {
   ): Float32Array;
 }
 
-/** Exact causal softmax attention over the whole cache, with GQA head sharing. */
+/**
+ * Exact causal softmax attention with GQA head sharing, over the whole cache or, for a model
+ * with a sliding window W, over its last W rows (the current token included), as
+ * transformers' sliding-window mask does.
+ */
 export class DenseAttention implements CpuAttention {
   attend(
     _layer: number,
@@ -32,18 +36,17 @@ export class DenseAttention implements CpuAttention {
     len: number,
     config: ModelConfig,
   ): Float32Array {
-    if (config.slidingWindow !== null && len > config.slidingWindow) {
-      throw new Error(
-        `DenseAttention: context of ${len} tokens exceeds the model's sliding window of ` +
-          `${config.slidingWindow}, which this reference does not implement`,
-      );
-    }
     const { numHeads, numKvHeads, headDim: d } = config;
+    const first = Math.max(0, len - slidingWindowLimit(config));
+    const rowSize = numKvHeads * d;
+    const windowKeys = keys.subarray(first * rowSize, len * rowSize);
+    const windowValues = values.subarray(first * rowSize, len * rowSize);
+    const rows = len - first;
     const out = new Float32Array(numHeads * d);
-    const scores = new Float64Array(len);
+    const scores = new Float64Array(rows);
     const acc = new Float64Array(d);
     for (let h = 0; h < numHeads; h++) {
-      attendHead(q, h, keys, values, len, numKvHeads, numHeads, d, scores, acc);
+      attendHead(q, h, windowKeys, windowValues, rows, numKvHeads, numHeads, d, scores, acc);
       out.set(acc, h * d);
     }
     return out;
@@ -221,7 +224,7 @@ export class CpuDecoder {
     this.attention = options.attention ?? new DenseAttention();
     this.onQK = options.onQK;
     const c = this.config;
-    this.rope = new RopeCache(c.headDim, c.ropeTheta);
+    this.rope = new RopeCache(ropeTables(c));
     this.x = new Float32Array(c.hiddenSize);
     this.normed = new Float32Array(c.hiddenSize);
     this.q = new Float32Array(c.numHeads * c.headDim);

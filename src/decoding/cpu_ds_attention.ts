@@ -23,7 +23,7 @@ import { decodeArray, encodeArray } from "../util/dtype.ts";
 import { PageTable } from "../util/page_table.ts";
 import { CpuPagedCache } from "../reference/paged_cache.ts";
 import { queryHeadsOfSelectionHead } from "../dsl/layout.ts";
-import type { ModelConfig } from "../checkpoint/config.ts";
+import { assertWithinSlidingWindow, type ModelConfig } from "../checkpoint/config.ts";
 import { type CpuAttention, DenseAttention } from "./cpu_decoder.ts";
 
 export interface CpuDoubleSparsityOptions {
@@ -133,6 +133,8 @@ export class CpuDoubleSparsityAttention implements CpuAttention {
       this.lastRoutes[layer] = "prefill";
       return this.#dense.attend(layer, q, keys, values, len, config);
     }
+    // The sparse route sees every stored token: it cannot apply a sliding window.
+    assertWithinSlidingWindow(config, len, "CpuDoubleSparsityAttention");
     this.#store(layer, cache, keys, values, len);
 
     const s = this.spec;
