@@ -6,7 +6,7 @@ import {
   ropeInverseFrequencies,
   ropeTables,
 } from "../src/checkpoint/rope.ts";
-import type { RopeScaling } from "../src/checkpoint/config.ts";
+import { parseModelConfig, type RopeScaling } from "../src/checkpoint/config.ts";
 
 Deno.test("rope: rotate-half pairs (i, i+d/2) by position * theta^(-2i/d)", () => {
   const d = 8, theta = 10000, position = 7;
@@ -100,17 +100,20 @@ Deno.test("rope: scaling types keep high frequencies and stretch low ones", () =
   assert.ok(kept > 0 && stretched > 0 && blended > 0, `${kept}/${blended}/${stretched}`);
   assert.equal(llama3.attentionFactor, 1);
 
-  const yarnScaling: RopeScaling = {
-    type: "yarn",
-    factor: 4,
-    originalMaxPositionEmbeddings: 32768,
-    betaFast: 32,
-    betaSlow: 1,
-    attentionFactor: null,
-    mscale: null,
-    mscaleAllDim: null,
-    truncate: true,
-  };
+  // Qwen2.5's README block for long contexts, through the config parser.
+  const yarnScaling = parseModelConfig({
+    model_type: "qwen2",
+    hidden_size: 3584,
+    intermediate_size: 18944,
+    num_hidden_layers: 28,
+    num_attention_heads: 28,
+    num_key_value_heads: 4,
+    vocab_size: 152064,
+    max_position_embeddings: 32768,
+    rope_scaling: { factor: 4.0, original_max_position_embeddings: 32768, type: "yarn" },
+  }).ropeScaling!;
+  assert.equal(yarnScaling.type, "yarn");
+  if (yarnScaling.type !== "yarn") return;
   const yarn = at(yarnScaling);
   assert.equal(yarn.invFreq[0], base[0]);
   assert.equal(yarn.invFreq[d / 2 - 1], base[d / 2 - 1] / 4);
