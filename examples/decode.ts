@@ -35,7 +35,7 @@ import { labelChannelsFor } from "../src/quality/channels.ts";
 import { CpuDoubleSparsityAttention } from "../src/decoding/cpu_ds_attention.ts";
 import { type CpuAttention, CpuDecoder, DenseAttention } from "../src/decoding/cpu_decoder.ts";
 import { sampleToken, seededUniform } from "../src/decoding/sampling.ts";
-import type { ModelConfig } from "../src/checkpoint/config.ts";
+import { type ModelConfig, slidingWindowLimit } from "../src/checkpoint/config.ts";
 import { findPreset, presetVariant } from "../src/quality/evaluate.ts";
 import { GpuDecoder } from "../src/decoding/gpu_decoder.ts";
 import { loadTokenizer } from "../src/checkpoint/tokenizer.ts";
@@ -174,16 +174,21 @@ async function readPrompt(): Promise<number[]> {
 }
 let prompt = await readPrompt();
 if (prompt.length === 0) throw new Error("the prompt is empty");
-// The model was trained on positions below max_position_embeddings: keep the prompt's tail.
-const room = config.maxPositionEmbeddings - numTokens;
+// The model was trained on positions below max_position_embeddings: keep the prompt's tail. A
+// model with a sliding window (Mistral) also needs the whole context inside the window: Double
+// Sparsity and the GPU decoder attend to every cached token and refuse a longer one.
+const window = slidingWindowLimit(config);
+const positions = Math.min(config.maxPositionEmbeddings, window);
+const limitWhy = window < config.maxPositionEmbeddings
+  ? `a sliding window of ${window} tokens`
+  : `${config.maxPositionEmbeddings} positions`;
+const room = positions - numTokens;
 if (room < 1) {
-  throw new Error(
-    `--tokens ${numTokens} leaves no room for a prompt in ${config.maxPositionEmbeddings} positions`,
-  );
+  throw new Error(`--tokens ${numTokens} leaves no room for a prompt in ${limitWhy}`);
 }
 if (prompt.length > room) {
   console.log(
-    `prompt: ${prompt.length} tokens, keeping the last ${room} (the model has ${config.maxPositionEmbeddings} positions)`,
+    `prompt: ${prompt.length} tokens, keeping the last ${room} (the model has ${limitWhy})`,
   );
   prompt = prompt.slice(-room);
 }
