@@ -6,6 +6,7 @@ import {
   readModelConfig,
   slidingWindowLimit,
 } from "../src/checkpoint/config.ts";
+import { configToJson, syntheticConfig } from "../src/checkpoint/synthetic.ts";
 
 const CONFIG_PATH = fileURLToPath(
   new URL("../examples/models/tiny-code-llama/config.json", import.meta.url),
@@ -173,6 +174,11 @@ Deno.test("config: RoPE scaling in both spellings", () => {
     }).ropeScaling,
     { type: "linear", factor: 2 },
   );
+  // configToJson (synthetic checkpoints) writes each type back in transformers' field names.
+  for (const scaling of [legacy.ropeScaling!, qwen.ropeScaling!, deepseek.ropeScaling!]) {
+    const json = configToJson(syntheticConfig({ ropeScaling: scaling }));
+    assert.deepEqual(parseModelConfig(json).ropeScaling, scaling);
+  }
   for (const none of [null, { rope_type: "default" }, { type: "default" }]) {
     assert.deepEqual(parseModelConfig({ ...MINIMAL, rope_scaling: none }).ropeScaling, {
       type: "default",

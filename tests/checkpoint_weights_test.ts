@@ -34,7 +34,12 @@ Deno.test("weights: single-file checkpoint with biases and tied embeddings", asy
   const dir = await Deno.makeTempDir();
   try {
     const model = randomModel(
-      syntheticConfig({ modelType: "qwen2", attentionBias: true, tieWordEmbeddings: true }),
+      syntheticConfig({
+        modelType: "qwen2",
+        attentionBias: true,
+        tieWordEmbeddings: true,
+        ropeScaling: { type: "linear", factor: 2 },
+      }),
     );
     await writeModelDir(dir, model);
     const loaded = await loadModel(dir);

@@ -21,6 +21,7 @@ export function syntheticConfig(overrides: Partial<ModelConfig> = {}): ModelConf
     vocabSize: 256,
     rmsNormEps: 1e-5,
     ropeTheta: 10000,
+    ropeScaling: { type: "default" },
     tieWordEmbeddings: false,
     attentionBias: false,
     maxPositionEmbeddings: 4096,
