@@ -175,6 +175,8 @@ Deno.test("config: RoPE scaling in both spellings", () => {
     { type: "linear", factor: 2 },
   );
   // configToJson (synthetic checkpoints) writes each type back in transformers' field names.
+  const windowed = syntheticConfig({ modelType: "qwen2", slidingWindow: 64 });
+  assert.deepEqual(parseModelConfig(configToJson(windowed)), windowed);
   for (const scaling of [legacy.ropeScaling!, qwen.ropeScaling!, deepseek.ropeScaling!]) {
     const json = configToJson(syntheticConfig({ ropeScaling: scaling }));
     assert.deepEqual(parseModelConfig(json).ropeScaling, scaling);
@@ -184,6 +186,44 @@ Deno.test("config: RoPE scaling in both spellings", () => {
       type: "default",
     });
   }
+});
+
+Deno.test("config: which layers slide follows transformers", () => {
+  const qwen = { ...MINIMAL, model_type: "qwen2", sliding_window: 4096 };
+  // Qwen2: only with use_sliding_window, and only layers from max_window_layers (default 28) on.
+  assert.equal(parseModelConfig({ ...qwen, use_sliding_window: true }).slidingWindow, null);
+  assert.equal(
+    parseModelConfig({ ...qwen, use_sliding_window: true, max_window_layers: 0 }).slidingWindow,
+    4096,
+  );
+  assert.equal(parseModelConfig({ ...qwen, max_window_layers: 0 }).slidingWindow, null);
+  // transformers 5 writes layer_types; it decides when present.
+  assert.equal(
+    parseModelConfig({ ...qwen, layer_types: ["sliding_attention", "sliding_attention"] })
+      .slidingWindow,
+    4096,
+  );
+  assert.equal(
+    parseModelConfig({
+      ...MINIMAL,
+      model_type: "mistral",
+      sliding_window: 4096,
+      layer_types: ["full_attention", "full_attention"],
+    }).slidingWindow,
+    null,
+  );
+  assert.throws(
+    () => parseModelConfig({ ...qwen, use_sliding_window: true, max_window_layers: 1 }, "q.json"),
+    /^Error: q\.json: field "max_window_layers" is 1; expected a sliding window in every layer or in none/,
+  );
+  assert.throws(
+    () => parseModelConfig({ ...qwen, layer_types: ["full_attention", "sliding_attention"] }),
+    /field "layer_types" is \["full_attention","sliding_attention"\]; expected a sliding window in every layer or in none/,
+  );
+  assert.throws(
+    () => parseModelConfig({ ...qwen, layer_types: ["sliding_attention"] }),
+    /field "layer_types" is \["sliding_attention"\]; expected 2 entries, each "full_attention" or "sliding_attention"/,
+  );
 });
 
 Deno.test("config: sliding window limit and check", () => {

@@ -255,6 +255,59 @@ function parseRope(raw: Json, source: string, maxPositions: number): RopeSetting
   return { theta, scaling: fromParams ?? fromLegacy ?? { type: "default" } };
 }
 
+const LAYER_TYPES = ["full_attention", "sliding_attention"];
+/** Qwen2Config's default: layers from this index on use the window (when it is enabled). */
+const DEFAULT_QWEN2_MAX_WINDOW_LAYERS = 28;
+
+/**
+ * The sliding window every layer uses, or null when no layer uses one. Which layers slide is
+ * transformers' rule: `layer_types` when given; for Qwen2, layers from `max_window_layers` on and
+ * only with `use_sliding_window`; for Mistral (and Llama), every layer. A window in some layers
+ * only is refused.
+ */
+function parseSlidingWindow(
+  c: Json,
+  type: ModelType,
+  numLayers: number,
+  source: string,
+): number | null {
+  if (c["sliding_window"] === undefined || c["sliding_window"] === null) return null;
+  let sliding: boolean[];
+  let field: string;
+  const layerTypes = c["layer_types"];
+  if (layerTypes !== undefined && layerTypes !== null) {
+    field = "layer_types";
+    if (
+      !Array.isArray(layerTypes) || layerTypes.length !== numLayers ||
+      layerTypes.some((t) => !LAYER_TYPES.includes(t))
+    ) {
+      fail(source, field, layerTypes, `${numLayers} entries, each "${LAYER_TYPES.join('" or "')}"`);
+    }
+    sliding = layerTypes.map((t) => t === "sliding_attention");
+  } else if (type === "qwen2") {
+    field = "max_window_layers";
+    const enabled = bool(c, "use_sliding_window", source, false);
+    const from = c[field] ?? DEFAULT_QWEN2_MAX_WINDOW_LAYERS;
+    if (typeof from !== "number" || !Number.isInteger(from) || from < 0) {
+      fail(source, field, from, "a non-negative integer");
+    }
+    sliding = Array.from({ length: numLayers }, (_, i) => enabled && i >= from);
+  } else {
+    field = "sliding_window";
+    sliding = Array(numLayers).fill(true);
+  }
+  if (!sliding.includes(true)) return null;
+  if (sliding.includes(false)) {
+    fail(
+      source,
+      field,
+      c[field],
+      "a sliding window in every layer or in none (a window in some layers only is not supported)",
+    );
+  }
+  return positiveInt(c, "sliding_window", source);
+}
+
 /**
  * The longest context (tokens, the current one included) over which attention to every cached
  * token equals the model's: its sliding window, or Infinity without one. Transformers' window
@@ -325,11 +378,7 @@ export function parseModelConfig(raw: unknown, source = "config.json"): ModelCon
   // Qwen2 always has q/k/v biases; its config has no attention_bias field.
   const attentionBias = bool(c, "attention_bias", source, type === "qwen2");
 
-  let slidingWindow: number | null = null;
-  const useSliding = type === "qwen2" ? bool(c, "use_sliding_window", source, false) : true;
-  if (useSliding && c["sliding_window"] != null) {
-    slidingWindow = positiveInt(c, "sliding_window", source);
-  }
+  const slidingWindow = parseSlidingWindow(c, type, numLayers, source);
 
   const maxPositionEmbeddings = positiveInt(
     c,

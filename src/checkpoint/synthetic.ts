@@ -152,7 +152,11 @@ export function configToJson(config: ModelConfig): Record<string, unknown> {
   const rope = ropeScalingToJson(config.ropeScaling ?? { type: "default" });
   if (rope !== null) json["rope_scaling"] = rope;
   if (config.slidingWindow !== null) json["sliding_window"] = config.slidingWindow;
-  if (config.modelType === "qwen2") json["use_sliding_window"] = config.slidingWindow !== null;
+  if (config.modelType === "qwen2") {
+    // Qwen2 slides only layers from max_window_layers on: 0 puts the window in every layer.
+    json["use_sliding_window"] = config.slidingWindow !== null;
+    json["max_window_layers"] = 0;
+  }
   return json;
 }
 
