@@ -25,8 +25,8 @@ import { Variant } from "../runtime/variant.ts";
 import { medianEventMs } from "../runtime/timing.ts";
 import { CHANNEL_KINDS, type ChannelKind } from "../quality/channel_config.ts";
 import { type ChannelSource, labelChannelsFor } from "../quality/channels.ts";
-import type { ModelConfig } from "../checkpoint/config.ts";
-import { ropeInverseFrequencies } from "../checkpoint/rope.ts";
+import { assertWithinSlidingWindow, type ModelConfig } from "../checkpoint/config.ts";
+import { ropeTables } from "../checkpoint/rope.ts";
 import type { LoadedModel } from "../checkpoint/weights.ts";
 import { DeviceWeights, type RandomModel } from "./gpu_weights.ts";
 
@@ -166,10 +166,12 @@ export class GpuDecoder implements Disposable {
       const ws = own(cuda.alloc(CUBLAS_WORKSPACE_BYTES));
       this.#blas = own(new Cublas(this.stream, { ptr: ws.ptr, bytes: ws.bytes }));
       this.weights = own(new DeviceWeights(cuda, model, dtype, this.stream));
-      const inv = Float32Array.from(ropeInverseFrequencies(c.headDim, c.ropeTheta));
+      // RoPE with the checkpoint's scaling (llama3, yarn, linear), computed once in TypeScript.
+      const rope = ropeTables(c);
+      const inv = Float32Array.from(rope.invFreq);
       this.#invFreq = own(cuda.alloc(inv.byteLength));
       this.#invFreq.upload(inv, this.stream);
-      this.#attentionFactor = 1;
+      this.#attentionFactor = rope.attentionFactor;
 
       this.cache = own(
         new PagedKvCache(cuda, this.spec, {
@@ -252,6 +254,9 @@ export class GpuDecoder implements Disposable {
           `the model has d=${c.headDim}, ${c.numHeads}/${c.numKvHeads}`,
       );
     }
+    // The GPU kernels attend to every cached token: a context that could pass a sliding window
+    // is refused here rather than computed differently from the checkpoint.
+    assertWithinSlidingWindow(c, opts.maxContext, "GpuDecoder");
     const badLayer = spec.denseLayers.find((l) => l >= c.numLayers);
     if (opts.spec && badLayer !== undefined) {
       throw new RangeError(
