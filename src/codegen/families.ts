@@ -43,6 +43,29 @@ const ptr = <N extends string>(name: N, cType: string, doc: string) => arg(name,
 /** Threads of the row-wise model kernels (one block per row). */
 export const MODEL_ROW_THREADS = 256;
 
+/**
+ * Threads of the token-choice kernel (one block per sequence over the whole vocabulary). The CPU
+ * reference of the rule (`chooseToken`, src/decoding/sampling.ts) reproduces this block's
+ * summation order, so it depends on this number too.
+ */
+export const TOKEN_CHOICE_THREADS = 1024;
+
+/**
+ * Coefficients, lowest power first, of the degree-8 polynomial for 2^f on [0, 1] (Taylor series
+ * of e^(f ln 2), relative error below 2e-7) that token choice computes its probabilities with,
+ * rounded to float32: the kernel (as exact hex literals) and the CPU reference use these same
+ * numbers and the same float32 operations, so both get bit-identical probabilities (a library
+ * exp differs by an ulp between the GPU and the host, which would move top-p cut-offs).
+ */
+export const TOKEN_CHOICE_EXP2_POLY: readonly number[] = Array.from(
+  { length: 9 },
+  (_, k) => {
+    let c = 1;
+    for (let j = 1; j <= k; j++) c *= Math.LN2 / j;
+    return Math.fround(c);
+  },
+);
+
 export const MODEL_KERNELS = {
   embed: {
     symbol: "ds_model_embed",
@@ -106,6 +129,24 @@ export const MODEL_KERNELS = {
       ptr("stat_q", "double* ", "[NUM_Q_HEADS][HEAD_DIM] sum |q|"),
       ptr("stat_k", "double* ", "[NUM_KV_HEADS][HEAD_DIM] sum |k|"),
       ptr("stat_qk", "double* ", "[NUM_Q_HEADS][HEAD_DIM] sum |q k|"),
+    ],
+  },
+  choose_tokens: {
+    symbol: "ds_model_choose_tokens",
+    threads: TOKEN_CHOICE_THREADS,
+    doc:
+      "Chooses each sequence's next token on the device: greedy (argmax, lowest index on ties) " +
+      "when its temperature is 0, else temperature + top-p with its uniform number (the rule of " +
+      "chooseToken in src/decoding/sampling.ts).",
+    grid: "(batch, 1, 1)",
+    args: [
+      ptr("logits", "const float* ", "[batch][vocab] logits"),
+      arg("vocab", "i32", "int ", "vocabulary size"),
+      ptr("temperature", "const float* ", "[batch] temperature; 0 = greedy"),
+      ptr("top_p", "const float* ", "[batch] nucleus mass, in (0, 1]"),
+      ptr("uniform", "const float* ", "[batch] uniform number in [0, 1) of each sequence"),
+      ptr("probs", "float* ", "[batch][vocab] scratch: probabilities relative to the maximum"),
+      ptr("tokens", "int* ", "[batch] chosen token ids"),
     ],
   },
   gather_rows: {
