@@ -6,7 +6,10 @@
  * prefill through its tensor-core `prefill` kernel over the paged cache, chunk by chunk, and
  * decode through the Double Sparsity kernels (dense layers and dense mode use its dense kernel).
  * Once shapes are fixed, a whole decode step (all layers, logits copied to pinned memory) is
- * captured as one CUDA graph and replayed.
+ * captured as one CUDA graph and replayed. `stepChoose` also chooses the next tokens on the device
+ * (kernel `choose_tokens`, the rule of `chooseToken` in sampling.ts) and copies back only their
+ * ids; its per-step temperatures, top-p values and uniforms go through pinned step inputs, so
+ * greedy and sampled steps replay the same graph.
  *
  * Device memory: weights + the paged caches + a workspace fixed by the chunk size and the batch
  * (`workspaceBytes`); nothing grows with the prompt.
@@ -29,6 +32,7 @@ import { assertWithinSlidingWindow, type ModelConfig } from "../checkpoint/confi
 import { ropeTables } from "../checkpoint/rope.ts";
 import type { LoadedModel } from "../checkpoint/weights.ts";
 import { DeviceWeights, type RandomModel } from "./gpu_weights.ts";
+import { checkTemperature, checkTopP, type SamplingOptions } from "./sampling.ts";
 
 export type { RandomModel } from "./gpu_weights.ts";
 
@@ -52,6 +56,16 @@ export interface GpuDecoderOptions {
   /** Prompt rows one prefill chunk carries (all sequences together; default 4096). */
   readonly maxPrefillRows?: number;
   readonly dtype?: "fp16" | "bf16";
+}
+
+/**
+ * How `stepChoose` picks each sequence's next token: temperature 0 (the default) is greedy;
+ * otherwise temperature + top-p with one uniform number in [0, 1) per sequence from the caller's
+ * seeded generator (so runs repeat), as `chooseToken` in sampling.ts defines it.
+ */
+export interface TokenChoice extends SamplingOptions {
+  /** [batch] uniforms in [0, 1); required when the temperature is above 0. */
+  readonly uniforms?: ArrayLike<number>;
 }
 
 /** Progress of a prefill: prompt tokens done of the total, after each chunk. */
@@ -94,7 +108,10 @@ export function workspaceBytes(c: ModelConfig, rows: number, batch: number): num
     4 * 2 * c.intermediateSize + // gu
     2 * c.intermediateSize + // act
     3 * 4; // tokens, rowSeq, rowPos
-  return r * perRow + batch * (4 * c.vocabSize + 4 * c.hiddenSize + 4) + CUBLAS_WORKSPACE_BYTES;
+  // Per sequence: logits, token-choice probabilities, last hidden row, last-row index, the
+  // choice's three inputs and the chosen id.
+  const perSeq = 2 * 4 * c.vocabSize + 4 * c.hiddenSize + 4 + 3 * 4 + 4;
+  return r * perRow + batch * perSeq + CUBLAS_WORKSPACE_BYTES;
 }
 
 export class GpuDecoder implements Disposable {
@@ -134,6 +151,12 @@ export class GpuDecoder implements Disposable {
   readonly #logits: DeviceBuffer;
   readonly #hostTokens: HostBuffer;
   readonly #hostLogits: HostBuffer;
+  /** Token choice: [temperature | top-p | uniform][batch] floats, scratch, and the chosen ids. */
+  readonly #choiceInputs: DeviceBuffer;
+  readonly #hostChoiceInputs: HostBuffer;
+  readonly #probs: DeviceBuffer;
+  readonly #chosen: DeviceBuffer;
+  readonly #hostChosen: HostBuffer;
   readonly #stats: Record<ChannelKind, DeviceBuffer> | null;
   /** [layer][sparse, dense][batch][Hq] log2-sum-exp2, when measuring recall. */
   readonly #lse: DeviceBuffer | null;
@@ -220,6 +243,11 @@ export class GpuDecoder implements Disposable {
       this.#logits = bytes(opts.batch * c.vocabSize * 4);
       this.#hostTokens = own(cuda.allocHost(opts.batch * 4));
       this.#hostLogits = own(cuda.allocHost(opts.batch * c.vocabSize * 4));
+      this.#choiceInputs = bytes(3 * opts.batch * 4);
+      this.#hostChoiceInputs = own(cuda.allocHost(3 * opts.batch * 4));
+      this.#probs = bytes(opts.batch * c.vocabSize * 4);
+      this.#chosen = bytes(opts.batch * 4);
+      this.#hostChosen = own(cuda.allocHost(opts.batch * 4));
       this.#stats = opts.collectStats
         ? {
           q: bytes(2 * c.numLayers * c.numHeads * c.headDim * 4),
@@ -288,6 +316,11 @@ export class GpuDecoder implements Disposable {
 
   get batch(): number {
     return this.plan.batch;
+  }
+
+  /** Decode-step graphs captured so far (one per route signature and step ending). */
+  get capturedGraphs(): number {
+    return this.#graphs.size;
   }
 
   /** Device addresses of the query and attention-output rows (benchmarks time kernels on them). */
@@ -479,8 +512,11 @@ export class GpuDecoder implements Disposable {
 
   // ---- decode ----
 
-  /** Records one decode step's launches (all layers) on the stream. */
-  #recordStep(): void {
+  /**
+   * Records one decode step's launches (all layers) on the stream, ending with the logits copied
+   * to pinned memory, or (`choose`) with the device's token choice and only the ids copied.
+   */
+  #recordStep(choose: boolean): void {
     const c = this.config, B = this.batch;
     this.#hostTokens.copyTo(this.#tokens.ptr, this.stream, B * 4);
     this.plan.uploadStepInputs(this.stream);
@@ -501,8 +537,25 @@ export class GpuDecoder implements Disposable {
       this.#postAttention(layer, B);
     }
     this.#logitsOf(this.#h, B);
-    this.#hostLogits.copyFrom(this.#logits.ptr, this.stream, B * c.vocabSize * 4);
+    if (choose) this.#chooseTokens();
+    else this.#hostLogits.copyFrom(this.#logits.ptr, this.stream, B * c.vocabSize * 4);
     if (this.#lse) this.#hostLse!.copyFrom(this.#lse.ptr, this.stream, this.#lse.bytes);
+  }
+
+  /** The choice kernel on the step's logits; only the ids go to pinned memory. */
+  #chooseTokens(): void {
+    const B = this.batch, inputs = this.#choiceInputs.ptr;
+    this.#hostChoiceInputs.copyTo(inputs, this.stream);
+    this.#kernels.launch("choose_tokens", [B, 1, 1], {
+      logits: this.#logits.ptr,
+      vocab: this.config.vocabSize,
+      temperature: inputs,
+      topP: inputs + BigInt(4 * B),
+      uniform: inputs + BigInt(8 * B),
+      probs: this.#probs.ptr,
+      tokens: this.#chosen.ptr,
+    });
+    this.#hostChosen.copyFrom(this.#chosen.ptr, this.stream, B * 4);
   }
 
   /**
@@ -510,6 +563,44 @@ export class GpuDecoder implements Disposable {
    * [batch][vocab]. The first call captures the step as a CUDA graph; later calls replay it.
    */
   step(tokens: ArrayLike<number>, useGraph = true): Float32Array {
+    this.#run(tokens, useGraph, false);
+    return new Float32Array(this.#hostLogits.buffer, 0, this.batch * this.config.vocabSize).slice();
+  }
+
+  /**
+   * One decode step that also chooses each sequence's next token on the device (see
+   * `TokenChoice`) and returns only those ids [batch]; the logits stay on the device. The step is
+   * captured once per route signature, like `step`'s, and replayed whatever the choice options.
+   */
+  stepChoose(tokens: ArrayLike<number>, choice: TokenChoice = {}, useGraph = true): Int32Array {
+    const B = this.batch;
+    const temperature = checkTemperature(choice.temperature ?? 0);
+    const topP = checkTopP(choice.topP ?? 1);
+    const inputs = new Float32Array(this.#hostChoiceInputs.buffer, 0, 3 * B);
+    inputs.fill(temperature, 0, B);
+    inputs.fill(topP, B, 2 * B);
+    inputs.fill(0, 2 * B);
+    if (temperature > 0) {
+      const u = choice.uniforms;
+      if (!u || u.length !== B) {
+        throw new RangeError(
+          `stepChoose: uniforms: got ${u ? `${u.length} numbers` : "none"}; allowed: ${B} ` +
+            `numbers in [0, 1), one per sequence (temperature ${temperature} samples)`,
+        );
+      }
+      for (let b = 0; b < B; b++) {
+        if (!(u[b] >= 0 && u[b] < 1)) {
+          throw new RangeError(`stepChoose: uniforms[${b}]: got ${u[b]}; allowed: [0, 1)`);
+        }
+        inputs[2 * B + b] = u[b];
+      }
+    }
+    this.#run(tokens, useGraph, true);
+    return new Int32Array(this.#hostChosen.buffer, 0, B).slice();
+  }
+
+  /** Checks room, uploads the step's tokens and runs (or replays) the step, then waits. */
+  #run(tokens: ArrayLike<number>, useGraph: boolean, choose: boolean): void {
     const B = this.batch;
     for (let b = 0; b < B; b++) {
       if (this.cache.pages.seqLens[b] >= this.cache.pages.maxTokensPerSeq) {
@@ -523,19 +614,23 @@ export class GpuDecoder implements Disposable {
     this.plan.beginStep();
     this.cache.syncBlockTables(this.stream);
     if (useGraph) {
-      const signature = this.plan.routeSignature;
-      let graph = this.#graphs.get(signature);
+      const key = this.#graphKey(choose);
+      let graph = this.#graphs.get(key);
       if (!graph) {
-        graph = this.stream.capture(() => this.#recordStep());
-        this.#graphs.set(signature, graph);
+        graph = this.stream.capture(() => this.#recordStep(choose));
+        this.#graphs.set(key, graph);
       }
       graph.launch(this.stream);
     } else {
-      this.#recordStep();
+      this.#recordStep(choose);
     }
     this.stream.synchronize();
     this.steps++;
-    return new Float32Array(this.#hostLogits.buffer, 0, B * this.config.vocabSize).slice();
+  }
+
+  /** Graphs are per route signature and per ending (logits back, or ids back). */
+  #graphKey(choose: boolean): string {
+    return `${this.plan.routeSignature}|${choose ? "choose" : "logits"}`;
   }
 
   /**
@@ -581,10 +676,13 @@ export class GpuDecoder implements Disposable {
     }
   }
 
-  /** Median milliseconds of one whole decode step replayed as a graph (no host work). */
-  timeStep(repeats = 20): number {
-    const graph = this.#graphs.get(this.plan.routeSignature);
-    if (!graph) throw new Error("timeStep: run step() once first");
+  /**
+   * Median milliseconds of one whole decode step replayed as a graph (no host work): the step of
+   * `step` (logits back) or, with `choose`, of `stepChoose` (token choice, ids back).
+   */
+  timeStep(repeats = 20, choose = false): number {
+    const graph = this.#graphs.get(this.#graphKey(choose));
+    if (!graph) throw new Error(`timeStep: run ${choose ? "stepChoose" : "step"}() once first`);
     return this.#timeGraph(graph, repeats);
   }
 

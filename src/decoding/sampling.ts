@@ -137,12 +137,14 @@ export function chooseToken(
   return pick;
 }
 
-function checkTemperature(t: number): number {
+/** The temperature, or a RangeError naming it and the allowed range. */
+export function checkTemperature(t: number): number {
   if (!(t >= 0)) throw new RangeError(`temperature: got ${t}; allowed: >= 0`);
   return t;
 }
 
-function checkTopP(p: number): number {
+/** The top-p value, or a RangeError naming it and the allowed range. */
+export function checkTopP(p: number): number {
   if (!(p > 0 && p <= 1)) throw new RangeError(`top-p: got ${p}; allowed: (0, 1]`);
   return p;
 }

@@ -13,6 +13,8 @@
  *   attend   sparse + dense + merge equal the reference attention over the GPU's selection, and
  *            the reference Double Sparsity step end to end;
  *   graph    a CUDA-graph replay of the step reproduces the direct launches.
+ * Then the prefill checks (tests/gpu/prefill.ts), the GPU decoder (tests/gpu/model.ts) and token
+ * choice on the device (tests/gpu/token_choice.ts).
  * Prints one line per case and a summary; exits 1 on any failure.
  *
  *   deno task test:gpu [--reduced] [--case NAME] [--seed N] [--json FILE]
@@ -36,6 +38,7 @@ import { checkSelection, key16Interval, Random, relativeError, table } from "./s
 import { writeFileAtomic } from "../../src/util/fs.ts";
 import { runModelChecks } from "./model.ts";
 import { runPrefillChecks } from "./prefill.ts";
+import { runTokenChoiceChecks } from "./token_choice.ts";
 
 interface Case {
   readonly name: string;
@@ -632,6 +635,22 @@ if (!args["no-model"] && !args.case) {
       ? "decoder checks passed"
       : `${modelFailures.length} decoder checks failed`,
   );
+}
+if (!args["no-model"] && !args.case) {
+  console.log("\nToken choice on the device (tests/gpu/token_choice.ts):");
+  let choiceFailures: string[];
+  try {
+    choiceFailures = await runTokenChoiceChecks();
+  } catch (e) {
+    choiceFailures = [`threw: ${e instanceof Error ? e.stack ?? e.message : e}`];
+  }
+  for (const f of choiceFailures) console.log(`FAIL token choice: ${f}`);
+  console.log(
+    choiceFailures.length === 0
+      ? "token choice checks passed"
+      : `${choiceFailures.length} token choice checks failed`,
+  );
+  modelFailures = [...modelFailures, ...choiceFailures.map((f) => `token choice: ${f}`)];
 }
 if (args.json) {
   writeFileAtomic(
