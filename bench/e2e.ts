@@ -5,7 +5,10 @@
  *  - a Llama-3-8B-shaped decoder (32 layers, 4096 hidden, 32/8 heads, fp16) with random weights
  *    drawn on the device and random caches, batch 8 and 32 at 16K and 32K contexts.
  * Tokens/s = batch / step time, the step replayed as one CUDA graph; the attention share is the
- * attention kernels' graph time over the step's. Writes bench/results/e2e-<card>-<date>.{json,md}.
+ * attention kernels' graph time over the step's. Host overhead = wall-clock of one greedy step as
+ * a caller runs it minus the step's device time, measured both ways in the same run: logits back
+ * + argmax on the host (`step`), and token choice on the device with only ids back
+ * (`stepChoose`). Writes bench/results/e2e-<card>-<date>.{json,md}.
  *
  *   deno run -A bench/e2e.ts [--quick] [--out DIR]
  */
@@ -36,50 +39,75 @@ interface E2eRow {
   batch: number;
   context: number;
   method: string;
+  /** Device time of the step that copies the logits back (`step`). */
   stepMs: number;
-  /** Wall-clock of decoder.step(): the graph replay plus the host's work and the sync. */
+  /** Wall-clock of a greedy step with host choice: `step()` (replay, sync, logits copy) + argmax. */
   wallMs: number;
+  /** Device time of the step that chooses tokens on the device (`stepChoose`). */
+  chooseStepMs: number;
+  /** Wall-clock of a greedy `stepChoose()`: replay, sync, ids copy. */
+  chooseWallMs: number;
   attentionMs: number;
   tokensPerSecond: number;
 }
 const rows: E2eRow[] = [];
 
+/** Median wall-clock milliseconds of `run` over 10 calls, after 3 warm-up calls (capture). */
+function wallMedian(run: () => void): number {
+  for (let i = 0; i < 3; i++) run();
+  const walls: number[] = [];
+  for (let i = 0; i < 10; i++) {
+    const t0 = performance.now();
+    run();
+    walls.push(performance.now() - t0);
+  }
+  return walls.sort((a, b) => a - b)[5];
+}
+
+/** Greedy decoding from `first` both ways (host choice, then device choice), and the timings. */
 async function measure(
   model: string,
   dec: GpuDecoder,
   method: string,
   context: number,
-  feed: () => number[],
+  first: number[],
 ): Promise<void> {
-  for (let i = 0; i < 3; i++) dec.step(feed()); // capture + warm up
-  const walls: number[] = [];
-  for (let i = 0; i < 10; i++) {
-    const t0 = performance.now();
-    dec.step(feed());
-    walls.push(performance.now() - t0);
-  }
-  walls.sort((a, b) => a - b);
-  const wallMs = walls[5];
+  const V = dec.config.vocabSize, B = dec.batch;
+  let next = first;
+  const wallMs = wallMedian(() => {
+    const logits = dec.step(next);
+    next = Array.from({ length: B }, (_, b) => argmax(logits, b * V, V));
+  });
   const stepMs = dec.timeStep(20);
+  const chooseWallMs = wallMedian(() => {
+    next = Array.from(dec.stepChoose(next));
+  });
+  const chooseStepMs = dec.timeStep(20, true);
   const attentionMs = dec.timeAttention(20);
   rows.push({
     model,
-    batch: dec.batch,
+    batch: B,
     context,
     method,
     stepMs,
     wallMs,
+    chooseStepMs,
+    chooseWallMs,
     attentionMs,
-    tokensPerSecond: (dec.batch * 1000) / stepMs,
+    tokensPerSecond: (B * 1000) / stepMs,
   });
   console.log(
-    `${model} B=${dec.batch} L=${context} ${method}: step ${stepMs.toFixed(3)} ms ` +
-      `(attention ${attentionMs.toFixed(3)} ms), ${
-        ((dec.batch * 1000) / stepMs).toFixed(0)
-      } tokens/s`,
+    `${model} B=${B} L=${context} ${method}: step ${stepMs.toFixed(3)} ms ` +
+      `(attention ${attentionMs.toFixed(3)} ms), ${((B * 1000) / stepMs).toFixed(0)} tokens/s; ` +
+      `host overhead ${overhead(wallMs, stepMs)} with host choice, ` +
+      `${overhead(chooseWallMs, chooseStepMs)} with device choice`,
   );
   await Promise.resolve();
 }
+
+/** Wall-clock beyond the device time, as a share of the device time. */
+const overhead = (wall: number, device: number) =>
+  `${((100 * Math.max(0, wall - device)) / device).toFixed(1)}%`;
 
 // ---- 1. tiny-code-llama at 4K positions ----
 {
@@ -120,14 +148,12 @@ async function measure(
         { length: batch },
         (_, b) => Array.from(text.subarray(b * 1000, b * 1000 + L)),
       );
-      let logits = dec.prefill(prompts);
-      const next = () =>
-        Array.from({ length: batch }, (_, b) => argmax(logits, b * c.vocabSize, c.vocabSize));
-      await measure("tiny-code-llama", dec, s ? "DS head r16b16, dense 0,1" : "dense", L, () => {
-        const t = next();
-        logits = dec.step(t);
-        return t;
-      });
+      const logits = dec.prefill(prompts);
+      const first = Array.from(
+        { length: batch },
+        (_, b) => argmax(logits, b * c.vocabSize, c.vocabSize),
+      );
+      await measure("tiny-code-llama", dec, s ? "DS head r16b16, dense 0,1" : "dense", L, first);
     }
   }
 }
@@ -193,13 +219,7 @@ for (const [batch, L] of configs) {
     });
     dec.stream.synchronize();
     const tokens = Array.from({ length: batch }, (_, b) => (b * 7919) % llama3.vocabSize);
-    await measure(
-      "llama3-8b (random)",
-      dec,
-      s ? "DS group r16b8, dense 0,1" : "dense",
-      L,
-      () => tokens,
-    );
+    await measure("llama3-8b (random)", dec, s ? "DS group r16b8, dense 0,1" : "dense", L, tokens);
   }
 }
 
@@ -212,11 +232,13 @@ const lines = [
   "Step = one decode step of every layer for the whole batch, replayed as one CUDA graph (median of 20);",
   "attention = the attention kernels of all layers alone, replayed the same way.",
   "",
-  "Host = wall-clock of decoder.step() (host work, graph launch, sync, logits copy) minus the step's",
-  "device time, as a share of the device time.",
+  "Host overhead = wall-clock of one greedy step as the caller runs it minus the step's device time,",
+  "as a share of the device time: host choice = decoder.step() (graph launch, sync, logits copy) +",
+  "argmax on the host; device choice = decoder.stepChoose() (the step + the choose_tokens kernel,",
+  "only the ids copied back), against its own step's device time (choice step ms).",
   "",
-  "| model | batch | context | method | step ms | host overhead | attention ms | attention share | tokens/s | speedup |",
-  "|---|---|---|---|---|---|---|---|---|---|",
+  "| model | batch | context | method | step ms | host overhead, host choice | choice step ms | host overhead, device choice | attention ms | attention share | tokens/s | speedup |",
+  "|---|---|---|---|---|---|---|---|---|---|---|---|",
 ];
 for (const r of rows) {
   const dense = rows.find((d) =>
@@ -224,7 +246,8 @@ for (const r of rows) {
   );
   lines.push(
     `| ${r.model} | ${r.batch} | ${r.context} | ${r.method} | ${r.stepMs.toFixed(3)} | ` +
-      `${((100 * Math.max(0, r.wallMs - r.stepMs)) / r.stepMs).toFixed(1)}% | ` +
+      `${overhead(r.wallMs, r.stepMs)} | ${r.chooseStepMs.toFixed(3)} | ` +
+      `${overhead(r.chooseWallMs, r.chooseStepMs)} | ` +
       `${r.attentionMs.toFixed(3)} | ` +
       `${((100 * r.attentionMs) / r.stepMs).toFixed(0)}% | ${r.tokensPerSecond.toFixed(0)} | ` +
       `${dense ? (dense.stepMs / r.stepMs).toFixed(2) + "x" : "-"} |`,

@@ -34,7 +34,7 @@ import { parseDeviceChoice, resolveDevice } from "../src/runtime/device.ts";
 import { labelChannelsFor } from "../src/quality/channels.ts";
 import { CpuDoubleSparsityAttention } from "../src/decoding/cpu_ds_attention.ts";
 import { type CpuAttention, CpuDecoder, DenseAttention } from "../src/decoding/cpu_decoder.ts";
-import { sampleToken, seededUniform } from "../src/decoding/sampling.ts";
+import { chooseToken, seededUniform } from "../src/decoding/sampling.ts";
 import { type ModelConfig, slidingWindowLimit } from "../src/checkpoint/config.ts";
 import { findPreset, presetVariant } from "../src/quality/evaluate.ts";
 import { GpuDecoder } from "../src/decoding/gpu_decoder.ts";
@@ -67,10 +67,11 @@ const { values: args } = parseArgs({
 });
 
 // Next-token choice: greedy by default; with --temperature, nucleus sampling from a seeded
-// generator (each decoder gets its own generator with the same seed).
+// generator (each decoder gets its own generator with the same seed). `chooseToken` is the rule
+// the GPU decoder's `stepChoose` applies on the device, so both paths choose alike.
 const sampling = { temperature: Number(args.temperature), topP: Number(args["top-p"]) };
 const pick = (random: () => number, logits: ArrayLike<number>, start = 0, length?: number) =>
-  sampleToken(logits, sampling, random, start, length);
+  chooseToken(logits, sampling, random(), start, length);
 
 const intFlag = (flag: string, value: string | undefined): number | undefined => {
   if (value === undefined) return undefined;
@@ -244,21 +245,21 @@ async function decodeGpu(cuda: Cuda, label: string, dsSpec?: AttentionSpec): Pro
   });
   const vocab = config.vocabSize;
   let started = performance.now();
-  let logits = decoder.prefill(Array.from({ length: batch }, () => prompt));
+  const logits = decoder.prefill(Array.from({ length: batch }, () => prompt));
   const prefillMs = performance.now() - started;
   const generated: number[][] = Array.from({ length: batch }, () => []);
-  const next = new Int32Array(batch);
   const stepMs: number[] = [];
   const random = seededUniform(Number(args.seed));
+  // The first token from the prefill's logits on the host; every later one chosen on the device
+  // by `stepChoose` (the same rule; only the token ids come back, not the logits).
+  let next = Int32Array.from({ length: batch }, (_, b) => pick(random, logits, b * vocab, vocab));
   for (let i = 0; i < numTokens; i++) {
-    for (let b = 0; b < batch; b++) {
-      next[b] = pick(random, logits, b * vocab, vocab);
-      generated[b].push(next[b]);
-    }
+    for (let b = 0; b < batch; b++) generated[b].push(next[b]);
     progress(label, i, numTokens);
     if (i + 1 === numTokens) break;
+    const uniforms = Array.from({ length: batch }, () => random());
     started = performance.now();
-    logits = decoder.step(next);
+    next = decoder.stepChoose(next, { ...sampling, uniforms });
     stepMs.push(performance.now() - started);
   }
   const timed = stepMs.length > 1 ? stepMs.slice(1) : stepMs;
@@ -274,7 +275,7 @@ async function decodeGpu(cuda: Cuda, label: string, dsSpec?: AttentionSpec): Pro
     prefillMs,
     stepMs: step,
     tokensPerSecond: (batch * 1000) / step,
-    stepDeviceMs: ran ? decoder.timeStep() : NaN,
+    stepDeviceMs: ran ? decoder.timeStep(20, true) : NaN,
     attentionMs: ran ? decoder.timeAttention() : NaN,
     attentionHow: "decoder.timeAttention() / decoder.timeStep(): the last step's attention " +
       "kernels and whole step replayed as CUDA graphs, event-timed medians",

@@ -572,7 +572,11 @@ export class GpuDecoder implements Disposable {
    * `TokenChoice`) and returns only those ids [batch]; the logits stay on the device. The step is
    * captured once per route signature, like `step`'s, and replayed whatever the choice options.
    */
-  stepChoose(tokens: ArrayLike<number>, choice: TokenChoice = {}, useGraph = true): Int32Array {
+  stepChoose(
+    tokens: ArrayLike<number>,
+    choice: TokenChoice = {},
+    useGraph = true,
+  ): Int32Array<ArrayBuffer> {
     const B = this.batch;
     const temperature = checkTemperature(choice.temperature ?? 0);
     const topP = checkTopP(choice.topP ?? 1);
