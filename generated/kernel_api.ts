@@ -24,10 +24,17 @@ export type KernelId = "append" | "score" | "select" | "resolve" | "dense" | "sp
 export interface TuningInfo {
   readonly appendThreads: number;
   readonly scoreThreads: number;
+  readonly scoreMinBlocks: number;
+  readonly scoreUnroll: number;
   readonly selectThreads: number;
+  readonly selectKeysPerThread: number;
   readonly resolveThreads: number;
+  readonly resolveMinBlocks: number;
   readonly resolveSmemCandidates: number;
+  readonly resolveCandUnroll: number;
+  readonly resolveUnroll: number;
   readonly attentionThreads: number;
+  readonly attentionMinBlocks: number;
   readonly attentionRowTile: number;
   readonly attentionMma: boolean;
   readonly denseHeadsPerBlock: number;
@@ -42,6 +49,7 @@ export interface TuningInfo {
   readonly prefillMTiles: number;
   readonly prefillQInRegisters: boolean;
   readonly prefillSharedBytes: number;
+  readonly mergeUnroll: number;
 }
 
 /** Arguments of the append kernel: Writes new K/V rows into the paged cache and, fused, their (quantized) label rows. */
@@ -94,11 +102,11 @@ export interface ScoreArgs {
   readonly routes: DevicePtr;
   /** `u16* __restrict__ keys`: [batch][NUM_SEL_HEADS][key_stride] score keys */
   readonly keys: DevicePtr;
-  /** `u32* __restrict__ hist`: [batch][NUM_SEL_HEADS][4096] key histogram, zero between uses */
+  /** `u32* __restrict__ hist`: [batch][NUM_SEL_HEADS][HIST_BINS] key histogram, zero between uses */
   readonly hist: DevicePtr;
   /** `int key_stride`: row stride of keys, cand_idx, cand_key (>= longest context) */
   readonly keyStride: number;
-  /** `u32* __restrict__ counters`: [batch][NUM_SEL_HEADS][32] selection state, zero between uses */
+  /** `u32* __restrict__ counters`: [batch][NUM_SEL_HEADS][CTR_STRIDE] selection state, zero between uses */
   readonly counters: DevicePtr;
   /** `int tokens_per_block`: tokens scored per block (grid.y = ceil(key_stride / this)) */
   readonly tokensPerBlock: number;
@@ -114,9 +122,9 @@ export interface SelectArgs {
   readonly keys: DevicePtr;
   /** `int key_stride`: row stride of keys, cand_idx, cand_key (>= longest context) */
   readonly keyStride: number;
-  /** `u32* __restrict__ counters`: [batch][NUM_SEL_HEADS][32] selection state, zero between uses */
+  /** `u32* __restrict__ counters`: [batch][NUM_SEL_HEADS][CTR_STRIDE] selection state, zero between uses */
   readonly counters: DevicePtr;
-  /** `int* __restrict__ cand_idx`: [batch][NUM_SEL_HEADS][key_stride] candidates (index | sub-bin << 28) */
+  /** `int* __restrict__ cand_idx`: [batch][NUM_SEL_HEADS][key_stride] candidates (index | sub-bin << CAND_SUB_SHIFT) */
   readonly candIdx: DevicePtr;
   /** `int* __restrict__ sel_idx`: [batch][NUM_SEL_HEADS][sel_stride] selected tokens (unordered) */
   readonly selIdx: DevicePtr;
@@ -144,11 +152,11 @@ export interface ResolveArgs {
   readonly budgets: DevicePtr;
   /** `const int* __restrict__ routes`: [batch] 1 = sparse, 0 = dense */
   readonly routes: DevicePtr;
-  /** `u32* __restrict__ hist`: [batch][NUM_SEL_HEADS][4096] key histogram, zero between uses */
+  /** `u32* __restrict__ hist`: [batch][NUM_SEL_HEADS][HIST_BINS] key histogram, zero between uses */
   readonly hist: DevicePtr;
   /** `int key_stride`: row stride of keys, cand_idx, cand_key (>= longest context) */
   readonly keyStride: number;
-  /** `u32* __restrict__ counters`: [batch][NUM_SEL_HEADS][32] selection state, zero between uses */
+  /** `u32* __restrict__ counters`: [batch][NUM_SEL_HEADS][CTR_STRIDE] selection state, zero between uses */
   readonly counters: DevicePtr;
   /** `int* __restrict__ cand_idx`: [batch][NUM_SEL_HEADS][key_stride] candidates; compacted in place */
   readonly candIdx: DevicePtr;

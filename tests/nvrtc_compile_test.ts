@@ -13,7 +13,7 @@ import { loadSpecs } from "../src/cli/specs.ts";
 import { DiskCache } from "../src/cuda/compile_cache.ts";
 import { type CompiledKernel, KernelCompiler } from "../src/cuda/compiler.ts";
 import { CompileError } from "../src/cuda/nvrtc.ts";
-import { findPtxas } from "./helpers.ts";
+import { findPtxas, repoPath } from "./helpers.ts";
 
 const PTXAS = findPtxas();
 const IN_CI = Deno.env.get("CI") === "true";
@@ -71,9 +71,10 @@ Deno.test("nvrtc: the example variants compile cleanly and pass ptxas without sp
   const compiled: Compiled[] = [];
   try {
     await t.step(
-      `every kernel of every example spec compiles for ${ARCH} with an empty log`,
+      `every kernel of every example spec and the golden spec compiles for ${ARCH} with an empty log`,
       async () => {
-        for (const spec of await loadSpecs()) {
+        const golden = await loadSpecs(repoPath("tests", "fixtures", "golden"));
+        for (const spec of [...await loadSpecs(), ...golden]) {
           for (const kernel of renderKernels(spec)) {
             const out = compiler.compile({
               source: kernel.source,

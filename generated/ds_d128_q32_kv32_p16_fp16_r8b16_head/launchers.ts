@@ -5,10 +5,17 @@ export const variant = "ds_d128_q32_kv32_p16_fp16_r8b16_head";
 export const tuning = {
   appendThreads: 128,
   scoreThreads: 256,
+  scoreMinBlocks: 4,
+  scoreUnroll: 4,
   selectThreads: 256,
+  selectKeysPerThread: 16,
   resolveThreads: 256,
+  resolveMinBlocks: 1,
   resolveSmemCandidates: 4096,
+  resolveCandUnroll: 4,
+  resolveUnroll: 4,
   attentionThreads: 128,
+  attentionMinBlocks: 1,
   attentionRowTile: 256,
   attentionMma: true,
   denseHeadsPerBlock: 1,
@@ -23,17 +30,18 @@ export const tuning = {
   prefillMTiles: 2,
   prefillQInRegisters: false,
   prefillSharedBytes: 98304,
+  mergeUnroll: 4,
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "1ac600a6681a2b8a5c31a586c57c46418f3e77a754f51924937ccbc7d2cacb1e" },
-  score: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "ca9e378d72a7358a7bcaf2a379f824634a9c498e77faecbfb779dc98d045afd9" },
-  select: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "539d6fd8ff8cc4895728bac384cf0b61b12d161b9531505fd893a12e559c610c" },
-  resolve: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "1558b167464438e337ee6759eae1103115aad58bee630380e272c52b56ada582" },
-  dense: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "a8766ce7860519b2d5c7125a055028a7a8980e9ea2dae0a82c64c24140972385" },
-  sparse: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "03c48320de28a67f02f765d1cdf7e570c1cb8af9baa6fd63ac445af1e0869c9b" },
-  merge: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "86be9395b2b4e235c997a148a16fd9495255735fae013be681d0bfadf1731f11" },
-  prefill: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "0bfe1e3c603046b1063f5d04633fb09b75516a3463e4658943d742b237dde1fa" },
+  append: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "ffd47e7047b7377ed2317b95a8bbaedde9029a5b01b33f0f2167384bba3dbd66" },
+  score: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "d1b98d0028c47f5e70e78211d6d78f6c710b1b99e9cec9f2950970a52685fc0a" },
+  select: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "a2f647e7b0b09f1a3ce785cbffffea026183f36e60cd30b230339d74d9f4b71e" },
+  resolve: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "cb131703d52db0969546bfe6a6d0fa604055678e3d544d640e3beb244e1c9820" },
+  dense: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "4882fcd41be31adfd07d4671fb7a2cd327ce96908fb6f661d4eb92a593a79e14" },
+  sparse: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "dfac7731df81cd5dcc446b1c90505a798ca314eda271c1343491709e1f744bce" },
+  merge: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "97b1bc7018aa72be9c3b9684bbbd7d8bbdf735c689a57e7abf00ad5c868a1f6f" },
+  prefill: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "32678566fc102cf1fcc31fdbce14cb3324ea425319b3826e2e442c0d02cb27ff" },
 } as const;
 
 /**

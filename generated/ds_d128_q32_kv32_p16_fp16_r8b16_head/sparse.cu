@@ -6,6 +6,10 @@ typedef unsigned int u32;
 typedef unsigned long long u64;
 #define DS_INLINE __device__ __forceinline__
 
+// Infinities as bit patterns (no <cmath> without toolkit headers).
+DS_INLINE float pos_inf() { return __int_as_float(0x7f800000); }
+DS_INLINE float neg_inf() { return -__int_as_float(0x7f800000); }
+
 DS_INLINE float f16_to_f32(u16 h) {
   float f;
   asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
@@ -68,24 +72,116 @@ DS_INLINE float warp_min(float v) {
   for (int o = 16; o > 0; o >>= 1) v = fminf(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
 }
-// ---- variant ds_d128_q32_kv32_p16_fp16_r8b16_head ----
+
+// Inclusive prefix sum over the lanes of a warp (lane i gets the sum of lanes 0..i).
+DS_INLINE u32 warp_inclusive_sum(u32 v) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const u32 x = __shfl_up_sync(0xffffffffu, v, o);
+    if (lane >= o) v += x;
+  }
+  return v;
+}
+
+// Log-sum-exp combine of n parts, each a max m (log2 domain, -inf when empty), a weight sum l
+// and a weighted value o: with M = max m, L = sum l 2^(m - M) and O = sum o 2^(m - M), both 0
+// when every part is empty. Two passes in a fixed order with explicit FMAs, so the attention
+// blocks (combining their warps) and the merge kernel (combining splits) round alike.
+// UNROLL: the unroll count (the part count where it is a compile-time constant); exp2_of: the
+// exp2 to use (fast_exp2, or the accurate exp2f).
+struct LseSum {
+  float m, l, o;
+};
+template <int UNROLL, class M, class L, class O, class Exp2>
+DS_INLINE LseSum lse_combine(int n, M m_of, L l_of, O o_of, Exp2 exp2_of) {
+  LseSum r{neg_inf(), 0.f, 0.f};
+#pragma unroll UNROLL
+  for (int i = 0; i < n; i++) r.m = fmaxf(r.m, m_of(i));
+  if (r.m != neg_inf()) {
+#pragma unroll UNROLL
+    for (int i = 0; i < n; i++) {
+      const float w = exp2_of(m_of(i) - r.m);
+      r.l = fmaf(l_of(i), w, r.l);
+      r.o = fmaf(o_of(i), w, r.o);
+    }
+  }
+  return r;
+}
+// The combined value O / L (0 for no parts) and its log2-sum-exp2 M + log2 L (-inf for none).
+DS_INLINE float lse_value(const LseSum& s) { return s.l > 0.f ? s.o / s.l : 0.f; }
+DS_INLINE float lse_log2(const LseSum& s) { return s.l > 0.f ? s.m + log2f(s.l) : neg_inf(); }
+// ---- variant ds_d128_q32_kv32_p16_fp16_r8b16_head: every layout constant, rendered from src/dsl/layout.ts ----
 // An enum rather than constexpr variables: unused enumerators draw no compiler warning.
 enum : int {
   HEAD_DIM = 128,
   NUM_Q_HEADS = 32,
   NUM_KV_HEADS = 32,
-  GROUP_SIZE = 1,                      // query heads per kv head
+  // query heads per kv head
+  GROUP_SIZE = 1,
   PAGE_SIZE = 16,
-  LABEL_CHANNELS = 8,              // r
+  NUM_LABEL_HEADS = 32,
+  // else one label row per kv head
+  LABELS_PER_QUERY_HEAD = true,
+  // else one selection per query head
+  GROUP_SELECTION = false,
+  // independent top-k selections per sequence
+  NUM_SEL_HEADS = 32,
+  QUERY_HEADS_PER_SEL = 1,
+  // label channels r per token and label head
+  LABEL_CHANNELS = 8,
   LABEL_BITS = 16,
   LABELS_QUANTIZED = false,
-  LABEL_ROW_WORDS = 4,             // u32 words per label row
-  NUM_LABEL_HEADS = 32,
-  LABELS_PER_QUERY_HEAD = true,  // else one label row per kv head
-  GROUP_SELECTION = false,            // else one selection per query head
-  NUM_SEL_HEADS = 32,           // independent top-k selections per sequence
-  QUERY_HEADS_PER_SEL = 1,
+  // codes (or raw 16-bit channels) per u32 word
+  LABEL_CODES_PER_WORD = 2,
+  // largest code, and its mask
+  LABEL_LEVELS = 65535,
+  // u32 words per label row
+  LABEL_ROW_WORDS = 4,
+  // Score keys: the top 16 bits of order_key(score); the histogram counts their top 12 bits, the
+  // low 4 bits are the sub-bin select counts inside the threshold bin.
+  HIST_BINS = 4096,
+  // order_key >> HIST_SHIFT = histogram bin
+  HIST_SHIFT = 20,
+  // order_key >> KEY_SHIFT = stored key
+  KEY_SHIFT = 16,
+  SUB_BIN_BITS = 4,
+  SUB_BINS = 16,
+  // candidate entry: index | sub-bin << CAND_SUB_SHIFT
+  CAND_SUB_SHIFT = 28,
+  CAND_INDEX_MASK = 268435455,
+  // counters[pair][CTR_STRIDE], zero between uses: score writes its ticket, the threshold bin and
+  // the count above it; select adds the selected and candidate counts and the threshold bin's
+  // sub-histogram; resolve reads them and zeroes them (and the histogram) for the next use.
+  CTR_STRIDE = 32,
+  CTR_SELECTED = 0,
+  CTR_CANDIDATES = 1,
+  CTR_SCORE_TICKET = 2,
+  CTR_THRESH_BIN = 3,
+  CTR_ABOVE = 4,
+  // SUB_BINS slots
+  CTR_SUBHIST = 16,
 };
+// Smallest max - min range a quantized label row divides into LABEL_LEVELS steps. (A macro: an
+// unused constexpr float draws a warning, and the kernels compile with an empty log.)
+#define LABEL_MIN_RANGE 0.00001f
+
+// The page -> row addresses (src/dsl/layout.ts kvRow / labelRow), one function each.
+// Row of (page, kv head, slot) in the K and V pools [page][NUM_KV_HEADS][PAGE_SIZE][HEAD_DIM];
+// its elements start at row * HEAD_DIM. (u32: the attention kernels stage rows in shared memory.)
+DS_INLINE u32 kv_row(int page, int kv_head, int slot) {
+  return (u32)((page * NUM_KV_HEADS + kv_head) * PAGE_SIZE + slot);
+}
+// Row of (page, label head, slot) in the label pools: codes [page][NUM_LABEL_HEADS][PAGE_SIZE]
+// [LABEL_ROW_WORDS] start at row * LABEL_ROW_WORDS, the meta word is meta[row].
+DS_INLINE size_t label_row(int page, int label_head, int slot) {
+  return ((size_t)page * NUM_LABEL_HEADS + label_head) * PAGE_SIZE + slot;
+}
+// Row of token t of a sequence (block table bt) in the K and V pools.
+DS_INLINE u32 kv_row_of_token(const int* __restrict__ bt, int kv_head, int t) {
+  return kv_row(__ldg(bt + t / PAGE_SIZE), kv_head, t % PAGE_SIZE);
+}
+// ---- end of the variant constants ----
 // ---- split-K decode attention body, shared by the dense and sparse kernels ----
 constexpr int ATTN_THREADS = 128;
 constexpr int ATTN_WARPS = ATTN_THREADS / 32;
@@ -106,8 +202,8 @@ struct SoftmaxState {
   float acc[HT][8]; // running sum of exp2(score - m) * v
 };
 
-// Attends HT query heads (sharing one kv head) over n tokens whose cache rows row_of(i) gives
-// (row index = (page * NUM_KV_HEADS + kv_head) * PAGE_SIZE + slot). qv holds this thread's 8 dims
+// Attends HT query heads (sharing one kv head) over n tokens whose cache rows (kv_row()) row_of(i)
+// gives. qv holds this thread's 8 dims
 // of each query, prescaled by softmax_scale * log2(e). Rows are staged ROW_TILE at a time in
 // shared memory so the dependent index/page loads happen once per row, off the streaming loop.
 template <int HT, int UNROLL, class RowOf>
@@ -149,7 +245,7 @@ DS_INLINE void attend_rows(const u16* __restrict__ k_cache, const u16* __restric
           for (int e = 0; e < 8; e++) dot = fmaf(qv[h][e], kf[e], dot);
 #pragma unroll
           for (int o = LANES_PER_ROW / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-          s[h][u] = valid ? dot : -__int_as_float(0x7f800000);
+          s[h][u] = valid ? dot : neg_inf();
         }
       }
 #pragma unroll
@@ -157,7 +253,7 @@ DS_INLINE void attend_rows(const u16* __restrict__ k_cache, const u16* __restric
         float mx = st.m[h];
 #pragma unroll
         for (int u = 0; u < UNROLL; u++) mx = fmaxf(mx, s[h][u]);
-        if (mx == -__int_as_float(0x7f800000)) continue;  // nothing valid yet for this row group
+        if (mx == neg_inf()) continue;  // nothing valid yet for this row group
         const float alpha = fast_exp2(st.m[h] - mx);
         st.m[h] = mx;
         st.l[h] *= alpha;
@@ -202,21 +298,12 @@ DS_INLINE void write_partial(const SoftmaxState<HT>& st, int first_head, int b, 
   __syncthreads();
   for (int i = threadIdx.x; i < HT * HEAD_DIM; i += ATTN_THREADS) {
     const int h = i / HEAD_DIM, dim = i % HEAD_DIM;
-    float mx = -__int_as_float(0x7f800000);
-#pragma unroll
-    for (int g = 0; g < ROW_GROUPS; g++) mx = fmaxf(mx, s_m[h][g]);
-    float l = 0.f, o = 0.f;
-    if (mx != -__int_as_float(0x7f800000)) {
-#pragma unroll
-      for (int g = 0; g < ROW_GROUPS; g++) {
-        const float w = fast_exp2(s_m[h][g] - mx);
-        l = fmaf(s_l[h][g], w, l);
-        o = fmaf(s_acc[h][g][dim], w, o);
-      }
-    }
+    const LseSum c = lse_combine<ROW_GROUPS>(
+        ROW_GROUPS, [&](int g) { return s_m[h][g]; }, [&](int g) { return s_l[h][g]; },
+        [&](int g) { return s_acc[h][g][dim]; }, [](float x) { return fast_exp2(x); });
     const size_t row = ((size_t)b * NUM_Q_HEADS + first_head + h) * max_splits + split;
-    partial_o[row * HEAD_DIM + dim] = l > 0.f ? o / l : 0.f;
-    if (dim == 0) partial_lse[row] = l > 0.f ? mx + log2f(l) : -__int_as_float(0x7f800000);
+    partial_o[row * HEAD_DIM + dim] = lse_value(c);
+    if (dim == 0) partial_lse[row] = lse_log2(c);
   }
 }
 
@@ -235,7 +322,7 @@ DS_INLINE void load_query(const u16* __restrict__ q, int b, int first_head, floa
       qv[h][e] *= qscale;
       st.acc[h][e] = 0.f;
     }
-    st.m[h] = -__int_as_float(0x7f800000);
+    st.m[h] = neg_inf();
     st.l[h] = 0.f;
   }
 }
@@ -295,7 +382,7 @@ DS_INLINE void mma_load_query(const u16* __restrict__ q, int b, int first_head, 
   }
 #pragma unroll
   for (int t = 0; t < M_TILES; t++) st.acc[t][0] = st.acc[t][1] = st.acc[t][2] = st.acc[t][3] = 0.f;
-  st.m = -__int_as_float(0x7f800000);
+  st.m = neg_inf();
   st.l = 0.f;
 }
 
@@ -315,7 +402,6 @@ template <int HT, class RowOf>
 DS_INLINE void attend_rows_mma(const u16* __restrict__ k_cache, const u16* __restrict__ v_cache, int n,
                                RowOf row_of, float qk_scale, MmaState& st, u32* s_rows) {
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, c = lane % 4;
-  const float NEG_INF = -__int_as_float(0x7f800000);
   for (int tile = 0; tile < n; tile += ROW_TILE) {
     const int count = min(ROW_TILE, n - tile);
     __syncthreads();
@@ -347,13 +433,13 @@ DS_INLINE void attend_rows_mma(const u16* __restrict__ k_cache, const u16* __res
       mma_scores(st, kb, sb);
       float sv[4] = {sa[0] * qk_scale, sa[1] * qk_scale, sb[0] * qk_scale, sb[1] * qk_scale};
 #pragma unroll
-      for (int e = 0; e < 4; e++) if (vt[e] >= count) sv[e] = NEG_INF;
+      for (int e = 0; e < 4; e++) if (vt[e] >= count) sv[e] = neg_inf();
       float mx = fmaxf(fmaxf(sv[0], sv[1]), fmaxf(sv[2], sv[3]));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
       const float m_new = fmaxf(st.m, mx);
       float alpha = 1.f, p[4] = {0.f, 0.f, 0.f, 0.f};
-      if (m_new != NEG_INF) {
+      if (m_new != neg_inf()) {
         alpha = fast_exp2(st.m - m_new);
 #pragma unroll
         for (int e = 0; e < 4; e++) p[e] = fast_exp2(sv[e] - m_new);
@@ -416,21 +502,12 @@ DS_INLINE void mma_write_partial(const MmaState& st, int first_head, int b, int 
   __syncthreads();
   for (int i = threadIdx.x; i < HT * HEAD_DIM; i += ATTN_THREADS) {
     const int h = i / HEAD_DIM, dim = i % HEAD_DIM;
-    float mx = -__int_as_float(0x7f800000);
-#pragma unroll
-    for (int w = 0; w < ATTN_WARPS; w++) mx = fmaxf(mx, s_m[h][w]);
-    float l_all = 0.f, o = 0.f;
-    if (mx != -__int_as_float(0x7f800000)) {
-#pragma unroll
-      for (int w = 0; w < ATTN_WARPS; w++) {
-        const float f = fast_exp2(s_m[h][w] - mx);
-        l_all = fmaf(s_l[h][w], f, l_all);
-        o = fmaf(s_acc[h][w][dim], f, o);
-      }
-    }
+    const LseSum c = lse_combine<ATTN_WARPS>(
+        ATTN_WARPS, [&](int w) { return s_m[h][w]; }, [&](int w) { return s_l[h][w]; },
+        [&](int w) { return s_acc[h][w][dim]; }, [](float x) { return fast_exp2(x); });
     const size_t row = ((size_t)b * NUM_Q_HEADS + first_head + h) * max_splits + split;
-    partial_o[row * HEAD_DIM + dim] = l_all > 0.f ? o / l_all : 0.f;
-    if (dim == 0) partial_lse[row] = l_all > 0.f ? mx + log2f(l_all) : -__int_as_float(0x7f800000);
+    partial_o[row * HEAD_DIM + dim] = lse_value(c);
+    if (dim == 0) partial_lse[row] = lse_log2(c);
   }
 }
 
@@ -493,9 +570,6 @@ extern "C" __global__ void __launch_bounds__(ATTN_THREADS, 1) ds_d128_q32_kv32_p
   const int* list = sel_idx + ((size_t)b * NUM_SEL_HEADS + sel_head) * sel_stride + i0;
   attend<HEADS_PER_BLOCK, UNROLL>(
       q, b, first_head, softmax_scale, k_cache, v_cache, n,
-      [&](int i) {
-        const int t = __ldg(list + i);
-        return (u32)((__ldg(bt + t / PAGE_SIZE) * NUM_KV_HEADS + kv_head) * PAGE_SIZE + t % PAGE_SIZE);
-      },
+      [&](int i) { return kv_row_of_token(bt, kv_head, __ldg(list + i)); },
       split, max_splits, partial_o, partial_lse);
 }

@@ -5,10 +5,17 @@ export const variant = "ds_d128_q32_kv8_p16_bf16_r32b4_head";
 export const tuning = {
   appendThreads: 128,
   scoreThreads: 256,
+  scoreMinBlocks: 4,
+  scoreUnroll: 4,
   selectThreads: 256,
+  selectKeysPerThread: 16,
   resolveThreads: 256,
+  resolveMinBlocks: 1,
   resolveSmemCandidates: 4096,
+  resolveCandUnroll: 4,
+  resolveUnroll: 4,
   attentionThreads: 128,
+  attentionMinBlocks: 1,
   attentionRowTile: 256,
   attentionMma: true,
   denseHeadsPerBlock: 4,
@@ -23,17 +30,18 @@ export const tuning = {
   prefillMTiles: 2,
   prefillQInRegisters: false,
   prefillSharedBytes: 98304,
+  mergeUnroll: 4,
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "1520cc30d32c4ac09c6b71393d2bc8543314d8e4c9392183ab3bf6a2084cc18a" },
-  score: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "1552c92479710b60d84b83ef2d3c706298b83c920598f7bd98e5e2ce9ce77a97" },
-  select: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "94ff7e4e65cc52484876299a1b014ee3bc4d150967070f5c205be3119f3cbe7c" },
-  resolve: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "a25ac5cbf492ed77daa0d95a1262f38ed19412fc3583e931f8db809c1b0ccecc" },
-  dense: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "ae56cb3f19823c963daf71b8c676a4627c45adc457d864f215f6b83d7ae2619e" },
-  sparse: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "c24162872754fb95ab5dbfdd400cc2b52d68b4557028a6a78a169ec72c9b0003" },
-  merge: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "10f65a620265a51c1146654227a964eb81677aebfedeee415e4f7bf2c8c16191" },
-  prefill: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "7e85a9b83035c61b79cdf28c60fddca85bf7731bf624b9257367f6cdbb84b30f" },
+  append: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "1749c7252604166437e02a44c9f706400feb7895ce0a0a8804f2758c766f4610" },
+  score: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "44e63413eac7f49bc487bd7c7ad29efd85e1cbc557d667bdda176392b59e87db" },
+  select: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "40a283e7a68d8df52c0cf3a29c923058cc7a2fbd27bce494198aedb5f1ce7a06" },
+  resolve: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "8b25ddc94ac4db564c8792f90f4f1f65d26f8a89326ccb659a13f827c39731cc" },
+  dense: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "dd904eab660b1759a36d4f32db331d980e3e4230a2b0a0cdd084f8675ea9637f" },
+  sparse: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "219cb9c03fa363a5d19a49b84ccf80305e2642d451c91228c69a1fedfcd7abd8" },
+  merge: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "e7e979c029282d6791b63b60d83342e4c4a3f9aec98ce1839037929eac7811c9" },
+  prefill: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "b787719580c17bddad6703396d95fab196caca87bb354dfe0f4627e972d6c354" },
 } as const;
 
 /**

@@ -5,10 +5,17 @@ export const variant = "ds_d128_q32_kv8_p16_fp16_r16b8_group";
 export const tuning = {
   appendThreads: 128,
   scoreThreads: 256,
+  scoreMinBlocks: 4,
+  scoreUnroll: 4,
   selectThreads: 256,
+  selectKeysPerThread: 16,
   resolveThreads: 256,
+  resolveMinBlocks: 1,
   resolveSmemCandidates: 4096,
+  resolveCandUnroll: 4,
+  resolveUnroll: 4,
   attentionThreads: 128,
+  attentionMinBlocks: 1,
   attentionRowTile: 256,
   attentionMma: true,
   denseHeadsPerBlock: 4,
@@ -23,17 +30,18 @@ export const tuning = {
   prefillMTiles: 2,
   prefillQInRegisters: false,
   prefillSharedBytes: 98304,
+  mergeUnroll: 4,
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "3e71d2168e3675292f7ab4f6e3149ab88627d17a87f99ccf0b4533ff91e3ad0b" },
-  score: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "1e7c98ed43433c673e4a4c0b7bd18da6cdf3fed657a937501fbd16080759e517" },
-  select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "b9f377f8b49381c024871ea59f5439f6bc326c7a6409ca1db26e831ffec6ef35" },
-  resolve: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "fad896ef3e150efd66c033794c1291104f9c33dd8f43e9c0680481af687f2530" },
-  dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "a8053fc1ec7c479cf29f074193b64db1dbb9206828e9b7d94399e1448940d614" },
-  sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "f9ac5e17b8906b7ab6b8bc475ab0cb6aba6f8596910c36e859e585e4836130ba" },
-  merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "7ac5551d5fe7adde2711c4d0a512f7bba3b2a7ea12c992bfefd5378081c4e639" },
-  prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "a1889961697e318dfeaab1bb6e068731c00d74da3d7af21935f2ef065b479df4" },
+  append: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "0f77f0f160b931fb7f168226a990ff9837fe806e83c68b79d330f837eb3a7c0a" },
+  score: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "3993398b338ca02ed15ade62da509019ce40a07270f9931704264f5a12b031e8" },
+  select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "4f86a2ccda7eea3d7c2acc477724ee735fe03aa584fa30d4054f263846c90a6d" },
+  resolve: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "3ff0c0f5567539ee81179332792448cefd693ad93bf6064eb719f8dddd341294" },
+  dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "a0e8455a2e4098020f2bd4cfc8586a4f4f89e4db55c742e79b50acbd5a5f71fd" },
+  sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "600c3403d12d85a493c097c93c473b0b1f51205df934b6b646a198629760e982" },
+  merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "66c033418d5e46c16a7e40c63ae3f5cad600088a7bcb8f40d16b05ce4d1f299a" },
+  prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "59d8996c68e56d956f284dacd60807a7ff7320857d4f8f79d70524f535e3e5b4" },
 } as const;
 
 /**

@@ -6,6 +6,10 @@ typedef unsigned int u32;
 typedef unsigned long long u64;
 #define DS_INLINE __device__ __forceinline__
 
+// Infinities as bit patterns (no <cmath> without toolkit headers).
+DS_INLINE float pos_inf() { return __int_as_float(0x7f800000); }
+DS_INLINE float neg_inf() { return -__int_as_float(0x7f800000); }
+
 DS_INLINE float f16_to_f32(u16 h) {
   float f;
   asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
@@ -68,166 +72,118 @@ DS_INLINE float warp_min(float v) {
   for (int o = 16; o > 0; o >>= 1) v = fminf(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
 }
-// ---- variant ds_d128_q32_kv8_p16_fp16_r16b8_group ----
+
+// Inclusive prefix sum over the lanes of a warp (lane i gets the sum of lanes 0..i).
+DS_INLINE u32 warp_inclusive_sum(u32 v) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const u32 x = __shfl_up_sync(0xffffffffu, v, o);
+    if (lane >= o) v += x;
+  }
+  return v;
+}
+
+// Log-sum-exp combine of n parts, each a max m (log2 domain, -inf when empty), a weight sum l
+// and a weighted value o: with M = max m, L = sum l 2^(m - M) and O = sum o 2^(m - M), both 0
+// when every part is empty. Two passes in a fixed order with explicit FMAs, so the attention
+// blocks (combining their warps) and the merge kernel (combining splits) round alike.
+// UNROLL: the unroll count (the part count where it is a compile-time constant); exp2_of: the
+// exp2 to use (fast_exp2, or the accurate exp2f).
+struct LseSum {
+  float m, l, o;
+};
+template <int UNROLL, class M, class L, class O, class Exp2>
+DS_INLINE LseSum lse_combine(int n, M m_of, L l_of, O o_of, Exp2 exp2_of) {
+  LseSum r{neg_inf(), 0.f, 0.f};
+#pragma unroll UNROLL
+  for (int i = 0; i < n; i++) r.m = fmaxf(r.m, m_of(i));
+  if (r.m != neg_inf()) {
+#pragma unroll UNROLL
+    for (int i = 0; i < n; i++) {
+      const float w = exp2_of(m_of(i) - r.m);
+      r.l = fmaf(l_of(i), w, r.l);
+      r.o = fmaf(o_of(i), w, r.o);
+    }
+  }
+  return r;
+}
+// The combined value O / L (0 for no parts) and its log2-sum-exp2 M + log2 L (-inf for none).
+DS_INLINE float lse_value(const LseSum& s) { return s.l > 0.f ? s.o / s.l : 0.f; }
+DS_INLINE float lse_log2(const LseSum& s) { return s.l > 0.f ? s.m + log2f(s.l) : neg_inf(); }
+// ---- variant ds_d128_q32_kv8_p16_fp16_r16b8_group: every layout constant, rendered from src/dsl/layout.ts ----
 // An enum rather than constexpr variables: unused enumerators draw no compiler warning.
 enum : int {
   HEAD_DIM = 128,
   NUM_Q_HEADS = 32,
   NUM_KV_HEADS = 8,
-  GROUP_SIZE = 4,                      // query heads per kv head
+  // query heads per kv head
+  GROUP_SIZE = 4,
   PAGE_SIZE = 16,
-  LABEL_CHANNELS = 16,              // r
+  NUM_LABEL_HEADS = 8,
+  // else one label row per kv head
+  LABELS_PER_QUERY_HEAD = false,
+  // else one selection per query head
+  GROUP_SELECTION = true,
+  // independent top-k selections per sequence
+  NUM_SEL_HEADS = 8,
+  QUERY_HEADS_PER_SEL = 4,
+  // label channels r per token and label head
+  LABEL_CHANNELS = 16,
   LABEL_BITS = 8,
   LABELS_QUANTIZED = true,
-  LABEL_ROW_WORDS = 4,             // u32 words per label row
-  NUM_LABEL_HEADS = 8,
-  LABELS_PER_QUERY_HEAD = false,  // else one label row per kv head
-  GROUP_SELECTION = true,            // else one selection per query head
-  NUM_SEL_HEADS = 8,           // independent top-k selections per sequence
-  QUERY_HEADS_PER_SEL = 4,
-};
-// ---- label scoring, shared by the score and select kernels ----
-// Both kernels must compute bit-identical scores (select recomputes the exact scores of the
-// threshold bin's candidates), so every sum here runs in a fixed order with explicit FMAs.
-
-enum : int {
-  HIST_BINS = 4096,  // histogram over the top 12 bits of order_key(score)
+  // codes (or raw 16-bit channels) per u32 word
+  LABEL_CODES_PER_WORD = 4,
+  // largest code, and its mask
+  LABEL_LEVELS = 255,
+  // u32 words per label row
+  LABEL_ROW_WORDS = 4,
+  // Score keys: the top 16 bits of order_key(score); the histogram counts their top 12 bits, the
+  // low 4 bits are the sub-bin select counts inside the threshold bin.
+  HIST_BINS = 4096,
+  // order_key >> HIST_SHIFT = histogram bin
   HIST_SHIFT = 20,
-  KEY_SHIFT = 16,    // stored score keys: the top 16 bits of order_key(score)
-  SUB_BINS = 16,     // the low 4 bits of a 16-bit key below its 12-bit bin
-};
-
-// counters[pair][CTR_STRIDE], zero between uses (resolve clears them): written by score (its
-// ticket, the threshold bin and the count above it), select (selected, candidates, the
-// threshold bin's sub-histogram) and read by resolve.
-enum : int {
+  // order_key >> KEY_SHIFT = stored key
+  KEY_SHIFT = 16,
+  SUB_BIN_BITS = 4,
+  SUB_BINS = 16,
+  // candidate entry: index | sub-bin << CAND_SUB_SHIFT
+  CAND_SUB_SHIFT = 28,
+  CAND_INDEX_MASK = 268435455,
+  // counters[pair][CTR_STRIDE], zero between uses: score writes its ticket, the threshold bin and
+  // the count above it; select adds the selected and candidate counts and the threshold bin's
+  // sub-histogram; resolve reads them and zeroes them (and the histogram) for the next use.
   CTR_STRIDE = 32,
   CTR_SELECTED = 0,
   CTR_CANDIDATES = 1,
   CTR_SCORE_TICKET = 2,
   CTR_THRESH_BIN = 3,
   CTR_ABOVE = 4,
+  // SUB_BINS slots
   CTR_SUBHIST = 16,
 };
+// Smallest max - min range a quantized label row divides into LABEL_LEVELS steps. (A macro: an
+// unused constexpr float draws a warning, and the kernels compile with an empty log.)
+#define LABEL_MIN_RANGE 0.00001f
 
-DS_INLINE int label_head_of_sel(int sh) {
-  if (GROUP_SELECTION) return sh;
-  return LABELS_PER_QUERY_HEAD ? sh : sh / GROUP_SIZE;
+// The page -> row addresses (src/dsl/layout.ts kvRow / labelRow), one function each.
+// Row of (page, kv head, slot) in the K and V pools [page][NUM_KV_HEADS][PAGE_SIZE][HEAD_DIM];
+// its elements start at row * HEAD_DIM. (u32: the attention kernels stage rows in shared memory.)
+DS_INLINE u32 kv_row(int page, int kv_head, int slot) {
+  return (u32)((page * NUM_KV_HEADS + kv_head) * PAGE_SIZE + slot);
 }
-
-struct QueryLabel {
-  float lab[LABEL_CHANNELS];  // dequantized query label, summed over the selection's query heads
-  float sum;                  // sum of lab[] (multiplies the K labels' min)
-};
-
-// Builds the selection head's query label in shared memory. All threads of the block call it.
-// scratch: QUERY_HEADS_PER_SEL * LABEL_CHANNELS floats of shared memory.
-DS_INLINE void build_query_label(const u16* __restrict__ q, const int* __restrict__ channels,
-                                 int b, int sh, float* scratch, QueryLabel* out) {
-  const int lh = label_head_of_sel(sh);
-  const int* ch = channels + lh * LABEL_CHANNELS;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  for (int i = warp; i < QUERY_HEADS_PER_SEL; i += blockDim.x / 32) {
-    const int qh = GROUP_SELECTION ? sh * GROUP_SIZE + i : sh;
-    const u16* qrow = q + ((size_t)b * NUM_Q_HEADS + qh) * HEAD_DIM;
-    float* dst = scratch + i * LABEL_CHANNELS;
-    if constexpr (!LABELS_QUANTIZED) {
-      for (int c = lane; c < LABEL_CHANNELS; c += 32) dst[c] = kv_to_f32(qrow[ch[c]]);
-    } else {
-      float lo = __int_as_float(0x7f800000), hi = -__int_as_float(0x7f800000);
-      for (int c = lane; c < LABEL_CHANNELS; c += 32) {
-        const float x = kv_to_f32(qrow[ch[c]]);
-        lo = fminf(lo, x);
-        hi = fmaxf(hi, x);
-      }
-      lo = warp_min(lo);
-      hi = warp_max(hi);
-      constexpr int LEVELS = (1 << LABEL_BITS) - 1;
-      const float scale = fmaxf(hi - lo, 1e-5f) / (float)LEVELS;
-      for (int c = lane; c < LABEL_CHANNELS; c += 32) {
-        const float x = kv_to_f32(qrow[ch[c]]);
-        const float code = fminf(fmaxf(rintf((x - lo) / scale), 0.f), (float)LEVELS);
-        dst[c] = __fmaf_rn(code, scale, lo);
-      }
-    }
-  }
-  __syncthreads();
-  for (int c = threadIdx.x; c < LABEL_CHANNELS; c += blockDim.x) {
-    float s = scratch[c];
-    for (int i = 1; i < QUERY_HEADS_PER_SEL; i++) s = __fadd_rn(s, scratch[i * LABEL_CHANNELS + c]);
-    out->lab[c] = s;
-  }
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    float s = 0.f;
-    for (int c = 0; c < LABEL_CHANNELS; c++) s = __fadd_rn(s, out->lab[c]);
-    out->sum = s;
-  }
-  __syncthreads();
+// Row of (page, label head, slot) in the label pools: codes [page][NUM_LABEL_HEADS][PAGE_SIZE]
+// [LABEL_ROW_WORDS] start at row * LABEL_ROW_WORDS, the meta word is meta[row].
+DS_INLINE size_t label_row(int page, int label_head, int slot) {
+  return ((size_t)page * NUM_LABEL_HEADS + label_head) * PAGE_SIZE + slot;
 }
-
-// Label row of one token: LABEL_ROW_WORDS words (+ meta when quantized).
-struct LabelRow {
-  u32 w[LABEL_ROW_WORDS];
-  u32 meta;
-};
-
-DS_INLINE void load_label_row(const u32* __restrict__ label_codes, const u32* __restrict__ label_meta,
-                              size_t row_at, LabelRow& row) {
-  const u32* src = label_codes + row_at * LABEL_ROW_WORDS;
-  if constexpr (LABEL_ROW_WORDS % 4 == 0) {
-#pragma unroll
-    for (int i = 0; i < LABEL_ROW_WORDS; i += 4) {
-      const uint4 v = ld_stream_u4(src + i);
-      row.w[i] = v.x; row.w[i + 1] = v.y; row.w[i + 2] = v.z; row.w[i + 3] = v.w;
-    }
-  } else if constexpr (LABEL_ROW_WORDS % 2 == 0) {
-#pragma unroll
-    for (int i = 0; i < LABEL_ROW_WORDS; i += 2) {
-      const uint2 v = __ldg(reinterpret_cast<const uint2*>(src + i));
-      row.w[i] = v.x; row.w[i + 1] = v.y;
-    }
-  } else {
-#pragma unroll
-    for (int i = 0; i < LABEL_ROW_WORDS; i++) row.w[i] = __ldg(src + i);
-  }
-  if constexpr (LABELS_QUANTIZED) row.meta = __ldg(label_meta + row_at);
+// Row of token t of a sequence (block table bt) in the K and V pools.
+DS_INLINE u32 kv_row_of_token(const int* __restrict__ bt, int kv_head, int t) {
+  return kv_row(__ldg(bt + t / PAGE_SIZE), kv_head, t % PAGE_SIZE);
 }
-
-// Approximate score q_label . k_label of one token.
-DS_INLINE float label_score(const QueryLabel* ql, const LabelRow& row) {
-  float acc = 0.f;
-  if constexpr (!LABELS_QUANTIZED) {
-#pragma unroll
-    for (int i = 0; i < LABEL_ROW_WORDS; i++) {
-      acc = __fmaf_rn(ql->lab[2 * i], kv_lo(row.w[i]), acc);
-      acc = __fmaf_rn(ql->lab[2 * i + 1], kv_hi(row.w[i]), acc);
-    }
-    return acc;
-  } else {
-    constexpr int PER_WORD = 32 / LABEL_BITS;
-    constexpr u32 MASK = (1u << LABEL_BITS) - 1u;
-#pragma unroll
-    for (int i = 0; i < LABEL_ROW_WORDS; i++) {
-#pragma unroll
-      for (int j = 0; j < PER_WORD; j++) {
-        const float code = (float)((row.w[i] >> (j * LABEL_BITS)) & MASK);
-        acc = __fmaf_rn(ql->lab[i * PER_WORD + j], code, acc);
-      }
-    }
-    // sum_c q_c * (code_c * scale + min) = scale * sum_c q_c code_c + min * sum_c q_c
-    const float scale = kv_lo(row.meta), mn = kv_hi(row.meta);
-    return __fmaf_rn(scale, acc, __fmul_rn(mn, ql->sum));
-  }
-}
-
-// Position of token t of a sequence in the label pools.
-DS_INLINE size_t label_row_at(const int* __restrict__ bt, int lh, int t) {
-  const int page = __ldg(bt + t / PAGE_SIZE);
-  return ((size_t)page * NUM_LABEL_HEADS + lh) * PAGE_SIZE + (t % PAGE_SIZE);
-}
+// ---- end of the variant constants ----
 constexpr int SELECT_THREADS = 256;
-constexpr int KEYS_PER_THREAD = 16;
+constexpr int KEYS_PER_THREAD = 16;  // keys per thread and round
 
 // Top-k selection without sorting, step 2 of 3 (score found the threshold bin): every block
 // scans its chunk of 16-bit keys; tokens above the threshold bin are selected, tokens in it
@@ -238,8 +194,8 @@ extern "C" __global__ void __launch_bounds__(SELECT_THREADS) ds_d128_q32_kv8_p16
     const int* __restrict__ routes,      // [batch] 1 = sparse, 0 = dense
     const u16* __restrict__ keys,        // [batch][NUM_SEL_HEADS][key_stride] score keys
     int key_stride,                      // row stride of keys, cand_idx, cand_key (>= longest context)
-    u32* __restrict__ counters,          // [batch][NUM_SEL_HEADS][32] selection state, zero between uses
-    int* __restrict__ cand_idx,          // [batch][NUM_SEL_HEADS][key_stride] candidates (index | sub-bin << 28)
+    u32* __restrict__ counters,          // [batch][NUM_SEL_HEADS][CTR_STRIDE] selection state, zero between uses
+    int* __restrict__ cand_idx,          // [batch][NUM_SEL_HEADS][key_stride] candidates (index | sub-bin << CAND_SUB_SHIFT)
     int* __restrict__ sel_idx,           // [batch][NUM_SEL_HEADS][sel_stride] selected tokens (unordered)
     int sel_stride,                      // row stride of sel_idx (>= largest budget)
     int tokens_per_block                 // keys scanned per block (grid.y = ceil(key_stride / this))
@@ -276,12 +232,7 @@ extern "C" __global__ void __launch_bounds__(SELECT_THREADS) ds_d128_q32_kv8_p16
       counts += bin > thresh_bin ? 1u : bin == thresh_bin ? 0x10000u : 0u;
     }
     // Block-wide exclusive scan of the packed counts.
-    u32 incl = counts;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      const u32 v = __shfl_up_sync(0xffffffffu, incl, o);
-      if (lane >= o) incl += v;
-    }
+    const u32 incl = warp_inclusive_sum(counts);
     if (lane == 31) s_warp_sums[warp] = incl;
     __syncthreads();
     u32 before_warp = 0, block_total = 0;
@@ -305,7 +256,7 @@ extern "C" __global__ void __launch_bounds__(SELECT_THREADS) ds_d128_q32_kv8_p16
         sel[hi_at++] = t;
       } else if (bin == thresh_bin) {
         const u32 sub = kk[j] & (SUB_BINS - 1);
-        cand[eq_at++] = (u32)t | (sub << 28);
+        cand[eq_at++] = (u32)t | (sub << CAND_SUB_SHIFT);
         atomicAdd(&s_sub[sub], 1u);
       }
     }

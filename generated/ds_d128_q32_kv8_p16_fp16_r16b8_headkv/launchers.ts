@@ -5,10 +5,17 @@ export const variant = "ds_d128_q32_kv8_p16_fp16_r16b8_headkv";
 export const tuning = {
   appendThreads: 128,
   scoreThreads: 256,
+  scoreMinBlocks: 4,
+  scoreUnroll: 4,
   selectThreads: 256,
+  selectKeysPerThread: 16,
   resolveThreads: 256,
+  resolveMinBlocks: 1,
   resolveSmemCandidates: 4096,
+  resolveCandUnroll: 4,
+  resolveUnroll: 4,
   attentionThreads: 128,
+  attentionMinBlocks: 1,
   attentionRowTile: 256,
   attentionMma: true,
   denseHeadsPerBlock: 4,
@@ -23,17 +30,18 @@ export const tuning = {
   prefillMTiles: 2,
   prefillQInRegisters: false,
   prefillSharedBytes: 98304,
+  mergeUnroll: 4,
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_append", file: "append.cu", threads: 128, argCount: 12, sha256: "f94579ed8c253b5b4e1531cdf5b9680b90583a8908dc6bd232bbfb509638d63c" },
-  score: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_score", file: "score.cu", threads: 256, argCount: 14, sha256: "7843d42a99335000cc7693b7bd26f0553586057a19a5a2acc6f8bcfbb0bb7a1c" },
-  select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_select", file: "select.cu", threads: 256, argCount: 9, sha256: "f89edf0df5a8590bb750c2237827c3db9bdaef71838d6a3838849fb62a0fff11" },
-  resolve: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "4c0886f4d0df110495d8fc363905580252c9e636078807696993e6c6e6c81b0e" },
-  dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "f3cd40e22f38cb32e42b1459209af17970355447bc450f7d443d76e680a26599" },
-  sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "7d1369332693108d92f49a18ce89f337fa6f309b10a22e521511153d5dac1e1d" },
-  merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "dad5719099c4ac4f1350bb9dba70bdf8f799b2311f006b6e939a1f0afc473211" },
-  prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "d85a5e67a3a25430b1a4636f95fe9a7ceb3ce5c6d0413c6dda6cf3e2ae0f787b" },
+  append: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_append", file: "append.cu", threads: 128, argCount: 12, sha256: "d5a1f7b68632e5f5e5b93fd15225c87af63176dc21a183785422b6565c591473" },
+  score: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_score", file: "score.cu", threads: 256, argCount: 14, sha256: "4487b2140052d86cfddd92b3df7b454488be02720785206950773cdabebea4ba" },
+  select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_select", file: "select.cu", threads: 256, argCount: 9, sha256: "b4cc027a04fc5355e418e1466fd56bc395dde9dd72815b9e248399a5f62a639a" },
+  resolve: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "685938478ebadb08a337af842ed8baa1fbe8f13a4ab4650aa826492852be7801" },
+  dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "f95875d85d3474d7ad5fea2cbab5b7ea2398513887780121931b3695d0904a2b" },
+  sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "72de93b510721885ead5c0121e59a9ea62803abc205d98e6e2401d499919ece1" },
+  merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "d52100e677a1e46a6acafde7ce7f8e529653ad7b06474153c7f388b871f05b37" },
+  prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "0d5618bc4d607bbd66f4c36e24a2a4631d157cd157d3bb90f7d6a9ab0222a7c8" },
 } as const;
 
 /**

@@ -5,10 +5,17 @@ export const variant = "ds_d128_q4_kv2_p16_fp16_r16b16_group";
 export const tuning = {
   appendThreads: 128,
   scoreThreads: 256,
+  scoreMinBlocks: 4,
+  scoreUnroll: 4,
   selectThreads: 256,
+  selectKeysPerThread: 16,
   resolveThreads: 256,
+  resolveMinBlocks: 1,
   resolveSmemCandidates: 4096,
+  resolveCandUnroll: 4,
+  resolveUnroll: 4,
   attentionThreads: 128,
+  attentionMinBlocks: 1,
   attentionRowTile: 256,
   attentionMma: true,
   denseHeadsPerBlock: 2,
@@ -23,17 +30,18 @@ export const tuning = {
   prefillMTiles: 2,
   prefillQInRegisters: false,
   prefillSharedBytes: 98304,
+  mergeUnroll: 4,
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "1b1d704ddb603a4955b425e81b03ca2c3e09184de86e502eba07cb0ddeac3b36" },
-  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "614f24dc8116df4a3e7259ff459b7330974e150a2bb443c7afbd98851fc4b49d" },
-  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "e96036146a5b9a33e46a6ea34df505ae63bb91b5e2585a8f4101b34c9a620825" },
-  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "0d9cfac01bd825c129782b50f74a3764d0435d05aad99d6f09b4c9cc023e103c" },
-  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "cfd8fe118969f9462a948d3264133fa681f92f2ccf0b2146a5f5fbd315cc3b51" },
-  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "60fe4e8e56c560ee5ece2ddd76e52e004885d6dd5036dbd49b373688595514bc" },
-  merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "8e9b8f1dd574214be52d3fdf01e460fd215dd4f89247aa895b92141e0d0f75ca" },
-  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "d19bcf9e7edc88aa1fa3b401584ef790a43aafb1b17de54548559cdc3a632dc3" },
+  append: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "e06b051d9b6dd3005bd101fc27961971d2ce42747eead7721f4e69c317c1c788" },
+  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "817b35639cf43577b2d2b9d242bcc03e2c7fb88bdff11a86578ebead0977468c" },
+  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "ba2b9b852ac67914b47597457c23a286b174c141edc4c03a273a0ea2f1889a60" },
+  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "bc63421a2ff231b72acc6b1ca739d0398a35cf35442b558e451f709ce403764e" },
+  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "e99902f6a7f54872a12013af40a61f07e36acd9f24dce05288897f3b2e424bcb" },
+  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "1c46fc8b57840f07613ce6d64d5a5f750f0885ddea3aa5487360bd990e7df6eb" },
+  merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "f80ddc00a05eb0f1f8e8086f2c29a96d26cf4c5ed7c7a82b2f4da7154c14bbc9" },
+  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "efdab9cdbad6af1dbabec1c88d7be6dbccaf2098e0a1fc0f2c76a49ea4908e5b" },
 } as const;
 
 /**

@@ -5,10 +5,17 @@ export const variant = "ds_d128_q4_kv2_p16_fp16_r16b16_head";
 export const tuning = {
   appendThreads: 128,
   scoreThreads: 256,
+  scoreMinBlocks: 4,
+  scoreUnroll: 4,
   selectThreads: 256,
+  selectKeysPerThread: 16,
   resolveThreads: 256,
+  resolveMinBlocks: 1,
   resolveSmemCandidates: 4096,
+  resolveCandUnroll: 4,
+  resolveUnroll: 4,
   attentionThreads: 128,
+  attentionMinBlocks: 1,
   attentionRowTile: 256,
   attentionMma: true,
   denseHeadsPerBlock: 2,
@@ -23,17 +30,18 @@ export const tuning = {
   prefillMTiles: 2,
   prefillQInRegisters: false,
   prefillSharedBytes: 98304,
+  mergeUnroll: 4,
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "a73a4e727da3ef6b5306a9be10d574cf44352d39eb5d361a408816f1ce5217d4" },
-  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "045b3ff0179f5de5b78d9ef97f73808759d1907f7c0791afe7eb1f70c46cd22a" },
-  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "bc9824b5041a874f9500efb7f08e5c5c9666d05faf6a0832bf4fdc01c20d8e3e" },
-  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "84a46f08e6ce9f53af59fbd14ccf9d47743df7eb7a3ab92736fc98ec2ca5464b" },
-  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "60103cfa506d43bdcdcda44cd369f01b6bd0f2188a45542f860952293b61d6c2" },
-  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "c353a3e0372d793a9d8230bd0b9333718c37c6d32f5865123f4c84dbd91bed8d" },
-  merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "9604b59c27f0b29aacc43f86411eaeedf496c5b8df6e56dc8432910eed93f823" },
-  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "7a73aa2f3e45184e7d74908c47e578124f5afa9d2dadfe818aff7b1af648f5e9" },
+  append: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "d8a0cdf762d486466a9e37a84701a51eadc9779f156c75a83ea8aa47ebf4f608" },
+  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "05b7b47db619f249429a9d8888004eb61c158bd5044609ad07e2a181dabeebc3" },
+  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "d3084df7faf6c4384ce559959572d3d8b30e4bf7dc2ccb1f7bbadbf04ff337b0" },
+  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "4f6e4fd66c3a38f168a19161fcb0edc0ca50c372f18552dec8ec6a5ed2edb3a0" },
+  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "89588440bc31501e73a88a679a70a318f81cf9ff7f7523f3d5309e23638e80e0" },
+  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "05e21c2afd295dbc12b57f2812434087d04ec8d139cf4ecea6e1f02cbdf9f3ed" },
+  merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "401be2fbc5b5dcbd92efc01f9f95f02f82750a598aa84a3096f5f6dedfaae07b" },
+  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "15a07a893221babbccfa0d70bf0c033798f925d0bcf5ec47ac878f3def0cd874" },
 } as const;
 
 /**

@@ -5,10 +5,17 @@ export const variant = "ds_d128_q4_kv2_p16_fp16_r32b4_head";
 export const tuning = {
   appendThreads: 128,
   scoreThreads: 256,
+  scoreMinBlocks: 4,
+  scoreUnroll: 4,
   selectThreads: 256,
+  selectKeysPerThread: 16,
   resolveThreads: 256,
+  resolveMinBlocks: 1,
   resolveSmemCandidates: 4096,
+  resolveCandUnroll: 4,
+  resolveUnroll: 4,
   attentionThreads: 128,
+  attentionMinBlocks: 1,
   attentionRowTile: 256,
   attentionMma: true,
   denseHeadsPerBlock: 2,
@@ -23,17 +30,18 @@ export const tuning = {
   prefillMTiles: 2,
   prefillQInRegisters: false,
   prefillSharedBytes: 98304,
+  mergeUnroll: 4,
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "3f113a6b10f88a6f9b691511f3ae7dee7d2d8bdd4e393a3ed15151d6df4fb0f8" },
-  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "72a1c9ee6995a2d7fd6c5ddb7a32b062e289188725408b89fcf1e8b79ffad1e2" },
-  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "8f7ab3df50daaa8789e4ce2d9eca25ea83a2c4fc1214ecbe6c440b4ffe9b7b2e" },
-  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "47f029c9bdae54856cb73d438f368b74b26a9d5f76ae709d98d1e90af5ac9345" },
-  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "419357edd3971551bd579237146be7bb00866783743eceece9f1eabb18bae692" },
-  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "e074274174e943a13876b8ececb0c4e62ad22d565988c373cd8eddd498c902d8" },
-  merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "2887fa2ef1a36e51e95ebb97d9954ef336bb66d9cdd7b17555089f3db6005b34" },
-  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "038352442df6ca58f33cdb1be105594f7f7ec51e93e24d694052a0e04ce3ce52" },
+  append: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "05529365b0c92ac83974f523176bc07aeebc7b5768ac84043861cbe7d2be0f56" },
+  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "e586143e508f00d86aff468e95c0d0bed52fc703e9937082f677ea13b2563138" },
+  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "4cda901f1fca8cc8aab9b7946db60cb2156af974f84ed334a0fbe4762c2ebd0e" },
+  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "4768f0976a491f19ac0b4613c4d8cce0c9dc5ed765a9b42fd4b9afe6435f0e22" },
+  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "461040102a26928e432cc29442468e8682e79181e3955aeb428497990822ee41" },
+  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "347acc16dd6c18ac6c5d75075832827b03c683a6e3a11c2b43139668db7f2781" },
+  merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "9ba39cd903a9797179799d474477af8ce7ee8633cce1b7da8ab9c0f0b587cbe6" },
+  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "cd5702c224c72d894e24f6fc0a914f4e1a6b6e29af5e3a375b306146f98fa3ec" },
 } as const;
 
 /**

@@ -6,6 +6,10 @@ typedef unsigned int u32;
 typedef unsigned long long u64;
 #define DS_INLINE __device__ __forceinline__
 
+// Infinities as bit patterns (no <cmath> without toolkit headers).
+DS_INLINE float pos_inf() { return __int_as_float(0x7f800000); }
+DS_INLINE float neg_inf() { return -__int_as_float(0x7f800000); }
+
 DS_INLINE float f16_to_f32(u16 h) {
   float f;
   asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
@@ -68,24 +72,116 @@ DS_INLINE float warp_min(float v) {
   for (int o = 16; o > 0; o >>= 1) v = fminf(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
 }
-// ---- variant ds_d128_q4_kv2_p16_fp16_r32b4_head ----
+
+// Inclusive prefix sum over the lanes of a warp (lane i gets the sum of lanes 0..i).
+DS_INLINE u32 warp_inclusive_sum(u32 v) {
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const u32 x = __shfl_up_sync(0xffffffffu, v, o);
+    if (lane >= o) v += x;
+  }
+  return v;
+}
+
+// Log-sum-exp combine of n parts, each a max m (log2 domain, -inf when empty), a weight sum l
+// and a weighted value o: with M = max m, L = sum l 2^(m - M) and O = sum o 2^(m - M), both 0
+// when every part is empty. Two passes in a fixed order with explicit FMAs, so the attention
+// blocks (combining their warps) and the merge kernel (combining splits) round alike.
+// UNROLL: the unroll count (the part count where it is a compile-time constant); exp2_of: the
+// exp2 to use (fast_exp2, or the accurate exp2f).
+struct LseSum {
+  float m, l, o;
+};
+template <int UNROLL, class M, class L, class O, class Exp2>
+DS_INLINE LseSum lse_combine(int n, M m_of, L l_of, O o_of, Exp2 exp2_of) {
+  LseSum r{neg_inf(), 0.f, 0.f};
+#pragma unroll UNROLL
+  for (int i = 0; i < n; i++) r.m = fmaxf(r.m, m_of(i));
+  if (r.m != neg_inf()) {
+#pragma unroll UNROLL
+    for (int i = 0; i < n; i++) {
+      const float w = exp2_of(m_of(i) - r.m);
+      r.l = fmaf(l_of(i), w, r.l);
+      r.o = fmaf(o_of(i), w, r.o);
+    }
+  }
+  return r;
+}
+// The combined value O / L (0 for no parts) and its log2-sum-exp2 M + log2 L (-inf for none).
+DS_INLINE float lse_value(const LseSum& s) { return s.l > 0.f ? s.o / s.l : 0.f; }
+DS_INLINE float lse_log2(const LseSum& s) { return s.l > 0.f ? s.m + log2f(s.l) : neg_inf(); }
+// ---- variant ds_d128_q4_kv2_p16_fp16_r32b4_head: every layout constant, rendered from src/dsl/layout.ts ----
 // An enum rather than constexpr variables: unused enumerators draw no compiler warning.
 enum : int {
   HEAD_DIM = 128,
   NUM_Q_HEADS = 4,
   NUM_KV_HEADS = 2,
-  GROUP_SIZE = 2,                      // query heads per kv head
+  // query heads per kv head
+  GROUP_SIZE = 2,
   PAGE_SIZE = 16,
-  LABEL_CHANNELS = 32,              // r
+  NUM_LABEL_HEADS = 4,
+  // else one label row per kv head
+  LABELS_PER_QUERY_HEAD = true,
+  // else one selection per query head
+  GROUP_SELECTION = false,
+  // independent top-k selections per sequence
+  NUM_SEL_HEADS = 4,
+  QUERY_HEADS_PER_SEL = 1,
+  // label channels r per token and label head
+  LABEL_CHANNELS = 32,
   LABEL_BITS = 4,
   LABELS_QUANTIZED = true,
-  LABEL_ROW_WORDS = 4,             // u32 words per label row
-  NUM_LABEL_HEADS = 4,
-  LABELS_PER_QUERY_HEAD = true,  // else one label row per kv head
-  GROUP_SELECTION = false,            // else one selection per query head
-  NUM_SEL_HEADS = 4,           // independent top-k selections per sequence
-  QUERY_HEADS_PER_SEL = 1,
+  // codes (or raw 16-bit channels) per u32 word
+  LABEL_CODES_PER_WORD = 8,
+  // largest code, and its mask
+  LABEL_LEVELS = 15,
+  // u32 words per label row
+  LABEL_ROW_WORDS = 4,
+  // Score keys: the top 16 bits of order_key(score); the histogram counts their top 12 bits, the
+  // low 4 bits are the sub-bin select counts inside the threshold bin.
+  HIST_BINS = 4096,
+  // order_key >> HIST_SHIFT = histogram bin
+  HIST_SHIFT = 20,
+  // order_key >> KEY_SHIFT = stored key
+  KEY_SHIFT = 16,
+  SUB_BIN_BITS = 4,
+  SUB_BINS = 16,
+  // candidate entry: index | sub-bin << CAND_SUB_SHIFT
+  CAND_SUB_SHIFT = 28,
+  CAND_INDEX_MASK = 268435455,
+  // counters[pair][CTR_STRIDE], zero between uses: score writes its ticket, the threshold bin and
+  // the count above it; select adds the selected and candidate counts and the threshold bin's
+  // sub-histogram; resolve reads them and zeroes them (and the histogram) for the next use.
+  CTR_STRIDE = 32,
+  CTR_SELECTED = 0,
+  CTR_CANDIDATES = 1,
+  CTR_SCORE_TICKET = 2,
+  CTR_THRESH_BIN = 3,
+  CTR_ABOVE = 4,
+  // SUB_BINS slots
+  CTR_SUBHIST = 16,
 };
+// Smallest max - min range a quantized label row divides into LABEL_LEVELS steps. (A macro: an
+// unused constexpr float draws a warning, and the kernels compile with an empty log.)
+#define LABEL_MIN_RANGE 0.00001f
+
+// The page -> row addresses (src/dsl/layout.ts kvRow / labelRow), one function each.
+// Row of (page, kv head, slot) in the K and V pools [page][NUM_KV_HEADS][PAGE_SIZE][HEAD_DIM];
+// its elements start at row * HEAD_DIM. (u32: the attention kernels stage rows in shared memory.)
+DS_INLINE u32 kv_row(int page, int kv_head, int slot) {
+  return (u32)((page * NUM_KV_HEADS + kv_head) * PAGE_SIZE + slot);
+}
+// Row of (page, label head, slot) in the label pools: codes [page][NUM_LABEL_HEADS][PAGE_SIZE]
+// [LABEL_ROW_WORDS] start at row * LABEL_ROW_WORDS, the meta word is meta[row].
+DS_INLINE size_t label_row(int page, int label_head, int slot) {
+  return ((size_t)page * NUM_LABEL_HEADS + label_head) * PAGE_SIZE + slot;
+}
+// Row of token t of a sequence (block table bt) in the K and V pools.
+DS_INLINE u32 kv_row_of_token(const int* __restrict__ bt, int kv_head, int t) {
+  return kv_row(__ldg(bt + t / PAGE_SIZE), kv_head, t % PAGE_SIZE);
+}
+// ---- end of the variant constants ----
 // ---- causal prefill attention over the paged cache: flash-attention style, tensor cores ----
 // A block takes one query tile (up to Q_TILE consecutive positions of one sequence, given by the
 // tile table the runtime builds for a chunk) and one query head, and walks the sequence's cached

@@ -5,10 +5,17 @@ export const variant = "ds_d256_q8_kv4_p32_bf16_r16b8_head";
 export const tuning = {
   appendThreads: 128,
   scoreThreads: 256,
+  scoreMinBlocks: 4,
+  scoreUnroll: 4,
   selectThreads: 256,
+  selectKeysPerThread: 16,
   resolveThreads: 256,
+  resolveMinBlocks: 1,
   resolveSmemCandidates: 4096,
+  resolveCandUnroll: 4,
+  resolveUnroll: 4,
   attentionThreads: 128,
+  attentionMinBlocks: 1,
   attentionRowTile: 256,
   attentionMma: false,
   denseHeadsPerBlock: 2,
@@ -23,17 +30,18 @@ export const tuning = {
   prefillMTiles: 1,
   prefillQInRegisters: false,
   prefillSharedBytes: 98304,
+  mergeUnroll: 4,
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "b89aeb1828d5f5e330f8c94383add56495d46c358eb3510d74b3f0e319ca16d4" },
-  score: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "1e8abb75afb36c12bbff698ed6fbc6ae54030e011adfdb00355282094fec3c3b" },
-  select: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "55aa4f3f406842064269bec4eff1aafd4d4c69b3800129b3251e5d81d6caa953" },
-  resolve: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "17ebdb4c07a32e924714055909d4b95e9681feda9b4f3d3b8cd530887b654b1c" },
-  dense: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "6bec19639d54ecdba8a8ef34486cfd5f3bdf085310f925776aaa6d348d3f57aa" },
-  sparse: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "22328bfaa19069e96bbdbfad2c98db040b66a28e91a8c6a5555e30a968ace50c" },
-  merge: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_merge", file: "merge.cu", threads: 256, argCount: 8, sha256: "7251a2e90ad9bba1f05894415441969d0992f67d0f77692bc234b67311e3b8d7" },
-  prefill: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "31cfddd42185a78e510ef5a2f8e52a702e22d8a68d29678fe01136487c9512c9" },
+  append: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "f479b45bcf2778c3f2ca5dfc4ae2c656a6857780a7fa16cc255f398678131751" },
+  score: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "a3a5c170aaf0c03ecb69b1fc4c2084e587381ae9de487f4b0745df758f9b17fc" },
+  select: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "1189ed6a01020e33790e557e65a33bdc9278741fdff867d5e05b23c714a2b1ca" },
+  resolve: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "1aab3343ea84d8bd525ca04d22aa5ad31888d7e13ab6e8c77a7f537b400b48db" },
+  dense: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "5459cff36e7267f682d9a7541a4cde09921cb1c4e868abc8d4be55fc1a7e7b8d" },
+  sparse: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "15437f86aa2434be9676277c77b07e24281b3674d4ad78ae8c3a004f6a0e6195" },
+  merge: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_merge", file: "merge.cu", threads: 256, argCount: 8, sha256: "20b00cb7a759d854c1e3c72b2d7c66d620d45ea34c1b5b47d1700211903c85c0" },
+  prefill: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "38db08bbae0863f5666aeeadc6220538f61bb154949c47a22aae231ef115b65b" },
 } as const;
 
 /**

@@ -5,10 +5,17 @@ export const variant = "ds_d64_q16_kv4_p64_fp16_r16b4_group";
 export const tuning = {
   appendThreads: 128,
   scoreThreads: 256,
+  scoreMinBlocks: 4,
+  scoreUnroll: 4,
   selectThreads: 256,
+  selectKeysPerThread: 16,
   resolveThreads: 256,
+  resolveMinBlocks: 1,
   resolveSmemCandidates: 4096,
+  resolveCandUnroll: 4,
+  resolveUnroll: 4,
   attentionThreads: 128,
+  attentionMinBlocks: 1,
   attentionRowTile: 256,
   attentionMma: true,
   denseHeadsPerBlock: 4,
@@ -23,17 +30,18 @@ export const tuning = {
   prefillMTiles: 2,
   prefillQInRegisters: false,
   prefillSharedBytes: 49152,
+  mergeUnroll: 4,
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "a7a82761f52c6a38ef2acfc0a7c7370640b7641a2759aa0b93b5219fdd4abad3" },
-  score: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "7a161aa9e7fdd158c88aa76cd6e2fe25da9bcebb8b2b2046513351dcb4013a51" },
-  select: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "9bf7dcd20c09d4dfacadd5800f960f63db0964eac5487a0d892e5daa98b36387" },
-  resolve: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "09319b8838c7a74ea89215b966b2798205592d3d96a1ae9d33a13a681d898c70" },
-  dense: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "a0648c5418e9326b0c5fb3bb91ddc129c9fea6085d8a7cae0c2f305c83330784" },
-  sparse: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "411a6e437879ffdc29c17c8410859a1656946c1becafbf960c43a9aa726a85ae" },
-  merge: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_merge", file: "merge.cu", threads: 64, argCount: 8, sha256: "22a4e8cdf8a6e7cce1a9b78efe9e75cc261ad74388c4cc77125b14dcc23d7b51" },
-  prefill: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "0725e23f6f28364fb348eca45375ab0969487489378ddde01c41b4f44269eb00" },
+  append: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "ec35962f33f402f6ef1dd93617c7238058beeee7c1ea49115efabd414dbba69a" },
+  score: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "0f4418a6a79de4f4dea2caf5681b11a5010cfd6e42bda430c09d2e87b567e049" },
+  select: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "12113acbf45ee1f8fd80a4c633598626cc6edfed4aa40e6b9f55c374bf7c60ad" },
+  resolve: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "76684d286c07bce70ddafb88a158a48d521f0fa313950ac5eb76d58761b70c47" },
+  dense: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "41a8ed9dfdde8ad26d016ffa02860ac0f77a0a4986c09a0fa745721865da5a0a" },
+  sparse: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "a894ffe2729fcf53f3ced0307878474b589bbfac4dae386e2786dc3f9cf51b16" },
+  merge: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_merge", file: "merge.cu", threads: 64, argCount: 8, sha256: "b3c93a32dc6e0ddb510a7eb3dc37baaf94bcac909f1a04fd29fd350a1a2b4716" },
+  prefill: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "073b9f3d1cb89c8e58dd65088c64ffabc3bd3dea79eb744e6f008e8557d223cc" },
 } as const;
 
 /**

@@ -10,6 +10,7 @@ import {
   generateVariant,
   pruneVariants,
   writeKernelApi,
+  writeKernelApiSource,
   writeVariant,
 } from "../codegen/generate.ts";
 import { EXAMPLE_SPECS_DIR, GENERATED_DIR, loadSpecs } from "./specs.ts";
@@ -41,6 +42,7 @@ for (const spec of specs) {
     (denseStepBytes(spec, ctx) / sparse).toFixed(2) + "x",
   ]);
 }
+if (writeKernelApiSource()) written++;
 if (writeKernelApi(outDir)) written++;
 const removed = pruneVariants(outDir, new Set(specs.map((s) => s.variant)));
 

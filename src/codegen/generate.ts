@@ -3,6 +3,7 @@
  * writes them into `<outDir>/<variant>/` only where their content changed.
  */
 import { basename, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { existsSync, readdirSync, rmSync } from "node:fs";
 import type { AttentionSpec, ByteModel } from "../dsl/spec.ts";
 import { writeIfChanged } from "../util/fs.ts";
@@ -155,6 +156,19 @@ export const KERNEL_API_FILE = "kernel_api.ts";
  */
 export function writeKernelApi(outDir: string): boolean {
   return writeIfChanged(join(outDir, KERNEL_API_FILE), renderKernelApi());
+}
+
+/**
+ * The launcher API the runtime imports: the same text as `generated/kernel_api.ts`, committed
+ * under src/ so that src/ never imports from generated/.
+ */
+export const KERNEL_API_SOURCE: string = fileURLToPath(
+  new URL("./kernel_api.ts", import.meta.url),
+);
+
+/** Writes {@linkcode KERNEL_API_SOURCE} if its content changed; returns whether it did. */
+export function writeKernelApiSource(): boolean {
+  return writeIfChanged(KERNEL_API_SOURCE, renderKernelApi());
 }
 
 /** Removes variant directories of `outDir` that are not in `keep`. */

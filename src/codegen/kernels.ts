@@ -4,6 +4,7 @@
  * launch shape the runtime must use. Pure data plus small functions of the spec.
  */
 import type { AttentionSpec } from "../dsl/spec.ts";
+import { cacheLayout } from "../dsl/layout.ts";
 
 /** How a kernel argument is passed: a device pointer, a 32-bit int or a 32-bit float. */
 export type ArgKind = "ptr" | "i32" | "f32";
@@ -81,7 +82,11 @@ const kvCache = (which: "k" | "v", w: boolean) =>
   );
 const keys = (w: boolean) =>
   ptr("keys", w ? "u16* " : "const u16* ", "[batch][NUM_SEL_HEADS][key_stride] score keys");
-const hist = ptr("hist", "u32* ", "[batch][NUM_SEL_HEADS][4096] key histogram, zero between uses");
+const hist = ptr(
+  "hist",
+  "u32* ",
+  "[batch][NUM_SEL_HEADS][HIST_BINS] key histogram, zero between uses",
+);
 const keyStride = i32("key_stride", "row stride of keys, cand_idx, cand_key (>= longest context)");
 const partialO = (w: boolean) =>
   ptr(
@@ -99,7 +104,7 @@ const maxSplits = i32("max_splits", "split stride of partial_o / partial_lse");
 const counters = ptr(
   "counters",
   "u32* ",
-  "[batch][NUM_SEL_HEADS][32] selection state, zero between uses",
+  "[batch][NUM_SEL_HEADS][CTR_STRIDE] selection state, zero between uses",
 );
 const selIdxOut = ptr(
   "sel_idx",
@@ -167,7 +172,7 @@ export const KERNELS: readonly KernelDescription[] = [
       ptr(
         "cand_idx",
         "int* ",
-        "[batch][NUM_SEL_HEADS][key_stride] candidates (index | sub-bin << 28)",
+        "[batch][NUM_SEL_HEADS][key_stride] candidates (index | sub-bin << CAND_SUB_SHIFT)",
       ),
       selIdxOut,
       selStride,
@@ -279,20 +284,38 @@ export const KERNELS: readonly KernelDescription[] = [
   },
 ];
 
-/** Launch-shape choices per variant; baked into the sources and exported by the launchers. */
+/**
+ * Launch-shape and unrolling choices per variant: every knob of the kernels lives here (the
+ * templates take them from the context), is baked into the sources and is exported by the
+ * launchers. Changing one changes how fast a kernel runs, never what it computes.
+ */
 export interface Tuning {
   /** Threads per block of the append kernel. */
   readonly appendThreads: number;
   /** Threads per block of the score kernel. */
   readonly scoreThreads: number;
+  /** Minimum resident blocks per multiprocessor the score kernel is compiled for (registers). */
+  readonly scoreMinBlocks: number;
+  /** Unroll of the score kernel's token loop (label loads in flight per thread). */
+  readonly scoreUnroll: number;
   /** Threads per block of the select kernel. */
   readonly selectThreads: number;
+  /** Keys each select thread holds per round (one block scan and two atomics per round). */
+  readonly selectKeysPerThread: number;
   /** Threads per block of the resolve kernel. */
   readonly resolveThreads: number;
+  /** Minimum resident blocks per multiprocessor the resolve kernel is compiled for. */
+  readonly resolveMinBlocks: number;
   /** Candidates of the threshold bin that the resolve kernel holds in shared memory. */
   readonly resolveSmemCandidates: number;
+  /** Candidate entries each resolve thread loads before using any. */
+  readonly resolveCandUnroll: number;
+  /** Exact scores each resolve thread recomputes per round (fewer for wide label rows). */
+  readonly resolveUnroll: number;
   /** Threads per block of the dense and sparse attention kernels. */
   readonly attentionThreads: number;
+  /** Minimum resident blocks per multiprocessor the attention kernels are compiled for. */
+  readonly attentionMinBlocks: number;
   /** K/V rows an attention block handles per tile. */
   readonly attentionRowTile: number;
   /** Tensor-core (mma.sync) attention body; head dim 256 uses the CUDA-core body. */
@@ -321,6 +344,8 @@ export interface Tuning {
   readonly prefillQInRegisters: boolean;
   /** Dynamic shared memory of a prefill block: the Q tile and two K and V stages. */
   readonly prefillSharedBytes: number;
+  /** Unroll of the merge kernel's loops over the splits (loads in flight per thread). */
+  readonly mergeUnroll: number;
 }
 
 /** Largest divisor of n that is at most cap. */
@@ -357,10 +382,17 @@ export function tuningFor(spec: AttentionSpec): Tuning {
   return Object.freeze({
     appendThreads: 128,
     scoreThreads: 256,
+    scoreMinBlocks: 4,
+    scoreUnroll: 4,
     selectThreads: 256,
+    selectKeysPerThread: 16,
     resolveThreads: 256,
+    resolveMinBlocks: 1,
     resolveSmemCandidates: 4096,
+    resolveCandUnroll: 4,
+    resolveUnroll: cacheLayout(spec).labelRowWords <= 8 ? 4 : 1,
     attentionThreads: 128,
+    attentionMinBlocks: 1,
     attentionRowTile: 256,
     attentionMma: spec.headDim <= 128,
     denseHeadsPerBlock,
@@ -377,6 +409,7 @@ export function tuningFor(spec: AttentionSpec): Tuning {
     prefillMTiles,
     prefillQInRegisters,
     prefillSharedBytes: prefillSharedBytes(spec.headDim, prefillMTiles, prefillKeyTile),
+    mergeUnroll: 4,
   });
 }
 

@@ -3,7 +3,8 @@
  * parameter lists (src/codegen/kernels.ts), so the two cannot drift apart.
  *
  * - `generated/kernel_api.ts`: variant-independent types (argument interfaces, the slot the
- *   runtime binds each kernel to, the shape of a variant module).
+ *   runtime binds each kernel to, the shape of a variant module). The same text is committed as
+ *   `src/codegen/kernel_api.ts`, which the runtime imports (src/ never imports generated/).
  * - `generated/<variant>/launchers.ts`: the variant's constants and one `launchX` per kernel that
  *   packs its arguments into 8-byte slots in signature order and launches.
  *
@@ -11,13 +12,14 @@
  * package small); the layout is what `deno fmt` would leave apart from long lines, and
  * tests/codegen_test.ts checks the committed `generated/` output byte for byte.
  */
-import type { AttentionSpec } from "../dsl/spec.ts";
+import { type AttentionSpec, defineAttention } from "../dsl/spec.ts";
 import {
   camelCase,
   type KernelArg,
   type KernelDescription,
   KERNELS,
   type Tuning,
+  tuningFor,
 } from "./kernels.ts";
 import type { RenderedKernel } from "./render.ts";
 
@@ -77,7 +79,7 @@ function joinStatements(statements: readonly { text: string; block: boolean }[])
 const line = (text: string) => ({ text, block: false });
 const block = (text: string) => ({ text, block: true });
 
-/** `generated/kernel_api.ts`. */
+/** `generated/kernel_api.ts`, also committed as `src/codegen/kernel_api.ts` for the runtime. */
 export function renderKernelApi(): string {
   return HEADER + joinStatements([
     line(jsDoc("A device address (CUdeviceptr).") + "export type DevicePtr = bigint;\n"),
@@ -102,12 +104,7 @@ export function renderKernelApi(): string {
     line(`export type KernelId = ${KERNELS.map((k) => JSON.stringify(k.id)).join(" | ")};\n`),
     block(exportedInterface(
       "TuningInfo",
-      TUNING_KEYS.map((name) =>
-        readonlyField(
-          name,
-          name === "attentionMma" || name === "prefillQInRegisters" ? "boolean" : "number",
-        )
-      ),
+      tuningKeys(SAMPLE_TUNING).map((name) => readonlyField(name, typeof SAMPLE_TUNING[name])),
       "Launch-shape constants baked into the variant's sources.",
     )),
     ...KERNELS.map((k) =>
@@ -138,29 +135,21 @@ export function renderKernelApi(): string {
   ]);
 }
 
-/** The tuning constants in the order the launchers list them. */
-const TUNING_KEYS: readonly (keyof Tuning)[] = [
-  "appendThreads",
-  "scoreThreads",
-  "selectThreads",
-  "resolveThreads",
-  "resolveSmemCandidates",
-  "attentionThreads",
-  "attentionRowTile",
-  "attentionMma",
-  "denseHeadsPerBlock",
-  "denseUnroll",
-  "sparseHeadsPerBlock",
-  "sparseUnroll",
-  "denseHeadBlocks",
-  "sparseHeadBlocks",
-  "mergeThreads",
-  "prefillThreads",
-  "prefillKeyTile",
-  "prefillMTiles",
-  "prefillQInRegisters",
-  "prefillSharedBytes",
-];
+/**
+ * Any variant's tuning: every variant has the same knobs, so this one names them (in
+ * `tuningFor`'s order) and gives their types; no list of knobs is kept by hand.
+ */
+const SAMPLE_TUNING: Tuning = tuningFor(defineAttention({
+  headDim: 128,
+  numQHeads: 8,
+  numKvHeads: 2,
+  kvDtype: "fp16",
+  pageSize: 16,
+  labels: { channels: 16, bits: 8 },
+  selection: "head",
+  budget: { tokens: 64 },
+}));
+const tuningKeys = (t: Tuning) => Object.keys(t) as (keyof Tuning)[];
 
 /** `generated/<variant>/launchers.ts`. */
 export function renderLaunchers(
@@ -189,7 +178,7 @@ export function renderLaunchers(
     line(`export const variant = ${JSON.stringify(spec.variant)};\n`),
     line(
       `export const tuning = {\n${
-        TUNING_KEYS.map((k) => `  ${k}: ${tuning[k]},\n`).join("")
+        tuningKeys(tuning).map((k) => `  ${k}: ${tuning[k]},\n`).join("")
       }} as const;\n`,
     ),
     line(

@@ -7,8 +7,8 @@ import Handlebars from "handlebars";
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import type { AttentionSpec } from "../dsl/spec.ts";
-import { cacheLayout } from "../dsl/layout.ts";
+import type { AttentionSpec, KvDtype } from "../dsl/spec.ts";
+import { type DeviceConstants, deviceConstants } from "../dsl/layout.ts";
 import {
   type FamilyKernel,
   MODEL_KERNELS,
@@ -24,7 +24,7 @@ export function templatesDir(): string {
   return fromEnv ?? fileURLToPath(new URL("../../templates/", import.meta.url));
 }
 
-const PARTIALS = ["prelude", "constants", "labels", "attention"] as const;
+const PARTIALS = ["prelude", "constants", "quantize", "labels", "attention"] as const;
 /**
  * Templates outside a variant ({@linkcode renderFamilySource}): benchmark/test utilities and the
  * decoder's own kernels.
@@ -80,38 +80,92 @@ export function renderParams(
   }).join("\n") + "\n";
 }
 
-const cBool = (b: boolean) => (b ? "true" : "false");
+const cBool = (b: boolean): CBool => (b ? "true" : "false");
+
+/** A C++ boolean literal. */
+export type CBool = "true" | "false";
+
+/** The prelude's dtype fields (also used by the templates that are not per attention variant). */
+export interface DtypeContext {
+  /** The KV dtype, named in comments and kernel symbols. */
+  readonly kvDtype: KvDtype;
+  /** Prelude function converting the KV dtype to float. */
+  readonly kvToF32: "f16_to_f32" | "bf16_to_f32";
+  /** Prelude function converting float to the KV dtype. */
+  readonly f32ToKv: "f32_to_f16" | "f32_to_bf16";
+}
+
+/** Everything the templates of one variant may reference (strict mode: nothing else). */
+export interface TemplateContext extends DtypeContext {
+  /** The variant's name (src/dsl/spec.ts variantName). */
+  readonly variant: string;
+  /** The layout constants, by CUDA name: the constants header renders each of them once. */
+  readonly c: DeviceConstants;
+  /** PTX type of the tensor-core operands. */
+  readonly mmaType: "f16" | "bf16";
+  /** Knobs of each kernel's template, from {@linkcode Tuning}. */
+  readonly append: { readonly threads: number };
+  /** Score kernel knobs. */
+  readonly score: { readonly threads: number; readonly minBlocks: number; readonly unroll: number };
+  /** Select kernel knobs. */
+  readonly select: { readonly threads: number; readonly keysPerThread: number };
+  /** Resolve kernel knobs. */
+  readonly resolve: {
+    readonly threads: number;
+    readonly minBlocks: number;
+    readonly smemCandidates: number;
+    readonly candUnroll: number;
+    readonly unroll: number;
+  };
+  /** Knobs of the attention body shared by the dense and sparse kernels. */
+  readonly attention: {
+    readonly threads: number;
+    readonly minBlocks: number;
+    readonly rowTile: number;
+    readonly useMma: CBool;
+  };
+  /** Dense attention kernel knobs. */
+  readonly dense: { readonly headsPerBlock: number; readonly unroll: number };
+  /** Sparse attention kernel knobs. */
+  readonly sparse: { readonly headsPerBlock: number; readonly unroll: number };
+  /** Merge kernel knobs. */
+  readonly merge: { readonly unroll: number };
+  /** Prefill attention kernel knobs. */
+  readonly prefill: {
+    readonly threads: number;
+    readonly keyTile: number;
+    readonly mTiles: number;
+    readonly qInRegisters: CBool;
+  };
+}
 
 /** Everything the templates may reference for one variant. */
-export function templateContext(spec: AttentionSpec, tuning: Tuning): Record<string, unknown> {
-  const layout = cacheLayout(spec);
+export function templateContext(spec: AttentionSpec, tuning: Tuning): TemplateContext {
   return {
     variant: spec.variant,
-    headDim: spec.headDim,
-    numQHeads: spec.numQHeads,
-    numKvHeads: spec.numKvHeads,
-    groupSize: spec.groupSize,
-    pageSize: spec.pageSize,
-    labelChannels: spec.labelChannels,
-    labelBits: spec.labelBits,
-    quantized: cBool(layout.quantized),
-    labelRowWords: layout.labelRowWords,
-    numLabelHeads: spec.numLabelHeads,
-    labelsPerQueryHead: cBool(spec.labelHeads === "query"),
-    groupSelection: cBool(spec.selection === "group"),
-    numSelectionHeads: spec.numSelectionHeads,
-    queryHeadsPerSel: spec.selection === "group" ? spec.groupSize : 1,
+    c: deviceConstants(spec),
     ...dtypeContext(spec.kvDtype),
+    mmaType: spec.kvDtype === "fp16" ? "f16" : "bf16",
     append: { threads: tuning.appendThreads },
-    score: { threads: tuning.scoreThreads },
-    select: { threads: tuning.selectThreads },
-    resolve: { threads: tuning.resolveThreads, smemCandidates: tuning.resolveSmemCandidates },
+    score: {
+      threads: tuning.scoreThreads,
+      minBlocks: tuning.scoreMinBlocks,
+      unroll: tuning.scoreUnroll,
+    },
+    select: { threads: tuning.selectThreads, keysPerThread: tuning.selectKeysPerThread },
+    resolve: {
+      threads: tuning.resolveThreads,
+      minBlocks: tuning.resolveMinBlocks,
+      smemCandidates: tuning.resolveSmemCandidates,
+      candUnroll: tuning.resolveCandUnroll,
+      unroll: tuning.resolveUnroll,
+    },
     attention: {
       threads: tuning.attentionThreads,
+      minBlocks: tuning.attentionMinBlocks,
       rowTile: tuning.attentionRowTile,
       useMma: cBool(tuning.attentionMma),
     },
-    mmaType: spec.kvDtype === "fp16" ? "f16" : "bf16",
     dense: { headsPerBlock: tuning.denseHeadsPerBlock, unroll: tuning.denseUnroll },
     sparse: { headsPerBlock: tuning.sparseHeadsPerBlock, unroll: tuning.sparseUnroll },
     prefill: {
@@ -120,6 +174,7 @@ export function templateContext(spec: AttentionSpec, tuning: Tuning): Record<str
       mTiles: tuning.prefillMTiles,
       qInRegisters: cBool(tuning.prefillQInRegisters),
     },
+    merge: { unroll: tuning.mergeUnroll },
   };
 }
 
@@ -145,7 +200,7 @@ export function renderKernels(spec: AttentionSpec, tuning = tuningFor(spec)): Re
 }
 
 /** Context fields the prelude needs, for templates that are not per attention variant. */
-export function dtypeContext(kvDtype: "fp16" | "bf16"): Record<string, string> {
+export function dtypeContext(kvDtype: KvDtype): DtypeContext {
   return {
     kvDtype,
     kvToF32: kvDtype === "fp16" ? "f16_to_f32" : "bf16_to_f32",

@@ -57,8 +57,6 @@ const symbols = {
   cuMemFreeHost: { parameters: ["pointer"], result: "i32" },
   // CUresult cuMemsetD8Async(CUdeviceptr dstDevice, unsigned char uc, size_t N, CUstream hStream)
   cuMemsetD8Async: { parameters: ["u64", "u8", "usize", "pointer"], result: "i32" },
-  // CUresult cuMemsetD32Async(CUdeviceptr dstDevice, unsigned int ui, size_t N, CUstream hStream)
-  cuMemsetD32Async: { parameters: ["u64", "u32", "usize", "pointer"], result: "i32" },
   // CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t bytes, CUstream s)
   cuMemcpyHtoDAsync_v2: { parameters: ["u64", "buffer", "usize", "pointer"], result: "i32" },
   // Same, from a raw host pointer (pinned memory, whose address a graph captures).
@@ -375,14 +373,6 @@ export class DeviceBuffer extends Handle {
     this.ptr = p;
   }
 
-  /** Address `offset` bytes in. */
-  at(offset: number): bigint {
-    if (offset < 0 || offset > this.bytes) {
-      throw new RangeError(`offset ${offset} outside [0, ${this.bytes}]`);
-    }
-    return this.ptr + BigInt(offset);
-  }
-
   upload(src: ArrayBufferView, stream: Stream, offset = 0): void {
     this.#range(offset, src.byteLength, "upload");
     const bytes = new Uint8Array(src.buffer, src.byteOffset, src.byteLength);
@@ -421,19 +411,6 @@ export class DeviceBuffer extends Handle {
         this.ptr + BigInt(offset),
         value,
         BigInt(bytes),
-        stream.handle,
-      ),
-    );
-  }
-
-  fill32(value: number, stream: Stream, offset = 0, words = (this.bytes - offset) / 4): void {
-    this.#range(offset, words * 4, "fill");
-    this.driver.check(
-      "cuMemsetD32Async",
-      this.driver.sym.cuMemsetD32Async(
-        this.ptr + BigInt(offset),
-        value >>> 0,
-        BigInt(words),
         stream.handle,
       ),
     );

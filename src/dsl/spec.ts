@@ -5,6 +5,13 @@
  *
  * Pure: no I/O, no FFI. Runs under Deno and Node.
  */
+import {
+  KV_ELEMENT_BYTES,
+  LABEL_WORD_BITS,
+  labelMetaBytes as metaBytesOf,
+  labelRowBytes as rowBytesOf,
+  SCORE_KEY_BYTES,
+} from "./layout.ts";
 
 /** Element type of the K/V cache (and of Q and the attention output). */
 export type KvDtype = "fp16" | "bf16";
@@ -121,8 +128,8 @@ export const KV_DTYPES = ["fp16", "bf16"] as const;
 export const SELECTIONS = ["head", "group"] as const;
 /** Largest page size (tokens per page). */
 export const MAX_PAGE_SIZE = 1024;
-/** Bytes per score key written by the scoring kernel (top 16 bits of an order-preserving key). */
-export const SCORE_KEY_BYTES = 2;
+/** Bytes per score key written by the scoring kernel (defined with the layout). */
+export { SCORE_KEY_BYTES };
 
 /** An invalid spec: the message lists every problem, one per line; `problems` holds them. */
 export class SpecError extends Error {
@@ -223,8 +230,8 @@ export function defineAttention(input: AttentionInput): AttentionSpec {
     const bitsOk = oneOf(p, "labels.bits", labels.bits, LABEL_BITS);
     const d = HEAD_DIMS.includes(input.headDim as 64) ? input.headDim : 256;
     const chOk = positiveInt(p, "labels.channels", labels.channels, d);
-    if (bitsOk && chOk && (labels.channels * labels.bits) % 32 !== 0) {
-      const step = 32 / gcd(32, labels.bits);
+    if (bitsOk && chOk && (labels.channels * labels.bits) % LABEL_WORD_BITS !== 0) {
+      const step = LABEL_WORD_BITS / gcd(LABEL_WORD_BITS, labels.bits);
       p.push(
         `labels.channels: got ${labels.channels} at ${labels.bits} bits = ${
           labels.channels * labels.bits
@@ -268,10 +275,9 @@ export function defineAttention(input: AttentionInput): AttentionSpec {
   const groupSize = input.numQHeads / input.numKvHeads;
   const numLabelHeads = labelHeads === "query" ? input.numQHeads : input.numKvHeads;
   const numSelectionHeads = input.selection === "head" ? input.numQHeads : input.numKvHeads;
-  const elementBytes = 2;
-  const labelRowBytes = (labels.channels * labels.bits) / 8;
-  const labelMetaBytes = labels.bits === 16 ? 0 : 2 * elementBytes;
-  const rowBytes = input.headDim * elementBytes;
+  const labelRowBytes = rowBytesOf(labels.channels, labels.bits);
+  const labelMetaBytes = metaBytesOf(labels.bits);
+  const rowBytes = input.headDim * KV_ELEMENT_BYTES;
   const bytes: ByteModel = Object.freeze({
     denseRead: 2 * input.numKvHeads * rowBytes,
     labelRowBytes,

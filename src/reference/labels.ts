@@ -7,8 +7,9 @@
  */
 import type { KvDtype } from "../dsl/spec.ts";
 import { fround, rintHalfEven, roundTo } from "../util/dtype.ts";
+import { codeLevels, codesPerWord, LABEL_MIN_RANGE } from "../dsl/layout.ts";
 
-const MIN_RANGE = fround(1e-5);
+const MIN_RANGE = fround(LABEL_MIN_RANGE);
 
 /** One quantized label row: x ~ min + code * scale. */
 export interface QuantizedRow {
@@ -32,7 +33,7 @@ export function quantizeRow(
     lo = Math.min(lo, values[i]);
     hi = Math.max(hi, values[i]);
   }
-  const levels = (1 << bits) - 1;
+  const levels = codeLevels(bits);
   let scale = fround(Math.max(fround(hi - lo), MIN_RANGE) / levels);
   let min = lo;
   if (storeAs) {
@@ -66,7 +67,7 @@ export function labelValues(
 
 /** Packs b-bit codes little-endian into 32-bit words (codes never straddle words). */
 export function packCodes(codes: ArrayLike<number>, bits: number, out: Uint32Array, at = 0): void {
-  const perWord = 32 / bits;
+  const perWord = codesPerWord(bits);
   const words = Math.ceil(codes.length / perWord);
   for (let w = 0; w < words; w++) {
     let word = 0;
@@ -85,8 +86,8 @@ export function unpackCodes(
   count: number,
   bits: number,
 ): Uint8Array {
-  const perWord = 32 / bits;
-  const mask = (1 << bits) - 1;
+  const perWord = codesPerWord(bits);
+  const mask = codeLevels(bits);
   const out = new Uint8Array(count);
   for (let c = 0; c < count; c++) {
     out[c] = (words[at + Math.floor(c / perWord)] >>> ((c % perWord) * bits)) & mask;

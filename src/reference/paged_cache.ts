@@ -7,6 +7,7 @@ import type { AttentionSpec } from "../dsl/spec.ts";
 import {
   type CacheLayout,
   cacheLayout,
+  codeLevels,
   kvHeadOfLabelHead,
   kvRowOffset,
   labelMetaOffset,
@@ -135,8 +136,8 @@ export class CpuPagedCache {
     const m = this.meta[labelMetaOffset(s, page, lh, row)];
     const scale = fromBits(s.kvDtype, m & 0xffff);
     const min = fromBits(s.kvDtype, m >>> 16);
-    const perWord = 32 / s.labelBits;
-    const mask = (1 << s.labelBits) - 1;
+    const perWord = this.layout.codesPerWord;
+    const mask = codeLevels(s.labelBits);
     for (let c = 0; c < r; c++) {
       const code = (this.labels[off + Math.floor(c / perWord)] >>> ((c % perWord) * s.labelBits)) &
         mask;

@@ -12,16 +12,53 @@
  * once and replayed while the lengths change.
  */
 import { budgetFor, type Route, routeFor } from "../dsl/spec.ts";
+import { HIST_BINS, SCORE_KEY_BYTES, SELECTION_COUNTERS } from "../dsl/layout.ts";
 import type { Cuda, DeviceBuffer, HostBuffer, Stream } from "../cuda/driver.ts";
 import type { PagedKvCache } from "./caches.ts";
 import type { Variant } from "./variant.ts";
 
-const HIST_BINS = 4096;
-/** u32 counters per selection head used by the select kernel (selected, candidates, ticket, sub-histogram). */
-const SELECT_COUNTERS = 32;
+/** 32-bit registers per multiprocessor on every architecture the kernels target (sm_70 to sm_90). */
+const REGISTERS_PER_SM = 65536;
+/** Resident blocks per multiprocessor that the wave sizing assumes at most (the hardware allows 16 to 32). */
+const MAX_RESIDENT_BLOCKS = 16;
+/** Registers are allocated per warp in units of 256, i.e. per thread in multiples of 8. */
+const REGISTER_GRANULE = 8;
+/** Default blocks per launch of the score/select kernels: 4 per multiprocessor. */
+const BLOCKS_PER_SM = 4;
+/** Attention launches aim at two full waves of resident blocks (docs/perf-notes.md, v4). */
+const ATTENTION_WAVES = 2;
+/** Default tokens per attention split below which the split count stops growing. */
+const MIN_TOKENS_PER_SPLIT = 256;
+/**
+ * Sparse splits may be this much shorter (docs/perf-notes.md, v3: splits of >= 64 tokens instead
+ * of >= 256): selected rows are a gather, so more splits keep more loads in flight.
+ */
+const SPARSE_SPLIT_SHRINK = 4;
+/** Split counts considered: up to twice the wave goal's, at least this many, never more than MAX_SPLITS. */
+const MIN_SPLIT_CHOICES = 4;
+/** Bounds partial_o / partial_lse and the merge kernel's loop. */
+const MAX_SPLITS = 256;
+/**
+ * Split choice (docs/perf-notes.md, v6: "splits chosen to fill the last wave"): a larger split
+ * count must fill its last wave at least FILL_MARGIN better to be taken, and beyond the wanted
+ * count it must fill it at least FILL_BEYOND_WANTED.
+ */
+const FILL_MARGIN = 0.02;
+const FILL_BEYOND_WANTED = 0.9;
+/**
+ * Fewest tokens a score (select) block takes: each block pays a fixed cost (its histogram, the
+ * query label), so blocks take as many tokens as still leaves about the target block count.
+ * Token counts are rounded up to a multiple of TOKEN_GRANULE.
+ */
+const MIN_SCORE_TOKENS_PER_BLOCK = 1024;
+const MIN_SELECT_TOKENS_PER_BLOCK = 2048;
+const TOKEN_GRANULE = 256;
 
 export interface PlanOptions {
-  /** Blocks to aim for per attention launch (default: 4 per multiprocessor). */
+  /**
+   * Blocks to aim for per launch (default: BLOCKS_PER_SM per multiprocessor for score and select,
+   * ATTENTION_WAVES waves of resident blocks for attention).
+   */
   readonly targetBlocks?: number;
   /** Tokens per split below which the split count stops growing. */
   readonly minTokensPerSplit?: number;
@@ -77,30 +114,37 @@ export class DecodePlan implements Disposable {
     this.batch = cache.pages.numSeqs;
     this.keyStride = cache.pages.maxTokensPerSeq;
     this.selStride = Math.max(1, budgetFor(spec.budget, this.keyStride));
-    const target = opts.targetBlocks ?? 4 * cuda.info.multiprocessors;
-    const minTokens = opts.minTokensPerSplit ?? 256;
+    const target = opts.targetBlocks ?? BLOCKS_PER_SM * cuda.info.multiprocessors;
+    const minTokens = opts.minTokensPerSplit ?? MIN_TOKENS_PER_SPLIT;
     // Attention blocks are sized to fill whole waves: two waves of as many blocks as fit on the
     // multiprocessors at once (registers decide it), so no wave runs a third full.
     const waves = (id: "dense" | "sparse") => {
       const { registers } = variant.kernels[id].info;
-      const perThread = Math.max(8, Math.ceil(registers / 8) * 8);
+      const perThread = Math.max(
+        REGISTER_GRANULE,
+        Math.ceil(registers / REGISTER_GRANULE) * REGISTER_GRANULE,
+      );
       const resident = Math.max(
         1,
-        Math.min(16, Math.floor(65536 / (perThread * t.attentionThreads))),
+        Math.min(
+          MAX_RESIDENT_BLOCKS,
+          Math.floor(REGISTERS_PER_SM / (perThread * t.attentionThreads)),
+        ),
       );
-      return opts.targetBlocks ?? 2 * resident * cuda.info.multiprocessors;
+      return opts.targetBlocks ?? ATTENTION_WAVES * resident * cuda.info.multiprocessors;
     };
-    // Among split counts up to twice the goal's (or 4), take the one whose last wave is fullest (ties:
-    // fewer splits, so less partial-output traffic and a cheaper merge).
+    // Among split counts up to twice the goal's (or MIN_SPLIT_CHOICES), take the one whose last
+    // wave is fullest (ties: fewer splits, so less partial-output traffic and a cheaper merge).
     const splitsFor = (goal: number, blocksPerSplit: number, tokens: number, min: number) => {
       const byTokens = Math.max(1, Math.ceil(tokens / min));
-      const wave = goal / 2;
+      const wave = goal / ATTENTION_WAVES;
       const wanted = Math.max(1, Math.round(goal / blocksPerSplit));
       let best = 1, bestFill = 0;
-      for (let s = 1; s <= Math.min(Math.max(2 * wanted, 4), byTokens, 256); s++) {
+      const choices = Math.min(Math.max(2 * wanted, MIN_SPLIT_CHOICES), byTokens, MAX_SPLITS);
+      for (let s = 1; s <= choices; s++) {
         const blocks = s * blocksPerSplit;
         const fill = blocks / (Math.ceil(blocks / wave) * wave);
-        if (fill > bestFill + 0.02 && (s <= wanted || fill > 0.9)) {
+        if (fill > bestFill + FILL_MARGIN && (s <= wanted || fill > FILL_BEYOND_WANTED)) {
           best = s;
           bestFill = fill;
         }
@@ -118,18 +162,20 @@ export class DecodePlan implements Disposable {
       waves("sparse"),
       this.batch * t.sparseHeadBlocks,
       this.selStride,
-      minTokens / 4,
+      minTokens / SPARSE_SPLIT_SHRINK,
     );
     this.maxSplits = Math.max(this.denseSplits, this.sparseSplits);
-    // Each score/select block pays a fixed cost (its histogram, the query label), so blocks take
-    // as many tokens as still leaves about `target` of them; never fewer than 1024.
+    // About `target` blocks per launch, each at least `floor` tokens (see the constants).
     const perBlock = (floor: number) => {
       const pairs = this.batch * spec.numSelectionHeads;
       const want = Math.ceil((pairs * this.keyStride) / target);
-      return Math.min(this.keyStride, Math.max(floor, Math.ceil(want / 256) * 256));
+      return Math.min(
+        this.keyStride,
+        Math.max(floor, Math.ceil(want / TOKEN_GRANULE) * TOKEN_GRANULE),
+      );
     };
-    this.scoreTokensPerBlock = perBlock(1024);
-    this.selectTokensPerBlock = perBlock(2048);
+    this.scoreTokensPerBlock = perBlock(MIN_SCORE_TOKENS_PER_BLOCK);
+    this.selectTokensPerBlock = perBlock(MIN_SELECT_TOKENS_PER_BLOCK);
     this.softmaxScale = 1 / Math.sqrt(spec.headDim);
     this.routes = Array(this.batch).fill("dense");
     this.budgets = new Int32Array(this.batch);
@@ -150,15 +196,15 @@ export class DecodePlan implements Disposable {
       rowPos: at(4),
       routesAllDense: at(5),
     };
-    this.#keys = cuda.alloc(B * SH * this.keyStride * 2);
+    this.#keys = cuda.alloc(B * SH * this.keyStride * SCORE_KEY_BYTES);
     this.#hist = cuda.alloc(B * SH * HIST_BINS * 4);
-    this.#counters = cuda.alloc(B * SH * SELECT_COUNTERS * 4);
+    this.#counters = cuda.alloc(B * SH * SELECTION_COUNTERS * 4);
     this.#candIdx = cuda.alloc(B * SH * this.keyStride * 4);
     this.#candKey = cuda.alloc(B * SH * this.keyStride * 4);
     this.#selIdx = cuda.alloc(B * SH * this.selStride * 4);
     this.#partialO = cuda.alloc(B * spec.numQHeads * this.maxSplits * spec.headDim * 4);
     this.#partialLse = cuda.alloc(B * spec.numQHeads * this.maxSplits * 4);
-    // The select kernel leaves histogram and counters zeroed; they must start that way.
+    // The resolve kernel leaves histogram and counters zeroed; they must start that way.
     this.#hist.fill8(0, stream);
     this.#counters.fill8(0, stream);
     this.#step.fill8(0, stream);
@@ -275,9 +321,11 @@ export class DecodePlan implements Disposable {
     );
   }
 
-  /** Top-k from the score kernel's keys and threshold: the select and resolve kernels. */
-  select(layer: number, q: bigint): void {
-    const l = this.cache.layers[layer];
+  /**
+   * Top-k, step 2 of 3: tokens above the score kernel's threshold bin are selected, the bin's
+   * tokens become candidates. resolve() completes the selection.
+   */
+  select(): void {
     this.variant.launchers.launchSelect(
       this.variant.slot("select"),
       [
@@ -297,6 +345,14 @@ export class DecodePlan implements Disposable {
         tokensPerBlock: this.selectTokensPerBlock,
       },
     );
+  }
+
+  /**
+   * Top-k, step 3 of 3: completes the selection inside the threshold bin from exact label scores
+   * (hence the query), and zeroes the histogram and counters for the next use.
+   */
+  resolve(layer: number, q: bigint): void {
+    const l = this.cache.layers[layer];
     this.variant.launchers.launchResolve(
       this.variant.slot("resolve"),
       [this.spec.numSelectionHeads, 1, this.batch],
@@ -318,6 +374,13 @@ export class DecodePlan implements Disposable {
         selStride: this.selStride,
       },
     );
+  }
+
+  /** The whole top-k of a layer: score, select, resolve. */
+  topK(layer: number, q: bigint): void {
+    this.score(layer, q);
+    this.select();
+    this.resolve(layer, q);
   }
 
   sparse(layer: number, q: bigint): void {
@@ -403,8 +466,7 @@ export class DecodePlan implements Disposable {
   attention(layer: number, q: bigint, out: bigint, dense = false, lseOut = 0n): void {
     const signature = dense ? "dense" : this.routeSignature;
     if (signature !== "dense") {
-      this.score(layer, q);
-      this.select(layer, q);
+      this.topK(layer, q);
       this.sparse(layer, q);
     }
     if (signature !== "sparse") this.dense(layer, q, dense);

@@ -28,7 +28,7 @@ import {
   type Stream,
 } from "../cuda/driver.ts";
 import { packageRoot } from "../util/package_root.ts";
-import type { VariantLaunchers } from "../../generated/kernel_api.ts";
+import type { VariantLaunchers } from "../codegen/kernel_api.ts";
 
 export interface LoadedKernel {
   readonly id: KernelId;

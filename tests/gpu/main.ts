@@ -403,9 +403,10 @@ async function runCase(c: Case): Promise<CaseResult> {
       failures.push(`score: ${keyViolations} keys outside the reference score's rounding band`);
     }
 
-    // select: top-k up to ties; workspaces left zeroed.
+    // select + resolve: top-k up to ties; workspaces left zeroed.
     plan.workspace.selIdx.fill8(0xff, stream);
-    plan.select(layer, qBuf.ptr);
+    plan.select();
+    plan.resolve(layer, qBuf.ptr);
     const sel = download(plan.workspace.selIdx, Int32Array, stream);
     if (download(plan.workspace.hist, Uint32Array, stream).some((v) => v !== 0)) {
       failures.push("select: histogram not reset");
