@@ -202,8 +202,6 @@ static_assert(KEY_TILE % 16 == 0 && CHUNKS >= 8, "tile shapes");
 // Tile table: one int4 per query tile {first row in the chunk, sequence, first position, rows}.
 enum : int { TILE_ROW0 = 0, TILE_SEQ = 1, TILE_POS0 = 2, TILE_ROWS = 3 };
 
-#define NEG_INF_F (-__int_as_float(0x7f800000))
-
 DS_INLINE u32 smem_u32(const void* p) { return (u32)__cvta_generic_to_shared(p); }
 
 DS_INLINE void cp_async_16(void* dst, const void* src) {
@@ -256,7 +254,7 @@ DS_INLINE void load_kv_tile(const u16* __restrict__ k_cache, const u16* __restri
   for (int i = threadIdx.x; i < KEY_TILE * CHUNKS; i += PREFILL_THREADS) {
     const int r = i / CHUNKS, c = i % CHUNKS;
     const int t = min(t0 + r, last);
-    const size_t row = ((size_t)__ldg(bt + t / PAGE_SIZE) * NUM_KV_HEADS + kv_head) * PAGE_SIZE + t % PAGE_SIZE;
+    const size_t row = kv_row_of_token(bt, kv_head, t);
     cp_async_16(tile_chunk(k_tile, r, c), k_cache + row * HEAD_DIM + c * 8);
     cp_async_16(tile_chunk(v_tile, r, c), v_cache + row * HEAD_DIM + c * 8);
   }
@@ -313,7 +311,7 @@ extern "C" __global__ void __launch_bounds__(PREFILL_THREADS) ds_d128_q32_kv32_p
   for (int mt = 0; mt < M_TILES; mt++) {
 #pragma unroll
     for (int j = 0; j < HEAD_DIM / 8; j++) o[mt][j][0] = o[mt][j][1] = o[mt][j][2] = o[mt][j][3] = 0.f;
-    m_run[mt][0] = m_run[mt][1] = NEG_INF_F;
+    m_run[mt][0] = m_run[mt][1] = neg_inf();
     l_run[mt][0] = l_run[mt][1] = 0.f;
   }
 
@@ -379,14 +377,14 @@ extern "C" __global__ void __launch_bounds__(PREFILL_THREADS) ds_d128_q32_kv32_p
     u32 p[M_TILES][KEY_TILE / 16][4];  // P as A fragments of the PV product, one per 16 keys
 #pragma unroll
     for (int mt = 0; mt < M_TILES; mt++) {
-      float mx[2] = {NEG_INF_F, NEG_INF_F};
+      float mx[2] = {neg_inf(), neg_inf()};
 #pragma unroll
       for (int j = 0; j < KEY_TILE / 8; j++) {
 #pragma unroll
         for (int e = 0; e < 4; e++) {
           const int key = t0 + 8 * j + 2 * t4 + (e & 1);
           float x = s[mt][j][e] * qk_scale;
-          if (masked && key > pos[mt][e >> 1]) x = NEG_INF_F;
+          if (masked && key > pos[mt][e >> 1]) x = neg_inf();
           s[mt][j][e] = x;
           mx[e >> 1] = fmaxf(mx[e >> 1], x);
         }
