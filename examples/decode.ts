@@ -22,6 +22,11 @@
  * --batch B (the prompt replicated B times; GPU only), --device auto|cpu|gpu,
  * --calibration-windows N, --calibration-window-size T, --temperature T (0 = greedy, the
  * default), --top-p P, --seed S (sampling draws the same numbers for both decoders).
+ *
+ * --retrieval: a line-retrieval document instead (examples/retrieval_demo.ts): --document N (a
+ * line of examples/data/line-retrieval.jsonl) or a built one (--context 2048 --depth 0.5); the
+ * answers of both decoders and the lines the Double Sparsity steps selected tokens from. Its
+ * channels default to the bundled examples/data/<model>-qk-channels.json.
  */
 import { existsSync } from "node:fs";
 import * as path from "node:path";
@@ -40,6 +45,7 @@ import { findPreset, presetVariant } from "../src/quality/evaluate.ts";
 import { GpuDecoder } from "../src/decoding/gpu_decoder.ts";
 import { loadTokenizer } from "../src/checkpoint/tokenizer.ts";
 import { type LoadedModel, loadModel } from "../src/checkpoint/weights.ts";
+import { runRetrievalDemo } from "./retrieval_demo.ts";
 
 // ---------------------------------------------------------------------------------------------
 // 1. Arguments
@@ -63,6 +69,10 @@ const { values: args } = parseArgs({
     temperature: { type: "string", default: "0" },
     "top-p": { type: "string", default: "1" },
     seed: { type: "string", default: "1" },
+    retrieval: { type: "boolean", default: false },
+    document: { type: "string" },
+    context: { type: "string", default: "2048" },
+    depth: { type: "string", default: "0.5" },
   },
 });
 
@@ -80,7 +90,7 @@ const intFlag = (flag: string, value: string | undefined): number | undefined =>
   return n;
 };
 const root = packageRoot();
-const modelDir = args.model ?? path.join(root, "examples", "models", "tiny-code-llama");
+const modelDir = args.model ?? path.join(root, "examples", "models", "tiny-code-llama-8k");
 const batch = intFlag("batch", args.batch)!;
 const preset = findPreset(args.variant);
 if (!preset.selection) throw new Error(`--variant: pick a Double Sparsity preset, not "dense"`);
@@ -136,9 +146,15 @@ if (!onGpu && !explicitCalibration && !args.channels && !existsSync(protocolFile
       "`deno task calibrate` on a GPU makes that file)",
   );
 }
+const bundledChannels = path.join(
+  root,
+  "examples",
+  "data",
+  `${path.basename(path.resolve(modelDir))}-qk-channels.json`,
+);
 const channelFiles = await loadOrCalibrate(model, {
   modelDir,
-  channelsPath: args.channels,
+  channelsPath: args.channels ?? (args.retrieval ? bundledChannels : undefined),
   calibrationWindows,
   calibrationWindowSize,
   device,
@@ -160,6 +176,21 @@ const spec = variant.spec!;
 const channels = variant.channels!;
 console.log(`variant: "${preset.name}" -> ${spec.variant}, dense layers [${spec.denseLayers}]`);
 if (variant.note) console.log(`note: ${variant.note}`);
+
+if (args.retrieval) {
+  await runRetrievalDemo({
+    model,
+    spec,
+    channels,
+    cuda: onGpu ? device.cuda : undefined,
+    file: path.join(root, "examples", "data", "line-retrieval.jsonl"),
+    documentLine: intFlag("document", args.document),
+    contextBytes: intFlag("context", args.context)!,
+    depth: Number(args.depth),
+    seed: Number(args.seed),
+  });
+  Deno.exit(0);
+}
 
 // ---------------------------------------------------------------------------------------------
 // 6. The prompt

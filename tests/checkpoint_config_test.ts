@@ -9,7 +9,7 @@ import {
 import { configToJson, syntheticConfig } from "../src/checkpoint/synthetic.ts";
 
 const CONFIG_PATH = fileURLToPath(
-  new URL("../examples/models/tiny-code-llama/config.json", import.meta.url),
+  new URL("../examples/models/tiny-code-llama-8k/config.json", import.meta.url),
 );
 
 // Meta-Llama-3.1-8B's config.json values.
@@ -45,7 +45,7 @@ Deno.test("config: tiny-code-llama", async () => {
     ropeScaling: { type: "default" },
     tieWordEmbeddings: false,
     attentionBias: false,
-    maxPositionEmbeddings: 4096,
+    maxPositionEmbeddings: 8192,
     slidingWindow: null,
   });
 });

@@ -11,7 +11,7 @@ import {
   tensorToFloat32,
 } from "../src/checkpoint/safetensors.ts";
 
-const MODEL_DIR = fileURLToPath(new URL("../examples/models/tiny-code-llama", import.meta.url));
+const MODEL_DIR = fileURLToPath(new URL("../examples/models/tiny-code-llama-8k", import.meta.url));
 
 /** Safetensors bytes from a header object and a data section. */
 function rawFile(header: Record<string, unknown>, data: Uint8Array): Uint8Array {

@@ -5,7 +5,7 @@ import { readModelConfig } from "../src/checkpoint/config.ts";
 import { ByteTokenizer, loadTokenizer } from "../src/checkpoint/tokenizer.ts";
 import { syntheticConfig } from "../src/checkpoint/synthetic.ts";
 
-const MODEL_DIR = fileURLToPath(new URL("../examples/models/tiny-code-llama", import.meta.url));
+const MODEL_DIR = fileURLToPath(new URL("../examples/models/tiny-code-llama-8k", import.meta.url));
 
 Deno.test("tokenizer: byte round trip including non-ASCII text", () => {
   const tok = new ByteTokenizer();

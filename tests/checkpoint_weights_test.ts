@@ -11,7 +11,7 @@ import {
 } from "../src/checkpoint/synthetic.ts";
 import { loadModel } from "../src/checkpoint/weights.ts";
 
-const MODEL_DIR = fileURLToPath(new URL("../examples/models/tiny-code-llama", import.meta.url));
+const MODEL_DIR = fileURLToPath(new URL("../examples/models/tiny-code-llama-8k", import.meta.url));
 
 Deno.test("weights: tiny-code-llama loads with Hugging Face shapes", async () => {
   const { config, weights } = await loadModel(MODEL_DIR);

@@ -5,9 +5,9 @@ import { type CpuAttention, CpuDecoder, DenseAttention } from "../src/decoding/c
 import { randomModel, syntheticConfig } from "../src/checkpoint/synthetic.ts";
 import { loadModel } from "../src/checkpoint/weights.ts";
 
-const MODEL_DIR = fileURLToPath(new URL("../examples/models/tiny-code-llama", import.meta.url));
+const MODEL_DIR = fileURLToPath(new URL("../examples/models/tiny-code-llama-8k", import.meta.url));
 const REFERENCE = fileURLToPath(
-  new URL("./fixtures/tiny-code-llama-reference.json", import.meta.url),
+  new URL("./fixtures/tiny-code-llama-8k-reference.json", import.meta.url),
 );
 
 interface Reference {

@@ -10,9 +10,9 @@ import { syntheticConfig } from "../src/checkpoint/synthetic.ts";
 import { loadModel } from "../src/checkpoint/weights.ts";
 import { randomArray, seededRandom } from "./helpers.ts";
 
-const MODEL_DIR = fileURLToPath(new URL("../examples/models/tiny-code-llama", import.meta.url));
+const MODEL_DIR = fileURLToPath(new URL("../examples/models/tiny-code-llama-8k", import.meta.url));
 const QK_FILE = fileURLToPath(
-  new URL("../examples/data/tiny-code-llama-qk-channels.json", import.meta.url),
+  new URL("../examples/data/tiny-code-llama-8k-qk-channels.json", import.meta.url),
 );
 const HELDOUT = fileURLToPath(new URL("../examples/data/python-heldout.txt", import.meta.url));
 

@@ -10,12 +10,12 @@ import { formatChannelConfig, readChannelConfig } from "../src/quality/channel_c
 import { loadModel } from "../src/checkpoint/weights.ts";
 import { cutWindows, windowInput } from "../src/quality/windows.ts";
 
-const MODEL_DIR = fileURLToPath(new URL("../examples/models/tiny-code-llama", import.meta.url));
+const MODEL_DIR = fileURLToPath(new URL("../examples/models/tiny-code-llama-8k", import.meta.url));
 const CALIBRATION_TEXT = fileURLToPath(
   new URL("../examples/data/python-calibration.txt", import.meta.url),
 );
 const QK_FILE = fileURLToPath(
-  new URL("../examples/data/tiny-code-llama-qk-channels.json", import.meta.url),
+  new URL("../examples/data/tiny-code-llama-8k-qk-channels.json", import.meta.url),
 );
 
 Deno.test("calibration: ranking by descending value, ties to the lower channel", () => {

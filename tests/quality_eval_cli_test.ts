@@ -15,9 +15,9 @@ import { loadModel } from "../src/checkpoint/weights.ts";
 import { readWindows, windowInput } from "../src/quality/windows.ts";
 import { REPO_ROOT, withTempDir } from "./helpers.ts";
 
-const MODEL_DIR = fileURLToPath(new URL("../examples/models/tiny-code-llama", import.meta.url));
+const MODEL_DIR = fileURLToPath(new URL("../examples/models/tiny-code-llama-8k", import.meta.url));
 const QK_FILE = fileURLToPath(
-  new URL("../examples/data/tiny-code-llama-qk-channels.json", import.meta.url),
+  new URL("../examples/data/tiny-code-llama-8k-qk-channels.json", import.meta.url),
 );
 const HELDOUT = fileURLToPath(new URL("../examples/data/python-heldout.txt", import.meta.url));
 const CALIBRATION = fileURLToPath(

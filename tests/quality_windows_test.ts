@@ -9,7 +9,7 @@ import {
   windowTargets,
 } from "../src/quality/windows.ts";
 
-const MODEL_DIR = fileURLToPath(new URL("../examples/models/tiny-code-llama", import.meta.url));
+const MODEL_DIR = fileURLToPath(new URL("../examples/models/tiny-code-llama-8k", import.meta.url));
 const HELDOUT = fileURLToPath(new URL("../examples/data/python-heldout.txt", import.meta.url));
 
 Deno.test("windows: window i is bytes [i*T, (i+1)*T + 1)", () => {

@@ -7,6 +7,7 @@
  * Then prints each head's leading channels and their agreement with a reference file.
  *
  *   deno task calibrate [--model DIR] [--data FILE] [--windows 16] [--window-size 2048]
+ *                       [--recipe python|retrieval-mix] [--kinds q,k,qk]
  *                       [--out FILE] [--compare FILE] [--device auto|cpu|gpu]
  */
 import * as path from "node:path";
@@ -14,26 +15,42 @@ import { parseArgs } from "node:util";
 import { existsSync } from "node:fs";
 import { packageRoot } from "../util/package_root.ts";
 import {
-  calibrate,
   DEFAULT_CALIBRATION_DATA,
   defaultChannelPath,
   statsPathFor,
   writeChannelStatistics,
 } from "../quality/calibrate_run.ts";
-import { parseDeviceChoice } from "../runtime/device.ts";
-import { readChannelConfig, writeChannelConfig } from "../quality/channel_config.ts";
+import { parseDeviceChoice, resolveDevice } from "../runtime/device.ts";
+import {
+  CHANNEL_KINDS,
+  type ChannelKind,
+  readChannelConfig,
+  writeChannelConfig,
+} from "../quality/channel_config.ts";
 import { loadModel } from "../checkpoint/weights.ts";
-import { PROTOCOL_CALIBRATION_WINDOWS, PROTOCOL_WINDOW, readWindows } from "../quality/windows.ts";
+import { PROTOCOL_CALIBRATION_WINDOWS, PROTOCOL_WINDOW } from "../quality/windows.ts";
+import {
+  calibrateSets,
+  CALIBRATION_RECIPES,
+  parseRecipe,
+  recipeSets,
+  RETRIEVAL_MIX,
+} from "../quality/calibration_recipes.ts";
 
 const HELP = `deno task calibrate [options]
-  --model DIR          model directory (default examples/models/tiny-code-llama)
+  --model DIR          model directory (default examples/models/tiny-code-llama-8k)
   --data FILE          calibration text (default examples/data/python-calibration.txt)
   --windows N          calibration windows (default ${PROTOCOL_CALIBRATION_WINDOWS})
   --window-size T      bytes per window (default ${PROTOCOL_WINDOW})
+  --recipe NAME        ${CALIBRATION_RECIPES.join(" | ")} (default python: the windows above);
+                       retrieval-mix: ${RETRIEVAL_MIX.retrievalRows} built retrieval rows of ${RETRIEVAL_MIX.retrievalRowBytes} bytes and
+                       ${RETRIEVAL_MIX.pythonWindows} windows of ${RETRIEVAL_MIX.pythonWindowBytes} bytes of --data (see src/quality/calibration_recipes.ts)
+  --kinds LIST         rankings to write, of q, k, qk (default all three)
   --out FILE           channel config to write (default .cache/channels/<model>.json;
-                       <model>-<N>x<T>.json for other sizes); statistics go to <out>.stats.json
+                       <model>-<N>x<T>.json for other sizes, <model>-retrieval-mix.json);
+                       statistics go to <out>.stats.json
   --compare FILE       reference channel config to compare the qk rankings with (default for
-                       tiny-code-llama: examples/data/tiny-code-llama-qk-channels.json)
+                       tiny-code-llama: examples/data/tiny-code-llama-8k-qk-channels.json)
   --device auto|cpu|gpu  (default auto: the GPU when one is usable)`;
 
 function positiveInt(flag: string, value: string): number {
@@ -52,6 +69,8 @@ async function main(): Promise<number> {
       data: { type: "string" },
       windows: { type: "string", default: String(PROTOCOL_CALIBRATION_WINDOWS) },
       "window-size": { type: "string", default: String(PROTOCOL_WINDOW) },
+      recipe: { type: "string", default: "python" },
+      kinds: { type: "string", default: CHANNEL_KINDS.join(",") },
       out: { type: "string" },
       compare: { type: "string" },
       device: { type: "string", default: "auto" },
@@ -63,35 +82,51 @@ async function main(): Promise<number> {
     return 0;
   }
   const root = packageRoot();
-  const modelDir = args.model ?? path.join(root, "examples", "models", "tiny-code-llama");
+  const modelDir = args.model ?? path.join(root, "examples", "models", "tiny-code-llama-8k");
   const data = args.data ?? DEFAULT_CALIBRATION_DATA;
   const numWindows = positiveInt("--windows", args.windows);
   const windowSize = positiveInt("--window-size", args["window-size"]);
-  const device = parseDeviceChoice(args.device);
-  const out = args.out ?? defaultChannelPath(modelDir, numWindows, windowSize);
+  const recipe = parseRecipe(args.recipe);
+  const kinds = args.kinds.split(",").map((k) => {
+    const kind = k.trim() as ChannelKind;
+    if (!CHANNEL_KINDS.includes(kind)) {
+      throw new Error(`--kinds: got ${JSON.stringify(k)}; allowed: ${CHANNEL_KINDS.join(", ")}`);
+    }
+    return kind;
+  });
   const modelName = path.basename(path.resolve(modelDir));
+  const out = args.out ??
+    (recipe === "python"
+      ? defaultChannelPath(modelDir, numWindows, windowSize)
+      : path.join(root, ".cache", "channels", `${modelName}-${recipe}.json`));
   const bundledReference = path.join(root, "examples", "data", `${modelName}-qk-channels.json`);
   const compare = args.compare ?? (existsSync(bundledReference) ? bundledReference : undefined);
 
   const model = await loadModel(modelDir);
   const c = model.config;
-  const windows = await readWindows(data, windowSize, numWindows);
+  const sets = await recipeSets(recipe, data, { windows: numWindows, windowSize });
   console.log(
     `model ${modelDir}: ${c.numLayers} layers, ${c.numHeads} query / ${c.numKvHeads} kv heads, ` +
       `head dim ${c.headDim}`,
   );
-  console.log(`calibrating on ${numWindows} window(s) of ${windowSize} bytes of ${data}`);
-  const run = await calibrate(model, windows, {
+  console.log(`calibrating (recipe ${recipe}) on ${sets.map((s) => s.label).join(" and ")}`);
+  const device = resolveDevice(parseDeviceChoice(args.device));
+  const run = await calibrateSets(model, sets, {
     device,
-    onProgress: (p) => console.error(`  ${p.done}/${p.total} ${p.unit}`),
+    onProgress: (i, p) =>
+      console.error(`  set ${i + 1}/${sets.length}: ${p.done}/${p.total} ${p.unit}`),
   });
   console.log(`calibrated on ${run.deviceName} (${run.device}) in ${run.seconds.toFixed(1)} s`);
 
   await Deno.mkdir(path.dirname(path.resolve(out)), { recursive: true });
-  await writeChannelConfig(out, run.stats.toChannelConfig());
+  await writeChannelConfig(out, run.stats.toChannelConfig(kinds));
   const statsOut = statsPathFor(out);
-  writeChannelStatistics(statsOut, run.stats, { data, windowSize, device: run.deviceName });
-  console.log(`wrote ${out} (q, k, qk rankings)`);
+  writeChannelStatistics(statsOut, run.stats, {
+    data: recipe === "python" ? data : `recipe ${recipe}: ${sets.map((s) => s.label).join("; ")}`,
+    windowSize: recipe === "python" ? windowSize : undefined,
+    device: run.deviceName,
+  });
+  console.log(`wrote ${out} (${kinds.join(", ")} rankings)`);
   console.log(`wrote ${statsOut} (raw statistics)`);
 
   const ours = run.stats.rankings("qk");

@@ -35,7 +35,7 @@ import {
 export { EVAL_PRESETS, findPreset, parsePresetList, presetSpec } from "../quality/evaluate.ts";
 
 const HELP = `deno task eval [options]
-  --model DIR                 model directory (default examples/models/tiny-code-llama)
+  --model DIR                 model directory (default examples/models/tiny-code-llama-8k)
   --data FILE                 evaluation text (default examples/data/python-heldout.txt)
   --windows N                 windows (default ${PROTOCOL_EVAL_WINDOWS})
   --window-size T             bytes per window (default ${PROTOCOL_WINDOW})
@@ -122,7 +122,7 @@ async function main(): Promise<number> {
     return 0;
   }
   const root = packageRoot();
-  const modelDir = args.model ?? path.join(root, "examples", "models", "tiny-code-llama");
+  const modelDir = args.model ?? path.join(root, "examples", "models", "tiny-code-llama-8k");
   const data = args.data ?? path.join(root, "examples", "data", "python-heldout.txt");
   const numWindows = positiveInt("--windows", args.windows);
   const windowSize = positiveInt("--window-size", args["window-size"]);

@@ -45,6 +45,12 @@ export class CpuDoubleSparsityAttention implements CpuAttention {
   prefill = false;
   /** Route of the most recent call of each layer. */
   readonly lastRoutes: LayerRoute[];
+  /**
+   * Tokens the most recent call of each layer attended to, per selection head (ascending);
+   * undefined where that call was dense (dense layer or prefill). For showing where the
+   * selection went (which positions a decode step read).
+   */
+  readonly lastSelected: (Int32Array[] | undefined)[];
   readonly #dense = new DenseAttention();
   readonly #written: Int32Array;
   readonly #recallSum: Float64Array;
@@ -78,6 +84,7 @@ export class CpuDoubleSparsityAttention implements CpuAttention {
         : new CpuPagedCache(spec, channels, 1, maxPages, maxPages, this.pages)
     );
     this.lastRoutes = Array(numLayers).fill("dense");
+    this.lastSelected = Array(numLayers).fill(undefined);
     this.#written = new Int32Array(numLayers);
     this.#recallSum = new Float64Array(numLayers);
     this.#recallCount = new Float64Array(numLayers);
@@ -124,6 +131,7 @@ export class CpuDoubleSparsityAttention implements CpuAttention {
     const cache = this.caches[layer];
     if (cache === undefined) {
       this.lastRoutes[layer] = "dense-layer";
+      this.lastSelected[layer] = undefined;
       return this.#dense.attend(layer, q, keys, values, len, config);
     }
     // A length not past what this layer stored, or short of what another layer stored: the
@@ -131,6 +139,7 @@ export class CpuDoubleSparsityAttention implements CpuAttention {
     if (len <= this.#written[layer] || this.pages.seqLens[0] > len) this.reset();
     if (this.prefill) {
       this.lastRoutes[layer] = "prefill";
+      this.lastSelected[layer] = undefined;
       return this.#dense.attend(layer, q, keys, values, len, config);
     }
     // The sparse route sees every stored token: it cannot apply a sliding window.
@@ -141,6 +150,7 @@ export class CpuDoubleSparsityAttention implements CpuAttention {
     const qRounded = decodeArray(s.kvDtype, encodeArray(s.kvDtype, q));
     const result = doubleSparsityDecode(cache, 0, qRounded);
     this.lastRoutes[layer] = result.route;
+    this.lastSelected[layer] = result.selected;
     if (this.#measureRecall && result.route === "sparse") {
       this.#addRecall(layer, cache, qRounded, result.selected);
     }

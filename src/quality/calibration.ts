@@ -160,6 +160,17 @@ export class ChannelStatistics {
     this.windows += windows;
   }
 
+  /** Adds another calibration's windows (same shape): statistics of the union of windows. */
+  absorb(other: ChannelStatistics): void {
+    if (
+      other.numLayers !== this.numLayers || other.numHeads !== this.numHeads ||
+      other.numKvHeads !== this.numKvHeads || other.headDim !== this.headDim
+    ) {
+      throw new Error("ChannelStatistics.absorb: the statistics differ in shape");
+    }
+    this.addSummedWindows(other.totals, 1, other.windows);
+  }
+
   /** Summed window means of one layer and head (query head for q/qk, kv head for k). */
   values(kind: ChannelKind, layer: number, head: number): Float64Array {
     const row = (layer * this.rows(kind) + head) * this.headDim;

@@ -312,14 +312,17 @@ export const EVAL_PRESETS: readonly EvalPreset[] = [
 const normalizeName = (s: string) =>
   s.trim().toLowerCase().replace(/\s+/g, " ").replace(/ ?, ?/g, ",");
 
-/** The preset of that name (case and spacing are ignored). */
-export function findPreset(name: string): EvalPreset {
+/** The preset of that name among `presets` (case and spacing are ignored). */
+export function findPreset<P extends { readonly name: string } = EvalPreset>(
+  name: string,
+  presets: readonly P[] = EVAL_PRESETS as unknown as readonly P[],
+): P {
   const want = normalizeName(name);
-  const hit = EVAL_PRESETS.find((p) => normalizeName(p.name) === want);
+  const hit = presets.find((p) => normalizeName(p.name) === want);
   if (!hit) {
     throw new Error(
       `unknown variant ${JSON.stringify(name)}; known: ${
-        EVAL_PRESETS.map((p) => JSON.stringify(p.name)).join(", ")
+        presets.map((p) => JSON.stringify(p.name)).join(", ")
       }`,
     );
   }
@@ -327,24 +330,30 @@ export function findPreset(name: string): EvalPreset {
 }
 
 /**
- * A comma (or semicolon) separated list of preset names. Preset names contain commas themselves
- * ("... dense 0,1"): a piece that is only digits continues the previous name.
+ * A comma (or semicolon) separated list of preset names among `presets`. Preset names contain
+ * commas themselves ("... dense 0,1"): a piece that is only digits continues the previous name.
  */
-export function parsePresetList(list: string | undefined): EvalPreset[] {
+export function parsePresetList<P extends { readonly name: string } = EvalPreset>(
+  list: string | undefined,
+  presets: readonly P[] = EVAL_PRESETS as unknown as readonly P[],
+): P[] {
   if (list === undefined || list.trim() === "" || list.trim().toLowerCase() === "all") {
-    return [...EVAL_PRESETS];
+    return [...presets];
   }
   const names: string[] = [];
   for (const piece of list.split(/[;,]/)) {
     if (/^\s*\d+\s*$/.test(piece) && names.length > 0) names[names.length - 1] += `,${piece}`;
     else if (piece.trim() !== "") names.push(piece);
   }
-  return names.map(findPreset);
+  return names.map((n) => findPreset(n, presets));
 }
+
+/** What a preset's attention is, without its expected bits/byte (shared with retrieval). */
+export type PresetShape = Omit<EvalPreset, "expected">;
 
 /** The attention spec of a preset for a model shape (undefined for dense). */
 export function presetSpec(
-  preset: EvalPreset,
+  preset: PresetShape,
   config: ModelConfig,
   kvDtype: KvDtype = "fp16",
 ): AttentionSpec | undefined {
@@ -379,7 +388,7 @@ export interface PresetChannels {
  * ranking without statistics comes from a Borda count of the per-head rankings).
  */
 export function presetVariant(
-  preset: EvalPreset,
+  preset: PresetShape,
   model: ModelConfig,
   channels: PresetChannels,
 ): EvalVariant & { note?: string } {

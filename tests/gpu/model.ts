@@ -1,7 +1,7 @@
 /**
  * GPU decoder checks (part of `deno task test:gpu`, or alone: `deno run -A tests/gpu/model.ts`):
  *  1. dense decode steps (CUDA graph) teacher-forced over the 96 reference bytes reproduce
- *     Hugging Face's fp32 logits (tests/fixtures/tiny-code-llama-reference.json);
+ *     Hugging Face's fp32 logits (tests/fixtures/tiny-code-llama-8k-reference.json);
  *  2. prefill of the same bytes gives the last position's logits;
  *  3. greedy decoding after the prefill reproduces the reference 64-token continuation;
  *  4. a Double Sparsity decoder (k = 32) equals dense while the context fits the budget and stays
@@ -24,12 +24,12 @@ const root = (p: string) => fileURLToPath(new URL(`../../${p}`, import.meta.url)
 export async function runModelChecks(): Promise<string[]> {
   const failures: string[] = [];
   const ref = JSON.parse(
-    Deno.readTextFileSync(root("tests/fixtures/tiny-code-llama-reference.json")),
+    Deno.readTextFileSync(root("tests/fixtures/tiny-code-llama-8k-reference.json")),
   );
   const ids: number[] = ref.input_ids;
   const refLogits: number[][] = ref.logits;
   const greedy: number[] = ref.greedy_continuation_ids;
-  const model = await loadModel(root("examples/models/tiny-code-llama"));
+  const model = await loadModel(root("examples/models/tiny-code-llama-8k"));
   const c = model.config;
   const cuda = openCuda();
 
@@ -93,7 +93,7 @@ export async function runModelChecks(): Promise<string[]> {
       selection: "head",
       budget: { tokens: 32 },
     });
-    const config = await readChannelConfig(root("examples/data/tiny-code-llama-qk-channels.json"), {
+    const config = await readChannelConfig(root("examples/data/tiny-code-llama-8k-qk-channels.json"), {
       numLayers: c.numLayers,
       numHeads: c.numHeads,
       numKvHeads: c.numKvHeads,
