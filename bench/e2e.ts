@@ -111,11 +111,11 @@ const overhead = (wall: number, device: number) =>
 
 // ---- 1. tiny-code-llama at 4K positions ----
 {
-  const model = await loadModel(join(root, "examples/models/tiny-code-llama"));
+  const model = await loadModel(join(root, "examples/models/tiny-code-llama-8k"));
   const c = model.config;
   const text = Deno.readFileSync(join(root, "examples/data/python-heldout.txt"));
   const config = await readChannelConfig(
-    join(root, "examples/data/tiny-code-llama-qk-channels.json"),
+    join(root, "examples/data/tiny-code-llama-8k-qk-channels.json"),
     {
       numLayers: c.numLayers,
       numHeads: c.numHeads,

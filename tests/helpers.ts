@@ -73,3 +73,21 @@ export function firstDifference(actual: string, expected: string): string {
   }
   return "no line differs";
 }
+
+/** Runs a Deno script of the repository as a subprocess; returns its output. */
+export async function runScript(script: string, args: string[]) {
+  const started = performance.now();
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", script, ...args],
+    cwd: REPO_ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = (b: Uint8Array) => new TextDecoder().decode(b);
+  return {
+    code: out.code,
+    stdout: text(out.stdout),
+    stderr: text(out.stderr),
+    ms: performance.now() - started,
+  };
+}

@@ -11,7 +11,7 @@ import {
 } from "../src/quality/channel_config.ts";
 
 const QK_FILE = fileURLToPath(
-  new URL("../examples/data/tiny-code-llama-8k-qk-channels.json", import.meta.url),
+  new URL("./fixtures/tiny-code-llama-8k-qk-python-2x512.json", import.meta.url),
 );
 const TINY_CODE_LLAMA = { numLayers: 4, numHeads: 4, numKvHeads: 2, headDim: 128 };
 const SMALL = { numLayers: 2, numHeads: 2, numKvHeads: 1, headDim: 4 };
@@ -37,14 +37,14 @@ function problemsOf(json: unknown, shape = SMALL): string {
   assert.fail("expected the channel config to be rejected");
 }
 
-Deno.test("channel config: the bundled tiny-code-llama qk file parses", async () => {
+Deno.test("channel config: a tiny-code-llama-8k qk file parses", async () => {
   const config = await readChannelConfig(QK_FILE, TINY_CODE_LLAMA);
   assert.deepEqual(Object.keys(config.kinds), ["qk"]);
   const qk = config.kinds.qk!;
   assert.equal(qk.length, 4);
   assert.equal(qk[0].length, 4);
-  assert.equal(qk[0][0][0], 44);
-  assert.deepEqual(leadingChannels(qk, 2)[0][0], [44, 108]);
+  assert.equal(qk[0][0][0], 107);
+  assert.deepEqual(leadingChannels(qk, 2)[0][0], [107, 49]);
   await assert.rejects(
     readChannelConfig(QK_FILE, { ...TINY_CODE_LLAMA, numHeads: 8 }),
     /has 4 rows, expected 8 \(one per query head\)/,

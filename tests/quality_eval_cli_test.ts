@@ -13,34 +13,16 @@ import { EVAL_PRESETS, findPreset, parsePresetList, presetSpec } from "../src/cl
 import { evaluateCpu, presetVariant } from "../src/quality/evaluate.ts";
 import { loadModel } from "../src/checkpoint/weights.ts";
 import { readWindows, windowInput } from "../src/quality/windows.ts";
-import { REPO_ROOT, withTempDir } from "./helpers.ts";
+import { runScript, withTempDir } from "./helpers.ts";
 
 const MODEL_DIR = fileURLToPath(new URL("../examples/models/tiny-code-llama-8k", import.meta.url));
 const QK_FILE = fileURLToPath(
-  new URL("../examples/data/tiny-code-llama-8k-qk-channels.json", import.meta.url),
+  new URL("./fixtures/tiny-code-llama-8k-qk-python-2x512.json", import.meta.url),
 );
 const HELDOUT = fileURLToPath(new URL("../examples/data/python-heldout.txt", import.meta.url));
 const CALIBRATION = fileURLToPath(
   new URL("../examples/data/python-calibration.txt", import.meta.url),
 );
-
-/** Runs a Deno script of the repository as a subprocess; returns its output. */
-async function runScript(script: string, args: string[]) {
-  const started = performance.now();
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", script, ...args],
-    cwd: REPO_ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = (b: Uint8Array) => new TextDecoder().decode(b);
-  return {
-    code: out.code,
-    stdout: text(out.stdout),
-    stderr: text(out.stderr),
-    ms: performance.now() - started,
-  };
-}
 
 Deno.test("eval: the presets are the rows of the accuracy table", async () => {
   const model = await loadModel(MODEL_DIR);
@@ -160,6 +142,8 @@ Deno.test("calibrate CLI: writes a channel config and statistics (CPU)", async (
       "64",
       "--out",
       out,
+      "--compare",
+      QK_FILE,
     ]);
     console.log(`calibrate CLI: ${r.ms.toFixed(0)} ms`);
     assert.equal(r.code, 0, r.stderr + r.stdout);
@@ -198,6 +182,6 @@ Deno.test("decode example: CPU path prints both continuations", async () => {
     assert.match(r.stdout, /--- dense continuation ---/);
     assert.match(r.stdout, /--- double sparsity continuation ---/);
     assert.match(r.stdout, /agreement: \d\/4 tokens equal/);
-    assert.match(r.stdout, /tiny-code-llama-1x64\.json/);
+    assert.match(r.stdout, /tiny-code-llama-8k-1x64\.json/);
   });
 });

@@ -93,12 +93,15 @@ export async function runModelChecks(): Promise<string[]> {
       selection: "head",
       budget: { tokens: 32 },
     });
-    const config = await readChannelConfig(root("examples/data/tiny-code-llama-8k-qk-channels.json"), {
-      numLayers: c.numLayers,
-      numHeads: c.numHeads,
-      numKvHeads: c.numKvHeads,
-      headDim: c.headDim,
-    });
+    const config = await readChannelConfig(
+      root("examples/data/tiny-code-llama-8k-qk-channels.json"),
+      {
+        numLayers: c.numLayers,
+        numHeads: c.numHeads,
+        numKvHeads: c.numKvHeads,
+        headDim: c.headDim,
+      },
+    );
     using dense = await GpuDecoder.create(cuda, model, {
       batch: 1,
       maxContext: 256,
