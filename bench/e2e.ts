@@ -1,6 +1,6 @@
 /**
  * End-to-end decoding throughput of the GPU decoder, dense vs Double Sparsity (GPU machine):
- *  - the bundled tiny-code-llama at its long context (4K positions): real prefill of held-out
+ *  - the bundled tiny-code-llama-8k at 4,000 of its 8,192 positions: real prefill of held-out
  *    Python, then greedy decoding;
  *  - a Llama-3-8B-shaped decoder (32 layers, 4096 hidden, 32/8 heads, fp16) with random weights
  *    drawn on the device and random caches, batch 8 and 32 at 16K and 32K contexts.
@@ -109,7 +109,7 @@ async function measure(
 const overhead = (wall: number, device: number) =>
   `${((100 * Math.max(0, wall - device)) / device).toFixed(1)}%`;
 
-// ---- 1. tiny-code-llama at 4K positions ----
+// ---- 1. tiny-code-llama-8k at 4K positions ----
 {
   const model = await loadModel(join(root, "examples/models/tiny-code-llama-8k"));
   const c = model.config;
@@ -153,7 +153,7 @@ const overhead = (wall: number, device: number) =>
         { length: batch },
         (_, b) => argmax(logits, b * c.vocabSize, c.vocabSize),
       );
-      await measure("tiny-code-llama", dec, s ? "DS head r16b16, dense 0,1" : "dense", L, first);
+      await measure("tiny-code-llama-8k", dec, s ? "DS head r16b16, dense 0,1" : "dense", L, first);
     }
   }
 }
