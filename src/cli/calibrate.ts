@@ -14,6 +14,7 @@ import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { existsSync } from "node:fs";
 import { packageRoot } from "../util/package_root.ts";
+import { BUNDLED_MODEL_DIR, positiveInt } from "./args.ts";
 import {
   DEFAULT_CALIBRATION_DATA,
   defaultChannelPath,
@@ -53,14 +54,6 @@ const HELP = `deno task calibrate [options]
                        tiny-code-llama: examples/data/tiny-code-llama-8k-qk-channels.json)
   --device auto|cpu|gpu  (default auto: the GPU when one is usable)`;
 
-function positiveInt(flag: string, value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) {
-    throw new Error(`${flag}: got ${value}; expected an integer >= 1`);
-  }
-  return n;
-}
-
 async function main(): Promise<number> {
   const { values: args } = parseArgs({
     args: Deno.args,
@@ -82,7 +75,7 @@ async function main(): Promise<number> {
     return 0;
   }
   const root = packageRoot();
-  const modelDir = args.model ?? path.join(root, "examples", "models", "tiny-code-llama-8k");
+  const modelDir = args.model ?? BUNDLED_MODEL_DIR;
   const data = args.data ?? DEFAULT_CALIBRATION_DATA;
   const numWindows = positiveInt("--windows", args.windows);
   const windowSize = positiveInt("--window-size", args["window-size"]);

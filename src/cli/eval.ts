@@ -12,6 +12,7 @@
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { packageRoot } from "../util/package_root.ts";
+import { BUNDLED_MODEL_DIR, positiveInt } from "./args.ts";
 import { writeFileAtomic } from "../util/fs.ts";
 import { loadOrCalibrate } from "../quality/calibrate_run.ts";
 import { parseDeviceChoice, resolveDevice } from "../runtime/device.ts";
@@ -52,14 +53,6 @@ ${EVAL_PRESETS.map((p) => `                                ${p.name}`).join("\n"
 
 /** Relative tolerance against the table's value. */
 export const EXPECTED_TOLERANCE = 0.01;
-
-function positiveInt(flag: string, value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) {
-    throw new Error(`${flag}: got ${value}; expected an integer >= 1`);
-  }
-  return n;
-}
 
 const pct = (x: number | null) => x === null ? "-" : `${x >= 0 ? "+" : ""}${(100 * x).toFixed(1)}%`;
 
@@ -122,7 +115,7 @@ async function main(): Promise<number> {
     return 0;
   }
   const root = packageRoot();
-  const modelDir = args.model ?? path.join(root, "examples", "models", "tiny-code-llama-8k");
+  const modelDir = args.model ?? BUNDLED_MODEL_DIR;
   const data = args.data ?? path.join(root, "examples", "data", "python-heldout.txt");
   const numWindows = positiveInt("--windows", args.windows);
   const windowSize = positiveInt("--window-size", args["window-size"]);

@@ -14,6 +14,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { packageRoot } from "../util/package_root.ts";
+import { BUNDLED_MODEL_DIR, positiveInt } from "./args.ts";
 import { writeFileAtomic } from "../util/fs.ts";
 import { parseDeviceChoice, resolveDevice } from "../runtime/device.ts";
 import { loadModel } from "../checkpoint/weights.ts";
@@ -45,14 +46,6 @@ ${RETRIEVAL_PRESETS.map((p) => `                           ${p.name}`).join("\n"
   --out DIR              where retrieval.json and retrieval.md go
                          (default <tmp>/double-sparsity-retrieval-<time>, printed)
   --device auto|cpu|gpu  (default auto; the CPU is slow: use --lengths and --per-length)`;
-
-function positiveInt(flag: string, value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) {
-    throw new Error(`${flag}: got ${value}; expected an integer >= 1`);
-  }
-  return n;
-}
 
 function parseProtocols(value: string): RetrievalProtocol[] {
   if (value === "both") return [...RETRIEVAL_PROTOCOLS];
@@ -90,7 +83,7 @@ async function main(): Promise<number> {
     return 0;
   }
   const root = packageRoot();
-  const modelDir = args.model ?? path.join(root, "examples", "models", "tiny-code-llama-8k");
+  const modelDir = args.model ?? BUNDLED_MODEL_DIR;
   const data = args.data ?? path.join(root, "examples", "data", "line-retrieval.jsonl");
   const lengths = args.lengths?.split(",").map((s) => positiveInt("--lengths", s.trim()));
   const perLength = args["per-length"] === undefined
