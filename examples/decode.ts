@@ -113,8 +113,8 @@ const numTokens = intFlag("tokens", args.tokens) ?? (onGpu ? 64 : 16);
 // ---------------------------------------------------------------------------------------------
 // 3. The model and its tokenizer
 // ---------------------------------------------------------------------------------------------
-// The bundled tiny-code-llama is a 4-layer Llama (4 query heads, 2 kv heads, head dim 128)
-// trained on Python bytes: token id = byte value.
+// The bundled tiny-code-llama-8k is a 4-layer Llama (4 query heads, 2 kv heads, head dim 128)
+// trained on Python bytes and line-retrieval documents, 8,192 positions: token id = byte value.
 
 const model = await loadModel(modelDir);
 const config = model.config;
