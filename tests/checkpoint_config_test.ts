@@ -30,7 +30,7 @@ const MINIMAL = {
   vocab_size: 1000,
 };
 
-Deno.test("config: tiny-code-llama", async () => {
+Deno.test("config: tiny-code-llama-8k", async () => {
   assert.deepEqual(await readModelConfig(CONFIG_PATH), {
     modelType: "llama",
     hiddenSize: 512,

@@ -25,7 +25,7 @@ Deno.test("tokenizer: partial UTF-8 decodes with replacement characters", () => 
   assert.throws(() => tok.decode([300]), /token 0 is 300; expected an integer 0\.\.255/);
 });
 
-Deno.test("tokenizer: tiny-code-llama gets the byte tokenizer; others need tokenizer.json", async () => {
+Deno.test("tokenizer: tiny-code-llama-8k gets the byte tokenizer; others need tokenizer.json", async () => {
   const config = await readModelConfig(path.join(MODEL_DIR, "config.json"));
   const tok = await loadTokenizer(MODEL_DIR, config);
   assert.ok(tok instanceof ByteTokenizer);

@@ -13,7 +13,7 @@ import { loadModel } from "../src/checkpoint/weights.ts";
 
 const MODEL_DIR = fileURLToPath(new URL("../examples/models/tiny-code-llama-8k", import.meta.url));
 
-Deno.test("weights: tiny-code-llama loads with Hugging Face shapes", async () => {
+Deno.test("weights: tiny-code-llama-8k loads with Hugging Face shapes", async () => {
   const { config, weights } = await loadModel(MODEL_DIR);
   assert.equal(weights.layers.length, 4);
   assert.equal(weights.embed.length, 256 * 512);

@@ -16,7 +16,7 @@ interface Reference {
   greedy_continuation_ids: number[];
 }
 
-Deno.test("cpu decoder: matches transformers on tiny-code-llama", async () => {
+Deno.test("cpu decoder: matches transformers on tiny-code-llama-8k", async () => {
   const ref = JSON.parse(await Deno.readTextFile(REFERENCE)) as Reference;
   const model = await loadModel(MODEL_DIR);
   const decoder = new CpuDecoder(model);

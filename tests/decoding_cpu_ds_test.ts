@@ -209,7 +209,7 @@ Deno.test("cpu ds attention: dense layers are dense, sparse layers are not; rest
   );
 });
 
-Deno.test("cpu ds attention: greedy decoding of tiny-code-llama mostly matches dense", async () => {
+Deno.test("cpu ds attention: greedy decoding of tiny-code-llama-8k mostly matches dense", async () => {
   const model = await loadModel(MODEL_DIR);
   const c = model.config;
   const config = await readChannelConfig(QK_FILE, c);

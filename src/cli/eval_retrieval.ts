@@ -157,7 +157,7 @@ async function main(): Promise<number> {
   };
   const markdown = retrievalMarkdown(record);
   console.log("\n" + markdown);
-  writeFileAtomic(path.join(outDir, "retrieval.json"), JSON.stringify(record, null, 1) + "\n");
+  writeFileAtomic(path.join(outDir, "retrieval.json"), JSON.stringify(record) + "\n");
   writeFileAtomic(path.join(outDir, "retrieval.md"), markdown);
   console.log(`wrote ${path.join(outDir, "retrieval.json")} and retrieval.md`);
   return 0;

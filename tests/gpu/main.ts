@@ -624,7 +624,7 @@ if (!args.case) {
 }
 let modelFailures: string[] = [];
 if (!args["no-model"] && !args.case) {
-  console.log("\nDecoder on the GPU (tiny-code-llama):");
+  console.log("\nDecoder on the GPU (tiny-code-llama-8k):");
   try {
     modelFailures = await runModelChecks();
   } catch (e) {
