@@ -115,7 +115,7 @@ const overhead = (wall: number, device: number) =>
   const c = model.config;
   const text = Deno.readFileSync(join(root, "examples/data/python-heldout.txt"));
   const config = await readChannelConfig(
-    join(root, "examples/data/tiny-code-llama-8k-qk-channels.json"),
+    join(root, "examples", "data", "tiny-code-llama-8k-qk-channels.json"),
     {
       numLayers: c.numLayers,
       numHeads: c.numHeads,

@@ -80,11 +80,14 @@ Deno.test("interop: a channel file written here loads in the authors' loader sha
 });
 
 Deno.test("interop: the authors' channel files load here and survive a rewrite", () => {
-  const dir = repoPath("examples", "data");
-  const files = readdirSync(dir).filter((f) => f.endsWith("-channels.json"));
-  assert.ok(files.length > 0, `no *-channels.json reference file in ${dir}`);
+  // The bundled model's file (examples/data) and the tests' small calibration (tests/fixtures).
+  const dirs = [repoPath("examples", "data"), repoPath("tests", "fixtures")];
+  const files = dirs.flatMap((dir) =>
+    readdirSync(dir).filter((f) => f.endsWith("-channels.json")).map((f) => join(dir, f))
+  );
+  assert.ok(files.length > 0, `no *-channels.json reference file in ${dirs.join(" or ")}`);
   for (const name of files) {
-    const text = readFileSync(join(dir, name), "utf8");
+    const text = readFileSync(name, "utf8");
     const json = JSON.parse(text) as Record<string, number[][]>;
     const keys = Object.keys(json);
     const kind = /\.(q|k|qk)_proj$/.exec(keys[0])![1] as ChannelKind;

@@ -15,7 +15,7 @@ const CALIBRATION_TEXT = fileURLToPath(
   new URL("../examples/data/python-calibration.txt", import.meta.url),
 );
 const QK_FILE = fileURLToPath(
-  new URL("./fixtures/tiny-code-llama-8k-qk-python-2x512.json", import.meta.url),
+  new URL("./fixtures/tiny-code-llama-8k-python-2x512-qk-channels.json", import.meta.url),
 );
 
 Deno.test("calibration: ranking by descending value, ties to the lower channel", () => {

@@ -11,7 +11,7 @@ import {
 } from "../src/quality/channel_config.ts";
 
 const QK_FILE = fileURLToPath(
-  new URL("./fixtures/tiny-code-llama-8k-qk-python-2x512.json", import.meta.url),
+  new URL("./fixtures/tiny-code-llama-8k-python-2x512-qk-channels.json", import.meta.url),
 );
 const TINY_CODE_LLAMA = { numLayers: 4, numHeads: 4, numKvHeads: 2, headDim: 128 };
 const SMALL = { numLayers: 2, numHeads: 2, numKvHeads: 1, headDim: 4 };

@@ -17,7 +17,7 @@ import { runScript, withTempDir } from "./helpers.ts";
 
 const MODEL_DIR = fileURLToPath(new URL("../examples/models/tiny-code-llama-8k", import.meta.url));
 const QK_FILE = fileURLToPath(
-  new URL("./fixtures/tiny-code-llama-8k-qk-python-2x512.json", import.meta.url),
+  new URL("./fixtures/tiny-code-llama-8k-python-2x512-qk-channels.json", import.meta.url),
 );
 const HELDOUT = fileURLToPath(new URL("../examples/data/python-heldout.txt", import.meta.url));
 const CALIBRATION = fileURLToPath(

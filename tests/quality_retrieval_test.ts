@@ -20,7 +20,7 @@ import { runScript, withTempDir } from "./helpers.ts";
 
 const DATA = fileURLToPath(new URL("../examples/data/line-retrieval.jsonl", import.meta.url));
 const QK_FILE = fileURLToPath(
-  new URL("./fixtures/tiny-code-llama-8k-qk-python-2x512.json", import.meta.url),
+  new URL("./fixtures/tiny-code-llama-8k-python-2x512-qk-channels.json", import.meta.url),
 );
 
 Deno.test("retrieval: JSONL rows, optional fields, and problems named by file, line and field", () => {
@@ -158,7 +158,7 @@ Deno.test("eval:retrieval CLI: both protocols on the CPU reference, a short docu
     ]);
     console.log(`eval:retrieval CLI: ${r.ms.toFixed(0)} ms\n${r.stdout}`);
     assert.equal(r.code, 0, r.stderr + r.stdout);
-    const record = JSON.parse(await Deno.readTextFile(join(out, "retrieval.json")));
+    const record = JSON.parse(await Deno.readTextFile(join(out, "retrieval") + ".json"));
     assert.deepEqual(
       record.runs.map((x: { protocol: string; variant: string }) => `${x.protocol} ${x.variant}`),
       [
@@ -177,7 +177,7 @@ Deno.test("eval:retrieval CLI: both protocols on the CPU reference, a short docu
     // Dense attention reads this short document right under both protocols.
     assert.equal(record.runs[0].outcomes[0].got, doc.digits);
     assert.equal(record.runs[2].outcomes[0].got, doc.digits);
-    const md = await Deno.readTextFile(join(out, "retrieval.md"));
+    const md = await Deno.readTextFile(join(out, "retrieval") + ".md");
     assert.match(md, /\| dense \| teacher-forced \| 100\.0% \(1\/1\) \|/);
     assert.match(md, /## Documents that flip against dense/);
   });

@@ -51,7 +51,7 @@ const HELP = `deno task calibrate [options]
                        <model>-<N>x<T>.json for other sizes, <model>-retrieval-mix.json);
                        statistics go to <out>.stats.json
   --compare FILE       reference channel config to compare the qk rankings with (default for
-                       the bundled model: examples/data/tiny-code-llama-8k-qk-channels.json)
+                       the bundled model: examples/data/<model>-qk-channels.json when present)
   --device auto|cpu|gpu  (default auto: the GPU when one is usable)`;
 
 async function main(): Promise<number> {

@@ -1,7 +1,8 @@
 /**
  * `deno task eval:retrieval`: line-retrieval accuracy (issue 10) of dense attention and the
  * Double Sparsity presets, teacher-forced and as deployed, per context length and per depth of
- * the asked line; writes retrieval.json (with every document's outcome) and retrieval.md.
+ * the asked line; writes <out>/retrieval.json (with every document's outcome) and
+ * <out>/retrieval.md.
  *
  *   deno task eval:retrieval [--data FILE] [--lengths 2048,4096,8000] [--per-length N]
  *     [--variants LIST] [--protocols teacher-forced,deployed] [--depth-buckets 5]
@@ -43,7 +44,7 @@ ${RETRIEVAL_PRESETS.map((p) => `                           ${p.name}`).join("\n"
   --depth-buckets N      depth buckets of the report (default 5)
   --channels FILE        qk channel config (default examples/data/<model>-qk-channels.json)
   --seed N               seed of the random-channel ablation (default 1)
-  --out DIR              where retrieval.json and retrieval.md go
+  --out DIR              where <out>/retrieval.json and <out>/retrieval.md go
                          (default <tmp>/double-sparsity-retrieval-<time>, printed)
   --device auto|cpu|gpu  (default auto; the CPU is slow: use --lengths and --per-length)`;
 
@@ -157,9 +158,11 @@ async function main(): Promise<number> {
   };
   const markdown = retrievalMarkdown(record);
   console.log("\n" + markdown);
-  writeFileAtomic(path.join(outDir, "retrieval.json"), JSON.stringify(record) + "\n");
-  writeFileAtomic(path.join(outDir, "retrieval.md"), markdown);
-  console.log(`wrote ${path.join(outDir, "retrieval.json")} and retrieval.md`);
+  // Named from one stem: "<out>/retrieval" + .json and .md.
+  const stem = path.join(outDir, "retrieval");
+  writeFileAtomic(`${stem}.json`, JSON.stringify(record) + "\n");
+  writeFileAtomic(`${stem}.md`, markdown);
+  console.log(`wrote ${stem}.json and ${stem}.md`);
   return 0;
 }
 

@@ -94,7 +94,7 @@ export async function runModelChecks(): Promise<string[]> {
       budget: { tokens: 32 },
     });
     const config = await readChannelConfig(
-      root("tests/fixtures/tiny-code-llama-8k-qk-python-2x512.json"),
+      root("tests/fixtures/tiny-code-llama-8k-python-2x512-qk-channels.json"),
       {
         numLayers: c.numLayers,
         numHeads: c.numHeads,
