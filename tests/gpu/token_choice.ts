@@ -123,7 +123,7 @@ async function checkKernel(cuda: Cuda, failures: string[]): Promise<void> {
 }
 
 async function checkDecoder(cuda: Cuda, failures: string[]): Promise<void> {
-  const model = await loadModel(root("examples/models/tiny-code-llama"));
+  const model = await loadModel(root("examples/models/tiny-code-llama-8k"));
   const V = model.config.vocabSize;
   const text = new TextEncoder().encode(
     Deno.readTextFileSync(root("examples/data/python-heldout.txt")),
