@@ -6,8 +6,8 @@
  *
  * The document is a line of examples/data/line-retrieval.jsonl (--document N) or a freshly built
  * one (--context BYTES --depth D). Selected tokens come from the CPU reference
- * (CpuDoubleSparsityAttention.lastSelected); on the GPU the answers come from the generated
- * kernels and the selection is shown once GpuDecoder exposes the last step's selected tokens.
+ * (CpuDoubleSparsityAttention.lastSelected) or, on the GPU, from the generated kernels
+ * (GpuDecoder with keepSelection: lastSelected).
  */
 import { type AttentionSpec, budgetFor } from "../src/dsl/spec.ts";
 import type { Cuda } from "../src/cuda/driver.ts";
@@ -64,7 +64,7 @@ type Selection = { layer: number; heads: Int32Array[] }[];
 
 interface AnswerRun {
   readonly digits: number[];
-  /** The selection of each answer step (CPU only). */
+  /** The selection of each answer step. */
   readonly selections?: Selection[];
 }
 
@@ -109,15 +109,24 @@ async function decodeGpu(
     maxContext: prompt.length + n,
     spec: ds ? o.spec : undefined,
     channels: ds ? o.channels : undefined,
+    keepSelection: ds,
   });
   decoder.prefill([prompt.slice(0, -1)]);
-  const digits: number[] = [];
+  const digits: number[] = [], selections: Selection[] = [];
   let token = prompt[prompt.length - 1];
   for (let i = 0; i < n; i++) {
     token = argmax(decoder.step([token]));
     digits.push(token);
+    if (ds) {
+      selections.push(
+        Array.from({ length: o.model.config.numLayers }, (_, layer) => ({
+          layer,
+          heads: decoder.lastSelected(0, layer),
+        })).flatMap((s) => (s.heads ? [{ layer: s.layer, heads: s.heads }] : [])),
+      );
+    }
   }
-  return { digits };
+  return { digits, selections: ds ? selections : undefined };
 }
 
 const text = (ids: number[]) => new TextDecoder().decode(Uint8Array.from(ids));

@@ -53,6 +53,11 @@ export interface GpuDecoderOptions {
    * tokens hold (costs a dense pass; for evaluation).
    */
   readonly measureRecall?: boolean;
+  /**
+   * Keep every sparse layer's selected tokens of the last step (a device-to-device copy per layer
+   * inside the step), for `lastSelected` (demos and analysis; costs one copy per layer).
+   */
+  readonly keepSelection?: boolean;
   /** Prompt rows one prefill chunk carries (all sequences together; default 4096). */
   readonly maxPrefillRows?: number;
   readonly dtype?: "fp16" | "bf16";
@@ -160,6 +165,8 @@ export class GpuDecoder implements Disposable {
   readonly #stats: Record<ChannelKind, DeviceBuffer> | null;
   /** [layer][sparse, dense][batch][Hq] log2-sum-exp2, when measuring recall. */
   readonly #lse: DeviceBuffer | null;
+  /** [layer] copies of the decode plan's selected-token lists, when keeping the selection. */
+  readonly #selections: DeviceBuffer[] | null;
   readonly #hostLse: HostBuffer | null;
   /** One captured step per route signature (which kernels the step launches). */
   readonly #graphs = new Map<string, GraphExec>();
@@ -258,6 +265,10 @@ export class GpuDecoder implements Disposable {
       if (this.#stats) { for (const b of Object.values(this.#stats)) b.fill8(0, this.stream); }
       const lseFloats = c.numLayers * 2 * opts.batch * c.numHeads;
       this.#lse = opts.measureRecall ? bytes(lseFloats * 4) : null;
+      const selBytes = this.plan.workspace.selIdx.bytes;
+      this.#selections = opts.keepSelection && !this.dense
+        ? Array.from({ length: c.numLayers }, () => bytes(selBytes))
+        : null;
       this.#hostLse = opts.measureRecall ? own(cuda.allocHost(lseFloats * 4)) : null;
       this.stream.synchronize();
     } catch (e) {
@@ -529,6 +540,10 @@ export class GpuDecoder implements Disposable {
         ? (i: number) => this.#lse!.ptr + BigInt(((layer * 2 + i) * B * c.numHeads) * 4)
         : undefined;
       this.plan.attention(layer, this.#q.ptr, this.#attn.ptr, this.isDenseLayer(layer), lse?.(0));
+      if (this.#selections && !this.isDenseLayer(layer)) {
+        const sel = this.plan.workspace.selIdx;
+        this.stream.copyDeviceToDevice(this.#selections[layer].ptr, sel.ptr, sel.bytes);
+      }
       if (lse) {
         // The dense pass for the recall writes its output into the (free) gate/up buffer.
         this.plan.dense(layer, this.#q.ptr, true);
@@ -642,6 +657,24 @@ export class GpuDecoder implements Disposable {
    * heads of (softmax mass of the selected tokens) / (mass of all tokens), and how many
    * (sequence, head) pairs that mean covers (0 for dense layers or when every route is dense).
    */
+  /**
+   * After a step with keepSelection: per selection head, the ascending token positions that
+   * `layer`'s sparse attention read for sequence `seq`; undefined for dense layers and for a
+   * sequence routed dense in that step.
+   */
+  lastSelected(seq: number, layer: number): Int32Array[] | undefined {
+    if (!this.#selections) throw new Error("GpuDecoder: created without keepSelection");
+    if (this.isDenseLayer(layer) || this.plan.routes[seq] !== "sparse") return undefined;
+    const SH = this.spec.numSelectionHeads, stride = this.plan.selStride;
+    const all = new Int32Array(this.#selections[layer].bytes / 4);
+    this.#selections[layer].download(all, this.stream);
+    const k = this.plan.budgets[seq];
+    return Array.from({ length: SH }, (_, h) => {
+      const at = (seq * SH + h) * stride;
+      return all.slice(at, at + k).sort();
+    });
+  }
+
   lastRecall(): { mean: number; count: number }[] {
     if (!this.#hostLse) throw new Error("GpuDecoder: created without measureRecall");
     const c = this.config, B = this.batch;
