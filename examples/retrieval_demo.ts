@@ -159,8 +159,7 @@ export async function runRetrievalDemo(o: RetrievalDemoOptions): Promise<void> {
   }
   if (!sparse.selections) {
     console.log(
-      "\n(selected tokens: shown by the CPU path, --device cpu; the GPU decoder does not expose " +
-        "its last step's selection yet)",
+      "\n(no selected tokens were recorded for the Double Sparsity run)",
     );
     return;
   }
