@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { candidatesOf } from "../src/cuda/library.ts";
 import { cuda, DRIVER_SEARCH } from "../src/cuda/driver.ts";
+import { NoGpuError } from "../src/util/errors.ts";
 
 // The driver module is imported above on a machine without a GPU: importing must not touch the
 // driver. Using it must fail once, clearly, listing every place it looked.
@@ -21,10 +22,16 @@ Deno.test({
       }
       assert.ok(err, "cuda() must throw without a driver");
       assert.equal(err.name, "LibraryNotFoundError");
-      assert.match(err.message, /the CUDA driver \(libcuda\) could not be loaded; tried:/);
+      assert.ok(err instanceof NoGpuError, "a missing driver is a NoGpuError");
+      assert.match(err.message, /^the CUDA driver \(libcuda\) could not be loaded \(tried /);
       assert.match(err.message, /\/nonexistent\/libcuda\.so\.1 \(from DS_CUDA_DRIVER_PATH\)/);
+      assert.ok(!err.message.includes("\n"), "one line");
+      assert.ok(
+        !/Could not open library:\s*Could not open library/.test(err.message),
+        "the loader's prefix is not repeated",
+      );
       for (const p of ["libcuda.so.1", "/usr/local/cuda/lib64/libcuda.so.1"]) {
-        assert.ok(err.message.includes(`  - ${p}`), `the message lists ${p}`);
+        assert.ok(err.message.includes(`${p}: `), `the message lists ${p}`);
       }
     } finally {
       Deno.env.delete("DS_CUDA_DRIVER_PATH");

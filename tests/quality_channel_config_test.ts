@@ -9,6 +9,7 @@ import {
   readChannelConfig,
   writeChannelConfig,
 } from "../src/quality/channel_config.ts";
+import { withTempDir } from "./helpers.ts";
 
 const QK_FILE = fileURLToPath(
   new URL("./fixtures/tiny-code-llama-8k-python-2x512-qk-channels.json", import.meta.url),
@@ -107,8 +108,8 @@ Deno.test("channel config: each validation problem is named", () => {
     /layer 1 is missing for kind "k" \(no key "model\.layers\.1\.self_attn\.k_proj"\)/,
   );
 
-  const badKey = { ...smallConfig(), "model.layers.0.self_attn.v_proj": [[0, 1, 2, 3]] };
-  assert.match(problemsOf(badKey), /key "model\.layers\.0\.self_attn\.v_proj" does not match/);
+  const badKey = { ...smallConfig(), "layers.0.qk": [[0, 1, 2, 3]] };
+  assert.match(problemsOf(badKey), /key "layers\.0\.qk" does not match/);
 
   const outOfRange = { ...smallConfig(), "model.layers.2.self_attn.k_proj": [[0, 1, 2, 3]] };
   assert.match(problemsOf(outOfRange), /layer 2 is out of range \(model has 2\)/);
@@ -143,4 +144,34 @@ Deno.test("channel config: all problems are reported together, capped", () => {
   const listed = capped.split("\n").filter((line) => line.startsWith("  - "));
   assert.equal(listed.length, 20);
   assert.match(capped, /\.\.\. and \d+ more problem\(s\)$/);
+});
+
+Deno.test("channel config: the authors' files with v_proj, o_proj and mlp.down_proj keys load", async () => {
+  // The published configs for Llama-2-7B and Mistral-7B rank other projections too; written here
+  // in that layout (SMALL's shape, GQA: one k row per kv head), then read from disk.
+  const json: Record<string, number[][]> = smallConfig();
+  for (const layer of [0, 1]) {
+    json[`model.layers.${layer}.self_attn.v_proj`] = [[0, 1, 2, 3]];
+    json[`model.layers.${layer}.self_attn.o_proj`] = [[3, 2, 1, 0], [0, 1, 2, 3]];
+    json[`model.layers.${layer}.mlp.down_proj`] = [[1, 2, 3, 0]];
+  }
+  await withTempDir(async (dir) => {
+    const file = path.join(dir, "llama-2-7b.json");
+    await Deno.writeTextFile(file, JSON.stringify(json));
+    const config = await readChannelConfig(file, SMALL);
+    assert.deepEqual(Object.keys(config.kinds), ["q", "k", "qk"]);
+    assert.deepEqual(config.kinds.k![1], [[3, 2, 1, 0]], "one k row per kv head");
+    assert.deepEqual(config.kinds.qk![0], smallConfig()["model.layers.0.self_attn.qk_proj"]);
+    assert.equal(
+      config.note,
+      `${file}: used the q_proj, k_proj, qk_proj rankings of 2 layers; ignored ` +
+        "self_attn.v_proj (2 keys), self_attn.o_proj (2 keys), mlp.down_proj (2 keys)",
+    );
+  });
+  // A clean file carries no note; a file of only other projections is still refused.
+  assert.equal(parseChannelConfig(smallConfig(), SMALL).note, undefined);
+  assert.match(
+    problemsOf({ "model.layers.0.mlp.down_proj": [[0, 1, 2, 3]] }),
+    /no q, k or qk rankings \(only mlp\.down_proj\)/,
+  );
 });

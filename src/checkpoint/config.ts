@@ -3,6 +3,8 @@
 // read; anything else that would change the math the CPU decoder and the kernels implement
 // (other RoPE types, other activations, MLP biases, partial rotary) is rejected, not ignored.
 
+import { InputError } from "../util/errors.ts";
+
 export const SUPPORTED_MODEL_TYPES = ["llama", "mistral", "qwen2"] as const;
 export type ModelType = typeof SUPPORTED_MODEL_TYPES[number];
 
@@ -42,14 +44,17 @@ const DEFAULT_MAX_POSITIONS: Record<ModelType, number> = {
 type Json = Record<string, unknown>;
 
 function fail(source: string, field: string, value: unknown, expected: string): never {
-  throw new Error(`${source}: field "${field}" is ${JSON.stringify(value)}; expected ${expected}`);
+  throw new InputError(
+    source,
+    `field "${field}" is ${JSON.stringify(value)}; expected ${expected}`,
+  );
 }
 
 function positiveInt(raw: Json, field: string, source: string, fallback?: number): number {
   const value = raw[field];
   if (value === undefined || value === null) {
     if (fallback !== undefined) return fallback;
-    throw new Error(`${source}: required field "${field}" is missing`);
+    throw new InputError(source, `required field "${field}" is missing`);
   }
   if (typeof value !== "number" || !Number.isInteger(value) || value <= 0) {
     fail(source, field, value, "a positive integer");
@@ -339,7 +344,7 @@ export function assertWithinSlidingWindow(
 /** Parses an already-decoded config object. `source` names it in errors. */
 export function parseModelConfig(raw: unknown, source = "config.json"): ModelConfig {
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
-    throw new Error(`${source}: expected a JSON object`);
+    throw new InputError(source, `expected a JSON object`);
   }
   const c = raw as Json;
   const modelType = c["model_type"];
@@ -367,8 +372,9 @@ export function parseModelConfig(raw: unknown, source = "config.json"): ModelCon
     );
   }
   if (c["head_dim"] == null && hiddenSize % numHeads !== 0) {
-    throw new Error(
-      `${source}: hidden_size ${hiddenSize} is not divisible by num_attention_heads ${numHeads} ` +
+    throw new InputError(
+      source,
+      `hidden_size ${hiddenSize} is not divisible by num_attention_heads ${numHeads} ` +
         `and no "head_dim" is given`,
     );
   }
@@ -413,13 +419,13 @@ export async function readModelConfig(filePath: string): Promise<ModelConfig> {
   try {
     text = await Deno.readTextFile(filePath);
   } catch (e) {
-    throw new Error(`${filePath}: cannot read model config: ${(e as Error).message}`);
+    throw new InputError(filePath, `cannot read model config: ${(e as Error).message}`);
   }
   let raw: unknown;
   try {
     raw = JSON.parse(text);
   } catch (e) {
-    throw new Error(`${filePath}: invalid JSON: ${(e as Error).message}`);
+    throw new InputError(filePath, `invalid JSON: ${(e as Error).message}`);
   }
   return parseModelConfig(raw, filePath);
 }

@@ -6,6 +6,7 @@
 // the first byte after the header. Floating-point tensors are converted to Float32Array.
 
 import * as path from "node:path";
+import { InputError } from "../util/errors.ts";
 
 /** Byte size of every dtype the safetensors format defines (so any valid file parses). */
 const DTYPE_BYTES: Readonly<Record<string, number>> = {
@@ -74,16 +75,18 @@ function isNonNegativeInteger(x: unknown): x is number {
 /** Parses and validates a whole safetensors file held in memory. */
 export function parseSafetensors(bytes: Uint8Array, filePath: string): SafetensorsFile {
   if (bytes.length < HEADER_LENGTH_BYTES) {
-    throw new Error(
-      `${filePath}: file is ${bytes.length} bytes, too short for the 8-byte safetensors header length`,
+    throw new InputError(
+      filePath,
+      `file is ${bytes.length} bytes, too short for the 8-byte safetensors header length`,
     );
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const headerLength = view.getBigUint64(0, true);
   const available = BigInt(bytes.length - HEADER_LENGTH_BYTES);
   if (headerLength > available) {
-    throw new Error(
-      `${filePath}: header length ${headerLength} exceeds the ${available} bytes after the ` +
+    throw new InputError(
+      filePath,
+      `header length ${headerLength} exceeds the ${available} bytes after the ` +
         `length field (file size ${bytes.length}); the file is truncated or not safetensors`,
     );
   }
@@ -96,10 +99,10 @@ export function parseSafetensors(bytes: Uint8Array, filePath: string): Safetenso
     );
     header = JSON.parse(text);
   } catch (e) {
-    throw new Error(`${filePath}: header is not valid UTF-8 JSON: ${(e as Error).message}`);
+    throw new InputError(filePath, `header is not valid UTF-8 JSON: ${(e as Error).message}`);
   }
   if (typeof header !== "object" || header === null || Array.isArray(header)) {
-    throw new Error(`${filePath}: header must be a JSON object`);
+    throw new InputError(filePath, `header must be a JSON object`);
   }
 
   const tensors = new Map<string, TensorInfo>();
@@ -111,43 +114,46 @@ export function parseSafetensors(bytes: Uint8Array, filePath: string): Safetenso
     }
     const where = `${filePath}: tensor "${name}"`;
     if (typeof entry !== "object" || entry === null) {
-      throw new Error(`${where}: header entry must be an object, got ${JSON.stringify(entry)}`);
+      throw new InputError(where, `header entry must be an object, got ${JSON.stringify(entry)}`);
     }
     const { dtype, shape, data_offsets: offsets } = entry as Record<string, unknown>;
     if (typeof dtype !== "string" || !(dtype in DTYPE_BYTES)) {
-      throw new Error(
-        `${where}: unknown dtype ${JSON.stringify(dtype)}; expected one of ${
+      throw new InputError(
+        where,
+        `unknown dtype ${JSON.stringify(dtype)}; expected one of ${
           Object.keys(DTYPE_BYTES).join(", ")
         }`,
       );
     }
     if (!Array.isArray(shape) || !shape.every(isNonNegativeInteger)) {
-      throw new Error(
-        `${where}: shape must be a list of non-negative integers, got ${JSON.stringify(shape)}`,
+      throw new InputError(
+        where,
+        `shape must be a list of non-negative integers, got ${JSON.stringify(shape)}`,
       );
     }
     if (
       !Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isNonNegativeInteger) ||
       offsets[0] > offsets[1]
     ) {
-      throw new Error(
-        `${where}: data_offsets must be [begin, end] with 0 <= begin <= end, got ${
-          JSON.stringify(offsets)
-        }`,
+      throw new InputError(
+        where,
+        `data_offsets must be [begin, end] with 0 <= begin <= end, got ${JSON.stringify(offsets)}`,
       );
     }
     const [begin, end] = offsets as [number, number];
     if (end > dataLength) {
-      throw new Error(
-        `${where}: data_offsets [${begin}, ${end}] exceed the data section of ${dataLength} bytes ` +
+      throw new InputError(
+        where,
+        `data_offsets [${begin}, ${end}] exceed the data section of ${dataLength} bytes ` +
           `(file size ${bytes.length}); the file is truncated or corrupt`,
       );
     }
     const elements = (shape as number[]).reduce((a, b) => a * b, 1);
     const expectedBytes = elements * DTYPE_BYTES[dtype];
     if (end - begin !== expectedBytes) {
-      throw new Error(
-        `${where}: data_offsets [${begin}, ${end}] span ${end - begin} bytes but shape ` +
+      throw new InputError(
+        where,
+        `data_offsets [${begin}, ${end}] span ${end - begin} bytes but shape ` +
           `[${shape.join(", ")}] of ${dtype} needs ${expectedBytes}`,
       );
     }
@@ -162,7 +168,7 @@ export async function readSafetensorsFile(filePath: string): Promise<Safetensors
   try {
     bytes = await Deno.readFile(filePath);
   } catch (e) {
-    throw new Error(`${filePath}: cannot read safetensors file: ${(e as Error).message}`);
+    throw new InputError(filePath, `cannot read safetensors file: ${(e as Error).message}`);
   }
   return parseSafetensors(bytes, filePath);
 }
@@ -180,7 +186,7 @@ function halfToFloat(h: number): number {
 /** Converts one tensor of a parsed file to float32. */
 export function tensorToFloat32(file: SafetensorsFile, name: string): Tensor {
   const info = file.tensors.get(name);
-  if (!info) throw new Error(`${file.path}: no tensor named "${name}"`);
+  if (!info) throw new InputError(file.path, `no tensor named "${name}"`);
   const start = file.dataStart + info.dataOffsets[0];
   const count = info.shape.reduce((a, b) => a * b, 1);
   const src = file.bytes;
@@ -205,8 +211,9 @@ export function tensorToFloat32(file: SafetensorsFile, name: string): Tensor {
       break;
     }
     default:
-      throw new Error(
-        `${file.path}: tensor "${name}" has dtype ${info.dtype}; only ${
+      throw new InputError(
+        file.path,
+        `tensor "${name}" has dtype ${info.dtype}; only ${
           FLOAT_DTYPES.join(", ")
         } can be loaded as float32`,
       );
@@ -228,7 +235,7 @@ class FileTensorStore implements TensorStore {
 
   private fileOf(name: string): SafetensorsFile {
     const file = this.owner.get(name);
-    if (!file) throw new Error(`${this.source}: checkpoint has no tensor named "${name}"`);
+    if (!file) throw new InputError(this.source, `checkpoint has no tensor named "${name}"`);
     return file;
   }
 
@@ -267,19 +274,20 @@ export async function readShardedCheckpoint(indexPath: string): Promise<TensorSt
   try {
     index = JSON.parse(await Deno.readTextFile(indexPath));
   } catch (e) {
-    throw new Error(`${indexPath}: cannot read checkpoint index: ${(e as Error).message}`);
+    throw new InputError(indexPath, `cannot read checkpoint index: ${(e as Error).message}`);
   }
   const weightMap = (index as { weight_map?: unknown })?.weight_map;
   if (typeof weightMap !== "object" || weightMap === null || Array.isArray(weightMap)) {
-    throw new Error(`${indexPath}: missing "weight_map" object (tensor name -> shard file)`);
+    throw new InputError(indexPath, `missing "weight_map" object (tensor name -> shard file)`);
   }
   const dir = path.dirname(indexPath);
   const shards = new Map<string, SafetensorsFile>();
   const owner = new Map<string, SafetensorsFile>();
   for (const [name, shardName] of Object.entries(weightMap as Record<string, unknown>)) {
     if (typeof shardName !== "string" || shardName.includes("/") || shardName.includes("\\")) {
-      throw new Error(
-        `${indexPath}: weight_map["${name}"] must be a shard file name in the same directory, ` +
+      throw new InputError(
+        indexPath,
+        `weight_map["${name}"] must be a shard file name in the same directory, ` +
           `got ${JSON.stringify(shardName)}`,
       );
     }
@@ -289,8 +297,9 @@ export async function readShardedCheckpoint(indexPath: string): Promise<TensorSt
       shards.set(shardName, shard);
     }
     if (!shard.tensors.has(name)) {
-      throw new Error(
-        `${indexPath}: tensor "${name}" is listed in weight_map for ${shard.path} but is absent ` +
+      throw new InputError(
+        indexPath,
+        `tensor "${name}" is listed in weight_map for ${shard.path} but is absent ` +
           `from that shard`,
       );
     }
@@ -305,7 +314,7 @@ export async function openCheckpoint(dir: string): Promise<TensorStore> {
   if (await exists(single)) return storeFromFile(await readSafetensorsFile(single));
   const indexPath = path.join(dir, INDEX_FILE_NAME);
   if (await exists(indexPath)) return await readShardedCheckpoint(indexPath);
-  throw new Error(`${dir}: no ${SINGLE_FILE_NAME} or ${INDEX_FILE_NAME} found`);
+  throw new InputError(dir, `no ${SINGLE_FILE_NAME} or ${INDEX_FILE_NAME} found`);
 }
 
 /** A float32 tensor to write, stored as `dtype`. */

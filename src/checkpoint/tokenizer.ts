@@ -4,6 +4,7 @@
 
 import * as path from "node:path";
 import type { ModelConfig } from "./config.ts";
+import { InputError } from "../util/errors.ts";
 
 export interface Tokenizer {
   encode(text: string): number[];
@@ -62,12 +63,12 @@ async function readJsonIfPresent(file: string): Promise<unknown | undefined> {
     text = await Deno.readTextFile(file);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) return undefined;
-    throw new Error(`${file}: cannot read: ${(e as Error).message}`);
+    throw new InputError(file, `cannot read: ${(e as Error).message}`);
   }
   try {
     return JSON.parse(text);
   } catch (e) {
-    throw new Error(`${file}: invalid JSON: ${(e as Error).message}`);
+    throw new InputError(file, `invalid JSON: ${(e as Error).message}`);
   }
 }
 
@@ -80,8 +81,9 @@ export async function loadTokenizer(dir: string, config: ModelConfig): Promise<T
   const tokenizerJson = await readJsonIfPresent(tokenizerPath);
   if (tokenizerJson === undefined) {
     if (config.vocabSize === BYTE_VOCAB_SIZE) return new ByteTokenizer();
-    throw new Error(
-      `${dir}: no tokenizer.json, and vocab_size is ${config.vocabSize} (the byte tokenizer ` +
+    throw new InputError(
+      dir,
+      `no tokenizer.json, and vocab_size is ${config.vocabSize} (the byte tokenizer ` +
         `needs ${BYTE_VOCAB_SIZE})`,
     );
   }
@@ -91,8 +93,9 @@ export async function loadTokenizer(dir: string, config: ModelConfig): Promise<T
   try {
     mod = await import("@huggingface/tokenizers") as unknown as typeof mod;
   } catch (e) {
-    throw new Error(
-      `${tokenizerPath}: loading it needs the npm package @huggingface/tokenizers, which ` +
+    throw new InputError(
+      tokenizerPath,
+      `loading it needs the npm package @huggingface/tokenizers, which ` +
         `could not be imported (${(e as Error).message}); install it with ` +
         `\`npm install @huggingface/tokenizers\``,
     );

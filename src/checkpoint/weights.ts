@@ -4,6 +4,7 @@
 import * as path from "node:path";
 import { type ModelConfig, readModelConfig } from "./config.ts";
 import { openCheckpoint, type TensorStore } from "./safetensors.ts";
+import { InputError } from "../util/errors.ts";
 
 export interface LayerWeights {
   inputNorm: Float32Array; // [hidden]
@@ -38,14 +39,16 @@ export interface LoadedModel {
 /** Reads a tensor and checks its shape; the error names the tensor, expected and actual. */
 function take(store: TensorStore, name: string, expected: number[]): Float32Array {
   if (!store.has(name)) {
-    throw new Error(
-      `${store.source}: missing tensor "${name}" (expected shape [${expected.join(", ")}])`,
+    throw new InputError(
+      store.source,
+      `missing tensor "${name}" (expected shape [${expected.join(", ")}])`,
     );
   }
   const actual = store.info(name).shape;
   if (actual.length !== expected.length || actual.some((n, i) => n !== expected[i])) {
-    throw new Error(
-      `${store.source}: tensor "${name}" has shape [${actual.join(", ")}], expected ` +
+    throw new InputError(
+      store.source,
+      `tensor "${name}" has shape [${actual.join(", ")}], expected ` +
         `[${expected.join(", ")}] from the model config`,
     );
   }

@@ -3,10 +3,14 @@
  * are written; variants no longer specified are removed) and prints the fact table.
  *
  *   deno task gen [--specs DIR] [--out DIR]
+ *
+ * It deletes only what it wrote: each variant folder it writes carries a marker file, and only
+ * marked folders are cleaned or pruned. `--specs DIR` without `--out` writes into generated/ but
+ * prunes nothing there (the committed variants of the other specs stay).
  */
-import { parseArgs } from "node:util";
 import { budgetFor, denseStepBytes, sparseStepBytes } from "../dsl/spec.ts";
 import {
+  GENERATED_MARKER,
   generateVariant,
   pruneVariants,
   writeKernelApi,
@@ -14,13 +18,25 @@ import {
   writeVariant,
 } from "../codegen/generate.ts";
 import { EXAMPLE_SPECS_DIR, GENERATED_DIR, loadSpecs } from "./specs.ts";
+import { openCommand } from "./front_door.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
+const USAGE = `deno task gen [--specs DIR] [--out DIR]
+  --specs DIR   folder of spec modules (default examples/specs); each default-exports a spec
+                from defineAttention() or an array of them
+  --out DIR     output folder (default generated/). Variant folders the generator wrote carry a
+                ${GENERATED_MARKER} marker; only those are rewritten or pruned. Without --out,
+                a custom --specs prunes nothing.`;
+
+const { values } = openCommand({
+  name: "gen",
+  usage: USAGE,
   options: { specs: { type: "string" }, out: { type: "string" } },
 });
 const specsDir = values.specs ?? EXAMPLE_SPECS_DIR;
 const outDir = values.out ?? GENERATED_DIR;
+// Pruning removes variants that are no longer specified; with other specs aimed at generated/,
+// "no longer specified" would mean every committed variant.
+const prune = values.out !== undefined || values.specs === undefined;
 
 const specs = await loadSpecs(specsDir);
 const rows: string[][] = [];
@@ -44,7 +60,10 @@ for (const spec of specs) {
 }
 if (writeKernelApiSource()) written++;
 if (writeKernelApi(outDir)) written++;
-const removed = pruneVariants(outDir, new Set(specs.map((s) => s.variant)));
+const pruned = prune
+  ? pruneVariants(outDir, new Set(specs.map((s) => s.variant)))
+  : { removed: [], leftAlone: [] };
+const removed = pruned.removed;
 
 const header = [
   "variant",
@@ -67,3 +86,11 @@ console.log(
     `budget k; the ideal ratio counts labels and selected K/V (the paper's count), the last ` +
     `column adds the 2-byte score keys written and read back by top-k.`,
 );
+if (!prune) console.log(`Not pruning ${outDir}: --specs was given without --out.`);
+if (pruned.leftAlone.length) {
+  console.log(
+    `Left alone (no ${GENERATED_MARKER} marker, not written by gen): ${
+      pruned.leftAlone.join(", ")
+    }`,
+  );
+}

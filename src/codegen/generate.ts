@@ -5,7 +5,8 @@
 import { basename, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { existsSync, readdirSync, rmSync } from "node:fs";
-import type { AttentionSpec, ByteModel } from "../dsl/spec.ts";
+import { DsError, InputError } from "../util/errors.ts";
+import { type AttentionSpec, type ByteModel, ensureSpec } from "../dsl/spec.ts";
 import { writeIfChanged } from "../util/fs.ts";
 import { VERSION } from "../version.ts";
 import { type KernelId, KERNELS, type Tuning, tuningFor } from "./kernels.ts";
@@ -92,9 +93,12 @@ export function manifestOf(
 
 /**
  * Renders a variant's files in memory: one `.cu` per kernel, `launchers.ts` (typed launchers,
- * importing `../kernel_api.ts`) and `manifest.json`. Nothing is written.
+ * importing `../kernel_api.ts`) and `manifest.json`. Nothing is written. `input` must be a spec
+ * from defineAttention (or a spec-shaped copy that rebuilds to the same variant): anything else
+ * is a SpecError, never a kernel with holes.
  */
-export function generateVariant(spec: AttentionSpec): GeneratedVariant {
+export function generateVariant(input: AttentionSpec): GeneratedVariant {
+  const spec = ensureSpec(input, "generateVariant(spec)");
   const tuning = tuningFor(spec);
   const kernels = renderKernels(spec);
   const files = new Map<string, string>();
@@ -115,8 +119,23 @@ export interface WriteReport {
 }
 
 /**
+ * The file that marks a variant folder as written by the generator: only folders holding it are
+ * ever rewritten in place, cleaned of stale files or pruned. A folder of the same name without
+ * it belongs to someone else and is left alone.
+ */
+export const GENERATED_MARKER = ".ds-generated";
+const MARKER_TEXT = "Written by the double-sparsity code generator (deno task gen). It may " +
+  "rewrite or remove this folder; delete this file to keep it from doing so.\n";
+
+/** Whether `dir` is a variant folder the generator wrote (it holds the marker). */
+export function isGeneratedDir(dir: string): boolean {
+  return existsSync(join(dir, GENERATED_MARKER));
+}
+
+/**
  * Writes a variant's files into `<outDir>/<variant>/` (created if needed; only changed files are
- * written) and removes files of that folder the variant no longer produces.
+ * written) and removes files of that folder the variant no longer produces. The folder gets the
+ * generator's marker; a folder that exists without it is refused (InputError), not overwritten.
  *
  * `outDir` is the folder that holds variant folders (the repository's `generated/`), not the
  * variant's own folder: `writeVariant("generated", gen)` writes
@@ -126,20 +145,28 @@ export interface WriteReport {
  */
 export function writeVariant(outDir: string, gen: GeneratedVariant): WriteReport {
   if (basename(resolve(outDir)) === gen.spec.variant) {
-    throw new Error(
+    throw new DsError(
       `writeVariant: ${outDir} already ends with the variant folder ${gen.spec.variant}; pass ` +
         `its parent (files go to <outDir>/${gen.spec.variant}/)`,
     );
   }
   const dir = join(outDir, gen.spec.variant);
+  if (existsSync(dir) && !isGeneratedDir(dir)) {
+    throw new InputError(
+      dir,
+      `exists and has no ${GENERATED_MARKER} marker, so the generator did not write it; ` +
+        `leaving it untouched (move it away or choose another --out)`,
+    );
+  }
   const report: WriteReport = { written: [], unchanged: [], removed: [] };
+  writeIfChanged(join(dir, GENERATED_MARKER), MARKER_TEXT);
   for (const [name, text] of gen.files) {
     (writeIfChanged(join(dir, name), text) ? report.written : report.unchanged).push(
       join(dir, name),
     );
   }
   for (const name of readdirSync(dir)) {
-    if (!gen.files.has(name)) {
+    if (!gen.files.has(name) && name !== GENERATED_MARKER) {
       rmSync(join(dir, name), { recursive: true, force: true });
       report.removed.push(join(dir, name));
     }
@@ -171,15 +198,29 @@ export function writeKernelApiSource(): boolean {
   return writeIfChanged(KERNEL_API_SOURCE, renderKernelApi());
 }
 
-/** Removes variant directories of `outDir` that are not in `keep`. */
-export function pruneVariants(outDir: string, keep: ReadonlySet<string>): string[] {
-  if (!existsSync(outDir)) return [];
-  const removed: string[] = [];
+/** What {@linkcode pruneVariants} did. */
+export interface PruneReport {
+  /** Variant folders removed (they carried the marker and are no longer specified). */
+  readonly removed: string[];
+  /** Folders named like variants but without the marker: not ours, left in place. */
+  readonly leftAlone: string[];
+}
+
+/**
+ * Removes the variant folders of `outDir` that the generator wrote (marker present) and that are
+ * not in `keep`. Folders without the marker are never removed, only reported.
+ */
+export function pruneVariants(outDir: string, keep: ReadonlySet<string>): PruneReport {
+  const report: PruneReport = { removed: [], leftAlone: [] };
+  if (!existsSync(outDir)) return report;
   for (const entry of readdirSync(outDir, { withFileTypes: true })) {
-    if (entry.isDirectory() && entry.name.startsWith("ds_") && !keep.has(entry.name)) {
+    if (!entry.isDirectory() || !entry.name.startsWith("ds_") || keep.has(entry.name)) continue;
+    if (isGeneratedDir(join(outDir, entry.name))) {
       rmSync(join(outDir, entry.name), { recursive: true, force: true });
-      removed.push(entry.name);
+      report.removed.push(entry.name);
+    } else {
+      report.leftAlone.push(entry.name);
     }
   }
-  return removed;
+  return report;
 }

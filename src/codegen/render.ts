@@ -7,7 +7,7 @@ import Handlebars from "handlebars";
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import type { AttentionSpec, KvDtype } from "../dsl/spec.ts";
+import { type AttentionSpec, ensureSpec, type KvDtype } from "../dsl/spec.ts";
 import { type DeviceConstants, deviceConstants } from "../dsl/layout.ts";
 import {
   type FamilyKernel,
@@ -179,7 +179,9 @@ export function templateContext(spec: AttentionSpec, tuning: Tuning): TemplateCo
 }
 
 /** Renders every kernel of the variant. */
-export function renderKernels(spec: AttentionSpec, tuning = tuningFor(spec)): RenderedKernel[] {
+export function renderKernels(input: AttentionSpec, tuning?: Tuning): RenderedKernel[] {
+  const spec = ensureSpec(input, "renderKernels(spec)");
+  tuning ??= tuningFor(spec);
   const { kernels } = engine();
   const base = templateContext(spec, tuning);
   return KERNELS.map((desc) => {

@@ -2,6 +2,7 @@
  * cuBLAS through Deno FFI, for the decoder's projections: one handle bound to a stream, GEMMs with
  * fp16/bf16 operands and fp32 accumulation (cublasGemmEx). Opened on first use, like the driver.
  */
+import { DeviceError } from "../util/errors.ts";
 import type { Stream } from "./driver.ts";
 import { CUDA_LIB_DIRS, type LibrarySearch, openLibrary } from "./library.ts";
 
@@ -64,7 +65,7 @@ const STATUS_NAMES: Record<number, string> = {
   16: "CUBLAS_STATUS_LICENSE_ERROR",
 };
 
-export class CublasError extends Error {
+export class CublasError extends DeviceError {
   constructor(readonly call: string, readonly status: number) {
     super(`${call} failed: ${STATUS_NAMES[status] ?? `cublasStatus_t ${status}`} (${status})`);
     this.name = "CublasError";
@@ -80,8 +81,14 @@ const OP_N = 0, OP_T = 1;
 
 let lib: Deno.DynamicLibrary<typeof symbols> | undefined;
 
+/**
+ * A cuBLAS handle bound to one stream. Disposable (`using`); a set-up call that fails after
+ * `cublasCreate` destroys the handle before the error leaves the constructor, and a second
+ * dispose does nothing.
+ */
 export class Cublas implements Disposable {
   readonly #handle: Deno.PointerValue;
+  #alive = true;
   readonly #alpha = new Float32Array([1]);
   readonly #beta = new Float32Array([0]);
   readonly #sym: Deno.DynamicLibrary<typeof symbols>["symbols"];
@@ -92,14 +99,24 @@ export class Cublas implements Disposable {
     const out = new BigUint64Array(1);
     this.#check("cublasCreate", this.#sym.cublasCreate_v2(out));
     this.#handle = Deno.UnsafePointer.create(out[0]);
-    this.#check("cublasSetStream", this.#sym.cublasSetStream_v2(this.#handle, stream.handle));
-    // A fixed workspace keeps cuBLAS from allocating while a CUDA graph is being captured.
-    if (workspace) {
-      this.#check(
-        "cublasSetWorkspace",
-        this.#sym.cublasSetWorkspace_v2(this.#handle, workspace.ptr, BigInt(workspace.bytes)),
-      );
+    try {
+      this.#check("cublasSetStream", this.#sym.cublasSetStream_v2(this.#handle, stream.handle));
+      // A fixed workspace keeps cuBLAS from allocating while a CUDA graph is being captured.
+      if (workspace) {
+        this.#check(
+          "cublasSetWorkspace",
+          this.#sym.cublasSetWorkspace_v2(this.#handle, workspace.ptr, BigInt(workspace.bytes)),
+        );
+      }
+    } catch (e) {
+      this.#alive = false;
+      this.#sym.cublasDestroy_v2(this.#handle); // the set-up error is the one to report
+      throw e;
     }
+  }
+
+  get alive(): boolean {
+    return this.#alive;
   }
 
   #check(call: string, status: number): void {
@@ -121,6 +138,7 @@ export class Cublas implements Disposable {
     k: number,
     accumulate = false,
   ): void {
+    if (!this.#alive) throw new DeviceError("Cublas.linear: the handle was disposed");
     this.#beta[0] = accumulate ? 1 : 0;
     this.#check(
       "cublasGemmEx",
@@ -148,7 +166,13 @@ export class Cublas implements Disposable {
     );
   }
 
-  [Symbol.dispose](): void {
+  dispose(): void {
+    if (!this.#alive) return;
+    this.#alive = false;
     this.#check("cublasDestroy", this.#sym.cublasDestroy_v2(this.#handle));
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
   }
 }

@@ -8,6 +8,7 @@
  * $DS_CUDA_DRIVER_PATH, libcuda.so.1, or the usual directories) and a machine without one gets a
  * single LibraryNotFoundError listing every path tried.
  */
+import { DeviceError } from "../util/errors.ts";
 import { cString, CUDA_LIB_DIRS, type LibrarySearch, openLibrary, readCString } from "./library.ts";
 
 const symbols = {
@@ -147,7 +148,7 @@ export const DRIVER_SEARCH: LibrarySearch = {
   ],
 };
 
-export class CudaError extends Error {
+export class CudaError extends DeviceError {
   constructor(
     readonly call: string,
     readonly code: number,

@@ -4,6 +4,7 @@
  * path tried with the loader's reason.
  */
 import { dirname, join } from "node:path";
+import { NoGpuError } from "../util/errors.ts";
 
 export interface LibrarySearch {
   /** What the library is, for messages ("NVRTC", "the CUDA driver"). */
@@ -16,11 +17,21 @@ export interface LibrarySearch {
   readonly paths: readonly string[];
 }
 
-export class LibraryNotFoundError extends Error {
+/**
+ * No candidate of a library loaded. A `NoGpuError`: without the driver (or NVRTC, or cuBLAS) no
+ * GPU work can run. The message is one line; `tried` keeps every path with the loader's reason.
+ */
+export class LibraryNotFoundError extends NoGpuError {
+  override name = "LibraryNotFoundError";
   constructor(readonly what: string, readonly tried: readonly string[]) {
-    super(`${what} could not be loaded; tried:\n${tried.map((t) => `  - ${t}`).join("\n")}`);
-    this.name = "LibraryNotFoundError";
+    super(`${what} could not be loaded (tried ${tried.join("; ")})`);
   }
+}
+
+/** Deno's dlopen message repeats its prefix ("Could not open library: Could not open ..."). */
+export function loaderReason(e: unknown): string {
+  const text = e instanceof Error ? e.message.split("\n")[0] : String(e);
+  return text.replace(/^(?:Could not open library:\s*)+/, "");
 }
 
 export const CUDA_LIB_DIRS = [
@@ -52,7 +63,7 @@ export function openLibrary<S extends Deno.ForeignLibraryInterface>(
       before?.(path);
       return { lib: Deno.dlopen(path, symbols), path };
     } catch (e) {
-      const reason = e instanceof Error ? e.message.split("\n")[0] : String(e);
+      const reason = loaderReason(e);
       tried.push(
         `${path}${
           path === Deno.env.get(search.envVar) ? ` (from ${search.envVar})` : ""

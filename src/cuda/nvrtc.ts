@@ -16,6 +16,7 @@ import {
   readCString,
 } from "./library.ts";
 import { packageRoot } from "../util/package_root.ts";
+import { DeviceError } from "../util/errors.ts";
 
 const symbols = {
   // nvrtcResult nvrtcVersion(int* major, int* minor)
@@ -74,7 +75,7 @@ export const NVRTC_SEARCH: LibrarySearch = {
   ],
 };
 
-export class NvrtcError extends Error {
+export class NvrtcError extends DeviceError {
   constructor(readonly call: string, readonly code: number, detail: string) {
     super(`${call} failed: ${RESULT_NAMES[code] ?? `nvrtcResult ${code}`} (${detail})`);
     this.name = "NvrtcError";
@@ -82,7 +83,7 @@ export class NvrtcError extends Error {
 }
 
 /** A failed compile: the NVRTC log with every reported line of the generated source quoted. */
-export class CompileError extends Error {
+export class CompileError extends DeviceError {
   constructor(readonly programName: string, readonly log: string, readonly source: string) {
     super(`NVRTC could not compile ${programName}:\n${annotateLog(log, source, programName)}`);
     this.name = "CompileError";
@@ -151,6 +152,7 @@ export class Nvrtc {
       s.nvrtcCreateProgram(handle, cString(source), cString(programName), 0, null, null),
     );
     const prog = Deno.UnsafePointer.create(handle[0]);
+    let failed = true;
     try {
       const opts = cStringArray(options);
       const result = s.nvrtcCompileProgram(prog, options.length, opts.array);
@@ -162,9 +164,13 @@ export class Nvrtc {
       const ptx = this.#readString(prog, "nvrtcGetPTX");
       const realArch = options.some((o) => /^(--gpu-architecture|-arch)=sm_/.test(o));
       const cubin = realArch ? this.#readBytes(prog, "nvrtcGetCUBIN") : undefined;
+      failed = false;
       return { ptx, cubin, log };
     } finally {
-      this.#check("nvrtcDestroyProgram", s.nvrtcDestroyProgram(handle));
+      // After a failure (a CompileError above all) the destroy status is ignored: checking it
+      // here would replace the error the caller needs with a secondary one.
+      const destroyed = s.nvrtcDestroyProgram(handle);
+      if (!failed) this.#check("nvrtcDestroyProgram", destroyed);
     }
   }
 

@@ -12,6 +12,7 @@ import {
   labelRowBytes as rowBytesOf,
   SCORE_KEY_BYTES,
 } from "./layout.ts";
+import { DsError } from "../util/errors.ts";
 
 /** Element type of the K/V cache (and of Q and the attention output). */
 export type KvDtype = "fp16" | "bf16";
@@ -132,7 +133,7 @@ export const MAX_PAGE_SIZE = 1024;
 export { SCORE_KEY_BYTES };
 
 /** An invalid spec: the message lists every problem, one per line; `problems` holds them. */
-export class SpecError extends Error {
+export class SpecError extends DsError {
   /**
    * A spec error listing `problems`.
    *
@@ -305,7 +306,69 @@ export function defineAttention(input: AttentionInput): AttentionSpec {
     variant: "",
     bytes,
   };
-  return Object.freeze({ ...spec, variant: variantName(spec) });
+  const defined = Object.freeze({ ...spec, variant: variantName(spec) });
+  DEFINED.add(defined);
+  return defined;
+}
+
+/** Specs returned by defineAttention in this module instance. */
+const DEFINED = new WeakSet<object>();
+
+/** The AttentionInput that reproduces a spec-shaped object (the inverse of defineAttention). */
+function inputOfSpecShape(s: Record<string, unknown>): Record<string, unknown> {
+  const b = s.budget as Record<string, unknown> | null | undefined;
+  const budget = b !== null && typeof b === "object"
+    ? b.kind === "fixed" ? { tokens: b.tokens } : { ratio: b.ratio, min: b.min, max: b.max }
+    : b;
+  return {
+    headDim: s.headDim,
+    numQHeads: s.numQHeads,
+    numKvHeads: s.numKvHeads,
+    kvDtype: s.kvDtype,
+    pageSize: s.pageSize,
+    labels: { channels: s.labelChannels, bits: s.labelBits, heads: s.labelHeads },
+    selection: s.selection,
+    budget,
+    denseThreshold: s.denseThreshold,
+    denseLayers: Array.isArray(s.denseLayers) ? [...s.denseLayers] : s.denseLayers,
+  };
+}
+
+/**
+ * The validated spec behind `value`, for the public entries that take one (code generation,
+ * rendering, layouts): a spec from defineAttention passes as it is; a spec-shaped plain object
+ * (a copy, a spec from another copy of this module, JSON) is rebuilt through defineAttention and
+ * must name the same variant; anything else is a SpecError naming `where`.
+ */
+export function ensureSpec(value: unknown, where: string): AttentionSpec {
+  if (value !== null && typeof value === "object" && DEFINED.has(value)) {
+    return value as AttentionSpec;
+  }
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw new SpecError([
+      `${where}: got ${show(value)}; allowed: an attention spec from defineAttention()`,
+    ]);
+  }
+  const raw = value as Record<string, unknown>;
+  if (!("variant" in raw)) {
+    throw new SpecError([
+      `${where}: got an object without "variant"; allowed: an attention spec from ` +
+      `defineAttention() (pass plain input through defineAttention first)`,
+    ]);
+  }
+  let rebuilt: AttentionSpec;
+  try {
+    rebuilt = defineAttention(inputOfSpecShape(raw) as unknown as AttentionInput);
+  } catch (e) {
+    if (!(e instanceof SpecError)) throw e;
+    throw new SpecError(e.problems.map((problem) => `${where}: ${problem}`));
+  }
+  if (rebuilt.variant !== raw.variant) {
+    throw new SpecError([
+      `${where}.variant: got ${show(raw.variant)}; its fields define ${rebuilt.variant}`,
+    ]);
+  }
+  return rebuilt;
 }
 
 function validateBudget(p: string[], b: BudgetInput | undefined): Budget {

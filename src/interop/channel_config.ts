@@ -3,12 +3,16 @@
  * `"model.layers.{i}.self_attn.{q|k|qk}_proj"`, each value one row per head (query heads for q
  * and qk, kv heads for k), each row the full ranking of the head-dim channels, most important
  * first, in Hugging Face's rotate-half channel order. Their loaders use `config[key][head][:r]`.
+ * The authors' files for some models (Llama-2-7B, Mistral-7B) also rank other projections
+ * (`self_attn.v_proj`, `self_attn.o_proj`, `mlp.down_proj`): those keys are skipped, and the
+ * parsed config's `note` says what was used and what was not.
  *
  * Pure (no file system): parsing, validation and serialization, shared by the file reader and
  * writer of the Deno tools (src/quality/channel_config.ts) and the npm package.
  *
  * @module
  */
+import { InputError } from "../util/errors.ts";
 
 /** Which statistic ranked the channels: mean |q_c|, mean |k_c| or mean |q_c * k_c|. */
 export type ChannelKind = "q" | "k" | "qk";
@@ -34,6 +38,8 @@ export type ChannelRankings = number[][][];
 export interface ChannelConfig {
   /** The kinds present in the file; each covers every layer. */
   kinds: Partial<Record<ChannelKind, ChannelRankings>>;
+  /** What a parse used and skipped, when it skipped something (for the caller to show). */
+  note?: string;
 }
 
 /** Problems beyond this many are summarised as a count. */
@@ -42,6 +48,8 @@ const MAX_LISTED_PROBLEMS = 20;
 const MAX_LISTED_MISSING = 8;
 
 const KEY_PATTERN = /^model\.layers\.(0|[1-9][0-9]*)\.self_attn\.(q|k|qk)_proj$/;
+/** Another module of a layer ("model.layers.3.mlp.down_proj"): ranked by some files, not used. */
+const OTHER_LAYER_KEY = /^model\.layers\.(?:0|[1-9][0-9]*)\.(.+)$/;
 
 /** The key of a layer's rankings of one kind: `model.layers.{layer}.self_attn.{kind}_proj`. */
 export function channelConfigKey(layer: number, kind: ChannelKind): string {
@@ -85,13 +93,14 @@ function checkRow(row: unknown, headDim: number, where: string, problems: string
   }
 }
 
-function problemError(source: string, problems: string[]): Error {
+function problemError(source: string, problems: string[]): InputError {
   const listed = problems.slice(0, MAX_LISTED_PROBLEMS).map((p) => `  - ${p}`);
   if (problems.length > MAX_LISTED_PROBLEMS) {
     listed.push(`  ... and ${problems.length - MAX_LISTED_PROBLEMS} more problem(s)`);
   }
-  return new Error(
-    `${source}: invalid channel config (${problems.length} problem(s)):\n${listed.join("\n")}`,
+  return new InputError(
+    source,
+    `invalid channel config (${problems.length} problem(s)):\n${listed.join("\n")}`,
   );
 }
 
@@ -105,14 +114,21 @@ export function parseChannelConfig(
   source = "channel config",
 ): ChannelConfig {
   if (typeof json !== "object" || json === null || Array.isArray(json)) {
-    throw new Error(
-      `${source}: expected a JSON object of "model.layers.{i}.self_attn.*_proj" keys`,
+    throw new InputError(
+      source,
+      `expected a JSON object of "model.layers.{i}.self_attn.*_proj" keys`,
     );
   }
   const problems: string[] = [];
   const found: Partial<Record<ChannelKind, Map<number, unknown>>> = {};
+  const skipped = new Map<string, number>();
   for (const [key, value] of Object.entries(json as Record<string, unknown>)) {
     const match = KEY_PATTERN.exec(key);
+    const other = match ? null : OTHER_LAYER_KEY.exec(key);
+    if (other) {
+      skipped.set(other[1], (skipped.get(other[1]) ?? 0) + 1);
+      continue;
+    }
     if (!match) {
       problems.push(
         `key ${JSON.stringify(key)} does not match "model.layers.{i}.self_attn.{q|k|qk}_proj"`,
@@ -157,10 +173,21 @@ export function parseChannelConfig(
     kinds[kind] = rankings;
   }
   if (problems.length === 0 && Object.keys(kinds).length === 0) {
-    problems.push("no channel rankings (the object has no keys)");
+    problems.push(
+      skipped.size > 0
+        ? `no q, k or qk rankings (only ${[...skipped.keys()].join(", ")})`
+        : "no channel rankings (the object has no keys)",
+    );
   }
   if (problems.length > 0) throw problemError(source, problems);
-  return { kinds };
+  if (skipped.size === 0) return { kinds };
+  const used = CHANNEL_KINDS.filter((k) => kinds[k]).map((k) => `${k}_proj`).join(", ");
+  const other = [...skipped].map(([name, n]) => `${name} (${n} key${n === 1 ? "" : "s"})`);
+  return {
+    kinds,
+    note: `${source}: used the ${used} rankings of ${expect.numLayers} layers; ignored ` +
+      `${other.join(", ")}`,
+  };
 }
 
 /** The model shape implied by a config's arrays (used to validate before writing). */

@@ -29,6 +29,7 @@ import {
   readWindows,
   windowInput,
 } from "./windows.ts";
+import { InputError } from "../util/errors.ts";
 
 // ---- calibration -----------------------------------------------------------------------------
 
@@ -187,11 +188,11 @@ export async function readStatisticsFile(filePath: string): Promise<StatisticsFi
   try {
     raw = JSON.parse(await Deno.readTextFile(filePath));
   } catch (e) {
-    throw new Error(`${filePath}: cannot read channel statistics: ${(e as Error).message}`);
+    throw new InputError(filePath, `cannot read channel statistics: ${(e as Error).message}`);
   }
   const f = raw as Partial<StatisticsFile>;
   const problems: string[] = [];
-  if (typeof raw !== "object" || raw === null) throw new Error(`${filePath}: not a JSON object`);
+  if (typeof raw !== "object" || raw === null) throw new InputError(filePath, `not a JSON object`);
   if (f.format !== STATISTICS_FORMAT) {
     problems.push(`format is ${JSON.stringify(f.format)}, expected "${STATISTICS_FORMAT}"`);
   }
@@ -218,7 +219,7 @@ export async function readStatisticsFile(filePath: string): Promise<StatisticsFi
     }
   }
   if (problems.length > 0) {
-    throw new Error(`${filePath}: invalid channel statistics:\n  - ${problems.join("\n  - ")}`);
+    throw new InputError(filePath, `invalid channel statistics:\n  - ${problems.join("\n  - ")}`);
   }
   return f as StatisticsFile;
 }
@@ -312,6 +313,7 @@ export async function loadOrCalibrate(
 
   if (opts.channelsPath !== undefined || existsSync(configPath)) {
     const config = await readChannelConfig(configPath, shape);
+    if (config.note) log(`note: ${config.note}`);
     const stats = statsPath ? await readChannelStatistics(statsPath) : undefined;
     log(`channels: ${configPath}${statsPath ? ` (statistics: ${statsPath})` : ""}`);
     return { config, stats, path: configPath, statsPath, calibrated: false };

@@ -11,6 +11,7 @@ import {
 } from "../interop/channel_config.ts";
 
 export * from "../interop/channel_config.ts";
+import { InputError } from "../util/errors.ts";
 
 /** Reads and validates a channel-config file. */
 export async function readChannelConfig(
@@ -21,13 +22,13 @@ export async function readChannelConfig(
   try {
     text = await Deno.readTextFile(filePath);
   } catch (e) {
-    throw new Error(`${filePath}: cannot read channel config: ${(e as Error).message}`);
+    throw new InputError(filePath, `cannot read channel config: ${(e as Error).message}`);
   }
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch (e) {
-    throw new Error(`${filePath}: invalid JSON: ${(e as Error).message}`);
+    throw new InputError(filePath, `invalid JSON: ${(e as Error).message}`);
   }
   return parseChannelConfig(json, expect, filePath);
 }
@@ -46,6 +47,6 @@ export async function writeChannelConfig(filePath: string, config: ChannelConfig
     await Deno.rename(tempPath, filePath);
   } catch (e) {
     await Deno.remove(tempPath).catch(() => {});
-    throw new Error(`${filePath}: cannot write channel config: ${(e as Error).message}`);
+    throw new InputError(filePath, `cannot write channel config: ${(e as Error).message}`);
   }
 }

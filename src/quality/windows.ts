@@ -4,6 +4,7 @@
 
 import { type CpuAttention, CpuDecoder } from "../decoding/cpu_decoder.ts";
 import type { LoadedModel } from "../checkpoint/weights.ts";
+import { InputError } from "../util/errors.ts";
 
 /** Window length T of the protocol, in bytes (= tokens for byte-level models). */
 export const PROTOCOL_WINDOW = 2048;
@@ -29,8 +30,9 @@ export function cutWindows(
   }
   const needed = count * windowLength + 1;
   if (bytes.length < needed) {
-    throw new Error(
-      `${source}: ${bytes.length} bytes is too short for ${count} window(s) of ${windowLength} ` +
+    throw new InputError(
+      source,
+      `${bytes.length} bytes is too short for ${count} window(s) of ${windowLength} ` +
         `(needs ${needed} bytes)`,
     );
   }
@@ -50,7 +52,7 @@ export async function readWindows(
   try {
     bytes = await Deno.readFile(filePath);
   } catch (e) {
-    throw new Error(`${filePath}: cannot read: ${(e as Error).message}`);
+    throw new InputError(filePath, `cannot read: ${(e as Error).message}`);
   }
   return cutWindows(bytes, windowLength, count, filePath);
 }
