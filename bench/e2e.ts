@@ -8,13 +8,15 @@
  * attention kernels' graph time over the step's. Host overhead = wall-clock of one greedy step as
  * a caller runs it minus the step's device time, measured both ways in the same run: logits back
  * + argmax on the host (`step`), and token choice on the device with only ids back
- * (`stepChoose`). Writes bench/results/e2e-<card>-<date>.{json,md}.
+ * (`stepChoose`). Writes ./results/e2e-<card>-<date>.{json,md} (or under --out /
+ * $DS_RESULTS_DIR).
  *
  *   deno run -A bench/e2e.ts [--quick] [--out DIR]
  */
-import { parseArgs } from "node:util";
+import { openCommand } from "../src/cli/front_door.ts";
+import { defaultResultsDir } from "../src/cli/results.ts";
+import { requireGpu } from "../src/runtime/device.ts";
 import { join } from "node:path";
-import { cuda as openCuda } from "../src/cuda/driver.ts";
 import { type AttentionSpec, defineAttention } from "../src/dsl/spec.ts";
 import { GpuDecoder } from "../src/decoding/gpu_decoder.ts";
 import { argmax } from "../src/decoding/cpu_decoder.ts";
@@ -25,13 +27,16 @@ import { UtilKernels } from "../src/runtime/util_kernels.ts";
 import { packageRoot } from "../src/util/package_root.ts";
 import { writeFileAtomic } from "../src/util/fs.ts";
 
-const { values: args } = parseArgs({
-  args: Deno.args,
+const { values: args } = openCommand({
+  name: "bench:e2e",
+  usage: `deno task bench:e2e [--quick] [--out DIR]
+  --quick     fewer configurations
+  --out DIR   results folder (default ./results or $DS_RESULTS_DIR)`,
   options: { quick: { type: "boolean", default: false }, out: { type: "string" } },
 });
 const root = packageRoot();
-const outDir = args.out ?? join(root, "bench", "results");
-const cuda = openCuda();
+const outDir = args.out ?? defaultResultsDir();
+const cuda = requireGpu("deno task bench:e2e");
 const info = cuda.info;
 
 interface E2eRow {

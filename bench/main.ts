@@ -8,11 +8,13 @@
  *    replays after warm-up, rotating over enough cache copies that L2 cannot serve them;
  *  - bytes: dense reads K and V of every token; Double Sparsity reads the labels at their bit
  *    width, writes and reads back 2-byte score keys, and reads the selected K/V rows.
- * Writes bench/results/attention-<card>-<date>.{json,md,svg}.
+ * Writes ./results/attention-<card>-<date>.{json,md,svg} (or under --out / $DS_RESULTS_DIR).
  *
  *   deno task bench [--quick] [--batches 1,8,32] [--contexts 4096,...] [--no-sdpa] [--out DIR]
  */
-import { parseArgs } from "node:util";
+import { intFlag, intListFlag, openCommand } from "../src/cli/front_door.ts";
+import { defaultResultsDir } from "../src/cli/results.ts";
+import { requireGpu } from "../src/runtime/device.ts";
 import { join } from "node:path";
 import {
   type AttentionSpec,
@@ -20,7 +22,7 @@ import {
   denseStepBytes,
   sparseStepBytes,
 } from "../src/dsl/spec.ts";
-import { cuda as openCuda, type DeviceBuffer, type GraphExec } from "../src/cuda/driver.ts";
+import type { DeviceBuffer, GraphExec } from "../src/cuda/driver.ts";
 import { PagedKvCache } from "../src/runtime/caches.ts";
 import { DecodePlan } from "../src/runtime/decode_plan.ts";
 import { Variant } from "../src/runtime/variant.ts";
@@ -30,8 +32,16 @@ import { packageRoot } from "../src/util/package_root.ts";
 import { writeFileAtomic } from "../src/util/fs.ts";
 import { lineChart } from "./svg.ts";
 
-const { values: args } = parseArgs({
-  args: Deno.args,
+const { values: args } = openCommand({
+  name: "bench",
+  usage: `deno task bench [options]
+  --quick               batches 1,8 and contexts 4096,32768, fewer repeats
+  --batches LIST        comma list of batch sizes (default 1,8,32)
+  --contexts LIST       comma list of context lengths (default 4096,...,131072)
+  --shapes LIST         comma list of shape names (default all)
+  --no-sdpa             skip the PyTorch SDPA baseline
+  --repeats N           graph replays per measurement (default 60, quick 30)
+  --out DIR             results folder (default ./results or $DS_RESULTS_DIR)`,
   options: {
     quick: { type: "boolean", default: false },
     batches: { type: "string" },
@@ -43,17 +53,19 @@ const { values: args } = parseArgs({
   },
 });
 
-const cuda = openCuda();
-const stream = cuda.stream();
-const info = cuda.info;
-const list = (s: string | undefined, def: number[]) => (s ? s.split(",").map(Number) : def);
-const batches = list(args.batches, args.quick ? [1, 8] : [1, 8, 32]);
+const list = (flag: string, s: string | undefined, def: number[]) =>
+  s ? intListFlag(flag, s, { min: 1 }) : def;
+const batches = list("batches", args.batches, args.quick ? [1, 8] : [1, 8, 32]);
 const contexts = list(
+  "contexts",
   args.contexts,
   args.quick ? [4096, 32768] : [4096, 16384, 32768, 65536, 131072],
 );
-const repeats = Number(args.repeats ?? (args.quick ? 30 : 60));
-const outDir = args.out ?? join(packageRoot(), "bench", "results");
+const repeats = intFlag("repeats", args.repeats, { min: 1 }) ?? (args.quick ? 30 : 60);
+const outDir = args.out ?? defaultResultsDir();
+const cuda = requireGpu("deno task bench");
+const stream = cuda.stream();
+const info = cuda.info;
 
 interface Method {
   readonly key: string;

@@ -10,11 +10,11 @@
  *
  *     deno run -A examples/attention.ts [--batch 4] [--context 16384]
  *
- * Without a GPU it prints why and exits (exit code 0: nothing to run here).
+ * Without a GPU it says why in one line and exits with code 1.
  */
-import { parseArgs } from "node:util";
+import { intFlag, openCommand } from "../src/cli/front_door.ts";
+import { requireGpu } from "../src/runtime/device.ts";
 import { defineAttention, denseStepBytes, sparseStepBytes } from "../src/dsl/spec.ts";
-import { type Cuda, cuda as openCuda } from "../src/cuda/driver.ts";
 import { PagedKvCache } from "../src/runtime/caches.ts";
 import { DecodePlan } from "../src/runtime/decode_plan.ts";
 import { Variant } from "../src/runtime/variant.ts";
@@ -22,25 +22,21 @@ import { decodeArray, encodeArray } from "../src/util/dtype.ts";
 import { mulberry32 } from "../src/util/random.ts";
 import { medianEventMs } from "../src/runtime/timing.ts";
 
-const { values: args } = parseArgs({
-  args: Deno.args,
+const { values: args } = openCommand({
+  name: "attention",
+  usage: `deno run -A examples/attention.ts [--batch 4] [--context 16384]
+  --batch B     sequences (an integer >= 1, default 4)
+  --context L   tokens per sequence (an integer >= 2, default 16384)`,
   options: {
     batch: { type: "string", default: "4" },
     context: { type: "string", default: "16384" },
   },
 });
-const B = Number(args.batch);
-const L = Number(args.context);
+const B = intFlag("batch", args.batch, { min: 1 });
+const L = intFlag("context", args.context, { min: 2 });
 
-// 1. A GPU, or a clear exit.
-let cuda: Cuda;
-try {
-  cuda = openCuda();
-} catch (e) {
-  const why = (e instanceof Error ? e.message : String(e)).split("\n")[0].replace(/;? tried:$/, "");
-  console.log(`examples/attention.ts needs a CUDA GPU; none is usable here (${why}).`);
-  Deno.exit(0);
-}
+// 1. A GPU, or a one-line error and exit code 1.
+const cuda = requireGpu("examples/attention.ts");
 console.log(`device: ${cuda.info.name} (${cuda.info.arch}, ${cuda.info.multiprocessors} SMs)`);
 
 // 2. The variant: the DSL validates it and names its kernels; Variant.load generates (if needed),

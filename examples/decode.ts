@@ -30,10 +30,11 @@
  */
 import { existsSync } from "node:fs";
 import * as path from "node:path";
-import { parseArgs } from "node:util";
 import type { AttentionSpec } from "../src/dsl/spec.ts";
 import type { Cuda } from "../src/cuda/driver.ts";
 import { packageRoot } from "../src/util/package_root.ts";
+import { UsageError } from "../src/util/errors.ts";
+import { intFlag as checkedInt, numberFlag, openCommand } from "../src/cli/front_door.ts";
 import { defaultChannelPath, loadOrCalibrate } from "../src/quality/calibrate_run.ts";
 import { parseDeviceChoice, resolveDevice } from "../src/runtime/device.ts";
 import { labelChannelsFor } from "../src/quality/channels.ts";
@@ -54,8 +55,24 @@ import { runRetrievalDemo } from "./retrieval_demo.ts";
 // `deno task eval` (the rows of the accuracy table in docs/method.md); the default keeps
 // layers 0 and 1 dense and gives every query head 16 label channels at 16 bits.
 
-const { values: args } = parseArgs({
-  args: Deno.args,
+const USAGE = `deno task decode [options]
+  --model DIR                  model directory (default examples/models/tiny-code-llama)
+  --channels FILE              channel config (default: the cached calibration)
+  --variant NAME               a Double Sparsity preset of deno task eval (default
+                               "head r16 b16 dense 0,1")
+  --prompt-file FILE           prompt text (default: held-out Python)
+  --tokens N                   tokens to decode (default 64 on the GPU, 16 on the CPU)
+  --batch B                    the prompt replicated B times (GPU only; default 1)
+  --device auto|cpu|gpu        (default auto)
+  --calibration-windows N      for a missing calibration
+  --calibration-window-size T  for a missing calibration
+  --temperature T              0 = greedy (default), else nucleus sampling; T >= 0
+  --top-p P                    in (0, 1] (default 1)
+  --seed S                     sampling seed, an integer >= 0 (default 1)`;
+
+const { values: args } = openCommand({
+  name: "decode",
+  usage: USAGE,
   options: {
     model: { type: "string" },
     channels: { type: "string" },
@@ -79,21 +96,23 @@ const { values: args } = parseArgs({
 // Next-token choice: greedy by default; with --temperature, nucleus sampling from a seeded
 // generator (each decoder gets its own generator with the same seed). `chooseToken` is the rule
 // the GPU decoder's `stepChoose` applies on the device, so both paths choose alike.
-const sampling = { temperature: Number(args.temperature), topP: Number(args["top-p"]) };
+const sampling = {
+  temperature: numberFlag("temperature", args.temperature, { min: 0 }),
+  topP: numberFlag("top-p", args["top-p"], { min: 0, minExclusive: true, max: 1 }),
+};
+const seed = checkedInt("seed", args.seed, { min: 0 });
 const pick = (random: () => number, logits: ArrayLike<number>, start = 0, length?: number) =>
   chooseToken(logits, sampling, random(), start, length);
 
-const intFlag = (flag: string, value: string | undefined): number | undefined => {
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`--${flag}: expected an integer >= 1`);
-  return n;
-};
+const intFlag = (flag: string, value: string | undefined): number | undefined =>
+  checkedInt(flag, value, { min: 1 });
 const root = packageRoot();
 const modelDir = args.model ?? path.join(root, "examples", "models", "tiny-code-llama-8k");
 const batch = intFlag("batch", args.batch)!;
 const preset = findPreset(args.variant);
-if (!preset.selection) throw new Error(`--variant: pick a Double Sparsity preset, not "dense"`);
+if (!preset.selection) {
+  throw new UsageError(`--variant: got "dense"; allowed: a Double Sparsity preset`);
+}
 
 // ---------------------------------------------------------------------------------------------
 // 2. The device
@@ -205,7 +224,7 @@ async function readPrompt(): Promise<number[]> {
   return tokenizer.encode(head.slice(0, head.lastIndexOf("\n") + 1) || head);
 }
 let prompt = await readPrompt();
-if (prompt.length === 0) throw new Error("the prompt is empty");
+if (prompt.length === 0) throw new UsageError("the prompt is empty");
 // The model was trained on positions below max_position_embeddings: keep the prompt's tail. A
 // model with a sliding window (Mistral) also needs the whole context inside the window: Double
 // Sparsity and the GPU decoder attend to every cached token and refuse a longer one.
@@ -216,7 +235,7 @@ const limitWhy = window < config.maxPositionEmbeddings
   : `${config.maxPositionEmbeddings} positions`;
 const room = positions - numTokens;
 if (room < 1) {
-  throw new Error(`--tokens ${numTokens} leaves no room for a prompt in ${limitWhy}`);
+  throw new UsageError(`--tokens ${numTokens} leaves no room for a prompt in ${limitWhy}`);
 }
 if (prompt.length > room) {
   console.log(
@@ -280,7 +299,7 @@ async function decodeGpu(cuda: Cuda, label: string, dsSpec?: AttentionSpec): Pro
   const prefillMs = performance.now() - started;
   const generated: number[][] = Array.from({ length: batch }, () => []);
   const stepMs: number[] = [];
-  const random = seededUniform(Number(args.seed));
+  const random = seededUniform(seed);
   // The first token from the prefill's logits on the host; every later one chosen on the device
   // by `stepChoose` (the same rule; only the token ids come back, not the logits).
   let next = Int32Array.from({ length: batch }, (_, b) => pick(random, logits, b * vocab, vocab));
@@ -367,7 +386,7 @@ function decodeCpu(loaded: LoadedModel, label: string, dsSpec?: AttentionSpec): 
   const generated: number[] = [];
   const stepMs: number[] = [];
   const attentionMs: number[] = [];
-  const random = seededUniform(Number(args.seed));
+  const random = seededUniform(seed);
   for (let i = 0; i < numTokens; i++) {
     const next = pick(random, last);
     generated.push(next);

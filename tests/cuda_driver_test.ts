@@ -23,7 +23,7 @@ Deno.test({
       assert.ok(err, "cuda() must throw without a driver");
       assert.equal(err.name, "LibraryNotFoundError");
       assert.ok(err instanceof NoGpuError, "a missing driver is a NoGpuError");
-      assert.match(err.message, /^the CUDA driver \(libcuda\) could not be loaded \(tried /);
+      assert.match(err.message, /^the CUDA driver \(libcuda\) could not be loaded \(.*tried /);
       assert.match(err.message, /\/nonexistent\/libcuda\.so\.1 \(from DS_CUDA_DRIVER_PATH\)/);
       assert.ok(!err.message.includes("\n"), "one line");
       assert.ok(
@@ -31,7 +31,7 @@ Deno.test({
         "the loader's prefix is not repeated",
       );
       for (const p of ["libcuda.so.1", "/usr/local/cuda/lib64/libcuda.so.1"]) {
-        assert.ok(err.message.includes(`${p}: `), `the message lists ${p}`);
+        assert.ok(err.message.includes(`${p},`), `the message lists ${p}`);
       }
     } finally {
       Deno.env.delete("DS_CUDA_DRIVER_PATH");

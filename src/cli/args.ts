@@ -1,6 +1,7 @@
 /** What the command-line front ends share: the bundled model's directory and integer flags. */
 import * as path from "node:path";
 import { packageRoot } from "../util/package_root.ts";
+import { intFlag } from "./front_door.ts";
 
 /** The bundled model every command uses by default. */
 export const BUNDLED_MODEL_DIR = path.join(
@@ -10,11 +11,7 @@ export const BUNDLED_MODEL_DIR = path.join(
   "tiny-code-llama-8k",
 );
 
-/** An integer flag >= 1, or an error naming the flag, the value and what is allowed. */
+/** An integer flag >= 1, or a UsageError naming the flag, the value and what is allowed. */
 export function positiveInt(flag: string, value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) {
-    throw new Error(`${flag}: got ${value}; expected an integer >= 1`);
-  }
-  return n;
+  return intFlag(flag.replace(/^--/, ""), value, { min: 1 });
 }

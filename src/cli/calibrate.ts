@@ -11,10 +11,11 @@
  *                       [--out FILE] [--compare FILE] [--device auto|cpu|gpu]
  */
 import * as path from "node:path";
-import { parseArgs } from "node:util";
 import { existsSync } from "node:fs";
 import { packageRoot } from "../util/package_root.ts";
 import { BUNDLED_MODEL_DIR, positiveInt } from "./args.ts";
+import { type FlagValues, runCommand } from "./front_door.ts";
+import { UsageError } from "../util/errors.ts";
 import {
   DEFAULT_CALIBRATION_DATA,
   defaultChannelPath,
@@ -29,7 +30,11 @@ import {
   writeChannelConfig,
 } from "../quality/channel_config.ts";
 import { loadModel } from "../checkpoint/weights.ts";
-import { PROTOCOL_CALIBRATION_WINDOWS, PROTOCOL_WINDOW } from "../quality/windows.ts";
+import {
+  checkWindowFits,
+  PROTOCOL_CALIBRATION_WINDOWS,
+  PROTOCOL_WINDOW,
+} from "../quality/windows.ts";
 import {
   calibrateSets,
   CALIBRATION_RECIPES,
@@ -54,26 +59,23 @@ const HELP = `deno task calibrate [options]
                        the bundled model: examples/data/<model>-qk-channels.json when present)
   --device auto|cpu|gpu  (default auto: the GPU when one is usable)`;
 
-async function main(): Promise<number> {
-  const { values: args } = parseArgs({
-    args: Deno.args,
-    options: {
-      model: { type: "string" },
-      data: { type: "string" },
-      windows: { type: "string", default: String(PROTOCOL_CALIBRATION_WINDOWS) },
-      "window-size": { type: "string", default: String(PROTOCOL_WINDOW) },
-      recipe: { type: "string", default: "python" },
-      kinds: { type: "string", default: CHANNEL_KINDS.join(",") },
-      out: { type: "string" },
-      compare: { type: "string" },
-      device: { type: "string", default: "auto" },
-      help: { type: "boolean", short: "h", default: false },
-    },
-  });
-  if (args.help) {
-    console.log(HELP);
-    return 0;
-  }
+const COMMAND = {
+  name: "calibrate",
+  usage: HELP,
+  options: {
+    model: { type: "string" },
+    data: { type: "string" },
+    windows: { type: "string", default: String(PROTOCOL_CALIBRATION_WINDOWS) },
+    "window-size": { type: "string", default: String(PROTOCOL_WINDOW) },
+    recipe: { type: "string", default: "python" },
+    kinds: { type: "string", default: CHANNEL_KINDS.join(",") },
+    out: { type: "string" },
+    compare: { type: "string" },
+    device: { type: "string", default: "auto" },
+  },
+} as const;
+
+async function main(args: FlagValues<typeof COMMAND.options>): Promise<number> {
   const root = packageRoot();
   const modelDir = args.model ?? BUNDLED_MODEL_DIR;
   const data = args.data ?? DEFAULT_CALIBRATION_DATA;
@@ -83,7 +85,9 @@ async function main(): Promise<number> {
   const kinds = args.kinds.split(",").map((k) => {
     const kind = k.trim() as ChannelKind;
     if (!CHANNEL_KINDS.includes(kind)) {
-      throw new Error(`--kinds: got ${JSON.stringify(k)}; allowed: ${CHANNEL_KINDS.join(", ")}`);
+      throw new UsageError(
+        `--kinds: got ${JSON.stringify(k)}; allowed: ${CHANNEL_KINDS.join(", ")}`,
+      );
     }
     return kind;
   });
@@ -97,6 +101,7 @@ async function main(): Promise<number> {
 
   const model = await loadModel(modelDir);
   const c = model.config;
+  checkWindowFits("--window-size", windowSize, c.maxPositionEmbeddings);
   const sets = await recipeSets(recipe, data, { windows: numWindows, windowSize });
   console.log(
     `model ${modelDir}: ${c.numLayers} layers, ${c.numHeads} query / ${c.numKvHeads} kv heads, ` +
@@ -123,7 +128,9 @@ async function main(): Promise<number> {
   console.log(`wrote ${statsOut} (raw statistics)`);
 
   const ours = run.stats.rankings("qk");
-  const reference = compare ? (await readChannelConfig(compare, c)).kinds.qk : undefined;
+  const referenceConfig = compare ? await readChannelConfig(compare, c) : undefined;
+  if (referenceConfig?.note) console.log(`note: ${referenceConfig.note}`);
+  const reference = referenceConfig?.kinds.qk;
   if (compare && !reference) console.log(`${compare} holds no qk rankings; nothing to compare`);
   console.log(
     `\nqk rankings: leading 8 channels per layer and query head` +
@@ -149,11 +156,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) {
-  try {
-    Deno.exit(await main());
-  } catch (e) {
-    console.error(`calibrate: ${e instanceof Error ? e.message : String(e)}`);
-    Deno.exit(1);
-  }
-}
+if (import.meta.main) await runCommand(COMMAND, ({ values }) => main(values));

@@ -10,10 +10,11 @@
  * Exit code 0 whatever the numbers (a report); rows within 1% of the table are marked.
  */
 import * as path from "node:path";
-import { parseArgs } from "node:util";
 import { packageRoot } from "../util/package_root.ts";
 import { BUNDLED_MODEL_DIR, positiveInt } from "./args.ts";
 import { writeFileAtomic } from "../util/fs.ts";
+import { type FlagValues, intFlag, runCommand } from "./front_door.ts";
+import { defaultResultsPath } from "./results.ts";
 import { loadOrCalibrate } from "../quality/calibrate_run.ts";
 import { parseDeviceChoice, resolveDevice } from "../runtime/device.ts";
 import {
@@ -27,6 +28,7 @@ import {
 } from "../quality/evaluate.ts";
 import { loadModel } from "../checkpoint/weights.ts";
 import {
+  checkWindowFits,
   PROTOCOL_CALIBRATION_WINDOWS,
   PROTOCOL_EVAL_WINDOWS,
   PROTOCOL_WINDOW,
@@ -48,8 +50,11 @@ const HELP = `deno task eval [options]
   --variants LIST             comma list of preset names, or "all" (default); presets:
 ${EVAL_PRESETS.map((p) => `                                ${p.name}`).join("\n")}
   --seed N                    seed of the random-channel ablation (default 1)
-  --json FILE                 results file (default bench/results/eval-<date>.json)
-  --device auto|cpu|gpu       (default auto)`;
+  --calibrate-on-cpu          allow a missing protocol-size calibration to run on the CPU
+                              (minutes); without it such a run is refused up front
+  --json FILE                 results file (default ./results/eval-<date>.json, or
+                              $DS_RESULTS_DIR/eval-<date>.json)
+  --device auto|cpu|gpu       (default auto; gpu without a usable GPU is an error)`;
 
 /** Relative tolerance against the table's value. */
 export const EXPECTED_TOLERANCE = 0.01;
@@ -90,30 +95,28 @@ export function markdownTable(rows: readonly ReportRow[]): string {
   return lines.join("\n");
 }
 
-async function main(): Promise<number> {
-  const { values: args } = parseArgs({
-    args: Deno.args,
-    options: {
-      model: { type: "string" },
-      data: { type: "string" },
-      windows: { type: "string", default: String(PROTOCOL_EVAL_WINDOWS) },
-      "window-size": { type: "string", default: String(PROTOCOL_WINDOW) },
-      channels: { type: "string" },
-      stats: { type: "string" },
-      "calibration-data": { type: "string" },
-      "calibration-windows": { type: "string", default: String(PROTOCOL_CALIBRATION_WINDOWS) },
-      "calibration-window-size": { type: "string", default: String(PROTOCOL_WINDOW) },
-      variants: { type: "string" },
-      seed: { type: "string", default: "1" },
-      json: { type: "string" },
-      device: { type: "string", default: "auto" },
-      help: { type: "boolean", short: "h", default: false },
-    },
-  });
-  if (args.help) {
-    console.log(HELP);
-    return 0;
-  }
+const COMMAND = {
+  name: "eval",
+  usage: HELP,
+  options: {
+    model: { type: "string" },
+    data: { type: "string" },
+    windows: { type: "string", default: String(PROTOCOL_EVAL_WINDOWS) },
+    "window-size": { type: "string", default: String(PROTOCOL_WINDOW) },
+    channels: { type: "string" },
+    stats: { type: "string" },
+    "calibration-data": { type: "string" },
+    "calibration-windows": { type: "string", default: String(PROTOCOL_CALIBRATION_WINDOWS) },
+    "calibration-window-size": { type: "string", default: String(PROTOCOL_WINDOW) },
+    variants: { type: "string" },
+    seed: { type: "string", default: "1" },
+    json: { type: "string" },
+    device: { type: "string", default: "auto" },
+    "calibrate-on-cpu": { type: "boolean", default: false },
+  },
+} as const;
+
+async function main(args: FlagValues<typeof COMMAND.options>): Promise<number> {
   const root = packageRoot();
   const modelDir = args.model ?? BUNDLED_MODEL_DIR;
   const data = args.data ?? path.join(root, "examples", "data", "python-heldout.txt");
@@ -125,12 +128,14 @@ async function main(): Promise<number> {
     args["calibration-window-size"],
   );
   const presets = parsePresetList(args.variants);
-  const seed = Number(args.seed);
+  const seed = intFlag("seed", args.seed, { min: 0 });
   const date = new Date().toISOString().slice(0, 10);
-  const jsonPath = args.json ?? path.join(root, "bench", "results", `eval-${date}.json`);
+  const jsonPath = args.json ?? defaultResultsPath(`eval-${date}.json`);
 
   const model = await loadModel(modelDir);
   const c = model.config;
+  checkWindowFits("--window-size", windowSize, c.maxPositionEmbeddings);
+  checkWindowFits("--calibration-window-size", calibrationWindowSize, c.maxPositionEmbeddings);
   const device = resolveDevice(parseDeviceChoice(args.device));
   console.log(`device: ${device.name}${device.kind === "cpu" ? ` (${device.reason})` : ""}`);
   const windows = await readWindows(data, windowSize, numWindows);
@@ -164,6 +169,7 @@ async function main(): Promise<number> {
       calibrationWindows,
       calibrationWindowSize,
       device,
+      allowCpuCalibration: args["calibrate-on-cpu"],
       log: (line) => console.log(line),
     })
     : undefined;
@@ -229,11 +235,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) {
-  try {
-    Deno.exit(await main());
-  } catch (e) {
-    console.error(`eval: ${e instanceof Error ? e.message : String(e)}`);
-    Deno.exit(1);
-  }
-}
+if (import.meta.main) await runCommand(COMMAND, ({ values }) => main(values));

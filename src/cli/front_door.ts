@@ -28,6 +28,9 @@ type Parsed<O extends ParseArgsOptionsConfig> = ReturnType<
   typeof parseArgs<{ options: O; strict: true; allowPositionals: boolean }>
 >;
 
+/** The typed flag values of a command's options. */
+export type FlagValues<O extends ParseArgsOptionsConfig> = Parsed<O>["values"];
+
 const debug = (): boolean => {
   try {
     return Deno.env.get("DS_DEBUG") === "1";

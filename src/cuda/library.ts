@@ -23,15 +23,32 @@ export interface LibrarySearch {
  */
 export class LibraryNotFoundError extends NoGpuError {
   override name = "LibraryNotFoundError";
+  /** `tried`: "path: reason" per candidate, in the order tried. */
   constructor(readonly what: string, readonly tried: readonly string[]) {
-    super(`${what} could not be loaded (tried ${tried.join("; ")})`);
+    super(`${what} could not be loaded (${summarizeTried(tried)})`);
   }
 }
 
-/** Deno's dlopen message repeats its prefix ("Could not open library: Could not open ..."). */
-export function loaderReason(e: unknown): string {
+/** "reason: p1, p2" when every candidate failed the same way, else "p1: r1; p2: r2". */
+function summarizeTried(tried: readonly string[]): string {
+  const split = tried.map((t) => {
+    const at = t.indexOf(": ");
+    return at < 0 ? { path: t, reason: "" } : { path: t.slice(0, at), reason: t.slice(at + 2) };
+  });
+  const reasons = new Set(split.map((s) => s.reason));
+  if (reasons.size === 1) {
+    return `${[...reasons][0]}; tried ${split.map((s) => s.path).join(", ")}`;
+  }
+  return `tried ${tried.join("; ")}`;
+}
+
+/**
+ * The loader's reason without the noise: Deno's dlopen message repeats its prefix ("Could not
+ * open library: Could not open library: ...") and the loader repeats the path.
+ */
+export function loaderReason(e: unknown, path: string): string {
   const text = e instanceof Error ? e.message.split("\n")[0] : String(e);
-  return text.replace(/^(?:Could not open library:\s*)+/, "");
+  return text.replace(/^(?:Could not open library:\s*)+/, "").replace(`${path}: `, "");
 }
 
 export const CUDA_LIB_DIRS = [
@@ -63,7 +80,7 @@ export function openLibrary<S extends Deno.ForeignLibraryInterface>(
       before?.(path);
       return { lib: Deno.dlopen(path, symbols), path };
     } catch (e) {
-      const reason = loaderReason(e);
+      const reason = loaderReason(e, path);
       tried.push(
         `${path}${
           path === Deno.env.get(search.envVar) ? ` (from ${search.envVar})` : ""

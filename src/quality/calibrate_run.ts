@@ -29,7 +29,7 @@ import {
   readWindows,
   windowInput,
 } from "./windows.ts";
-import { InputError } from "../util/errors.ts";
+import { DsError, InputError } from "../util/errors.ts";
 
 // ---- calibration -----------------------------------------------------------------------------
 
@@ -292,7 +292,15 @@ export interface LoadOrCalibrateOptions {
   readonly calibrationWindowSize?: number;
   readonly device?: DeviceChoice | ResolvedDevice;
   readonly log?: (line: string) => void;
+  /**
+   * Whether a missing calibration larger than CPU_QUICK_CALIBRATION_BYTES may run on the CPU
+   * (minutes). Without it such a run is refused before it starts, saying how to proceed.
+   */
+  readonly allowCpuCalibration?: boolean;
 }
+
+/** Calibration input (windows x bytes) the CPU gets through in seconds, run without asking. */
+export const CPU_QUICK_CALIBRATION_BYTES = 4096;
 
 /**
  * The channel config (and statistics) to use: an explicit file, else the cached calibration
@@ -320,6 +328,16 @@ export async function loadOrCalibrate(
   }
 
   const data = opts.calibrationData ?? DEFAULT_CALIBRATION_DATA;
+  const onCpu = opts.device === "cpu" ||
+    (typeof opts.device === "object" && opts.device.kind === "cpu");
+  if (onCpu && windows * windowSize > CPU_QUICK_CALIBRATION_BYTES && !opts.allowCpuCalibration) {
+    throw new DsError(
+      `channels: ${configPath} not found, and calibrating ${windows} window(s) of ${windowSize} ` +
+        `bytes on the CPU takes minutes; pass --channels FILE, run \`deno task calibrate\` ` +
+        `(on a GPU), shrink --calibration-windows/--calibration-window-size, or allow it with ` +
+        `--calibrate-on-cpu`,
+    );
+  }
   const input = await readWindows(data, windowSize, windows);
   log(
     `channels: ${configPath} not found; calibrating "qk" on ${windows} window(s) of ` +

@@ -19,6 +19,7 @@ import {
   type Selection,
 } from "../dsl/spec.ts";
 import type { Cuda } from "../cuda/driver.ts";
+import { UsageError } from "../util/errors.ts";
 import type { ChannelStatistics } from "./calibration.ts";
 import type { ChannelConfig } from "./channel_config.ts";
 import { type ChannelSource, labelChannelsFor } from "./channels.ts";
@@ -320,7 +321,7 @@ export function findPreset<P extends { readonly name: string } = EvalPreset>(
   const want = normalizeName(name);
   const hit = presets.find((p) => normalizeName(p.name) === want);
   if (!hit) {
-    throw new Error(
+    throw new UsageError(
       `unknown variant ${JSON.stringify(name)}; known: ${
         presets.map((p) => JSON.stringify(p.name)).join(", ")
       }`,

@@ -4,7 +4,7 @@
 
 import { type CpuAttention, CpuDecoder } from "../decoding/cpu_decoder.ts";
 import type { LoadedModel } from "../checkpoint/weights.ts";
-import { InputError } from "../util/errors.ts";
+import { InputError, UsageError } from "../util/errors.ts";
 
 /** Window length T of the protocol, in bytes (= tokens for byte-level models). */
 export const PROTOCOL_WINDOW = 2048;
@@ -40,6 +40,19 @@ export function cutWindows(
     { length: count },
     (_, i) => bytes.subarray(i * windowLength, (i + 1) * windowLength + 1),
   );
+}
+
+/**
+ * A window of T bytes feeds T positions to the model: more than it has would be evaluated past
+ * its trained range and report a number that means nothing.
+ */
+export function checkWindowFits(flag: string, windowSize: number, positions: number): void {
+  if (windowSize > positions) {
+    throw new UsageError(
+      `${flag}: got ${windowSize}; allowed: at most ${positions} (the model's ` +
+        `max_position_embeddings)`,
+    );
+  }
 }
 
 /** Reads a file and cuts its windows. */

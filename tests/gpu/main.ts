@@ -19,10 +19,11 @@
  *
  *   deno task test:gpu [--reduced] [--case NAME] [--seed N] [--json FILE]
  */
-import { parseArgs } from "node:util";
+import { intFlag, openCommand } from "../../src/cli/front_door.ts";
+import { requireGpu } from "../../src/runtime/device.ts";
 import { type AttentionInput, type AttentionSpec, defineAttention } from "../../src/dsl/spec.ts";
 import { cacheLayout, kvRowOffset, labelMetaOffset, labelRowOffset } from "../../src/dsl/layout.ts";
-import { cuda as openCuda, type DeviceBuffer, type Stream } from "../../src/cuda/driver.ts";
+import type { DeviceBuffer, Stream } from "../../src/cuda/driver.ts";
 import { Variant } from "../../src/runtime/variant.ts";
 import { PagedKvCache } from "../../src/runtime/caches.ts";
 import { DecodePlan } from "../../src/runtime/decode_plan.ts";
@@ -191,8 +192,14 @@ export const CASES: Case[] = [
   },
 ];
 
-const { values: args } = parseArgs({
-  args: Deno.args,
+const { values: args } = openCommand({
+  name: "test:gpu",
+  usage: `deno task test:gpu [--reduced] [--case NAME] [--seed N] [--json FILE] [--no-model]
+  --reduced     the reduced grid (sanitizer runs)
+  --case NAME   only the cases whose name contains NAME
+  --seed N      random seed (an integer >= 0; default: from the clock, printed)
+  --json FILE   write the results as JSON
+  --no-model    skip the model checks`,
   options: {
     reduced: { type: "boolean", default: false },
     case: { type: "string" },
@@ -202,9 +209,9 @@ const { values: args } = parseArgs({
   },
 });
 
-const seed = args.seed !== undefined ? Number(args.seed) : Date.now() % 2 ** 31;
+const seed = intFlag("seed", args.seed, { min: 0 }) ?? Date.now() % 2 ** 31;
 const random = new Random(seed);
-const cuda = openCuda();
+const cuda = requireGpu("deno task test:gpu");
 const stream = cuda.stream();
 
 interface CaseResult {
