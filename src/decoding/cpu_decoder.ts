@@ -5,6 +5,7 @@
 import { type ModelConfig, slidingWindowLimit } from "../checkpoint/config.ts";
 import { RopeCache, ropeTables } from "../checkpoint/rope.ts";
 import type { LayerWeights, LoadedModel } from "../checkpoint/weights.ts";
+import { type AttentionSpec, checkDenseLayers } from "../dsl/spec.ts";
 
 /**
  * Attention of one layer for the newest query position. `keys` and `values` hold the
@@ -12,6 +13,8 @@ import type { LayerWeights, LoadedModel } from "../checkpoint/weights.ts";
  * `q` is [numHeads*headDim] after RoPE. Returns [numHeads*headDim].
  */
 export interface CpuAttention {
+  /** The Double Sparsity spec, when there is one: the decoder checks its denseLayers. */
+  readonly spec?: AttentionSpec;
   attend(
     layer: number,
     q: Float32Array,
@@ -224,6 +227,7 @@ export class CpuDecoder {
     this.attention = options.attention ?? new DenseAttention();
     this.onQK = options.onQK;
     const c = this.config;
+    if (this.attention.spec) checkDenseLayers(this.attention.spec, c.numLayers, "CpuDecoder");
     this.rope = new RopeCache(ropeTables(c));
     this.x = new Float32Array(c.hiddenSize);
     this.normed = new Float32Array(c.hiddenSize);

@@ -17,7 +17,7 @@
  * the rows this layer stored (or is short of another layer's) means the decoder started a new
  * sequence: the caches are emptied, so `reset()` is optional.
  */
-import type { AttentionSpec } from "../dsl/spec.ts";
+import { type AttentionSpec, checkDenseLayers } from "../dsl/spec.ts";
 import { defaultScale, doubleSparsityDecode } from "../reference/attention.ts";
 import { decodeArray, encodeArray } from "../util/dtype.ts";
 import { PageTable } from "../util/page_table.ts";
@@ -69,13 +69,7 @@ export class CpuDoubleSparsityAttention implements CpuAttention {
       throw new RangeError(`CpuDoubleSparsityAttention: maxContext ${maxContext} must be >= 1`);
     }
     const numLayers = channelsPerLayer.length;
-    for (const l of spec.denseLayers) {
-      if (l >= numLayers) {
-        throw new RangeError(
-          `CpuDoubleSparsityAttention: dense layer ${l} outside the model's ${numLayers} layers`,
-        );
-      }
-    }
+    checkDenseLayers(spec, numLayers, "CpuDoubleSparsityAttention");
     const maxPages = Math.ceil(maxContext / spec.pageSize);
     this.pages = new PageTable(1, maxPages, spec.pageSize, maxPages);
     this.caches = channelsPerLayer.map((channels, layer) =>

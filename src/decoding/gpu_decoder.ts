@@ -14,7 +14,7 @@
  * Device memory: weights + the paged caches + a workspace fixed by the chunk size and the batch
  * (`workspaceBytes`); nothing grows with the prompt.
  */
-import { type AttentionSpec, defineAttention } from "../dsl/spec.ts";
+import { type AttentionSpec, checkDenseLayers, defineAttention } from "../dsl/spec.ts";
 import { renderFamilySource } from "../codegen/render.ts";
 import { MODEL_KERNELS, MODEL_ROW_THREADS } from "../codegen/families.ts";
 import { Cublas, type GemmDtype } from "../cuda/cublas.ts";
@@ -296,13 +296,7 @@ export class GpuDecoder implements Disposable {
     // The GPU kernels attend to every cached token: a context that could pass a sliding window
     // is refused here rather than computed differently from the checkpoint.
     assertWithinSlidingWindow(c, opts.maxContext, "GpuDecoder");
-    const badLayer = spec.denseLayers.find((l) => l >= c.numLayers);
-    if (opts.spec && badLayer !== undefined) {
-      throw new RangeError(
-        `GpuDecoder: spec denseLayers names layer ${badLayer}; the model has ${c.numLayers} ` +
-          `layers (allowed: 0..${c.numLayers - 1})`,
-      );
-    }
+    checkDenseLayers(spec, c.numLayers, "GpuDecoder.create");
     const variant = await Variant.load(cuda, spec);
     const { source } = renderFamilySource("model", spec.kvDtype, {
       hidden: c.hiddenSize,
@@ -446,15 +440,7 @@ export class GpuDecoder implements Disposable {
     if (prompts.length !== this.batch) {
       throw new Error(`prefill: ${prompts.length} prompts for a batch of ${this.batch}`);
     }
-    for (let b = 0; b < this.batch; b++) {
-      const room = this.cache.pages.maxTokensPerSeq - this.cache.pages.seqLens[b];
-      if (prompts[b].length > room) {
-        throw new RangeError(
-          `prefill: sequence ${b} would hold ${this.cache.pages.seqLens[b] + prompts[b].length} ` +
-            `tokens; this decoder was created with maxContext ${this.cache.pages.maxTokensPerSeq}`,
-        );
-      }
-    }
+    this.cache.pages.checkGrowth(prompts.map((p) => p.length)); // a full context: no launch
     const last = new Float32Array(this.batch * c.vocabSize);
     const total = prompts.reduce((n, p) => n + p.length, 0);
     let done = 0;

@@ -311,6 +311,22 @@ export function defineAttention(input: AttentionInput): AttentionSpec {
   return defined;
 }
 
+/**
+ * `denseLayers` is model-level policy that defineAttention cannot check alone: every decoder
+ * checks it against its model's layer count when it is created.
+ */
+export function checkDenseLayers(spec: AttentionSpec, numLayers: number, who: string): void {
+  const outside = spec.denseLayers.filter((l) => l >= numLayers);
+  if (outside.length > 0) {
+    throw new SpecError([
+      `${who}: denseLayers: got ${show(spec.denseLayers)}; allowed: layer indices below the ` +
+      `model's ${numLayers} layers (${outside.join(", ")} ${
+        outside.length === 1 ? "is" : "are"
+      } outside)`,
+    ]);
+  }
+}
+
 /** Specs returned by defineAttention in this module instance. */
 const DEFINED = new WeakSet<object>();
 

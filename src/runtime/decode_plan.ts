@@ -221,6 +221,7 @@ export class DecodePlan implements Disposable {
   beginStep(): Int32Array {
     const B = this.batch;
     const positions = new Int32Array(B);
+    this.cache.pages.checkGrowth(new Int32Array(B).fill(1)); // all or none, before any launch
     for (let b = 0; b < B; b++) positions[b] = this.cache.pages.grow(b, 1);
     this.#recordStep();
     for (let b = 0; b < B; b++) {

@@ -63,6 +63,11 @@ export class NoGpuError extends DeviceError {
   override name = "NoGpuError";
 }
 
+/** A sequence would grow past the context its caches were sized for (refused before any work). */
+export class ContextFullError extends DsError {
+  override name = "ContextFullError";
+}
+
 /** The first line of an error's message (for one-line reports). */
 export function firstLine(e: unknown): string {
   const text = e instanceof Error ? e.message : String(e);

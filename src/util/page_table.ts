@@ -3,6 +3,8 @@
  * its length, and the free list. The CPU reference cache and the GPU runtime both use it, so the
  * layout the kernels see is the layout the reference reads.
  */
+import { ContextFullError } from "./errors.ts";
+
 export class PageTable {
   /** blockTables[seq * maxPagesPerSeq + i] = physical page of the sequence's i-th page, or -1. */
   readonly blockTables: Int32Array;
@@ -42,24 +44,47 @@ export class PageTable {
     return this.maxPagesPerSeq * this.pageSize;
   }
 
+  /**
+   * Checks that every sequence b can grow by `counts[b]` tokens at once (block-table room and
+   * free pages), changing nothing; throws ContextFullError naming the first that cannot. Callers
+   * that grow several sequences and then launch work call it first, so a full context is refused
+   * before anything is half done.
+   */
+  checkGrowth(counts: ArrayLike<number>): void {
+    let pagesNeeded = 0;
+    for (let seq = 0; seq < counts.length; seq++) {
+      if (counts[seq] === 0) continue;
+      this.#checkSeq(seq);
+      const start = this.seqLens[seq];
+      const end = start + counts[seq];
+      if (!Number.isInteger(counts[seq]) || counts[seq] < 0) {
+        throw new RangeError(`sequence ${seq}: cannot grow by ${counts[seq]} tokens`);
+      }
+      if (end > this.maxTokensPerSeq) {
+        throw new ContextFullError(
+          `sequence ${seq}: ${end} tokens exceed its maximum context of ${this.maxTokensPerSeq} ` +
+            `tokens (${this.maxPagesPerSeq} pages of ${this.pageSize}); refused before any launch`,
+        );
+      }
+      pagesNeeded += Math.ceil(end / this.pageSize) - Math.ceil(start / this.pageSize);
+    }
+    if (pagesNeeded > this.#free.length) {
+      throw new ContextFullError(
+        `the sequences need ${pagesNeeded} more pages, only ${this.#free.length} are free`,
+      );
+    }
+  }
+
   /** Reserves room for `count` more tokens of `seq`; returns the position of the first. */
   grow(seq: number, count = 1): number {
     this.#checkSeq(seq);
     const start = this.seqLens[seq];
     const end = start + count;
-    if (end > this.maxTokensPerSeq) {
-      throw new RangeError(
-        `sequence ${seq}: ${end} tokens exceed the block table's ${this.maxPagesPerSeq} pages of ` +
-          `${this.pageSize} (${this.maxTokensPerSeq} tokens)`,
-      );
-    }
+    const counts = new Int32Array(seq + 1);
+    counts[seq] = count;
+    this.checkGrowth(counts);
     const needPages = Math.ceil(end / this.pageSize);
     const have = Math.ceil(start / this.pageSize);
-    if (needPages - have > this.#free.length) {
-      throw new RangeError(
-        `sequence ${seq}: needs ${needPages - have} more pages, only ${this.#free.length} free`,
-      );
-    }
     for (let i = have; i < needPages; i++) {
       this.blockTables[seq * this.maxPagesPerSeq + i] = this.#free.pop()!;
       this.version++;
