@@ -173,3 +173,114 @@ Deno.test("compile cache: NVRTC warnings are errors for the compiler (and are no
     }
   });
 });
+
+Deno.test("compile cache: a cache directory that cannot be created compiles without caching, saying so", async () => {
+  await withTempDir((dir) => {
+    // A regular file where the cache directory's parent should be: not writable even for root.
+    const blocker = join(dir, "not-a-directory");
+    Deno.writeTextFileSync(blocker, "");
+    const said: string[] = [];
+    const compiler = new KernelCompiler({
+      cache: new DiskCache(join(blocker, "cache")),
+      log: (line) => said.push(line),
+    });
+    const a = compiler.compile(request);
+    assert.equal(a.origin, "nvrtc");
+    assert.ok(a.cubin && a.cubin.length > 0);
+    assert.equal(compiler.compile(request).origin, "memory");
+    assert.equal(said.length, 1, said.join("\n"));
+    assert.match(
+      said[0],
+      /^kernel cache: .*not-a-directory\/cache\/kernels\/.*; compiling without the disk cache$/,
+    );
+    assert.deepEqual(compiler.cacheProblems.length, 1);
+  });
+});
+
+Deno.test("compile cache: a directory where an entry should be is left alone and the kernel compiles", async () => {
+  await withTempDir((dir) => {
+    const cache = new DiskCache(dir);
+    const key = new KernelCompiler({ cache: null }).compile(request).key;
+    Deno.mkdirSync(cache.pathOf(key), { recursive: true });
+    Deno.writeTextFileSync(join(cache.pathOf(key), "someone-elses-file"), "keep me");
+    assert.equal(cache.read(key).status, "unusable");
+    const said: string[] = [];
+    const compiler = new KernelCompiler({ cache, log: (line) => said.push(line) });
+    const a = compiler.compile(request);
+    assert.equal(a.origin, "nvrtc");
+    assert.equal(a.key, key);
+    assert.ok(
+      said.length >= 1 && said.every((l) => l.startsWith("kernel cache: ")),
+      said.join("\n"),
+    );
+    assert.equal(
+      Deno.readTextFileSync(join(cache.pathOf(key), "someone-elses-file")),
+      "keep me",
+      "the directory and its content are untouched",
+    );
+  });
+});
+
+Deno.test("compile cache: two processes compiling the same kernel at once both succeed, one whole entry", async () => {
+  await withTempDir(async (dir) => {
+    const cacheDir = join(dir, "cache");
+    const script = join(dir, "compile_once.ts");
+    const compilerUrl = new URL("../src/cuda/compiler.ts", import.meta.url).href;
+    const cacheUrl = new URL("../src/cuda/compile_cache.ts", import.meta.url).href;
+    // Each process says it is ready, waits for the go file, then compiles: the two compiles and
+    // the two writes of the same entry overlap.
+    Deno.writeTextFileSync(
+      script,
+      `import { KernelCompiler } from ${JSON.stringify(compilerUrl)};
+import { DiskCache } from ${JSON.stringify(cacheUrl)};
+const [cacheDir, ready, go] = Deno.args;
+const compiler = new KernelCompiler({ cache: new DiskCache(cacheDir) });
+Deno.writeTextFileSync(ready, "");
+const deadline = Date.now() + 60_000;
+while (true) {
+  try { Deno.statSync(go); break; } catch { /* not yet */ }
+  if (Date.now() > deadline) throw new Error("no go file");
+  await new Promise((r) => setTimeout(r, 5));
+}
+const out = compiler.compile({ source: ${JSON.stringify(TINY)}, programName: "tiny.cu" });
+console.log(JSON.stringify({ origin: out.origin, key: out.key, problems: compiler.cacheProblems }));
+`,
+    );
+    const go = join(dir, "go");
+    const children = [0, 1].map((i) =>
+      new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", script, cacheDir, join(dir, `ready-${i}`), go],
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn()
+    );
+    const deadline = Date.now() + 60_000;
+    const ready = () =>
+      [0, 1].every((i) => {
+        try {
+          Deno.statSync(join(dir, `ready-${i}`));
+          return true;
+        } catch {
+          return false;
+        }
+      });
+    while (!ready() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    Deno.writeTextFileSync(go, "");
+    const results = await Promise.all(children.map((c) => c.output()));
+    const dec = new TextDecoder();
+    const reports = results.map((r, i) => {
+      assert.equal(r.code, 0, `process ${i}: ${dec.decode(r.stderr)}`);
+      return JSON.parse(dec.decode(r.stdout));
+    });
+    assert.equal(reports[0].key, reports[1].key);
+    for (const r of reports) {
+      assert.ok(r.origin === "nvrtc" || r.origin === "disk", r.origin);
+      assert.deepEqual(r.problems, []);
+    }
+    const files = entries(cacheDir);
+    assert.equal(files.length, 1, `one entry, no temporary files: ${files.join(", ")}`);
+    const hit = new DiskCache(cacheDir).read(reports[0].key);
+    assert.equal(hit.status, "hit", "the entry is whole (its checksum matches)");
+    console.log(`concurrent compiles: ${reports.map((r) => r.origin).join(" + ")}, one entry`);
+  });
+});

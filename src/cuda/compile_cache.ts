@@ -8,6 +8,12 @@
  *
  * Location: $DS_CACHE_DIR, else $XDG_CACHE_HOME/double-sparsity, else ~/.cache/double-sparsity;
  * entries under kernels/<first two hex digits>/<key>.
+ *
+ * An entry that cannot be read for another reason than its absence (a directory in its place, no
+ * permission) is "unusable": the compiler then compiles without the disk cache for that kernel
+ * and says so once; it never deletes what is there. Two processes writing one entry at once both
+ * succeed: each writes its own temporary file and renames it into place, so readers see one
+ * whole entry or none.
  */
 import { createHash } from "node:crypto";
 import { join } from "node:path";
@@ -41,7 +47,8 @@ export function cacheKey(p: CacheKeyParts): string {
 export type CacheLookup =
   | { status: "hit"; output: CompileOutput }
   | { status: "miss" }
-  | { status: "corrupt"; reason: string };
+  | { status: "corrupt"; reason: string }
+  | { status: "unusable"; reason: string };
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -68,7 +75,8 @@ export class DiskCache {
       bytes = Deno.readFileSync(this.pathOf(key));
     } catch (e) {
       if (e instanceof Deno.errors.NotFound) return { status: "miss" };
-      throw e;
+      const why = e instanceof Error ? e.message.split("\n")[0] : String(e);
+      return { status: "unusable", reason: `${this.pathOf(key)}: ${why}` };
     }
     const newline = bytes.indexOf(10);
     if (newline < 0) return { status: "corrupt", reason: "no header line" };

@@ -4,6 +4,7 @@
  */
 import { cacheKey, DiskCache } from "./compile_cache.ts";
 import { CompileError, type CompileOutput, type Nvrtc, nvrtc } from "./nvrtc.ts";
+import { firstLine } from "../util/errors.ts";
 
 export const DEFAULT_ARCH = "sm_90";
 
@@ -30,10 +31,23 @@ export class KernelCompiler {
   readonly #nvrtc: Nvrtc;
   readonly cache: DiskCache | null;
   readonly stats = { memory: 0, disk: 0, nvrtc: 0, recovered: 0 };
+  /** Why the disk cache could not be used, each reason once (the kernels still compile). */
+  readonly cacheProblems: string[] = [];
+  readonly #log: (line: string) => void;
 
-  constructor(opts: { nvrtc?: Nvrtc; cache?: DiskCache | null } = {}) {
+  constructor(
+    opts: { nvrtc?: Nvrtc; cache?: DiskCache | null; log?: (line: string) => void } = {},
+  ) {
     this.#nvrtc = opts.nvrtc ?? nvrtc();
     this.cache = opts.cache === undefined ? new DiskCache() : opts.cache;
+    this.#log = opts.log ?? console.error;
+  }
+
+  /** Records (and logs once) a disk-cache problem; compiling goes on without the cache. */
+  #cacheProblem(reason: string): void {
+    if (this.cacheProblems.includes(reason)) return;
+    this.cacheProblems.push(reason);
+    this.#log(`kernel cache: ${reason}; compiling without the disk cache`);
   }
 
   get nvrtcVersion(): string {
@@ -62,6 +76,7 @@ export class KernelCompiler {
       return { ...memo, origin: "memory" };
     }
     let recovered: string | undefined;
+    let entryUsable = true;
     if (this.cache) {
       const found = this.cache.read(key);
       if (found.status === "hit") {
@@ -73,15 +88,27 @@ export class KernelCompiler {
       if (found.status === "corrupt") {
         recovered = found.reason;
         this.stats.recovered++;
-        this.cache.remove(key);
+        try {
+          this.cache.remove(key);
+        } catch (e) {
+          this.#cacheProblem(`cannot remove a corrupt entry: ${firstLine(e)}`);
+        }
       }
+      if (found.status === "unusable") this.#cacheProblem(found.reason);
+      entryUsable = found.status !== "unusable";
     }
     const output = this.#nvrtc.compile(req.source, req.programName, options);
     if (/warning/i.test(output.log)) {
       throw new CompileError(req.programName, output.log, req.source);
     }
     this.stats.nvrtc++;
-    this.cache?.write(key, output);
+    if (this.cache && entryUsable) {
+      try {
+        this.cache.write(key, output);
+      } catch (e) {
+        this.#cacheProblem(`cannot write ${this.cache.pathOf(key)}: ${firstLine(e)}`);
+      }
+    }
     const compiled: CompiledKernel = { ...output, key, origin: "nvrtc", recovered };
     this.#memo.set(key, compiled);
     return compiled;

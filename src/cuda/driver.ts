@@ -7,6 +7,11 @@
  * Importing this module never touches the driver; the first use opens libcuda (from
  * $DS_CUDA_DRIVER_PATH, libcuda.so.1, or the usual directories) and a machine without one gets a
  * single LibraryNotFoundError listing every path tried.
+ *
+ * Failures: every call is checked (CudaError names it); cuMemAlloc out of memory is an
+ * OutOfMemoryError naming the bytes asked for and the free/total memory; with DS_SYNC=1 every
+ * kernel launch outside a graph capture synchronizes, so a fault is reported as a KernelFaultError
+ * naming the kernel that caused it instead of surfacing at some later synchronize.
  */
 import { DeviceError } from "../util/errors.ts";
 import { cString, CUDA_LIB_DIRS, type LibrarySearch, openLibrary, readCString } from "./library.ts";
@@ -122,6 +127,8 @@ const symbols = {
   },
   // CUresult cuStreamBeginCapture_v2(CUstream hStream, CUstreamCaptureMode mode)
   cuStreamBeginCapture_v2: { parameters: ["pointer", "i32"], result: "i32" },
+  // CUresult cuStreamIsCapturing(CUstream hStream, CUstreamCaptureStatus* captureStatus)
+  cuStreamIsCapturing: { parameters: ["pointer", "buffer"], result: "i32" },
   // CUresult cuStreamEndCapture(CUstream hStream, CUgraph* phGraph)
   cuStreamEndCapture: { parameters: ["pointer", "buffer"], result: "i32" },
   // CUresult cuGraphInstantiateWithFlags(CUgraphExec* phGraphExec, CUgraph hGraph,
@@ -160,6 +167,55 @@ export class CudaError extends DeviceError {
   }
 }
 
+/** CUDA_ERROR_OUT_OF_MEMORY. */
+export const CUDA_ERROR_OUT_OF_MEMORY = 2;
+
+/** cuMemAlloc could not find the bytes: says how many were asked for and how many are free. */
+export class OutOfMemoryError extends CudaError {
+  constructor(
+    call: string,
+    code: number,
+    errorName: string,
+    errorText: string,
+    readonly requestedBytes: number,
+    readonly freeBytes: number | undefined,
+    readonly totalBytes: number | undefined,
+  ) {
+    super(call, code, errorName, errorText);
+    this.name = "OutOfMemoryError";
+    const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+    this.message = `out of device memory: ${call} asked for ${requestedBytes} bytes ` +
+      `(${mib(requestedBytes)}); ` +
+      (freeBytes === undefined || totalBytes === undefined
+        ? "free memory unknown"
+        : `${freeBytes} bytes (${mib(freeBytes)}) free of ${totalBytes} (${mib(totalBytes)})`) +
+      ` [${errorName}]`;
+  }
+}
+
+/** A kernel that failed while running (seen by the synchronize after it under DS_SYNC=1). */
+export class KernelFaultError extends CudaError {
+  constructor(readonly kernel: string, cause: CudaError) {
+    super(cause.call, cause.code, cause.errorName, cause.errorText);
+    this.name = "KernelFaultError";
+    this.message = `kernel ${kernel} faulted: ${cause.errorName} (${cause.code}): ` +
+      `${cause.errorText} (DS_SYNC=1: synchronized after its launch)`;
+  }
+}
+
+/** Whether DS_SYNC=1 asks every launch to synchronize (read once). */
+let syncLaunches: boolean | undefined;
+export function syncEveryLaunch(): boolean {
+  if (syncLaunches === undefined) {
+    try {
+      syncLaunches = Deno.env.get("DS_SYNC") === "1";
+    } catch {
+      syncLaunches = false;
+    }
+  }
+  return syncLaunches;
+}
+
 export const DeviceAttribute = {
   CLOCK_RATE: 13,
   MULTIPROCESSOR_COUNT: 16,
@@ -195,12 +251,46 @@ export class Driver {
   /** Throws CudaError naming the call, the CUresult's name and its description. */
   check(call: string, code: number): void {
     if (code === 0) return;
-    throw new CudaError(
+    throw this.error(call, code);
+  }
+
+  /** The CudaError for a failed call (not thrown). */
+  error(call: string, code: number): CudaError {
+    return new CudaError(
       call,
       code,
       this.#errorText("cuGetErrorName", code),
       this.#errorText("cuGetErrorString", code),
     );
+  }
+
+  /** cuMemAlloc, with out-of-memory reported as OutOfMemoryError (bytes asked, free, total). */
+  memAlloc(bytes: number): bigint {
+    const out = new BigUint64Array(1);
+    const code = this.sym.cuMemAlloc_v2(out, BigInt(Math.max(bytes, 1)));
+    if (code === CUDA_ERROR_OUT_OF_MEMORY) {
+      const free = new BigUint64Array(1), total = new BigUint64Array(1);
+      const known = this.sym.cuMemGetInfo_v2(free, total) === 0;
+      const e = this.error("cuMemAlloc", code);
+      throw new OutOfMemoryError(
+        e.call,
+        code,
+        e.errorName,
+        e.errorText,
+        bytes,
+        known ? Number(free[0]) : undefined,
+        known ? Number(total[0]) : undefined,
+      );
+    }
+    this.check("cuMemAlloc", code);
+    return out[0];
+  }
+
+  /** Whether `stream` is being captured into a graph (synchronizing it then is an error). */
+  isCapturing(stream: Deno.PointerValue): boolean {
+    const status = new Int32Array(1);
+    this.check("cuStreamIsCapturing", this.sym.cuStreamIsCapturing(stream, status));
+    return status[0] !== 0;
   }
 
   #errorText(which: "cuGetErrorName" | "cuGetErrorString", code: number): string {
@@ -366,10 +456,10 @@ export function cuda(): Cuda {
 export class DeviceBuffer extends Handle {
   readonly ptr: bigint;
   constructor(readonly driver: Driver, readonly bytes: number) {
-    const p = driver.out64(
-      "cuMemAlloc",
-      (o) => driver.sym.cuMemAlloc_v2(o, BigInt(Math.max(bytes, 1))),
-    );
+    if (!Number.isSafeInteger(bytes) || bytes < 0) {
+      throw new RangeError(`cuMemAlloc: ${bytes} bytes; allowed: an integer >= 0`);
+    }
+    const p = driver.memAlloc(bytes);
     super(() => driver.check("cuMemFree", driver.sym.cuMemFree_v2(p)));
     this.ptr = p;
   }
@@ -418,18 +508,35 @@ export class DeviceBuffer extends Handle {
   }
 
   #range(offset: number, bytes: number, what: string): void {
-    if (offset < 0 || bytes < 0 || offset + bytes > this.bytes) {
-      throw new RangeError(
-        `${what} of ${bytes} bytes at ${offset} outside a ${this.bytes}-byte buffer`,
-      );
+    this.#alive(what);
+    checkRange(offset, bytes, this.bytes, what);
+  }
+
+  #alive(what: string): void {
+    if (!this.alive) {
+      throw new RangeError(`${what}: the ${this.bytes}-byte device buffer was freed`);
     }
   }
 }
 
-/** Pinned (page-locked) host memory: async copies from it overlap and can be graph-captured. */
+/** Throws unless [offset, offset + bytes) lies inside a buffer of `size` bytes. */
+function checkRange(offset: number, bytes: number, size: number, what: string): void {
+  if (
+    !Number.isSafeInteger(offset) || !Number.isSafeInteger(bytes) || offset < 0 || bytes < 0 ||
+    offset + bytes > size
+  ) {
+    throw new RangeError(`${what} of ${bytes} bytes at ${offset} outside a ${size}-byte buffer`);
+  }
+}
+
+/**
+ * Pinned (page-locked) host memory: async copies from it overlap and can be graph-captured.
+ * After dispose, `buffer` and the copies throw (views taken earlier must not be used: they would
+ * read freed memory).
+ */
 export class HostBuffer extends Handle {
   readonly ptr: Deno.PointerValue;
-  readonly buffer: ArrayBuffer;
+  readonly #buffer: ArrayBuffer;
   constructor(readonly driver: Driver, readonly bytes: number) {
     const p = ptr(
       driver.out64(
@@ -439,11 +546,23 @@ export class HostBuffer extends Handle {
     );
     super(() => driver.check("cuMemFreeHost", driver.sym.cuMemFreeHost(p)));
     this.ptr = p;
-    this.buffer = Deno.UnsafePointerView.getArrayBuffer(p!, Math.max(bytes, 1));
+    this.#buffer = Deno.UnsafePointerView.getArrayBuffer(p!, Math.max(bytes, 1));
+  }
+
+  /** The pinned memory as an ArrayBuffer; throws once the buffer is disposed. */
+  get buffer(): ArrayBuffer {
+    this.#alive("buffer");
+    return this.#buffer;
+  }
+
+  #alive(what: string): void {
+    if (!this.alive) throw new RangeError(`${what}: the ${this.bytes}-byte host buffer was freed`);
   }
 
   /** Async copy of `bytes` from this pinned buffer (at `offset`) to device memory. */
   copyTo(dst: bigint, stream: Stream, bytes = this.bytes, offset = 0): void {
+    this.#alive("copyTo");
+    checkRange(offset, bytes, this.bytes, "copyTo");
     this.driver.check(
       "cuMemcpyHtoDAsync",
       this.driver.sym.cuMemcpyHtoDAsync_v2_ptr(
@@ -457,6 +576,8 @@ export class HostBuffer extends Handle {
 
   /** Async copy from device memory into this pinned buffer. */
   copyFrom(src: bigint, stream: Stream, bytes = this.bytes, offset = 0): void {
+    this.#alive("copyFrom");
+    checkRange(offset, bytes, this.bytes, "copyFrom");
     this.driver.check(
       "cuMemcpyDtoHAsync",
       this.driver.sym.cuMemcpyDtoHAsync_v2_ptr(
@@ -489,24 +610,50 @@ export class Stream extends Handle {
     );
   }
 
-  /** Records everything launched on this stream by `body` into a graph, ready to replay. */
+  /**
+   * Records everything launched on this stream by `body` into a graph, ready to replay. The
+   * capture always ends and the captured graph is always destroyed; the first error wins (the
+   * body's over cuStreamEndCapture's, which a failed body usually causes; instantiation's over
+   * the graph's destroy).
+   */
   capture(body: () => void): GraphExec {
     const d = this.driver;
     d.check(
       "cuStreamBeginCapture",
       d.sym.cuStreamBeginCapture_v2(this.handle, 1 /* THREAD_LOCAL */),
     );
-    let graph: bigint;
+    let bodyFailed = false, bodyError: unknown;
     try {
       body();
-    } finally {
-      graph = d.out64("cuStreamEndCapture", (o) => d.sym.cuStreamEndCapture(this.handle, o));
+    } catch (e) {
+      bodyFailed = true;
+      bodyError = e;
     }
+    const out = new BigUint64Array(1);
+    const ended = d.sym.cuStreamEndCapture(this.handle, out);
+    const graph = out[0];
+    const destroyGraph = () => graph === 0n ? 0 : d.sym.cuGraphDestroy(ptr(graph));
+    if (bodyFailed) {
+      destroyGraph();
+      throw bodyError;
+    }
+    if (ended !== 0) {
+      destroyGraph();
+      d.check("cuStreamEndCapture", ended);
+    }
+    let exec: GraphExec;
     try {
-      return new GraphExec(d, ptr(graph));
-    } finally {
-      d.check("cuGraphDestroy", d.sym.cuGraphDestroy(ptr(graph)));
+      exec = new GraphExec(d, ptr(graph));
+    } catch (e) {
+      destroyGraph();
+      throw e;
     }
+    const destroyed = destroyGraph();
+    if (destroyed !== 0) {
+      exec.dispose();
+      d.check("cuGraphDestroy", destroyed);
+    }
+    return exec;
   }
 }
 
@@ -525,6 +672,16 @@ export class GraphExec extends Handle {
 
   launch(stream: Stream): void {
     this.driver.check("cuGraphLaunch", this.driver.sym.cuGraphLaunch(this.handle, stream.handle));
+    if (syncEveryLaunch()) {
+      // A graph's kernels cannot be told apart here: the fault names the graph launch.
+      const code = this.driver.sym.cuStreamSynchronize(stream.handle);
+      if (code !== 0) {
+        throw new KernelFaultError(
+          "(a kernel of a CUDA graph)",
+          this.driver.error("cuGraphLaunch", code),
+        );
+      }
+    }
   }
 }
 
@@ -667,5 +824,20 @@ export class LaunchSlot {
         null,
       ),
     );
+    if (syncEveryLaunch()) this.#syncAfterLaunch();
+  }
+
+  /** DS_SYNC=1: waits for this launch and names this kernel if it faulted (not while capturing). */
+  #syncAfterLaunch(): void {
+    const d = this.fn.driver;
+    const stream = this.stream?.handle ?? null;
+    if (d.isCapturing(stream)) return;
+    const code = stream === null ? d.sym.cuCtxSynchronize() : d.sym.cuStreamSynchronize(stream);
+    if (code !== 0) {
+      throw new KernelFaultError(
+        this.fn.symbol,
+        d.error(`cuLaunchKernel(${this.fn.symbol})`, code),
+      );
+    }
   }
 }

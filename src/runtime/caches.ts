@@ -18,11 +18,14 @@ export class LayerCache implements Disposable {
 
   constructor(cuda: Cuda, readonly spec: AttentionSpec, numPages: number) {
     const layout = cacheLayout(spec);
-    this.k = cuda.alloc(numPages * layout.kvPageElems * 2);
-    this.v = cuda.alloc(numPages * layout.kvPageElems * 2);
-    this.labels = cuda.alloc(numPages * layout.labelPageWords * 4);
-    this.meta = cuda.alloc(Math.max(4, numPages * layout.metaPageWords * 4));
-    this.channels = cuda.alloc(spec.numLabelHeads * spec.labelChannels * 4);
+    // Frees the pools allocated so far if a later one fails (out of memory); moved out at the end.
+    using guard = new DisposableStack();
+    this.k = guard.use(cuda.alloc(numPages * layout.kvPageElems * 2));
+    this.v = guard.use(cuda.alloc(numPages * layout.kvPageElems * 2));
+    this.labels = guard.use(cuda.alloc(numPages * layout.labelPageWords * 4));
+    this.meta = guard.use(cuda.alloc(Math.max(4, numPages * layout.metaPageWords * 4)));
+    this.channels = guard.use(cuda.alloc(spec.numLabelHeads * spec.labelChannels * 4));
+    guard.move();
   }
 
   /** Label channels [numLabelHeads][labelChannels], each a channel index < headDim. */
@@ -81,12 +84,15 @@ export class PagedKvCache implements Disposable {
     if (this.pages.pageSize !== spec.pageSize || this.pages.numSeqs !== opts.numSeqs) {
       throw new RangeError("pageTable: page size or sequence count differs from the spec/options");
     }
+    // Frees the layers and tables allocated so far if a later one fails; moved out at the end.
+    using guard = new DisposableStack();
     this.layers = Array.from(
       { length: opts.numLayers },
-      () => new LayerCache(cuda, spec, this.pages.numPages),
+      () => guard.use(new LayerCache(cuda, spec, this.pages.numPages)),
     );
-    this.blockTables = cuda.alloc(this.pages.blockTables.byteLength);
-    this.#hostTables = cuda.allocHost(this.pages.blockTables.byteLength);
+    this.blockTables = guard.use(cuda.alloc(this.pages.blockTables.byteLength));
+    this.#hostTables = guard.use(cuda.allocHost(this.pages.blockTables.byteLength));
+    guard.move();
   }
 
   /** Device bytes of every layer's pools and the block tables. */

@@ -183,10 +183,13 @@ export class DecodePlan implements Disposable {
     const B = this.batch, SH = spec.numSelectionHeads;
     // Step inputs: seqLens, budgets, routes, rowSeq, rowPos (B ints each), then B zeros for
     // the all-dense routes of dense layers.
-    this.#host = cuda.allocHost(6 * B * 4);
+    // Frees what was allocated so far if a later allocation fails; moved out once constructed
+    // (dispose() owns the buffers from then on).
+    using guard = new DisposableStack();
+    this.#host = guard.use(cuda.allocHost(6 * B * 4));
     this.#hostInts = new Int32Array(this.#host.buffer, 0, 6 * B);
     this.#hostInts.fill(0);
-    this.#step = cuda.alloc(6 * B * 4);
+    this.#step = guard.use(cuda.alloc(6 * B * 4));
     const at = (i: number) => this.#step.ptr + BigInt(i * B * 4);
     this.buffers = {
       seqLens: at(0),
@@ -196,18 +199,19 @@ export class DecodePlan implements Disposable {
       rowPos: at(4),
       routesAllDense: at(5),
     };
-    this.#keys = cuda.alloc(B * SH * this.keyStride * SCORE_KEY_BYTES);
-    this.#hist = cuda.alloc(B * SH * HIST_BINS * 4);
-    this.#counters = cuda.alloc(B * SH * SELECTION_COUNTERS * 4);
-    this.#candIdx = cuda.alloc(B * SH * this.keyStride * 4);
-    this.#candKey = cuda.alloc(B * SH * this.keyStride * 4);
-    this.#selIdx = cuda.alloc(B * SH * this.selStride * 4);
-    this.#partialO = cuda.alloc(B * spec.numQHeads * this.maxSplits * spec.headDim * 4);
-    this.#partialLse = cuda.alloc(B * spec.numQHeads * this.maxSplits * 4);
+    this.#keys = guard.use(cuda.alloc(B * SH * this.keyStride * SCORE_KEY_BYTES));
+    this.#hist = guard.use(cuda.alloc(B * SH * HIST_BINS * 4));
+    this.#counters = guard.use(cuda.alloc(B * SH * SELECTION_COUNTERS * 4));
+    this.#candIdx = guard.use(cuda.alloc(B * SH * this.keyStride * 4));
+    this.#candKey = guard.use(cuda.alloc(B * SH * this.keyStride * 4));
+    this.#selIdx = guard.use(cuda.alloc(B * SH * this.selStride * 4));
+    this.#partialO = guard.use(cuda.alloc(B * spec.numQHeads * this.maxSplits * spec.headDim * 4));
+    this.#partialLse = guard.use(cuda.alloc(B * spec.numQHeads * this.maxSplits * 4));
     // The resolve kernel leaves histogram and counters zeroed; they must start that way.
     this.#hist.fill8(0, stream);
     this.#counters.fill8(0, stream);
     this.#step.fill8(0, stream);
+    guard.move();
   }
 
   get spec() {
