@@ -74,12 +74,25 @@ export function firstDifference(actual: string, expected: string): string {
   return "no line differs";
 }
 
-/** Runs a Deno script of the repository as a subprocess; returns its output. */
-export async function runScript(script: string, args: string[]) {
+/** What a script run by {@linkcode runScript} did. */
+export interface ScriptResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+  readonly ms: number;
+}
+
+/** Runs `deno run -A <script> ...args` from the repository root (env: extra variables). */
+export async function runScript(
+  script: string,
+  args: readonly string[],
+  env: Record<string, string> = {},
+): Promise<ScriptResult> {
   const started = performance.now();
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", script, ...args],
     cwd: REPO_ROOT,
+    env,
     stdout: "piped",
     stderr: "piped",
   }).output();

@@ -10,6 +10,7 @@ import { budgetFor, type Route, routeFor } from "../dsl/spec.ts";
 import { labelHeadOfSelectionHead, queryHeadsOfSelectionHead } from "../dsl/layout.ts";
 import { labelValues } from "./labels.ts";
 import type { CpuPagedCache } from "./paged_cache.ts";
+import { ArgumentError } from "../util/errors.ts";
 
 /** The usual softmax scale, 1/sqrt(headDim). */
 export const defaultScale = (headDim: number): number => 1 / Math.sqrt(headDim);
@@ -127,8 +128,18 @@ export function labelScores(cache: CpuPagedCache, seq: number, q: ArrayLike<numb
   return { scores, magnitudes };
 }
 
-/** Indices of the k highest scores (ties: lower index first), in ascending index order. */
+/**
+ * Indices of the k highest scores (ties: lower index first), in ascending index order. `k` is an
+ * integer >= 0 (k above the count takes every index); a NaN score has no rank (the kernels'
+ * order-preserving keys would put it above +Infinity) and is an ArgumentError.
+ */
 export function topK(scores: ArrayLike<number>, k: number): Int32Array {
+  if (!Number.isInteger(k) || k < 0) throw new ArgumentError("topK", "k", k, "an integer >= 0");
+  for (let i = 0; i < scores.length; i++) {
+    if (Number.isNaN(scores[i])) {
+      throw new ArgumentError("topK", `scores[${i}]`, scores[i], "a number (not NaN)");
+    }
+  }
   const order = Int32Array.from({ length: scores.length }, (_, i) => i);
   order.sort((a, b) => (scores[b] - scores[a]) || (a - b));
   return order.subarray(0, Math.min(k, scores.length)).sort();

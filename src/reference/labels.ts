@@ -8,8 +8,14 @@
 import type { KvDtype } from "../dsl/spec.ts";
 import { fround, rintHalfEven, roundTo } from "../util/dtype.ts";
 import { codeLevels, codesPerWord, LABEL_MIN_RANGE } from "../dsl/layout.ts";
+import { ArgumentError } from "../util/errors.ts";
 
 const MIN_RANGE = fround(LABEL_MIN_RANGE);
+
+/** Label widths the functions below handle; anything else is an ArgumentError. */
+function checkBits(fn: string, bits: number, allowed: readonly number[]): void {
+  if (!allowed.includes(bits)) throw new ArgumentError(fn, "bits", bits, allowed.join(", "));
+}
 
 /** One quantized label row: x ~ min + code * scale. */
 export interface QuantizedRow {
@@ -27,6 +33,7 @@ export function quantizeRow(
   bits: number,
   storeAs?: KvDtype,
 ): QuantizedRow {
+  checkBits("quantizeRow", bits, [8, 4, 2]);
   let lo = Infinity;
   let hi = -Infinity;
   for (let i = 0; i < values.length; i++) {
@@ -67,6 +74,7 @@ export function labelValues(
 
 /** Packs b-bit codes little-endian into 32-bit words (codes never straddle words). */
 export function packCodes(codes: ArrayLike<number>, bits: number, out: Uint32Array, at = 0): void {
+  checkBits("packCodes", bits, [16, 8, 4, 2]);
   const perWord = codesPerWord(bits);
   const words = Math.ceil(codes.length / perWord);
   for (let w = 0; w < words; w++) {
@@ -86,6 +94,7 @@ export function unpackCodes(
   count: number,
   bits: number,
 ): Uint8Array {
+  checkBits("unpackCodes", bits, [16, 8, 4, 2]);
   const perWord = codesPerWord(bits);
   const mask = codeLevels(bits);
   const out = new Uint8Array(count);

@@ -3,7 +3,7 @@
  * GPU cache can be downloaded and compared word for word, and the reference attention reads the
  * same paging the kernels do.
  */
-import type { AttentionSpec } from "../dsl/spec.ts";
+import { type AttentionSpec, ensureSpec } from "../dsl/spec.ts";
 import {
   type CacheLayout,
   cacheLayout,
@@ -52,6 +52,7 @@ export class CpuPagedCache {
     /** Share another cache's paging (several layers of one model page identically). */
     pageTable?: PageTable,
   ) {
+    this.spec = spec = ensureSpec(spec, "CpuPagedCache(spec)");
     if (channels.length !== spec.numLabelHeads * spec.labelChannels) {
       throw new RangeError(
         `channels: expected ${spec.numLabelHeads} label heads x ${spec.labelChannels} = ` +
