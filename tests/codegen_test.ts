@@ -3,6 +3,7 @@ import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync } fr
 import { join } from "node:path";
 import type { AttentionSpec } from "../src/dsl/mod.ts";
 import {
+  GENERATED_MARKER,
   generateVariant,
   KERNEL_API_FILE,
   KERNEL_API_SOURCE,
@@ -15,6 +16,7 @@ import { renderKernelApi } from "../src/codegen/launchers.ts";
 import { renderKernels, sha256 } from "../src/codegen/render.ts";
 import { GENERATED_DIR, loadSpecs } from "../src/cli/specs.ts";
 import { firstDifference, repoPath, withTempDir } from "./helpers.ts";
+import { InputError } from "../src/util/errors.ts";
 
 const GOLDEN_DIR = repoPath("tests", "fixtures", "golden");
 const GOLDEN_HASHES = join(GOLDEN_DIR, "sha256.json");
@@ -83,7 +85,7 @@ Deno.test("codegen: generated/ holds exactly the current output for every exampl
     const dir = join(GENERATED_DIR, spec.variant);
     assert.deepEqual(
       listFiles(dir),
-      [...gen.files.keys()].sort(),
+      [...gen.files.keys(), GENERATED_MARKER].sort(),
       `${dir}: files differ; ${STALE}`,
     );
     for (const [name, text] of gen.files) {
@@ -146,14 +148,42 @@ Deno.test("codegen: writeVariant writes only changed files and removes stale one
   });
 });
 
-Deno.test("codegen: writeKernelApi reports changes; pruneVariants removes only other ds_ dirs", async () => {
+Deno.test("codegen: writeKernelApi reports changes; pruneVariants removes only marked other ds_ dirs", async () => {
   await withTempDir((out) => {
     assert.equal(writeKernelApi(out), true);
     assert.equal(writeKernelApi(out), false);
-    for (const d of ["ds_keep", "ds_old", "notes"]) mkdirSync(join(out, d));
-    assert.deepEqual(pruneVariants(out, new Set(["ds_keep"])), ["ds_old"]);
-    assert.deepEqual(listDirs(out), ["ds_keep", "notes"]);
+    for (const d of ["ds_keep", "ds_old", "ds_theirs", "notes"]) mkdirSync(join(out, d));
+    for (const d of ["ds_keep", "ds_old"]) {
+      Deno.writeTextFileSync(join(out, d, GENERATED_MARKER), "");
+    }
+    Deno.writeTextFileSync(join(out, "ds_theirs", "notes.txt"), "not the generator's");
+    assert.deepEqual(pruneVariants(out, new Set(["ds_keep"])), {
+      removed: ["ds_old"],
+      leftAlone: ["ds_theirs"],
+    });
+    assert.deepEqual(listDirs(out), ["ds_keep", "ds_theirs", "notes"]);
     assert.deepEqual(listFiles(out), [KERNEL_API_FILE]);
+    assert.equal(Deno.readTextFileSync(join(out, "ds_theirs", "notes.txt")), "not the generator's");
+  });
+});
+
+Deno.test("codegen: writeVariant marks its folder and refuses a folder it did not write", async () => {
+  const gen = generateVariant(await specNamed(GOLDEN_VARIANT));
+  await withTempDir((out) => {
+    const dir = join(out, GOLDEN_VARIANT);
+    mkdirSync(dir);
+    Deno.writeTextFileSync(join(dir, "mine.txt"), "a user's file");
+    assert.throws(
+      () => writeVariant(out, gen),
+      (e: unknown) =>
+        e instanceof InputError &&
+        e.message === `${dir}: exists and has no ${GENERATED_MARKER} marker, so the generator ` +
+            `did not write it; leaving it untouched (move it away or choose another --out)`,
+    );
+    assert.deepEqual(listFiles(dir), ["mine.txt"], "nothing written or removed");
+    rmSync(dir, { recursive: true });
+    writeVariant(out, gen);
+    assert.ok(existsSync(join(dir, GENERATED_MARKER)), "a folder it writes carries the marker");
   });
 });
 
