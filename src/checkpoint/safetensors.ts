@@ -109,7 +109,14 @@ export function parseSafetensors(bytes: Uint8Array, filePath: string): Safetenso
   let metadata: Record<string, string> = {};
   for (const [name, entry] of Object.entries(header as Record<string, unknown>)) {
     if (name === "__metadata__") {
-      metadata = (entry ?? {}) as Record<string, string>;
+      if (entry === null) continue;
+      if (
+        typeof entry !== "object" || Array.isArray(entry) ||
+        !Object.values(entry as object).every((v) => typeof v === "string")
+      ) {
+        throw InputError.field(filePath, "__metadata__", entry, "an object of strings");
+      }
+      metadata = entry as Record<string, string>;
       continue;
     }
     const where = `${filePath}: tensor "${name}"`;
