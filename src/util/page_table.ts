@@ -51,9 +51,11 @@ export class PageTable {
    * before anything is half done.
    */
   checkGrowth(counts: ArrayLike<number>): void {
-    let pagesNeeded = 0;
+    let pagesNeeded = 0, growing = 0, last = 0;
     for (let seq = 0; seq < counts.length; seq++) {
       if (counts[seq] === 0) continue;
+      growing++;
+      last = seq;
       this.#checkSeq(seq);
       const start = this.seqLens[seq];
       const end = start + counts[seq];
@@ -70,7 +72,8 @@ export class PageTable {
     }
     if (pagesNeeded > this.#free.length) {
       throw new ContextFullError(
-        `the sequences need ${pagesNeeded} more pages, only ${this.#free.length} are free`,
+        `${growing === 1 ? `sequence ${last}` : `${growing} sequences`} needs ${pagesNeeded} ` +
+          `more pages, only ${this.#free.length} free`,
       );
     }
   }
