@@ -118,7 +118,8 @@ async function launchersFor(spec: AttentionSpec) {
   const committed = join(packageRoot(), "generated", spec.variant, "launchers.ts");
   let path = committed;
   if (!existsSync(committed)) {
-    const dir = join(defaultCacheDir(), "generated");
+    // Not "generated": folders there from before the generator's marker would be refused.
+    const dir = join(defaultCacheDir(), "variants");
     writeVariant(dir, gen);
     writeKernelApi(dir);
     path = join(dir, spec.variant, "launchers.ts");
