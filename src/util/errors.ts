@@ -8,11 +8,13 @@
 
 /** Base of every expected failure. */
 export class DsError extends Error {
+  /** The class name, shown before the message. */
   override name = "DsError";
 }
 
 /** A command-line flag or argument that is unknown, missing its value or out of range. */
 export class UsageError extends DsError {
+  /** The class name, shown before the message. */
   override name = "UsageError";
 }
 
@@ -34,7 +36,14 @@ export function showValue(v: unknown): string {
  * what is wrong. `InputError.field` builds the usual "field: got V; allowed: A" detail.
  */
 export class InputError extends DsError {
+  /** The class name, shown before the message. */
   override name = "InputError";
+  /**
+   * `file: detail`.
+   *
+   * @param file the file (or what stands for it) that cannot be used
+   * @param detail what is wrong with it, and what is allowed
+   */
   constructor(readonly file: string, readonly detail: string) {
     super(`${file}: ${detail}`);
   }
@@ -47,7 +56,16 @@ export class InputError extends DsError {
 
 /** An argument of a public API function that is outside what the function accepts. */
 export class ArgumentError extends DsError {
+  /** The class name, shown before the message. */
   override name = "ArgumentError";
+  /**
+   * `fn: argument: got <value>; allowed: <allowed>`.
+   *
+   * @param fn the function called
+   * @param argument the argument (or part of one, "scores[3]")
+   * @param value the value it was given
+   * @param allowed what it accepts
+   */
   constructor(readonly fn: string, readonly argument: string, value: unknown, allowed: string) {
     super(`${fn}: ${argument}: got ${showValue(value)}; allowed: ${allowed}`);
   }
@@ -55,16 +73,19 @@ export class ArgumentError extends DsError {
 
 /** A failing call into the GPU stack (driver, NVRTC, cuBLAS) or a GPU-side limit. */
 export class DeviceError extends DsError {
+  /** The class name, shown before the message. */
   override name = "DeviceError";
 }
 
 /** No usable GPU: no driver library, no device, or the user asked for one that is not there. */
 export class NoGpuError extends DeviceError {
+  /** The class name, shown before the message. */
   override name = "NoGpuError";
 }
 
 /** A sequence would grow past the context its caches were sized for (refused before any work). */
 export class ContextFullError extends DsError {
+  /** The class name, shown before the message. */
   override name = "ContextFullError";
 }
 

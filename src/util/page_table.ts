@@ -1,10 +1,10 @@
+import { ContextFullError } from "./errors.ts";
+
 /**
  * Host bookkeeping of a paged cache: which physical pages each sequence owns (its block table),
  * its length, and the free list. The CPU reference cache and the GPU runtime both use it, so the
  * layout the kernels see is the layout the reference reads.
  */
-import { ContextFullError } from "./errors.ts";
-
 export class PageTable {
   /** blockTables[seq * maxPagesPerSeq + i] = physical page of the sequence's i-th page, or -1. */
   readonly blockTables: Int32Array;
