@@ -10,15 +10,16 @@
  * for every layer), the attention kernel's TFLOP/s against the card's dense fp16 tensor-core
  * rate (an 8192^3 cuBLAS GEMM measured here), PyTorch's causal SDPA alone on the same shape, and
  * the decoder's device memory against weights + caches + workspace.
- * Writes bench/results/prefill-<card>-<date>.{json,md,svg} (or --out DIR).
+ * Writes ./results/prefill-<card>-<date>.{json,md,svg} (or --out DIR, or $DS_RESULTS_DIR).
  *
  *   deno task bench:prefill [--prompts 2048,8192,16384,32768,131072] [--batch4 8192]
  *                           [--chunk 8192] [--repeats 3] [--no-torch] [--out DIR]
  */
-import { parseArgs } from "node:util";
+import { intFlag, intListFlag, openCommand } from "../src/cli/front_door.ts";
+import { defaultResultsDir } from "../src/cli/results.ts";
+import { requireGpu } from "../src/runtime/device.ts";
 import { join } from "node:path";
 import { defineAttention } from "../src/dsl/spec.ts";
-import { cuda as openCuda } from "../src/cuda/driver.ts";
 import { Cublas } from "../src/cuda/cublas.ts";
 import type { ModelConfig } from "../src/checkpoint/config.ts";
 import { GpuDecoder, workspaceBytes } from "../src/decoding/gpu_decoder.ts";
@@ -30,8 +31,15 @@ import { packageRoot } from "../src/util/package_root.ts";
 import { writeFileAtomic } from "../src/util/fs.ts";
 import { lineChart } from "./svg.ts";
 
-const { values: args } = parseArgs({
-  args: Deno.args,
+const { values: args } = openCommand({
+  name: "bench:prefill",
+  usage: `deno task bench:prefill [options]
+  --prompts LIST   prompt lengths at batch 1 (default 2048,8192,16384,32768,131072)
+  --batch4 LIST    prompt lengths at batch 4 (default 8192)
+  --chunk N        prefill chunk rows (default 8192)
+  --repeats N      timed repeats (default 3)
+  --no-torch       skip the PyTorch baseline
+  --out DIR        results folder (default ./results or $DS_RESULTS_DIR)`,
   options: {
     prompts: { type: "string", default: "2048,8192,16384,32768,131072" },
     batch4: { type: "string", default: "8192" },
@@ -41,13 +49,16 @@ const { values: args } = parseArgs({
     out: { type: "string" },
   },
 });
-const prompts = args.prompts!.split(",").filter((x) => x).map(Number);
-const chunk = Number(args.chunk);
-const repeats = Number(args.repeats);
-const outDir = args.out ?? join(packageRoot(), "bench", "results");
+const prompts = intListFlag("prompts", args.prompts!, { min: 1 });
+const chunk = intFlag("chunk", args.chunk!, { min: 1 });
+const repeats = intFlag("repeats", args.repeats!, { min: 1 });
+const outDir = args.out ?? defaultResultsDir();
 const jobs = [
   ...prompts.map((p) => ({ batch: 1, prompt: p })),
-  ...args.batch4!.split(",").filter((x) => x).map((p) => ({ batch: 4, prompt: Number(p) })),
+  ...(args.batch4 ? intListFlag("batch4", args.batch4, { min: 1 }) : []).map((p) => ({
+    batch: 4,
+    prompt: p,
+  })),
 ];
 
 const llama3: ModelConfig = {
@@ -79,7 +90,7 @@ const spec = defineAttention({
   denseLayers: [0, 1],
 });
 
-const cuda = openCuda();
+const cuda = requireGpu("deno task bench:prefill");
 const info = cuda.info;
 
 // ---- 1. PyTorch first (a separate process that frees its memory when it exits) ----

@@ -10,9 +10,9 @@
  *   deno run -A bench/prefill_kernel.ts [--prompts 16384,32768] [--chunk 4096] [--repeats 5]
  *                                       [--tunings 1x64r,2x32]
  */
-import { parseArgs } from "node:util";
+import { intFlag, intListFlag, openCommand } from "../src/cli/front_door.ts";
+import { requireGpu } from "../src/runtime/device.ts";
 import { defineAttention } from "../src/dsl/spec.ts";
-import { cuda as openCuda } from "../src/cuda/driver.ts";
 import { Variant } from "../src/runtime/variant.ts";
 import { PagedKvCache } from "../src/runtime/caches.ts";
 import { PrefillPlan } from "../src/runtime/prefill_plan.ts";
@@ -24,8 +24,13 @@ import { renderKernels } from "../src/codegen/render.ts";
 import { sharedCompiler } from "../src/runtime/variant.ts";
 import { prefillTiles } from "../src/runtime/prefill_tiles.ts";
 
-const { values: args } = parseArgs({
-  args: Deno.args,
+const { values: args } = openCommand({
+  name: "prefill_kernel",
+  usage: `deno run -A bench/prefill_kernel.ts [options]
+  --prompts LIST   prompt lengths (default 16384,32768)
+  --chunk N        chunk rows (default 4096)
+  --repeats N      timed repeats (default 5)
+  --tunings LIST   other kernel shapes to time, e.g. 1x64r,2x32`,
   options: {
     prompts: { type: "string", default: "16384,32768" },
     chunk: { type: "string", default: "4096" },
@@ -33,11 +38,11 @@ const { values: args } = parseArgs({
     tunings: { type: "string", default: "" },
   },
 });
-const prompts = args.prompts!.split(",").map(Number);
-const chunk = Number(args.chunk);
-const repeats = Number(args.repeats);
+const prompts = intListFlag("prompts", args.prompts!, { min: 1 });
+const chunk = intFlag("chunk", args.chunk!, { min: 1 });
+const repeats = intFlag("repeats", args.repeats!, { min: 1 });
 
-const cuda = openCuda();
+const cuda = requireGpu("bench/prefill_kernel.ts");
 using stream = cuda.stream();
 const spec = defineAttention({
   headDim: 128,

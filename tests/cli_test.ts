@@ -33,6 +33,8 @@ const COMMANDS: readonly Command[] = [
   { script: "examples/attention.ts", name: "attention" },
   { script: "bench/main.ts", name: "bench" },
   { script: "bench/e2e.ts", name: "bench:e2e" },
+  { script: "bench/prefill.ts", name: "bench:prefill" },
+  { script: "bench/prefill_kernel.ts", name: "prefill_kernel" },
   { script: "tests/gpu/main.ts", name: "test:gpu" },
 ];
 
