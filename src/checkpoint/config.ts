@@ -3,7 +3,7 @@
 // read; anything else that would change the math the CPU decoder and the kernels implement
 // (other RoPE types, other activations, MLP biases, partial rotary) is rejected, not ignored.
 
-import { InputError } from "../util/errors.ts";
+import { ContextFullError, InputError } from "../util/errors.ts";
 
 export const SUPPORTED_MODEL_TYPES = ["llama", "mistral", "qwen2"] as const;
 export type ModelType = typeof SUPPORTED_MODEL_TYPES[number];
@@ -134,7 +134,7 @@ function ropeNumber(
   const value = p[key];
   if (value === undefined || value === null) {
     if (fallback !== undefined) return fallback;
-    throw new Error(`${source}: required field "${field}.${key}" is missing`);
+    throw new InputError(source, `required field "${field}.${key}" is missing`);
   }
   if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
     fail(source, `${field}.${key}`, value, "a positive number");
@@ -333,7 +333,7 @@ export function assertWithinSlidingWindow(
 ): void {
   const limit = slidingWindowLimit(config);
   if (contextLength > limit) {
-    throw new Error(
+    throw new ContextFullError(
       `${who}: context of ${contextLength} tokens passes the model's sliding window of ` +
         `${limit} tokens (config.json "sliding_window"), which this path does not apply; ` +
         `allowed: at most ${limit} tokens`,
