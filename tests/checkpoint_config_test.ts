@@ -214,7 +214,7 @@ Deno.test("config: which layers slide follows transformers", () => {
   );
   assert.throws(
     () => parseModelConfig({ ...qwen, use_sliding_window: true, max_window_layers: 1 }, "q.json"),
-    /^Error: q\.json: field "max_window_layers" is 1; expected a sliding window in every layer or in none/,
+    /^InputError: q\.json: field "max_window_layers" is 1; expected a sliding window in every layer or in none/,
   );
   assert.throws(
     () => parseModelConfig({ ...qwen, layer_types: ["full_attention", "sliding_attention"] }),
@@ -233,7 +233,7 @@ Deno.test("config: sliding window limit and check", () => {
   assertWithinSlidingWindow(mistral, 48, "GpuDecoder");
   assert.throws(
     () => assertWithinSlidingWindow(mistral, 49, "GpuDecoder"),
-    /^Error: GpuDecoder: context of 49 tokens passes the model's sliding window of 48 tokens \(config\.json "sliding_window"\).*at most 48 tokens$/,
+    /^ContextFullError: GpuDecoder: context of 49 tokens passes the model's sliding window of 48 tokens \(config\.json "sliding_window"\).*at most 48 tokens$/,
   );
 });
 

@@ -89,7 +89,7 @@ Deno.test("model spec: a channel file of another model is refused, naming the fi
   const llama2 = authorsStyleFile(32, 32, 32);
   assert.throws(
     () => specForModel(LLAMA31_8B, llama2, OPTIONS, "Llama-2-7b-hf.json"),
-    /^Error: Llama-2-7b-hf\.json: invalid channel config .*\n.*"model\.layers\.0\.self_attn\.k_proj": has 32 rows, expected 8 \(one per kv head\)/,
+    /^InputError: Llama-2-7b-hf\.json: invalid channel config .*\n.*"model\.layers\.0\.self_attn\.k_proj": has 32 rows, expected 8 \(one per kv head\)/,
   );
   await withTempDir(async (dir) => {
     const file = path.join(dir, "Qwen2.5-7B.json");

@@ -41,6 +41,9 @@ const DEFAULT_MAX_POSITIONS: Record<ModelType, number> = {
   qwen2: 32768,
 };
 
+/** More decoder layers than any model has: a config claiming more is broken. */
+const MAX_LAYERS = 4096;
+
 type Json = Record<string, unknown>;
 
 function fail(source: string, field: string, value: unknown, expected: string): never {
@@ -360,6 +363,10 @@ export function parseModelConfig(raw: unknown, source = "config.json"): ModelCon
   const hiddenSize = positiveInt(c, "hidden_size", source);
   const intermediateSize = positiveInt(c, "intermediate_size", source);
   const numLayers = positiveInt(c, "num_hidden_layers", source);
+  if (numLayers > MAX_LAYERS) {
+    // Per-layer tables are built from it; an absurd count is a broken file, not a model.
+    fail(source, "num_hidden_layers", numLayers, `a positive integer <= ${MAX_LAYERS}`);
+  }
   const numHeads = positiveInt(c, "num_attention_heads", source);
   const numKvHeads = positiveInt(c, "num_key_value_heads", source, numHeads);
   const vocabSize = positiveInt(c, "vocab_size", source);
