@@ -262,6 +262,8 @@ const CONFIG_KEYS = [
   "use_sliding_window",
   "rms_norm_eps",
   "max_position_embeddings",
+  "layer_types",
+  "max_window_layers",
 ];
 
 function fuzzConfig(g: Gen): boolean {
