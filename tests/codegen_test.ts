@@ -1,5 +1,13 @@
 import assert from "node:assert/strict";
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+} from "node:fs";
 import { join } from "node:path";
 import type { AttentionSpec } from "../src/dsl/mod.ts";
 import {
@@ -168,9 +176,9 @@ Deno.test("codegen: writeKernelApi reports changes; pruneVariants removes only m
 });
 
 Deno.test("codegen: writeVariant marks its folder and refuses a folder it did not write", async () => {
-  const gen = generateVariant(await specNamed(GOLDEN_VARIANT));
+  const gen = generateVariant(await specNamed(EXAMPLE_VARIANT));
   await withTempDir((out) => {
-    const dir = join(out, GOLDEN_VARIANT);
+    const dir = join(out, EXAMPLE_VARIANT);
     mkdirSync(dir);
     Deno.writeTextFileSync(join(dir, "mine.txt"), "a user's file");
     assert.throws(
