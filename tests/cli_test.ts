@@ -26,6 +26,11 @@ const COMMANDS: readonly Command[] = [
   { script: "src/cli/calibrate.ts", name: "calibrate", missingFile: ["--model", MISSING] },
   { script: "src/cli/eval.ts", name: "eval", missingFile: ["--model", MISSING] },
   {
+    script: "src/cli/eval_retrieval.ts",
+    name: "eval:retrieval",
+    missingFile: ["--model", MISSING],
+  },
+  {
     script: "examples/decode.ts",
     name: "decode",
     missingFile: ["--device", "cpu", "--model", MISSING],
@@ -106,8 +111,8 @@ Deno.test("cli: malformed values say what is allowed, exit 2 (--temperature -1, 
     ["bench/main.ts", ["--batches", "1,x"], `bench: --batches: got "x"; allowed: an integer >= 1`],
     [
       "src/cli/eval.ts",
-      ["--window-size", "5000", "--device", "cpu"],
-      "eval: --window-size: got 5000; allowed: at most 4096 (the model's max_position_embeddings)",
+      ["--window-size", "9000", "--device", "cpu"],
+      "eval: --window-size: got 9000; allowed: at most 8192 (the model's max_position_embeddings)",
     ],
   ];
   const results = await inBatches(cases.map(([s, a]) => () => runScript(s, a)));

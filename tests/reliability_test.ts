@@ -26,7 +26,7 @@ import { GENERATED_DIR } from "../src/cli/specs.ts";
 import { CpuDecoder } from "../src/decoding/cpu_decoder.ts";
 import { CpuDoubleSparsityAttention } from "../src/decoding/cpu_ds_attention.ts";
 import { randomModel, syntheticConfig } from "../src/checkpoint/synthetic.ts";
-import { repoPath, runDenoScript, withTempDir } from "./helpers.ts";
+import { repoPath, runScript, withTempDir } from "./helpers.ts";
 
 const SPEC_INPUT: AttentionInput = {
   headDim: 128,
@@ -58,7 +58,7 @@ Deno.test("gen: --specs without --out writes into generated/ but deletes no comm
       join(dir, "one.ts"),
       `export { default } from ${JSON.stringify(example)};\n`,
     );
-    const r = await runDenoScript("src/cli/gen.ts", ["--specs", dir]);
+    const r = await runScript("src/cli/gen.ts", ["--specs", dir]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /Not pruning .*generated: --specs was given without --out\./);
   });
@@ -79,7 +79,7 @@ Deno.test("gen: --out never deletes a folder it did not write (no marker), and s
     // A stale variant the generator did write is pruned.
     mkdirSync(join(out, "ds_stale"));
     Deno.writeTextFileSync(join(out, "ds_stale", GENERATED_MARKER), "");
-    const r = await runDenoScript("src/cli/gen.ts", ["--specs", specs, "--out", out]);
+    const r = await runScript("src/cli/gen.ts", ["--specs", specs, "--out", out]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(Deno.readTextFileSync(join(out, "ds_old", "precious.txt")), "keep");
     assert.ok(!existsSync(join(out, "ds_stale")), "the marked stale variant is pruned");
@@ -114,7 +114,7 @@ Deno.test("gen: a spec module exporting an object or a string is one clear error
         return true;
       });
     }
-    const r = await runDenoScript("src/cli/gen.ts", [
+    const r = await runScript("src/cli/gen.ts", [
       "--specs",
       join(dir, "string"),
       "--out",

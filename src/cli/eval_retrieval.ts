@@ -13,9 +13,10 @@
 import { existsSync } from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { parseArgs } from "node:util";
 import { packageRoot } from "../util/package_root.ts";
 import { BUNDLED_MODEL_DIR, positiveInt } from "./args.ts";
+import { type FlagValues, runCommand } from "./front_door.ts";
+import { DsError, UsageError } from "../util/errors.ts";
 import { writeFileAtomic } from "../util/fs.ts";
 import { parseDeviceChoice, resolveDevice } from "../runtime/device.ts";
 import { loadModel } from "../checkpoint/weights.ts";
@@ -53,7 +54,7 @@ function parseProtocols(value: string): RetrievalProtocol[] {
   return value.split(",").map((p) => {
     const name = p.trim() as RetrievalProtocol;
     if (!RETRIEVAL_PROTOCOLS.includes(name)) {
-      throw new Error(
+      throw new UsageError(
         `--protocols: got ${JSON.stringify(p)}; allowed: ${RETRIEVAL_PROTOCOLS.join(", ")}, both`,
       );
     }
@@ -61,28 +62,25 @@ function parseProtocols(value: string): RetrievalProtocol[] {
   });
 }
 
-async function main(): Promise<number> {
-  const { values: args } = parseArgs({
-    args: Deno.args,
-    options: {
-      model: { type: "string" },
-      data: { type: "string" },
-      lengths: { type: "string" },
-      "per-length": { type: "string" },
-      variants: { type: "string" },
-      protocols: { type: "string", default: "both" },
-      "depth-buckets": { type: "string", default: "5" },
-      channels: { type: "string" },
-      seed: { type: "string", default: "1" },
-      out: { type: "string" },
-      device: { type: "string", default: "auto" },
-      help: { type: "boolean", short: "h", default: false },
-    },
-  });
-  if (args.help) {
-    console.log(HELP);
-    return 0;
-  }
+const COMMAND = {
+  name: "eval:retrieval",
+  usage: HELP,
+  options: {
+    model: { type: "string" },
+    data: { type: "string" },
+    lengths: { type: "string" },
+    "per-length": { type: "string" },
+    variants: { type: "string" },
+    protocols: { type: "string", default: "both" },
+    "depth-buckets": { type: "string", default: "5" },
+    channels: { type: "string" },
+    seed: { type: "string", default: "1" },
+    out: { type: "string" },
+    device: { type: "string", default: "auto" },
+  },
+} as const;
+
+async function main(args: FlagValues<typeof COMMAND.options>): Promise<number> {
   const root = packageRoot();
   const modelDir = args.model ?? BUNDLED_MODEL_DIR;
   const data = args.data ?? path.join(root, "examples", "data", "line-retrieval.jsonl");
@@ -104,7 +102,7 @@ async function main(): Promise<number> {
     path.join(root, "examples", "data", `${modelName}-qk-channels.json`);
   const needsChannels = presets.some((p) => p.selection && !p.randomChannels);
   if (needsChannels && !existsSync(channelsPath)) {
-    throw new Error(
+    throw new DsError(
       `${channelsPath}: no channel config; make it with \`deno task calibrate --recipe ` +
         `retrieval-mix --out ${channelsPath}\` or pass --channels FILE`,
     );
@@ -166,11 +164,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) {
-  try {
-    Deno.exit(await main());
-  } catch (e) {
-    console.error(`eval:retrieval: ${e instanceof Error ? e.message : String(e)}`);
-    Deno.exit(1);
-  }
-}
+if (import.meta.main) await runCommand(COMMAND, ({ values }) => main(values));

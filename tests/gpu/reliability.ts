@@ -107,14 +107,17 @@ console.log(
 
 // ---- (b) long decode run, device memory flat ----
 {
-  const model = await loadModel(root("examples/models/tiny-code-llama"));
+  const model = await loadModel(root("examples/models/tiny-code-llama-8k"));
   const c = model.config;
-  const config = await readChannelConfig(root("examples/data/tiny-code-llama-qk-channels.json"), {
-    numLayers: c.numLayers,
-    numHeads: c.numHeads,
-    numKvHeads: c.numKvHeads,
-    headDim: c.headDim,
-  });
+  const config = await readChannelConfig(
+    root("tests/fixtures/tiny-code-llama-8k-python-2x512-qk-channels.json"),
+    {
+      numLayers: c.numLayers,
+      numHeads: c.numHeads,
+      numKvHeads: c.numKvHeads,
+      headDim: c.headDim,
+    },
+  );
   const spec = defineAttention({
     headDim: c.headDim,
     numQHeads: c.numHeads,
