@@ -56,7 +56,7 @@ import { runRetrievalDemo } from "./retrieval_demo.ts";
 // layers 0 and 1 dense and gives every query head 16 label channels at 16 bits.
 
 const USAGE = `deno task decode [options]
-  --model DIR                  model directory (default examples/models/tiny-code-llama)
+  --model DIR                  model directory (default examples/models/tiny-code-llama-8k)
   --channels FILE              channel config (default: the cached calibration)
   --variant NAME               a Double Sparsity preset of deno task eval (default
                                "head r16 b16 dense 0,1")

@@ -185,7 +185,7 @@ Deno.test("eval:retrieval CLI: both protocols on the CPU reference, a short docu
 
 Deno.test("eval:retrieval CLI: bad flags and a missing channel file are named", async () => {
   const bad = await runScript("src/cli/eval_retrieval.ts", ["--protocols", "greedy"]);
-  assert.equal(bad.code, 1);
+  assert.equal(bad.code, 2, "a malformed flag is a usage error");
   assert.match(bad.stderr, /--protocols: got "greedy"; allowed: teacher-forced, deployed, both/);
   const missing = await runScript("src/cli/eval_retrieval.ts", [
     "--channels",
