@@ -4,8 +4,8 @@
  *     Hugging Face's fp32 logits (tests/fixtures/tiny-code-llama-8k-reference.json);
  *  2. prefill of the same bytes gives the last position's logits;
  *  3. greedy decoding after the prefill reproduces the reference 64-token continuation;
- *  4. a Double Sparsity decoder (k = 32) equals dense while the context fits the budget and stays
- *     close to it (cross-entropy) once it selects;
+ *  4. a Double Sparsity decoder (k = 32) equals dense while the context fits the budget and, once
+ *     it selects, has the CPU reference decoder's cross-entropy;
  *  5. a long two-sequence prompt prefilled in many chunks equals one chunk, and matches the CPU
  *     decoder's logits.
  * Exits 1 on failure.
@@ -16,6 +16,8 @@ import { defineAttention } from "../../src/dsl/spec.ts";
 import { GpuDecoder } from "../../src/decoding/gpu_decoder.ts";
 import { loadModel } from "../../src/checkpoint/weights.ts";
 import { argmax, CpuDecoder } from "../../src/decoding/cpu_decoder.ts";
+import { CpuDoubleSparsityAttention } from "../../src/decoding/cpu_ds_attention.ts";
+import { labelChannelsFor } from "../../src/quality/channels.ts";
 import { readChannelConfig } from "../../src/quality/channel_config.ts";
 import { relativeError } from "./support.ts";
 
@@ -81,10 +83,11 @@ export async function runModelChecks(): Promise<string[]> {
     }
   }
   // 4. Double Sparsity inside the decoder: positions whose context fits the budget take the dense
-  //    route (logits equal to dense); later ones attend to 32 selected tokens and must stay close.
+  //    route (logits equal to dense); later ones attend to 32 selected tokens, and their
+  //    cross-entropy must equal the CPU reference decoder's (float64, the same algorithm) — how
+  //    far it sits above dense is a property of the model and the channels, printed, not judged.
   //    Layers 0 and 1 stay dense and the channels are the bundled calibration (retrieval-mix), as
-  //    in the presets users run: the 8K model loses far more when layers 0 and 1 are sparse too
-  //    (bits/byte +104.7% vs +29.7% at 2,048-byte windows, bench/results/eval-8k-2048-*.md).
+  //    in the presets users run.
   {
     const spec = defineAttention({
       headDim: c.headDim,
@@ -118,7 +121,14 @@ export async function runModelChecks(): Promise<string[]> {
       channels: { config },
       maxPrefillRows: 256,
     });
-    let worstDenseRoute = 0, ceDense = 0, ceSparse = 0;
+    const cpuSparse = new CpuDecoder(model, {
+      attention: new CpuDoubleSparsityAttention(
+        spec,
+        Array.from({ length: c.numLayers }, (_, l) => labelChannelsFor(spec, { config }, l)),
+        256,
+      ),
+    });
+    let worstDenseRoute = 0, ceDense = 0, ceSparse = 0, ceCpu = 0;
     const logSoftmaxAt = (logits: Float32Array, target: number) => {
       const mx = Math.max(...logits);
       const lse = mx + Math.log(logits.reduce((s, x) => s + Math.exp(x - mx), 0));
@@ -126,22 +136,25 @@ export async function runModelChecks(): Promise<string[]> {
     };
     for (let t = 0; t + 1 < ids.length; t++) {
       const a = dense.step([ids[t]]), b = sparse.step([ids[t]]);
+      const r = cpuSparse.forward([ids[t]]);
       if (t + 1 <= 32) worstDenseRoute = Math.max(worstDenseRoute, relativeError(b, a));
       else {
         ceDense += logSoftmaxAt(a, ids[t + 1]);
         ceSparse += logSoftmaxAt(b, ids[t + 1]);
+        ceCpu += logSoftmaxAt(r, ids[t + 1]);
       }
     }
     console.log(
       `decoder: Double Sparsity (k = 32): dense-route positions differ from dense by ` +
         `${worstDenseRoute.toExponential(2)}; cross-entropy on positions 32..94: dense ` +
-        `${ceDense.toFixed(2)}, sparse ${ceSparse.toFixed(2)} nats`,
+        `${ceDense.toFixed(2)}, sparse ${ceSparse.toFixed(2)} nats (CPU reference decoder: ` +
+        `${ceCpu.toFixed(2)})`,
     );
     if (!(worstDenseRoute < 1e-3)) {
       failures.push(`dense-route positions differ by ${worstDenseRoute}`);
     }
-    if (!(ceSparse < ceDense * 1.25)) {
-      failures.push(`sparse cross-entropy ${ceSparse} far above dense ${ceDense}`);
+    if (!(Math.abs(ceSparse - ceCpu) < 0.01 * ceCpu)) {
+      failures.push(`sparse cross-entropy ${ceSparse} differs from the CPU reference's ${ceCpu}`);
     }
   }
   // 5. A long prompt (two sequences of different lengths) through the chunked prefill: small
