@@ -295,7 +295,16 @@ async function decodeGpu(cuda: Cuda, label: string, dsSpec?: AttentionSpec): Pro
   });
   const vocab = config.vocabSize;
   let started = performance.now();
-  const logits = decoder.prefill(Array.from({ length: batch }, () => prompt));
+  // The prefill goes in chunks of up to 4096 rows (all sequences together); after each chunk a
+  // progress line with the tokens done and the rate so far.
+  const logits = decoder.prefill(Array.from({ length: batch }, () => prompt), ({ done, total }) => {
+    const seconds = (performance.now() - started) / 1e3;
+    const width = 30, filled = Math.round((width * done) / total);
+    console.error(
+      `  [${label}] prefill [${"#".repeat(filled)}${".".repeat(width - filled)}] ` +
+        `${done}/${total} tokens, ${(done / seconds).toFixed(0)} tokens/s`,
+    );
+  });
   const prefillMs = performance.now() - started;
   const generated: number[][] = Array.from({ length: batch }, () => []);
   const stepMs: number[] = [];
