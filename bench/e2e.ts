@@ -22,10 +22,10 @@ import { GpuDecoder } from "../src/decoding/gpu_decoder.ts";
 import { argmax } from "../src/decoding/cpu_decoder.ts";
 import { loadModel } from "../src/checkpoint/weights.ts";
 import { readChannelConfig } from "../src/quality/channel_config.ts";
-import type { ModelConfig } from "../src/checkpoint/config.ts";
 import { UtilKernels } from "../src/runtime/util_kernels.ts";
 import { packageRoot } from "../src/util/package_root.ts";
 import { writeFileAtomic } from "../src/util/fs.ts";
+import { LLAMA3_8B, LLAMA3_8B_GROUP_SPEC } from "./llama3_shape.ts";
 
 const { values: args } = openCommand({
   name: "bench:e2e",
@@ -164,33 +164,8 @@ const overhead = (wall: number, device: number) =>
 }
 
 // ---- 2. Llama-3-8B shape, random weights ----
-const llama3: ModelConfig = {
-  modelType: "llama",
-  hiddenSize: 4096,
-  intermediateSize: 14336,
-  numLayers: 32,
-  numHeads: 32,
-  numKvHeads: 8,
-  headDim: 128,
-  vocabSize: 128256,
-  rmsNormEps: 1e-5,
-  ropeTheta: 500000,
-  tieWordEmbeddings: false,
-  attentionBias: false,
-  maxPositionEmbeddings: 131072,
-  slidingWindow: null,
-};
-const dsSpec: AttentionSpec = defineAttention({
-  headDim: 128,
-  numQHeads: 32,
-  numKvHeads: 8,
-  kvDtype: "fp16",
-  pageSize: 16,
-  labels: { channels: 16, bits: 8 },
-  selection: "group",
-  budget: { ratio: 1 / 16, min: 16 },
-  denseLayers: [0, 1],
-});
+const llama3 = LLAMA3_8B;
+const dsSpec: AttentionSpec = LLAMA3_8B_GROUP_SPEC;
 using util = new UtilKernels(cuda, "fp16");
 const configs = args.quick
   ? [[8, 16384]]

@@ -19,9 +19,7 @@ import { intFlag, intListFlag, openCommand } from "../src/cli/front_door.ts";
 import { defaultResultsDir } from "../src/cli/results.ts";
 import { requireGpu } from "../src/runtime/device.ts";
 import { join } from "node:path";
-import { defineAttention } from "../src/dsl/spec.ts";
 import { Cublas } from "../src/cuda/cublas.ts";
-import type { ModelConfig } from "../src/checkpoint/config.ts";
 import { GpuDecoder, workspaceBytes } from "../src/decoding/gpu_decoder.ts";
 import { weightBytes } from "../src/decoding/gpu_weights.ts";
 import { prefillFlops, prefillTiles } from "../src/runtime/prefill_tiles.ts";
@@ -30,6 +28,7 @@ import { UtilKernels } from "../src/runtime/util_kernels.ts";
 import { packageRoot } from "../src/util/package_root.ts";
 import { writeFileAtomic } from "../src/util/fs.ts";
 import { lineChart } from "./svg.ts";
+import { LLAMA3_8B, LLAMA3_8B_GROUP_SPEC } from "./llama3_shape.ts";
 
 const { values: args } = openCommand({
   name: "bench:prefill",
@@ -61,34 +60,8 @@ const jobs = [
   })),
 ];
 
-const llama3: ModelConfig = {
-  modelType: "llama",
-  hiddenSize: 4096,
-  intermediateSize: 14336,
-  numLayers: 32,
-  numHeads: 32,
-  numKvHeads: 8,
-  headDim: 128,
-  vocabSize: 128256,
-  rmsNormEps: 1e-5,
-  ropeTheta: 500000,
-  tieWordEmbeddings: false,
-  attentionBias: false,
-  maxPositionEmbeddings: 131072,
-  slidingWindow: null,
-};
-// The decode variant whose caches and prefill kernel serve the model: Llama-3-8B group r16b8.
-const spec = defineAttention({
-  headDim: 128,
-  numQHeads: 32,
-  numKvHeads: 8,
-  kvDtype: "fp16",
-  pageSize: 16,
-  labels: { channels: 16, bits: 8 },
-  selection: "group",
-  budget: { ratio: 1 / 16, min: 16 },
-  denseLayers: [0, 1],
-});
+const llama3 = LLAMA3_8B;
+const spec = LLAMA3_8B_GROUP_SPEC;
 
 const cuda = requireGpu("deno task bench:prefill");
 const info = cuda.info;
