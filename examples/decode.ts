@@ -153,11 +153,19 @@ console.log(
 // calibrates on 2 windows of 512 bytes instead (unless the protocol's file is already there).
 
 const protocolFile = defaultChannelPath(modelDir);
+// A model with a committed calibration (the bundled one) uses it unless --channels says otherwise.
+const bundledChannels = path.join(
+  root,
+  "examples",
+  "data",
+  `${path.basename(path.resolve(modelDir))}-qk-channels.json`,
+);
+const channelsPath = args.channels ?? (existsSync(bundledChannels) ? bundledChannels : undefined);
 let calibrationWindows = intFlag("calibration-windows", args["calibration-windows"]);
 let calibrationWindowSize = intFlag("calibration-window-size", args["calibration-window-size"]);
 const explicitCalibration = calibrationWindows !== undefined ||
   calibrationWindowSize !== undefined;
-if (!onGpu && !explicitCalibration && !args.channels && !existsSync(protocolFile)) {
+if (!onGpu && !explicitCalibration && !channelsPath && !existsSync(protocolFile)) {
   calibrationWindows = 2;
   calibrationWindowSize = 512;
   console.log(
@@ -165,15 +173,9 @@ if (!onGpu && !explicitCalibration && !args.channels && !existsSync(protocolFile
       "`deno task calibrate` on a GPU makes that file)",
   );
 }
-const bundledChannels = path.join(
-  root,
-  "examples",
-  "data",
-  `${path.basename(path.resolve(modelDir))}-qk-channels.json`,
-);
 const channelFiles = await loadOrCalibrate(model, {
   modelDir,
-  channelsPath: args.channels ?? (args.retrieval ? bundledChannels : undefined),
+  channelsPath,
   calibrationWindows,
   calibrationWindowSize,
   device,
