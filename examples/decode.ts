@@ -153,18 +153,20 @@ console.log(
 // calibrates on 2 windows of 512 bytes instead (unless the protocol's file is already there).
 
 const protocolFile = defaultChannelPath(modelDir);
-// A model with a committed calibration (the bundled one) uses it unless --channels says otherwise.
 const bundledChannels = path.join(
   root,
   "examples",
   "data",
   `${path.basename(path.resolve(modelDir))}-qk-channels.json`,
 );
-const channelsPath = args.channels ?? (existsSync(bundledChannels) ? bundledChannels : undefined);
 let calibrationWindows = intFlag("calibration-windows", args["calibration-windows"]);
 let calibrationWindowSize = intFlag("calibration-window-size", args["calibration-window-size"]);
 const explicitCalibration = calibrationWindows !== undefined ||
   calibrationWindowSize !== undefined;
+// A model with a committed calibration (the bundled one) uses it, unless --channels names a file or
+// calibration flags ask for a fresh calibration.
+const channelsPath = args.channels ??
+  (!explicitCalibration && existsSync(bundledChannels) ? bundledChannels : undefined);
 if (!onGpu && !explicitCalibration && !channelsPath && !existsSync(protocolFile)) {
   calibrationWindows = 2;
   calibrationWindowSize = 512;
