@@ -11,10 +11,11 @@
  * (`stepChoose`). Writes ./results/e2e-<card>-<date>.{json,md} (or under --out /
  * $DS_RESULTS_DIR).
  *
- *   deno run -A bench/e2e.ts [--quick] [--out DIR]
+ *   deno run -A bench/e2e.ts [--quick] [--out DIR] [--json FILE]
  */
 import { openCommand } from "../src/cli/front_door.ts";
 import { defaultResultsDir } from "../src/cli/results.ts";
+import { writeJsonReport } from "../src/cli/json_report.ts";
 import { requireGpu } from "../src/runtime/device.ts";
 import { join } from "node:path";
 import { type AttentionSpec, defineAttention } from "../src/dsl/spec.ts";
@@ -29,10 +30,15 @@ import { LLAMA3_8B, LLAMA3_8B_GROUP_SPEC } from "./llama3_shape.ts";
 
 const { values: args } = openCommand({
   name: "bench:e2e",
-  usage: `deno task bench:e2e [--quick] [--out DIR]
+  usage: `deno task bench:e2e [--quick] [--out DIR] [--json FILE] [--json FILE]
   --quick     fewer configurations
-  --out DIR   results folder (default ./results or $DS_RESULTS_DIR)`,
-  options: { quick: { type: "boolean", default: false }, out: { type: "string" } },
+  --out DIR   results folder (default ./results or $DS_RESULTS_DIR)
+  --json FILE write the JSON rows here instead of <out>/e2e-<card>-<date>.json`,
+  options: {
+    quick: { type: "boolean", default: false },
+    out: { type: "string" },
+    json: { type: "string" },
+  },
 });
 const root = packageRoot();
 const outDir = args.out ?? defaultResultsDir();
@@ -236,6 +242,6 @@ for (const r of rows) {
 const md = lines.join("\n");
 console.log("\n" + md);
 const stem = join(outDir, `e2e-${card}-${date}`);
-writeFileAtomic(`${stem}.json`, JSON.stringify({ device: info, date, rows }, null, 1));
+writeJsonReport(args.json ?? `${stem}.json`, { device: info, date, rows });
 writeFileAtomic(`${stem}.md`, md + "\n");
-console.log(`wrote ${stem}.{json,md}`);
+console.log(`wrote ${stem}.md`);

@@ -11,9 +11,11 @@
  * Writes ./results/attention-<card>-<date>.{json,md,svg} (or under --out / $DS_RESULTS_DIR).
  *
  *   deno task bench [--quick] [--batches 1,8,32] [--contexts 4096,...] [--no-sdpa] [--out DIR]
+ *                  [--json FILE]
  */
 import { intFlag, intListFlag, openCommand } from "../src/cli/front_door.ts";
 import { defaultResultsDir } from "../src/cli/results.ts";
+import { writeJsonReport } from "../src/cli/json_report.ts";
 import { requireGpu } from "../src/runtime/device.ts";
 import { join } from "node:path";
 import {
@@ -41,7 +43,8 @@ const { values: args } = openCommand({
   --shapes LIST         comma list of shape names (default all)
   --no-sdpa             skip the PyTorch SDPA baseline
   --repeats N           graph replays per measurement (default 60, quick 30)
-  --out DIR             results folder (default ./results or $DS_RESULTS_DIR)`,
+  --out DIR             results folder (default ./results or $DS_RESULTS_DIR)
+  --json FILE           write the JSON rows here instead of <out>/attention-<card>-<date>.json`,
   options: {
     quick: { type: "boolean", default: false },
     batches: { type: "string" },
@@ -49,6 +52,7 @@ const { values: args } = openCommand({
     shapes: { type: "string" },
     "no-sdpa": { type: "boolean", default: false },
     out: { type: "string" },
+    json: { type: "string" },
     repeats: { type: "string" },
   },
 });
@@ -377,10 +381,14 @@ for (const shape of SHAPES) {
 const md = lines.join("\n");
 console.log("\n" + md);
 const stem = join(outDir, `attention-${card}-${date}`);
-writeFileAtomic(
-  `${stem}.json`,
-  JSON.stringify({ device: info, date, bandwidth, sdpaNote, repeats, rows }, null, 1),
-);
+writeJsonReport(args.json ?? `${stem}.json`, {
+  device: info,
+  date,
+  bandwidth,
+  sdpaNote,
+  repeats,
+  rows,
+});
 writeFileAtomic(`${stem}.md`, md + "\n");
 writeFileAtomic(
   `${stem}.svg`,
@@ -406,4 +414,4 @@ writeFileAtomic(
     ),
   ),
 );
-console.log(`wrote ${stem}.{json,md,svg}`);
+console.log(`wrote ${stem}.{md,svg}`);

@@ -14,9 +14,12 @@
  *
  *   deno task bench:prefill [--prompts 2048,8192,16384,32768,131072] [--batch4 8192]
  *                           [--chunk 8192] [--repeats 3] [--no-torch] [--out DIR]
+ *                           [--json FILE]
  */
 import { intFlag, intListFlag, openCommand } from "../src/cli/front_door.ts";
 import { defaultResultsDir } from "../src/cli/results.ts";
+import { writeJsonReport } from "../src/cli/json_report.ts";
+import { Progress } from "../src/cli/progress.ts";
 import { requireGpu } from "../src/runtime/device.ts";
 import { join } from "node:path";
 import { Cublas } from "../src/cuda/cublas.ts";
@@ -38,7 +41,8 @@ const { values: args } = openCommand({
   --chunk N        prefill chunk rows (default 8192)
   --repeats N      timed repeats (default 3)
   --no-torch       skip the PyTorch baseline
-  --out DIR        results folder (default ./results or $DS_RESULTS_DIR)`,
+  --out DIR        results folder (default ./results or $DS_RESULTS_DIR)
+  --json FILE      write the JSON rows here instead of <out>/prefill-<card>-<date>.json`,
   options: {
     prompts: { type: "string", default: "2048,8192,16384,32768,131072" },
     batch4: { type: "string", default: "8192" },
@@ -46,6 +50,7 @@ const { values: args } = openCommand({
     repeats: { type: "string", default: "3" },
     "no-torch": { type: "boolean", default: false },
     out: { type: "string" },
+    json: { type: "string" },
   },
 });
 const prompts = intListFlag("prompts", args.prompts!, { min: 1 });
@@ -150,6 +155,11 @@ interface Row {
   memFormula: number;
 }
 const rows: Row[] = [];
+// Progress over the jobs in prompt tokens benchmarked (each job's repeats and attention-only
+// timing included), so the ETA covers the whole run.
+const jobTokens = jobs.reduce((sum, j) => sum + j.batch * j.prompt, 0);
+const jobsBar = new Progress("bench:prefill", "prompt tokens");
+let tokensDone = 0;
 for (const { batch, prompt } of jobs) {
   const rowsPerChunk = Math.min(chunk, batch * prompt);
   const before = cuda.memInfo();
@@ -247,6 +257,8 @@ for (const { batch, prompt } of jobs) {
         (memFormula / 2 ** 30).toFixed(2)
       } GiB)`,
   );
+  tokensDone += batch * prompt;
+  jobsBar.update(tokensDone, jobTokens);
 }
 
 // ---- 4. Report ----
@@ -285,10 +297,15 @@ const lines = [
 const md = lines.join("\n");
 console.log("\n" + md);
 const stem = join(outDir, `prefill-${card}-${date}`);
-writeFileAtomic(
-  `${stem}.json`,
-  JSON.stringify({ device: info, date, peak, torchNote, torch, torchSdpa, rows }, null, 1),
-);
+writeJsonReport(args.json ?? `${stem}.json`, {
+  device: info,
+  date,
+  peak,
+  torchNote,
+  torch,
+  torchSdpa,
+  rows,
+});
 writeFileAtomic(`${stem}.md`, md + "\n");
 writeFileAtomic(
   `${stem}.svg`,
@@ -308,4 +325,4 @@ writeFileAtomic(
     },
   ]),
 );
-console.log(`wrote ${stem}.{json,md,svg}`);
+console.log(`wrote ${stem}.{md,svg}`);

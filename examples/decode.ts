@@ -47,6 +47,7 @@ import { GpuDecoder } from "../src/decoding/gpu_decoder.ts";
 import { loadTokenizer } from "../src/checkpoint/tokenizer.ts";
 import { type LoadedModel, loadModel } from "../src/checkpoint/weights.ts";
 import { runRetrievalDemo } from "./retrieval_demo.ts";
+import { Progress } from "../src/cli/progress.ts";
 
 // ---------------------------------------------------------------------------------------------
 // 1. Arguments
@@ -299,16 +300,13 @@ async function decodeGpu(cuda: Cuda, label: string, dsSpec?: AttentionSpec): Pro
   });
   const vocab = config.vocabSize;
   let started = performance.now();
-  // The prefill goes in chunks of up to 4096 rows (all sequences together); after each chunk a
-  // progress line with the tokens done and the rate so far.
-  const logits = decoder.prefill(Array.from({ length: batch }, () => prompt), ({ done, total }) => {
-    const seconds = (performance.now() - started) / 1e3;
-    const width = 30, filled = Math.round((width * done) / total);
-    console.error(
-      `  [${label}] prefill [${"#".repeat(filled)}${".".repeat(width - filled)}] ` +
-        `${done}/${total} tokens, ${(done / seconds).toFixed(0)} tokens/s`,
-    );
-  });
+  // The prefill goes in chunks of up to 4096 rows (all sequences together); after each chunk the
+  // progress line (at most one per half second, and the last) with the rate and the ETA.
+  const prefillBar = new Progress(`${label} prefill`, "tokens");
+  const logits = decoder.prefill(
+    Array.from({ length: batch }, () => prompt),
+    ({ done, total }) => prefillBar.update(done, total),
+  );
   const prefillMs = performance.now() - started;
   const generated: number[][] = Array.from({ length: batch }, () => []);
   const stepMs: number[] = [];
@@ -388,9 +386,10 @@ function decodeCpu(loaded: LoadedModel, label: string, dsSpec?: AttentionSpec): 
   if (ds) ds.prefill = true;
   let started = performance.now();
   let logits: Float32Array = new Float32Array(0);
+  const prefillBar = new Progress(`${label} prefill`, "tokens");
   for (let i = 0; i < prompt.length; i += 256) {
     logits = decoder.forward(prompt.slice(i, i + 256));
-    console.error(`  [${label}] prefill ${Math.min(i + 256, prompt.length)}/${prompt.length}`);
+    prefillBar.update(Math.min(i + 256, prompt.length), prompt.length);
   }
   const prefillMs = performance.now() - started;
   if (ds) ds.prefill = false;

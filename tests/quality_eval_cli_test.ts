@@ -144,6 +144,8 @@ Deno.test("calibrate CLI: writes a channel config and statistics (CPU)", async (
       out,
       "--compare",
       QK_FILE,
+      "--json",
+      join(dir, "report", "calibrate.json"),
     ]);
     console.log(`calibrate CLI: ${r.ms.toFixed(0)} ms`);
     assert.equal(r.code, 0, r.stderr + r.stdout);
@@ -156,6 +158,22 @@ Deno.test("calibrate CLI: writes a channel config and statistics (CPU)", async (
     const stats = await readChannelStatistics(join(dir, "channels.stats.json"));
     assert.equal(stats.windows, 1);
     assert.deepEqual(stats.rankings("qk"), config.kinds.qk);
+    // --json: what was written and the rows printed (leading channels, agreement per head).
+    assert.match(r.stderr, /\[set 1\/1\] \[#{30}\] 1\/1 windows, .* took [\d.]+ s/);
+    const report = JSON.parse(Deno.readTextFileSync(join(dir, "report", "calibrate.json")));
+    assert.equal(report.channels, out);
+    assert.equal(report.stats, join(dir, "channels.stats.json"));
+    assert.equal(report.compare, QK_FILE);
+    assert.equal(report.heads.length, 16);
+    const printed = r.stdout.match(/layer 3 head 3: \[([\d, ]+)\] {2}top-16 agreement (\d+)\/16/)!;
+    const head = report.heads.find((h: { layer: number; head: number }) =>
+      h.layer === 3 && h.head === 3
+    );
+    assert.equal(head.leading.join(", "), printed[1]);
+    assert.equal(head.agreement, Number(printed[2]));
+    assert.deepEqual(head.leading, config.kinds.qk![3][3].slice(0, 8));
+    const mean = r.stdout.match(/mean top-16 agreement: ([\d.]+)\/16/)![1];
+    assert.equal(report.meanTop16Agreement.toFixed(2), mean);
   });
 });
 

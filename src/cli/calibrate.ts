@@ -8,13 +8,15 @@
  *
  *   deno task calibrate [--model DIR] [--data FILE] [--windows 16] [--window-size 2048]
  *                       [--recipe python|retrieval-mix] [--kinds q,k,qk]
- *                       [--out FILE] [--compare FILE] [--device auto|cpu|gpu]
+ *                       [--out FILE] [--compare FILE] [--json FILE] [--device auto|cpu|gpu]
  */
 import * as path from "node:path";
 import { existsSync } from "node:fs";
 import { packageRoot } from "../util/package_root.ts";
 import { BUNDLED_MODEL_DIR, positiveInt } from "./args.ts";
 import { type FlagValues, runCommand } from "./front_door.ts";
+import { writeJsonReport } from "./json_report.ts";
+import { Progress } from "./progress.ts";
 import { UsageError } from "../util/errors.ts";
 import {
   DEFAULT_CALIBRATION_DATA,
@@ -57,6 +59,8 @@ const HELP = `deno task calibrate [options]
                        statistics go to <out>.stats.json
   --compare FILE       reference channel config to compare the qk rankings with (default for
                        the bundled model: examples/data/<model>-qk-channels.json when present)
+  --json FILE          also write what was written, the leading channels and the agreement
+                       as JSON
   --device auto|cpu|gpu  (default auto: the GPU when one is usable)`;
 
 const COMMAND = {
@@ -71,6 +75,7 @@ const COMMAND = {
     kinds: { type: "string", default: CHANNEL_KINDS.join(",") },
     out: { type: "string" },
     compare: { type: "string" },
+    json: { type: "string" },
     device: { type: "string", default: "auto" },
   },
 } as const;
@@ -109,10 +114,10 @@ async function main(args: FlagValues<typeof COMMAND.options>): Promise<number> {
   );
   console.log(`calibrating (recipe ${recipe}) on ${sets.map((s) => s.label).join(" and ")}`);
   const device = resolveDevice(parseDeviceChoice(args.device));
+  const bars = sets.map((_, i) => new Progress(`set ${i + 1}/${sets.length}`, "positions"));
   const run = await calibrateSets(model, sets, {
     device,
-    onProgress: (i, p) =>
-      console.error(`  set ${i + 1}/${sets.length}: ${p.done}/${p.total} ${p.unit}`),
+    onProgress: (i, p) => bars[i].update(p.done, p.total, p.unit),
   });
   console.log(`calibrated on ${run.deviceName} (${run.device}) in ${run.seconds.toFixed(1)} s`);
 
@@ -136,22 +141,42 @@ async function main(args: FlagValues<typeof COMMAND.options>): Promise<number> {
     `\nqk rankings: leading 8 channels per layer and query head` +
       (reference ? `; top-16 agreement with ${compare}` : ""),
   );
-  let agreeSum = 0, agreeCount = 0;
+  const heads: { layer: number; head: number; leading: number[]; agreement: number | null }[] = [];
   ours.forEach((layer, l) =>
     layer.forEach((row, h) => {
       let line = `  layer ${l} head ${h}: [${row.slice(0, 8).join(", ")}]`;
+      let agreement = null;
       if (reference) {
         const ref = new Set(reference[l][h].slice(0, 16));
-        const agree = row.slice(0, 16).filter((ch) => ref.has(ch)).length;
-        agreeSum += agree;
-        agreeCount++;
-        line += `  top-16 agreement ${agree}/16`;
+        agreement = row.slice(0, 16).filter((ch) => ref.has(ch)).length;
+        line += `  top-16 agreement ${agreement}/16`;
       }
+      heads.push({ layer: l, head: h, leading: row.slice(0, 8), agreement });
       console.log(line);
     })
   );
-  if (agreeCount > 0) {
-    console.log(`mean top-16 agreement: ${(agreeSum / agreeCount).toFixed(2)}/16`);
+  const agreements = heads.flatMap((r) => r.agreement === null ? [] : [r.agreement]);
+  const meanAgreement = agreements.length > 0
+    ? agreements.reduce((a, b) => a + b, 0) / agreements.length
+    : null;
+  if (meanAgreement !== null) {
+    console.log(`mean top-16 agreement: ${meanAgreement.toFixed(2)}/16`);
+  }
+  if (args.json !== undefined) {
+    writeJsonReport(args.json, {
+      model: modelDir,
+      recipe,
+      sets: sets.map((s) => s.label),
+      device: run.device,
+      deviceName: run.deviceName,
+      seconds: run.seconds,
+      channels: path.resolve(out),
+      stats: path.resolve(statsOut),
+      kinds,
+      compare: reference ? compare : null,
+      meanTop16Agreement: meanAgreement,
+      heads,
+    });
   }
   return 0;
 }

@@ -12,8 +12,9 @@
 import * as path from "node:path";
 import { packageRoot } from "../util/package_root.ts";
 import { BUNDLED_MODEL_DIR, positiveInt } from "./args.ts";
-import { writeFileAtomic } from "../util/fs.ts";
 import { type FlagValues, intFlag, runCommand } from "./front_door.ts";
+import { writeJsonReport } from "./json_report.ts";
+import { Progress } from "./progress.ts";
 import { defaultResultsPath } from "./results.ts";
 import { loadOrCalibrate } from "../quality/calibrate_run.ts";
 import { parseDeviceChoice, resolveDevice } from "../runtime/device.ts";
@@ -181,9 +182,21 @@ async function main(args: FlagValues<typeof COMMAND.options>): Promise<number> {
     console.log(`  ${v.name.padEnd(30)} ${v.spec?.variant ?? "dense"}`);
   }
 
-  const onProgress = (p: { variant: string; done: number; total: number; unit: string }) =>
-    console.error(`  [${p.variant}] ${p.done}/${p.total} ${p.unit}`);
   const started = performance.now();
+  // Variants run one after another: each bar's clock starts where the previous variant's last
+  // report left off, so its rate and ETA include the set-up of its decoder.
+  let bar: { variant: string; progress: Progress } | undefined;
+  let lastReport = started;
+  const onProgress = (p: { variant: string; done: number; total: number; unit: string }) => {
+    if (bar?.variant !== p.variant) {
+      bar = {
+        variant: p.variant,
+        progress: new Progress(p.variant, p.unit, { startMs: lastReport }),
+      };
+    }
+    bar.progress.update(p.done, p.total, p.unit);
+    lastReport = performance.now();
+  };
   const rows = device.kind === "gpu"
     ? await evaluateGpu(device.cuda, model, windows, variants, { onProgress })
     : evaluateCpu(model, windows, variants, { onProgress });
@@ -230,8 +243,7 @@ async function main(args: FlagValues<typeof COMMAND.options>): Promise<number> {
       bits: preset.bits ?? null,
     })),
   };
-  writeFileAtomic(jsonPath, JSON.stringify(record, null, 2) + "\n");
-  console.log(`wrote ${jsonPath}`);
+  writeJsonReport(jsonPath, record);
   return 0;
 }
 

@@ -1,12 +1,12 @@
 /**
  * `deno task eval:retrieval`: line-retrieval accuracy (issue 10) of dense attention and the
  * Double Sparsity presets, teacher-forced and as deployed, per context length and per depth of
- * the asked line; writes <out>/retrieval.json (with every document's outcome) and
- * <out>/retrieval.md.
+ * the asked line; writes <out>/retrieval.json (with every document's outcome; --json FILE
+ * instead when given) and <out>/retrieval.md.
  *
  *   deno task eval:retrieval [--data FILE] [--lengths 2048,4096,8000] [--per-length N]
  *     [--variants LIST] [--protocols teacher-forced,deployed] [--depth-buckets 5]
- *     [--channels FILE] [--out DIR] [--device auto|cpu|gpu] [--model DIR] [--seed 1]
+ *     [--channels FILE] [--out DIR] [--json FILE] [--device auto|cpu|gpu] [--model DIR] [--seed 1]
  *
  * Exit code 0 whatever the accuracies (a report).
  */
@@ -15,6 +15,8 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { packageRoot } from "../util/package_root.ts";
 import { BUNDLED_MODEL_DIR, positiveInt } from "./args.ts";
+import { writeJsonReport } from "./json_report.ts";
+import { Progress } from "./progress.ts";
 import { type FlagValues, runCommand } from "./front_door.ts";
 import { DsError, UsageError } from "../util/errors.ts";
 import { writeFileAtomic } from "../util/fs.ts";
@@ -47,6 +49,7 @@ ${RETRIEVAL_PRESETS.map((p) => `                           ${p.name}`).join("\n"
   --seed N               seed of the random-channel ablation (default 1)
   --out DIR              where <out>/retrieval.json and <out>/retrieval.md go
                          (default <tmp>/double-sparsity-retrieval-<time>, printed)
+  --json FILE            write the JSON record here instead of <out>/retrieval.json
   --device auto|cpu|gpu  (default auto; the CPU is slow: use --lengths and --per-length)`;
 
 function parseProtocols(value: string): RetrievalProtocol[] {
@@ -76,6 +79,7 @@ const COMMAND = {
     channels: { type: "string" },
     seed: { type: "string", default: "1" },
     out: { type: "string" },
+    json: { type: "string" },
     device: { type: "string", default: "auto" },
   },
 } as const;
@@ -121,8 +125,8 @@ async function main(args: FlagValues<typeof COMMAND.options>): Promise<number> {
   for (const protocol of protocols) {
     for (const preset of presets) {
       const variant = presetVariant(preset, model.config, { config, randomSeed: seed });
-      const progress = (done: number, total: number) =>
-        console.error(`  [${protocol} | ${preset.name}] ${done}/${total} documents`);
+      const bar = new Progress(`${protocol} | ${preset.name}`, "documents");
+      const progress = (done: number, total: number) => bar.update(done, total);
       const started = performance.now();
       const outcomes = device.kind === "gpu"
         ? await retrievalGpu(device.cuda, model, docs, variant, protocol, progress)
@@ -158,9 +162,9 @@ async function main(args: FlagValues<typeof COMMAND.options>): Promise<number> {
   console.log("\n" + markdown);
   // Named from one stem: "<out>/retrieval" + .json and .md.
   const stem = path.join(outDir, "retrieval");
-  writeFileAtomic(`${stem}.json`, JSON.stringify(record) + "\n");
+  writeJsonReport(args.json ?? `${stem}.json`, record);
   writeFileAtomic(`${stem}.md`, markdown);
-  console.log(`wrote ${stem}.json and ${stem}.md`);
+  console.log(`wrote ${path.resolve(stem)}.md`);
   return 0;
 }
 
