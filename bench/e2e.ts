@@ -27,6 +27,7 @@ import { UtilKernels } from "../src/runtime/util_kernels.ts";
 import { packageRoot } from "../src/util/package_root.ts";
 import { writeFileAtomic } from "../src/util/fs.ts";
 import { LLAMA3_8B, LLAMA3_8B_GROUP_SPEC } from "./llama3_shape.ts";
+import { Progress } from "../src/cli/progress.ts";
 
 const { values: args } = openCommand({
   name: "bench:e2e",
@@ -62,6 +63,9 @@ interface E2eRow {
   tokensPerSecond: number;
 }
 const rows: E2eRow[] = [];
+// Progress over the measured (model, batch, context, method) rows.
+const totalRows = 4 + 2 * (args.quick ? 1 : 5);
+const rowsBar = new Progress("bench:e2e", "configurations");
 
 /** Median wall-clock milliseconds of `run` over 10 calls, after 3 warm-up calls (capture). */
 function wallMedian(run: () => void): number {
@@ -95,6 +99,7 @@ async function measure(
   });
   const chooseStepMs = dec.timeStep(20, true);
   const attentionMs = dec.timeAttention(20);
+  rowsBar.update(rows.length + 1, totalRows);
   rows.push({
     model,
     batch: B,
@@ -208,6 +213,8 @@ for (const [batch, L] of configs) {
     await measure("llama3-8b (random)", dec, s ? "DS group r16b8, dense 0,1" : "dense", L, tokens);
   }
 }
+
+rowsBar.update(totalRows, totalRows); // skipped configurations count as done
 
 // ---- report ----
 const date = new Date().toISOString().slice(0, 10);

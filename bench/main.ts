@@ -33,6 +33,7 @@ import { medianEventMs } from "../src/runtime/timing.ts";
 import { packageRoot } from "../src/util/package_root.ts";
 import { writeFileAtomic } from "../src/util/fs.ts";
 import { lineChart } from "./svg.ts";
+import { Progress } from "../src/cli/progress.ts";
 
 const { values: args } = openCommand({
   name: "bench",
@@ -229,6 +230,11 @@ interface Row {
 const rows: Row[] = [];
 using util = new UtilKernels(cuda, "fp16");
 
+// Progress over the (shape, method, batch, context) cases, skipped ones included.
+const totalCases = SHAPES.reduce((n, s) => n + s.methods.length, 0) * batches.length *
+  contexts.length;
+let casesDone = 0;
+const casesBar = new Progress("bench", "cases");
 for (const shape of SHAPES) {
   for (const method of shape.methods) {
     const spec = method.spec!;
@@ -236,6 +242,7 @@ for (const shape of SHAPES) {
     variant.bindStream(stream);
     for (const B of batches) {
       for (const L of contexts) {
+        casesBar.update(casesDone++, totalCases);
         const kvBytes = denseStepBytes(spec, L) * B;
         if (kvBytes > info.totalMemBytes * 0.4) {
           console.log(
@@ -341,6 +348,8 @@ for (const shape of SHAPES) {
     }
   }
 }
+
+casesBar.update(totalCases, totalCases);
 
 // ---- 4. Report. ----
 const fmt = (x: number | undefined, digits = 3) => (x === undefined ? "-" : x.toFixed(digits));
