@@ -25,7 +25,7 @@ import { join } from "node:path";
 import { Cublas } from "../src/cuda/cublas.ts";
 import { GpuDecoder, workspaceBytes } from "../src/decoding/gpu_decoder.ts";
 import { weightBytes } from "../src/decoding/gpu_weights.ts";
-import { prefillFlops, prefillTiles } from "../src/runtime/prefill_tiles.ts";
+import { prefillChunks, prefillFlops } from "../src/runtime/prefill_tiles.ts";
 import { medianEventMs } from "../src/runtime/timing.ts";
 import { UtilKernels } from "../src/runtime/util_kernels.ts";
 import { packageRoot } from "../src/util/package_root.ts";
@@ -190,39 +190,24 @@ for (const { batch, prompt } of jobs) {
   const memUsed = before.free - after.free;
   const memFormula = weightBytes(llama3) + dec.cache.deviceBytes + dec.plan.deviceBytes +
     dec.prefillPlan.deviceBytes + workspaceBytes(llama3, rowsPerChunk, batch);
-  // The attention kernel alone over the same chunks, every layer (the caches hold the prompt).
-  const chunks: { batch: number; start: number; rows: number }[] = [];
-  {
-    const next = Array(batch).fill(0);
-    while (next.some((n) => n < prompt)) {
-      let room = rowsPerChunk;
-      for (let b = 0; b < batch && room > 0; b++) {
-        const take = Math.min(prompt - next[b], room);
-        if (take <= 0) continue;
-        chunks.push({ batch: b, start: next[b], rows: take });
-        next[b] += take;
-        room -= take;
-      }
-    }
-  }
-  let flops = 0;
-  for (const c of chunks) {
-    flops += prefillFlops(
-      prefillTiles([{ row0: 0, seq: c.batch, pos0: c.start, rows: c.rows }], 64),
-      32,
-      128,
-    );
-  }
-  flops *= llama3.numLayers;
+  // The attention kernel alone over the decoder's own chunks, every layer (the caches hold the
+  // prompts). The causal work does not depend on the chunking.
+  const chunks = prefillChunks(Array(batch).fill(prompt), rowsPerChunk).map((parts) => {
+    let row0 = 0;
+    return parts.map(({ seq, offset, rows }) => {
+      const segment = { row0, seq, pos0: offset, rows };
+      row0 += rows;
+      return segment;
+    });
+  });
+  const flops = batch * llama3.numLayers *
+    prefillFlops(Int32Array.from([0, 0, 0, prompt]), llama3.numHeads, llama3.headDim);
   const attentionMs = medianEventMs(
     cuda,
     dec.stream,
     () => {
-      for (const c of chunks) {
-        dec.prefillPlan.setChunk(
-          [{ row0: 0, seq: c.batch, pos0: c.start, rows: c.rows }],
-          dec.stream,
-        );
+      for (const segments of chunks) {
+        dec.prefillPlan.setChunk(segments, dec.stream);
         for (let layer = 0; layer < llama3.numLayers; layer++) {
           dec.prefillPlan.attention(layer, dec.activations.q, dec.activations.attn);
         }

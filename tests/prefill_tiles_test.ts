@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { prefillFlops, prefillTiles } from "../src/runtime/prefill_tiles.ts";
+import { prefillChunks, prefillFlops, prefillTiles } from "../src/runtime/prefill_tiles.ts";
 
 Deno.test("prefillTiles: segments split into tiles, longest-reaching first, rows covered once", () => {
   const segments = [
@@ -40,4 +40,17 @@ Deno.test("prefillTiles: bad inputs are refused", () => {
 Deno.test("prefillFlops: 4 * d * heads * (keys attended summed over rows)", () => {
   // Rows at positions 2, 3, 4 attend 3 + 4 + 5 keys.
   assert.equal(prefillFlops(Int32Array.from([0, 0, 2, 3]), 2, 8), 4 * 12 * 2 * 8);
+});
+
+Deno.test("prefillChunks: prompts fill chunks in sequence order; every token once", () => {
+  assert.deepEqual(prefillChunks([5, 0, 3], 4), [
+    [{ seq: 0, offset: 0, rows: 4 }],
+    [{ seq: 0, offset: 4, rows: 1 }, { seq: 2, offset: 0, rows: 3 }],
+  ]);
+  // A long prompt spans chunks; a short one shares the chunk its predecessor leaves room in.
+  const chunks = prefillChunks([10, 2], 4);
+  assert.deepEqual(chunks.map((c) => c.reduce((n, p) => n + p.rows, 0)), [4, 4, 4]);
+  assert.deepEqual(chunks[2], [{ seq: 0, offset: 8, rows: 2 }, { seq: 1, offset: 0, rows: 2 }]);
+  assert.deepEqual(prefillChunks([0, 0], 4), []);
+  assert.throws(() => prefillChunks([3], 0), /maxRows/);
 });

@@ -23,7 +23,7 @@ import { PagedKvCache } from "../runtime/caches.ts";
 import { DecodePlan } from "../runtime/decode_plan.ts";
 import { FamilyModule } from "../runtime/family_module.ts";
 import { PrefillPlan } from "../runtime/prefill_plan.ts";
-import type { PrefillSegment } from "../runtime/prefill_tiles.ts";
+import { prefillChunks, type PrefillSegment } from "../runtime/prefill_tiles.ts";
 import { Variant } from "../runtime/variant.ts";
 import { medianEventMs } from "../runtime/timing.ts";
 import { CHANNEL_KINDS, type ChannelKind } from "../quality/channel_config.ts";
@@ -444,23 +444,19 @@ export class GpuDecoder implements Disposable {
     const last = new Float32Array(this.batch * c.vocabSize);
     const total = prompts.reduce((n, p) => n + p.length, 0);
     let done = 0;
-    const next = prompts.map(() => 0);
-    while (next.some((at, b) => at < prompts[b].length)) {
+    for (const chunk of prefillChunks(prompts.map((p) => p.length), this.#rows)) {
       const tokens: number[] = [], rowSeq: number[] = [], rowPos: number[] = [];
       const segments: PrefillSegment[] = [];
       const finished: number[] = [], finishedRows: number[] = [];
-      for (let b = 0; b < this.batch && tokens.length < this.#rows; b++) {
-        const take = Math.min(prompts[b].length - next[b], this.#rows - tokens.length);
-        if (take <= 0) continue;
+      for (const { seq: b, offset, rows: take } of chunk) {
         const start = this.cache.pages.grow(b, take);
         segments.push({ row0: tokens.length, seq: b, pos0: start, rows: take });
         for (let i = 0; i < take; i++) {
-          tokens.push(prompts[b][next[b] + i]);
+          tokens.push(prompts[b][offset + i]);
           rowSeq.push(b);
           rowPos.push(start + i);
         }
-        next[b] += take;
-        if (next[b] === prompts[b].length) {
+        if (offset + take === prompts[b].length) {
           finished.push(b);
           finishedRows.push(tokens.length - 1);
         }
@@ -604,19 +600,11 @@ export class GpuDecoder implements Disposable {
     return new Int32Array(this.#hostChosen.buffer, 0, B).slice();
   }
 
-  /** Checks room, uploads the step's tokens and runs (or replays) the step, then waits. */
+  /** Uploads the step's tokens and runs (or replays) the step, then waits. */
   #run(tokens: ArrayLike<number>, useGraph: boolean, choose: boolean): void {
     const B = this.batch;
-    for (let b = 0; b < B; b++) {
-      if (this.cache.pages.seqLens[b] >= this.cache.pages.maxTokensPerSeq) {
-        throw new RangeError(
-          `step: sequence ${b} already holds ${this.cache.pages.seqLens[b]} tokens, the ` +
-            `maxContext this decoder was created with`,
-        );
-      }
-    }
     new Int32Array(this.#hostTokens.buffer, 0, B).set(Array.from(tokens));
-    this.plan.beginStep();
+    this.plan.beginStep(); // refuses a full context (ContextFullError) before any launch
     this.cache.syncBlockTables(this.stream);
     if (useGraph) {
       const key = this.#graphKey(choose);
@@ -639,11 +627,6 @@ export class GpuDecoder implements Disposable {
   }
 
   /**
-   * After a step with measureRecall: per layer, the mean over sparse-routed sequences and query
-   * heads of (softmax mass of the selected tokens) / (mass of all tokens), and how many
-   * (sequence, head) pairs that mean covers (0 for dense layers or when every route is dense).
-   */
-  /**
    * After a step with keepSelection: per selection head, the ascending token positions that
    * `layer`'s sparse attention read for sequence `seq`; undefined for dense layers and for a
    * sequence routed dense in that step.
@@ -661,6 +644,11 @@ export class GpuDecoder implements Disposable {
     });
   }
 
+  /**
+   * After a step with measureRecall: per layer, the mean over sparse-routed sequences and query
+   * heads of (softmax mass of the selected tokens) / (mass of all tokens), and how many
+   * (sequence, head) pairs that mean covers (0 for dense layers or when every route is dense).
+   */
   lastRecall(): { mean: number; count: number }[] {
     if (!this.#hostLse) throw new Error("GpuDecoder: created without measureRecall");
     const c = this.config, B = this.batch;
@@ -707,18 +695,6 @@ export class GpuDecoder implements Disposable {
     const graph = this.#graphs.get(this.#graphKey(choose));
     if (!graph) throw new Error(`timeStep: run ${choose ? "stepChoose" : "step"}() once first`);
     return this.#timeGraph(graph, repeats);
-  }
-
-  /**
-   * Median milliseconds of the prefill attention kernel alone over the last prefill chunk's
-   * tiles (every layer), for the attention share of a prefill. Call right after `prefill`.
-   */
-  timePrefillAttention(repeats = 3): number {
-    return medianEventMs(this.#cuda, this.stream, () => {
-      for (let layer = 0; layer < this.config.numLayers; layer++) {
-        this.prefillPlan.attention(layer, this.#q.ptr, this.#attn.ptr);
-      }
-    }, repeats);
   }
 
   #timeGraph(graph: GraphExec, repeats: number): number {

@@ -15,6 +15,39 @@ export interface PrefillSegment {
   readonly rows: number;
 }
 
+/** One sequence's share of a prefill chunk: `rows` prompt tokens starting at prompt index `offset`. */
+export interface ChunkPart {
+  readonly seq: number;
+  readonly offset: number;
+  readonly rows: number;
+}
+
+/**
+ * How prompts of `lengths` tokens go through prefill chunks of at most `maxRows` rows: each chunk
+ * takes, sequence by sequence in order, as many of each prompt's remaining tokens as still fit,
+ * so short prompts share a chunk and a long one spans several.
+ */
+export function prefillChunks(lengths: readonly number[], maxRows: number): ChunkPart[][] {
+  if (!(Number.isInteger(maxRows) && maxRows > 0)) {
+    throw new RangeError(`prefillChunks: maxRows must be a positive integer, got ${maxRows}`);
+  }
+  const next = lengths.map(() => 0);
+  const chunks: ChunkPart[][] = [];
+  while (next.some((at, seq) => at < lengths[seq])) {
+    const chunk: ChunkPart[] = [];
+    let room = maxRows;
+    for (let seq = 0; seq < lengths.length && room > 0; seq++) {
+      const rows = Math.min(lengths[seq] - next[seq], room);
+      if (rows <= 0) continue;
+      chunk.push({ seq, offset: next[seq], rows });
+      next[seq] += rows;
+      room -= rows;
+    }
+    chunks.push(chunk);
+  }
+  return chunks;
+}
+
 /** The tile table: 4 ints per tile {first row, sequence, first position, rows}. */
 export function prefillTiles(segments: readonly PrefillSegment[], qTile: number): Int32Array {
   if (!(Number.isInteger(qTile) && qTile > 0)) {
