@@ -9,13 +9,20 @@ tokenizer.json), and transformers' outputs for it:
 
   reference.json  prompt ids; prefill logits at a subset of positions (float32, base64); the greedy
                   continuation and the logits of each decode step through the KV cache; the RoPE
-                  inverse frequencies and attention factor of the model's rotary embedding module.
+                  inverse frequencies and attention factor of the model's rotary embedding module;
+                  native_*: the same logits from transformers run as its users run it, the
+                  checkpoint in its own dtype (bf16/fp16) on CUDA with the default attention,
+                  feeding the same greedy ids: the reference's own 16-bit noise floor.
 
-The reference is computed from the checkpoint as transformers reads it back from disk (float32,
-eager attention), so it checks the config parsing and the weight storage as well as the math.
+The reference is computed on the CPU from the checkpoint as transformers reads it back from disk
+(float32, eager attention), so it checks the config parsing and the weight storage as well as the
+math. Everything but the native_* fields is deterministic: --expect DIR (the committed fixtures)
+checks that the checkpoints and every field DIR's reference.json files hold come out identical.
 
-    python3 scripts/hf_reference.py OUTDIR      -> OUTDIR/families.tar (CPU only, no network)
+    python3 scripts/hf_reference.py OUTDIR [--expect DIR]   -> OUTDIR/families.tar (needs CUDA
+                                                               for native_*, no network)
 """
+import argparse
 import base64
 import io
 import json
@@ -214,6 +221,45 @@ def train_tokenizer(path, vocab_size):
     return tok
 
 
+@torch.no_grad()
+def native_logits(directory, dtype, ids, positions, greedy):
+    """transformers as its users run it: the checkpoint in its own dtype on CUDA, default
+    attention; logits of one prefill forward at `positions` and of decode steps through the KV
+    cache feeding `greedy` (the float32 reference's continuation, so the rows line up)."""
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype).to("cuda").eval()
+    out = model(input_ids=torch.tensor([ids], device="cuda"), use_cache=True)
+    prefill = out.logits[0, positions].to(torch.float32).cpu()
+    past, steps = out.past_key_values, []
+    for t in greedy:
+        step = model(input_ids=torch.tensor([[t]], device="cuda"), past_key_values=past, use_cache=True)
+        past = step.past_key_values
+        steps.append(step.logits[0, -1].to(torch.float32).cpu())
+    return prefill, torch.stack(steps), model.config._attn_implementation
+
+
+def check_expected(name, directory, expect_root):
+    """The family's files must equal the committed ones: checkpoints and config byte for byte,
+    reference.json field by field for every field the committed file has."""
+    old_dir = os.path.join(expect_root, name)
+    old_files, new_files = sorted(os.listdir(old_dir)), sorted(os.listdir(directory))
+    if old_files != new_files:
+        sys.exit(f"{name}: files {new_files} differ from {old_dir}'s {old_files}")
+    for file in old_files:
+        with open(os.path.join(old_dir, file), "rb") as f:
+            old = f.read()
+        with open(os.path.join(directory, file), "rb") as f:
+            new = f.read()
+        if file != "reference.json":
+            if old != new:
+                sys.exit(f"{name}: {file} differs from {old_dir}/{file} (the script is not deterministic)")
+            continue
+        old_ref, new_ref = json.loads(old), json.loads(new)
+        for key, value in old_ref.items():
+            if new_ref.get(key) != value:
+                sys.exit(f"{name}: reference.json field {key!r} differs from {old_dir}/{file}")
+    print(f"{name}: identical to {old_dir} (checkpoints, config and every committed field)", flush=True)
+
+
 def rotary_module(model):
     rotary = getattr(model.model, "rotary_emb", None)
     if rotary is None:
@@ -222,7 +268,7 @@ def rotary_module(model):
 
 
 @torch.no_grad()
-def reference_for(name, cfg_json, dtype, shards, with_tokenizer, root, seed):
+def reference_for(name, cfg_json, dtype, shards, with_tokenizer, root, seed, expect_root):
     directory = os.path.join(root, name)
     os.makedirs(directory)
     with open(os.path.join(directory, "config.json"), "w") as f:
@@ -329,28 +375,51 @@ def reference_for(name, cfg_json, dtype, shards, with_tokenizer, root, seed):
         "decode_vs_full_forward_rel": decode_vs_full,
         "sliding_window_effect_rel": window_effect,
     }
+    # Last, after every float32 field: nothing below draws random numbers or touches the CPU path.
+    native_prefill, native_steps, attn = native_logits(directory, dtype, ids, positions, greedy)
+    ref.update({
+        "native_source": "transformers AutoModelForCausalLM.from_pretrained(dir, dtype="
+                         f"{ref['storage_dtype']}) on CUDA ({attn} attention): one prefill forward "
+                         "at logit_positions, decode steps through the KV cache feeding "
+                         "greedy_continuation_ids",
+        "native_dtype": ref["storage_dtype"],
+        "native_device": torch.cuda.get_device_name(),
+        "native_prefill_logits_f32_b64": f32_b64(native_prefill),
+        "native_step_logits_f32_b64": f32_b64(native_steps),
+    })
     with open(os.path.join(directory, "reference.json"), "w") as f:
         json.dump(ref, f)
+    if expect_root is not None:
+        check_expected(name, directory, expect_root)
+    native_rel = float((native_steps - torch.stack(step_logits)).norm() / torch.stack(step_logits).norm())
     print(
         f"{name}: {len(ids)} prompt tokens, rope {rope_type}, attention_scaling "
         f"{attention_scaling:.6f}, greedy {greedy[:8]}..., decode vs full {decode_vs_full:.2e}"
-        + (f", window effect {window_effect:.3f}" if window_effect is not None else ""),
+        + (f", window effect {window_effect:.3f}" if window_effect is not None else "")
+        + f", native {ref['native_dtype']} decode steps vs float32 {native_rel:.2e}",
         flush=True,
     )
 
 
 def main():
-    if len(sys.argv) != 2:
-        print("usage: python3 scripts/hf_reference.py OUTDIR", file=sys.stderr)
-        sys.exit(2)
-    out_dir = sys.argv[1]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("outdir")
+    parser.add_argument("--expect", metavar="DIR",
+                        help="committed fixtures (tests/fixtures/families): fail unless the "
+                             "checkpoints and every field they hold come out identical")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("hf_reference.py: the native_* logits run transformers on CUDA, and "
+                 "torch.cuda.is_available() is False; run it on the GPU machine")
+    out_dir = args.outdir
     os.makedirs(out_dir, exist_ok=True)
     torch.set_num_threads(min(8, os.cpu_count() or 1))
     with tempfile.TemporaryDirectory() as tmp:
         root = os.path.join(tmp, "families")
         os.makedirs(root)
         for i, (name, (cfg, dtype, shards, with_tok)) in enumerate(FAMILIES.items()):
-            reference_for(name, cfg, dtype, shards, with_tok, root, seed=1234 + i)
+            reference_for(name, cfg, dtype, shards, with_tok, root, seed=1234 + i,
+                          expect_root=args.expect)
         target = os.path.join(out_dir, "families.tar")
         partial = target + ".partial"
         with tarfile.open(partial, "w") as tar:

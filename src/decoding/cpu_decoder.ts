@@ -1,11 +1,15 @@
 // Reference decoder on the CPU: float32 weights and activations, float64 accumulation in
 // every dot product, one token at a time through a per-sequence KV cache. It is the ground
 // truth the GPU path is compared with, so it favours plain, checkable loops over speed.
+// Optionally (`emulate`) it rounds to 16 bits where the GPU decoder stores 16-bit values
+// (gpu_precision.ts), to tell the GPU's inherent 16-bit error from a kernel's mistake.
 
 import { type ModelConfig, slidingWindowLimit } from "../checkpoint/config.ts";
 import { RopeCache, ropeTables } from "../checkpoint/rope.ts";
 import type { LayerWeights, LoadedModel } from "../checkpoint/weights.ts";
-import { type AttentionSpec, checkDenseLayers } from "../dsl/spec.ts";
+import { type AttentionSpec, checkDenseLayers, type KvDtype } from "../dsl/spec.ts";
+import { roundArrayTo, roundTo } from "../util/dtype.ts";
+import { weightsAsStored } from "./gpu_precision.ts";
 
 /**
  * Attention of one layer for the newest query position. `keys` and `values` hold the
@@ -31,6 +35,9 @@ export interface CpuAttention {
  * transformers' sliding-window mask does.
  */
 export class DenseAttention implements CpuAttention {
+  /** `probabilities`: round each softmax probability to this dtype before the PV product. */
+  constructor(private readonly options: { probabilities?: KvDtype } = {}) {}
+
   attend(
     _layer: number,
     q: Float32Array,
@@ -49,7 +56,19 @@ export class DenseAttention implements CpuAttention {
     const scores = new Float64Array(rows);
     const acc = new Float64Array(d);
     for (let h = 0; h < numHeads; h++) {
-      attendHead(q, h, windowKeys, windowValues, rows, numKvHeads, numHeads, d, scores, acc);
+      attendHead(
+        q,
+        h,
+        windowKeys,
+        windowValues,
+        rows,
+        numKvHeads,
+        numHeads,
+        d,
+        scores,
+        acc,
+        this.options.probabilities,
+      );
       out.set(acc, h * d);
     }
     return out;
@@ -59,6 +78,8 @@ export class DenseAttention implements CpuAttention {
 /**
  * softmax(q_h . K / sqrt(d)) V for query head h over cache rows [0, len); result in `acc`.
  * Exported so that sparse references can reuse it over a row subset of the same layout.
+ * `roundP`: each probability (relative to the maximum score) is rounded to this dtype before it
+ * multiplies V, while the normalizer sums the unrounded ones, as the GPU's tensor-core kernels do.
  */
 export function attendHead(
   q: Float32Array,
@@ -71,6 +92,7 @@ export function attendHead(
   d: number,
   scores: Float64Array,
   acc: Float64Array,
+  roundP?: KvDtype,
 ): void {
   const kvh = Math.floor(h / (numHeads / numKvHeads));
   const stride = numKvHeads * d;
@@ -93,7 +115,7 @@ export function attendHead(
   }
   acc.fill(0);
   for (let t = 0; t < len; t++) {
-    const p = scores[t] / sum;
+    const p = (roundP ? roundTo(roundP, scores[t]) : scores[t]) / sum;
     const vOff = t * stride + kvh * d;
     for (let c = 0; c < d; c++) acc[c] += p * values[vOff + c];
   }
@@ -173,8 +195,16 @@ export function argmax(values: ArrayLike<number>, start = 0, length = values.len
 export type QKHook = (layer: number, position: number, q: Float32Array, k: Float32Array) => void;
 
 export interface CpuDecoderOptions {
+  /** Default: DenseAttention (rounding P like the GPU when `emulate` is set). */
   attention?: CpuAttention;
   onQK?: QKHook;
+  /**
+   * Emulate GpuDecoder's precision: round to this dtype wherever it stores 16-bit values (the
+   * weight matrices, RMSNorm outputs, q/k/v and the KV cache, P before PV in the default
+   * attention, the attention and SwiGLU outputs; see gpu_precision.ts). Default: none, the exact
+   * float32/float64 reference.
+   */
+  emulate?: KvDtype;
 }
 
 /** One layer's growing K and V cache, [len][numKvHeads*headDim] each. */
@@ -203,9 +233,10 @@ const INITIAL_CACHE_ROWS = 256;
 
 export class CpuDecoder {
   readonly config: ModelConfig;
-  private readonly model: LoadedModel;
   private readonly attention: CpuAttention;
   private readonly onQK?: QKHook;
+  private readonly emulate?: KvDtype;
+  private readonly weights: LoadedModel["weights"];
   private readonly rope: RopeCache;
   private caches: LayerCache[] = [];
   private cachedLength = 0;
@@ -222,9 +253,11 @@ export class CpuDecoder {
   private readonly mlpOut: Float32Array;
 
   constructor(model: LoadedModel, options: CpuDecoderOptions = {}) {
-    this.model = model;
     this.config = model.config;
-    this.attention = options.attention ?? new DenseAttention();
+    this.emulate = options.emulate;
+    this.weights = this.emulate ? weightsAsStored(model.weights, this.emulate) : model.weights;
+    this.attention = options.attention ??
+      new DenseAttention({ probabilities: this.emulate });
     this.onQK = options.onQK;
     const c = this.config;
     if (this.attention.spec) checkDenseLayers(this.attention.spec, c.numLayers, "CpuDecoder");
@@ -290,9 +323,14 @@ export class CpuDecoder {
     return out;
   }
 
+  /** Rounds an activation the GPU decoder stores in 16 bits, when emulating it. */
+  private stored(values: Float32Array): void {
+    if (this.emulate) roundArrayTo(this.emulate, values);
+  }
+
   private step(token: number, logitsOut: Float32Array): void {
     const c = this.config;
-    const w = this.model.weights;
+    const w = this.weights;
     if (!Number.isInteger(token) || token < 0 || token >= c.vocabSize) {
       throw new Error(
         `CpuDecoder: token id ${token} is outside the vocabulary [0, ${c.vocabSize})`,
@@ -302,6 +340,7 @@ export class CpuDecoder {
     this.x.set(w.embed.subarray(token * c.hiddenSize, (token + 1) * c.hiddenSize));
     for (let l = 0; l < c.numLayers; l++) this.layerStep(l, w.layers[l], position);
     rmsNorm(this.x, w.finalNorm, c.rmsNormEps, this.normed);
+    this.stored(this.normed);
     matVec(w.lmHead, c.vocabSize, c.hiddenSize, this.normed, logitsOut);
     this.cachedLength = position + 1;
   }
@@ -313,11 +352,15 @@ export class CpuDecoder {
     const kvDim = c.numKvHeads * c.headDim;
 
     rmsNorm(this.x, lw.inputNorm, c.rmsNormEps, this.normed);
+    this.stored(this.normed);
     matVec(lw.q, qDim, hidden, this.normed, this.q, lw.qBias);
     matVec(lw.k, kvDim, hidden, this.normed, this.k, lw.kBias);
     matVec(lw.v, kvDim, hidden, this.normed, this.v, lw.vBias);
     this.rope.apply(this.q, c.numHeads, position);
     this.rope.apply(this.k, c.numKvHeads, position);
+    this.stored(this.q);
+    this.stored(this.k);
+    this.stored(this.v);
 
     const cache = this.caches[l];
     cache.ensureRows(position + 1);
@@ -339,10 +382,12 @@ export class CpuDecoder {
         `CpuDecoder: attention of layer ${l} returned ${attn.length} values, expected ${qDim}`,
       );
     }
+    this.stored(attn);
     matVec(lw.o, hidden, qDim, attn, this.attnProjected, lw.oBias);
     for (let i = 0; i < hidden; i++) this.x[i] += this.attnProjected[i];
 
     rmsNorm(this.x, lw.postAttentionNorm, c.rmsNormEps, this.normed);
+    this.stored(this.normed);
     const f = c.intermediateSize;
     matVec(lw.gate, f, hidden, this.normed, this.gate);
     matVec(lw.up, f, hidden, this.normed, this.up);
@@ -351,6 +396,7 @@ export class CpuDecoder {
       // silu(g) * up, rounded to float32 like the reference's float32 activations.
       this.gate[i] = (g / (1 + Math.exp(-g))) * this.up[i];
     }
+    this.stored(this.gate);
     matVec(lw.down, hidden, f, this.gate, this.mlpOut);
     for (let i = 0; i < hidden; i++) this.x[i] += this.mlpOut[i];
   }

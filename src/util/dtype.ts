@@ -69,6 +69,12 @@ export function roundTo(dtype: KvDtype, x: number): number {
   return fromBits(dtype, toBits(dtype, x));
 }
 
+/** Rounds every value of `values` to the dtype in place (what storing then loading does). */
+export function roundArrayTo(dtype: KvDtype, values: Float32Array): Float32Array {
+  values.set(decodeArray(dtype, encodeArray(dtype, values)));
+  return values;
+}
+
 export function encodeArray(dtype: KvDtype, values: ArrayLike<number>): Uint16Array {
   const out = new Uint16Array(values.length);
   if (dtype === "fp16" && NativeF16) {

@@ -15,8 +15,22 @@
  *     position whose context the budget covers.
  * A family whose sliding window is shorter than the prompt must instead be refused by the GPU
  * decoder with an error naming the window (the GPU attention does not apply one); checks 3 and 4
- * then cover the positions inside the window. Relative errors
- * are ||got - want|| / ||want||; a check fails above 1e-3. Exits 1 on any failure.
+ * then cover the positions inside the window. Exits 1 on any failure.
+ *
+ * Checks 1-3 print, per check, three relative errors ||got - want|| / ||want|| against
+ * transformers' float32 logits: the GPU decoder's; the CPU decoder emulating the GPU's 16-bit
+ * storage (CpuDecoderOptions.emulate, fp16 like the GPU here); and transformers' own in the
+ * checkpoint's dtype on CUDA (the fixture's native_* fields: what a transformers user gets). The
+ * GPU keeps the residual stream in fp32 but stores fp16 at about nine points per layer (norm
+ * outputs, q/k/v, P, attention and SwiGLU outputs, see src/decoding/gpu_precision.ts); on these
+ * 16-wide models nothing averages the roundings out, so the GPU's error is several fp16
+ * roundings, 5e-4 to 1.4e-3 in the emulation, above the bundled model's 2.5e-4.
+ * A check passes when the GPU's error is at most max(2.5e-4, HF-native's) + MARGIN, where
+ * MARGIN = 2.5e-4 is about one fp16 rounding of the final norm's output (the emulation with only
+ * that rounding: 1.5e-4 to 2.8e-4): two 16-bit pipelines with different rounding points differ by
+ * about that much check by check. It also fails when the GPU's error is more than twice the
+ * emulation's (a kernel worse than its own storage explains). A fixture without native_* logits
+ * fails, naming the command that regenerates it.
  */
 import { parseArgs } from "node:util";
 import { cuda as openCuda } from "../../src/cuda/driver.ts";
@@ -25,16 +39,26 @@ import { loadModel } from "../../src/checkpoint/weights.ts";
 import { slidingWindowLimit } from "../../src/checkpoint/config.ts";
 import { specForModel } from "../../src/quality/model_spec.ts";
 import {
+  cpuFamilyLogits,
   FAMILY_NAMES,
+  familyCheckErrors,
   familyDir,
+  type FamilyLogits,
   type FamilyName,
-  maxRowRelativeError,
-  ORIGINAL_MAX_POSITIONS,
+  nativeLogits,
   readFamilyReference,
+  REGENERATE_FIXTURES,
   relativeError,
 } from "../family_fixtures.ts";
 import { Random } from "./support.ts";
 
+/** What the bundled model meets (issue 12); also the bound when transformers' own is lower. */
+const BASE_TOLERANCE = 2.5e-4;
+/** About one fp16 rounding of the logits' input on these models (see above). */
+const MARGIN = 2.5e-4;
+/** The GPU may be this many times the CPU emulation of its own storage, no more. */
+const EMULATION_FACTOR = 2;
+/** Double Sparsity vs dense while the budget covers the context: the same kernels' rounding. */
 const TOLERANCE = 1e-3;
 const DS_BUDGET = 64;
 
@@ -53,6 +77,45 @@ const check = (family: string, what: string, err: number) => {
   console.log(`  ${ok ? "ok  " : "FAIL"} ${what}: relative error ${err.toExponential(2)}`);
   if (!ok) failures.push(`${family}: ${what}: ${err} >= ${TOLERANCE}`);
 };
+
+/** Checks 1-3: the GPU's errors against the bound set by transformers' own (see above). */
+function compareWithReferences(
+  name: string,
+  ref: Awaited<ReturnType<typeof readFamilyReference>>,
+  model: Awaited<ReturnType<typeof loadModel>>,
+  gpu: FamilyLogits,
+  covered: number,
+  windowed: boolean,
+): void {
+  const got = familyCheckErrors(ref, gpu);
+  const emulated = familyCheckErrors(
+    ref,
+    cpuFamilyLogits(model, ref, "fp16"),
+  );
+  const native = ref.native
+    ? familyCheckErrors(ref, nativeLogits(ref, ref.native, covered, windowed))
+    : undefined;
+  if (!ref.native) {
+    console.log(`  FAIL the fixture has no HF-native logits; regenerate: ${REGENERATE_FIXTURES}`);
+    failures.push(`${name}: no native_* logits in reference.json (run ${REGENERATE_FIXTURES})`);
+  }
+  got.forEach(({ what, error }, i) => {
+    const hf = native?.[i].error;
+    const emul = emulated[i].error;
+    const bound = Math.max(BASE_TOLERANCE, hf ?? 0) + MARGIN;
+    const ok = error <= bound && error <= EMULATION_FACTOR * emul;
+    console.log(
+      `  ${ok ? "ok  " : "FAIL"} ${what}: GPU vs HF-fp32 ${error.toExponential(2)}, ` +
+        `CPU fp16 emulation ${emul.toExponential(2)}, ` +
+        `HF-native ${ref.native?.dtype ?? "(absent)"} vs HF-fp32 ${hf?.toExponential(2) ?? "-"}` +
+        `, bound ${bound.toExponential(2)}`,
+    );
+    if (error > bound) failures.push(`${name}: ${what}: ${error} > ${bound}`);
+    if (error > EMULATION_FACTOR * emul) {
+      failures.push(`${name}: ${what}: ${error} > ${EMULATION_FACTOR} x the emulation's ${emul}`);
+    }
+  });
+}
 
 /** Authors'-format channel file with random rankings for a model shape. */
 function randomChannelFile(layers: number, heads: number, kvHeads: number, d: number) {
@@ -101,22 +164,15 @@ for (const name of names) {
   }
 
   // 1 + 2. Prefill, then decode steps feeding transformers' greedy tokens.
+  const gpu: FamilyLogits & { rows: Map<number, Float32Array> } = {
+    rows: new Map(),
+    at: (p) => gpu.rows.get(p),
+  };
   if (!windowed) {
     using dec = await GpuDecoder.create(cuda, model, { batch: 1, maxContext: total });
-    const last = dec.prefill([ids]);
-    const lastRow = ref.logitPositions.length - 1;
-    check(
-      name,
-      `prefill logits at position ${n - 1}`,
-      relativeError(last, ref.prefillLogits.subarray(lastRow * vocab, (lastRow + 1) * vocab)),
-    );
-    const steps = new Float32Array(ref.greedy.length * vocab);
-    ref.greedy.forEach((t, i) => steps.set(dec.step([t]), i * vocab));
-    check(
-      name,
-      `decode steps at positions ${n}..${total - 1} (worst row)`,
-      maxRowRelativeError(steps, ref.stepLogits, vocab),
-    );
+    gpu.prefillLast = dec.prefill([ids]);
+    gpu.steps = new Float32Array(ref.greedy.length * vocab);
+    ref.greedy.forEach((t, i) => gpu.steps!.set(dec.step([t]), i * vocab));
   }
 
   // 3 + 4. Teacher-forced decode steps from position 0, dense and Double Sparsity side by side.
@@ -134,30 +190,14 @@ for (const name of names) {
       spec,
       channels: { config: channels },
     });
-    const inside: number[] = [], insideRef: number[] = [];
-    const past: number[] = [], pastRef: number[] = [];
     let worstCovered = 0, finite = true;
     for (let t = 0; t < covered; t++) {
       const a = dense.step([ids[t]]), b = sparse.step([ids[t]]);
       if (t + 1 <= DS_BUDGET) worstCovered = Math.max(worstCovered, relativeError(b, a));
       finite &&= b.every(Number.isFinite);
-      const row = ref.logitPositions.indexOf(t);
-      if (row >= 0) {
-        const want = ref.prefillLogits.subarray(row * vocab, (row + 1) * vocab);
-        (t < ORIGINAL_MAX_POSITIONS ? inside : past).push(...a);
-        (t < ORIGINAL_MAX_POSITIONS ? insideRef : pastRef).push(...want);
-      }
+      if (ref.logitPositions.includes(t)) gpu.rows.set(t, a);
     }
-    check(
-      name,
-      `dense steps at positions < ${ORIGINAL_MAX_POSITIONS}`,
-      relativeError(inside, insideRef),
-    );
-    check(
-      name,
-      `dense steps at positions >= ${ORIGINAL_MAX_POSITIONS}`,
-      relativeError(past, pastRef),
-    );
+    compareWithReferences(name, ref, model, gpu, covered, windowed);
     check(
       name,
       `Double Sparsity ${spec.variant} vs dense while the budget covers the context`,
