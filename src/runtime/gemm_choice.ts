@@ -13,8 +13,11 @@ export type GemmBackend = (typeof GEMM_BACKENDS)[number];
 /** The environment variable that picks the GEMM where the caller did not. */
 export const GEMM_ENV_VAR = "DS_GEMM";
 
-const ALLOWED = GEMM_BACKENDS.map((b) => `"${b}"`).join(" or ");
-const isBackend = (v: unknown): v is GemmBackend => GEMM_BACKENDS.includes(v as GemmBackend);
+/** The allowed values, as error messages list them. */
+export const GEMM_ALLOWED = GEMM_BACKENDS.join(", ");
+
+export const isGemmBackend = (v: unknown): v is GemmBackend =>
+  GEMM_BACKENDS.includes(v as GemmBackend);
 
 /** DS_GEMM's value, validated; undefined when it is unset or empty. */
 export function gemmFromEnv(): GemmBackend | undefined {
@@ -25,10 +28,10 @@ export function gemmFromEnv(): GemmBackend | undefined {
     return undefined; // no --allow-env: nothing was asked for
   }
   if (value === undefined || value === "") return undefined;
-  if (!isBackend(value)) {
+  if (!isGemmBackend(value)) {
     throw new InputError(
       `environment variable ${GEMM_ENV_VAR}`,
-      `got ${JSON.stringify(value)}; allowed: ${ALLOWED}`,
+      `got ${JSON.stringify(value)}; allowed: ${GEMM_ALLOWED}`,
     );
   }
   return value;
@@ -40,7 +43,9 @@ export function gemmFromEnv(): GemmBackend | undefined {
  */
 export function chooseGemm(option: unknown, fn: string): GemmBackend {
   if (option !== undefined) {
-    if (!isBackend(option)) throw new ArgumentError(fn, "options.gemm", option, ALLOWED);
+    if (!isGemmBackend(option)) {
+      throw new ArgumentError(fn, "options.gemm", option, GEMM_ALLOWED);
+    }
     return option;
   }
   return gemmFromEnv() ?? "cublas";
