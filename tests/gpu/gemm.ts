@@ -14,9 +14,9 @@
  */
 import { fileURLToPath } from "node:url";
 import { type Cuda, cuda as openCuda, type Stream } from "../../src/cuda/driver.ts";
-import { MODEL_KERNELS, MODEL_ROW_THREADS } from "../../src/codegen/families.ts";
-import { renderFamilySource } from "../../src/codegen/render.ts";
-import { FamilyModule } from "../../src/runtime/family_module.ts";
+import type { MODEL_KERNELS } from "../../src/codegen/families.ts";
+import type { FamilyModule } from "../../src/runtime/family_module.ts";
+import { bundledModelFamily } from "./model_family.ts";
 import { GpuDecoder, linearGrid } from "../../src/decoding/gpu_decoder.ts";
 import { argmax } from "../../src/decoding/cpu_decoder.ts";
 import { loadModel } from "../../src/checkpoint/weights.ts";
@@ -117,16 +117,7 @@ function checkKernel(cuda: Cuda, seed: number): boolean {
   const rng = new Random(seed);
   let ok = true, cases = 0, worst = 0;
   for (const dtype of ["fp16", "bf16"] as const) {
-    // Any model shape: `linear` takes m, n and k as arguments.
-    const { source } = renderFamilySource("model", dtype, {
-      hidden: 512,
-      headDim: 128,
-      numQHeads: 4,
-      numKvHeads: 2,
-      intermediate: 1408,
-      rowThreads: MODEL_ROW_THREADS,
-    });
-    using kernels = new FamilyModule(cuda, MODEL_KERNELS, source, "model.cu", dtype, stream);
+    using kernels = bundledModelFamily(cuda, dtype, stream);
     for (const shape of SHAPES) {
       for (const accumulate of [false, true]) {
         const r = runGemmCase(cuda, stream, kernels, dtype, shape, accumulate, rng);
