@@ -21,7 +21,9 @@
  * Flags: --model DIR, --channels FILE, --variant NAME, --prompt-file FILE, --tokens N,
  * --batch B (the prompt replicated B times; GPU only), --device auto|cpu|gpu,
  * --calibration-windows N, --calibration-window-size T, --temperature T (0 = greedy, the
- * default), --top-p P, --seed S (sampling draws the same numbers for both decoders).
+ * default), --top-p P, --seed S (sampling draws the same numbers for both decoders), --gemm
+ * cublas|builtin (the GPU decoders' projections, calibration included: cuBLAS, or the project's own GEMM kernel and no
+ * cuBLAS at all, for compute-sanitizer runs; default: $DS_GEMM, else cublas).
  *
  * --retrieval: a line-retrieval document instead (examples/retrieval_demo.ts): --document N (a
  * line of examples/data/line-retrieval.jsonl) or a built one (--context 2048 --depth 0.5); the
@@ -44,6 +46,12 @@ import { chooseToken, seededUniform } from "../src/decoding/sampling.ts";
 import { type ModelConfig, slidingWindowLimit } from "../src/checkpoint/config.ts";
 import { findPreset, presetVariant } from "../src/quality/evaluate.ts";
 import { GpuDecoder } from "../src/decoding/gpu_decoder.ts";
+import {
+  GEMM_ALLOWED,
+  type GemmBackend,
+  gemmFromEnv,
+  isGemmBackend,
+} from "../src/runtime/gemm_choice.ts";
 import { loadTokenizer } from "../src/checkpoint/tokenizer.ts";
 import { type LoadedModel, loadModel } from "../src/checkpoint/weights.ts";
 import { runRetrievalDemo } from "./retrieval_demo.ts";
@@ -69,7 +77,9 @@ const USAGE = `deno task decode [options]
   --calibration-window-size T  for a missing calibration
   --temperature T              0 = greedy (default), else nucleus sampling; T >= 0
   --top-p P                    in (0, 1] (default 1)
-  --seed S                     sampling seed, an integer >= 0 (default 1)`;
+  --seed S                     sampling seed, an integer >= 0 (default 1)
+  --gemm cublas|builtin        the GPU decoders' GEMM: cuBLAS or the project's own kernel, no
+                               cuBLAS at all (default: $DS_GEMM, else cublas)`;
 
 const { values: args } = openCommand({
   name: "decode",
@@ -87,6 +97,7 @@ const { values: args } = openCommand({
     temperature: { type: "string", default: "0" },
     "top-p": { type: "string", default: "1" },
     seed: { type: "string", default: "1" },
+    gemm: { type: "string" },
     retrieval: { type: "boolean", default: false },
     document: { type: "string" },
     context: { type: "string", default: "2048" },
@@ -102,8 +113,17 @@ const sampling = {
   topP: numberFlag("top-p", args["top-p"], { min: 0, minExclusive: true, max: 1 }),
 };
 const seed = checkedInt("seed", args.seed, { min: 0 });
+// The flag, else DS_GEMM (checked here, before anything loads), else the decoder's default.
+const gemm = args.gemm === undefined ? gemmFromEnv() : gemmFlag(args.gemm);
 const pick = (random: () => number, logits: ArrayLike<number>, start = 0, length?: number) =>
   chooseToken(logits, sampling, random(), start, length);
+
+function gemmFlag(value: string): GemmBackend {
+  if (!isGemmBackend(value)) {
+    throw new UsageError(`--gemm: got "${value}"; allowed: ${GEMM_ALLOWED}`);
+  }
+  return value;
+}
 
 const intFlag = (flag: string, value: string | undefined): number | undefined =>
   checkedInt(flag, value, { min: 1 });
@@ -183,6 +203,7 @@ const channelFiles = await loadOrCalibrate(model, {
   calibrationWindowSize,
   device,
   log: (line) => console.log(line),
+  gemm,
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -212,6 +233,7 @@ if (args.retrieval) {
     contextBytes: intFlag("context", args.context)!,
     depth: Number(args.depth),
     seed: Number(args.seed),
+    gemm,
   });
   Deno.exit(0);
 }
@@ -297,6 +319,7 @@ async function decodeGpu(cuda: Cuda, label: string, dsSpec?: AttentionSpec): Pro
     maxContext: prompt.length + numTokens,
     spec: dsSpec,
     channels: dsSpec ? channels : undefined,
+    gemm,
   });
   const vocab = config.vocabSize;
   let started = performance.now();

@@ -17,6 +17,7 @@ import { labelChannelsFor } from "../src/quality/channels.ts";
 import { argmax, CpuDecoder, DenseAttention } from "../src/decoding/cpu_decoder.ts";
 import { CpuDoubleSparsityAttention } from "../src/decoding/cpu_ds_attention.ts";
 import { GpuDecoder } from "../src/decoding/gpu_decoder.ts";
+import type { GemmBackend } from "../src/runtime/gemm_choice.ts";
 import {
   askedLine,
   buildRetrievalDocument,
@@ -38,6 +39,8 @@ export interface RetrievalDemoOptions {
   readonly contextBytes: number;
   readonly depth: number;
   readonly seed: number;
+  /** The GPU decoders' GEMM (GpuDecoderOptions.gemm; unset: $DS_GEMM, else cuBLAS). */
+  readonly gemm?: GemmBackend;
 }
 
 /** The document to show: a line of the file, or a built one. */
@@ -110,6 +113,7 @@ async function decodeGpu(
     spec: ds ? o.spec : undefined,
     channels: ds ? o.channels : undefined,
     keepSelection: ds,
+    gemm: o.gemm,
   });
   decoder.prefill([prompt.slice(0, -1)]);
   const digits: number[] = [], selections: Selection[] = [];

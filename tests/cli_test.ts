@@ -98,6 +98,11 @@ Deno.test("cli: malformed values say what is allowed, exit 2 (--temperature -1, 
       `decode: --top-p: got "1.5"; allowed: a number > 0 and <= 1`,
     ],
     [
+      "examples/decode.ts",
+      ["--gemm", "mkl"],
+      `decode: --gemm: got "mkl"; allowed: cublas, builtin`,
+    ],
+    [
       "src/cli/calibrate.ts",
       ["--windows", "0"],
       `calibrate: --windows: got "0"; allowed: an integer >= 1`,

@@ -66,6 +66,15 @@ export const TOKEN_CHOICE_EXP2_POLY: readonly number[] = Array.from(
   },
 );
 
+/**
+ * The builtin GEMM (`linear`): output tiles of GEMM_TILE x GEMM_TILE, GEMM_THREADS threads each
+ * computing a 4 x 4 block of it, k in steps of GEMM_TILE_K through shared memory. Only the
+ * decoder's `gemm: "builtin"` uses it (a cuBLAS-free path for compute-sanitizer runs).
+ */
+export const GEMM_TILE = 64;
+export const GEMM_TILE_K = 32;
+export const GEMM_THREADS = (GEMM_TILE / 4) ** 2;
+
 export const MODEL_KERNELS = {
   embed: {
     symbol: "ds_model_embed",
@@ -158,6 +167,22 @@ export const MODEL_KERNELS = {
       ptr("src", "const float* ", "[*][HIDDEN] residual stream"),
       ptr("rows", "const int* ", "[count] source row of each destination row"),
       ptr("dst", "float* ", "[count][HIDDEN] gathered rows"),
+    ],
+  },
+  linear: {
+    symbol: "ds_model_linear",
+    threads: GEMM_THREADS,
+    doc: "y[m][n] (+)= x[m][k] . w[n][k]^T with fp32 accumulation: what Cublas.linear computes, " +
+      'without cuBLAS (the decoder\'s `gemm: "builtin"`).',
+    grid: "(ceil(n / GEMM_TILE), ceil(m / GEMM_TILE), 1)",
+    args: [
+      ptr("x", "const u16* ", "[m][k] activations, model dtype"),
+      ptr("w", "const u16* ", "[n][k] weight (a Hugging Face Linear's layout), model dtype"),
+      ptr("y", "float* ", "[m][n] output"),
+      arg("m", "i32", "int ", "rows"),
+      arg("n", "i32", "int ", "output columns"),
+      arg("k", "i32", "int ", "reduction length"),
+      arg("accumulate", "i32", "int ", "1: add to y; 0: overwrite y (not read)"),
     ],
   },
 } as const satisfies Record<string, FamilyKernel>;

@@ -1,7 +1,8 @@
 /**
  * The decoder on the GPU: every layer runs there. Projections through cuBLAS (fp16/bf16 operands,
  * fp32 accumulation and outputs, o_proj and down_proj accumulating straight into the fp32
- * residual stream); embedding, RMSNorm, RoPE and SwiGLU from the model kernel family
+ * residual stream), or, with `gemm: "builtin"` (or DS_GEMM=builtin), through the model family's
+ * own `linear` kernel and no cuBLAS handle at all (for compute-sanitizer runs); embedding, RMSNorm, RoPE and SwiGLU from the model kernel family
  * (templates/model.cu.hbs, src/codegen/families.ts); attention from the generated variant:
  * prefill through its tensor-core `prefill` kernel over the paged cache, chunk by chunk, and
  * decode through the Double Sparsity kernels (dense layers and dense mode use its dense kernel).
@@ -16,12 +17,13 @@
  */
 import { type AttentionSpec, checkDenseLayers, defineAttention } from "../dsl/spec.ts";
 import { renderFamilySource } from "../codegen/render.ts";
-import { MODEL_KERNELS, MODEL_ROW_THREADS } from "../codegen/families.ts";
+import { GEMM_TILE, MODEL_KERNELS, MODEL_ROW_THREADS } from "../codegen/families.ts";
 import { Cublas, type GemmDtype } from "../cuda/cublas.ts";
 import type { Cuda, DeviceBuffer, GraphExec, HostBuffer, Stream } from "../cuda/driver.ts";
 import { PagedKvCache } from "../runtime/caches.ts";
 import { DecodePlan } from "../runtime/decode_plan.ts";
 import { FamilyModule } from "../runtime/family_module.ts";
+import { chooseGemm, type GemmBackend } from "../runtime/gemm_choice.ts";
 import { PrefillPlan } from "../runtime/prefill_plan.ts";
 import { prefillChunks, type PrefillSegment } from "../runtime/prefill_tiles.ts";
 import { Variant } from "../runtime/variant.ts";
@@ -32,6 +34,7 @@ import { assertWithinSlidingWindow, type ModelConfig } from "../checkpoint/confi
 import { ropeTables } from "../checkpoint/rope.ts";
 import type { LoadedModel } from "../checkpoint/weights.ts";
 import { DeviceWeights, type RandomModel } from "./gpu_weights.ts";
+import { ArgumentError } from "../util/errors.ts";
 import { checkTemperature, checkTopP, type SamplingOptions } from "./sampling.ts";
 
 export type { RandomModel } from "./gpu_weights.ts";
@@ -61,6 +64,12 @@ export interface GpuDecoderOptions {
   /** Prompt rows one prefill chunk carries (all sequences together; default 4096). */
   readonly maxPrefillRows?: number;
   readonly dtype?: "fp16" | "bf16";
+  /**
+   * The projections' GEMM: "cublas" (the default) or "builtin", the model family's own kernel,
+   * with which the decoder creates no cuBLAS handle (a sanitizer run then sees only this
+   * project's kernels). Unset: the environment variable DS_GEMM, else "cublas".
+   */
+  readonly gemm?: GemmBackend;
 }
 
 /**
@@ -93,7 +102,10 @@ export function denseSpecFor(config: ModelConfig, dtype: "fp16" | "bf16" = "fp16
   });
 }
 
-/** cuBLAS workspace: fixed, so cuBLAS never allocates while a graph is being captured. */
+/**
+ * cuBLAS workspace: fixed, so cuBLAS never allocates while a graph is being captured (none with
+ * the builtin GEMM).
+ */
 const CUBLAS_WORKSPACE_BYTES = 32 << 20;
 const DEFAULT_PREFILL_ROWS = 4096;
 
@@ -102,7 +114,12 @@ const DEFAULT_PREFILL_ROWS = 4096;
  * what the decoder adds to the weights and the caches (the decode plan's selection workspaces,
  * which scale with maxContext like the caches, are not included).
  */
-export function workspaceBytes(c: ModelConfig, rows: number, batch: number): number {
+export function workspaceBytes(
+  c: ModelConfig,
+  rows: number,
+  batch: number,
+  gemm: GemmBackend = "cublas",
+): number {
   const r = Math.max(rows, batch);
   const qkvWidth = (c.numHeads + 2 * c.numKvHeads) * c.headDim;
   const perRow = 4 * c.hiddenSize + // h
@@ -116,7 +133,12 @@ export function workspaceBytes(c: ModelConfig, rows: number, batch: number): num
   // Per sequence: logits, token-choice probabilities, last hidden row, last-row index, the
   // choice's three inputs and the chosen id.
   const perSeq = 2 * 4 * c.vocabSize + 4 * c.hiddenSize + 4 + 3 * 4 + 4;
-  return r * perRow + batch * perSeq + CUBLAS_WORKSPACE_BYTES;
+  return r * perRow + batch * perSeq + (gemm === "cublas" ? CUBLAS_WORKSPACE_BYTES : 0);
+}
+
+/** The builtin `linear` kernel's grid for y[m][n]: one block per GEMM_TILE x GEMM_TILE tile. */
+export function linearGrid(m: number, n: number): [number, number, number] {
+  return [Math.ceil(n / GEMM_TILE), Math.ceil(m / GEMM_TILE), 1];
 }
 
 export class GpuDecoder implements Disposable {
@@ -129,8 +151,11 @@ export class GpuDecoder implements Disposable {
   readonly prefillPlan: PrefillPlan;
   readonly stream: Stream;
   readonly weights: DeviceWeights;
+  /** The projections' GEMM (see GpuDecoderOptions.gemm). */
+  readonly gemm: GemmBackend;
   readonly #cuda: Cuda;
-  readonly #blas: Cublas;
+  /** The cuBLAS handle; null with the builtin GEMM. */
+  readonly #blas: Cublas | null;
   readonly #gemmType: GemmDtype;
   readonly #owned: Disposable[] = [];
   readonly #kernels: FamilyModule<typeof MODEL_KERNELS>;
@@ -179,8 +204,10 @@ export class GpuDecoder implements Disposable {
     opts: GpuDecoderOptions,
     variant: Variant,
     kernels: FamilyModule<typeof MODEL_KERNELS>,
+    gemm: GemmBackend,
   ) {
     this.#cuda = cuda;
+    this.gemm = gemm;
     const c = (this.config = model.config);
     const dtype = opts.dtype ?? opts.spec?.kvDtype ?? "fp16";
     this.dense = !opts.spec;
@@ -193,8 +220,12 @@ export class GpuDecoder implements Disposable {
       this.stream = own(cuda.stream());
       variant.bindStream(this.stream);
       kernels.bindStream(this.stream);
-      const ws = own(cuda.alloc(CUBLAS_WORKSPACE_BYTES));
-      this.#blas = own(new Cublas(this.stream, { ptr: ws.ptr, bytes: ws.bytes }));
+      if (gemm === "cublas") {
+        const ws = own(cuda.alloc(CUBLAS_WORKSPACE_BYTES));
+        this.#blas = own(new Cublas(this.stream, { ptr: ws.ptr, bytes: ws.bytes }));
+      } else {
+        this.#blas = null;
+      }
       this.weights = own(new DeviceWeights(cuda, model, dtype, this.stream));
       // RoPE with the checkpoint's scaling (llama3, yarn, linear), computed once in TypeScript.
       const rope = ropeTables(c);
@@ -283,7 +314,17 @@ export class GpuDecoder implements Disposable {
     opts: GpuDecoderOptions,
   ): Promise<GpuDecoder> {
     const c = model.config;
+    const gemm = chooseGemm(opts.gemm, "GpuDecoder.create");
     const spec = opts.spec ?? denseSpecFor(c, opts.dtype);
+    if (opts.dtype !== undefined && opts.dtype !== spec.kvDtype) {
+      // The weights are stored in options.dtype and the model kernels read the spec's dtype.
+      throw new ArgumentError(
+        "GpuDecoder.create",
+        "options.dtype",
+        opts.dtype,
+        `the spec's kvDtype "${spec.kvDtype}" (or unset)`,
+      );
+    }
     if (
       spec.headDim !== c.headDim || spec.numQHeads !== c.numHeads ||
       spec.numKvHeads !== c.numKvHeads
@@ -309,7 +350,7 @@ export class GpuDecoder implements Disposable {
     let kernels: FamilyModule<typeof MODEL_KERNELS> | undefined;
     try {
       kernels = new FamilyModule(cuda, MODEL_KERNELS, source, "model.cu", spec.kvDtype);
-      const dec = new GpuDecoder(cuda, model, opts, variant, kernels);
+      const dec = new GpuDecoder(cuda, model, opts, variant, kernels, gemm);
       dec.#owned.push(kernels, variant);
       return dec;
     } catch (e) {
@@ -353,7 +394,22 @@ export class GpuDecoder implements Disposable {
     k: number,
     accumulate = false,
   ): void {
-    this.#blas.linear(y.ptr, "F32", x.ptr, w.ptr, this.#gemmType, m, n, k, accumulate);
+    if (this.#blas) {
+      this.#blas.linear(y.ptr, "F32", x.ptr, w.ptr, this.#gemmType, m, n, k, accumulate);
+      return;
+    }
+    if (m === 0 || n === 0) return; // nothing to compute (cuBLAS launches nothing either)
+    // The builtin kernel reads x and w in the family's dtype, the one the weights are stored in
+    // (create refuses a dtype other than the spec's).
+    this.#kernels.launch("linear", linearGrid(m, n), {
+      x: x.ptr,
+      w: w.ptr,
+      y: y.ptr,
+      m,
+      n,
+      k,
+      accumulate: accumulate ? 1 : 0,
+    });
   }
 
   /** Everything of one layer before attention: norm, QKV, RoPE (positions from `rowPos`). */

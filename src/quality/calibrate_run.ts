@@ -22,6 +22,7 @@ import {
   writeChannelConfig,
 } from "./channel_config.ts";
 import { GpuDecoder } from "../decoding/gpu_decoder.ts";
+import type { GemmBackend } from "../runtime/gemm_choice.ts";
 import type { LoadedModel } from "../checkpoint/weights.ts";
 import {
   PROTOCOL_CALIBRATION_WINDOWS,
@@ -61,7 +62,7 @@ export async function calibrateGpu(
   cuda: Cuda,
   model: LoadedModel,
   windows: ArrayLike<number>[],
-  opts: { onProgress?: (p: CalibrationProgress) => void } = {},
+  opts: { onProgress?: (p: CalibrationProgress) => void; gemm?: GemmBackend } = {},
 ): Promise<ChannelStatistics> {
   const T = checkWindows(windows);
   const c = model.config;
@@ -70,6 +71,7 @@ export async function calibrateGpu(
     maxContext: T + 1,
     collectStats: true,
     maxPrefillRows: windows.length,
+    gemm: opts.gemm,
   });
   const tokens = new Int32Array(windows.length);
   for (let t = 0; t < T; t++) {
@@ -99,6 +101,8 @@ export async function calibrate(
     device?: DeviceChoice | ResolvedDevice;
     onProgress?: (p: CalibrationProgress) => void;
     log?: (line: string) => void;
+    /** The GPU decoder's GEMM (GpuDecoderOptions.gemm). */
+    gemm?: GemmBackend;
   } = {},
 ): Promise<CalibrationResult> {
   const log = opts.log ?? console.error;
@@ -108,7 +112,10 @@ export async function calibrate(
   const started = performance.now();
   let stats: ChannelStatistics;
   if (device.kind === "gpu") {
-    stats = await calibrateGpu(device.cuda, model, windows, { onProgress: opts.onProgress });
+    stats = await calibrateGpu(device.cuda, model, windows, {
+      onProgress: opts.onProgress,
+      gemm: opts.gemm,
+    });
   } else {
     checkWindows(windows);
     stats = calibrateCpu(model, windows.map(windowInput), {
@@ -297,6 +304,8 @@ export interface LoadOrCalibrateOptions {
    * (minutes). Without it such a run is refused before it starts, saying how to proceed.
    */
   readonly allowCpuCalibration?: boolean;
+  /** The GPU calibration decoder's GEMM (GpuDecoderOptions.gemm). */
+  readonly gemm?: GemmBackend;
 }
 
 /** Calibration input (windows x bytes) the CPU gets through in seconds, run without asking. */
@@ -346,6 +355,7 @@ export async function loadOrCalibrate(
   const run = await calibrate(model, input, {
     device: opts.device,
     log,
+    gemm: opts.gemm,
     onProgress: (p) => log(`  calibration: ${p.done}/${p.total} ${p.unit}`),
   });
   log(`  calibrated on ${run.deviceName} in ${run.seconds.toFixed(1)} s`);

@@ -13,8 +13,9 @@
  *   attend   sparse + dense + merge equal the reference attention over the GPU's selection, and
  *            the reference Double Sparsity step end to end;
  *   graph    a CUDA-graph replay of the step reproduces the direct launches.
- * Then the prefill checks (tests/gpu/prefill.ts), the GPU decoder (tests/gpu/model.ts) and token
- * choice on the device (tests/gpu/token_choice.ts).
+ * Then the prefill checks (tests/gpu/prefill.ts), the builtin GEMM (tests/gpu/gemm.ts; its decoder
+ * comparison only with the model), the GPU decoder (tests/gpu/model.ts) and token choice on the
+ * device (tests/gpu/token_choice.ts).
  * Prints one line per case and a summary; exits 1 on any failure.
  *
  *   deno task test:gpu [--reduced] [--case NAME] [--seed N] [--json FILE]
@@ -39,6 +40,7 @@ import { checkSelection, key16Interval, Random, relativeError, table } from "./s
 import { writeFileAtomic } from "../../src/util/fs.ts";
 import { runModelChecks } from "./model.ts";
 import { runPrefillChecks } from "./prefill.ts";
+import { runGemmChecks } from "./gemm.ts";
 import { runTokenChoiceChecks } from "./token_choice.ts";
 
 interface Case {
@@ -629,6 +631,12 @@ if (!args.case) {
   using prefillStream = cuda.stream();
   prefillOk = await runPrefillChecks(cuda, prefillStream, seed);
 }
+let gemmOk = true;
+if (!args.case) {
+  console.log("\nBuiltin GEMM (tests/gpu/gemm.ts):");
+  gemmOk = await runGemmChecks(cuda, { seed, model: !args["no-model"] });
+  console.log(gemmOk ? "builtin GEMM checks passed" : "builtin GEMM checks failed");
+}
 let modelFailures: string[] = [];
 if (!args["no-model"] && !args.case) {
   console.log("\nDecoder on the GPU (tiny-code-llama-8k):");
@@ -667,5 +675,5 @@ if (args.json) {
   );
 }
 Deno.exit(
-  failed === 0 && results.length > 0 && modelFailures.length === 0 && prefillOk ? 0 : 1,
+  failed === 0 && results.length > 0 && modelFailures.length === 0 && prefillOk && gemmOk ? 0 : 1,
 );

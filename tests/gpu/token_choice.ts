@@ -13,9 +13,7 @@
  */
 import { fileURLToPath } from "node:url";
 import { type Cuda, cuda as openCuda } from "../../src/cuda/driver.ts";
-import { MODEL_KERNELS, MODEL_ROW_THREADS } from "../../src/codegen/families.ts";
-import { renderFamilySource } from "../../src/codegen/render.ts";
-import { FamilyModule } from "../../src/runtime/family_module.ts";
+import { bundledModelFamily } from "./model_family.ts";
 import { GpuDecoder } from "../../src/decoding/gpu_decoder.ts";
 import { chooseToken, type SamplingOptions } from "../../src/decoding/sampling.ts";
 import { argmax } from "../../src/decoding/cpu_decoder.ts";
@@ -53,15 +51,7 @@ function rowLogits(rng: Random, vocab: number, kind: number): Float32Array {
 
 async function checkKernel(cuda: Cuda, failures: string[]): Promise<void> {
   using stream = cuda.stream();
-  const { source } = renderFamilySource("model", "fp16", {
-    hidden: 512,
-    headDim: 128,
-    numQHeads: 4,
-    numKvHeads: 2,
-    intermediate: 1408,
-    rowThreads: MODEL_ROW_THREADS,
-  });
-  using kernels = new FamilyModule(cuda, MODEL_KERNELS, source, "model.cu", "fp16", stream);
+  using kernels = bundledModelFamily(cuda, "fp16", stream);
   const rng = new Random(20261126);
   let launches = 0, sequences = 0, sampled = 0;
   for (const vocab of [256, 128256]) {
