@@ -18,21 +18,12 @@ import { defaultResultsDir } from "../src/cli/results.ts";
 import { writeJsonReport } from "../src/cli/json_report.ts";
 import { requireGpu } from "../src/runtime/device.ts";
 import { join } from "node:path";
-import {
-  type AttentionSpec,
-  defineAttention,
-  denseStepBytes,
-  sparseStepBytes,
-} from "../src/dsl/spec.ts";
-import type { DeviceBuffer, GraphExec } from "../src/cuda/driver.ts";
-import { PagedKvCache } from "../src/runtime/caches.ts";
-import { DecodePlan } from "../src/runtime/decode_plan.ts";
+import { type AttentionSpec, defineAttention } from "../src/dsl/spec.ts";
 import { Variant } from "../src/runtime/variant.ts";
-import { UtilKernels } from "../src/runtime/util_kernels.ts";
-import { medianEventMs } from "../src/runtime/timing.ts";
-import { packageRoot } from "../src/util/package_root.ts";
+import { AttentionTimer } from "../src/runtime/attention_timing.ts";
+import { runSdpa, sdpaMsFor, type SdpaResult } from "../src/runtime/sdpa_baseline.ts";
 import { writeFileAtomic } from "../src/util/fs.ts";
-import { lineChart } from "./svg.ts";
+import { lineChart } from "../src/util/svg.ts";
 import { Progress } from "../src/cli/progress.ts";
 
 const { values: args } = openCommand({
@@ -139,34 +130,9 @@ const SHAPES: { name: string; kv: number; methods: Method[] }[] = [
   },
 ].filter((s) => !args.shapes || args.shapes.split(",").includes(s.name));
 
-/** Median milliseconds of graph replays, rotating over the graphs (one per cache copy). */
-function timeGraphs(graphs: GraphExec[], reps = repeats): number {
-  return medianEventMs(
-    cuda,
-    stream,
-    (i) => graphs[i % graphs.length].launch(stream),
-    reps,
-    Math.max(5, graphs.length),
-  );
-}
-
 // ---- 1. Copy bandwidth: the ceiling every floor is measured against. ----
-function copyBandwidth(): number {
-  const bytes = 1 << 30;
-  using a = cuda.alloc(bytes);
-  using b = cuda.alloc(bytes);
-  a.fill8(1, stream);
-  const ms = medianEventMs(
-    cuda,
-    stream,
-    () => stream.copyDeviceToDevice(b.ptr, a.ptr, bytes),
-    10,
-    2,
-  );
-  return (2 * bytes) / (ms / 1e3);
-}
-
-const bandwidth = copyBandwidth();
+using timer = new AttentionTimer(cuda, stream);
+const bandwidth = timer.bandwidth;
 console.log(
   `${info.name} (${info.multiprocessors} SMs, L2 ${info.l2Bytes >> 20} MiB): copy bandwidth ${
     (bandwidth / 1e12).toFixed(2)
@@ -174,13 +140,6 @@ console.log(
 );
 
 // ---- 2. PyTorch SDPA in the decode layout (separate process, run first: it frees its memory). ----
-interface SdpaResult {
-  batch: number;
-  q_heads: number;
-  kv_heads: number;
-  context: number;
-  ms: number | null;
-}
 let sdpa: SdpaResult[] = [];
 let sdpaNote = "";
 if (!args["no-sdpa"]) {
@@ -189,26 +148,7 @@ if (!args["no-sdpa"]) {
       contexts.map((L) => ({ batch: b, q_heads: 32, kv_heads: s.kv, head_dim: 128, context: L }))
     )
   ).filter((j) => 2 * j.batch * j.kv_heads * j.context * 256 < info.totalMemBytes * 0.4);
-  const tmp = Deno.makeTempDirSync();
-  Deno.writeTextFileSync(join(tmp, "jobs.json"), JSON.stringify(jobs));
-  try {
-    const p = new Deno.Command("python3", {
-      args: [
-        join(packageRoot(), "bench", "sdpa.py"),
-        join(tmp, "jobs.json"),
-        join(tmp, "out.json"),
-      ],
-      stdout: "inherit",
-      stderr: "inherit",
-    }).outputSync();
-    if (p.success) {
-      const out = JSON.parse(Deno.readTextFileSync(join(tmp, "out.json")));
-      sdpa = out.results;
-      sdpaNote = `PyTorch ${out.torch} on ${out.device}`;
-    } else sdpaNote = "python3 bench/sdpa.py failed; SDPA columns empty";
-  } catch (e) {
-    sdpaNote = `python3 not available (${e instanceof Error ? e.message : e}); SDPA columns empty`;
-  }
+  ({ results: sdpa, note: sdpaNote } = runSdpa(jobs));
   console.log(sdpaNote);
 }
 
@@ -228,7 +168,6 @@ interface Row {
   sdpaMs?: number;
 }
 const rows: Row[] = [];
-using util = new UtilKernels(cuda, "fp16");
 
 // Progress over the (shape, method, batch, context) cases, skipped ones included.
 const totalCases = SHAPES.reduce((n, s) => n + s.methods.length, 0) * batches.length *
@@ -243,107 +182,44 @@ for (const shape of SHAPES) {
     for (const B of batches) {
       for (const L of contexts) {
         casesBar.update(casesDone++, totalCases);
-        const kvBytes = denseStepBytes(spec, L) * B;
-        if (kvBytes > info.totalMemBytes * 0.4) {
-          console.log(
-            `skip ${shape.name} B=${B} L=${L}: ${(kvBytes / 2 ** 30).toFixed(0)} GiB of K/V`,
-          );
+        const tooLarge = timer.tooLarge(spec, B, L);
+        if (tooLarge) {
+          console.log(`skip ${shape.name} B=${B} L=${L}: ${tooLarge}`);
           continue;
         }
-        // Enough cache copies ("layers") that one step's bytes cycle through more than 3x L2.
-        const stepBytes = Math.min(sparseStepBytes(spec, L) * B, kvBytes);
-        const copies = Math.max(
-          1,
-          Math.min(
-            32,
-            Math.ceil((3 * info.l2Bytes) / stepBytes),
-            Math.floor((info.totalMemBytes * 0.45) / kvBytes),
-          ),
-        );
-        using cache = new PagedKvCache(cuda, spec, {
-          numLayers: copies,
-          numSeqs: B,
-          maxContext: L,
-        });
-        cache.pages.scrambleFreeList(Math.random);
-        for (let b = 0; b < B; b++) cache.pages.grow(b, L);
-        cache.syncBlockTables(stream);
-        const channels = new Int32Array(spec.numLabelHeads * spec.labelChannels).map((_, i) =>
-          (i * 7) % spec.headDim
-        );
-        const qs: DeviceBuffer[] = [], outs: DeviceBuffer[] = [];
-        for (let i = 0; i < copies; i++) {
-          const layer = cache.layers[i];
-          util.fillNormal(layer.k, 11 * i + 1, 1, stream);
-          util.fillNormal(layer.v, 11 * i + 2, 1, stream);
-          if (spec.labelBits === 16) util.fillNormal(layer.labels, 11 * i + 3, 1, stream);
-          else util.fillLabels(layer.labels, layer.meta, 11 * i + 3, stream);
-          layer.setChannels(channels, stream);
-          const q = cuda.alloc(B * spec.numQHeads * spec.headDim * 2);
-          util.fillNormal(q, 11 * i + 4, 1, stream);
-          qs.push(q);
-          outs.push(cuda.alloc(B * spec.numQHeads * spec.headDim * 2));
-        }
-        using plan = new DecodePlan(cuda, variant, cache, stream);
-        plan.describeCurrent();
-        plan.upload(stream);
-        stream.synchronize();
-        const capture = (body: (i: number) => void) =>
-          Array.from({ length: copies }, (_, i) => stream.capture(() => body(i)));
-        const sdpaMs = sdpa.find((r) =>
-          r.batch === B && r.context === L && r.kv_heads === shape.kv
-        )?.ms ?? undefined;
-        try {
-          if (method === shape.methods[0]) {
-            const dense = capture((i) => plan.attention(i, qs[i].ptr, outs[i].ptr, true));
-            const ms = timeGraphs(dense);
-            dense.forEach((g) => g.dispose());
-            rows.push({
-              shape: shape.name,
-              batch: B,
-              context: L,
-              method: "dense",
-              label: "dense (generated split-K)",
-              ms,
-              bytes: kvBytes,
-              floorMs: (kvBytes / bandwidth) * 1e3,
-              sdpaMs,
-            });
-          }
-          const full = capture((i) => plan.attention(i, qs[i].ptr, outs[i].ptr));
-          const topk = capture((i) => plan.topK(i, qs[i].ptr));
-          const ms = timeGraphs(full);
-          const scoreSelectMs = timeGraphs(topk);
-          const scoreOnly = capture((i) => plan.score(i, qs[i].ptr));
-          const scoreMs = timeGraphs(scoreOnly, Math.ceil(repeats / 2));
-          // score alone leaves histograms filled; clear them for whatever runs next
-          for (const g of [...full, ...topk, ...scoreOnly]) g.dispose();
-          plan.workspace.hist.fill8(0, stream);
-          plan.workspace.counters.fill8(0, stream);
-          const bytes = sparseStepBytes(spec, L) * B;
+        const sdpaMs = sdpaMsFor(sdpa, B, shape.kv, L);
+        const first = method === shape.methods[0];
+        const t = timer.time(variant, spec, B, L, { repeats, dense: first });
+        if (t.dense) {
           rows.push({
             shape: shape.name,
             batch: B,
             context: L,
-            method: method.key,
-            label: method.label,
-            ms,
-            bytes,
-            floorMs: (bytes / bandwidth) * 1e3,
-            scoreMs,
-            selectMs: Math.max(0, scoreSelectMs - scoreMs),
+            method: "dense",
+            label: "dense (generated split-K)",
+            ...t.dense,
             sdpaMs,
           });
-          const r = rows[rows.length - 1];
-          console.log(
-            `${shape.name} B=${B} L=${L} ${method.key}: ${ms.toFixed(4)} ms (floor ${
-              r.floorMs.toFixed(4)
-            }, ` +
-              `score ${scoreMs.toFixed(4)}, select ${r.selectMs!.toFixed(4)}), copies ${copies}`,
-          );
-        } finally {
-          for (const b of [...qs, ...outs]) b.dispose();
         }
+        rows.push({
+          shape: shape.name,
+          batch: B,
+          context: L,
+          method: method.key,
+          label: method.label,
+          ms: t.ms,
+          bytes: t.bytes,
+          floorMs: t.floorMs,
+          scoreMs: t.scoreMs,
+          selectMs: t.selectMs,
+          sdpaMs,
+        });
+        console.log(
+          `${shape.name} B=${B} L=${L} ${method.key}: ${t.ms.toFixed(4)} ms (floor ${
+            t.floorMs.toFixed(4)
+          }, ` +
+            `score ${t.scoreMs.toFixed(4)}, select ${t.selectMs.toFixed(4)}), copies ${t.copies}`,
+        );
       }
     }
   }

@@ -30,7 +30,7 @@ import { medianEventMs } from "../src/runtime/timing.ts";
 import { UtilKernels } from "../src/runtime/util_kernels.ts";
 import { packageRoot } from "../src/util/package_root.ts";
 import { writeFileAtomic } from "../src/util/fs.ts";
-import { lineChart } from "./svg.ts";
+import { lineChart } from "../src/util/svg.ts";
 import { LLAMA3_8B, LLAMA3_8B_GROUP_SPEC } from "./llama3_shape.ts";
 
 const { values: args } = openCommand({

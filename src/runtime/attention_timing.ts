@@ -1,0 +1,193 @@
+/**
+ * How a decode-attention step is timed, shared by `deno task bench` and `deno task tune`:
+ *  - the copy bandwidth (device-to-device copy of 1 GiB, read + write) sets every byte floor;
+ *  - a step runs as a CUDA graph and is timed with CUDA events: the median of many replays after
+ *    warm-up, rotating over enough cache copies ("layers") that L2 cannot serve them;
+ *  - caches hold random K/V (and random label codes at the label width), every sequence grown to
+ *    the full context over a scrambled page free list;
+ *  - bytes: dense reads K and V of every token; Double Sparsity reads the labels at their bit
+ *    width, writes and reads back 2-byte score keys, and reads the selected K/V rows.
+ */
+import type { Cuda, DeviceBuffer, GraphExec, Stream } from "../cuda/driver.ts";
+import { type AttentionSpec, denseStepBytes, sparseStepBytes } from "../dsl/spec.ts";
+import { PagedKvCache } from "./caches.ts";
+import { DecodePlan } from "./decode_plan.ts";
+import { medianEventMs } from "./timing.ts";
+import { UtilKernels } from "./util_kernels.ts";
+import type { Variant } from "./variant.ts";
+
+/** Share of device memory one case's K/V may take (the rest: copies, workspaces, SDPA). */
+const MAX_KV_SHARE = 0.4;
+
+/** One timed step of one layer. */
+export interface StepTiming {
+  /** Median ms of the Double Sparsity step (score, select, resolve, sparse, merge). */
+  readonly ms: number;
+  /** The score kernel alone. */
+  readonly scoreMs: number;
+  /** (score + select + resolve) - score, clamped at 0. */
+  readonly selectMs: number;
+  /** Bytes the Double Sparsity step moves (sparseStepBytes x batch). */
+  readonly bytes: number;
+  /** bytes / copy bandwidth, in ms. */
+  readonly floorMs: number;
+  /** The dense step through the same plan, when asked for. */
+  readonly dense?: { readonly ms: number; readonly bytes: number; readonly floorMs: number };
+  /** Cache copies rotated over. */
+  readonly copies: number;
+}
+
+export interface StepTimingOptions {
+  /** Graph replays per measurement. */
+  readonly repeats: number;
+  /** Also time the dense step (once per shape is enough: it does not depend on the labels). */
+  readonly dense?: boolean;
+}
+
+/** Times decode-attention steps on one stream; holds the utility kernels and the bandwidth. */
+export class AttentionTimer implements Disposable {
+  readonly #cuda: Cuda;
+  readonly #stream: Stream;
+  readonly #util: UtilKernels;
+  /** Measured copy bandwidth in bytes/s (read + write). */
+  readonly bandwidth: number;
+
+  constructor(cuda: Cuda, stream: Stream) {
+    this.#cuda = cuda;
+    this.#stream = stream;
+    this.#util = new UtilKernels(cuda, "fp16");
+    this.bandwidth = copyBandwidth(cuda, stream);
+  }
+
+  /** Why a case does not fit this device (its K/V over 40% of memory), or undefined. */
+  tooLarge(spec: AttentionSpec, batch: number, context: number): string | undefined {
+    const kvBytes = denseStepBytes(spec, context) * batch;
+    const limit = this.#cuda.info.totalMemBytes * MAX_KV_SHARE;
+    return kvBytes > limit
+      ? `${(kvBytes / 2 ** 30).toFixed(0)} GiB of K/V, over ${(limit / 2 ** 30).toFixed(0)} GiB ` +
+        `(${100 * MAX_KV_SHARE}% of device memory)`
+      : undefined;
+  }
+
+  /** Median step times of `variant` (loaded for `spec`) at `batch` sequences of `context`. */
+  time(
+    variant: Variant,
+    spec: AttentionSpec,
+    batch: number,
+    context: number,
+    opts: StepTimingOptions,
+  ): StepTiming {
+    const cuda = this.#cuda, stream = this.#stream, util = this.#util;
+    const info = cuda.info;
+    const kvBytes = denseStepBytes(spec, context) * batch;
+    // Enough cache copies that one step's bytes cycle through more than 3x L2.
+    const stepBytes = Math.min(sparseStepBytes(spec, context) * batch, kvBytes);
+    const copies = Math.max(
+      1,
+      Math.min(
+        32,
+        Math.ceil((3 * info.l2Bytes) / stepBytes),
+        Math.floor((info.totalMemBytes * 0.45) / kvBytes),
+      ),
+    );
+    using cache = new PagedKvCache(cuda, spec, {
+      numLayers: copies,
+      numSeqs: batch,
+      maxContext: context,
+    });
+    cache.pages.scrambleFreeList(Math.random);
+    for (let b = 0; b < batch; b++) cache.pages.grow(b, context);
+    cache.syncBlockTables(stream);
+    const channels = new Int32Array(spec.numLabelHeads * spec.labelChannels).map((_, i) =>
+      (i * 7) % spec.headDim
+    );
+    const qs: DeviceBuffer[] = [], outs: DeviceBuffer[] = [];
+    const graphs: GraphExec[] = [];
+    try {
+      for (let i = 0; i < copies; i++) {
+        const layer = cache.layers[i];
+        util.fillNormal(layer.k, 11 * i + 1, 1, stream);
+        util.fillNormal(layer.v, 11 * i + 2, 1, stream);
+        if (spec.labelBits === 16) util.fillNormal(layer.labels, 11 * i + 3, 1, stream);
+        else util.fillLabels(layer.labels, layer.meta, 11 * i + 3, stream);
+        layer.setChannels(channels, stream);
+        const q = cuda.alloc(batch * spec.numQHeads * spec.headDim * 2);
+        util.fillNormal(q, 11 * i + 4, 1, stream);
+        qs.push(q);
+        outs.push(cuda.alloc(batch * spec.numQHeads * spec.headDim * 2));
+      }
+      using plan = new DecodePlan(cuda, variant, cache, stream);
+      plan.describeCurrent();
+      plan.upload(stream);
+      stream.synchronize();
+      const capture = (body: (i: number) => void) => {
+        const made = Array.from({ length: copies }, (_, i) => stream.capture(() => body(i)));
+        graphs.push(...made);
+        return made;
+      };
+      const timeGraphs = (g: GraphExec[], reps: number) =>
+        medianEventMs(
+          cuda,
+          stream,
+          (i) => g[i % g.length].launch(stream),
+          reps,
+          Math.max(5, copies),
+        );
+      const floor = (bytes: number) => (bytes / this.bandwidth) * 1e3;
+
+      let dense: StepTiming["dense"];
+      if (opts.dense) {
+        const ms = timeGraphs(
+          capture((i) => plan.attention(i, qs[i].ptr, outs[i].ptr, true)),
+          opts.repeats,
+        );
+        dense = { ms, bytes: kvBytes, floorMs: floor(kvBytes) };
+      }
+      const ms = timeGraphs(
+        capture((i) => plan.attention(i, qs[i].ptr, outs[i].ptr)),
+        opts.repeats,
+      );
+      const scoreSelectMs = timeGraphs(capture((i) => plan.topK(i, qs[i].ptr)), opts.repeats);
+      const scoreMs = timeGraphs(
+        capture((i) => plan.score(i, qs[i].ptr)),
+        Math.ceil(opts.repeats / 2),
+      );
+      // score alone leaves histograms filled; clear them for whatever runs next
+      plan.workspace.hist.fill8(0, stream);
+      plan.workspace.counters.fill8(0, stream);
+      const bytes = sparseStepBytes(spec, context) * batch;
+      return {
+        ms,
+        scoreMs,
+        selectMs: Math.max(0, scoreSelectMs - scoreMs),
+        bytes,
+        floorMs: floor(bytes),
+        dense,
+        copies,
+      };
+    } finally {
+      for (const g of graphs) g.dispose();
+      for (const b of [...qs, ...outs]) b.dispose();
+    }
+  }
+
+  [Symbol.dispose](): void {
+    this.#util[Symbol.dispose]();
+  }
+}
+
+/** Device-to-device copy bandwidth in bytes/s, read + write counted (median of 10 copies). */
+export function copyBandwidth(cuda: Cuda, stream: Stream): number {
+  const bytes = 1 << 30;
+  using a = cuda.alloc(bytes);
+  using b = cuda.alloc(bytes);
+  a.fill8(1, stream);
+  const ms = medianEventMs(
+    cuda,
+    stream,
+    () => stream.copyDeviceToDevice(b.ptr, a.ptr, bytes),
+    10,
+    2,
+  );
+  return (2 * bytes) / (ms / 1e3);
+}
