@@ -14,7 +14,7 @@
  *   deno run -A bench/e2e.ts [--quick] [--out DIR] [--json FILE]
  */
 import { openCommand } from "../src/cli/front_door.ts";
-import { defaultResultsDir } from "../src/cli/results.ts";
+import { cardSlug, defaultResultsDir } from "../src/cli/results.ts";
 import { writeJsonReport } from "../src/cli/json_report.ts";
 import { requireGpu } from "../src/runtime/device.ts";
 import { join } from "node:path";
@@ -218,7 +218,7 @@ rowsBar.update(totalRows, totalRows); // skipped configurations count as done
 
 // ---- report ----
 const date = new Date().toISOString().slice(0, 10);
-const card = info.name.replace(/[^A-Za-z0-9]+/g, "-").replace(/^-|-$/g, "");
+const card = cardSlug(info.name);
 const lines = [
   `# End-to-end decoding on ${info.name} (${date})`,
   "",

@@ -14,7 +14,7 @@
  *                  [--json FILE]
  */
 import { intFlag, intListFlag, openCommand } from "../src/cli/front_door.ts";
-import { defaultResultsDir } from "../src/cli/results.ts";
+import { cardSlug, defaultResultsDir } from "../src/cli/results.ts";
 import { writeJsonReport } from "../src/cli/json_report.ts";
 import { requireGpu } from "../src/runtime/device.ts";
 import { join } from "node:path";
@@ -230,7 +230,7 @@ casesBar.update(totalCases, totalCases);
 // ---- 4. Report. ----
 const fmt = (x: number | undefined, digits = 3) => (x === undefined ? "-" : x.toFixed(digits));
 const date = new Date().toISOString().slice(0, 10);
-const card = info.name.replace(/[^A-Za-z0-9]+/g, "-").replace(/^-|-$/g, "");
+const card = cardSlug(info.name);
 const lines: string[] = [
   `# Decode attention on ${info.name} (${date})`,
   "",

@@ -17,7 +17,7 @@
  *                           [--json FILE]
  */
 import { intFlag, intListFlag, openCommand } from "../src/cli/front_door.ts";
-import { defaultResultsDir } from "../src/cli/results.ts";
+import { cardSlug, defaultResultsDir } from "../src/cli/results.ts";
 import { writeJsonReport } from "../src/cli/json_report.ts";
 import { Progress } from "../src/cli/progress.ts";
 import { requireGpu } from "../src/runtime/device.ts";
@@ -249,7 +249,7 @@ for (const { batch, prompt } of jobs) {
 // ---- 4. Report ----
 const fmt = (x: number | undefined, d = 1) => (x === undefined ? "-" : x.toFixed(d));
 const date = new Date().toISOString().slice(0, 10);
-const card = info.name.replace(/[^A-Za-z0-9]+/g, "-").replace(/^-|-$/g, "");
+const card = cardSlug(info.name);
 const lines = [
   `# Prefill on ${info.name} (${date})`,
   "",

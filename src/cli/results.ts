@@ -14,3 +14,8 @@ export function defaultResultsDir(): string {
 export function defaultResultsPath(file: string): string {
   return join(defaultResultsDir(), file);
 }
+
+/** A device name as a file-name part: "NVIDIA H100 80GB HBM3" -> "NVIDIA-H100-80GB-HBM3". */
+export function cardSlug(deviceName: string): string {
+  return deviceName.replace(/[^A-Za-z0-9]+/g, "-").replace(/^-|-$/g, "");
+}

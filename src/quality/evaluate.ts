@@ -13,6 +13,7 @@
  */
 import {
   type AttentionSpec,
+  type BudgetInput,
   defineAttention,
   type KvDtype,
   type LabelBits,
@@ -229,6 +230,8 @@ export interface EvalPreset {
   readonly denseLayers: readonly number[];
   /** Random channels (the paper's ablation) instead of calibrated ones. */
   readonly randomChannels?: boolean;
+  /** Tokens selected per head (default PROTOCOL_BUDGET: 1/16 of the prefix, at least 16). */
+  readonly budget?: BudgetInput;
   /** bits/byte in the table of docs/method.md (tiny-code-llama, 48 windows of 2048 bytes). */
   readonly expected: number;
 }
@@ -370,7 +373,7 @@ export function presetSpec(
       bits: preset.bits!,
     },
     selection: preset.selection,
-    budget: PROTOCOL_BUDGET,
+    budget: preset.budget ?? PROTOCOL_BUDGET,
     denseThreshold: 0,
     denseLayers: [...preset.denseLayers],
   });
