@@ -41,6 +41,7 @@ const COMMANDS: readonly Command[] = [
   { script: "bench/prefill.ts", name: "bench:prefill" },
   { script: "bench/prefill_kernel.ts", name: "prefill_kernel" },
   { script: "tests/gpu/main.ts", name: "test:gpu" },
+  { script: "src/cli/tune.ts", name: "tune", missingFile: ["--model", MISSING] },
 ];
 
 /** No stack trace, no "Uncaught", whatever the stream. */
@@ -114,6 +115,23 @@ Deno.test("cli: malformed values say what is allowed, exit 2 (--temperature -1, 
     ],
     ["src/cli/eval.ts", ["--device", "tpu"], `eval: --device: got "tpu"; allowed: auto, cpu, gpu`],
     ["bench/main.ts", ["--batches", "1,x"], `bench: --batches: got "x"; allowed: an integer >= 1`],
+    ["src/cli/tune.ts", ["--grid", "huge"], `tune: --grid: got "huge"; allowed: quick, full`],
+    [
+      "src/cli/tune.ts",
+      ["--shape", "gpt2"],
+      `tune: --shape: got "gpt2"; allowed: model, llama2-7b, llama3-8b`,
+    ],
+    ["src/cli/tune.ts", ["--batch", "0"], `tune: --batch: got "0"; allowed: an integer >= 1`],
+    [
+      "src/cli/tune.ts",
+      ["--context", "8"],
+      `tune: --context: got "8"; allowed: an integer >= 16`,
+    ],
+    [
+      "src/cli/tune.ts",
+      ["--window-size", "9000"],
+      "tune: --window-size: got 9000; allowed: at most 8192 (the model's max_position_embeddings)",
+    ],
     [
       "src/cli/eval.ts",
       ["--window-size", "9000", "--device", "cpu"],

@@ -96,6 +96,9 @@ const COMMAND = {
   },
 } as const;
 
+/** The stem of the copy of the latest table, under a name that stays the same between runs. */
+const LATEST_STEM = "frontier-latest";
+
 /** The ranking protocol of retrieval (every position sparse, as the bits/byte protocol). */
 const RANKED: RetrievalProtocol = "teacher-forced";
 
@@ -283,8 +286,9 @@ async function main(args: FlagValues<typeof COMMAND.options>): Promise<number> {
   writeFileAtomic(`${stem}.md`, markdown);
   writeFileAtomic(`${stem}.svg`, frontierSvg(record));
   // The stable name the README links; its image points at this run's dated plot.
-  writeFileAtomic(path.join(outDir, "frontier-latest.md"), markdown);
-  console.log(`wrote ${stem}.{md,svg} and ${path.join(outDir, "frontier-latest.md")}`);
+  const latest = path.join(outDir, `${LATEST_STEM}.md`);
+  writeFileAtomic(latest, markdown);
+  console.log(`wrote ${stem}.{md,svg} and ${latest}`);
   return 0;
 }
 
