@@ -158,7 +158,7 @@ const SETTINGS: FrontierSettings = {
   windowSize: 8192,
   retrievalData: "examples/data/line-retrieval.jsonl",
   retrievalDocuments: 180,
-  channels: "examples/data/tiny-qk-channels.json",
+  channels: "examples/data/tiny-code-llama-8k-qk-channels.json",
   bandwidth: 3e12,
   sdpaNote: "PyTorch 2.11 on Test GPU",
   repeats: 30,
