@@ -388,7 +388,11 @@ export class DecodePlan implements Disposable {
     this.resolve(layer, q);
   }
 
-  sparse(layer: number, q: bigint): void {
+  /**
+   * Sparse attention over the selected tokens, read from the layer's pools or (offload) from
+   * `staged` rows, where row i of a selection head's staging holds its selected token i.
+   */
+  sparse(layer: number, q: bigint, staged?: { readonly k: bigint; readonly v: bigint }): void {
     const l = this.cache.layers[layer];
     const t = this.variant.launchers.tuning;
     this.variant.launchers.launchSparse(
@@ -396,8 +400,8 @@ export class DecodePlan implements Disposable {
       [this.sparseSplits, t.sparseHeadBlocks, this.batch],
       {
         q,
-        kCache: l.k.ptr,
-        vCache: l.v.ptr,
+        kCache: staged?.k ?? l.k.ptr,
+        vCache: staged?.v ?? l.v.ptr,
         blockTables: this.cache.blockTables.ptr,
         maxPages: this.cache.maxPagesPerSeq,
         budgets: this.buffers.budgets,
@@ -408,6 +412,7 @@ export class DecodePlan implements Disposable {
         partialLse: this.#partialLse.ptr,
         maxSplits: this.maxSplits,
         softmaxScale: this.softmaxScale,
+        staged: staged ? 1 : 0,
       },
     );
   }
