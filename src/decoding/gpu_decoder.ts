@@ -73,6 +73,12 @@ export interface GpuDecoderOptions {
    * device), mode "full-kv" copies every layer's whole K/V before use (the baseline).
    */
   readonly offload?: OffloadOptions;
+  /**
+   * An existing paged cache to decode in (not owned: the caller disposes it, and may hand it to
+   * several decoders in turn, e.g. a benchmark reusing 70 GB of pinned K/V across methods). Its
+   * spec, sequence count and layer count must match; its placement decides what is offloaded.
+   */
+  readonly cache?: PagedKvCache;
   /** Prompt rows one prefill chunk carries (all sequences together; default 4096). */
   readonly maxPrefillRows?: number;
   readonly dtype?: "fp16" | "bf16";
@@ -265,7 +271,7 @@ export class GpuDecoder implements Disposable {
       this.#invFreq.upload(inv, this.stream);
       this.#attentionFactor = rope.attentionFactor;
 
-      this.cache = own(
+      this.cache = opts.cache ?? own(
         new PagedKvCache(cuda, this.spec, {
           numLayers: c.numLayers,
           numSeqs: opts.batch,
@@ -373,6 +379,19 @@ export class GpuDecoder implements Disposable {
     // is refused here rather than computed differently from the checkpoint.
     assertWithinSlidingWindow(c, opts.maxContext, "GpuDecoder");
     checkDenseLayers(spec, c.numLayers, "GpuDecoder.create");
+    const given = opts.cache;
+    if (
+      given && (given.spec.variant !== spec.variant || given.pages.numSeqs !== opts.batch ||
+        given.layers.length !== c.numLayers || given.pages.maxTokensPerSeq < opts.maxContext)
+    ) {
+      throw new ArgumentError(
+        "GpuDecoder.create",
+        "cache",
+        `${given.spec.variant}, ${given.pages.numSeqs} sequences, ${given.layers.length} layers, ` +
+          `${given.pages.maxTokensPerSeq} tokens`,
+        `${spec.variant}, ${opts.batch} sequences, ${c.numLayers} layers, >= ${opts.maxContext}`,
+      );
+    }
     if (opts.offload) {
       checkOffloadOptions(opts.offload, "GpuDecoder.create");
       if (opts.offload.mode === "selected" && !opts.spec) {
@@ -824,6 +843,21 @@ export class GpuDecoder implements Disposable {
     });
     try {
       return this.#timeGraph(graph, repeats);
+    } finally {
+      graph.dispose();
+    }
+  }
+
+  /**
+   * Offload: median milliseconds and bytes of gathering every offloaded layer's selected rows
+   * from host memory (the last step's selection, as a graph): the gather kernel's bandwidth.
+   */
+  timeGather(repeats = 10): { ms: number; bytes: number } {
+    if (!this.offload) throw new Error("GpuDecoder: created without offload");
+    let bytes = 0;
+    const graph = this.stream.capture(() => (bytes = this.offload!.gatherAllFromHost()));
+    try {
+      return { ms: this.#timeGraph(graph, repeats), bytes };
     } finally {
       graph.dispose();
     }

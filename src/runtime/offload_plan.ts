@@ -336,10 +336,10 @@ export class OffloadPlan implements Disposable {
   }
 
   /** gather_kv of `layer`'s sorted selection into this step's staging; returns its rows. */
-  gather(layer: number): { k: bigint; v: bigint } {
+  gather(layer: number, reuse = this.options.reuse ?? false): { k: bigint; v: bigint } {
     const plan = this.plan, l = plan.cache.layers[layer];
     const dst = this.#stages[this.#parity][layer]!;
-    const prev = this.options.reuse ? this.#stages[this.#parity ^ 1][layer]! : null;
+    const prev = reuse ? this.#stages[this.#parity ^ 1][layer]! : null;
     const t = plan.variant.launchers.tuning;
     plan.variant.launchers.launchGatherKv(
       plan.variant.slot("gather_kv"),
@@ -369,6 +369,24 @@ export class OffloadPlan implements Disposable {
       },
     );
     return { k: dst.k.ptr, v: dst.v.ptr };
+  }
+
+  /**
+   * Gathers every offloaded layer's rows for the selection now in the plan's workspace (the
+   * last layer's, sorted), without reuse: a bandwidth probe for benchmarks (call after a step,
+   * inside a timed graph). Returns the bytes read from host memory per call.
+   */
+  gatherAllFromHost(): number {
+    const plan = this.plan;
+    let rows = 0;
+    for (let l = 0; l < plan.cache.layers.length; l++) {
+      if (!this.#stages[0]?.[l]) continue;
+      this.gather(l, false);
+      for (let b = 0; b < plan.batch; b++) {
+        if (plan.routes[b] === "sparse") rows += plan.budgets[b] * plan.spec.numSelectionHeads;
+      }
+    }
+    return rows * plan.spec.headDim * 2 * 2;
   }
 
   /** The staging `layer`'s gather wrote in the last recorded step (tests inspect it). */
