@@ -235,7 +235,8 @@ async function runCase(cuda: Cuda, c: OffloadCase, seed: number): Promise<string
 }
 
 /**
- * The last step's staging of every offloaded sparse layer, row by row, against the host pools:
+ * The last step's staging of the offloaded sparse layers (each one's with reuse; the shared one,
+ * the last layer's, without), row by row, against the host pools:
  * each head's staged list ascending and equal to its selection, each staged K/V row bit-equal to
  * the token's row in host memory (through the block tables).
  */
@@ -243,8 +244,13 @@ function checkStaging(dec: GpuDecoder, batch: number): string[] {
   const failures: string[] = [];
   const spec = dec.spec, plan = dec.plan, SH = spec.numSelectionHeads, d = spec.headDim;
   const tables = dec.cache.pages.blockTables, maxPages = dec.cache.maxPagesPerSeq;
+  const offloaded = dec.cache.layers.flatMap((layer, l) =>
+    layer.placement === "host" && !spec.denseLayers.includes(l) ? [l] : []
+  );
+  // Without reuse the layers share one staging: it holds the last offloaded layer's rows.
+  const checked = dec.offload!.options.reuse ? offloaded : offloaded.slice(-1);
   dec.cache.layers.forEach((layer, l) => {
-    if (layer.placement !== "host" || spec.denseLayers.includes(l)) return;
+    if (!checked.includes(l)) return;
     const st = dec.offload!.lastStaging(l);
     const read = <T extends Uint16Array | Int32Array>(
       buf: { download(x: T, s: typeof dec.stream): void },
