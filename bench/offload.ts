@@ -27,18 +27,18 @@ import { defaultResultsDir } from "../src/cli/results.ts";
 import { writeJsonReport } from "../src/cli/json_report.ts";
 import { Progress } from "../src/cli/progress.ts";
 import { requireGpu } from "../src/runtime/device.ts";
-import { type AttentionSpec, defineAttention } from "../src/dsl/spec.ts";
+import type { AttentionSpec } from "../src/dsl/spec.ts";
 import { GpuDecoder } from "../src/decoding/gpu_decoder.ts";
 import { argmax } from "../src/decoding/cpu_decoder.ts";
-import { loadModel } from "../src/checkpoint/weights.ts";
-import { readChannelConfig } from "../src/quality/channel_config.ts";
 import { PagedKvCache } from "../src/runtime/caches.ts";
+import type { Stream } from "../src/cuda/driver.ts";
 import type { OffloadOptions } from "../src/runtime/offload_plan.ts";
 import { UtilKernels } from "../src/runtime/util_kernels.ts";
 import { medianEventMs } from "../src/runtime/timing.ts";
 import { packageRoot } from "../src/util/package_root.ts";
 import { writeFileAtomic } from "../src/util/fs.ts";
-import { LLAMA3_8B } from "./llama3_shape.ts";
+import { LLAMA3_8B, LLAMA3_8B_GROUP_SPEC_NO_DENSE } from "./llama3_shape.ts";
+import { loadTinyBench } from "./tiny_model.ts";
 
 const { values: args } = openCommand({
   name: "bench:offload",
@@ -58,16 +58,7 @@ const info = cuda.info;
 const GiB = 2 ** 30;
 
 /** The Llama-3-8B group variant without dense layers: every layer offloaded. */
-const SPEC: AttentionSpec = defineAttention({
-  headDim: 128,
-  numQHeads: 32,
-  numKvHeads: 8,
-  kvDtype: "fp16",
-  pageSize: 16,
-  labels: { channels: 16, bits: 8 },
-  selection: "group",
-  budget: { ratio: 1 / 16, min: 16 },
-});
+const SPEC: AttentionSpec = LLAMA3_8B_GROUP_SPEC_NO_DENSE;
 const C = LLAMA3_8B;
 /** Measured steps per method (after WARMUP); full-KV steps move the whole K/V, so fewer. */
 const STEPS = 8, FULL_KV_STEPS = 3, WARMUP = 2;
@@ -143,14 +134,7 @@ for (const [ci, [batch, L]] of configs.entries()) {
     kvPlacement: Array(C.numLayers).fill("host"),
   });
   using fillStream = cuda.stream();
-  for (let b = 0; b < batch; b++) cache.pages.grow(b, L - 1);
-  cache.syncBlockTables(fillStream);
-  cache.layers.forEach((layer, i) => {
-    util.fillNormal(layer.k, 100 + 3 * i, 1, fillStream);
-    util.fillNormal(layer.v, 101 + 3 * i, 1, fillStream);
-    util.fillLabels(layer.labels, layer.meta, 102 + 3 * i, fillStream);
-  });
-  fillStream.synchronize();
+  fillCache(cache, batch, L, fillStream);
   const tokens = Array.from({ length: batch }, (_, b) => (b * 7919) % C.vocabSize);
   let fullKvMs = 0;
   const methods: [string, OffloadOptions][] = [
@@ -222,14 +206,7 @@ for (const [ci, [batch, L]] of configs.entries()) {
       channels: { randomSeed: 3 },
       maxPrefillRows: batch,
     });
-    for (let b = 0; b < batch; b++) dec.cache.pages.grow(b, L - 1);
-    dec.cache.syncBlockTables(dec.stream);
-    dec.cache.layers.forEach((layer, i) => {
-      util.fillNormal(layer.k, 100 + 3 * i, 1, dec.stream);
-      util.fillNormal(layer.v, 101 + 3 * i, 1, dec.stream);
-      util.fillLabels(layer.labels, layer.meta, 102 + 3 * i, dec.stream);
-    });
-    dec.stream.synchronize();
+    fillCache(dec.cache, batch, L, dec.stream);
     dec.stepChoose(tokens);
     const stepMs = dec.timeStep(10, true);
     const mem = cuda.memInfo();
@@ -258,28 +235,23 @@ for (const [ci, [batch, L]] of configs.entries()) {
 }
 bar.update(configs.length, configs.length);
 
+/** L - 1 random cached tokens per sequence (K/V, labels), the same on the device or the host. */
+function fillCache(cache: PagedKvCache, batch: number, L: number, stream: Stream): void {
+  for (let b = 0; b < batch; b++) cache.pages.grow(b, L - 1);
+  cache.syncBlockTables(stream);
+  cache.layers.forEach((layer, i) => {
+    util.fillNormal(layer.k, 100 + 3 * i, 1, stream);
+    util.fillNormal(layer.v, 101 + 3 * i, 1, stream);
+    util.fillLabels(layer.labels, layer.meta, 102 + 3 * i, stream);
+  });
+  stream.synchronize();
+}
+
 // ---- reuse on real text: tiny-code-llama-8k, ~7K context, greedy ----
 const realText: { layer: number; hitRate: number }[] = [];
 {
-  const root = packageRoot();
-  const tiny = await loadModel(join(root, "examples/models/tiny-code-llama-8k"));
+  const { model: tiny, text, channels: config, spec } = await loadTinyBench(packageRoot());
   const c = tiny.config;
-  const text = Deno.readFileSync(join(root, "examples/data/python-heldout.txt"));
-  const config = await readChannelConfig(
-    join(root, "examples", "data", "tiny-code-llama-8k-qk-channels.json"),
-    { numLayers: c.numLayers, numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: c.headDim },
-  );
-  const spec = defineAttention({
-    headDim: c.headDim,
-    numQHeads: c.numHeads,
-    numKvHeads: c.numKvHeads,
-    kvDtype: "fp16",
-    pageSize: 16,
-    labels: { channels: 16, bits: 16 },
-    selection: "head",
-    budget: { ratio: 1 / 16, min: 16 },
-    denseLayers: [0, 1],
-  });
   const L = 7000, steps = 32;
   using dec = await GpuDecoder.create(cuda, tiny, {
     batch: 1,

@@ -1,10 +1,13 @@
 import assert from "node:assert/strict";
 import { checkOffloadOptions, type OffloadOptions } from "../src/runtime/offload_plan.ts";
 import { offloadPlacement } from "../src/decoding/gpu_decoder.ts";
-import { defineAttention } from "../src/dsl/spec.ts";
 import { ArgumentError, UsageError } from "../src/util/errors.ts";
 import { offloadFromFlags } from "../src/cli/offload_flags.ts";
-import { LLAMA3_8B, LLAMA3_8B_GROUP_SPEC } from "../bench/llama3_shape.ts";
+import {
+  LLAMA3_8B,
+  LLAMA3_8B_GROUP_SPEC,
+  LLAMA3_8B_GROUP_SPEC_NO_DENSE,
+} from "../bench/llama3_shape.ts";
 
 Deno.test("offload options: valid ones pass unchanged", () => {
   for (
@@ -42,16 +45,7 @@ Deno.test("offload placement: selected keeps the spec's dense layers on the devi
   assert.equal(p.filter((x) => x === "host").length, 30);
   const full = offloadPlacement({ mode: "full-kv" }, LLAMA3_8B_GROUP_SPEC, LLAMA3_8B);
   assert.ok(full.every((x) => x === "host"));
-  const noDense = defineAttention({
-    headDim: 128,
-    numQHeads: 32,
-    numKvHeads: 8,
-    kvDtype: "fp16",
-    pageSize: 16,
-    labels: { channels: 16, bits: 8 },
-    selection: "group",
-    budget: { ratio: 1 / 16, min: 16 },
-  });
+  const noDense = LLAMA3_8B_GROUP_SPEC_NO_DENSE;
   assert.ok(offloadPlacement({ mode: "selected" }, noDense, LLAMA3_8B).every((x) => x === "host"));
 });
 

@@ -33,34 +33,28 @@ interface OffloadCase {
 
 const base = { headDim: 128, kvDtype: "fp16" as const };
 
+const GQA2_HEAD: AttentionInput = {
+  ...base,
+  numQHeads: 4,
+  numKvHeads: 2,
+  pageSize: 16,
+  labels: { channels: 16, bits: 16 },
+  selection: "head",
+  budget: { tokens: 16 },
+};
+
 export const OFFLOAD_CASES: readonly OffloadCase[] = [
   {
     name: "gqa2-head-p16-fixed16-noreuse",
     heads: [4, 2],
-    spec: {
-      ...base,
-      numQHeads: 4,
-      numKvHeads: 2,
-      pageSize: 16,
-      labels: { channels: 16, bits: 16 },
-      selection: "head",
-      budget: { tokens: 16 },
-    },
+    spec: GQA2_HEAD,
     offload: { mode: "selected" },
     promptLens: [47, 8, 100],
   },
   {
     name: "gqa2-head-p16-fixed16-reuse",
     heads: [4, 2],
-    spec: {
-      ...base,
-      numQHeads: 4,
-      numKvHeads: 2,
-      pageSize: 16,
-      labels: { channels: 16, bits: 16 },
-      selection: "head",
-      budget: { tokens: 16 },
-    },
+    spec: GQA2_HEAD,
     offload: { mode: "selected", reuse: true },
     promptLens: [47, 8, 100],
   },
