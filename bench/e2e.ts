@@ -18,15 +18,14 @@ import { cardSlug, defaultResultsDir } from "../src/cli/results.ts";
 import { writeJsonReport } from "../src/cli/json_report.ts";
 import { requireGpu } from "../src/runtime/device.ts";
 import { join } from "node:path";
-import { type AttentionSpec, defineAttention } from "../src/dsl/spec.ts";
+import type { AttentionSpec } from "../src/dsl/spec.ts";
 import { GpuDecoder } from "../src/decoding/gpu_decoder.ts";
 import { argmax } from "../src/decoding/cpu_decoder.ts";
-import { loadModel } from "../src/checkpoint/weights.ts";
-import { readChannelConfig } from "../src/quality/channel_config.ts";
 import { UtilKernels } from "../src/runtime/util_kernels.ts";
 import { packageRoot } from "../src/util/package_root.ts";
 import { writeFileAtomic } from "../src/util/fs.ts";
 import { LLAMA3_8B, LLAMA3_8B_GROUP_SPEC } from "./llama3_shape.ts";
+import { loadTinyBench } from "./tiny_model.ts";
 import { Progress } from "../src/cli/progress.ts";
 
 const { values: args } = openCommand({
@@ -127,29 +126,8 @@ const overhead = (wall: number, device: number) =>
 
 // ---- 1. tiny-code-llama-8k at 4K positions ----
 {
-  const model = await loadModel(join(root, "examples/models/tiny-code-llama-8k"));
+  const { model, text, channels: config, spec } = await loadTinyBench(root);
   const c = model.config;
-  const text = Deno.readFileSync(join(root, "examples/data/python-heldout.txt"));
-  const config = await readChannelConfig(
-    join(root, "examples", "data", "tiny-code-llama-8k-qk-channels.json"),
-    {
-      numLayers: c.numLayers,
-      numHeads: c.numHeads,
-      numKvHeads: c.numKvHeads,
-      headDim: c.headDim,
-    },
-  );
-  const spec = defineAttention({
-    headDim: c.headDim,
-    numQHeads: c.numHeads,
-    numKvHeads: c.numKvHeads,
-    kvDtype: "fp16",
-    pageSize: 16,
-    labels: { channels: 16, bits: 16 },
-    selection: "head",
-    budget: { ratio: 1 / 16, min: 16 },
-    denseLayers: [0, 1],
-  });
   const L = 4000;
   for (const batch of [1, 8]) {
     for (const s of [undefined, spec]) {

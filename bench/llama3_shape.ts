@@ -1,7 +1,8 @@
 /**
  * The Llama-3-8B shape the end-to-end and prefill benchmarks run with random weights, and the
  * Double Sparsity variant they use on it (group selection, 16 label channels at 8 bits, budget
- * 1/16, layers 0 and 1 dense): one definition for both benchmarks.
+ * 1/16, layers 0 and 1 dense; and without dense layers for the offload benchmark): one
+ * definition for every benchmark.
  */
 import { type AttentionSpec, defineAttention } from "../src/dsl/spec.ts";
 import type { ModelConfig } from "../src/checkpoint/config.ts";
@@ -23,7 +24,7 @@ export const LLAMA3_8B: ModelConfig = {
   slidingWindow: null,
 };
 
-export const LLAMA3_8B_GROUP_SPEC: AttentionSpec = defineAttention({
+const GROUP_INPUT = {
   headDim: 128,
   numQHeads: 32,
   numKvHeads: 8,
@@ -32,5 +33,12 @@ export const LLAMA3_8B_GROUP_SPEC: AttentionSpec = defineAttention({
   labels: { channels: 16, bits: 8 },
   selection: "group",
   budget: { ratio: 1 / 16, min: 16 },
+} as const;
+
+export const LLAMA3_8B_GROUP_SPEC: AttentionSpec = defineAttention({
+  ...GROUP_INPUT,
   denseLayers: [0, 1],
 });
+
+/** The same variant with no dense layers (the offload benchmark: every layer in host memory). */
+export const LLAMA3_8B_GROUP_SPEC_NO_DENSE: AttentionSpec = defineAttention(GROUP_INPUT);

@@ -56,6 +56,7 @@ import { loadTokenizer } from "../src/checkpoint/tokenizer.ts";
 import { type LoadedModel, loadModel } from "../src/checkpoint/weights.ts";
 import { runRetrievalDemo } from "./retrieval_demo.ts";
 import { Progress } from "../src/cli/progress.ts";
+import { OFFLOAD_USAGE, offloadFromFlags } from "../src/cli/offload_flags.ts";
 
 // ---------------------------------------------------------------------------------------------
 // 1. Arguments
@@ -79,7 +80,9 @@ const USAGE = `deno task decode [options]
   --top-p P                    in (0, 1] (default 1)
   --seed S                     sampling seed, an integer >= 0 (default 1)
   --gemm cublas|builtin        the GPU decoders' GEMM: cuBLAS or the project's own kernel, no
-                               cuBLAS at all (default: $DS_GEMM, else cublas)`;
+                               cuBLAS at all (default: $DS_GEMM, else cublas)
+${OFFLOAD_USAGE}
+                               (selected/reuse: the Double Sparsity run; full-kv: the dense run)`;
 
 const { values: args } = openCommand({
   name: "decode",
@@ -99,6 +102,8 @@ const { values: args } = openCommand({
     seed: { type: "string", default: "1" },
     gemm: { type: "string" },
     retrieval: { type: "boolean", default: false },
+    offload: { type: "boolean", default: false },
+    "offload-mode": { type: "string" },
     document: { type: "string" },
     context: { type: "string", default: "2048" },
     depth: { type: "string", default: "0.5" },
@@ -130,6 +135,7 @@ const intFlag = (flag: string, value: string | undefined): number | undefined =>
 const root = packageRoot();
 const modelDir = args.model ?? path.join(root, "examples", "models", "tiny-code-llama-8k");
 const batch = intFlag("batch", args.batch)!;
+const offload = offloadFromFlags(args.offload, args["offload-mode"]);
 const preset = findPreset(args.variant);
 if (!preset.selection) {
   throw new UsageError(`--variant: got "dense"; allowed: a Double Sparsity preset`);
@@ -314,13 +320,27 @@ const progress = (label: string, i: number, n: number) => {
 // attention in the layers that are not dense. The first step is captured as a CUDA graph.
 
 async function decodeGpu(cuda: Cuda, label: string, dsSpec?: AttentionSpec): Promise<DecodeRun> {
+  // --offload: the Double Sparsity run keeps its sparse layers' K/V in host memory; full-KV
+  // offload (a baseline that reads every token) applies to the dense run.
+  const offloaded = offload && (offload.mode === "full-kv") === !dsSpec ? offload : undefined;
   using decoder = await GpuDecoder.create(cuda, model, {
     batch,
     maxContext: prompt.length + numTokens,
     spec: dsSpec,
     channels: dsSpec ? channels : undefined,
     gemm,
+    offload: offloaded,
   });
+  if (offloaded) {
+    const m = decoder.memory;
+    console.log(
+      `${label}: offload ${offloaded.mode}${offloaded.reuse ? " + reuse" : ""}: K/V ${
+        (m.hostKv / 2 ** 20).toFixed(1)
+      } MiB in pinned host memory; GPU: ${(m.cacheDevice / 2 ** 20).toFixed(1)} MiB cache, ${
+        (m.offload / 2 ** 20).toFixed(1)
+      } MiB offload buffers`,
+    );
+  }
   const vocab = config.vocabSize;
   let started = performance.now();
   // The prefill goes in chunks of up to 4096 rows (all sequences together); after each chunk the

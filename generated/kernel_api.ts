@@ -18,7 +18,7 @@ export interface KernelInfo {
   readonly sha256: string;
 }
 
-export type KernelId = "append" | "score" | "select" | "resolve" | "dense" | "sparse" | "merge" | "prefill";
+export type KernelId = "append" | "score" | "select" | "resolve" | "dense" | "sparse" | "merge" | "prefill" | "sort_selection" | "gather_kv";
 
 /** Launch-shape constants baked into the variant's sources. */
 export interface TuningInfo {
@@ -50,6 +50,10 @@ export interface TuningInfo {
   readonly prefillQInRegisters: boolean;
   readonly prefillSharedBytes: number;
   readonly mergeUnroll: number;
+  readonly sortThreads: number;
+  readonly gatherThreads: number;
+  readonly gatherUnroll: number;
+  readonly gatherRowsPerBlock: number;
 }
 
 /** Arguments of the append kernel: Writes new K/V rows into the paged cache and, fused, their (quantized) label rows. */
@@ -222,6 +226,8 @@ export interface SparseArgs {
   readonly maxSplits: number;
   /** `float softmax_scale`: usually 1/sqrt(HEAD_DIM) */
   readonly softmaxScale: number;
+  /** `int staged`: 1: k_cache/v_cache are gather_kv's staging, row i = selected token i; 0: the pools */
+  readonly staged: number;
 }
 
 /** Arguments of the merge kernel: Log-sum-exp merge of the split partials into the attention output. */
@@ -264,6 +270,70 @@ export interface PrefillArgs {
   readonly softmaxScale: number;
 }
 
+/** Arguments of the sort_selection kernel: Sorts each selection head's selected tokens ascending in place (bitmap + prefix sum). */
+export interface SortSelectionArgs {
+  /** `const int* __restrict__ seq_lens`: [batch] cached tokens, this step's included */
+  readonly seqLens: DevicePtr;
+  /** `const int* __restrict__ budgets`: [batch] tokens to select per selection head */
+  readonly budgets: DevicePtr;
+  /** `const int* __restrict__ routes`: [batch] 1 = sparse, 0 = dense */
+  readonly routes: DevicePtr;
+  /** `int* __restrict__ sel_idx`: [batch][NUM_SEL_HEADS][sel_stride] selected tokens; sorted in place */
+  readonly selIdx: DevicePtr;
+  /** `int sel_stride`: row stride of sel_idx (>= largest budget) */
+  readonly selStride: number;
+  /** `u32* __restrict__ bitmap`: [batch][NUM_SEL_HEADS][bitmap_stride] token bitmap, zero between uses */
+  readonly bitmap: DevicePtr;
+  /** `int bitmap_stride`: words per bitmap row (>= ceil(longest context / 32)) */
+  readonly bitmapStride: number;
+}
+
+/** Arguments of the gather_kv kernel: Copies the selected K/V rows into device staging from device sources or host memory. */
+export interface GatherKvArgs {
+  /** `const int* __restrict__ budgets`: [batch] tokens to select per selection head */
+  readonly budgets: DevicePtr;
+  /** `const int* __restrict__ routes`: [batch] 1 = sparse, 0 = dense */
+  readonly routes: DevicePtr;
+  /** `const int* __restrict__ block_tables`: [batch][max_pages] physical pages */
+  readonly blockTables: DevicePtr;
+  /** `int max_pages`: row stride of block_tables */
+  readonly maxPages: number;
+  /** `const int* __restrict__ sel_idx`: [batch][NUM_SEL_HEADS][sel_stride] sorted selected tokens */
+  readonly selIdx: DevicePtr;
+  /** `int sel_stride`: row stride of sel_idx (>= largest budget) */
+  readonly selStride: number;
+  /** `const u16* __restrict__ k_cache`: [pages][NUM_KV_HEADS][PAGE_SIZE][HEAD_DIM] */
+  readonly kCache: DevicePtr;
+  /** `const u16* __restrict__ v_cache`: [pages][NUM_KV_HEADS][PAGE_SIZE][HEAD_DIM] */
+  readonly vCache: DevicePtr;
+  /** `u16* __restrict__ k_stage`: K [batch][NUM_SEL_HEADS][sel_stride][HEAD_DIM] staged rows, KV dtype */
+  readonly kStage: DevicePtr;
+  /** `u16* __restrict__ v_stage`: V [batch][NUM_SEL_HEADS][sel_stride][HEAD_DIM] staged rows, KV dtype */
+  readonly vStage: DevicePtr;
+  /** `int* __restrict__ dst_idx`: [batch][NUM_SEL_HEADS][sel_stride] the staged rows' tokens */
+  readonly dstIdx: DevicePtr;
+  /** `int* __restrict__ dst_count`: [batch] staged tokens per list (0: not routed sparse) */
+  readonly dstCount: DevicePtr;
+  /** `const int* __restrict__ src0_idx`: [batch][NUM_SEL_HEADS][sel_stride] previous step: sorted tokens */
+  readonly src0Idx: DevicePtr;
+  /** `const int* __restrict__ src0_count`: [batch] previous step: tokens per list */
+  readonly src0Count: DevicePtr;
+  /** `const u16* __restrict__ src0_k`: previous step: K [batch][NUM_SEL_HEADS][sel_stride][HEAD_DIM] staged rows, KV dtype */
+  readonly src0K: DevicePtr;
+  /** `const u16* __restrict__ src0_v`: previous step: V [batch][NUM_SEL_HEADS][sel_stride][HEAD_DIM] staged rows, KV dtype */
+  readonly src0V: DevicePtr;
+  /** `const int* __restrict__ src1_idx`: [batch][NUM_SEL_HEADS][sel_stride] prefetch: sorted tokens */
+  readonly src1Idx: DevicePtr;
+  /** `const int* __restrict__ src1_count`: [batch] prefetch: tokens per list */
+  readonly src1Count: DevicePtr;
+  /** `const u16* __restrict__ src1_k`: prefetch: K [batch][NUM_SEL_HEADS][sel_stride][HEAD_DIM] staged rows, KV dtype */
+  readonly src1K: DevicePtr;
+  /** `const u16* __restrict__ src1_v`: prefetch: V [batch][NUM_SEL_HEADS][sel_stride][HEAD_DIM] staged rows, KV dtype */
+  readonly src1V: DevicePtr;
+  /** `u64* __restrict__ counters`: [3] rows taken from src0, src1 and host memory (added to) */
+  readonly counters: DevicePtr;
+}
+
 /** The default export of every generated/<variant>/launchers.ts. */
 export interface VariantLaunchers {
   readonly variant: string;
@@ -285,4 +355,8 @@ export interface VariantLaunchers {
   readonly launchMerge: (slot: KernelSlot, grid: Dim3, a: MergeArgs) => void;
   /** Causal prefill attention of a chunk's query tiles over the paged cache (tensor cores). Grid: (num_tiles, NUM_Q_HEADS, 1); dynamic shared memory prefillSharedBytes. */
   readonly launchPrefill: (slot: KernelSlot, grid: Dim3, a: PrefillArgs) => void;
+  /** Sorts each selection head's selected tokens ascending in place (bitmap + prefix sum). Grid: (NUM_SEL_HEADS, 1, batch). */
+  readonly launchSortSelection: (slot: KernelSlot, grid: Dim3, a: SortSelectionArgs) => void;
+  /** Copies the selected K/V rows into device staging from device sources or host memory. Grid: (ceil(sel_stride / gatherRowsPerBlock), NUM_SEL_HEADS, batch). */
+  readonly launchGatherKv: (slot: KernelSlot, grid: Dim3, a: GatherKvArgs) => void;
 }

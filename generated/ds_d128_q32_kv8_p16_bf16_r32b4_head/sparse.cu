@@ -538,7 +538,9 @@ constexpr int UNROLL = 8;
 
 // Sparse split-K attention over the selected tokens: block (split, selection head x head tile,
 // sequence) attends over an equal share of the selection head's k selected tokens. Only
-// sequences routed sparse (routes[b] == 1) are processed.
+// sequences routed sparse (routes[b] == 1) are processed. With `staged` (offload), k_cache and
+// v_cache are the gather kernel's staging [batch][NUM_SEL_HEADS][sel_stride][HEAD_DIM], whose
+// row i holds selected token i: same math, rows read from the device copy.
 extern "C" __global__ void __launch_bounds__(ATTN_THREADS, 1) ds_d128_q32_kv8_p16_bf16_r32b4_head_sparse(
     const u16* __restrict__ q,               // [batch][NUM_Q_HEADS][HEAD_DIM] queries after RoPE
     const u16* __restrict__ k_cache,         // [pages][NUM_KV_HEADS][PAGE_SIZE][HEAD_DIM]
@@ -552,7 +554,8 @@ extern "C" __global__ void __launch_bounds__(ATTN_THREADS, 1) ds_d128_q32_kv8_p1
     float* __restrict__ partial_o,           // [batch][NUM_Q_HEADS][max_splits][HEAD_DIM] split outputs
     float* __restrict__ partial_lse,         // [batch][NUM_Q_HEADS][max_splits] log2-sum-exp2
     int max_splits,                          // split stride of partial_o / partial_lse
-    float softmax_scale                      // usually 1/sqrt(HEAD_DIM)
+    float softmax_scale,                     // usually 1/sqrt(HEAD_DIM)
+    int staged                               // 1: k_cache/v_cache are gather_kv's staging, row i = selected token i; 0: the pools
 ) {
   const int split = blockIdx.x, b = blockIdx.z;
   const int sel_head = blockIdx.y / HEAD_TILES;
@@ -567,9 +570,10 @@ extern "C" __global__ void __launch_bounds__(ATTN_THREADS, 1) ds_d128_q32_kv8_p1
   const int n = min(k, i0 + per_split) - i0;
 
   const int* bt = block_tables + (size_t)b * max_pages;
-  const int* list = sel_idx + ((size_t)b * NUM_SEL_HEADS + sel_head) * sel_stride + i0;
+  const u32 head_row = ((u32)b * NUM_SEL_HEADS + sel_head) * (u32)sel_stride + (u32)i0;
+  const int* list = sel_idx + head_row;
   attend<HEADS_PER_BLOCK, UNROLL>(
       q, b, first_head, softmax_scale, k_cache, v_cache, n,
-      [&](int i) { return kv_row_of_token(bt, kv_head, __ldg(list + i)); },
+      [&](int i) { return staged ? head_row + i : kv_row_of_token(bt, kv_head, __ldg(list + i)); },
       split, max_splits, partial_o, partial_lse);
 }

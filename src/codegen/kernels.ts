@@ -30,7 +30,9 @@ export type KernelId =
   | "dense"
   | "sparse"
   | "merge"
-  | "prefill";
+  | "prefill"
+  | "sort_selection"
+  | "gather_kv";
 
 /** One kernel of the decode step: its template, arguments and launch shape. */
 export interface KernelDescription {
@@ -114,7 +116,71 @@ const selIdxOut = ptr(
 const selStride = i32("sel_stride", "row stride of sel_idx (>= largest budget)");
 const softmaxScale = f32("softmax_scale", "usually 1/sqrt(HEAD_DIM)");
 
-/** Every kernel generated per variant: the decode step's in launch order, then prefill attention. */
+const stageRows = "[batch][NUM_SEL_HEADS][sel_stride][HEAD_DIM] staged rows, KV dtype";
+/** One device-resident source of the gather kernel (all null when absent). */
+const gatherSource = (n: number, what: string): KernelArg[] => [
+  ptr(`src${n}_idx`, "const int* ", `[batch][NUM_SEL_HEADS][sel_stride] ${what}: sorted tokens`),
+  ptr(`src${n}_count`, "const int* ", `[batch] ${what}: tokens per list`),
+  ptr(`src${n}_k`, "const u16* ", `${what}: K ${stageRows}`),
+  ptr(`src${n}_v`, "const u16* ", `${what}: V ${stageRows}`),
+];
+
+/** Kernels of Double Sparsity-Offload (K/V in host memory), after the decode step's. */
+function offloadKernels(): KernelDescription[] {
+  return [
+    {
+      id: "sort_selection",
+      template: "sort_selection.cu.hbs",
+      doc: "Sorts each selection head's selected tokens ascending in place (bitmap + prefix sum).",
+      grid: "(NUM_SEL_HEADS, 1, batch)",
+      args: [
+        seqLens,
+        budgets,
+        routes,
+        ptr(
+          "sel_idx",
+          "int* ",
+          "[batch][NUM_SEL_HEADS][sel_stride] selected tokens; sorted in place",
+        ),
+        selStride,
+        ptr(
+          "bitmap",
+          "u32* ",
+          "[batch][NUM_SEL_HEADS][bitmap_stride] token bitmap, zero between uses",
+        ),
+        i32("bitmap_stride", "words per bitmap row (>= ceil(longest context / 32))"),
+      ],
+    },
+    {
+      id: "gather_kv",
+      template: "gather_kv.cu.hbs",
+      doc: "Copies the selected K/V rows into device staging from device sources or host memory.",
+      grid: "(ceil(sel_stride / gatherRowsPerBlock), NUM_SEL_HEADS, batch)",
+      args: [
+        budgets,
+        routes,
+        blockTables,
+        maxPages,
+        ptr("sel_idx", "const int* ", "[batch][NUM_SEL_HEADS][sel_stride] sorted selected tokens"),
+        selStride,
+        kvCache("k", false),
+        kvCache("v", false),
+        ptr("k_stage", "u16* ", `K ${stageRows}`),
+        ptr("v_stage", "u16* ", `V ${stageRows}`),
+        ptr("dst_idx", "int* ", "[batch][NUM_SEL_HEADS][sel_stride] the staged rows' tokens"),
+        ptr("dst_count", "int* ", "[batch] staged tokens per list (0: not routed sparse)"),
+        ...gatherSource(0, "previous step"),
+        ...gatherSource(1, "prefetch"),
+        ptr("counters", "u64* ", "[3] rows taken from src0, src1 and host memory (added to)"),
+      ],
+    },
+  ];
+}
+
+/**
+ * Every kernel generated per variant: the decode step's in launch order, prefill attention, then
+ * the offload kernels.
+ */
 export const KERNELS: readonly KernelDescription[] = [
   {
     id: "append",
@@ -240,6 +306,10 @@ export const KERNELS: readonly KernelDescription[] = [
       partialLse(true),
       maxSplits,
       softmaxScale,
+      i32(
+        "staged",
+        "1: k_cache/v_cache are gather_kv's staging, row i = selected token i; 0: the pools",
+      ),
     ],
   },
   {
@@ -282,6 +352,7 @@ export const KERNELS: readonly KernelDescription[] = [
       softmaxScale,
     ],
   },
+  ...offloadKernels(),
 ];
 
 /**
@@ -346,6 +417,14 @@ export interface Tuning {
   readonly prefillSharedBytes: number;
   /** Unroll of the merge kernel's loops over the splits (loads in flight per thread). */
   readonly mergeUnroll: number;
+  /** Threads per block of the sort_selection kernel (one block per selection head). */
+  readonly sortThreads: number;
+  /** Threads per block of the gather_kv kernel. */
+  readonly gatherThreads: number;
+  /** 16-byte chunks each gather thread loads before it stores any (PCIe reads in flight). */
+  readonly gatherUnroll: number;
+  /** Selected rows one gather block copies: gatherThreads / (2 * headDim / 8) * gatherUnroll. */
+  readonly gatherRowsPerBlock: number;
 }
 
 /** Largest divisor of n that is at most cap. */
@@ -360,6 +439,12 @@ function unrollFor(headsPerBlock: number): number {
   if (headsPerBlock === 2) return 4;
   return 2;
 }
+
+/** Offload kernels: one 1024-thread block per selection head; 256-thread gather blocks. */
+const SORT_THREADS = 1024;
+const GATHER_THREADS = 256;
+/** 16-byte loads in flight per gather thread: enough outstanding PCIe reads to cover the latency. */
+const GATHER_UNROLL = 8;
 
 /** Four warps of 16 query rows: a 64-row query tile per block. */
 const PREFILL_THREADS = 128;
@@ -410,6 +495,10 @@ export function tuningFor(spec: AttentionSpec): Tuning {
     prefillQInRegisters,
     prefillSharedBytes: prefillSharedBytes(spec.headDim, prefillMTiles, prefillKeyTile),
     mergeUnroll: 4,
+    sortThreads: SORT_THREADS,
+    gatherThreads: GATHER_THREADS,
+    gatherUnroll: GATHER_UNROLL,
+    gatherRowsPerBlock: (GATHER_THREADS / ((2 * spec.headDim) / 8)) * GATHER_UNROLL,
   });
 }
 
@@ -431,6 +520,10 @@ export function threadsOf(id: KernelId, t: Tuning): number {
       return t.mergeThreads;
     case "prefill":
       return t.prefillThreads;
+    case "sort_selection":
+      return t.sortThreads;
+    case "gather_kv":
+      return t.gatherThreads;
   }
 }
 

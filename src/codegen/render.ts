@@ -133,6 +133,10 @@ export interface TemplateContext extends DtypeContext {
   readonly sparse: { readonly headsPerBlock: number; readonly unroll: number };
   /** Merge kernel knobs. */
   readonly merge: { readonly unroll: number };
+  /** sort_selection kernel knobs. */
+  readonly sortSelection: { readonly threads: number };
+  /** gather_kv kernel knobs. */
+  readonly gatherKv: { readonly threads: number; readonly unroll: number };
   /** Prefill attention kernel knobs. */
   readonly prefill: {
     readonly threads: number;
@@ -178,6 +182,8 @@ export function templateContext(spec: AttentionSpec, tuning: Tuning): TemplateCo
       qInRegisters: cBool(tuning.prefillQInRegisters),
     },
     merge: { unroll: tuning.mergeUnroll },
+    sortSelection: { threads: tuning.sortThreads },
+    gatherKv: { threads: tuning.gatherThreads, unroll: tuning.gatherUnroll },
   };
 }
 

@@ -61,6 +61,10 @@ const symbols = {
   cuMemAllocHost_v2: { parameters: ["buffer", "usize"], result: "i32" },
   // CUresult cuMemFreeHost(void* p)
   cuMemFreeHost: { parameters: ["pointer"], result: "i32" },
+  // CUresult cuMemHostAlloc(void** pp, size_t bytesize, unsigned int Flags)
+  cuMemHostAlloc: { parameters: ["buffer", "usize", "u32"], result: "i32" },
+  // CUresult cuMemHostGetDevicePointer_v2(CUdeviceptr* pdptr, void* p, unsigned int Flags)
+  cuMemHostGetDevicePointer_v2: { parameters: ["buffer", "pointer", "u32"], result: "i32" },
   // CUresult cuMemsetD8Async(CUdeviceptr dstDevice, unsigned char uc, size_t N, CUstream hStream)
   cuMemsetD8Async: { parameters: ["u64", "u8", "usize", "pointer"], result: "i32" },
   // CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, size_t bytes, CUstream s)
@@ -86,6 +90,8 @@ const symbols = {
   cuStreamDestroy_v2: { parameters: ["pointer"], result: "i32" },
   // CUresult cuStreamSynchronize(CUstream hStream)
   cuStreamSynchronize: { parameters: ["pointer"], result: "i32" },
+  // CUresult cuStreamWaitEvent(CUstream hStream, CUevent hEvent, unsigned int Flags)
+  cuStreamWaitEvent: { parameters: ["pointer", "pointer", "u32"], result: "i32" },
   // CUresult cuEventCreate(CUevent* phEvent, unsigned int Flags)
   cuEventCreate: { parameters: ["buffer", "u32"], result: "i32" },
   // CUresult cuEventDestroy_v2(CUevent hEvent)
@@ -169,6 +175,9 @@ export class CudaError extends DeviceError {
 
 /** CUDA_ERROR_OUT_OF_MEMORY. */
 export const CUDA_ERROR_OUT_OF_MEMORY = 2;
+/** cuMemHostAlloc flags: usable from every context; mapped into the device address space. */
+const CU_MEMHOSTALLOC_PORTABLE = 1;
+const CU_MEMHOSTALLOC_DEVICEMAP = 2;
 
 /** cuMemAlloc could not find the bytes: says how many were asked for and how many are free. */
 export class OutOfMemoryError extends CudaError {
@@ -190,6 +199,22 @@ export class OutOfMemoryError extends CudaError {
         ? "free memory unknown"
         : `${freeBytes} bytes (${mib(freeBytes)}) free of ${totalBytes} (${mib(totalBytes)})`) +
       ` [${errorName}]`;
+  }
+}
+
+/** cuMemHostAlloc could not pin the bytes: says how many were asked for. */
+export class HostOutOfMemoryError extends CudaError {
+  constructor(
+    call: string,
+    code: number,
+    errorName: string,
+    errorText: string,
+    readonly requestedBytes: number,
+  ) {
+    super(call, code, errorName, errorText);
+    this.name = "HostOutOfMemoryError";
+    this.message = `out of pinned host memory: ${call} asked for ${requestedBytes} bytes ` +
+      `(${(requestedBytes / 2 ** 30).toFixed(2)} GiB) [${errorName}]`;
   }
 }
 
@@ -284,6 +309,35 @@ export class Driver {
     }
     this.check("cuMemAlloc", code);
     return out[0];
+  }
+
+  /**
+   * cuMemHostAlloc(PORTABLE | DEVICEMAP): pinned host memory mapped into the device's address
+   * space; out of memory is a HostOutOfMemoryError naming the bytes asked for.
+   */
+  memHostAllocMapped(bytes: number): { host: Deno.PointerValue; device: bigint } {
+    const out = new BigUint64Array(1);
+    const code = this.sym.cuMemHostAlloc(
+      out,
+      BigInt(Math.max(bytes, 1)),
+      CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP,
+    );
+    if (code === CUDA_ERROR_OUT_OF_MEMORY) {
+      const e = this.error("cuMemHostAlloc", code);
+      throw new HostOutOfMemoryError(e.call, code, e.errorName, e.errorText, bytes);
+    }
+    this.check("cuMemHostAlloc", code);
+    const host = ptr(out[0]);
+    try {
+      const device = this.out64(
+        "cuMemHostGetDevicePointer",
+        (o) => this.sym.cuMemHostGetDevicePointer_v2(o, host, 0),
+      );
+      return { host, device };
+    } catch (e) {
+      this.sym.cuMemFreeHost(host);
+      throw e;
+    }
   }
 
   /** Whether `stream` is being captured into a graph (synchronizing it then is an error). */
@@ -430,6 +484,14 @@ export class Cuda {
 
   allocHost(bytes: number): HostBuffer {
     return new HostBuffer(this.driver, bytes);
+  }
+
+  /**
+   * Pinned host memory the kernels address directly (zero-copy over PCIe): `ptr` is its device
+   * address, so a mapped buffer stands wherever a device buffer's address is taken.
+   */
+  allocHostMapped(bytes: number): MappedHostBuffer {
+    return new MappedHostBuffer(this.driver, bytes);
   }
 
   stream(): Stream {
@@ -590,6 +652,65 @@ export class HostBuffer extends Handle {
   }
 }
 
+/**
+ * Pinned host memory mapped into the device address space (cuMemHostAlloc with DEVICEMAP): `ptr`
+ * is the device address kernels read and write over PCIe, `host` the same bytes seen from the
+ * CPU. After dispose both throw.
+ */
+export class MappedHostBuffer extends Handle {
+  readonly ptr: bigint;
+  readonly #hostPtr: Deno.PointerValue;
+  readonly #host: ArrayBuffer;
+  constructor(readonly driver: Driver, readonly bytes: number) {
+    if (!Number.isSafeInteger(bytes) || bytes < 0) {
+      throw new RangeError(`cuMemHostAlloc: ${bytes} bytes; allowed: an integer >= 0`);
+    }
+    const { host, device } = driver.memHostAllocMapped(bytes);
+    super(() => driver.check("cuMemFreeHost", driver.sym.cuMemFreeHost(host)));
+    this.ptr = device;
+    this.#hostPtr = host;
+    // One ArrayBuffer view is limited to 2^53 bytes, far above any host memory here.
+    this.#host = Deno.UnsafePointerView.getArrayBuffer(host!, Math.max(bytes, 1));
+  }
+
+  /** The bytes as the CPU sees them (read after the stream that wrote them is synchronized). */
+  get host(): ArrayBuffer {
+    if (!this.alive) throw new RangeError(`host: the ${this.bytes}-byte mapped buffer was freed`);
+    return this.#host;
+  }
+
+  /** Waits for `stream` (kernels may write through the mapping), then copies into `dst`. */
+  download(dst: ArrayBufferView, stream: Stream, offset = 0): void {
+    checkRange(offset, dst.byteLength, this.bytes, "download");
+    stream.synchronize();
+    new Uint8Array(dst.buffer, dst.byteOffset, dst.byteLength).set(
+      new Uint8Array(this.host, offset, dst.byteLength),
+    );
+  }
+
+  /** Waits for `stream`, then sets the bytes from the CPU (no device memset on host memory). */
+  fill8(value: number, stream: Stream, offset = 0, bytes = this.bytes - offset): void {
+    checkRange(offset, bytes, this.bytes, "fill");
+    stream.synchronize();
+    new Uint8Array(this.host, offset, bytes).fill(value);
+  }
+
+  /** Async DMA copy of `bytes` at `offset` to device memory (the copy engines, not the SMs). */
+  copyTo(dst: bigint, stream: Stream, bytes = this.bytes, offset = 0): void {
+    checkRange(offset, bytes, this.bytes, "copyTo");
+    if (!this.alive) throw new RangeError(`copyTo: the ${this.bytes}-byte mapped buffer was freed`);
+    this.driver.check(
+      "cuMemcpyHtoDAsync",
+      this.driver.sym.cuMemcpyHtoDAsync_v2_ptr(
+        dst,
+        Deno.UnsafePointer.offset(this.#hostPtr!, offset),
+        BigInt(bytes),
+        stream.handle,
+      ),
+    );
+  }
+}
+
 export class Stream extends Handle {
   readonly handle: Deno.PointerValue;
   constructor(readonly driver: Driver) {
@@ -601,6 +722,14 @@ export class Stream extends Handle {
 
   synchronize(): void {
     this.driver.check("cuStreamSynchronize", this.driver.sym.cuStreamSynchronize(this.handle));
+  }
+
+  /** Later work on this stream waits for `event` (no host wait; a fork/join inside a capture). */
+  waitEvent(event: Event): void {
+    this.driver.check(
+      "cuStreamWaitEvent",
+      this.driver.sym.cuStreamWaitEvent(this.handle, event.handle, 0),
+    );
   }
 
   copyDeviceToDevice(dst: bigint, src: bigint, bytes: number): void {

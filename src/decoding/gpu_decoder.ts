@@ -22,6 +22,12 @@ import { Cublas, type GemmDtype } from "../cuda/cublas.ts";
 import type { Cuda, DeviceBuffer, GraphExec, HostBuffer, Stream } from "../cuda/driver.ts";
 import { PagedKvCache } from "../runtime/caches.ts";
 import { DecodePlan } from "../runtime/decode_plan.ts";
+import {
+  checkOffloadOptions,
+  type GatherCounts,
+  type OffloadOptions,
+  OffloadPlan,
+} from "../runtime/offload_plan.ts";
 import { FamilyModule } from "../runtime/family_module.ts";
 import { chooseGemm, type GemmBackend } from "../runtime/gemm_choice.ts";
 import { PrefillPlan } from "../runtime/prefill_plan.ts";
@@ -61,6 +67,18 @@ export interface GpuDecoderOptions {
    * inside the step), for `lastSelected` (demos and analysis; costs one copy per layer).
    */
   readonly keepSelection?: boolean;
+  /**
+   * Keep K/V in pinned host memory (Double Sparsity-Offload, docs/offload.md): mode "selected"
+   * moves only the rows top-k selects over PCIe (needs a spec; its dense layers keep K/V on the
+   * device), mode "full-kv" copies every layer's whole K/V before use (the baseline).
+   */
+  readonly offload?: OffloadOptions;
+  /**
+   * An existing paged cache to decode in (not owned: the caller disposes it, and may hand it to
+   * several decoders in turn, e.g. a benchmark reusing 70 GB of pinned K/V across methods). Its
+   * spec, sequence count and layer count must match; its placement decides what is offloaded.
+   */
+  readonly cache?: PagedKvCache;
   /** Prompt rows one prefill chunk carries (all sequences together; default 4096). */
   readonly maxPrefillRows?: number;
   readonly dtype?: "fp16" | "bf16";
@@ -100,6 +118,23 @@ export function denseSpecFor(config: ModelConfig, dtype: "fp16" | "bf16" = "fp16
     selection: "head",
     budget: { ratio: 1 },
   });
+}
+
+/**
+ * Where each layer's K/V live under an offload mode: "selected" puts the sparse layers in host
+ * memory and keeps the spec's dense layers on the device (they read every token each step, so
+ * reading them over PCIe would cost a full-KV transfer); "full-kv" puts every layer in host
+ * memory.
+ */
+export function offloadPlacement(
+  o: OffloadOptions,
+  spec: AttentionSpec,
+  c: ModelConfig,
+): ("device" | "host")[] {
+  return Array.from(
+    { length: c.numLayers },
+    (_, l) => o.mode === "full-kv" || !spec.denseLayers.includes(l) ? "host" : "device",
+  );
 }
 
 /**
@@ -148,6 +183,8 @@ export class GpuDecoder implements Disposable {
   readonly variant: Variant;
   readonly cache: PagedKvCache;
   readonly plan: DecodePlan;
+  /** The offloaded layers' launches (null without options.offload). */
+  readonly offload: OffloadPlan | null;
   readonly prefillPlan: PrefillPlan;
   readonly stream: Stream;
   readonly weights: DeviceWeights;
@@ -234,11 +271,12 @@ export class GpuDecoder implements Disposable {
       this.#invFreq.upload(inv, this.stream);
       this.#attentionFactor = rope.attentionFactor;
 
-      this.cache = own(
+      this.cache = opts.cache ?? own(
         new PagedKvCache(cuda, this.spec, {
           numLayers: c.numLayers,
           numSeqs: opts.batch,
           maxContext: opts.maxContext,
+          kvPlacement: opts.offload ? offloadPlacement(opts.offload, this.spec, c) : undefined,
         }),
       );
       if (!this.dense) {
@@ -259,6 +297,9 @@ export class GpuDecoder implements Disposable {
         for (const l of this.cache.layers) l.setChannels(ch, this.stream);
       }
       this.plan = own(new DecodePlan(cuda, variant, this.cache, this.stream));
+      this.offload = opts.offload
+        ? own(new OffloadPlan(cuda, this.plan, opts.offload, this.stream))
+        : null;
 
       const rows = (this.#rows = Math.max(opts.batch, opts.maxPrefillRows ?? DEFAULT_PREFILL_ROWS));
       this.prefillPlan = own(new PrefillPlan(cuda, variant, this.cache, rows));
@@ -338,6 +379,30 @@ export class GpuDecoder implements Disposable {
     // is refused here rather than computed differently from the checkpoint.
     assertWithinSlidingWindow(c, opts.maxContext, "GpuDecoder");
     checkDenseLayers(spec, c.numLayers, "GpuDecoder.create");
+    const given = opts.cache;
+    if (
+      given && (given.spec.variant !== spec.variant || given.pages.numSeqs !== opts.batch ||
+        given.layers.length !== c.numLayers || given.pages.maxTokensPerSeq < opts.maxContext)
+    ) {
+      throw new ArgumentError(
+        "GpuDecoder.create",
+        "cache",
+        `${given.spec.variant}, ${given.pages.numSeqs} sequences, ${given.layers.length} layers, ` +
+          `${given.pages.maxTokensPerSeq} tokens`,
+        `${spec.variant}, ${opts.batch} sequences, ${c.numLayers} layers, >= ${opts.maxContext}`,
+      );
+    }
+    if (opts.offload) {
+      checkOffloadOptions(opts.offload, "GpuDecoder.create");
+      if (opts.offload.mode === "selected" && !opts.spec) {
+        throw new ArgumentError(
+          "GpuDecoder.create",
+          "offload.mode",
+          "selected",
+          'a Double Sparsity spec (options.spec), or mode "full-kv" for dense attention',
+        );
+      }
+    }
     const variant = await Variant.load(cuda, spec);
     const { source } = renderFamilySource("model", spec.kvDtype, {
       hidden: c.hiddenSize,
@@ -570,14 +635,20 @@ export class GpuDecoder implements Disposable {
     this.#hostTokens.copyTo(this.#tokens.ptr, this.stream, B * 4);
     this.plan.uploadStepInputs(this.stream);
     this.#embedRows(B);
+    this.offload?.beginLayers(this.stream);
     for (let layer = 0; layer < c.numLayers; layer++) {
       this.#preAttention(layer, B, this.plan.buffers.rowPos);
-      this.plan.append(layer, this.#k.ptr, this.#v.ptr);
+      const offloaded = this.offload?.handles(layer) ?? false;
+      if (offloaded) this.offload!.append(layer, this.#k.ptr, this.#v.ptr, this.stream);
+      else this.plan.append(layer, this.#k.ptr, this.#v.ptr);
       this.#collectStats(layer, B);
       const lse = this.#lse && !this.isDenseLayer(layer)
         ? (i: number) => this.#lse!.ptr + BigInt(((layer * 2 + i) * B * c.numHeads) * 4)
         : undefined;
-      this.plan.attention(layer, this.#q.ptr, this.#attn.ptr, this.isDenseLayer(layer), lse?.(0));
+      const dense = this.isDenseLayer(layer);
+      if (offloaded) {
+        this.offload!.attention(layer, this.#q.ptr, this.#attn.ptr, dense, this.stream, lse?.(0));
+      } else this.plan.attention(layer, this.#q.ptr, this.#attn.ptr, dense, lse?.(0));
       if (this.#selections && !this.isDenseLayer(layer)) {
         const sel = this.plan.workspace.selIdx;
         this.stream.copyDeviceToDevice(this.#selections[layer].ptr, sel.ptr, sel.bytes);
@@ -589,6 +660,7 @@ export class GpuDecoder implements Disposable {
       }
       this.#postAttention(layer, B);
     }
+    this.offload?.endLayers(this.stream);
     this.#logitsOf(this.#h, B);
     if (choose) this.#chooseTokens();
     else this.#hostLogits.copyFrom(this.#logits.ptr, this.stream, B * c.vocabSize * 4);
@@ -661,6 +733,7 @@ export class GpuDecoder implements Disposable {
     const B = this.batch;
     new Int32Array(this.#hostTokens.buffer, 0, B).set(Array.from(tokens));
     this.plan.beginStep(); // refuses a full context (ContextFullError) before any launch
+    this.offload?.beginStep();
     this.cache.syncBlockTables(this.stream);
     if (useGraph) {
       const key = this.#graphKey(choose);
@@ -677,9 +750,41 @@ export class GpuDecoder implements Disposable {
     this.steps++;
   }
 
-  /** Graphs are per route signature and per ending (logits back, or ids back). */
+  /**
+   * Graphs are per route signature, per ending (logits back, or ids back) and, with offload
+   * reuse, per step parity (which staging a step writes).
+   */
   #graphKey(choose: boolean): string {
-    return `${this.plan.routeSignature}|${choose ? "choose" : "logits"}`;
+    return `${this.plan.routeSignature}|${choose ? "choose" : "logits"}|${
+      this.offload?.graphKey ?? ""
+    }`;
+  }
+
+  /** Offload: cumulative gather counts per layer (rows from the previous step, prefetch, host). */
+  gatherCounts(): GatherCounts[] {
+    if (!this.offload) throw new Error("GpuDecoder: created without offload");
+    return this.offload.gatherCounts(this.stream);
+  }
+
+  /**
+   * Where the decoder's memory is: device bytes of the weights, the caches' device part (labels,
+   * device-placed K/V, block tables), the decode plan's workspaces and the offload buffers; and
+   * pinned host bytes of host-placed K/V.
+   */
+  get memory(): {
+    weights: number;
+    cacheDevice: number;
+    plan: number;
+    offload: number;
+    hostKv: number;
+  } {
+    return {
+      weights: this.weights.bytes,
+      cacheDevice: this.cache.deviceBytes,
+      plan: this.plan.deviceBytes,
+      offload: this.offload?.deviceBytes ?? 0,
+      hostKv: this.cache.hostBytes,
+    };
   }
 
   /**
@@ -744,6 +849,21 @@ export class GpuDecoder implements Disposable {
   }
 
   /**
+   * Offload: median milliseconds and bytes of gathering every offloaded layer's selected rows
+   * from host memory (the last step's selection, as a graph): the gather kernel's bandwidth.
+   */
+  timeGather(repeats = 10): { ms: number; bytes: number } {
+    if (!this.offload) throw new Error("GpuDecoder: created without offload");
+    let bytes = 0;
+    const graph = this.stream.capture(() => (bytes = this.offload!.gatherAllFromHost()));
+    try {
+      return { ms: this.#timeGraph(graph, repeats), bytes };
+    } finally {
+      graph.dispose();
+    }
+  }
+
+  /**
    * Median milliseconds of one whole decode step replayed as a graph (no host work): the step of
    * `step` (logits back) or, with `choose`, of `stepChoose` (token choice, ids back).
    */
@@ -760,6 +880,8 @@ export class GpuDecoder implements Disposable {
   /** Empties every sequence (pages go back to the pool); statistics are kept. */
   reset(): void {
     for (let b = 0; b < this.batch; b++) this.cache.pages.release(b);
+    // Staged rows name token positions whose pages may now hold other tokens.
+    this.offload?.invalidate(this.stream);
   }
 
   /** Summed calibration statistics since creation, [layer][row][channel] per kind. */

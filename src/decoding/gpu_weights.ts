@@ -45,6 +45,11 @@ export class DeviceWeights implements Disposable {
   readonly lmHead: DeviceBuffer;
   readonly #owned: DeviceBuffer[] = [];
 
+  /** Device bytes of every weight buffer. */
+  get bytes(): number {
+    return this.#owned.reduce((n, b) => n + b.bytes, 0);
+  }
+
   constructor(
     cuda: Cuda,
     model: LoadedModel | RandomModel,

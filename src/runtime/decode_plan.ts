@@ -64,6 +64,12 @@ export interface PlanOptions {
   readonly minTokensPerSplit?: number;
 }
 
+/** Device addresses of a K and a V pool (or of rows staged like a selection). */
+export interface KvPools {
+  readonly k: bigint;
+  readonly v: bigint;
+}
+
 /** Device addresses of one step's inputs and workspaces (what the launchers take). */
 export interface StepBuffers {
   readonly seqLens: bigint;
@@ -267,9 +273,20 @@ export class DecodePlan implements Disposable {
     this.#host.copyTo(this.#step.ptr, stream, 5 * this.batch * 4);
   }
 
-  /** Appends this step's new K/V rows ([batch][Hkv][d], KV dtype) of `layer`. */
-  append(layer: number, kNew: bigint, vNew: bigint): void {
-    this.appendRows(layer, kNew, vNew, this.buffers.rowSeq, this.buffers.rowPos, this.batch);
+  /**
+   * Appends this step's new K/V rows ([batch][Hkv][d], KV dtype) of `layer`, into its pools or
+   * into `pools` laid out like them (the full-KV offload's device copy).
+   */
+  append(layer: number, kNew: bigint, vNew: bigint, pools?: KvPools): void {
+    this.appendRows(
+      layer,
+      kNew,
+      vNew,
+      this.buffers.rowSeq,
+      this.buffers.rowPos,
+      this.batch,
+      pools,
+    );
   }
 
   /** Appends arbitrary rows (prefill): rowSeq/rowPos are device int arrays of numRows. */
@@ -280,6 +297,7 @@ export class DecodePlan implements Disposable {
     rowSeq: bigint,
     rowPos: bigint,
     numRows: number,
+    pools?: KvPools,
   ): void {
     const l = this.cache.layers[layer];
     this.variant.launchers.launchAppend(this.variant.slot("append"), [numRows, 1, 1], {
@@ -290,8 +308,8 @@ export class DecodePlan implements Disposable {
       blockTables: this.cache.blockTables.ptr,
       maxPages: this.cache.maxPagesPerSeq,
       channels: l.channels.ptr,
-      kCache: l.k.ptr,
-      vCache: l.v.ptr,
+      kCache: pools?.k ?? l.k.ptr,
+      vCache: pools?.v ?? l.v.ptr,
       labelCodes: l.labels.ptr,
       labelMeta: l.meta.ptr,
       numRows,
@@ -388,7 +406,11 @@ export class DecodePlan implements Disposable {
     this.resolve(layer, q);
   }
 
-  sparse(layer: number, q: bigint): void {
+  /**
+   * Sparse attention over the selected tokens, read from the layer's pools or (offload) from
+   * `staged` rows, where row i of a selection head's staging holds its selected token i.
+   */
+  sparse(layer: number, q: bigint, staged?: KvPools): void {
     const l = this.cache.layers[layer];
     const t = this.variant.launchers.tuning;
     this.variant.launchers.launchSparse(
@@ -396,8 +418,8 @@ export class DecodePlan implements Disposable {
       [this.sparseSplits, t.sparseHeadBlocks, this.batch],
       {
         q,
-        kCache: l.k.ptr,
-        vCache: l.v.ptr,
+        kCache: staged?.k ?? l.k.ptr,
+        vCache: staged?.v ?? l.v.ptr,
         blockTables: this.cache.blockTables.ptr,
         maxPages: this.cache.maxPagesPerSeq,
         budgets: this.buffers.budgets,
@@ -408,11 +430,13 @@ export class DecodePlan implements Disposable {
         partialLse: this.#partialLse.ptr,
         maxSplits: this.maxSplits,
         softmaxScale: this.softmaxScale,
+        staged: staged ? 1 : 0,
       },
     );
   }
 
-  dense(layer: number, q: bigint, allDense: boolean): void {
+  /** Dense attention over the layer's pools or over `pools` laid out like them. */
+  dense(layer: number, q: bigint, allDense: boolean, pools?: KvPools): void {
     const l = this.cache.layers[layer];
     const t = this.variant.launchers.tuning;
     this.variant.launchers.launchDense(
@@ -420,8 +444,8 @@ export class DecodePlan implements Disposable {
       [this.denseSplits, t.denseHeadBlocks, this.batch],
       {
         q,
-        kCache: l.k.ptr,
-        vCache: l.v.ptr,
+        kCache: pools?.k ?? l.k.ptr,
+        vCache: pools?.v ?? l.v.ptr,
         blockTables: this.cache.blockTables.ptr,
         maxPages: this.cache.maxPagesPerSeq,
         seqLens: this.buffers.seqLens,

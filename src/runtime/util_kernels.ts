@@ -15,9 +15,9 @@ export class UtilKernels implements Disposable {
     this.#kernels = new FamilyModule(cuda, UTIL_KERNELS, source, `util_${dtype}.cu`, dtype);
   }
 
-  /** buf[0..n) = scale * N(0,1) in the KV dtype. */
+  /** buf[0..n) = scale * N(0,1) in the KV dtype (device memory or a mapped host buffer). */
   fillNormal(
-    buf: DeviceBuffer,
+    buf: { readonly ptr: bigint; readonly bytes: number },
     seed: number,
     scale: number,
     stream: Stream,

@@ -14,8 +14,9 @@
  *            the reference Double Sparsity step end to end;
  *   graph    a CUDA-graph replay of the step reproduces the direct launches.
  * Then the prefill checks (tests/gpu/prefill.ts), the builtin GEMM (tests/gpu/gemm.ts; its decoder
- * comparison only with the model), the GPU decoder (tests/gpu/model.ts) and token choice on the
- * device (tests/gpu/token_choice.ts).
+ * comparison only with the model), the GPU decoder (tests/gpu/model.ts), token choice on the
+ * device (tests/gpu/token_choice.ts) and Double Sparsity-Offload (tests/gpu/offload.ts: K/V in
+ * host memory against the on-GPU decoders).
  * Prints one line per case and a summary; exits 1 on any failure.
  *
  *   deno task test:gpu [--reduced] [--case NAME] [--seed N] [--json FILE]
@@ -24,7 +25,7 @@ import { intFlag, openCommand } from "../../src/cli/front_door.ts";
 import { requireGpu } from "../../src/runtime/device.ts";
 import { type AttentionInput, type AttentionSpec, defineAttention } from "../../src/dsl/spec.ts";
 import { cacheLayout, kvRowOffset, labelMetaOffset, labelRowOffset } from "../../src/dsl/layout.ts";
-import type { DeviceBuffer, Stream } from "../../src/cuda/driver.ts";
+import type { DeviceBuffer, MappedHostBuffer, Stream } from "../../src/cuda/driver.ts";
 import { Variant } from "../../src/runtime/variant.ts";
 import { PagedKvCache } from "../../src/runtime/caches.ts";
 import { DecodePlan } from "../../src/runtime/decode_plan.ts";
@@ -42,6 +43,7 @@ import { runModelChecks } from "./model.ts";
 import { runPrefillChecks } from "./prefill.ts";
 import { runGemmChecks } from "./gemm.ts";
 import { runTokenChoiceChecks } from "./token_choice.ts";
+import { runOffloadChecks } from "./offload.ts";
 
 interface Case {
   readonly name: string;
@@ -236,7 +238,7 @@ const NUM_LAYERS = 2;
 const outputTolerance = (s: AttentionSpec) => (s.kvDtype === "fp16" ? 2e-3 : 1.2e-2);
 
 function download<T extends Uint8Array | Uint16Array | Int32Array | Uint32Array | Float32Array>(
-  buf: DeviceBuffer,
+  buf: DeviceBuffer | MappedHostBuffer,
   ctor: { new (n: number): T; BYTES_PER_ELEMENT: number },
   s: Stream,
 ): T {
@@ -667,6 +669,12 @@ if (!args["no-model"] && !args.case) {
       : `${choiceFailures.length} token choice checks failed`,
   );
   modelFailures = [...modelFailures, ...choiceFailures.map((f) => `token choice: ${f}`)];
+}
+if (!args["no-model"] && !args.case) {
+  console.log("\nDouble Sparsity-Offload (tests/gpu/offload.ts):");
+  const offloadFailures = await runOffloadChecks(cuda, seed);
+  for (const f of offloadFailures) console.log(`FAIL offload: ${f}`);
+  modelFailures = [...modelFailures, ...offloadFailures.map((f) => `offload: ${f}`)];
 }
 if (args.json) {
   writeFileAtomic(

@@ -1,0 +1,346 @@
+/**
+ * Double Sparsity-Offload on one card (GPU machine), `deno task bench:offload`:
+ *  - a Llama-3-8B-shaped decoder (32 layers, 32/8 heads, d = 128, fp16), random weights, its
+ *    Double Sparsity variant (group selection, 16 label channels at 8 bits, budget 1/16) with NO
+ *    dense layers, so every layer's K/V is in pinned host memory; random caches filled on the
+ *    device through the mapping, allocated once per (batch, context) and shared by the methods:
+ *    offload (no reuse), offload + reuse, full-KV offload (FlexGen-style), and the same decoder
+ *    with all K/V on the GPU where it fits. Batch 1 and 4 at 32K, 64K and 128K (256K at batch 1
+ *    where host memory allows; skipped with the reason otherwise). Prediction (issue 11 stage 3)
+ *    is not built yet, so no prediction rows.
+ *  - per row: step ms (wall-clock median of greedy `stepChoose` steps: the offload step copies
+ *    nothing back but ids) and tokens/s, GPU memory in use, PCIe bytes per step (gather
+ *    counters), % of the PCIe bound (bytes / measured H2D bandwidth / step time), rows reused,
+ *    bytes saved by reuse, ratio vs full-KV offload.
+ *  - the measured host-to-device bandwidth (cuMemcpyHtoDAsync of 1 GiB pinned, events, median)
+ *    and the gather kernel's (all layers' selected rows from host memory, as a graph);
+ *  - random weights make consecutive steps' selections unrealistically alike or unlike, so the
+ *    reuse hit rate is also measured on the bundled tiny-code-llama-8k with real text at ~7K
+ *    context over 32 greedy steps.
+ * Writes ./results/offload-<card>-<date>.{json,md} (or under --out / $DS_RESULTS_DIR).
+ *
+ *   deno task bench:offload [--quick] [--out DIR] [--json FILE]
+ */
+import { join } from "node:path";
+import { openCommand } from "../src/cli/front_door.ts";
+import { defaultResultsDir } from "../src/cli/results.ts";
+import { writeJsonReport } from "../src/cli/json_report.ts";
+import { Progress } from "../src/cli/progress.ts";
+import { requireGpu } from "../src/runtime/device.ts";
+import type { AttentionSpec } from "../src/dsl/spec.ts";
+import { GpuDecoder } from "../src/decoding/gpu_decoder.ts";
+import { argmax } from "../src/decoding/cpu_decoder.ts";
+import { PagedKvCache } from "../src/runtime/caches.ts";
+import type { Stream } from "../src/cuda/driver.ts";
+import type { OffloadOptions } from "../src/runtime/offload_plan.ts";
+import { UtilKernels } from "../src/runtime/util_kernels.ts";
+import { medianEventMs } from "../src/runtime/timing.ts";
+import { packageRoot } from "../src/util/package_root.ts";
+import { writeFileAtomic } from "../src/util/fs.ts";
+import { LLAMA3_8B, LLAMA3_8B_GROUP_SPEC_NO_DENSE } from "./llama3_shape.ts";
+import { loadTinyBench } from "./tiny_model.ts";
+
+const { values: args } = openCommand({
+  name: "bench:offload",
+  usage: `deno task bench:offload [--quick] [--out DIR] [--json FILE]
+  --quick     batch 1 and 4 at 32K only
+  --out DIR   results folder (default ./results or $DS_RESULTS_DIR)
+  --json FILE write the JSON report here instead of <out>/offload-<card>-<date>.json`,
+  options: {
+    quick: { type: "boolean", default: false },
+    out: { type: "string" },
+    json: { type: "string" },
+  },
+});
+const outDir = args.out ?? defaultResultsDir();
+const cuda = requireGpu("deno task bench:offload");
+const info = cuda.info;
+const GiB = 2 ** 30;
+
+/** The Llama-3-8B group variant without dense layers: every layer offloaded. */
+const SPEC: AttentionSpec = LLAMA3_8B_GROUP_SPEC_NO_DENSE;
+const C = LLAMA3_8B;
+/** Measured steps per method (after WARMUP); full-KV steps move the whole K/V, so fewer. */
+const STEPS = 8, FULL_KV_STEPS = 3, WARMUP = 2;
+/** Tokens each method may append: warm-up + measured steps, for every method. */
+const SLACK = 4 * (STEPS + WARMUP + 1);
+/** Bytes of K and V of one token of one layer (all kv heads). */
+const KV_TOKEN_LAYER = 2 * C.numKvHeads * C.headDim * 2;
+/** Bytes of one selected row pair (K and V of one kv head). */
+const ROW_BYTES = 2 * C.headDim * 2;
+/** Host memory of the H100 machines is 128 GiB; leave room for the process and the OS. */
+const HOST_LIMIT = 110 * GiB;
+/** Weights (16 GB) + activations; on-GPU K/V must fit beside them. */
+const WEIGHTS_AND_WORKSPACE = 20e9;
+
+interface OffloadRow {
+  batch: number;
+  context: number;
+  method: string;
+  stepMs: number;
+  tokensPerSecond: number;
+  /** Device memory in use (total - free) while this method's decoder exists. */
+  gpuGiB: number;
+  /** Bytes read over PCIe per step (gather counters; full-KV: both pools of every layer). */
+  pcieBytesPerStep: number;
+  /** pcieBytesPerStep / measured H2D bandwidth / step time. */
+  pcieBoundShare: number;
+  /** Share of selected rows taken from the previous step's staging. */
+  reuseHitRate: number;
+  /** Bytes per step reuse saved (rows reused x row bytes). */
+  bytesSavedPerStep: number;
+}
+const rows: OffloadRow[] = [];
+const skipped: string[] = [];
+
+// ---- measured bandwidths ----
+function hostToDeviceGBs(): number {
+  const bytes = GiB;
+  using host = cuda.allocHostMapped(bytes);
+  using dev = cuda.alloc(bytes);
+  using stream = cuda.stream();
+  const ms = medianEventMs(cuda, stream, () => host.copyTo(dev.ptr, stream, bytes), 5);
+  return bytes / (ms * 1e6);
+}
+const h2dGBs = hostToDeviceGBs();
+console.log(`host-to-device copy (1 GiB pinned, median of 5): ${h2dGBs.toFixed(1)} GB/s`);
+let gatherGBs = 0;
+
+using util = new UtilKernels(cuda, "fp16");
+const model = { config: C, seed: 7, scale: 0.02 };
+const configs: [number, number][] = args.quick
+  ? [[1, 32768], [4, 32768]]
+  : [[1, 32768], [1, 65536], [1, 131072], [1, 262144], [4, 32768], [4, 65536], [4, 131072]];
+const bar = new Progress("bench:offload", "configurations");
+
+for (const [ci, [batch, L]] of configs.entries()) {
+  bar.update(ci, configs.length);
+  const maxContext = L + SLACK;
+  const kvBytes = batch * maxContext * C.numLayers * KV_TOKEN_LAYER;
+  if (kvBytes > HOST_LIMIT) {
+    skipped.push(
+      `B=${batch} L=${L}: ${(kvBytes / GiB).toFixed(0)} GiB of K/V > ${
+        HOST_LIMIT / GiB
+      } GiB of host memory to pin`,
+    );
+    console.log(`skip ${skipped.at(-1)}`);
+    continue;
+  }
+  // One pinned cache per (batch, context), every layer in host memory, shared by the methods.
+  using cache = new PagedKvCache(cuda, SPEC, {
+    numLayers: C.numLayers,
+    numSeqs: batch,
+    maxContext,
+    kvPlacement: Array(C.numLayers).fill("host"),
+  });
+  using fillStream = cuda.stream();
+  fillCache(cache, batch, L, fillStream);
+  const tokens = Array.from({ length: batch }, (_, b) => (b * 7919) % C.vocabSize);
+  let fullKvMs = 0;
+  const methods: [string, OffloadOptions][] = [
+    ["full-KV offload", { mode: "full-kv" }],
+    ["offload", { mode: "selected" }],
+    ["offload + reuse", { mode: "selected", reuse: true }],
+  ];
+  for (const [method, offload] of methods) {
+    // Full-KV attends densely over the same pinned pools (its plan ignores the selection).
+    using dec = await GpuDecoder.create(cuda, model, {
+      batch,
+      maxContext,
+      spec: SPEC,
+      channels: { randomSeed: 3 },
+      maxPrefillRows: batch,
+      offload,
+      cache,
+    });
+    const steps = offload.mode === "full-kv" ? FULL_KV_STEPS : STEPS;
+    let next = tokens;
+    for (let i = 0; i < WARMUP; i++) next = Array.from(dec.stepChoose(next));
+    const before = offload.mode === "selected" ? dec.gatherCounts() : [];
+    const walls: number[] = [];
+    for (let i = 0; i < steps; i++) {
+      const t0 = performance.now();
+      next = Array.from(dec.stepChoose(next));
+      walls.push(performance.now() - t0);
+    }
+    const stepMs = walls.sort((a, b) => a - b)[Math.floor(steps / 2)];
+    let pcie = 0, reused = 0, selected = 0;
+    if (offload.mode === "selected") {
+      const after = dec.gatherCounts();
+      after.forEach((a, l) => {
+        pcie += a.fromHost - before[l].fromHost;
+        reused += a.fromPrevious - before[l].fromPrevious;
+      });
+      selected = (pcie + reused) / steps;
+      pcie = (pcie * ROW_BYTES) / steps;
+      reused /= steps;
+      if (!offload.reuse) {
+        const g = dec.timeGather(5);
+        gatherGBs = Math.max(gatherGBs, g.bytes / (g.ms * 1e6));
+      }
+    } else {
+      pcie = dec.cache.hostBytes;
+      fullKvMs = stepMs;
+    }
+    const mem = cuda.memInfo();
+    rows.push({
+      batch,
+      context: L,
+      method,
+      stepMs,
+      tokensPerSecond: (1000 * batch) / stepMs,
+      gpuGiB: (mem.total - mem.free) / GiB,
+      pcieBytesPerStep: pcie,
+      pcieBoundShare: pcie / (h2dGBs * 1e6) / stepMs,
+      reuseHitRate: selected ? reused / selected : 0,
+      bytesSavedPerStep: reused * ROW_BYTES,
+    });
+    report(rows.at(-1)!, fullKvMs);
+  }
+  // The same decoder with every layer's K/V on the GPU, where it fits.
+  if (kvBytes + WEIGHTS_AND_WORKSPACE < info.totalMemBytes * 0.9) {
+    using dec = await GpuDecoder.create(cuda, model, {
+      batch,
+      maxContext,
+      spec: SPEC,
+      channels: { randomSeed: 3 },
+      maxPrefillRows: batch,
+    });
+    fillCache(dec.cache, batch, L, dec.stream);
+    dec.stepChoose(tokens);
+    const stepMs = dec.timeStep(10, true);
+    const mem = cuda.memInfo();
+    rows.push({
+      batch,
+      context: L,
+      method: "on-GPU DS",
+      stepMs,
+      tokensPerSecond: (1000 * batch) / stepMs,
+      gpuGiB: (mem.total - mem.free) / GiB,
+      pcieBytesPerStep: 0,
+      pcieBoundShare: 0,
+      reuseHitRate: 0,
+      bytesSavedPerStep: 0,
+    });
+    report(rows.at(-1)!, fullKvMs);
+  } else {
+    skipped.push(
+      `on-GPU DS at B=${batch} L=${L}: ${(kvBytes / 1e9).toFixed(0)} GB of K/V + ` +
+        `${(WEIGHTS_AND_WORKSPACE / 1e9).toFixed(0)} GB do not fit ${
+          (info.totalMemBytes / 1e9).toFixed(0)
+        } GB`,
+    );
+    console.log(`skip ${skipped.at(-1)}`);
+  }
+}
+bar.update(configs.length, configs.length);
+
+/** L - 1 random cached tokens per sequence (K/V, labels), the same on the device or the host. */
+function fillCache(cache: PagedKvCache, batch: number, L: number, stream: Stream): void {
+  for (let b = 0; b < batch; b++) cache.pages.grow(b, L - 1);
+  cache.syncBlockTables(stream);
+  cache.layers.forEach((layer, i) => {
+    util.fillNormal(layer.k, 100 + 3 * i, 1, stream);
+    util.fillNormal(layer.v, 101 + 3 * i, 1, stream);
+    util.fillLabels(layer.labels, layer.meta, 102 + 3 * i, stream);
+  });
+  stream.synchronize();
+}
+
+// ---- reuse on real text: tiny-code-llama-8k, ~7K context, greedy ----
+const realText: { layer: number; hitRate: number }[] = [];
+{
+  const { model: tiny, text, channels: config, spec } = await loadTinyBench(packageRoot());
+  const c = tiny.config;
+  const L = 7000, steps = 32;
+  using dec = await GpuDecoder.create(cuda, tiny, {
+    batch: 1,
+    maxContext: L + steps + 1,
+    spec,
+    channels: { config },
+    maxPrefillRows: 8192,
+    offload: { mode: "selected", reuse: true },
+  });
+  const logits = dec.prefill([Array.from(text.subarray(0, L))]);
+  let next = [argmax(logits, 0, c.vocabSize)];
+  next = Array.from(dec.stepChoose(next)); // the first step has nothing to reuse
+  const before = dec.gatherCounts();
+  for (let i = 0; i < steps; i++) next = Array.from(dec.stepChoose(next));
+  dec.gatherCounts().forEach((a, layer) => {
+    const host = a.fromHost - before[layer].fromHost;
+    const prev = a.fromPrevious - before[layer].fromPrevious;
+    if (host + prev > 0) realText.push({ layer, hitRate: prev / (host + prev) });
+  });
+  console.log(
+    `tiny-code-llama-8k, ${L} bytes of Python, ${steps} greedy steps: reuse hit rate per layer ` +
+      realText.map((r) => `${r.layer}:${(100 * r.hitRate).toFixed(0)}%`).join(" "),
+  );
+}
+
+// ---- report ----
+const date = new Date().toISOString().slice(0, 10);
+const card = info.name.replace(/[^A-Za-z0-9]+/g, "-").replace(/^-|-$/g, "");
+const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
+const lines = [
+  `# Double Sparsity-Offload on ${info.name} (${date})`,
+  "",
+  `Llama-3-8B shape, random weights, ${SPEC.variant} without dense layers (every layer's K/V in ` +
+  "pinned host memory), caches filled on the device. Step = wall-clock median of greedy " +
+  "`stepChoose` steps (on-GPU DS: graph replay, device time). PCIe bytes from the gather " +
+  "counters (full-KV: both pools of every layer). Bound share = bytes / measured H2D " +
+  "bandwidth / step time.",
+  "",
+  `Measured host-to-device copy (1 GiB pinned): ${h2dGBs.toFixed(1)} GB/s; gather kernel ` +
+  `(all layers' selected rows from host memory): ${gatherGBs.toFixed(1)} GB/s.`,
+  "",
+  "| batch | context | method | step ms | tokens/s | GPU GiB | PCIe GB/step | % of PCIe bound | reuse hit | GB saved/step | vs full-KV |",
+  "|---|---|---|---|---|---|---|---|---|---|---|",
+];
+for (const r of rows) {
+  const full = rows.find((f) =>
+    f.batch === r.batch && f.context === r.context && f.method === "full-KV offload"
+  );
+  lines.push(
+    `| ${r.batch} | ${r.context} | ${r.method} | ${r.stepMs.toFixed(2)} | ` +
+      `${r.tokensPerSecond.toFixed(1)} | ${r.gpuGiB.toFixed(1)} | ` +
+      `${(r.pcieBytesPerStep / 1e9).toFixed(3)} | ${
+        r.pcieBytesPerStep ? pct(r.pcieBoundShare) : "-"
+      } | ` +
+      `${r.method.includes("reuse") ? pct(r.reuseHitRate) : "-"} | ` +
+      `${(r.bytesSavedPerStep / 1e9).toFixed(3)} | ` +
+      `${full ? (full.stepMs / r.stepMs).toFixed(1) + "x" : "-"} |`,
+  );
+}
+lines.push(
+  "",
+  "Reuse hit rate on real text (tiny-code-llama-8k, 7,000 bytes of held-out Python, 32 greedy " +
+    "steps, head selection r16b16, budget 1/16, layers 0 and 1 dense on the device): " +
+    realText.map((r) => `layer ${r.layer} ${pct(r.hitRate)}`).join(", ") + ".",
+  "",
+  ...skipped.map((s) => `Skipped: ${s}.`),
+);
+const md = lines.join("\n");
+console.log("\n" + md);
+const stem = join(outDir, `offload-${card}-${date}`);
+writeJsonReport(args.json ?? `${stem}.json`, {
+  device: info,
+  date,
+  h2dGBs,
+  gatherGBs,
+  rows,
+  realText,
+  skipped,
+});
+writeFileAtomic(`${stem}.md`, md + "\n");
+console.log(`wrote ${stem}.md`);
+
+function report(r: OffloadRow, fullKvMs: number): void {
+  console.log(
+    `B=${r.batch} L=${r.context} ${r.method}: ${r.stepMs.toFixed(2)} ms/step, ` +
+      `${r.tokensPerSecond.toFixed(1)} tokens/s, GPU ${r.gpuGiB.toFixed(1)} GiB, PCIe ${
+        (r.pcieBytesPerStep / 1e9).toFixed(3)
+      } GB/step (${(100 * r.pcieBoundShare).toFixed(0)}% of the bound), reuse ${
+        (100 * r.reuseHitRate).toFixed(1)
+      }%` + (fullKvMs ? `, ${(fullKvMs / r.stepMs).toFixed(1)}x vs full-KV` : ""),
+  );
+}

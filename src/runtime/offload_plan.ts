@@ -1,0 +1,436 @@
+/**
+ * Double Sparsity-Offload: the decode-step launches of layers whose K/V live in pinned host
+ * memory (`PagedKvCache` with `kvPlacement: "host"`), beside a DecodePlan.
+ *
+ * mode "selected" (the paper's system), per host-placed layer:
+ *
+ *   score -> select -> resolve -> sort_selection -> gather_kv -> sparse (staged) ┐
+ *                                                  dense (through the mapping)   ├-> merge
+ *
+ * Only the selected rows cross PCIe, read by gather_kv in ascending token order into a device
+ * staging area; the sparse kernel then reads the staging. With `reuse`, each layer keeps two
+ * stagings (ping-pong by step parity) and gather_kv takes every row the previous step already
+ * staged from there instead of the host. Sequences routed dense on a host layer read K/V through
+ * the mapping (correct, slow: short sequences only). New tokens' K/V are appended by the existing
+ * append kernel straight into host memory (posted writes: the step does not wait for them).
+ *
+ * mode "full-kv" (the FlexGen-style baseline): every layer's whole K/V pools are copied to a
+ * device double buffer on a copy stream (cuMemcpyHtoDAsync: layer l+1's copy runs while layer l
+ * computes; events only, no host wait, so a step is still one graph), the step's new token is
+ * appended into the host pools and into the device copy, and the dense kernel reads the copy.
+ */
+import type { Cuda, DeviceBuffer, Event, Stream } from "../cuda/driver.ts";
+import type { MappedHostBuffer } from "../cuda/driver.ts";
+import { ArgumentError } from "../util/errors.ts";
+import type { DecodePlan } from "./decode_plan.ts";
+
+/** How a decoder offloads K/V (GpuDecoderOptions.offload). */
+export interface OffloadOptions {
+  /** "selected": Double Sparsity-Offload; "full-kv": copy each layer's whole K/V (baseline). */
+  readonly mode: "selected" | "full-kv";
+  /** Keep each layer's staged rows for the next step and fetch only the difference. */
+  readonly reuse?: boolean;
+  /** Next-layer prediction with overlap (stage 3 of issue 11; not built yet: refused). */
+  readonly prediction?: boolean;
+  /** With prediction: attend only the predicted rows (skip the missed ones). */
+  readonly skipMissed?: boolean;
+}
+
+const MODES = ["selected", "full-kv"] as const;
+
+/** Validates offload options (one clear line naming the field and what is allowed). */
+export function checkOffloadOptions(o: OffloadOptions, where: string): OffloadOptions {
+  if (typeof o !== "object" || o === null) {
+    throw new ArgumentError(where, "offload", o, '{ mode: "selected" | "full-kv", ... }');
+  }
+  if (!MODES.includes(o.mode)) {
+    throw new ArgumentError(where, "offload.mode", o.mode, MODES.join(", "));
+  }
+  for (const key of ["reuse", "prediction", "skipMissed"] as const) {
+    if (o[key] !== undefined && typeof o[key] !== "boolean") {
+      throw new ArgumentError(where, `offload.${key}`, o[key], "true, false or absent");
+    }
+  }
+  if (o.mode === "full-kv" && (o.reuse || o.prediction || o.skipMissed)) {
+    throw new ArgumentError(
+      where,
+      "offload",
+      o,
+      'reuse, prediction and skipMissed only with mode "selected"',
+    );
+  }
+  if (o.skipMissed && !o.prediction) {
+    throw new ArgumentError(where, "offload.skipMissed", true, "only with prediction: true");
+  }
+  if (o.prediction) {
+    throw new ArgumentError(
+      where,
+      "offload.prediction",
+      true,
+      "false or absent (next-layer prediction is not implemented yet; issue 11 stage 3)",
+    );
+  }
+  return o;
+}
+
+/** Rows of one layer's gathers by where they came from (cumulative, from the device counters). */
+export interface GatherCounts {
+  /** Rows found in the previous step's staging (reuse). */
+  readonly fromPrevious: number;
+  /** Rows found in the prediction's prefetch. */
+  readonly fromPrefetch: number;
+  /** Rows read from host memory over PCIe. */
+  readonly fromHost: number;
+}
+
+/** Counter slots per layer (u64): previous step, prefetch, host. */
+const GATHER_COUNTERS = 3;
+
+/** One staging area: selected rows [batch][selHeads][selStride][headDim] (K, V), list, count. */
+class Staging implements Disposable {
+  readonly k: DeviceBuffer;
+  readonly v: DeviceBuffer;
+  readonly idx: DeviceBuffer;
+  readonly count: DeviceBuffer;
+
+  constructor(cuda: Cuda, rows: number, headDim: number, batch: number) {
+    using guard = new DisposableStack();
+    this.k = guard.use(cuda.alloc(rows * headDim * 2));
+    this.v = guard.use(cuda.alloc(rows * headDim * 2));
+    this.idx = guard.use(cuda.alloc(rows * 4));
+    this.count = guard.use(cuda.alloc(batch * 4));
+    guard.move();
+  }
+
+  get bytes(): number {
+    return this.k.bytes + this.v.bytes + this.idx.bytes + this.count.bytes;
+  }
+
+  [Symbol.dispose](): void {
+    for (const b of [this.k, this.v, this.idx, this.count]) b.dispose();
+  }
+}
+
+/** The full-KV baseline's device double buffer, copy stream and events. */
+class FullKvPipeline implements Disposable {
+  readonly buffers: { k: DeviceBuffer; v: DeviceBuffer }[];
+  readonly copyStream: Stream;
+  readonly #fork: Event;
+  readonly #join: Event;
+  readonly #copied: Event[];
+  readonly #used: Event[];
+
+  constructor(cuda: Cuda, readonly plan: DecodePlan) {
+    const pool = plan.cache.layers[0].k.bytes;
+    const L = plan.cache.layers.length;
+    using guard = new DisposableStack();
+    this.buffers = [0, 1].map(() => ({
+      k: guard.use(cuda.alloc(pool)),
+      v: guard.use(cuda.alloc(pool)),
+    }));
+    this.copyStream = guard.use(cuda.stream());
+    this.#fork = guard.use(cuda.event(false));
+    this.#join = guard.use(cuda.event(false));
+    this.#copied = Array.from({ length: L }, () => guard.use(cuda.event(false)));
+    this.#used = Array.from({ length: L }, () => guard.use(cuda.event(false)));
+    guard.move();
+  }
+
+  get deviceBytes(): number {
+    return this.buffers.reduce((n, b) => n + b.k.bytes + b.v.bytes, 0);
+  }
+
+  #copy(layer: number): void {
+    const l = this.plan.cache.layers[layer], dst = this.buffers[layer % 2];
+    (l.k as MappedHostBuffer).copyTo(dst.k.ptr, this.copyStream, l.k.bytes);
+    (l.v as MappedHostBuffer).copyTo(dst.v.ptr, this.copyStream, l.v.bytes);
+    this.#copied[layer].record(this.copyStream);
+  }
+
+  /** Forks the copy stream off `main` and starts the copies of layers 0 and 1. */
+  begin(main: Stream): void {
+    this.#fork.record(main);
+    this.copyStream.waitEvent(this.#fork);
+    for (let l = 0; l < Math.min(2, this.#copied.length); l++) this.#copy(l);
+  }
+
+  /** The device copy of `layer`, once `main` has waited for its transfer. */
+  acquire(layer: number, main: Stream): { k: bigint; v: bigint } {
+    main.waitEvent(this.#copied[layer]);
+    const b = this.buffers[layer % 2];
+    return { k: b.k.ptr, v: b.v.ptr };
+  }
+
+  /** `layer` is done with its buffer: the copy of layer + 2 into it may start. */
+  release(layer: number, main: Stream): void {
+    this.#used[layer].record(main);
+    if (layer + 2 < this.#copied.length) {
+      this.copyStream.waitEvent(this.#used[layer]);
+      this.#copy(layer + 2);
+    }
+  }
+
+  /** Joins the copy stream back into `main` (a captured step must end joined). */
+  end(main: Stream): void {
+    this.#join.record(this.copyStream);
+    main.waitEvent(this.#join);
+  }
+
+  [Symbol.dispose](): void {
+    for (const b of this.buffers) {
+      b.k.dispose();
+      b.v.dispose();
+    }
+    for (const e of [this.#fork, this.#join, ...this.#copied, ...this.#used]) e.dispose();
+    this.copyStream.dispose();
+  }
+}
+
+export class OffloadPlan implements Disposable {
+  readonly options: OffloadOptions;
+  readonly #bitmap: DeviceBuffer | null = null;
+  readonly #bitmapStride: number = 0;
+  /** [parity][layer] with reuse, else [0][layer] all the same staging; null for device layers. */
+  readonly #stages: (Staging | null)[][] = [];
+  readonly #owned: Disposable[] = [];
+  readonly #counters: DeviceBuffer | null = null;
+  readonly #fullKv: FullKvPipeline | null = null;
+  /** Step parity: which of a layer's two stagings this step writes (reuse). */
+  #parity = 0;
+
+  constructor(cuda: Cuda, readonly plan: DecodePlan, options: OffloadOptions, stream: Stream) {
+    this.options = checkOffloadOptions(options, "OffloadPlan");
+    const cache = plan.cache, spec = plan.spec, B = plan.batch;
+    const host = cache.layers.map((l) => l.placement === "host");
+    try {
+      if (options.mode === "full-kv") {
+        if (!host.every((h) => h)) {
+          throw new ArgumentError(
+            "OffloadPlan",
+            "cache.kvPlacement",
+            cache.layers.map((l) => l.placement),
+            'every layer "host" for mode "full-kv"',
+          );
+        }
+        this.#fullKv = this.#own(new FullKvPipeline(cuda, plan));
+        return;
+      }
+      const SH = spec.numSelectionHeads;
+      this.#bitmapStride = Math.ceil(plan.keyStride / 32);
+      this.#bitmap = this.#own(cuda.alloc(B * SH * this.#bitmapStride * 4));
+      this.#bitmap.fill8(0, stream); // sort_selection leaves it zero after each use
+      this.#counters = this.#own(cuda.alloc(cache.layers.length * GATHER_COUNTERS * 8));
+      this.#counters.fill8(0, stream);
+      const rows = B * SH * plan.selStride;
+      const make = () => this.#own(new Staging(cuda, rows, spec.headDim, B));
+      const shared = host.some((h) => h) && !options.reuse ? make() : null;
+      for (let p = 0; p < (options.reuse ? 2 : 1); p++) {
+        this.#stages.push(host.map((h) => (h ? shared ?? make() : null)));
+      }
+      this.invalidate(stream);
+    } catch (e) {
+      this.dispose();
+      throw e;
+    }
+  }
+
+  #own<T extends Disposable>(x: T): T {
+    this.#owned.push(x);
+    return x;
+  }
+
+  /** Whether `layer`'s attention goes through this plan (its K/V are in host memory). */
+  handles(layer: number): boolean {
+    return this.plan.cache.layers[layer].placement === "host";
+  }
+
+  /** A key part for captured graphs: steps of different parity write different stagings. */
+  get graphKey(): string {
+    return this.options.reuse ? `p${this.#parity}` : "";
+  }
+
+  /** Host side of a new step: flips the staging parity (reuse). */
+  beginStep(): void {
+    if (this.options.reuse) this.#parity ^= 1;
+  }
+
+  /** Forgets every staged row (sequences reset or re-prefilled: token positions change meaning). */
+  invalidate(stream: Stream): void {
+    for (const row of this.#stages) for (const s of row) s?.count.fill8(0, stream);
+  }
+
+  /** Fills every staging with NaN bit patterns (tests: stale rows cannot pass unnoticed). */
+  poison(stream: Stream): void {
+    for (const row of this.#stages) {
+      for (const s of row) {
+        s?.k.fill8(0xff, stream);
+        s?.v.fill8(0xff, stream);
+      }
+    }
+  }
+
+  // ---- the step, per layer (called while recording, inside or outside a graph capture) ----
+
+  /** Start of the step's layers (full-KV: fork the copy stream and start the first copies). */
+  beginLayers(stream: Stream): void {
+    this.#fullKv?.begin(stream);
+  }
+
+  /** End of the step's layers (full-KV: join the copy stream). */
+  endLayers(stream: Stream): void {
+    this.#fullKv?.end(stream);
+  }
+
+  /** Appends this step's K/V rows of a host layer (full-KV: also into its device copy). */
+  append(layer: number, kNew: bigint, vNew: bigint, stream: Stream): void {
+    this.plan.append(layer, kNew, vNew);
+    if (this.#fullKv) {
+      const copy = this.#fullKv.acquire(layer, stream);
+      this.plan.append(layer, kNew, vNew, copy);
+    }
+  }
+
+  /** Attention of a host layer: q [batch][Hq][d] -> out; `dense` forces dense for every row. */
+  attention(
+    layer: number,
+    q: bigint,
+    out: bigint,
+    dense: boolean,
+    stream: Stream,
+    lseOut = 0n,
+  ): void {
+    const plan = this.plan;
+    if (this.#fullKv) {
+      plan.dense(layer, q, true, this.#fullKv.acquire(layer, stream));
+      plan.merge(out, true, lseOut);
+      this.#fullKv.release(layer, stream);
+      return;
+    }
+    const signature = dense ? "dense" : plan.routeSignature;
+    if (signature !== "dense") {
+      plan.topK(layer, q);
+      this.sort();
+      const stage = this.gather(layer);
+      plan.sparse(layer, q, stage);
+    }
+    if (signature !== "sparse") plan.dense(layer, q, dense);
+    plan.merge(out, dense, lseOut);
+  }
+
+  /** sort_selection on the plan's selected-token lists. */
+  sort(): void {
+    const plan = this.plan;
+    plan.variant.launchers.launchSortSelection(
+      plan.variant.slot("sort_selection"),
+      [plan.spec.numSelectionHeads, 1, plan.batch],
+      {
+        seqLens: plan.buffers.seqLens,
+        budgets: plan.buffers.budgets,
+        routes: plan.buffers.routes,
+        selIdx: plan.workspace.selIdx.ptr,
+        selStride: plan.selStride,
+        bitmap: this.#bitmap!.ptr,
+        bitmapStride: this.#bitmapStride,
+      },
+    );
+  }
+
+  /** gather_kv of `layer`'s sorted selection into this step's staging; returns its rows. */
+  gather(layer: number, reuse = this.options.reuse ?? false): { k: bigint; v: bigint } {
+    const plan = this.plan, l = plan.cache.layers[layer];
+    const dst = this.#stages[this.#parity][layer]!;
+    const prev = reuse ? this.#stages[this.#parity ^ 1][layer]! : null;
+    const t = plan.variant.launchers.tuning;
+    plan.variant.launchers.launchGatherKv(
+      plan.variant.slot("gather_kv"),
+      [Math.ceil(plan.selStride / t.gatherRowsPerBlock), plan.spec.numSelectionHeads, plan.batch],
+      {
+        budgets: plan.buffers.budgets,
+        routes: plan.buffers.routes,
+        blockTables: plan.cache.blockTables.ptr,
+        maxPages: plan.cache.maxPagesPerSeq,
+        selIdx: plan.workspace.selIdx.ptr,
+        selStride: plan.selStride,
+        kCache: l.k.ptr,
+        vCache: l.v.ptr,
+        kStage: dst.k.ptr,
+        vStage: dst.v.ptr,
+        dstIdx: dst.idx.ptr,
+        dstCount: dst.count.ptr,
+        src0Idx: prev?.idx.ptr ?? 0n,
+        src0Count: prev?.count.ptr ?? 0n,
+        src0K: prev?.k.ptr ?? 0n,
+        src0V: prev?.v.ptr ?? 0n,
+        src1Idx: 0n,
+        src1Count: 0n,
+        src1K: 0n,
+        src1V: 0n,
+        counters: this.#counters!.ptr + BigInt(layer * GATHER_COUNTERS * 8),
+      },
+    );
+    return { k: dst.k.ptr, v: dst.v.ptr };
+  }
+
+  /**
+   * Gathers every offloaded layer's rows for the selection now in the plan's workspace (the
+   * last layer's, sorted), without reuse: a bandwidth probe for benchmarks (call after a step,
+   * inside a timed graph). Returns the bytes read from host memory per call.
+   */
+  gatherAllFromHost(): number {
+    const plan = this.plan;
+    let rows = 0;
+    for (let l = 0; l < plan.cache.layers.length; l++) {
+      if (!this.#stages[0]?.[l]) continue;
+      this.gather(l, false);
+      for (let b = 0; b < plan.batch; b++) {
+        if (plan.routes[b] === "sparse") rows += plan.budgets[b] * plan.spec.numSelectionHeads;
+      }
+    }
+    return rows * plan.spec.headDim * 2 * 2;
+  }
+
+  /** The staging `layer`'s gather wrote in the last recorded step (tests inspect it). */
+  lastStaging(
+    layer: number,
+  ): { k: DeviceBuffer; v: DeviceBuffer; idx: DeviceBuffer; count: DeviceBuffer } {
+    const s = this.#stages[this.#parity]?.[layer];
+    if (!s) throw new RangeError(`lastStaging: layer ${layer} has no staging (not offloaded)`);
+    return s;
+  }
+
+  /** Cumulative gather counts per layer since creation (waits for `stream`). */
+  gatherCounts(stream: Stream): GatherCounts[] {
+    const L = this.plan.cache.layers.length;
+    if (!this.#counters) {
+      return Array.from({ length: L }, () => ({ fromPrevious: 0, fromPrefetch: 0, fromHost: 0 }));
+    }
+    const raw = new BigUint64Array(L * GATHER_COUNTERS);
+    this.#counters.download(raw, stream);
+    return Array.from({ length: L }, (_, i) => ({
+      fromPrevious: Number(raw[i * GATHER_COUNTERS]),
+      fromPrefetch: Number(raw[i * GATHER_COUNTERS + 1]),
+      fromHost: Number(raw[i * GATHER_COUNTERS + 2]),
+    }));
+  }
+
+  /**
+   * Device bytes this plan adds: stagings (2 x layers x batch x selHeads x selStride x headDim x
+   * 2 (K, V) x 2 bytes with reuse, one shared set without), lists, bitmap and counters; or the
+   * full-KV double buffer (2 x the K and V pools of one layer).
+   */
+  get deviceBytes(): number {
+    const seen = new Set<Staging>();
+    for (const row of this.#stages) for (const s of row) if (s) seen.add(s);
+    let n = [...seen].reduce((a, s) => a + s.bytes, 0);
+    n += (this.#bitmap?.bytes ?? 0) + (this.#counters?.bytes ?? 0);
+    return n + (this.#fullKv?.deviceBytes ?? 0);
+  }
+
+  dispose(): void {
+    for (const d of this.#owned.splice(0).reverse()) d[Symbol.dispose]();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}

@@ -1,0 +1,63 @@
+import assert from "node:assert/strict";
+import { checkOffloadOptions, type OffloadOptions } from "../src/runtime/offload_plan.ts";
+import { offloadPlacement } from "../src/decoding/gpu_decoder.ts";
+import { ArgumentError, UsageError } from "../src/util/errors.ts";
+import { offloadFromFlags } from "../src/cli/offload_flags.ts";
+import {
+  LLAMA3_8B,
+  LLAMA3_8B_GROUP_SPEC,
+  LLAMA3_8B_GROUP_SPEC_NO_DENSE,
+} from "../bench/llama3_shape.ts";
+
+Deno.test("offload options: valid ones pass unchanged", () => {
+  for (
+    const o of [
+      { mode: "selected" },
+      { mode: "selected", reuse: true },
+      { mode: "full-kv" },
+    ] as OffloadOptions[]
+  ) assert.equal(checkOffloadOptions(o, "t"), o);
+});
+
+Deno.test("offload options: bad ones name the field, the value and what is allowed", () => {
+  const cases: [unknown, RegExp][] = [
+    [{ mode: "all" }, /^t: offload\.mode: got "all"; allowed: selected, full-kv$/],
+    [{ mode: "selected", reuse: "yes" }, /offload\.reuse: got "yes"; allowed: true, false/],
+    [{ mode: "full-kv", reuse: true }, /only with mode "selected"/],
+    [{ mode: "selected", skipMissed: true }, /offload\.skipMissed: got true; allowed: only with/],
+    [{ mode: "selected", prediction: true }, /prediction.*not implemented yet/],
+    [null, /^t: offload: got null/],
+  ];
+  for (const [o, re] of cases) {
+    assert.throws(() => checkOffloadOptions(o as OffloadOptions, "t"), (e: Error) => {
+      assert.ok(e instanceof ArgumentError, `${JSON.stringify(o)}: an ArgumentError`);
+      assert.match(e.message, re);
+      assert.ok(!e.message.includes("\n"), "one line");
+      return true;
+    });
+  }
+});
+
+Deno.test("offload placement: selected keeps the spec's dense layers on the device", () => {
+  const p = offloadPlacement({ mode: "selected" }, LLAMA3_8B_GROUP_SPEC, LLAMA3_8B);
+  assert.equal(p.length, 32);
+  assert.deepEqual(p.slice(0, 3), ["device", "device", "host"]);
+  assert.equal(p.filter((x) => x === "host").length, 30);
+  const full = offloadPlacement({ mode: "full-kv" }, LLAMA3_8B_GROUP_SPEC, LLAMA3_8B);
+  assert.ok(full.every((x) => x === "host"));
+  const noDense = LLAMA3_8B_GROUP_SPEC_NO_DENSE;
+  assert.ok(offloadPlacement({ mode: "selected" }, noDense, LLAMA3_8B).every((x) => x === "host"));
+});
+
+Deno.test("offload flags: --offload is reuse; --offload-mode picks; a bad mode is one line", () => {
+  assert.equal(offloadFromFlags(false, undefined), undefined);
+  assert.deepEqual(offloadFromFlags(true, undefined), { mode: "selected", reuse: true });
+  assert.deepEqual(offloadFromFlags(undefined, "full-kv"), { mode: "full-kv" });
+  assert.deepEqual(offloadFromFlags(true, "selected"), { mode: "selected" });
+  assert.throws(
+    () => offloadFromFlags(true, "ssd"),
+    (e: Error) =>
+      e instanceof UsageError &&
+      e.message === '--offload-mode: got "ssd"; allowed: selected, reuse, full-kv',
+  );
+});
