@@ -30,6 +30,10 @@ export const tuning = {
   prefillMTiles: 1,
   prefillQInRegisters: false,
   prefillSharedBytes: 98304,
+  prefillWgmma: false,
+  prefillWgmmaThreads: 128,
+  prefillWgmmaKeyTile: 128,
+  prefillWgmmaSharedBytes: 295936,
   mergeUnroll: 4,
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
@@ -41,7 +45,7 @@ export const kernels = {
   dense: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "5459cff36e7267f682d9a7541a4cde09921cb1c4e868abc8d4be55fc1a7e7b8d" },
   sparse: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "15437f86aa2434be9676277c77b07e24281b3674d4ad78ae8c3a004f6a0e6195" },
   merge: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_merge", file: "merge.cu", threads: 256, argCount: 8, sha256: "20b00cb7a759d854c1e3c72b2d7c66d620d45ea34c1b5b47d1700211903c85c0" },
-  prefill: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "e2a30e0799d3f85dc561f6d2975994cb2dcbdf4c50f73dc07c858f50cc90375c" },
+  prefill: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "196b750dfa7b40645b0ab26854f181a43ca36635396a46ca931ce5042c93f194" },
 } as const;
 
 /**
