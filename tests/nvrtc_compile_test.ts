@@ -229,7 +229,8 @@ const NVRTC_MAJOR = nvrtcMajorHere();
 
 Deno.test({
   name: NVRTC_MAJOR >= 12
-    ? `nvrtc: the wgmma prefill bodies compile for sm_90a (NVRTC ${NVRTC_MAJOR}) without spills`
+    ? `nvrtc: the wgmma prefill bodies compile for sm_90a (NVRTC ${NVRTC_MAJOR}), no spills, ` +
+      "no serialized wgmma"
     : `nvrtc: the wgmma prefill bodies for sm_90a: NOT CHECKED, NVRTC ${NVRTC_MAJOR} cannot emit ` +
       "wgmma (run with DS_NVRTC_PATH at an NVRTC 12+, or scripts/compile_check.ts)",
   ignore: NVRTC_MAJOR < 12,
@@ -241,6 +242,7 @@ Deno.test({
       const r = compilePrefillBody(compiler, spec, "wgmma");
       assert.ok(r.usesBodyMma, `${spec.variant}: no wgmma.mma_async in the PTX`);
       assert.ok(clean(r.stats), `${spec.variant}: spills or a stack frame ${spills(r.stats)}`);
+      assert.ok(!r.serialized, `${spec.variant}: ptxas serialized the wgmmas (C7513)`);
       rows.push([spec.variant, String(r.stats.registers), spills(r.stats)]);
     }
     assert.ok(rows.length >= 8, `only ${rows.length} wgmma bodies`);

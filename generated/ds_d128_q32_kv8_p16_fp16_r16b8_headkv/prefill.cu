@@ -217,7 +217,10 @@ DS_INLINE u32 pack2(float lo, float hi) {
 // fragments (per warp the mma.sync m16n8 layout, repeated over N); P, converted to 16 bits in
 // registers, is the register A operand of O += P V, whose B operand V is [key][d] in shared
 // memory, i.e. N-major (the transpose bit of 16-bit wgmma). K/V tiles come from the paged cache
-// by cp.async into a double-buffered ring.
+// by cp.async into double-buffered rings. Schedule (FA3's intra-warpgroup overlap): a warpgroup
+// issues tile n's QK^T and tile n - 1's PV together (O rescaled to tile n - 1's max in between),
+// waits for QK^T only and runs tile n's softmax while the tensor cores do tile n - 1's PV; P is
+// written to its registers only once that PV is done (ptxas serializes the wgmmas otherwise).
 #if !defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #error "DS_PREFILL_WGMMA needs --gpu-architecture=sm_90a (wgmma.mma_async)"
 #endif
@@ -291,19 +294,86 @@ DS_INLINE u64 sw128_desc(u32 addr, u32 lead, u32 stride) {
          ((u64)((stride >> 4) & 0x3FFFu) << 32) | (1ull << 62);
 }
 
-// Issues the cp.async loads of keys [t0, t0 + KEY_TILE) of one kv head into a K and a V tile.
-// Keys past `last` repeat the last key (always cached); the softmax masks them.
-DS_INLINE void load_kv_tile(const u16* __restrict__ k_cache, const u16* __restrict__ v_cache,
-                            const int* __restrict__ bt, int kv_head, int t0, int last, u32 k_tile,
-                            u32 v_tile) {
+// Issues the cp.async loads of keys [t0, t0 + KEY_TILE) of one kv head from one cache (K or V)
+// into a tile. Keys past `last` repeat the last key (always cached); the softmax masks them.
+DS_INLINE void load_rows(const u16* __restrict__ cache, const int* __restrict__ bt, int kv_head,
+                         int t0, int last, u32 tile) {
 #pragma unroll 4
   for (int i = threadIdx.x; i < KEY_TILE * CHUNKS; i += PREFILL_THREADS) {
     const int r = i / CHUNKS, c = i % CHUNKS;
-    const int t = min(t0 + r, last);
-    const size_t row = kv_row_of_token(bt, kv_head, t);
-    cp_async_16(k_tile + sw128_offset(KEY_TILE, r, c), k_cache + row * HEAD_DIM + c * 8);
-    cp_async_16(v_tile + sw128_offset(KEY_TILE, r, c), v_cache + row * HEAD_DIM + c * 8);
+    const size_t row = kv_row_of_token(bt, kv_head, min(t0 + r, last));
+    cp_async_16(tile + sw128_offset(KEY_TILE, r, c), cache + row * HEAD_DIM + c * 8);
   }
+}
+
+// S = Q K^T for one warpgroup: HEAD_DIM / 16 k steps of one m64nKEY_TILEk16 chain; k step kk is
+// 32 bytes into 128-byte column block kk / 4 of both operands.
+DS_INLINE void issue_qk(float (&s)[KEY_TILE / 2], u64 q_desc, u32 k_tile) {
+  const u64 k_desc = sw128_desc(k_tile, 16, 1024);
+  wgmma_qk<0>(s, q_desc, k_desc);
+#pragma unroll
+  for (int kk = 1; kk < HEAD_DIM / 16; kk++) {
+    wgmma_qk<1>(s, q_desc + (((kk >> 2) * Q_TILE * 128 + (kk & 3) * 32) >> 4),
+                k_desc + (((kk >> 2) * KEY_TILE * 128 + (kk & 3) * 32) >> 4));
+  }
+}
+
+// O += P V: KEY_TILE / 16 k steps of m64nHEAD_DIMk16, 16 keys (2048 bytes of V) each.
+DS_INLINE void issue_pv(float (&o)[HEAD_DIM / 2], const u32 (&p)[KEY_TILE / 16][4], u32 v_tile) {
+  const u64 v_desc = sw128_desc(v_tile, KEY_TILE * 128, 1024);
+#pragma unroll
+  for (int kb = 0; kb < KEY_TILE / 16; kb++) wgmma_pv(o, p[kb], v_desc + ((kb * 16 * 128) >> 4));
+}
+
+// The online softmax of one tile's scores s (s[4 j + e]: row g (e < 2) or g + 8, key
+// t0 + 8 j + 2 t4 + (e & 1)), in place: causal mask where `masked`, running max and sum updated,
+// s replaced by the unnormalized probabilities, alpha the factor that rescales what O held.
+DS_INLINE void softmax_tile(float (&s)[KEY_TILE / 2], float (&m_run)[2], float (&l_run)[2],
+                            float (&alpha)[2], const int (&pos)[2], int t0, bool masked,
+                            float qk_scale, int t4) {
+  float mx[2] = {neg_inf(), neg_inf()};
+#pragma unroll
+  for (int j = 0; j < KEY_TILE / 8; j++) {
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int key = t0 + 8 * j + 2 * t4 + (e & 1);
+      float x = s[4 * j + e] * qk_scale;
+      if (masked && key > pos[e >> 1]) x = neg_inf();
+      s[4 * j + e] = x;
+      mx[e >> 1] = fmaxf(mx[e >> 1], x);
+    }
+  }
+#pragma unroll
+  for (int h = 0; h < 2; h++) {
+    mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+    mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+    // Key 0 is in the first tile and precedes every position, so m is finite from then on.
+    const float m_new = fmaxf(m_run[h], mx[h]);
+    alpha[h] = fast_exp2(m_run[h] - m_new);
+    m_run[h] = m_new;
+  }
+  float sum[2] = {0.f, 0.f};
+#pragma unroll
+  for (int i = 0; i < KEY_TILE / 2; i++) {
+    s[i] = fast_exp2(s[i] - m_run[(i >> 1) & 1]);
+    sum[(i >> 1) & 1] += s[i];
+  }
+  l_run[0] = l_run[0] * alpha[0] + sum[0];
+  l_run[1] = l_run[1] * alpha[1] + sum[1];
+}
+
+// P (the probabilities s) as the 16-bit A fragments of the PV product, one per 16 keys.
+DS_INLINE void pack_p(const float (&s)[KEY_TILE / 2], u32 (&p)[KEY_TILE / 16][4]) {
+#pragma unroll
+  for (int j = 0; j < KEY_TILE / 8; j++) {
+    p[j / 2][(j % 2) * 2] = pack2(s[4 * j], s[4 * j + 1]);
+    p[j / 2][(j % 2) * 2 + 1] = pack2(s[4 * j + 2], s[4 * j + 3]);
+  }
+}
+
+DS_INLINE void rescale_o(float (&o)[HEAD_DIM / 2], const float (&alpha)[2]) {
+#pragma unroll
+  for (int i = 0; i < HEAD_DIM / 2; i++) o[i] *= alpha[(i >> 1) & 1];
 }
 
 extern "C" __global__ void __launch_bounds__(PREFILL_THREADS, 1) ds_d128_q32_kv8_p16_fp16_r16b8_headkv_prefill(
@@ -317,7 +387,7 @@ extern "C" __global__ void __launch_bounds__(PREFILL_THREADS, 1) ds_d128_q32_kv8
     float softmax_scale                      // usually 1/sqrt(HEAD_DIM)
 ) {
   extern __shared__ uint4 smem[];
-  // Tiles 1024-byte aligned (the launch adds 1024 bytes of slack): Q, then 2 K and 2 V stages.
+  // Tiles 1024-byte aligned (the launch adds 1024 bytes of slack): Q, 2 K slots, 2 V slots.
   const u32 q_s = (smem_u32(smem) + 1023u) & ~1023u;
   const u32 k_s = q_s + Q_BYTES;
   const u32 v_s = k_s + 2 * KV_BYTES;
@@ -330,7 +400,7 @@ extern "C" __global__ void __launch_bounds__(PREFILL_THREADS, 1) ds_d128_q32_kv8
   const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
   const int g = lane / 4, t4 = lane % 4;
 
-  // Q rows of the tile (rows past the tile repeat its last row and are never stored).
+  // Q rows of the tile (rows past the tile repeat its last row and are never stored), K tile 0.
   for (int i = threadIdx.x; i < Q_TILE * CHUNKS; i += PREFILL_THREADS) {
     const int r = i / CHUNKS, c = i % CHUNKS;
     const int m = row0 + min(r, rows - 1);
@@ -338,7 +408,7 @@ extern "C" __global__ void __launch_bounds__(PREFILL_THREADS, 1) ds_d128_q32_kv8
                 q + ((size_t)m * NUM_Q_HEADS + head) * HEAD_DIM + c * 8);
   }
   const int num_key_tiles = (last + KEY_TILE) / KEY_TILE;
-  load_kv_tile(k_cache, v_cache, bt, kv_head, 0, last, k_s, v_s);
+  load_rows(k_cache, bt, kv_head, 0, last, k_s);
   cp_async_commit();
 
   // This thread's rows: g and g + 8 of its warp's 16 (warpgroup wg owns rows [64 wg, 64 wg + 64)),
@@ -346,98 +416,76 @@ extern "C" __global__ void __launch_bounds__(PREFILL_THREADS, 1) ds_d128_q32_kv8
   const int r_base = 64 * wg + 16 * warp + g;
   const int pos[2] = {pos0 + min(r_base, rows - 1), pos0 + min(r_base + 8, rows - 1)};
   const float qk_scale = softmax_scale * 1.4426950408889634f;
-  // Q of this warpgroup: its 64 rows of each column block; k step kk is 32 bytes into block kk / 4.
+  // Q of this warpgroup: its 64 rows of each column block.
   const u64 q_desc = sw128_desc(q_s + wg * 64 * 128, 16, 1024);
 
   float o[HEAD_DIM / 2];
   float m_run[2] = {neg_inf(), neg_inf()}, l_run[2] = {0.f, 0.f};
 #pragma unroll
   for (int i = 0; i < HEAD_DIM / 2; i++) o[i] = 0.f;
+  // P of the previous tile (the A operand of its PV) and the factor that rescales O before it.
+  u32 p[KEY_TILE / 16][4];
+  float alpha[2];
 
-  for (int kt = 0; kt < num_key_tiles; kt++) {
-    const int buf = kt & 1;
-    if (kt + 1 < num_key_tiles) {
-      load_kv_tile(k_cache, v_cache, bt, kv_head, (kt + 1) * KEY_TILE, last,
-                   k_s + (buf ^ 1) * KV_BYTES, v_s + (buf ^ 1) * KV_BYTES);
-    }
-    cp_async_commit();
-    cp_async_wait<1>();
+  // Tile 0: its QK^T and softmax alone (no PV before it).
+  {
+    cp_async_wait<0>();
     fence_proxy_async();
     __syncthreads();
-
-    // S = Q K^T: HEAD_DIM / 16 k steps of one m64nKEY_TILEk16 chain.
-    const u64 k_desc = sw128_desc(k_s + buf * KV_BYTES, 16, 1024);
+    if (num_key_tiles > 1) load_rows(k_cache, bt, kv_head, KEY_TILE, last, k_s + KV_BYTES);
+    load_rows(v_cache, bt, kv_head, 0, last, v_s);
+    cp_async_commit();
     float s[KEY_TILE / 2];
     wgmma_fence();
-    wgmma_qk<0>(s, q_desc, k_desc);
-#pragma unroll
-    for (int kk = 1; kk < HEAD_DIM / 16; kk++) {
-      wgmma_qk<1>(s, q_desc + (((kk >> 2) * Q_TILE * 128 + (kk & 3) * 32) >> 4),
-                    k_desc + (((kk >> 2) * KEY_TILE * 128 + (kk & 3) * 32) >> 4));
-    }
+    issue_qk(s, q_desc, k_s);
     wgmma_commit();
     wgmma_wait<0>();
     fence_regs(s);
+    softmax_tile(s, m_run, l_run, alpha, pos, 0, KEY_TILE - 1 > pos0, qk_scale, t4);
+    pack_p(s, p);
+  }
+  for (int kt = 1; kt < num_key_tiles; kt++) {
+    // K of tile kt and V of tile kt - 1 (committed last iteration) are in: visible to wgmma.
+    cp_async_wait<0>();
+    fence_proxy_async();
+    __syncthreads();
+    // K of tile kt + 1 and V of tile kt into the slots of K kt - 1 and V kt - 2, whose MMAs every
+    // warpgroup finished before the barrier.
+    if (kt + 1 < num_key_tiles) {
+      load_rows(k_cache, bt, kv_head, (kt + 1) * KEY_TILE, last, k_s + ((kt + 1) & 1) * KV_BYTES);
+    }
+    load_rows(v_cache, bt, kv_head, kt * KEY_TILE, last, v_s + (kt & 1) * KV_BYTES);
+    cp_async_commit();
 
-    // Causal mask (only the tiles that reach the query positions need it) and online softmax.
-    // s[4 j + e]: row g (e < 2) or g + 8, key t0 + 8 j + 2 t4 + (e & 1).
-    const int t0 = kt * KEY_TILE;
-    const bool masked = t0 + KEY_TILE - 1 > pos0;
-    float mx[2] = {neg_inf(), neg_inf()};
-#pragma unroll
-    for (int j = 0; j < KEY_TILE / 8; j++) {
-#pragma unroll
-      for (int e = 0; e < 4; e++) {
-        const int key = t0 + 8 * j + 2 * t4 + (e & 1);
-        float x = s[4 * j + e] * qk_scale;
-        if (masked && key > pos[e >> 1]) x = neg_inf();
-        s[4 * j + e] = x;
-        mx[e >> 1] = fmaxf(mx[e >> 1], x);
-      }
-    }
-    float alpha[2], sum[2] = {0.f, 0.f};
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
-      // Key 0 is in the first tile and precedes every position, so m is finite from then on.
-      const float m_new = fmaxf(m_run[h], mx[h]);
-      alpha[h] = fast_exp2(m_run[h] - m_new);
-      m_run[h] = m_new;
-    }
-    u32 p[KEY_TILE / 16][4];  // P as A fragments of the PV product, one per 16 keys
-#pragma unroll
-    for (int j = 0; j < KEY_TILE / 8; j++) {
-      const float p0 = fast_exp2(s[4 * j] - m_run[0]), p1 = fast_exp2(s[4 * j + 1] - m_run[0]);
-      const float p2 = fast_exp2(s[4 * j + 2] - m_run[1]), p3 = fast_exp2(s[4 * j + 3] - m_run[1]);
-      sum[0] += p0 + p1;
-      sum[1] += p2 + p3;
-      p[j / 2][(j % 2) * 2] = pack2(p0, p1);
-      p[j / 2][(j % 2) * 2 + 1] = pack2(p2, p3);
-    }
-    l_run[0] = l_run[0] * alpha[0] + sum[0];
-    l_run[1] = l_run[1] * alpha[1] + sum[1];
-#pragma unroll
-    for (int j = 0; j < HEAD_DIM / 8; j++) {
-      o[4 * j] *= alpha[0];
-      o[4 * j + 1] *= alpha[0];
-      o[4 * j + 2] *= alpha[1];
-      o[4 * j + 3] *= alpha[1];
-    }
-
-    // O += P V: KEY_TILE / 16 k steps of m64nHEAD_DIMk16, 16 keys (2048 bytes of V) each.
-    const u64 v_desc = sw128_desc(v_s + buf * KV_BYTES, KEY_TILE * 128, 1024);
+    // QK^T of tile kt, then (O rescaled to tile kt - 1's max) the PV of tile kt - 1 behind it.
+    float s[KEY_TILE / 2];
     wgmma_fence();
-#pragma unroll
-    for (int kb = 0; kb < KEY_TILE / 16; kb++) {
-      wgmma_pv(o, p[kb], v_desc + ((kb * 16 * 128) >> 4));
-    }
+    issue_qk(s, q_desc, k_s + (kt & 1) * KV_BYTES);
     wgmma_commit();
-    wgmma_wait<0>();
+    rescale_o(o, alpha);
+    wgmma_fence();
+    issue_pv(o, p, v_s + ((kt - 1) & 1) * KV_BYTES);
+    wgmma_commit();
+    wgmma_wait<1>();  // QK^T of tile kt done; PV of tile kt - 1 runs on during the softmax
+    fence_regs(s);
+    // Causal mask only on the tiles that reach the query positions.
+    const int t0 = kt * KEY_TILE;
+    softmax_tile(s, m_run, l_run, alpha, pos, t0, t0 + KEY_TILE - 1 > pos0, qk_scale, t4);
+    wgmma_wait<0>();  // PV of tile kt - 1 done: its P registers may be rewritten
     fence_regs(o);
     fence_regs(p);
-    __syncthreads();  // this buffer is refilled by the next iteration's loads
+    pack_p(s, p);
   }
+  // The last tile's PV (its V was committed in the last iteration).
+  cp_async_wait<0>();
+  fence_proxy_async();
+  __syncthreads();
+  rescale_o(o, alpha);
+  wgmma_fence();
+  issue_pv(o, p, v_s + ((num_key_tiles - 1) & 1) * KV_BYTES);
+  wgmma_commit();
+  wgmma_wait<0>();
+  fence_regs(o);
 
   // Normalize and store the tile's rows.
 #pragma unroll
