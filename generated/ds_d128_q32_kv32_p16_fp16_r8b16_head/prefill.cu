@@ -219,8 +219,9 @@ DS_INLINE u32 pack2(float lo, float hi) {
 // memory, i.e. N-major (the transpose bit of 16-bit wgmma). K/V tiles come from the paged cache
 // by cp.async into double-buffered rings. Schedule (FA3's intra-warpgroup overlap): a warpgroup
 // issues tile n's QK^T and tile n - 1's PV together (O rescaled to tile n - 1's max in between),
-// waits for QK^T only and runs tile n's softmax while the tensor cores do tile n - 1's PV; P is
-// written to its registers only once that PV is done (ptxas serializes the wgmmas otherwise).
+// issues the cp.async loads of the next tiles while they run, waits for QK^T only and runs tile
+// n's softmax while the tensor cores do tile n - 1's PV; P is written to its registers only once
+// that PV is done (ptxas serializes the wgmmas otherwise).
 #if !defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #error "DS_PREFILL_WGMMA needs --gpu-architecture=sm_90a (wgmma.mma_async)"
 #endif
@@ -432,13 +433,13 @@ extern "C" __global__ void __launch_bounds__(PREFILL_THREADS, 1) ds_d128_q32_kv3
     cp_async_wait<0>();
     fence_proxy_async();
     __syncthreads();
-    if (num_key_tiles > 1) load_rows(k_cache, bt, kv_head, KEY_TILE, last, k_s + KV_BYTES);
-    load_rows(v_cache, bt, kv_head, 0, last, v_s);
-    cp_async_commit();
     float s[KEY_TILE / 2];
     wgmma_fence();
     issue_qk(s, q_desc, k_s);
     wgmma_commit();
+    if (num_key_tiles > 1) load_rows(k_cache, bt, kv_head, KEY_TILE, last, k_s + KV_BYTES);
+    load_rows(v_cache, bt, kv_head, 0, last, v_s);
+    cp_async_commit();
     wgmma_wait<0>();
     fence_regs(s);
     softmax_tile(s, m_run, l_run, alpha, pos, 0, KEY_TILE - 1 > pos0, qk_scale, t4);
@@ -449,14 +450,6 @@ extern "C" __global__ void __launch_bounds__(PREFILL_THREADS, 1) ds_d128_q32_kv3
     cp_async_wait<0>();
     fence_proxy_async();
     __syncthreads();
-    // K of tile kt + 1 and V of tile kt into the slots of K kt - 1 and V kt - 2, whose MMAs every
-    // warpgroup finished before the barrier.
-    if (kt + 1 < num_key_tiles) {
-      load_rows(k_cache, bt, kv_head, (kt + 1) * KEY_TILE, last, k_s + ((kt + 1) & 1) * KV_BYTES);
-    }
-    load_rows(v_cache, bt, kv_head, kt * KEY_TILE, last, v_s + (kt & 1) * KV_BYTES);
-    cp_async_commit();
-
     // QK^T of tile kt, then (O rescaled to tile kt - 1's max) the PV of tile kt - 1 behind it.
     float s[KEY_TILE / 2];
     wgmma_fence();
@@ -466,6 +459,13 @@ extern "C" __global__ void __launch_bounds__(PREFILL_THREADS, 1) ds_d128_q32_kv3
     wgmma_fence();
     issue_pv(o, p, v_s + ((kt - 1) & 1) * KV_BYTES);
     wgmma_commit();
+    // While they run: K of tile kt + 1 and V of tile kt into the slots of K kt - 1 and V kt - 2,
+    // whose MMAs every warpgroup finished before the barrier.
+    if (kt + 1 < num_key_tiles) {
+      load_rows(k_cache, bt, kv_head, (kt + 1) * KEY_TILE, last, k_s + ((kt + 1) & 1) * KV_BYTES);
+    }
+    load_rows(v_cache, bt, kv_head, kt * KEY_TILE, last, v_s + (kt & 1) * KV_BYTES);
+    cp_async_commit();
     wgmma_wait<1>();  // QK^T of tile kt done; PV of tile kt - 1 runs on during the softmax
     fence_regs(s);
     // Causal mask only on the tiles that reach the query positions.
