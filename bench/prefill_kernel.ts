@@ -34,8 +34,7 @@ import { renderKernels } from "../src/codegen/render.ts";
 import { sharedCompiler } from "../src/runtime/variant.ts";
 import { prefillTiles } from "../src/runtime/prefill_tiles.ts";
 import { parsePrefillBody } from "../src/runtime/prefill_body.ts";
-import { packageRoot } from "../src/util/package_root.ts";
-import { join } from "node:path";
+import { runPythonBench } from "../src/runtime/python_baseline.ts";
 
 const { values: args } = openCommand({
   name: "prefill_kernel",
@@ -85,15 +84,8 @@ for (const body of bodies) {
       `${variant.prefill.sharedBytes} B shared`,
   );
   for (const P of prompts) {
-    using cache = new PagedKvCache(cuda, spec, { numLayers: 1, numSeqs: 1, maxContext: P });
-    cache.pages.scrambleFreeList(Math.random);
-    cache.pages.grow(0, P);
-    cache.syncBlockTables(stream);
-    util.fillNormal(cache.layers[0].k, 1, 1, stream);
-    util.fillNormal(cache.layers[0].v, 2, 1, stream);
-    using q = cuda.alloc(P * spec.numQHeads * spec.headDim * 2);
-    using out = cuda.alloc(P * spec.numQHeads * spec.headDim * 2);
-    util.fillNormal(q, 3, 1, stream);
+    using prompt = randomPrompt(P);
+    const { cache, q, out } = prompt;
     for (const C of [P, chunk].filter((c, i, a) => a.indexOf(c) === i && c <= P)) {
       using plan = new PrefillPlan(cuda, variant, cache, C);
       const ms = medianEventMs(cuda, stream, () => {
@@ -115,38 +107,43 @@ for (const body of bodies) {
   }
 }
 
-/** PyTorch's causal SDPA (its default backend) per prompt, TFLOP/s; empty when it cannot run. */
+/** One sequence of P cached tokens (pages scrambled) with random K, V and queries, and an output. */
+function randomPrompt(P: number) {
+  const cache = new PagedKvCache(cuda, spec, { numLayers: 1, numSeqs: 1, maxContext: P });
+  cache.pages.scrambleFreeList(Math.random);
+  cache.pages.grow(0, P);
+  cache.syncBlockTables(stream);
+  util.fillNormal(cache.layers[0].k, 1, 1, stream);
+  util.fillNormal(cache.layers[0].v, 2, 1, stream);
+  const q = cuda.alloc(P * spec.numQHeads * spec.headDim * 2);
+  const out = cuda.alloc(P * spec.numQHeads * spec.headDim * 2);
+  util.fillNormal(q, 3, 1, stream);
+  return {
+    cache,
+    q,
+    out,
+    [Symbol.dispose]() {
+      out.dispose();
+      q.dispose();
+      cache.dispose();
+    },
+  };
+}
+
+/** PyTorch's causal SDPA (its default backend) per prompt, TFLOP/s; an error when it cannot run. */
 function sdpaTflops(ps: readonly number[]): Map<number, number> {
-  const tmp = Deno.makeTempDirSync({ prefix: "ds-sdpa-" });
-  try {
-    Deno.writeTextFileSync(
-      join(tmp, "jobs.json"),
-      JSON.stringify({
-        model: { heads: spec.numQHeads, kv_heads: spec.numKvHeads, head_dim: spec.headDim },
-        jobs: [],
-        repeats: repeats,
-        sdpa_only: ps,
-      }),
-    );
-    const run = new Deno.Command("python3", {
-      args: [
-        join(packageRoot(), "bench", "prefill_torch.py"),
-        join(tmp, "jobs.json"),
-        join(tmp, "out.json"),
-      ],
-      stdout: "inherit",
-      stderr: "inherit",
-    }).outputSync();
-    if (!run.success) throw new Error("python3 bench/prefill_torch.py failed (see above)");
-    const out = JSON.parse(Deno.readTextFileSync(join(tmp, "out.json")));
-    return new Map(
-      (out.sdpa as { prompt: number; default: { tflops?: number } }[])
-        .filter((r) => r.default.tflops !== undefined)
-        .map((r) => [r.prompt, r.default.tflops!]),
-    );
-  } finally {
-    Deno.removeSync(tmp, { recursive: true });
-  }
+  const r = runPythonBench("prefill_torch.py", {
+    model: { heads: spec.numQHeads, kv_heads: spec.numKvHeads, head_dim: spec.headDim },
+    jobs: [],
+    repeats,
+    sdpa_only: ps,
+  });
+  if (!r.ok) throw new Error(`--sdpa: ${r.why}`);
+  return new Map(
+    (r.out.sdpa as { prompt: number; default: { tflops?: number } }[])
+      .filter((x) => x.default.tflops !== undefined)
+      .map((x) => [x.prompt, x.default.tflops!]),
+  );
 }
 
 // ---- tuning experiments: other mma.sync kernel shapes, same arguments ----
@@ -179,14 +176,8 @@ for (const name of tuningNames) {
   const info = fn.info();
   const qTile = prefillQTile(tuning);
   for (const P of prompts) {
-    using cache = new PagedKvCache(cuda, spec, { numLayers: 1, numSeqs: 1, maxContext: P });
-    cache.pages.grow(0, P);
-    cache.syncBlockTables(stream);
-    util.fillNormal(cache.layers[0].k, 1, 1, stream);
-    util.fillNormal(cache.layers[0].v, 2, 1, stream);
-    using q = cuda.alloc(P * spec.numQHeads * spec.headDim * 2);
-    using out = cuda.alloc(P * spec.numQHeads * spec.headDim * 2);
-    util.fillNormal(q, 3, 1, stream);
+    using prompt = randomPrompt(P);
+    const { cache, q, out } = prompt;
     const tiles = prefillTiles([{ row0: 0, seq: 0, pos0: 0, rows: P }], qTile);
     using tileBuf = cuda.alloc(tiles.byteLength);
     tileBuf.upload(tiles, stream);

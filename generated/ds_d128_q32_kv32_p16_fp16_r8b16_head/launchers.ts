@@ -45,7 +45,7 @@ export const kernels = {
   dense: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "4882fcd41be31adfd07d4671fb7a2cd327ce96908fb6f661d4eb92a593a79e14" },
   sparse: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "dfac7731df81cd5dcc446b1c90505a798ca314eda271c1343491709e1f744bce" },
   merge: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "97b1bc7018aa72be9c3b9684bbbd7d8bbdf735c689a57e7abf00ad5c868a1f6f" },
-  prefill: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "0b8b65c5f6ae041a8bd7506a69fdbd7e18ad512df1b8d1322b2c0a15a4e26c70" },
+  prefill: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "c5304dfa60086a0d21b75f7990e664e39055211256c123c883afe69d4681a42e" },
 } as const;
 
 /**

@@ -45,7 +45,7 @@ export const kernels = {
   dense: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "dd904eab660b1759a36d4f32db331d980e3e4230a2b0a0cdd084f8675ea9637f" },
   sparse: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "219cb9c03fa363a5d19a49b84ccf80305e2642d451c91228c69a1fedfcd7abd8" },
   merge: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "e7e979c029282d6791b63b60d83342e4c4a3f9aec98ce1839037929eac7811c9" },
-  prefill: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "fcbf1a597d352a46e20c1ff3142184d20b292dbaa56d000eecc538f9cd7396f0" },
+  prefill: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "f2b123dc5f2d5ac6647d03b32ac55b3814c9f6f9b3d24088fa277fda835e5d75" },
 } as const;
 
 /**

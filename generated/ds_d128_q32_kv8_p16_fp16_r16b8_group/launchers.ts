@@ -45,7 +45,7 @@ export const kernels = {
   dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "a0e8455a2e4098020f2bd4cfc8586a4f4f89e4db55c742e79b50acbd5a5f71fd" },
   sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "600c3403d12d85a493c097c93c473b0b1f51205df934b6b646a198629760e982" },
   merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "66c033418d5e46c16a7e40c63ae3f5cad600088a7bcb8f40d16b05ce4d1f299a" },
-  prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "b8be6dd79e785f3bff912d4b9f790451e706651170e8e942c6691952c4d5df60" },
+  prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "37398d79eda6907d4a73f73c72defdf230406f24622dc74fb7c92b05de588586" },
 } as const;
 
 /**

@@ -326,37 +326,38 @@ DS_INLINE void issue_pv(float (&o)[HEAD_DIM / 2], const u32 (&p)[KEY_TILE / 16][
   for (int kb = 0; kb < KEY_TILE / 16; kb++) wgmma_pv(o, p[kb], v_desc + ((kb * 16 * 128) >> 4));
 }
 
-// The online softmax of one tile's scores s (s[4 j + e]: row g (e < 2) or g + 8, key
-// t0 + 8 j + 2 t4 + (e & 1)), in place: causal mask where `masked`, running max and sum updated,
-// s replaced by the unnormalized probabilities, alpha the factor that rescales what O held.
+// The online softmax of one tile's raw scores s (s[4 j + e]: row g (e < 2) or g + 8, key
+// t0 + 8 j + 2 t4 + (e & 1)), in place: causal mask where `masked`, running max (log2 domain,
+// scaled) and sum updated, s replaced by the unnormalized probabilities exp2(s * qk_scale - m),
+// one FFMA and one EX2 each (the max is taken on the raw scores: qk_scale > 0), alpha the factor
+// that rescales what O held.
 DS_INLINE void softmax_tile(float (&s)[KEY_TILE / 2], float (&m_run)[2], float (&l_run)[2],
                             float (&alpha)[2], const int (&pos)[2], int t0, bool masked,
                             float qk_scale, int t4) {
-  float mx[2] = {neg_inf(), neg_inf()};
+  if (masked) {
 #pragma unroll
-  for (int j = 0; j < KEY_TILE / 8; j++) {
-#pragma unroll
-    for (int e = 0; e < 4; e++) {
-      const int key = t0 + 8 * j + 2 * t4 + (e & 1);
-      float x = s[4 * j + e] * qk_scale;
-      if (masked && key > pos[e >> 1]) x = neg_inf();
-      s[4 * j + e] = x;
-      mx[e >> 1] = fmaxf(mx[e >> 1], x);
+    for (int i = 0; i < KEY_TILE / 2; i++) {
+      if (t0 + 8 * (i >> 2) + 2 * t4 + (i & 1) > pos[(i >> 1) & 1]) s[i] = neg_inf();
     }
   }
+  float mx[2] = {neg_inf(), neg_inf()};
+#pragma unroll
+  for (int i = 0; i < KEY_TILE / 2; i++) mx[(i >> 1) & 1] = fmaxf(mx[(i >> 1) & 1], s[i]);
+  float neg_m[2];
 #pragma unroll
   for (int h = 0; h < 2; h++) {
     mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
     mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
     // Key 0 is in the first tile and precedes every position, so m is finite from then on.
-    const float m_new = fmaxf(m_run[h], mx[h]);
+    const float m_new = fmaxf(m_run[h], mx[h] * qk_scale);
     alpha[h] = fast_exp2(m_run[h] - m_new);
     m_run[h] = m_new;
+    neg_m[h] = -m_new;
   }
   float sum[2] = {0.f, 0.f};
 #pragma unroll
   for (int i = 0; i < KEY_TILE / 2; i++) {
-    s[i] = fast_exp2(s[i] - m_run[(i >> 1) & 1]);
+    s[i] = fast_exp2(fmaf(s[i], qk_scale, neg_m[(i >> 1) & 1]));
     sum[(i >> 1) & 1] += s[i];
   }
   l_run[0] = l_run[0] * alpha[0] + sum[0];

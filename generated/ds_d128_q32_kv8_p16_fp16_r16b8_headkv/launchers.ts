@@ -45,7 +45,7 @@ export const kernels = {
   dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "f95875d85d3474d7ad5fea2cbab5b7ea2398513887780121931b3695d0904a2b" },
   sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "72de93b510721885ead5c0121e59a9ea62803abc205d98e6e2401d499919ece1" },
   merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "d52100e677a1e46a6acafde7ce7f8e529653ad7b06474153c7f388b871f05b37" },
-  prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "8cbf106ae6fcfd22f45738b1a740659690aa76fd17501e245c34ae8b348c4c74" },
+  prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "431fcd1b48e246a8d2acbf599b47bc16783ed86dcb7f21c6d626ef6afb08dccc" },
 } as const;
 
 /**

@@ -45,7 +45,7 @@ export const kernels = {
   dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "e99902f6a7f54872a12013af40a61f07e36acd9f24dce05288897f3b2e424bcb" },
   sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "1c46fc8b57840f07613ce6d64d5a5f750f0885ddea3aa5487360bd990e7df6eb" },
   merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "f80ddc00a05eb0f1f8e8086f2c29a96d26cf4c5ed7c7a82b2f4da7154c14bbc9" },
-  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "1174f56065cf9baf4b5647ee7e654d0c2c9922ab13a993a8d27f88dac4aab153" },
+  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "9762f094582e7137e411847a7d67179279871e82924041388a614a79b6e77811" },
 } as const;
 
 /**

@@ -45,7 +45,7 @@ export const kernels = {
   dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "89588440bc31501e73a88a679a70a318f81cf9ff7f7523f3d5309e23638e80e0" },
   sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "05e21c2afd295dbc12b57f2812434087d04ec8d139cf4ecea6e1f02cbdf9f3ed" },
   merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "401be2fbc5b5dcbd92efc01f9f95f02f82750a598aa84a3096f5f6dedfaae07b" },
-  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "1c316994066f171dc5570f54a804b587d898f7b19db002abed1702ca1cbc311e" },
+  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "314e705282233fc05f85165a1ba70349902868a5b60e8d9b763ffa20868f5d4b" },
 } as const;
 
 /**

@@ -45,7 +45,7 @@ export const kernels = {
   dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "461040102a26928e432cc29442468e8682e79181e3955aeb428497990822ee41" },
   sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "347acc16dd6c18ac6c5d75075832827b03c683a6e3a11c2b43139668db7f2781" },
   merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "9ba39cd903a9797179799d474477af8ce7ee8633cce1b7da8ab9c0f0b587cbe6" },
-  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "d9627e56bf53f7a29f89220793d0b340434f82780ece51911afc3b1e6c992e00" },
+  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "55e858e6074cb9f4030e770909dbf0621b805ab4a442a65d523a4a5d3a163ca8" },
 } as const;
 
 /**

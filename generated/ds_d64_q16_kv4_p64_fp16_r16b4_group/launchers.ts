@@ -45,7 +45,7 @@ export const kernels = {
   dense: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "41a8ed9dfdde8ad26d016ffa02860ac0f77a0a4986c09a0fa745721865da5a0a" },
   sparse: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sparse", file: "sparse.cu", threads: 128, argCount: 13, sha256: "a894ffe2729fcf53f3ced0307878474b589bbfac4dae386e2786dc3f9cf51b16" },
   merge: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_merge", file: "merge.cu", threads: 64, argCount: 8, sha256: "b3c93a32dc6e0ddb510a7eb3dc37baaf94bcac909f1a04fd29fd350a1a2b4716" },
-  prefill: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "0c38c8305138f70bbfbe49d2e6fe061be4cf2fc596bd8d5309a983fff6d22de3" },
+  prefill: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "53346b70f245ed37cc34e8c073c605955e685942b6f8b4c3c365721c44532d18" },
 } as const;
 
 /**
