@@ -28,7 +28,7 @@ import { weightBytes } from "../src/decoding/gpu_weights.ts";
 import { prefillChunks, prefillFlops } from "../src/runtime/prefill_tiles.ts";
 import { medianEventMs } from "../src/runtime/timing.ts";
 import { UtilKernels } from "../src/runtime/util_kernels.ts";
-import { packageRoot } from "../src/util/package_root.ts";
+import { runPythonBench } from "../src/runtime/python_baseline.ts";
 import { writeFileAtomic } from "../src/util/fs.ts";
 import { lineChart } from "../src/util/svg.ts";
 import { LLAMA3_8B, LLAMA3_8B_GROUP_SPEC } from "./llama3_shape.ts";
@@ -81,40 +81,25 @@ let torch: TorchResult[] = [];
 let torchSdpa: { prompt: number; default?: { ms: number; tflops: number } }[] = [];
 let torchNote = "";
 if (!args["no-torch"]) {
-  const tmp = Deno.makeTempDirSync();
-  Deno.writeTextFileSync(
-    join(tmp, "jobs.json"),
-    JSON.stringify({
-      model: {
-        layers: 32,
-        hidden: 4096,
-        heads: 32,
-        kv_heads: 8,
-        head_dim: 128,
-        ffn: 14336,
-        vocab: 128256,
-      },
-      jobs: jobs.filter((j) => j.prompt <= 32768),
-      repeats,
-      sdpa_only: prompts.filter((p) => p >= 16384 && p <= 32768),
-    }),
-  );
-  const p = new Deno.Command("python3", {
-    args: [
-      join(packageRoot(), "bench", "prefill_torch.py"),
-      join(tmp, "jobs.json"),
-      join(tmp, "out.json"),
-    ],
-    stdout: "inherit",
-    stderr: "null",
-    env: { PYTHONUNBUFFERED: "1" },
-  }).outputSync();
-  if (p.success) {
-    const out = JSON.parse(Deno.readTextFileSync(join(tmp, "out.json")));
-    torch = out.results;
-    torchSdpa = out.sdpa;
-    torchNote = `PyTorch ${out.torch} on ${out.device}`;
-  } else torchNote = "python3 bench/prefill_torch.py failed; PyTorch columns empty";
+  const r = runPythonBench("prefill_torch.py", {
+    model: {
+      layers: 32,
+      hidden: 4096,
+      heads: 32,
+      kv_heads: 8,
+      head_dim: 128,
+      ffn: 14336,
+      vocab: 128256,
+    },
+    jobs: jobs.filter((j) => j.prompt <= 32768),
+    repeats,
+    sdpa_only: prompts.filter((p) => p >= 16384 && p <= 32768),
+  }, { stderr: "null" });
+  if (r.ok) {
+    torch = r.out.results as TorchResult[];
+    torchSdpa = r.out.sdpa as typeof torchSdpa;
+    torchNote = `PyTorch ${r.out.torch} on ${r.out.device}`;
+  } else torchNote = `${r.why}; PyTorch columns empty`;
   console.log(torchNote);
 }
 

@@ -11,6 +11,7 @@ medians of `repeats` runs after a warm-up. Also times SDPA alone on the same att
 jobs.json: {"model": {"layers": 32, "hidden": 4096, "heads": 32, "kv_heads": 8, "head_dim": 128,
             "ffn": 14336, "vocab": 128256}, "jobs": [{"batch": 1, "prompt": 2048}, ...],
             "repeats": 3, "sdpa_only": [16384, 32768]}
+(an empty "jobs" times SDPA alone: bench/prefill_kernel.ts --sdpa)
 """
 import json
 import math
@@ -156,8 +157,7 @@ def main():
             f"{k} {v['ms']:.2f} ms {v['tflops']:.0f} TF/s" if "ms" in v else f"{k} n/a"
             for k, v in r.items() if isinstance(v, dict)), flush=True)
     jobs = cfg["jobs"]
-    max_tokens = max(j["batch"] * j["prompt"] for j in jobs)
-    model = Model(m, max_tokens)
+    model = Model(m, max(j["batch"] * j["prompt"] for j in jobs)) if jobs else None  # SDPA only
     for j in jobs:
         B, P = j["batch"], j["prompt"]
         try:

@@ -49,6 +49,10 @@ export interface TuningInfo {
   readonly prefillMTiles: number;
   readonly prefillQInRegisters: boolean;
   readonly prefillSharedBytes: number;
+  readonly prefillWgmma: boolean;
+  readonly prefillWgmmaThreads: number;
+  readonly prefillWgmmaKeyTile: number;
+  readonly prefillWgmmaSharedBytes: number;
   readonly mergeUnroll: number;
   readonly sortThreads: number;
   readonly gatherThreads: number;

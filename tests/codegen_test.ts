@@ -234,11 +234,20 @@ interface CParam {
   name: string;
 }
 
-/** The parameter list of the one `extern "C" __global__` kernel of a source. */
+/**
+ * The parameter list of the `extern "C" __global__` kernel of a source. A source may hold several
+ * bodies of it behind preprocessor switches (prefill: wgmma and mma.sync): every one must have
+ * the same parameters.
+ */
 function cudaParams(source: string, symbol: string): CParam[] {
-  const start = source.indexOf('extern "C" __global__');
-  assert.ok(start >= 0, `${symbol}: no extern "C" __global__ kernel`);
-  assert.equal(source.indexOf('extern "C" __global__', start + 1), -1, `${symbol}: two kernels`);
+  const starts = [...source.matchAll(/extern "C" __global__/g)].map((m) => m.index!);
+  assert.ok(starts.length > 0, `${symbol}: no extern "C" __global__ kernel`);
+  const lists = starts.map((start) => paramsAt(source, symbol, start));
+  for (const l of lists.slice(1)) assert.deepEqual(l, lists[0], `${symbol}: bodies differ`);
+  return lists[0];
+}
+
+function paramsAt(source: string, symbol: string, start: number): CParam[] {
   const open = source.indexOf(`${symbol}(`, start);
   assert.ok(open >= 0, `${symbol}: kernel name not found after extern "C"`);
   const close = source.indexOf(") {", open);

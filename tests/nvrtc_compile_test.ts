@@ -14,6 +14,10 @@ import { DiskCache } from "../src/cuda/compile_cache.ts";
 import { type CompiledKernel, KernelCompiler } from "../src/cuda/compiler.ts";
 import { CompileError } from "../src/cuda/nvrtc.ts";
 import { findPtxas, repoPath } from "./helpers.ts";
+import { clean, type KernelStats, parsePtxasInfo, spills } from "../src/cuda/ptxas_report.ts";
+import { formatTextTable } from "../src/util/text_table.ts";
+import { tuningFor } from "../src/codegen/kernels.ts";
+import { checkedSpecs, compilePrefillBody } from "../scripts/compile_check.ts";
 
 const PTXAS = findPtxas();
 const IN_CI = Deno.env.get("CI") === "true";
@@ -25,44 +29,6 @@ interface Compiled {
   spec: AttentionSpec;
   kernel: RenderedKernel;
   out: CompiledKernel;
-}
-
-interface KernelStats {
-  registers: number;
-  smem: number;
-  stack: number;
-  spillStores: number;
-  spillLoads: number;
-}
-
-/** Per entry function, what `ptxas -v` reports (the standalone tool or NVRTC's `-Xptxas -v`). */
-function parsePtxasInfo(text: string): Map<string, KernelStats> {
-  const stats = new Map<string, KernelStats>();
-  for (const block of text.split("Compiling entry function '").slice(1)) {
-    const name = block.slice(0, block.indexOf("'"));
-    const frame = /(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads/
-      .exec(block);
-    const used = /Used (\d+) registers/.exec(block);
-    assert.ok(frame && used, `cannot parse the ptxas report of ${name}:\n${block}`);
-    stats.set(name, {
-      registers: Number(used[1]),
-      smem: Number(/(\d+) bytes smem/.exec(block)?.[1] ?? 0),
-      stack: Number(frame[1]),
-      spillStores: Number(frame[2]),
-      spillLoads: Number(frame[3]),
-    });
-  }
-  return stats;
-}
-
-const clean = (s: KernelStats) => s.stack === 0 && s.spillStores === 0 && s.spillLoads === 0;
-const spills = (s: KernelStats) => `${s.stack}/${s.spillStores}/${s.spillLoads}`;
-
-function printTable(header: string[], rows: string[][]): void {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i])).join("  ");
-  console.log([line(header), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)]
-    .join("\n"));
 }
 
 Deno.test("nvrtc: the example variants compile cleanly and pass ptxas without spills", async (t) => {
@@ -160,10 +126,10 @@ Deno.test("nvrtc: the example variants compile cleanly and pass ptxas without sp
         }
         console.log(`ptxas: ${PTXAS} (${version}); "nvrtc": NVRTC ${compiler.nvrtcVersion}'s own`);
         console.log("spills = stack frame / spill stores / spill loads, in bytes");
-        printTable(
+        console.log(formatTextTable(
           ["variant", "kernel", "regs", "smem", "spills", "nvrtc regs", "nvrtc spills"],
           rows,
-        );
+        ));
         assert.deepEqual(
           problems,
           [],
@@ -250,3 +216,61 @@ function checkFamily(
     assert.equal(params, k.args.length, `${name}: ${symbol} has ${params} parameters`);
   }
 }
+
+/** NVRTC's major version here, or 0 where it cannot be opened (the tests above then fail). */
+function nvrtcMajorHere(): number {
+  try {
+    return new KernelCompiler({ cache: null }).nvrtcMajor;
+  } catch {
+    return 0;
+  }
+}
+const NVRTC_MAJOR = nvrtcMajorHere();
+
+Deno.test({
+  name: NVRTC_MAJOR >= 12
+    ? `nvrtc: the wgmma prefill bodies compile for sm_90a (NVRTC ${NVRTC_MAJOR}), no spills, ` +
+      "no serialized wgmma"
+    : `nvrtc: the wgmma prefill bodies for sm_90a: NOT CHECKED, NVRTC ${NVRTC_MAJOR} cannot emit ` +
+      "wgmma (run with DS_NVRTC_PATH at an NVRTC 12+, or scripts/compile_check.ts)",
+  ignore: NVRTC_MAJOR < 12,
+  fn: async () => {
+    const compiler = new KernelCompiler({ cache: null });
+    const rows: string[][] = [];
+    for (const spec of await checkedSpecs()) {
+      if (!tuningFor(spec).prefillWgmma) continue;
+      const r = compilePrefillBody(compiler, spec, "wgmma");
+      assert.ok(r.usesBodyMma, `${spec.variant}: no wgmma.mma_async in the PTX`);
+      assert.ok(clean(r.stats), `${spec.variant}: spills or a stack frame ${spills(r.stats)}`);
+      assert.ok(!r.serialized, `${spec.variant}: ptxas serialized the wgmmas (C7513)`);
+      rows.push([spec.variant, String(r.stats.registers), spills(r.stats)]);
+    }
+    assert.ok(rows.length >= 8, `only ${rows.length} wgmma bodies`);
+    console.log(formatTextTable(["variant", "wgmma regs", "spills"], rows));
+  },
+});
+
+Deno.test("nvrtc: DS_PREFILL_WGMMA without sm_90a, or for head dim 256, stops with an #error", async () => {
+  const compiler = new KernelCompiler({ cache: null });
+  const specs = await loadSpecs();
+  const expectError = (variant: string, pattern: RegExp) => {
+    const spec = specs.find((s) => s.variant === variant);
+    assert.ok(spec, variant);
+    const kernel = renderKernels(spec).find((k) => k.id === "prefill")!;
+    assert.throws(
+      () =>
+        compiler.compile({
+          source: kernel.source,
+          programName: kernel.file,
+          arch: "sm_90",
+          extraOptions: ["-DDS_PREFILL_WGMMA"],
+        }),
+      (e: unknown) => e instanceof CompileError && pattern.test(e.message),
+    );
+  };
+  expectError(
+    "ds_d128_q32_kv8_p16_fp16_r16b8_group",
+    /DS_PREFILL_WGMMA needs --gpu-architecture=sm_90a/,
+  );
+  expectError("ds_d256_q8_kv4_p32_bf16_r16b8_head", /no wgmma prefill body \(head dim 256\)/);
+});

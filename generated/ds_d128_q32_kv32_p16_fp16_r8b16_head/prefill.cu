@@ -183,14 +183,333 @@ DS_INLINE u32 kv_row_of_token(const int* __restrict__ bt, int kv_head, int t) {
 }
 // ---- end of the variant constants ----
 // ---- causal prefill attention over the paged cache: flash-attention style, tensor cores ----
+// Two bodies with the same arguments, grid and tile table: the sm_90a one on warpgroup MMA when
+// compiled with -DDS_PREFILL_WGMMA (NVRTC >= 12, an sm_90 device; src/runtime/prefill_body.ts
+// chooses), else the mma.sync one below, which compiles under NVRTC 11.8 for any target.
 // A block takes one query tile (up to Q_TILE consecutive positions of one sequence, given by the
 // tile table the runtime builds for a chunk) and one query head, and walks the sequence's cached
 // keys [0, last position of the tile] in KEY_TILE-token tiles read from the paged cache with
-// cp.async (double-buffered in shared memory). Each warp owns 16 * M_TILES query rows (every K/V
-// fragment read from shared memory feeds M_TILES products): S = Q K^T and
-// O += P V run on mma.sync m16n8k16 (f16 operands, fp32 accumulation), the online softmax in
-// fp32 (log2 domain), and P stays in registers between the two products. No buffer grows with the
-// context: the chunk's own keys must already be in the cache (append runs first).
+// cp.async (double-buffered in shared memory); the online softmax runs in fp32 (log2 domain) and
+// P stays in registers between the two products. No buffer grows with the context: the chunk's
+// own keys must already be in the cache (append runs first).
+// Tile table: one int4 per query tile {first row in the chunk, sequence, first position, rows}.
+enum : int { TILE_ROW0 = 0, TILE_SEQ = 1, TILE_POS0 = 2, TILE_ROWS = 3 };
+
+DS_INLINE u32 smem_u32(const void* p) { return (u32)__cvta_generic_to_shared(p); }
+
+DS_INLINE void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N>
+DS_INLINE void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+
+// Two floats as one f16x2 register, `lo` in the low half.
+DS_INLINE u32 pack2(float lo, float hi) {
+  u32 r;
+  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
+#if defined(DS_PREFILL_WGMMA)
+// ---- the sm_90a body: warpgroup MMA (wgmma.mma_async), compiled with -DDS_PREFILL_WGMMA ----
+// Same arguments, grid and tile table as the mma.sync body. A block of WARPGROUPS warpgroups
+// takes one query tile (64 rows per warpgroup) and one query head. Per KEY_TILE-key tile:
+// S = Q K^T is one chain of wgmma m64nKEY_TILEk16 with Q and K read from shared memory through
+// matrix descriptors (128-byte swizzle, K-major); the online softmax runs on the fp32 accumulator
+// fragments (per warp the mma.sync m16n8 layout, repeated over N); P, converted to 16 bits in
+// registers, is the register A operand of O += P V, whose B operand V is [key][d] in shared
+// memory, i.e. N-major (the transpose bit of 16-bit wgmma). K/V tiles come from the paged cache
+// by cp.async into double-buffered rings. Schedule (FA3's intra-warpgroup overlap): a warpgroup
+// issues tile n's QK^T and tile n - 1's PV together (O rescaled to tile n - 1's max in between),
+// issues the cp.async loads of the next tiles while they run, waits for QK^T only and runs tile
+// n's softmax while the tensor cores do tile n - 1's PV; P is written to its registers only once
+// that PV is done (ptxas serializes the wgmmas otherwise).
+#if !defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#error "DS_PREFILL_WGMMA needs --gpu-architecture=sm_90a (wgmma.mma_async)"
+#endif
+constexpr int PREFILL_THREADS = 256;
+constexpr int WARPGROUPS = PREFILL_THREADS / 128;
+constexpr int Q_TILE = 64 * WARPGROUPS;        // query rows per block
+constexpr int KEY_TILE = 128;  // keys per pipeline stage
+constexpr int CHUNKS = HEAD_DIM / 8;           // 16-byte chunks per Q/K/V row
+constexpr u32 Q_BYTES = Q_TILE * HEAD_DIM * 2;
+constexpr u32 KV_BYTES = KEY_TILE * HEAD_DIM * 2;
+static_assert(HEAD_DIM % 64 == 0 && KEY_TILE % 16 == 0 && KEY_TILE <= 256, "tile shapes");
+
+template <int ACC>
+DS_INLINE void wgmma_qk(float (&d)[64], u64 a_desc, u64 b_desc);
+template <>
+DS_INLINE void wgmma_qk<0>(float (&d)[64], u64 a_desc, u64 b_desc) {
+  asm volatile("wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, 0, 1, 1, 0, 0;"
+               : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3]), "=f"(d[4]), "=f"(d[5]), "=f"(d[6]), "=f"(d[7]), "=f"(d[8]), "=f"(d[9]), "=f"(d[10]), "=f"(d[11]), "=f"(d[12]), "=f"(d[13]), "=f"(d[14]), "=f"(d[15]), "=f"(d[16]), "=f"(d[17]), "=f"(d[18]), "=f"(d[19]), "=f"(d[20]), "=f"(d[21]), "=f"(d[22]), "=f"(d[23]), "=f"(d[24]), "=f"(d[25]), "=f"(d[26]), "=f"(d[27]), "=f"(d[28]), "=f"(d[29]), "=f"(d[30]), "=f"(d[31]), "=f"(d[32]), "=f"(d[33]), "=f"(d[34]), "=f"(d[35]), "=f"(d[36]), "=f"(d[37]), "=f"(d[38]), "=f"(d[39]), "=f"(d[40]), "=f"(d[41]), "=f"(d[42]), "=f"(d[43]), "=f"(d[44]), "=f"(d[45]), "=f"(d[46]), "=f"(d[47]), "=f"(d[48]), "=f"(d[49]), "=f"(d[50]), "=f"(d[51]), "=f"(d[52]), "=f"(d[53]), "=f"(d[54]), "=f"(d[55]), "=f"(d[56]), "=f"(d[57]), "=f"(d[58]), "=f"(d[59]), "=f"(d[60]), "=f"(d[61]), "=f"(d[62]), "=f"(d[63])
+               : "l"(a_desc), "l"(b_desc));
+}
+template <>
+DS_INLINE void wgmma_qk<1>(float (&d)[64], u64 a_desc, u64 b_desc) {
+  asm volatile("wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, 1, 1, 1, 0, 0;"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+               : "l"(a_desc), "l"(b_desc));
+}
+DS_INLINE void wgmma_pv(float (&d)[64], const u32 (&a)[4], u64 b_desc) {
+  asm volatile("wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, 1, 1, 1, 1;"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc));
+}
+
+DS_INLINE void cp_async_16(u32 dst, const void* src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src));
+}
+// The cp.async writes (generic proxy) made visible to wgmma's reads (async proxy).
+DS_INLINE void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+DS_INLINE void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+DS_INLINE void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+template <int N>
+DS_INLINE void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory"); }
+// The compiler does not know wgmma is asynchronous: passing each register through an empty
+// volatile asm after wgmma_wait keeps every access of it on its side of the wait (and keeps the
+// A-operand registers alive, unreused, until the MMAs that read them are done).
+template <int N>
+DS_INLINE void fence_regs(float (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; i++) asm volatile("" : "+f"(r[i])::"memory");
+}
+template <int N>
+DS_INLINE void fence_regs(u32 (&r)[N][4]) {
+#pragma unroll
+  for (int i = 0; i < N; i++) {
+#pragma unroll
+    for (int e = 0; e < 4; e++) asm volatile("" : "+r"(r[i][e])::"memory");
+  }
+}
+
+// Byte offset of 16-byte chunk c of row r in a tile of `rows` rows laid out for the 128-byte
+// swizzle: [HEAD_DIM / 64 column blocks][rows][8 chunks], the chunk XORed with r & 7. With the
+// tile 1024-byte aligned this is the hardware's pattern (address bits 4-6 ^= bits 7-9).
+DS_INLINE u32 sw128_offset(int rows, int r, int c) {
+  return (u32)(((c >> 3) * rows + r) * 128 + (((c & 7) ^ (r & 7)) << 4));
+}
+// Matrix descriptor of a 128-byte-swizzled operand at shared address `addr`: `lead` and `stride`
+// are the leading and stride dimension byte offsets (K-major: stride = 1024 between 8-row groups,
+// lead unused; N-major: lead = the distance between 64-column blocks, stride = 1024 between
+// 8-row groups along K).
+DS_INLINE u64 sw128_desc(u32 addr, u32 lead, u32 stride) {
+  return (u64)((addr >> 4) & 0x3FFFu) | ((u64)((lead >> 4) & 0x3FFFu) << 16) |
+         ((u64)((stride >> 4) & 0x3FFFu) << 32) | (1ull << 62);
+}
+
+// Issues the cp.async loads of keys [t0, t0 + KEY_TILE) of one kv head from one cache (K or V)
+// into a tile. Keys past `last` repeat the last key (always cached); the softmax masks them.
+DS_INLINE void load_rows(const u16* __restrict__ cache, const int* __restrict__ bt, int kv_head,
+                         int t0, int last, u32 tile) {
+#pragma unroll 4
+  for (int i = threadIdx.x; i < KEY_TILE * CHUNKS; i += PREFILL_THREADS) {
+    const int r = i / CHUNKS, c = i % CHUNKS;
+    const size_t row = kv_row_of_token(bt, kv_head, min(t0 + r, last));
+    cp_async_16(tile + sw128_offset(KEY_TILE, r, c), cache + row * HEAD_DIM + c * 8);
+  }
+}
+
+// S = Q K^T for one warpgroup: HEAD_DIM / 16 k steps of one m64nKEY_TILEk16 chain; k step kk is
+// 32 bytes into 128-byte column block kk / 4 of both operands.
+DS_INLINE void issue_qk(float (&s)[KEY_TILE / 2], u64 q_desc, u32 k_tile) {
+  const u64 k_desc = sw128_desc(k_tile, 16, 1024);
+  wgmma_qk<0>(s, q_desc, k_desc);
+#pragma unroll
+  for (int kk = 1; kk < HEAD_DIM / 16; kk++) {
+    wgmma_qk<1>(s, q_desc + (((kk >> 2) * Q_TILE * 128 + (kk & 3) * 32) >> 4),
+                k_desc + (((kk >> 2) * KEY_TILE * 128 + (kk & 3) * 32) >> 4));
+  }
+}
+
+// O += P V: KEY_TILE / 16 k steps of m64nHEAD_DIMk16, 16 keys (2048 bytes of V) each.
+DS_INLINE void issue_pv(float (&o)[HEAD_DIM / 2], const u32 (&p)[KEY_TILE / 16][4], u32 v_tile) {
+  const u64 v_desc = sw128_desc(v_tile, KEY_TILE * 128, 1024);
+#pragma unroll
+  for (int kb = 0; kb < KEY_TILE / 16; kb++) wgmma_pv(o, p[kb], v_desc + ((kb * 16 * 128) >> 4));
+}
+
+// The online softmax of one tile's raw scores s (s[4 j + e]: row g (e < 2) or g + 8, key
+// t0 + 8 j + 2 t4 + (e & 1)), in place: causal mask where `masked`, running max (log2 domain,
+// scaled) and sum updated, s replaced by the unnormalized probabilities exp2(s * qk_scale - m),
+// one FFMA and one EX2 each (the max is taken on the raw scores: qk_scale > 0), alpha the factor
+// that rescales what O held.
+DS_INLINE void softmax_tile(float (&s)[KEY_TILE / 2], float (&m_run)[2], float (&l_run)[2],
+                            float (&alpha)[2], const int (&pos)[2], int t0, bool masked,
+                            float qk_scale, int t4) {
+  if (masked) {
+#pragma unroll
+    for (int i = 0; i < KEY_TILE / 2; i++) {
+      if (t0 + 8 * (i >> 2) + 2 * t4 + (i & 1) > pos[(i >> 1) & 1]) s[i] = neg_inf();
+    }
+  }
+  float mx[2] = {neg_inf(), neg_inf()};
+#pragma unroll
+  for (int i = 0; i < KEY_TILE / 2; i++) mx[(i >> 1) & 1] = fmaxf(mx[(i >> 1) & 1], s[i]);
+  float neg_m[2];
+#pragma unroll
+  for (int h = 0; h < 2; h++) {
+    mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+    mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+    // Key 0 is in the first tile and precedes every position, so m is finite from then on.
+    const float m_new = fmaxf(m_run[h], mx[h] * qk_scale);
+    alpha[h] = fast_exp2(m_run[h] - m_new);
+    m_run[h] = m_new;
+    neg_m[h] = -m_new;
+  }
+  float sum[2] = {0.f, 0.f};
+#pragma unroll
+  for (int i = 0; i < KEY_TILE / 2; i++) {
+    s[i] = fast_exp2(fmaf(s[i], qk_scale, neg_m[(i >> 1) & 1]));
+    sum[(i >> 1) & 1] += s[i];
+  }
+  l_run[0] = l_run[0] * alpha[0] + sum[0];
+  l_run[1] = l_run[1] * alpha[1] + sum[1];
+}
+
+// P (the probabilities s) as the 16-bit A fragments of the PV product, one per 16 keys.
+DS_INLINE void pack_p(const float (&s)[KEY_TILE / 2], u32 (&p)[KEY_TILE / 16][4]) {
+#pragma unroll
+  for (int j = 0; j < KEY_TILE / 8; j++) {
+    p[j / 2][(j % 2) * 2] = pack2(s[4 * j], s[4 * j + 1]);
+    p[j / 2][(j % 2) * 2 + 1] = pack2(s[4 * j + 2], s[4 * j + 3]);
+  }
+}
+
+DS_INLINE void rescale_o(float (&o)[HEAD_DIM / 2], const float (&alpha)[2]) {
+#pragma unroll
+  for (int i = 0; i < HEAD_DIM / 2; i++) o[i] *= alpha[(i >> 1) & 1];
+}
+
+extern "C" __global__ void __launch_bounds__(PREFILL_THREADS, 1) ds_d128_q32_kv32_p16_fp16_r8b16_head_prefill(
+    const u16* __restrict__ q,               // [chunk rows][NUM_Q_HEADS][HEAD_DIM] queries after RoPE
+    const int* __restrict__ tiles,           // [num_tiles][4] {first row, sequence, first position, rows} per query tile
+    const int* __restrict__ block_tables,    // [batch][max_pages] physical pages
+    int max_pages,                           // row stride of block_tables
+    const u16* __restrict__ k_cache,         // [pages][NUM_KV_HEADS][PAGE_SIZE][HEAD_DIM]
+    const u16* __restrict__ v_cache,         // [pages][NUM_KV_HEADS][PAGE_SIZE][HEAD_DIM]
+    u16* __restrict__ out,                   // [chunk rows][NUM_Q_HEADS][HEAD_DIM] attention output, KV dtype
+    float softmax_scale                      // usually 1/sqrt(HEAD_DIM)
+) {
+  extern __shared__ uint4 smem[];
+  // Tiles 1024-byte aligned (the launch adds 1024 bytes of slack): Q, 2 K slots, 2 V slots.
+  const u32 q_s = (smem_u32(smem) + 1023u) & ~1023u;
+  const u32 k_s = q_s + Q_BYTES;
+  const u32 v_s = k_s + 2 * KV_BYTES;
+
+  const int4 tile = reinterpret_cast<const int4*>(tiles)[blockIdx.x];
+  const int row0 = tile.x, seq = tile.y, pos0 = tile.z, rows = tile.w;
+  const int head = blockIdx.y, kv_head = head / GROUP_SIZE;
+  const int last = pos0 + rows - 1;  // the tile's last position: keys [0, last] are attended
+  const int* bt = block_tables + (size_t)seq * max_pages;
+  const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+  const int g = lane / 4, t4 = lane % 4;
+
+  // Q rows of the tile (rows past the tile repeat its last row and are never stored), K tile 0.
+  for (int i = threadIdx.x; i < Q_TILE * CHUNKS; i += PREFILL_THREADS) {
+    const int r = i / CHUNKS, c = i % CHUNKS;
+    const int m = row0 + min(r, rows - 1);
+    cp_async_16(q_s + sw128_offset(Q_TILE, r, c),
+                q + ((size_t)m * NUM_Q_HEADS + head) * HEAD_DIM + c * 8);
+  }
+  const int num_key_tiles = (last + KEY_TILE) / KEY_TILE;
+  load_rows(k_cache, bt, kv_head, 0, last, k_s);
+  cp_async_commit();
+
+  // This thread's rows: g and g + 8 of its warp's 16 (warpgroup wg owns rows [64 wg, 64 wg + 64)),
+  // and their positions (rows past the tile take the last row's, so every row has key 0).
+  const int r_base = 64 * wg + 16 * warp + g;
+  const int pos[2] = {pos0 + min(r_base, rows - 1), pos0 + min(r_base + 8, rows - 1)};
+  const float qk_scale = softmax_scale * 1.4426950408889634f;
+  // Q of this warpgroup: its 64 rows of each column block.
+  const u64 q_desc = sw128_desc(q_s + wg * 64 * 128, 16, 1024);
+
+  float o[HEAD_DIM / 2];
+  float m_run[2] = {neg_inf(), neg_inf()}, l_run[2] = {0.f, 0.f};
+#pragma unroll
+  for (int i = 0; i < HEAD_DIM / 2; i++) o[i] = 0.f;
+  // P of the previous tile (the A operand of its PV) and the factor that rescales O before it.
+  u32 p[KEY_TILE / 16][4];
+  float alpha[2];
+
+  // Tile 0: its QK^T and softmax alone (no PV before it).
+  {
+    cp_async_wait<0>();
+    fence_proxy_async();
+    __syncthreads();
+    float s[KEY_TILE / 2];
+    wgmma_fence();
+    issue_qk(s, q_desc, k_s);
+    wgmma_commit();
+    if (num_key_tiles > 1) load_rows(k_cache, bt, kv_head, KEY_TILE, last, k_s + KV_BYTES);
+    load_rows(v_cache, bt, kv_head, 0, last, v_s);
+    cp_async_commit();
+    wgmma_wait<0>();
+    fence_regs(s);
+    softmax_tile(s, m_run, l_run, alpha, pos, 0, KEY_TILE - 1 > pos0, qk_scale, t4);
+    pack_p(s, p);
+  }
+  for (int kt = 1; kt < num_key_tiles; kt++) {
+    // K of tile kt and V of tile kt - 1 (committed last iteration) are in: visible to wgmma.
+    cp_async_wait<0>();
+    fence_proxy_async();
+    __syncthreads();
+    // QK^T of tile kt, then (O rescaled to tile kt - 1's max) the PV of tile kt - 1 behind it.
+    float s[KEY_TILE / 2];
+    wgmma_fence();
+    issue_qk(s, q_desc, k_s + (kt & 1) * KV_BYTES);
+    wgmma_commit();
+    rescale_o(o, alpha);
+    wgmma_fence();
+    issue_pv(o, p, v_s + ((kt - 1) & 1) * KV_BYTES);
+    wgmma_commit();
+    // While they run: K of tile kt + 1 and V of tile kt into the slots of K kt - 1 and V kt - 2,
+    // whose MMAs every warpgroup finished before the barrier.
+    if (kt + 1 < num_key_tiles) {
+      load_rows(k_cache, bt, kv_head, (kt + 1) * KEY_TILE, last, k_s + ((kt + 1) & 1) * KV_BYTES);
+    }
+    load_rows(v_cache, bt, kv_head, kt * KEY_TILE, last, v_s + (kt & 1) * KV_BYTES);
+    cp_async_commit();
+    wgmma_wait<1>();  // QK^T of tile kt done; PV of tile kt - 1 runs on during the softmax
+    fence_regs(s);
+    // Causal mask only on the tiles that reach the query positions.
+    const int t0 = kt * KEY_TILE;
+    softmax_tile(s, m_run, l_run, alpha, pos, t0, t0 + KEY_TILE - 1 > pos0, qk_scale, t4);
+    wgmma_wait<0>();  // PV of tile kt - 1 done: its P registers may be rewritten
+    fence_regs(o);
+    fence_regs(p);
+    pack_p(s, p);
+  }
+  // The last tile's PV (its V was committed in the last iteration).
+  cp_async_wait<0>();
+  fence_proxy_async();
+  __syncthreads();
+  rescale_o(o, alpha);
+  wgmma_fence();
+  issue_pv(o, p, v_s + ((num_key_tiles - 1) & 1) * KV_BYTES);
+  wgmma_commit();
+  wgmma_wait<0>();
+  fence_regs(o);
+
+  // Normalize and store the tile's rows.
+#pragma unroll
+  for (int h = 0; h < 2; h++) {
+    float l = l_run[h];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    const float inv = 1.f / l;
+    const int r = r_base + 8 * h;
+    if (r >= rows) continue;
+    u16* dst = out + ((size_t)(row0 + r) * NUM_Q_HEADS + head) * HEAD_DIM + 2 * t4;
+#pragma unroll
+    for (int j = 0; j < HEAD_DIM / 8; j++) {
+      *reinterpret_cast<u32*>(dst + 8 * j) =
+          (u32)f32_to_kv(o[4 * j + 2 * h] * inv) | ((u32)f32_to_kv(o[4 * j + 2 * h + 1] * inv) << 16);
+    }
+  }
+}
+#else
+// ---- the mma.sync body ----
+// Each warp owns 16 * M_TILES query rows (every K/V fragment read from shared memory feeds
+// M_TILES products): S = Q K^T and O += P V run on mma.sync m16n8k16 (f16 operands, fp32
+// accumulation).
 constexpr int PREFILL_THREADS = 128;
 constexpr int PREFILL_WARPS = PREFILL_THREADS / 32;
 constexpr int M_TILES = 2;        // 16-row MMA tiles per warp
@@ -199,18 +518,9 @@ constexpr int KEY_TILE = 64;       // keys per pipeline stage
 constexpr int CHUNKS = HEAD_DIM / 8;               // 16-byte chunks per K/V/Q row
 constexpr bool Q_IN_REGISTERS = false;  // else Q fragments are re-read from shared memory
 static_assert(KEY_TILE % 16 == 0 && CHUNKS >= 8, "tile shapes");
-// Tile table: one int4 per query tile {first row in the chunk, sequence, first position, rows}.
-enum : int { TILE_ROW0 = 0, TILE_SEQ = 1, TILE_POS0 = 2, TILE_ROWS = 3 };
-
-DS_INLINE u32 smem_u32(const void* p) { return (u32)__cvta_generic_to_shared(p); }
-
 DS_INLINE void cp_async_16(void* dst, const void* src) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_u32(dst)), "l"(src));
 }
-DS_INLINE void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
-template <int N>
-DS_INLINE void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
-
 DS_INLINE void ldmatrix_x4(u32 (&r)[4], const void* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
@@ -228,13 +538,6 @@ DS_INLINE void mma_16816(float (&d)[4], const u32 (&a)[4], u32 b0, u32 b1) {
       "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// Two floats as one f16x2 register, `lo` in the low half.
-DS_INLINE u32 pack2(float lo, float hi) {
-  u32 r;
-  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-  return r;
 }
 
 // 16-byte chunk c of row r in a swizzled [rows][CHUNKS] tile: the chunk index is XORed with the
@@ -457,3 +760,4 @@ extern "C" __global__ void __launch_bounds__(PREFILL_THREADS) ds_d128_q32_kv32_p
     }
   }
 }
+#endif  // DS_PREFILL_WGMMA

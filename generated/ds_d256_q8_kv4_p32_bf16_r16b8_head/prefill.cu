@@ -183,14 +183,38 @@ DS_INLINE u32 kv_row_of_token(const int* __restrict__ bt, int kv_head, int t) {
 }
 // ---- end of the variant constants ----
 // ---- causal prefill attention over the paged cache: flash-attention style, tensor cores ----
+// Two bodies with the same arguments, grid and tile table: the sm_90a one on warpgroup MMA when
+// compiled with -DDS_PREFILL_WGMMA (NVRTC >= 12, an sm_90 device; src/runtime/prefill_body.ts
+// chooses), else the mma.sync one below, which compiles under NVRTC 11.8 for any target.
 // A block takes one query tile (up to Q_TILE consecutive positions of one sequence, given by the
 // tile table the runtime builds for a chunk) and one query head, and walks the sequence's cached
 // keys [0, last position of the tile] in KEY_TILE-token tiles read from the paged cache with
-// cp.async (double-buffered in shared memory). Each warp owns 16 * M_TILES query rows (every K/V
-// fragment read from shared memory feeds M_TILES products): S = Q K^T and
-// O += P V run on mma.sync m16n8k16 (bf16 operands, fp32 accumulation), the online softmax in
-// fp32 (log2 domain), and P stays in registers between the two products. No buffer grows with the
-// context: the chunk's own keys must already be in the cache (append runs first).
+// cp.async (double-buffered in shared memory); the online softmax runs in fp32 (log2 domain) and
+// P stays in registers between the two products. No buffer grows with the context: the chunk's
+// own keys must already be in the cache (append runs first).
+// Tile table: one int4 per query tile {first row in the chunk, sequence, first position, rows}.
+enum : int { TILE_ROW0 = 0, TILE_SEQ = 1, TILE_POS0 = 2, TILE_ROWS = 3 };
+
+DS_INLINE u32 smem_u32(const void* p) { return (u32)__cvta_generic_to_shared(p); }
+
+DS_INLINE void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N>
+DS_INLINE void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+
+// Two floats as one bf16x2 register, `lo` in the low half.
+DS_INLINE u32 pack2(float lo, float hi) {
+  u32 r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
+#if defined(DS_PREFILL_WGMMA)
+#error "this variant has no wgmma prefill body (head dim 256); use the mma.sync body"
+#else
+// ---- the mma.sync body ----
+// Each warp owns 16 * M_TILES query rows (every K/V fragment read from shared memory feeds
+// M_TILES products): S = Q K^T and O += P V run on mma.sync m16n8k16 (bf16 operands, fp32
+// accumulation).
 constexpr int PREFILL_THREADS = 128;
 constexpr int PREFILL_WARPS = PREFILL_THREADS / 32;
 constexpr int M_TILES = 1;        // 16-row MMA tiles per warp
@@ -199,18 +223,9 @@ constexpr int KEY_TILE = 32;       // keys per pipeline stage
 constexpr int CHUNKS = HEAD_DIM / 8;               // 16-byte chunks per K/V/Q row
 constexpr bool Q_IN_REGISTERS = false;  // else Q fragments are re-read from shared memory
 static_assert(KEY_TILE % 16 == 0 && CHUNKS >= 8, "tile shapes");
-// Tile table: one int4 per query tile {first row in the chunk, sequence, first position, rows}.
-enum : int { TILE_ROW0 = 0, TILE_SEQ = 1, TILE_POS0 = 2, TILE_ROWS = 3 };
-
-DS_INLINE u32 smem_u32(const void* p) { return (u32)__cvta_generic_to_shared(p); }
-
 DS_INLINE void cp_async_16(void* dst, const void* src) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_u32(dst)), "l"(src));
 }
-DS_INLINE void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
-template <int N>
-DS_INLINE void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
-
 DS_INLINE void ldmatrix_x4(u32 (&r)[4], const void* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
@@ -228,13 +243,6 @@ DS_INLINE void mma_16816(float (&d)[4], const u32 (&a)[4], u32 b0, u32 b1) {
       "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// Two floats as one bf16x2 register, `lo` in the low half.
-DS_INLINE u32 pack2(float lo, float hi) {
-  u32 r;
-  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-  return r;
 }
 
 // 16-byte chunk c of row r in a swizzled [rows][CHUNKS] tile: the chunk index is XORed with the
@@ -457,3 +465,4 @@ extern "C" __global__ void __launch_bounds__(PREFILL_THREADS) ds_d256_q8_kv4_p32
     }
   }
 }
+#endif  // DS_PREFILL_WGMMA

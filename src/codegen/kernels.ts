@@ -415,6 +415,18 @@ export interface Tuning {
   readonly prefillQInRegisters: boolean;
   /** Dynamic shared memory of a prefill block: the Q tile and two K and V stages. */
   readonly prefillSharedBytes: number;
+  /**
+   * The prefill kernel also has an sm_90a body on warpgroup MMA (wgmma), chosen at load time on
+   * an sm_90 device with NVRTC >= 12 (src/runtime/prefill_body.ts); head dim 256 has none (its
+   * fp32 O accumulator alone would be 128 registers a thread, next to S and P).
+   */
+  readonly prefillWgmma: boolean;
+  /** wgmma body: threads per block, 128 per warpgroup of 64 query rows (same Q tile as mma.sync). */
+  readonly prefillWgmmaThreads: number;
+  /** wgmma body: keys per pipeline stage (the N of the QK^T wgmma). */
+  readonly prefillWgmmaKeyTile: number;
+  /** wgmma body: dynamic shared memory (Q tile, two K and V stages, 1024 bytes of alignment). */
+  readonly prefillWgmmaSharedBytes: number;
   /** Unroll of the merge kernel's loops over the splits (loads in flight per thread). */
   readonly mergeUnroll: number;
   /** Threads per block of the sort_selection kernel (one block per selection head). */
@@ -453,6 +465,20 @@ const PREFILL_THREADS = 128;
 export const prefillSharedBytes = (headDim: number, mTiles: number, keyTile: number): number =>
   (16 * mTiles * (PREFILL_THREADS / 32) + 4 * keyTile) * headDim * 2;
 
+/**
+ * The wgmma body's Q tile, two stages of K and V tiles (2-byte elements) and 1024 bytes of slack
+ * to align them to the 128-byte swizzle's 1024-byte period.
+ */
+export const prefillWgmmaSharedBytes = (
+  headDim: number,
+  threads: number,
+  keyTile: number,
+): number => (64 * (threads / 128) + 4 * keyTile) * headDim * 2 + 1024;
+
+/** Query rows per prefill block, the tile table's tile size (both bodies share it). */
+export const prefillQTile = (t: Pick<Tuning, "prefillMTiles" | "prefillThreads">): number =>
+  16 * t.prefillMTiles * (t.prefillThreads / 32);
+
 /** The launch shape of a variant. */
 export function tuningFor(spec: AttentionSpec): Tuning {
   // Registers per thread: O is 4 * mTiles * headDim / 8 floats, S 4 * mTiles * keyTile / 8.
@@ -462,6 +488,12 @@ export function tuningFor(spec: AttentionSpec): Tuning {
   const prefillMTiles = spec.headDim <= 128 ? 2 : 1;
   const prefillKeyTile = spec.headDim <= 128 ? 64 : 32;
   const prefillQInRegisters = false;
+  // wgmma: one warpgroup (128 threads) per 64 query rows of the mma.sync body's Q tile (two at
+  // head dim <= 128), 128 keys per stage (S and O are 64 fp32 registers each at head dim 128).
+  const prefillWgmma = spec.headDim <= 128;
+  const prefillWgmmaThreads = 128 *
+    (prefillQTile({ prefillMTiles, prefillThreads: PREFILL_THREADS }) / 64);
+  const prefillWgmmaKeyTile = 128;
   const denseHeadsPerBlock = largestDivisorAtMost(spec.groupSize, 8);
   const sparseHeadsPerBlock = spec.selection === "group" ? denseHeadsPerBlock : 1;
   return Object.freeze({
@@ -494,6 +526,14 @@ export function tuningFor(spec: AttentionSpec): Tuning {
     prefillMTiles,
     prefillQInRegisters,
     prefillSharedBytes: prefillSharedBytes(spec.headDim, prefillMTiles, prefillKeyTile),
+    prefillWgmma,
+    prefillWgmmaThreads,
+    prefillWgmmaKeyTile,
+    prefillWgmmaSharedBytes: prefillWgmmaSharedBytes(
+      spec.headDim,
+      prefillWgmmaThreads,
+      prefillWgmmaKeyTile,
+    ),
     mergeUnroll: 4,
     sortThreads: SORT_THREADS,
     gatherThreads: GATHER_THREADS,

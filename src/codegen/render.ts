@@ -20,6 +20,7 @@ import {
   UTIL_KERNELS,
 } from "./families.ts";
 import { type KernelId, KERNELS, symbolOf, threadsOf, type Tuning, tuningFor } from "./kernels.ts";
+import { wgmmaWrappers } from "./wgmma.ts";
 
 /** Where the templates live: `DS_TEMPLATES_DIR`, else `templates/` beside `src/`. */
 export function templatesDir(): string {
@@ -27,7 +28,14 @@ export function templatesDir(): string {
   return fromEnv ?? fileURLToPath(new URL("../../templates/", import.meta.url));
 }
 
-const PARTIALS = ["prelude", "constants", "quantize", "labels", "attention"] as const;
+const PARTIALS = [
+  "prelude",
+  "constants",
+  "quantize",
+  "labels",
+  "attention",
+  "prefill_wgmma",
+] as const;
 /**
  * Templates outside a variant ({@linkcode renderFamilySource}): benchmark/test utilities and the
  * decoder's own kernels.
@@ -143,16 +151,24 @@ export interface TemplateContext extends DtypeContext {
     readonly keyTile: number;
     readonly mTiles: number;
     readonly qInRegisters: CBool;
+    /** The variant has the sm_90a (wgmma) body; without it the template renders an #error. */
+    readonly wgmma: boolean;
+    readonly wgmmaThreads: number;
+    readonly wgmmaKeyTile: number;
+    /** The inline-PTX wgmma wrappers of the body (src/codegen/wgmma.ts); empty without it. */
+    readonly wgmmaWrappers: string;
+    readonly headDim: number;
   };
 }
 
 /** Everything the templates may reference for one variant. */
 export function templateContext(spec: AttentionSpec, tuning: Tuning): TemplateContext {
+  const mmaType = spec.kvDtype === "fp16" ? "f16" : "bf16";
   return {
     variant: spec.variant,
     c: deviceConstants(spec),
     ...dtypeContext(spec.kvDtype),
-    mmaType: spec.kvDtype === "fp16" ? "f16" : "bf16",
+    mmaType,
     append: { threads: tuning.appendThreads },
     score: {
       threads: tuning.scoreThreads,
@@ -180,6 +196,13 @@ export function templateContext(spec: AttentionSpec, tuning: Tuning): TemplateCo
       keyTile: tuning.prefillKeyTile,
       mTiles: tuning.prefillMTiles,
       qInRegisters: cBool(tuning.prefillQInRegisters),
+      wgmma: tuning.prefillWgmma,
+      wgmmaThreads: tuning.prefillWgmmaThreads,
+      wgmmaKeyTile: tuning.prefillWgmmaKeyTile,
+      wgmmaWrappers: tuning.prefillWgmma
+        ? wgmmaWrappers(mmaType, tuning.prefillWgmmaKeyTile, spec.headDim)
+        : "",
+      headDim: spec.headDim,
     },
     merge: { unroll: tuning.mergeUnroll },
     sortSelection: { threads: tuning.sortThreads },

@@ -54,6 +54,11 @@ export class KernelCompiler {
     return this.#nvrtc.versionString;
   }
 
+  /** NVRTC's major version (wgmma needs 12 or newer). */
+  get nvrtcMajor(): number {
+    return this.#nvrtc.version.major;
+  }
+
   optionsFor(req: CompileRequest): string[] {
     return [
       `--gpu-architecture=${req.arch ?? DEFAULT_ARCH}`,

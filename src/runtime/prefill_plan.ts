@@ -11,9 +11,10 @@ import type { Cuda, DeviceBuffer, Stream } from "../cuda/driver.ts";
 import type { PagedKvCache } from "./caches.ts";
 import { type PrefillSegment, prefillTiles } from "./prefill_tiles.ts";
 import type { Variant } from "./variant.ts";
+import { prefillQTile } from "../codegen/kernels.ts";
 
 export class PrefillPlan implements Disposable {
-  /** Query rows per tile (16 per MMA tile, prefillMTiles per warp). */
+  /** Query rows per tile: the same for both bodies of the kernel (prefillQTile). */
   readonly qTile: number;
   readonly maxTiles: number;
   readonly softmaxScale: number;
@@ -27,7 +28,7 @@ export class PrefillPlan implements Disposable {
     readonly maxRows: number,
   ) {
     const t = variant.launchers.tuning;
-    this.qTile = 16 * t.prefillMTiles * (t.prefillThreads / 32);
+    this.qTile = prefillQTile(t);
     this.maxTiles = Math.ceil(maxRows / this.qTile) + cache.pages.numSeqs;
     this.softmaxScale = 1 / Math.sqrt(variant.spec.headDim);
     this.#tiles = cuda.alloc(this.maxTiles * 4 * 4);

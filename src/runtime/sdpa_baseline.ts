@@ -4,8 +4,7 @@
  * generated kernels so that its memory is freed; a missing python3 or a failing script leaves
  * the SDPA columns empty and says why in `note`.
  */
-import { join } from "node:path";
-import { packageRoot } from "../util/package_root.ts";
+import { runPythonBench } from "./python_baseline.ts";
 
 /** One SDPA case: q [batch, qHeads, 1, d] against K/V [batch, kvHeads, context, d], fp16. */
 export interface SdpaJob {
@@ -29,29 +28,12 @@ export interface SdpaRun {
 
 /** Runs bench/sdpa.py on `jobs` (its output goes to this process's stdout and stderr). */
 export function runSdpa(jobs: readonly SdpaJob[]): SdpaRun {
-  const tmp = Deno.makeTempDirSync({ prefix: "ds-sdpa-" });
-  try {
-    Deno.writeTextFileSync(join(tmp, "jobs.json"), JSON.stringify(jobs));
-    const p = new Deno.Command("python3", {
-      args: [
-        join(packageRoot(), "bench", "sdpa.py"),
-        join(tmp, "jobs.json"),
-        join(tmp, "out.json"),
-      ],
-      stdout: "inherit",
-      stderr: "inherit",
-    }).outputSync();
-    if (!p.success) {
-      return { results: [], note: "python3 bench/sdpa.py failed; SDPA columns empty" };
-    }
-    const out = JSON.parse(Deno.readTextFileSync(join(tmp, "out.json")));
-    return { results: out.results, note: `PyTorch ${out.torch} on ${out.device}` };
-  } catch (e) {
-    const why = e instanceof Error ? e.message : String(e);
-    return { results: [], note: `python3 not available (${why}); SDPA columns empty` };
-  } finally {
-    Deno.removeSync(tmp, { recursive: true });
-  }
+  const r = runPythonBench("sdpa.py", jobs);
+  if (!r.ok) return { results: [], note: `${r.why}; SDPA columns empty` };
+  return {
+    results: r.out.results as SdpaResult[],
+    note: `PyTorch ${r.out.torch} on ${r.out.device}`,
+  };
 }
 
 /** The SDPA median of the case, when it ran. */

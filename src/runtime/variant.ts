@@ -29,6 +29,13 @@ import {
 } from "../cuda/driver.ts";
 import { packageRoot } from "../util/package_root.ts";
 import type { VariantLaunchers } from "../codegen/kernel_api.ts";
+import {
+  choosePrefillBody,
+  parsePrefillBody,
+  PREFILL_BODY_ENV,
+  type PrefillBodyChoice,
+  type PrefillBodyPlan,
+} from "./prefill_body.ts";
 
 export interface LoadedKernel {
   readonly id: KernelId;
@@ -43,6 +50,8 @@ export class Variant implements Disposable {
     readonly launchers: VariantLaunchers,
     readonly kernels: Readonly<Record<KernelId, LoadedKernel>>,
     readonly launcherPath: string,
+    /** The prefill kernel's body (wgmma or mma.sync) and its launch shape. */
+    readonly prefill: PrefillBodyPlan,
     private readonly modules: Module[],
   ) {}
 
@@ -58,30 +67,46 @@ export class Variant implements Disposable {
   static async load(
     cuda: Cuda,
     spec: AttentionSpec,
-    opts: { compiler?: KernelCompiler; stream?: Stream } = {},
+    opts: {
+      compiler?: KernelCompiler;
+      stream?: Stream;
+      /** The prefill body: default $DS_PREFILL_BODY, else "auto" (wgmma where it can run). */
+      prefillBody?: PrefillBodyChoice;
+    } = {},
   ): Promise<Variant> {
     const compiler = opts.compiler ?? sharedCompiler();
     const { launchers, path, rendered } = await launchersFor(spec);
+    const prefill = choosePrefillBody(
+      opts.prefillBody ??
+        parsePrefillBody(Deno.env.get(PREFILL_BODY_ENV), `$${PREFILL_BODY_ENV}`),
+      launchers.tuning,
+      { nvrtcMajor: compiler.nvrtcMajor, arch: cuda.info.arch },
+    );
     const modules: Module[] = [];
     const kernels = {} as Record<KernelId, LoadedKernel>;
     try {
       for (const r of rendered) {
+        const isPrefill = r.id === "prefill";
         const compiled = compiler.compile({
           source: r.source,
           programName: `${spec.variant}/${r.file}`,
-          arch: cuda.info.arch,
+          arch: isPrefill ? prefill.arch : cuda.info.arch,
+          extraOptions: isPrefill ? prefill.extraOptions : undefined,
         });
         if (!compiled.cubin) throw new Error(`${spec.variant}/${r.file}: NVRTC produced no CUBIN`);
         const mod = cuda.loadModule(compiled.cubin, `${spec.variant}/${r.file}`);
         modules.push(mod);
         const fn = mod.function(r.symbol);
         const info = launchers.kernels[r.id];
-        const shared = dynamicSharedBytesOf(r.id, launchers.tuning);
+        const shared = isPrefill
+          ? prefill.sharedBytes
+          : dynamicSharedBytesOf(r.id, launchers.tuning);
+        const threads = isPrefill ? prefill.threads : info.threads;
         // Past 48 KB a kernel must opt in to the larger dynamic shared memory it launches with.
         if (shared > 48 * 1024) fn.setMaxDynamicShared(shared);
         kernels[r.id] = {
           id: r.id,
-          slot: fn.slot(info.argCount, [info.threads, 1, 1], shared, opts.stream),
+          slot: fn.slot(info.argCount, [threads, 1, 1], shared, opts.stream),
           info: fn.info(),
           compileOrigin: compiled.origin,
         };
@@ -90,7 +115,7 @@ export class Variant implements Disposable {
       for (const m of modules) m.dispose();
       throw e;
     }
-    return new Variant(spec, launchers, kernels, path, modules);
+    return new Variant(spec, launchers, kernels, path, prefill, modules);
   }
 
   dispose(): void {

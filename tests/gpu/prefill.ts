@@ -3,7 +3,11 @@
  * a chunk's query rows over the paged cache, where the chunk may start anywhere in a sequence
  * (inside a page or on a page boundary), several sequences of different lengths share the chunk,
  * GQA maps query heads to kv heads, and the output is poisoned before the launch so every row
- * must be written. Run by `deno task test:gpu` (or alone: `deno run -A tests/gpu/prefill.ts`).
+ * must be written. Every case runs once per requested body of the kernel (src/runtime/
+ * prefill_body.ts): `deno task test:gpu` asks for mma and auto (wgmma on an H100 with NVRTC 12+);
+ * alone, `deno run -A tests/gpu/prefill.ts [--bodies mma,wgmma]` asks for both by name, and a
+ * body asked for by name that cannot be loaded is a FAIL, not a skip. Head dim 256 has no wgmma
+ * body: its case says SKIP with that reason for wgmma (and is checked under mma).
  */
 import { type AttentionSpec, defineAttention } from "../../src/dsl/spec.ts";
 import type { Cuda, Stream } from "../../src/cuda/driver.ts";
@@ -14,6 +18,8 @@ import { PrefillPlan } from "../../src/runtime/prefill_plan.ts";
 import type { PrefillSegment } from "../../src/runtime/prefill_tiles.ts";
 import { decodeArray, encodeArray } from "../../src/util/dtype.ts";
 import { Random, relativeError } from "./support.ts";
+import { PREFILL_BODY_CHOICES, type PrefillBodyChoice } from "../../src/runtime/prefill_body.ts";
+import { tuningFor } from "../../src/codegen/kernels.ts";
 
 interface PrefillCase {
   readonly name: string;
@@ -55,6 +61,16 @@ export const PREFILL_CASES: PrefillCase[] = [
     dtype: "fp16",
     page: 16,
     seqs: [[0, 200], [64, 65]],
+  },
+  // several 128-key tiles, a chunk starting mid-page, bf16 at head dim 64
+  {
+    name: "d64-gqa4-bf16-p16",
+    headDim: 64,
+    q: 8,
+    kv: 2,
+    dtype: "bf16",
+    page: 16,
+    seqs: [[333, 190], [0, 129]],
   },
   {
     name: "d256-gqa2-bf16-p32",
@@ -120,6 +136,8 @@ function referenceRow(
 
 export interface PrefillCheckResult {
   readonly name: string;
+  /** The body that ran (Variant.prefill.body). */
+  readonly body: string;
   readonly error: number;
   readonly pass: boolean;
   readonly detail: string;
@@ -131,9 +149,10 @@ export async function runPrefillCase(
   stream: Stream,
   c: PrefillCase,
   rng: Random,
+  body: PrefillBodyChoice = "auto",
 ): Promise<PrefillCheckResult> {
   const spec = specOf(c);
-  using variant = await Variant.load(cuda, spec, { stream });
+  using variant = await Variant.load(cuda, spec, { stream, prefillBody: body });
   variant.bindStream(stream);
   const maxContext = Math.max(...c.seqs.map(([a, b]) => a + b));
   using cache = new PagedKvCache(cuda, spec, {
@@ -226,6 +245,7 @@ export async function runPrefillCase(
   const pass = unwritten < 0 && error < tol;
   return {
     name: c.name,
+    body: variant.prefill.body,
     error,
     pass,
     detail: unwritten >= 0
@@ -236,24 +256,63 @@ export async function runPrefillCase(
   };
 }
 
-/** Every prefill case; prints a line each and returns whether all passed. */
-export async function runPrefillChecks(cuda: Cuda, stream: Stream, seed: number): Promise<boolean> {
-  const rng = new Random(seed);
+/**
+ * Every prefill case under each of `bodies`; prints a line each (with the body that ran) and
+ * returns whether all passed. A body asked for by name that cannot be loaded fails the case.
+ */
+export async function runPrefillChecks(
+  cuda: Cuda,
+  stream: Stream,
+  seed: number,
+  bodies: readonly PrefillBodyChoice[] = ["mma", "auto"],
+): Promise<boolean> {
   let ok = true;
-  for (const c of PREFILL_CASES) {
-    const r = await runPrefillCase(cuda, stream, c, rng);
-    console.log(`${r.pass ? "PASS" : "FAIL"} prefill ${r.name}: ${r.detail}`);
-    ok &&= r.pass;
+  for (const body of bodies) {
+    const rng = new Random(seed);
+    for (const c of PREFILL_CASES) {
+      if (body === "wgmma" && !tuningFor(specOf(c)).prefillWgmma) {
+        console.log(
+          `SKIP prefill ${c.name} [wgmma asked]: head dim ${c.headDim} has no wgmma body ` +
+            "(mma.sync only; checked under mma)",
+        );
+        continue;
+      }
+      let r: PrefillCheckResult;
+      try {
+        r = await runPrefillCase(cuda, stream, c, rng, body);
+      } catch (e) {
+        console.log(
+          `FAIL prefill ${c.name} [${body} asked]: ${e instanceof Error ? e.message : e}`,
+        );
+        ok = false;
+        continue;
+      }
+      console.log(
+        `${r.pass ? "PASS" : "FAIL"} prefill ${c.name} [${body} asked, ${r.body} ran]: ${r.detail}`,
+      );
+      ok &&= r.pass;
+    }
   }
   return ok;
 }
 
 if (import.meta.main) {
   const { cuda: openCuda } = await import("../../src/cuda/driver.ts");
+  const { openCommand } = await import("../../src/cli/front_door.ts");
+  const { parsePrefillBody } = await import("../../src/runtime/prefill_body.ts");
+  const { values } = openCommand({
+    name: "tests/gpu/prefill.ts",
+    usage: `deno run -A tests/gpu/prefill.ts [--bodies LIST]
+  --bodies LIST   prefill bodies to check, of ${
+      PREFILL_BODY_CHOICES.join(", ")
+    } (default mma,wgmma)`,
+    options: { bodies: { type: "string", default: "mma,wgmma" } },
+  });
+  const bodies = values.bodies!.split(",").map((b) => parsePrefillBody(b, "--bodies"));
   const cuda = openCuda();
   using stream = cuda.stream();
   const seed = Number(Deno.env.get("DS_SEED") ?? Date.now() % 1e9);
-  console.log(`prefill checks on ${cuda.info.name}, seed ${seed}`);
-  const ok = await runPrefillChecks(cuda, stream, seed);
+  console.log(`prefill checks on ${cuda.info.name}, seed ${seed}, bodies ${bodies.join(", ")}`);
+  const ok = await runPrefillChecks(cuda, stream, seed, bodies);
   Deno.exit(ok ? 0 : 1);
 }

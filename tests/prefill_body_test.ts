@@ -1,0 +1,124 @@
+import assert from "node:assert/strict";
+import {
+  choosePrefillBody,
+  parsePrefillBody,
+  wgmmaUnavailable,
+} from "../src/runtime/prefill_body.ts";
+import { prefillQTile, tuningFor } from "../src/codegen/kernels.ts";
+import { renderKernels } from "../src/codegen/render.ts";
+import { wgmmaWrappers } from "../src/codegen/wgmma.ts";
+import { loadSpecs } from "../src/cli/specs.ts";
+import { UsageError } from "../src/util/errors.ts";
+import { defineAttention } from "../src/dsl/spec.ts";
+
+const spec = (headDim: 64 | 128 | 256) =>
+  defineAttention({
+    headDim,
+    numQHeads: 8,
+    numKvHeads: 2,
+    kvDtype: "fp16",
+    pageSize: 16,
+    labels: { channels: 16, bits: 8 },
+    selection: "group",
+    budget: { ratio: 1 / 16, min: 16 },
+  });
+const HOPPER = { nvrtcMajor: 12, arch: "sm_90" };
+
+Deno.test("choosePrefillBody: auto takes wgmma only on sm_90 with NVRTC >= 12 and a body", () => {
+  const t = tuningFor(spec(128));
+  const w = choosePrefillBody("auto", t, HOPPER);
+  assert.equal(w.body, "wgmma");
+  assert.equal(w.arch, "sm_90a");
+  assert.deepEqual(w.extraOptions, ["-DDS_PREFILL_WGMMA"]);
+  assert.equal(w.threads, t.prefillWgmmaThreads);
+  assert.equal(w.sharedBytes, t.prefillWgmmaSharedBytes);
+
+  const old = choosePrefillBody("auto", t, { nvrtcMajor: 11, arch: "sm_90" });
+  assert.equal(old.body, "mma");
+  assert.equal(old.arch, "sm_90");
+  assert.deepEqual(old.extraOptions, []);
+  assert.equal(old.threads, t.prefillThreads);
+  assert.equal(old.sharedBytes, t.prefillSharedBytes);
+  assert.match(old.reason, /NVRTC 11 cannot emit wgmma/);
+
+  const ampere = choosePrefillBody("auto", t, { nvrtcMajor: 13, arch: "sm_80" });
+  assert.equal(ampere.body, "mma");
+  assert.equal(ampere.arch, "sm_80");
+  assert.match(ampere.reason, /sm_80/);
+
+  const d256 = choosePrefillBody("auto", tuningFor(spec(256)), HOPPER);
+  assert.equal(d256.body, "mma");
+  assert.match(d256.reason, /head dim 256/);
+
+  assert.equal(choosePrefillBody("mma", t, HOPPER).body, "mma");
+  assert.equal(choosePrefillBody("mma", t, HOPPER).arch, "sm_90");
+});
+
+Deno.test("choosePrefillBody: wgmma asked for where it cannot run is an error with the reason", () => {
+  const t = tuningFor(spec(128));
+  assert.throws(
+    () => choosePrefillBody("wgmma", t, { nvrtcMajor: 11, arch: "sm_90" }),
+    (e: unknown) =>
+      e instanceof UsageError && /wgmma asked for, but NVRTC 11 cannot emit wgmma/.test(e.message),
+  );
+  assert.throws(() => choosePrefillBody("wgmma", t, { nvrtcMajor: 12, arch: "sm_89" }), UsageError);
+  assert.throws(() => choosePrefillBody("wgmma", tuningFor(spec(256)), HOPPER), UsageError);
+  assert.equal(wgmmaUnavailable(t, HOPPER), null);
+});
+
+Deno.test("parsePrefillBody: the choices, a default, and one line naming the source otherwise", () => {
+  assert.equal(parsePrefillBody(undefined, "$DS_PREFILL_BODY"), "auto");
+  assert.equal(parsePrefillBody("", "$DS_PREFILL_BODY"), "auto");
+  assert.equal(parsePrefillBody("WGMMA", "--bodies"), "wgmma");
+  assert.equal(parsePrefillBody("mma", "--bodies"), "mma");
+  assert.throws(
+    () => parsePrefillBody("fa3", "$DS_PREFILL_BODY"),
+    (e: unknown) =>
+      e instanceof UsageError &&
+      e.message === '$DS_PREFILL_BODY: got "fa3"; allowed: auto, mma, wgmma',
+  );
+});
+
+Deno.test("both prefill bodies share the Q tile (the tile table's contract) in every example", async () => {
+  for (const s of [spec(64), spec(128), spec(256), ...await loadSpecs()]) {
+    const t = tuningFor(s);
+    assert.equal(t.prefillWgmma, s.headDim <= 128, s.variant);
+    if (!t.prefillWgmma) continue;
+    // One warpgroup (128 threads) per 64 rows.
+    assert.equal(64 * (t.prefillWgmmaThreads / 128), prefillQTile(t), s.variant);
+    // Q, two K and two V stages of 2-byte elements, 1024 bytes of alignment slack; fits an H100.
+    assert.equal(
+      t.prefillWgmmaSharedBytes,
+      (prefillQTile(t) + 4 * t.prefillWgmmaKeyTile) * s.headDim * 2 + 1024,
+    );
+    assert.ok(t.prefillWgmmaSharedBytes <= 227 * 1024, `${s.variant}: shared memory`);
+  }
+});
+
+Deno.test("the prefill source holds the wgmma body behind DS_PREFILL_WGMMA, or an #error", () => {
+  const src128 = renderKernels(spec(128)).find((k) => k.id === "prefill")!.source;
+  const wg = src128.indexOf("#if defined(DS_PREFILL_WGMMA)");
+  const mma = src128.indexOf("// ---- the mma.sync body ----");
+  assert.ok(wg > 0 && mma > wg, "both bodies, wgmma first");
+  assert.ok(src128.indexOf("wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16") > wg);
+  assert.ok(src128.indexOf("wgmma.mma_async") < mma, "wgmma only in its own body");
+  const src256 = renderKernels(spec(256)).find((k) => k.id === "prefill")!.source;
+  assert.ok(!src256.includes("wgmma.mma_async"));
+  assert.match(src256, /#error "this variant has no wgmma prefill body \(head dim 256\)/);
+});
+
+Deno.test("wgmmaWrappers: one asm operand per accumulator register, A and descriptors after", () => {
+  const text = wgmmaWrappers("bf16", 128, 64);
+  // QK^T: 64 accumulators then 2 descriptors; PV: 32 accumulators, 4 A registers, 1 descriptor.
+  assert.match(text, /m64n128k16\.f32\.bf16\.bf16 \{%0, [^}]*%63\}, %64, %65, 0, 1, 1, 0, 0;/);
+  assert.match(text, /m64n128k16\.f32\.bf16\.bf16 \{%0, [^}]*%63\}, %64, %65, 1, 1, 1, 0, 0;/);
+  assert.match(
+    text,
+    /m64n64k16\.f32\.bf16\.bf16 \{%0, [^}]*%31\}, \{%32, %33, %34, %35\}, %36, 1, 1, 1, 1;/,
+  );
+  assert.equal(text.split('"+f"(d[63])').length - 1, 1);
+  assert.equal(text.split('"=f"(d[63])').length - 1, 1);
+  assert.equal(text.split('"+f"(d[31])').length - 1, 2); // QK^T with ACC = 1, and PV
+  assert.throws(() => wgmmaWrappers("f16", 100, 128), /keyTile 100; allowed: a multiple of 8/);
+  assert.throws(() => wgmmaWrappers("f16", 128, 512), /headDim 512/);
+});
