@@ -81,6 +81,8 @@ const USAGE = `deno task decode [options]
   --seed S                     sampling seed, an integer >= 0 (default 1)
   --gemm cublas|builtin        the GPU decoders' GEMM: cuBLAS or the project's own kernel, no
                                cuBLAS at all (default: $DS_GEMM, else cublas)
+  --no-timing                  skip the graph replays that time the step and its attention
+                               (sanitizer runs: each replay is slow under compute-sanitizer)
 ${OFFLOAD_USAGE}
                                (selected/reuse: the Double Sparsity run; full-kv: the dense run)`;
 
@@ -102,6 +104,7 @@ const { values: args } = openCommand({
     seed: { type: "string", default: "1" },
     gemm: { type: "string" },
     retrieval: { type: "boolean", default: false },
+    "no-timing": { type: "boolean", default: false },
     offload: { type: "boolean", default: false },
     "offload-mode": { type: "string" },
     document: { type: "string" },
@@ -373,7 +376,7 @@ async function decodeGpu(cuda: Cuda, label: string, dsSpec?: AttentionSpec): Pro
   // `timeStep` replays the step's graph and `timeAttention` a graph of just every layer's
   // attention kernels (score, select, sparse/dense attention, merge), each timed with CUDA
   // events (median of 20 replays). Neither changes the caches.
-  const ran = stepMs.length > 0;
+  const ran = stepMs.length > 0 && !args["no-timing"];
   return {
     tokens: generated[0],
     prefillMs,
