@@ -68,6 +68,12 @@ export interface GpuDecoderOptions {
    */
   readonly keepSelection?: boolean;
   /**
+   * Sparse attention reads each selection in ascending token order (one small sort kernel per
+   * sparse layer; see PlanOptions.sortedSelection): outputs independent of the top-k kernels'
+   * atomic order. Always on with offload mode "selected", whose outputs it then equals exactly.
+   */
+  readonly sortedSelection?: boolean;
+  /**
    * Keep K/V in pinned host memory (Double Sparsity-Offload, docs/offload.md): mode "selected"
    * moves only the rows top-k selects over PCIe (needs a spec; its dense layers keep K/V on the
    * device), mode "full-kv" copies every layer's whole K/V before use (the baseline).
@@ -296,7 +302,11 @@ export class GpuDecoder implements Disposable {
         ) => i % this.spec.labelChannels);
         for (const l of this.cache.layers) l.setChannels(ch, this.stream);
       }
-      this.plan = own(new DecodePlan(cuda, variant, this.cache, this.stream));
+      this.plan = own(
+        new DecodePlan(cuda, variant, this.cache, this.stream, {
+          sortedSelection: (opts.sortedSelection ?? false) || opts.offload?.mode === "selected",
+        }),
+      );
       this.offload = opts.offload
         ? own(new OffloadPlan(cuda, this.plan, opts.offload, this.stream))
         : null;

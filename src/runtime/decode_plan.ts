@@ -62,6 +62,13 @@ export interface PlanOptions {
   readonly targetBlocks?: number;
   /** Tokens per split below which the split count stops growing. */
   readonly minTokensPerSplit?: number;
+  /**
+   * Sort every selected-token list into ascending order after top-k (sort_selection), so sparse
+   * attention reads the rows in token order rather than the resolve kernel's atomic order: the
+   * outputs no longer depend on that order (run-to-run identical, and identical to the offloaded
+   * path, which needs sorted lists for its PCIe gather). Costs one small kernel per sparse layer.
+   */
+  readonly sortedSelection?: boolean;
 }
 
 /** Device addresses of a K and a V pool (or of rows staged like a selection). */
@@ -106,6 +113,9 @@ export class DecodePlan implements Disposable {
   readonly #selIdx: DeviceBuffer;
   readonly #partialO: DeviceBuffer;
   readonly #partialLse: DeviceBuffer;
+  /** sort_selection's [batch][selHeads][ceil(keyStride / 32)] bitmaps (sortedSelection only). */
+  readonly #bitmap: DeviceBuffer | null;
+  readonly #bitmapStride: number;
   readonly buffers: StepBuffers;
 
   constructor(
@@ -213,6 +223,11 @@ export class DecodePlan implements Disposable {
     this.#selIdx = guard.use(cuda.alloc(B * SH * this.selStride * 4));
     this.#partialO = guard.use(cuda.alloc(B * spec.numQHeads * this.maxSplits * spec.headDim * 4));
     this.#partialLse = guard.use(cuda.alloc(B * spec.numQHeads * this.maxSplits * 4));
+    this.#bitmapStride = Math.ceil(this.keyStride / 32);
+    this.#bitmap = opts.sortedSelection
+      ? guard.use(cuda.alloc(B * SH * this.#bitmapStride * 4))
+      : null;
+    this.#bitmap?.fill8(0, stream); // sort_selection leaves it zero after each use
     // The resolve kernel leaves histogram and counters zeroed; they must start that way.
     this.#hist.fill8(0, stream);
     this.#counters.fill8(0, stream);
@@ -399,11 +414,37 @@ export class DecodePlan implements Disposable {
     );
   }
 
-  /** The whole top-k of a layer: score, select, resolve. */
+  /** The whole top-k of a layer: score, select, resolve (and, with sortedSelection, sort). */
   topK(layer: number, q: bigint): void {
     this.score(layer, q);
     this.select();
     this.resolve(layer, q);
+    if (this.#bitmap) this.sortSelection();
+  }
+
+  /** Whether top-k leaves every selected-token list in ascending order (PlanOptions). */
+  get sortedSelection(): boolean {
+    return this.#bitmap !== null;
+  }
+
+  /** sort_selection: every sparse-routed (sequence, selection head) list into ascending order. */
+  sortSelection(): void {
+    if (!this.#bitmap) {
+      throw new Error("DecodePlan.sortSelection: the plan was made without sortedSelection");
+    }
+    this.variant.launchers.launchSortSelection(
+      this.variant.slot("sort_selection"),
+      [this.spec.numSelectionHeads, 1, this.batch],
+      {
+        seqLens: this.buffers.seqLens,
+        budgets: this.buffers.budgets,
+        routes: this.buffers.routes,
+        selIdx: this.#selIdx.ptr,
+        selStride: this.selStride,
+        bitmap: this.#bitmap.ptr,
+        bitmapStride: this.#bitmapStride,
+      },
+    );
   }
 
   /**
@@ -514,7 +555,7 @@ export class DecodePlan implements Disposable {
       this.#selIdx,
       this.#partialO,
       this.#partialLse,
-    ].reduce((n, b) => n + b.bytes, 0);
+    ].reduce((n, b) => n + b.bytes, this.#bitmap?.bytes ?? 0);
   }
 
   /** Workspace addresses, for tests that inspect intermediate results. */
@@ -544,6 +585,7 @@ export class DecodePlan implements Disposable {
         this.#partialLse,
       ]
     ) b.dispose();
+    this.#bitmap?.dispose();
   }
 
   [Symbol.dispose](): void {

@@ -188,8 +188,6 @@ class FullKvPipeline implements Disposable {
 
 export class OffloadPlan implements Disposable {
   readonly options: OffloadOptions;
-  readonly #bitmap: DeviceBuffer | null = null;
-  readonly #bitmapStride: number = 0;
   /** [parity][layer] with reuse, else [0][layer] all the same staging; null for device layers. */
   readonly #stages: (Staging | null)[][] = [];
   readonly #owned: Disposable[] = [];
@@ -215,10 +213,16 @@ export class OffloadPlan implements Disposable {
         this.#fullKv = this.#own(new FullKvPipeline(cuda, plan));
         return;
       }
+      // The PCIe gather reads rows in token order: top-k must leave the lists sorted.
+      if (!plan.sortedSelection) {
+        throw new ArgumentError(
+          "OffloadPlan",
+          "plan.sortedSelection",
+          false,
+          'true for mode "selected" (a DecodePlan made with { sortedSelection: true })',
+        );
+      }
       const SH = spec.numSelectionHeads;
-      this.#bitmapStride = Math.ceil(plan.keyStride / 32);
-      this.#bitmap = this.#own(cuda.alloc(B * SH * this.#bitmapStride * 4));
-      this.#bitmap.fill8(0, stream); // sort_selection leaves it zero after each use
       this.#counters = this.#own(cuda.alloc(cache.layers.length * GATHER_COUNTERS * 8));
       this.#counters.fill8(0, stream);
       const rows = B * SH * plan.selStride;
@@ -308,31 +312,12 @@ export class OffloadPlan implements Disposable {
     }
     const signature = dense ? "dense" : plan.routeSignature;
     if (signature !== "dense") {
-      plan.topK(layer, q);
-      this.sort();
+      plan.topK(layer, q); // sorted (sortedSelection)
       const stage = this.gather(layer);
       plan.sparse(layer, q, stage);
     }
     if (signature !== "sparse") plan.dense(layer, q, dense);
     plan.merge(out, dense, lseOut);
-  }
-
-  /** sort_selection on the plan's selected-token lists. */
-  sort(): void {
-    const plan = this.plan;
-    plan.variant.launchers.launchSortSelection(
-      plan.variant.slot("sort_selection"),
-      [plan.spec.numSelectionHeads, 1, plan.batch],
-      {
-        seqLens: plan.buffers.seqLens,
-        budgets: plan.buffers.budgets,
-        routes: plan.buffers.routes,
-        selIdx: plan.workspace.selIdx.ptr,
-        selStride: plan.selStride,
-        bitmap: this.#bitmap!.ptr,
-        bitmapStride: this.#bitmapStride,
-      },
-    );
   }
 
   /** gather_kv of `layer`'s sorted selection into this step's staging; returns its rows. */
@@ -422,7 +407,7 @@ export class OffloadPlan implements Disposable {
     const seen = new Set<Staging>();
     for (const row of this.#stages) for (const s of row) if (s) seen.add(s);
     let n = [...seen].reduce((a, s) => a + s.bytes, 0);
-    n += (this.#bitmap?.bytes ?? 0) + (this.#counters?.bytes ?? 0);
+    n += this.#counters?.bytes ?? 0;
     return n + (this.#fullKv?.deviceBytes ?? 0);
   }
 
