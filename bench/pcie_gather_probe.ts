@@ -1,0 +1,132 @@
+/**
+ * PCIe gather probe (GPU machine): how fast a kernel reads scattered 256-byte rows from mapped
+ * pinned host memory, by access order. It decides how Double Sparsity-Offload's gather walks a
+ * layer's selected rows (docs/offload.md). Rows are 256 bytes (one K or V row, d 128, fp16);
+ * the host pool is laid out like a K pool: 16-token pages, 8 kv heads interleaved per page.
+ * Patterns, each gathering the same number of rows (1/16 of each head's tokens):
+ *   per-list      one sorted token list per head; blocks (chunk, head), chunk fastest (the
+ *                 offload gather of the first version)
+ *   head-fastest  the same lists, blocks (head, chunk): the heads' same-rank rows run together
+ *   address       the union of the lists sorted by physical row, blocks in that order
+ *   random        the same rows in random order
+ * and a copy-engine host-to-device copy of 1 GiB for the bus's rate.
+ *
+ *   deno run -A bench/pcie_gather_probe.ts [--gib 8]
+ */
+import { parseArgs } from "node:util";
+import { requireGpu } from "../src/runtime/device.ts";
+import { sharedCompiler } from "../src/runtime/variant.ts";
+import { medianEventMs } from "../src/runtime/timing.ts";
+
+const { values: args } = parseArgs({
+  args: Deno.args,
+  options: { gib: { type: "string", default: "8" } },
+});
+const cuda = requireGpu("bench/pcie_gather_probe.ts");
+const ROW = 256, HEADS = 8, PAGE = 16, THREADS = 256, UNROLL = 8;
+const CHUNKS = ROW / 16, ROWS_PER_BLOCK = (THREADS / CHUNKS) * UNROLL;
+
+const source = `
+typedef unsigned long long u64;
+struct __align__(16) u4 { unsigned x, y, z, w; };
+extern "C" __global__ void __launch_bounds__(${THREADS}) gather(
+    const u4* __restrict__ host, const int* __restrict__ rows, int n, u4* __restrict__ out,
+    int head_fastest, int lists, int per_list) {
+  // Block -> a run of ${ROWS_PER_BLOCK} entries of the row array.
+  int first;
+  if (lists > 0) {
+    const int chunks = (per_list + ${ROWS_PER_BLOCK} - 1) / ${ROWS_PER_BLOCK};
+    const int list = head_fastest ? blockIdx.x % lists : blockIdx.x / chunks;
+    const int chunk = head_fastest ? blockIdx.x / lists : blockIdx.x % chunks;
+    first = list * per_list + chunk * ${ROWS_PER_BLOCK};
+    n = min(n, (list + 1) * per_list);
+  } else {
+    first = blockIdx.x * ${ROWS_PER_BLOCK};
+  }
+  const int lane_row = threadIdx.x / ${CHUNKS}, chunk = threadIdx.x % ${CHUNKS};
+  u4 buf[${UNROLL}];
+#pragma unroll
+  for (int u = 0; u < ${UNROLL}; u++) {
+    const int e = first + u * ${THREADS / CHUNKS} + lane_row;
+    if (e < n) {
+      const u4* p = host + (size_t)__ldg(rows + e) * ${CHUNKS} + chunk;
+      asm volatile("ld.global.cs.v4.u32 {%0,%1,%2,%3}, [%4];"
+                   : "=r"(buf[u].x), "=r"(buf[u].y), "=r"(buf[u].z), "=r"(buf[u].w) : "l"(p));
+    }
+  }
+#pragma unroll
+  for (int u = 0; u < ${UNROLL}; u++) {
+    const int e = first + u * ${THREADS / CHUNKS} + lane_row;
+    if (e < n) out[(size_t)e * ${CHUNKS} + chunk] = buf[u];
+  }
+}`;
+const compiled = sharedCompiler().compile({
+  source,
+  programName: "pcie_gather_probe.cu",
+  arch: cuda.info.arch,
+});
+using module = cuda.loadModule(compiled.cubin!, "pcie_gather_probe");
+const fn = module.function("gather");
+using stream = cuda.stream();
+const slot = fn.slot(7, [THREADS, 1, 1], 0, stream);
+
+const hostBytes = Number(args.gib) * 2 ** 30;
+using host = cuda.allocHostMapped(hostBytes);
+const totalRows = hostBytes / ROW;
+const tokensPerHead = totalRows / HEADS;
+// Physical row of (head, token) in a K-pool-like layout: [page][head][slot].
+const rowOf = (h: number, t: number) => (Math.floor(t / PAGE) * HEADS + h) * PAGE + (t % PAGE);
+
+// Each head selects 1/16 of its tokens at random, sorted (what sort_selection leaves).
+let seed = 12345;
+const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
+const perList = Math.floor(tokensPerHead / 16);
+const lists: Int32Array[] = [];
+for (let h = 0; h < HEADS; h++) {
+  const picked = new Set<number>();
+  while (picked.size < perList) picked.add(Math.floor(rand() * tokensPerHead));
+  lists.push(Int32Array.from([...picked].sort((a, b) => a - b).map((t) => rowOf(h, t))));
+}
+const n = perList * HEADS;
+const perListRows = new Int32Array(n);
+lists.forEach((l, h) => perListRows.set(l, h * perList));
+const byAddress = perListRows.slice().sort();
+const random = byAddress.slice();
+for (let i = n - 1; i > 0; i--) {
+  const j = Math.floor(rand() * (i + 1));
+  [random[i], random[j]] = [random[j], random[i]];
+}
+using rowsBuf = cuda.alloc(n * 4);
+using out = cuda.alloc(n * ROW);
+const bytes = n * ROW;
+
+function time(rows: Int32Array, headFastest: boolean, listCount: number): number {
+  rowsBuf.upload(rows, stream);
+  const v = slot.args;
+  v.setBigUint64(0, host.ptr, true);
+  v.setBigUint64(8, rowsBuf.ptr, true);
+  v.setInt32(16, n, true);
+  v.setBigUint64(24, out.ptr, true);
+  v.setInt32(32, headFastest ? 1 : 0, true);
+  v.setInt32(40, listCount, true);
+  v.setInt32(48, perList, true);
+  const blocks = listCount > 0
+    ? listCount * Math.ceil(perList / ROWS_PER_BLOCK)
+    : Math.ceil(n / ROWS_PER_BLOCK);
+  return medianEventMs(cuda, stream, () => slot.launch([blocks, 1, 1]), 7, 2);
+}
+
+const gbps = (ms: number, b = bytes) => (b / (ms * 1e-3) / 1e9).toFixed(1);
+console.log(
+  `pcie gather probe on ${cuda.info.name}: ${args.gib} GiB mapped pinned pool, ${n} rows of ` +
+    `${ROW} B (${(bytes / 2 ** 20).toFixed(0)} MiB), ${HEADS} heads x 1/16 of their tokens`,
+);
+{
+  using dev = cuda.alloc(2 ** 30);
+  const ms = medianEventMs(cuda, stream, () => host.copyTo(dev.ptr, stream, 2 ** 30), 7, 2);
+  console.log(`copy engine H2D 1 GiB: ${gbps(ms, 2 ** 30)} GB/s`);
+}
+console.log(`per-list (chunk fastest): ${gbps(time(perListRows, false, HEADS))} GB/s`);
+console.log(`per-list (head fastest):  ${gbps(time(perListRows, true, HEADS))} GB/s`);
+console.log(`address order:            ${gbps(time(byAddress, false, 0))} GB/s`);
+console.log(`random order:             ${gbps(time(random, false, 0))} GB/s`);
