@@ -3,7 +3,10 @@
 # sm_90) and libnvrtc-builtins11.8, downloaded with apt-get through a private sources file and
 # unpacked with dpkg -x into .cache/nvrtc. When no ptxas is installed ($PTXAS, PATH,
 # /usr/local/cuda/bin), also takes ptxas (11.8) from nvidia-cuda-toolkit into .cache/cuda-tools.
-# Nothing system-wide is changed. Idempotent.
+# Also NVRTC 12.4 (Debian trixie's libnvrtc12 + libnvrtc-builtins12.4) into .cache/nvrtc12: the
+# only NVRTC here that emits the Hopper (sm_90a, wgmma) prefill body, which the CPU tests compile
+# through it (tests/nvrtc_compile_test.ts runs scripts/compile_check.ts with it). Nothing
+# system-wide is changed. Idempotent.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dest="$root/.cache/nvrtc"
@@ -14,9 +17,13 @@ have_ptxas() {
   command -v ptxas >/dev/null && return 0
   [ -x /usr/local/cuda/bin/ptxas ] || [ -x "$tools/ptxas" ]
 }
+dest12="$root/.cache/nvrtc12"
+lib12="$dest12/usr/lib/x86_64-linux-gnu/libnvrtc.so.12"
 need_nvrtc=1
 if [ -f "$lib" ] && [ -f "$dest/.complete" ]; then need_nvrtc=0; fi
-if [ "$need_nvrtc" = 0 ] && have_ptxas; then
+need_nvrtc12=1
+if [ -f "$lib12" ] && [ -f "$dest12/.complete" ]; then need_nvrtc12=0; fi
+if [ "$need_nvrtc" = 0 ] && [ "$need_nvrtc12" = 0 ] && have_ptxas; then
   exit 0
 fi
 if ! command -v apt-get >/dev/null || ! command -v dpkg >/dev/null; then
@@ -43,6 +50,27 @@ if [ "$need_nvrtc" = 1 ]; then
   [ -f "$lib" ] || { echo "fetch-nvrtc: $lib missing after unpacking" >&2; exit 1; }
   touch "$dest/.complete"
   echo "fetch-nvrtc: NVRTC 11.8 unpacked into .cache/nvrtc"
+fi
+if [ "$need_nvrtc12" = 1 ]; then
+  work12="$root/.cache/nvrtc12-apt"
+  rm -rf "$work12" "$dest12"
+  mkdir -p "$work12/lists/partial" "$work12/cache/archives/partial" "$work12/debs" "$dest12"
+  echo "deb http://deb.debian.org/debian trixie non-free" > "$work12/sources.list"
+  opts12=(
+    -o "Dir::Etc::SourceList=$work12/sources.list"
+    -o "Dir::Etc::SourceParts=/dev/null"
+    -o "Dir::State::Lists=$work12/lists"
+    -o "Dir::Cache=$work12/cache"
+    -o "Debug::NoLocking=1"
+    -o "APT::Sandbox::User=root"
+  )
+  apt-get "${opts12[@]}" -qq update
+  (cd "$work12/debs" && apt-get "${opts12[@]}" -qq download libnvrtc12 libnvrtc-builtins12.4)
+  for deb in "$work12"/debs/*.deb; do dpkg -x "$deb" "$dest12"; done
+  [ -f "$lib12" ] || { echo "fetch-nvrtc: $lib12 missing after unpacking" >&2; exit 1; }
+  touch "$dest12/.complete"
+  rm -rf "$work12"
+  echo "fetch-nvrtc: NVRTC 12.4 unpacked into .cache/nvrtc12"
 fi
 if ! have_ptxas; then
   rm -f "$work"/debs/*.deb
