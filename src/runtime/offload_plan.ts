@@ -383,7 +383,8 @@ export class OffloadPlan implements Disposable {
    * need no transfer, and the last layer gains from the overlap like any other.
    */
   predicts(layer: number): boolean {
-    return this.#predictor !== null && layer > 0 && this.handles(layer);
+    return this.#predictor !== null && layer > 0 && layer < this.plan.cache.layers.length &&
+      this.handles(layer);
   }
 
   // ---- the step, per layer (called while recording, inside or outside a graph capture) ----
