@@ -4,19 +4,22 @@
  *    Double Sparsity variant (group selection, 16 label channels at 8 bits, budget 1/16) with NO
  *    dense layers, so every layer's K/V is in pinned host memory; random caches filled on the
  *    device through the mapping, allocated once per (batch, context) and shared by the methods:
- *    offload (no reuse), offload + reuse, full-KV offload (FlexGen-style), and the same decoder
- *    with all K/V on the GPU where it fits. Batch 1 and 4 at 32K, 64K and 128K (256K at batch 1
- *    where host memory allows; skipped with the reason otherwise). Prediction (issue 11 stage 3)
- *    is not built yet, so no prediction rows.
+ *    offload (no reuse), offload + reuse, offload + prediction (next-layer prediction with
+ *    overlap, exact), offload + prediction + reuse, full-KV offload (FlexGen-style), and the same
+ *    decoder with all K/V on the GPU where it fits. Batch 1 and 4 at 32K, 64K and 128K (256K at
+ *    batch 1 where host memory allows; skipped with the reason otherwise).
  *  - per row: step ms (wall-clock median of greedy `stepChoose` steps: the offload step copies
  *    nothing back but ids) and tokens/s, GPU memory in use, PCIe bytes per step (gather
  *    counters), % of the PCIe bound (bytes / measured H2D bandwidth / step time), rows reused,
- *    bytes saved by reuse, ratio vs full-KV offload.
+ *    bytes saved by reuse, ratio vs full-KV offload; with prediction, its recall per layer (rows
+ *    of the exact selection found in the prefetch; mean and min over the predicted layers; with
+ *    reuse, the share the prefetch served after reuse) and PCIe bytes include its own gathers.
  *  - the measured host-to-device bandwidth (cuMemcpyHtoDAsync of 1 GiB pinned, events, median)
  *    and the gather kernel's (all layers' selected rows from host memory, as a graph);
- *  - random weights make consecutive steps' selections unrealistically alike or unlike, so the
- *    reuse hit rate is also measured on the bundled tiny-code-llama-8k with real text at ~7K
- *    context over 32 greedy steps.
+ *  - random weights make consecutive steps' selections unrealistically alike or unlike (and the
+ *    next layer's query unrealistically predictable or not), so the reuse hit rate and the
+ *    prediction's recall are also measured on the bundled tiny-code-llama-8k with real text at
+ *    ~7K context over 32 greedy steps.
  * Writes ./results/offload-<card>-<date>.{json,md} (or under --out / $DS_RESULTS_DIR).
  *
  *   deno task bench:offload [--quick] [--out DIR] [--json FILE]
@@ -32,7 +35,12 @@ import { GpuDecoder } from "../src/decoding/gpu_decoder.ts";
 import { argmax } from "../src/decoding/cpu_decoder.ts";
 import { PagedKvCache } from "../src/runtime/caches.ts";
 import type { Stream } from "../src/cuda/driver.ts";
-import type { OffloadOptions } from "../src/runtime/offload_plan.ts";
+import {
+  type GatherCounts,
+  gatherCountsSince,
+  type OffloadOptions,
+  predictionRecall,
+} from "../src/runtime/offload_plan.ts";
 import { UtilKernels } from "../src/runtime/util_kernels.ts";
 import { medianEventMs } from "../src/runtime/timing.ts";
 import { packageRoot } from "../src/util/package_root.ts";
@@ -89,6 +97,9 @@ interface OffloadRow {
   reuseHitRate: number;
   /** Bytes per step reuse saved (rows reused x row bytes). */
   bytesSavedPerStep: number;
+  /** With prediction: its recall per layer (predictionRecall), mean and min over the layers. */
+  recallMean: number | null;
+  recallMin: number | null;
 }
 const rows: OffloadRow[] = [];
 const skipped: string[] = [];
@@ -141,6 +152,8 @@ for (const [ci, [batch, L]] of configs.entries()) {
     ["full-KV offload", { mode: "full-kv" }],
     ["offload", { mode: "selected" }],
     ["offload + reuse", { mode: "selected", reuse: true }],
+    ["offload + prediction", { mode: "selected", prediction: true }],
+    ["offload + prediction + reuse", { mode: "selected", prediction: true, reuse: true }],
   ];
   for (const [method, offload] of methods) {
     // Full-KV attends densely over the same pinned pools (its plan ignores the selection).
@@ -165,16 +178,20 @@ for (const [ci, [batch, L]] of configs.entries()) {
     }
     const stepMs = walls.sort((a, b) => a - b)[Math.floor(steps / 2)];
     let pcie = 0, reused = 0, selected = 0;
+    let recall: { mean: number; min: number } | null = null;
     if (offload.mode === "selected") {
-      const after = dec.gatherCounts();
-      after.forEach((a, l) => {
-        pcie += a.fromHost - before[l].fromHost;
-        reused += a.fromPrevious - before[l].fromPrevious;
-      });
-      selected = (pcie + reused) / steps;
+      const counts = gatherCountsSince(dec.gatherCounts(), before);
+      for (const a of counts) {
+        // The prediction's own gathers cross PCIe too.
+        pcie += a.fromHost + a.prefetchFromHost;
+        reused += a.fromPrevious;
+        selected += a.fromHost + a.fromPrevious + a.fromPrefetch;
+      }
+      selected /= steps;
       pcie = (pcie * ROW_BYTES) / steps;
       reused /= steps;
-      if (!offload.reuse) {
+      if (offload.prediction) recall = recallOf(counts);
+      if (!offload.reuse && !offload.prediction) {
         const g = dec.timeGather(5);
         gatherGBs = Math.max(gatherGBs, g.bytes / (g.ms * 1e6));
       }
@@ -194,6 +211,8 @@ for (const [ci, [batch, L]] of configs.entries()) {
       pcieBoundShare: pcie / (h2dGBs * 1e6) / stepMs,
       reuseHitRate: selected ? reused / selected : 0,
       bytesSavedPerStep: reused * ROW_BYTES,
+      recallMean: recall?.mean ?? null,
+      recallMin: recall?.min ?? null,
     });
     report(rows.at(-1)!, fullKvMs);
   }
@@ -221,6 +240,8 @@ for (const [ci, [batch, L]] of configs.entries()) {
       pcieBoundShare: 0,
       reuseHitRate: 0,
       bytesSavedPerStep: 0,
+      recallMean: null,
+      recallMin: null,
     });
     report(rows.at(-1)!, fullKvMs);
   } else {
@@ -235,6 +256,15 @@ for (const [ci, [batch, L]] of configs.entries()) {
 }
 bar.update(configs.length, configs.length);
 
+/** Mean and min of the prediction's recall over the layers it predicted (with a selection). */
+function recallOf(counts: GatherCounts[]): { mean: number; min: number } | null {
+  return meanMin(counts.map(predictionRecall).filter((x) => !Number.isNaN(x)));
+}
+
+function meanMin(r: number[]): { mean: number; min: number } | null {
+  return r.length ? { mean: r.reduce((a, b) => a + b, 0) / r.length, min: Math.min(...r) } : null;
+}
+
 /** L - 1 random cached tokens per sequence (K/V, labels), the same on the device or the host. */
 function fillCache(cache: PagedKvCache, batch: number, L: number, stream: Stream): void {
   for (let b = 0; b < batch; b++) cache.pages.grow(b, L - 1);
@@ -247,35 +277,50 @@ function fillCache(cache: PagedKvCache, batch: number, L: number, stream: Stream
   stream.synchronize();
 }
 
-// ---- reuse on real text: tiny-code-llama-8k, ~7K context, greedy ----
-const realText: { layer: number; hitRate: number }[] = [];
-{
+// ---- reuse and prediction on real text: tiny-code-llama-8k, ~7K context, greedy ----
+const REAL_L = 7000, REAL_STEPS = 32;
+/** Per-layer gather counts of REAL_STEPS greedy steps after the first (which has nothing to reuse). */
+async function realTextCounts(offload: OffloadOptions): Promise<GatherCounts[]> {
   const { model: tiny, text, channels: config, spec } = await loadTinyBench(packageRoot());
   const c = tiny.config;
-  const L = 7000, steps = 32;
   using dec = await GpuDecoder.create(cuda, tiny, {
     batch: 1,
-    maxContext: L + steps + 1,
+    maxContext: REAL_L + REAL_STEPS + 1,
     spec,
     channels: { config },
     maxPrefillRows: 8192,
-    offload: { mode: "selected", reuse: true },
+    offload,
   });
-  const logits = dec.prefill([Array.from(text.subarray(0, L))]);
+  const logits = dec.prefill([Array.from(text.subarray(0, REAL_L))]);
   let next = [argmax(logits, 0, c.vocabSize)];
-  next = Array.from(dec.stepChoose(next)); // the first step has nothing to reuse
+  next = Array.from(dec.stepChoose(next));
   const before = dec.gatherCounts();
-  for (let i = 0; i < steps; i++) next = Array.from(dec.stepChoose(next));
-  dec.gatherCounts().forEach((a, layer) => {
-    const host = a.fromHost - before[layer].fromHost;
-    const prev = a.fromPrevious - before[layer].fromPrevious;
-    if (host + prev > 0) realText.push({ layer, hitRate: prev / (host + prev) });
-  });
-  console.log(
-    `tiny-code-llama-8k, ${L} bytes of Python, ${steps} greedy steps: reuse hit rate per layer ` +
-      realText.map((r) => `${r.layer}:${(100 * r.hitRate).toFixed(0)}%`).join(" "),
-  );
+  for (let i = 0; i < REAL_STEPS; i++) next = Array.from(dec.stepChoose(next));
+  return gatherCountsSince(dec.gatherCounts(), before);
 }
+const realText: { layer: number; hitRate: number }[] = [];
+for (const [layer, a] of (await realTextCounts({ mode: "selected", reuse: true })).entries()) {
+  if (a.fromHost + a.fromPrevious > 0) {
+    realText.push({ layer, hitRate: a.fromPrevious / (a.fromHost + a.fromPrevious) });
+  }
+}
+console.log(
+  `tiny-code-llama-8k, ${REAL_L} bytes of Python, ${REAL_STEPS} greedy steps: reuse hit rate ` +
+    "per layer " + realText.map((r) => `${r.layer}:${(100 * r.hitRate).toFixed(0)}%`).join(" "),
+);
+// Prediction without reuse: the exact recall, |exact and predicted| / |exact|, per layer.
+const realRecall: { layer: number; recall: number }[] = [];
+for (
+  const [layer, a] of (await realTextCounts({ mode: "selected", prediction: true })).entries()
+) {
+  const recall = predictionRecall(a);
+  if (!Number.isNaN(recall)) realRecall.push({ layer, recall });
+}
+const realRecallSummary = meanMin(realRecall.map((r) => r.recall));
+console.log(
+  `tiny-code-llama-8k: prediction recall per layer ` +
+    realRecall.map((r) => `${r.layer}:${(100 * r.recall).toFixed(0)}%`).join(" "),
+);
 
 // ---- report ----
 const date = new Date().toISOString().slice(0, 10);
@@ -293,8 +338,8 @@ const lines = [
   `Measured host-to-device copy (1 GiB pinned): ${h2dGBs.toFixed(1)} GB/s; gather kernel ` +
   `(all layers' selected rows from host memory): ${gatherGBs.toFixed(1)} GB/s.`,
   "",
-  "| batch | context | method | step ms | tokens/s | GPU GiB | PCIe GB/step | % of PCIe bound | reuse hit | GB saved/step | vs full-KV |",
-  "|---|---|---|---|---|---|---|---|---|---|---|",
+  "| batch | context | method | step ms | tokens/s | GPU GiB | PCIe GB/step | % of PCIe bound | reuse hit | GB saved/step | recall mean/min | vs full-KV |",
+  "|---|---|---|---|---|---|---|---|---|---|---|---|",
 ];
 for (const r of rows) {
   const full = rows.find((f) =>
@@ -308,6 +353,7 @@ for (const r of rows) {
       } | ` +
       `${r.method.includes("reuse") ? pct(r.reuseHitRate) : "-"} | ` +
       `${(r.bytesSavedPerStep / 1e9).toFixed(3)} | ` +
+      `${r.recallMean === null ? "-" : `${pct(r.recallMean)} / ${pct(r.recallMin!)}`} | ` +
       `${full ? (full.stepMs / r.stepMs).toFixed(1) + "x" : "-"} |`,
   );
 }
@@ -316,6 +362,16 @@ lines.push(
   "Reuse hit rate on real text (tiny-code-llama-8k, 7,000 bytes of held-out Python, 32 greedy " +
     "steps, head selection r16b16, budget 1/16, layers 0 and 1 dense on the device): " +
     realText.map((r) => `layer ${r.layer} ${pct(r.hitRate)}`).join(", ") + ".",
+  "",
+  "Prediction recall on real text (same model and text, prediction without reuse: rows of the " +
+    "exact selection found in the prefetch): " +
+    realRecall.map((r) => `layer ${r.layer} ${pct(r.recall)}`).join(", ") +
+    (realRecallSummary
+      ? `; mean ${pct(realRecallSummary.mean)}, min ${pct(realRecallSummary.min)}.`
+      : "."),
+  "",
+  "Recall with random weights (table) says little about real models; with reuse it is the share " +
+    "of the selection the prefetch served after the previous step's staging (a lower bound).",
   "",
   ...skipped.map((s) => `Skipped: ${s}.`),
 );
@@ -329,6 +385,7 @@ writeJsonReport(args.json ?? `${stem}.json`, {
   gatherGBs,
   rows,
   realText,
+  realRecall,
   skipped,
 });
 writeFileAtomic(`${stem}.md`, md + "\n");
@@ -341,6 +398,12 @@ function report(r: OffloadRow, fullKvMs: number): void {
         (r.pcieBytesPerStep / 1e9).toFixed(3)
       } GB/step (${(100 * r.pcieBoundShare).toFixed(0)}% of the bound), reuse ${
         (100 * r.reuseHitRate).toFixed(1)
-      }%` + (fullKvMs ? `, ${(fullKvMs / r.stepMs).toFixed(1)}x vs full-KV` : ""),
+      }%` +
+      (r.recallMean === null
+        ? ""
+        : `, recall mean ${(100 * r.recallMean).toFixed(1)}% min ${
+          (100 * r.recallMin!).toFixed(1)
+        }%`) +
+      (fullKvMs ? `, ${(fullKvMs / r.stepMs).toFixed(1)}x vs full-KV` : ""),
   );
 }

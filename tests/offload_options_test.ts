@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { checkOffloadOptions, type OffloadOptions } from "../src/runtime/offload_plan.ts";
+import {
+  checkOffloadOptions,
+  gatherCountsSince,
+  type OffloadOptions,
+  predictionRecall,
+} from "../src/runtime/offload_plan.ts";
 import { offloadPlacement } from "../src/decoding/gpu_decoder.ts";
 import { ArgumentError, UsageError } from "../src/util/errors.ts";
 import { offloadFromFlags } from "../src/cli/offload_flags.ts";
@@ -14,6 +19,10 @@ Deno.test("offload options: valid ones pass unchanged", () => {
     const o of [
       { mode: "selected" },
       { mode: "selected", reuse: true },
+      { mode: "selected", prediction: true },
+      { mode: "selected", prediction: true, reuse: true },
+      { mode: "selected", prediction: true, skipMissed: true },
+      { mode: "selected", prediction: false, skipMissed: undefined },
       { mode: "full-kv" },
     ] as OffloadOptions[]
   ) assert.equal(checkOffloadOptions(o, "t"), o);
@@ -25,7 +34,16 @@ Deno.test("offload options: bad ones name the field, the value and what is allow
     [{ mode: "selected", reuse: "yes" }, /offload\.reuse: got "yes"; allowed: true, false/],
     [{ mode: "full-kv", reuse: true }, /only with mode "selected"/],
     [{ mode: "selected", skipMissed: true }, /offload\.skipMissed: got true; allowed: only with/],
-    [{ mode: "selected", prediction: true }, /prediction.*not implemented yet/],
+    [{ mode: "selected", prediction: "on" }, /offload\.prediction: got "on"; allowed: true, false/],
+    [{ mode: "full-kv", prediction: true }, /only with mode "selected"/],
+    [
+      { mode: "selected", prediction: false, skipMissed: true },
+      /offload\.skipMissed: got true; allowed: only with prediction: true$/,
+    ],
+    [
+      { mode: "selected", prediction: true, skipMissed: true, reuse: true },
+      /offload\.skipMissed: got true; allowed: only without reuse$/,
+    ],
     [null, /^t: offload: got null/],
   ];
   for (const [o, re] of cases) {
@@ -60,4 +78,26 @@ Deno.test("offload flags: --offload is reuse; --offload-mode picks; a bad mode i
       e instanceof UsageError &&
       e.message === '--offload-mode: got "ssd"; allowed: selected, reuse, full-kv',
   );
+});
+
+Deno.test("prediction recall: rows found in the prefetch over rows selected, per layer", () => {
+  const zero = {
+    fromPrevious: 0,
+    fromPrefetch: 0,
+    fromHost: 0,
+    prefetchFromPrevious: 0,
+    prefetchFromHost: 0,
+  };
+  assert.ok(Number.isNaN(predictionRecall(zero)), "nothing selected: no recall");
+  assert.equal(predictionRecall({ ...zero, fromPrefetch: 30, fromHost: 10 }), 0.75);
+  assert.equal(
+    predictionRecall({ ...zero, fromPrevious: 50, fromPrefetch: 25, fromHost: 25 }),
+    0.25,
+  );
+  const before = [{ ...zero, fromPrefetch: 5, fromHost: 5, prefetchFromHost: 7 }];
+  const after = [{ ...zero, fromPrefetch: 14, fromHost: 6, prefetchFromHost: 17 }];
+  assert.deepEqual(gatherCountsSince(after, before), [
+    { ...zero, fromPrefetch: 9, fromHost: 1, prefetchFromHost: 10 },
+  ]);
+  assert.equal(predictionRecall(gatherCountsSince(after, before)[0]), 0.9);
 });

@@ -116,6 +116,21 @@ export const MODEL_KERNELS = {
       ptr("v", "u16* ", "[rows][NUM_KV_HEADS][HEAD_DIM] values"),
     ],
   },
+  rope_q: {
+    symbol: "ds_model_rope_q",
+    threads: MODEL_ROW_THREADS,
+    doc: "RoPE of the queries alone (Q rows of a fused QKV projection + their biases), stored " +
+      "in the model dtype: the offload's next-layer prediction.",
+    grid: "(rows, 1, 1)",
+    args: [
+      ptr("q_proj", "const float* ", "[rows][NUM_Q_HEADS * HEAD_DIM] the Q part of a projection"),
+      ptr("bias", "const float* ", "[QKV_WIDTH] q/k/v biases (only the q part is read), or null"),
+      ptr("positions", "const int* ", "[rows] position of each row in its sequence"),
+      ptr("inv_freq", "const float* ", "[HEAD_DIM / 2] RoPE inverse frequencies (scaling applied)"),
+      arg("attention_factor", "f32", "float ", "cos and sin scale (YaRN); 1 otherwise"),
+      ptr("q", "u16* ", "[rows][NUM_Q_HEADS][HEAD_DIM] rotated queries"),
+    ],
+  },
   swiglu: {
     symbol: "ds_model_swiglu",
     threads: MODEL_ROW_THREADS,

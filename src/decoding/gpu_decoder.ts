@@ -213,6 +213,11 @@ export class GpuDecoder implements Disposable {
   readonly #k: DeviceBuffer;
   readonly #v: DeviceBuffer;
   readonly #attn: DeviceBuffer;
+  /**
+   * Offload prediction: approximate queries of the predicted layers, two used by layer parity
+   * (the side stream reads layer l+1's while layer l+1 writes layer l+2's); null without it.
+   */
+  readonly #qPredicted: [DeviceBuffer, DeviceBuffer] | null;
   readonly #gu: DeviceBuffer;
   readonly #act: DeviceBuffer;
   readonly #tokens: DeviceBuffer;
@@ -322,6 +327,12 @@ export class GpuDecoder implements Disposable {
       this.#k = bytes(rows * c.numKvHeads * c.headDim * 2);
       this.#v = bytes(rows * c.numKvHeads * c.headDim * 2);
       this.#attn = bytes(rows * c.numHeads * c.headDim * 2);
+      this.#qPredicted = opts.offload?.prediction
+        ? [0, 1].map(() => bytes(opts.batch * c.numHeads * c.headDim * 2)) as [
+          DeviceBuffer,
+          DeviceBuffer,
+        ]
+        : null;
       this.#gu = bytes(rows * 2 * c.intermediateSize * 4);
       this.#act = bytes(rows * c.intermediateSize * 2);
       this.#tokens = bytes(rows * 4);
@@ -511,6 +522,29 @@ export class GpuDecoder implements Disposable {
     });
   }
 
+  /**
+   * Offload's next-layer prediction, recorded at layer `layer - 1` before its attention: the
+   * approximate query of `layer` from the residual stream as it is (layer `layer - 1`'s input):
+   * `layer`'s input RMSNorm, the Q rows of its fused QKV weight (the first Hq x d rows), RoPE at
+   * the step's positions. Writes #x and #qkv (free until the next norm and projection) and
+   * returns the query buffer.
+   */
+  #predictQuery(layer: number): bigint {
+    const c = this.config, L = this.weights.layers[layer], B = this.batch;
+    const q = this.#qPredicted![layer % 2];
+    this.#rmsnorm(this.#h, B, L.inputNorm);
+    this.#linear(this.#qkv, this.#x, L.qkv, B, c.numHeads * c.headDim, c.hiddenSize);
+    this.#kernels.launch("rope_q", [B, 1, 1], {
+      qProj: this.#qkv.ptr,
+      bias: L.qkvBias?.ptr ?? 0n,
+      positions: this.plan.buffers.rowPos,
+      invFreq: this.#invFreq.ptr,
+      attentionFactor: this.#attentionFactor,
+      q: q.ptr,
+    });
+    return q.ptr;
+  }
+
   /** Output projection (into the residual) and the MLP of one layer. */
   #postAttention(layer: number, rows: number): void {
     const c = this.config, L = this.weights.layers[layer];
@@ -651,6 +685,11 @@ export class GpuDecoder implements Disposable {
       const offloaded = this.offload?.handles(layer) ?? false;
       if (offloaded) this.offload!.append(layer, this.#k.ptr, this.#v.ptr, this.stream);
       else this.plan.append(layer, this.#k.ptr, this.#v.ptr);
+      // The next layer's prediction runs on a side stream beside this layer's attention and MLP.
+      const next = layer + 1;
+      if (this.offload?.predicts(next) && this.plan.routeSignature !== "dense") {
+        this.offload.predict(next, this.#predictQuery(next), this.stream);
+      }
       this.#collectStats(layer, B);
       const lse = this.#lse && !this.isDenseLayer(layer)
         ? (i: number) => this.#lse!.ptr + BigInt(((layer * 2 + i) * B * c.numHeads) * 4)

@@ -276,6 +276,31 @@ export class DecodePlan implements Disposable {
   }
 
   /**
+   * Step inputs of a plan that predicts layers of `main`'s step (offload's next-layer
+   * prediction) before their new token exists: the same routes and budgets, over the cache
+   * without the step's newest token. Layer l+1's prediction runs while layer l is recorded,
+   * before layer l+1's K/V and label of the new token are appended, so scoring that position
+   * would read a stale label and could prefetch a stale row. A sparse route has budget < length,
+   * so the budget still fits the shorter sequence. Host side; upload with uploadStepInputs.
+   */
+  describePredictionOf(main: DecodePlan): void {
+    const B = this.batch;
+    if (main.batch !== B) {
+      throw new RangeError(`describePredictionOf: batch ${main.batch}, this plan's is ${B}`);
+    }
+    for (let b = 0; b < B; b++) {
+      const len = main.cache.pages.seqLens[b];
+      this.routes[b] = main.routes[b];
+      this.budgets[b] = main.budgets[b];
+      this.#hostInts[b] = Math.max(0, len - 1);
+      this.#hostInts[B + b] = main.budgets[b];
+      this.#hostInts[2 * B + b] = main.routes[b] === "sparse" ? 1 : 0;
+      this.#hostInts[3 * B + b] = b;
+      this.#hostInts[4 * B + b] = Math.max(0, len - 1);
+    }
+  }
+
+  /**
    * Copies the step inputs to the device (from pinned memory, so a graph can capture it) and
    * the block tables if they changed (never inside a graph: call it before the replay).
    */

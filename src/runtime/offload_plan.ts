@@ -14,6 +14,15 @@
  * the mapping (correct, slow: short sequences only). New tokens' K/V are appended by the existing
  * append kernel straight into host memory (posted writes: the step does not wait for them).
  *
+ * With `prediction` (the paper's next-layer prediction), while layer l is recorded the decoder
+ * computes layer l+1's approximate query from layer l's input (predictQuery) and `predict` runs,
+ * on a side stream forked with an event, layer l+1's top-k with that query on a second DecodePlan
+ * and a gather of the predicted rows into a prefetch staging; that overlaps layer l's attention
+ * and MLP. Layer l+1 waits on the side stream's event (never on the host), computes its exact
+ * selection and gathers with the prefetch as a device source: only the rows the prediction
+ * missed come from the host, so results stay exact. With `skipMissed` layer l+1 attends the
+ * prefetch as it is (approximate: no exact top-k, no host read after the prediction).
+ *
  * mode "full-kv" (the FlexGen-style baseline): every layer's whole K/V pools are copied to a
  * device double buffer on a copy stream (cuMemcpyHtoDAsync: layer l+1's copy runs while layer l
  * computes; events only, no host wait, so a step is still one graph), the step's new token is
@@ -22,7 +31,7 @@
 import type { Cuda, DeviceBuffer, Event, Stream } from "../cuda/driver.ts";
 import type { MappedHostBuffer } from "../cuda/driver.ts";
 import { ArgumentError } from "../util/errors.ts";
-import type { DecodePlan } from "./decode_plan.ts";
+import { DecodePlan } from "./decode_plan.ts";
 
 /** How a decoder offloads K/V (GpuDecoderOptions.offload). */
 export interface OffloadOptions {
@@ -30,9 +39,16 @@ export interface OffloadOptions {
   readonly mode: "selected" | "full-kv";
   /** Keep each layer's staged rows for the next step and fetch only the difference. */
   readonly reuse?: boolean;
-  /** Next-layer prediction with overlap (stage 3 of issue 11; not built yet: refused). */
+  /**
+   * Next-layer prediction with overlap: layer l selects and prefetches layer l+1's rows on a
+   * side stream from an approximate query; layer l+1 fetches only what the prediction missed.
+   * Exact (the same selection and outputs as without it).
+   */
   readonly prediction?: boolean;
-  /** With prediction: attend only the predicted rows (skip the missed ones). */
+  /**
+   * With prediction: a predicted layer attends only the predicted rows (no exact top-k, no
+   * fetch of missed rows). Approximate: the outputs differ from Double Sparsity's.
+   */
   readonly skipMissed?: boolean;
 }
 
@@ -62,13 +78,9 @@ export function checkOffloadOptions(o: OffloadOptions, where: string): OffloadOp
   if (o.skipMissed && !o.prediction) {
     throw new ArgumentError(where, "offload.skipMissed", true, "only with prediction: true");
   }
-  if (o.prediction) {
-    throw new ArgumentError(
-      where,
-      "offload.prediction",
-      true,
-      "false or absent (next-layer prediction is not implemented yet; issue 11 stage 3)",
-    );
+  if (o.skipMissed && o.reuse) {
+    // A skipMissed layer attends its prefetch and stages nothing a next step could reuse.
+    throw new ArgumentError(where, "offload.skipMissed", true, "only without reuse");
   }
   return o;
 }
@@ -81,10 +93,42 @@ export interface GatherCounts {
   readonly fromPrefetch: number;
   /** Rows read from host memory over PCIe. */
   readonly fromHost: number;
+  /** The prediction's own gathers (into the prefetch): rows from the previous step's staging. */
+  readonly prefetchFromPrevious: number;
+  /** The prediction's own gathers: rows read from host memory over PCIe. */
+  readonly prefetchFromHost: number;
+}
+
+/**
+ * The prediction's recall from gather counts (deltas over some steps, or cumulative): the share
+ * of the exact selection's rows found in the prefetch. Without reuse that is |exact and
+ * predicted| / |exact|; with reuse the gather looks in the previous step's staging first, so it
+ * is the share served by the prefetch (a lower bound of the recall). NaN when nothing was
+ * selected (layers without prediction, dense steps).
+ */
+export function predictionRecall(c: GatherCounts): number {
+  const selected = c.fromPrevious + c.fromPrefetch + c.fromHost;
+  return selected > 0 ? c.fromPrefetch / selected : NaN;
+}
+
+/** Per-layer differences of two gatherCounts() readings (after minus before). */
+export function gatherCountsSince(after: GatherCounts[], before: GatherCounts[]): GatherCounts[] {
+  return after.map((a, l) => ({
+    fromPrevious: a.fromPrevious - before[l].fromPrevious,
+    fromPrefetch: a.fromPrefetch - before[l].fromPrefetch,
+    fromHost: a.fromHost - before[l].fromHost,
+    prefetchFromPrevious: a.prefetchFromPrevious - before[l].prefetchFromPrevious,
+    prefetchFromHost: a.prefetchFromHost - before[l].prefetchFromHost,
+  }));
 }
 
 /** Counter slots per layer (u64): previous step, prefetch, host. */
 const GATHER_COUNTERS = 3;
+/**
+ * The counter triples: the exact gathers' per layer, then the prediction's (its gathers read no
+ * prefetch, so their middle slot stays 0).
+ */
+const COUNTER_SETS = 2;
 
 /** One staging area: selected rows [batch][selHeads][selStride][headDim] (K, V), list, count. */
 class Staging implements Disposable {
@@ -108,6 +152,52 @@ class Staging implements Disposable {
 
   [Symbol.dispose](): void {
     for (const b of [this.k, this.v, this.idx, this.count]) b.dispose();
+  }
+}
+
+/**
+ * Next-layer prediction's resources: a second DecodePlan (its own selection workspaces and step
+ * inputs: the prediction's top-k runs beside the exact one of the previous layer), the side
+ * stream, two prefetch stagings used by layer parity (layer l+1's is written while layer l reads
+ * layer l's), and the fork / done / join events.
+ */
+class Predictor implements Disposable {
+  readonly plan: DecodePlan;
+  readonly side: Stream;
+  readonly prefetch: readonly [Staging, Staging];
+  readonly fork: Event[];
+  readonly done: Event[];
+  readonly join: Event;
+  /** Whether the step being recorded has forked the side stream (it must then be joined). */
+  forked = false;
+
+  constructor(cuda: Cuda, main: DecodePlan, stream: Stream) {
+    const spec = main.spec, B = main.batch, L = main.cache.layers.length;
+    using guard = new DisposableStack();
+    this.plan = guard.use(
+      new DecodePlan(cuda, main.variant, main.cache, stream, { sortedSelection: true }),
+    );
+    this.side = guard.use(cuda.stream());
+    const rows = B * spec.numSelectionHeads * main.selStride;
+    this.prefetch = [0, 1].map(() => guard.use(new Staging(cuda, rows, spec.headDim, B))) as [
+      Staging,
+      Staging,
+    ];
+    this.fork = Array.from({ length: L }, () => guard.use(cuda.event(false)));
+    this.done = Array.from({ length: L }, () => guard.use(cuda.event(false)));
+    this.join = guard.use(cuda.event(false));
+    guard.move();
+  }
+
+  get deviceBytes(): number {
+    return this.plan.deviceBytes + this.prefetch[0].bytes + this.prefetch[1].bytes;
+  }
+
+  [Symbol.dispose](): void {
+    for (const e of [...this.fork, ...this.done, this.join]) e.dispose();
+    for (const s of this.prefetch) s[Symbol.dispose]();
+    this.side.dispose();
+    this.plan.dispose();
   }
 }
 
@@ -193,6 +283,7 @@ export class OffloadPlan implements Disposable {
   readonly #owned: Disposable[] = [];
   readonly #counters: DeviceBuffer | null = null;
   readonly #fullKv: FullKvPipeline | null = null;
+  readonly #predictor: Predictor | null = null;
   /** Step parity: which of a layer's two stagings this step writes (reuse). */
   #parity = 0;
 
@@ -223,7 +314,9 @@ export class OffloadPlan implements Disposable {
         );
       }
       const SH = spec.numSelectionHeads;
-      this.#counters = this.#own(cuda.alloc(cache.layers.length * GATHER_COUNTERS * 8));
+      this.#counters = this.#own(
+        cuda.alloc(COUNTER_SETS * cache.layers.length * GATHER_COUNTERS * 8),
+      );
       this.#counters.fill8(0, stream);
       const rows = B * SH * plan.selStride;
       const make = () => this.#own(new Staging(cuda, rows, spec.headDim, B));
@@ -231,6 +324,7 @@ export class OffloadPlan implements Disposable {
       for (let p = 0; p < (options.reuse ? 2 : 1); p++) {
         this.#stages.push(host.map((h) => (h ? shared ?? make() : null)));
       }
+      if (options.prediction) this.#predictor = this.#own(new Predictor(cuda, plan, stream));
       this.invalidate(stream);
     } catch (e) {
       this.dispose();
@@ -253,36 +347,97 @@ export class OffloadPlan implements Disposable {
     return this.options.reuse ? `p${this.#parity}` : "";
   }
 
-  /** Host side of a new step: flips the staging parity (reuse). */
+  /**
+   * Host side of a new step (after the decode plan's beginStep): flips the staging parity
+   * (reuse) and sets the prediction plan's step inputs.
+   */
   beginStep(): void {
     if (this.options.reuse) this.#parity ^= 1;
+    this.#predictor?.plan.describePredictionOf(this.plan);
+  }
+
+  /** Every staging, the prediction's prefetch ones included. */
+  #allStagings(): Staging[] {
+    const all = new Set<Staging>(this.#predictor?.prefetch);
+    for (const row of this.#stages) for (const s of row) if (s) all.add(s);
+    return [...all];
   }
 
   /** Forgets every staged row (sequences reset or re-prefilled: token positions change meaning). */
   invalidate(stream: Stream): void {
-    for (const row of this.#stages) for (const s of row) s?.count.fill8(0, stream);
+    for (const s of this.#allStagings()) s.count.fill8(0, stream);
   }
 
   /** Fills every staging with NaN bit patterns (tests: stale rows cannot pass unnoticed). */
   poison(stream: Stream): void {
-    for (const row of this.#stages) {
-      for (const s of row) {
-        s?.k.fill8(0xff, stream);
-        s?.v.fill8(0xff, stream);
-      }
+    for (const s of this.#allStagings()) {
+      s.k.fill8(0xff, stream);
+      s.v.fill8(0xff, stream);
     }
+  }
+
+  /**
+   * Whether `layer` is predicted by its previous layer: every host-placed layer but layer 0 (a
+   * dense, device-placed predecessor predicts too: it needs only its input). The paper keeps
+   * layers 0, 1 and the last synchronous; here the spec's dense layers are on the device and
+   * need no transfer, and the last layer gains from the overlap like any other.
+   */
+  predicts(layer: number): boolean {
+    return this.#predictor !== null && layer > 0 && layer < this.plan.cache.layers.length &&
+      this.handles(layer);
   }
 
   // ---- the step, per layer (called while recording, inside or outside a graph capture) ----
 
-  /** Start of the step's layers (full-KV: fork the copy stream and start the first copies). */
+  /**
+   * Start of the step's layers: full-KV forks the copy stream and starts the first copies; the
+   * prediction plan's step inputs go to the device (before any fork: the side stream reads them).
+   */
   beginLayers(stream: Stream): void {
     this.#fullKv?.begin(stream);
+    if (this.#predictor) {
+      this.#predictor.plan.uploadStepInputs(stream);
+      this.#predictor.forked = false;
+    }
   }
 
-  /** End of the step's layers (full-KV: join the copy stream). */
+  /** End of the step's layers: joins the copy or side stream (a captured step must end joined). */
   endLayers(stream: Stream): void {
     this.#fullKv?.end(stream);
+    const p = this.#predictor;
+    if (p?.forked) {
+      p.join.record(p.side);
+      stream.waitEvent(p.join);
+      p.forked = false;
+    }
+  }
+
+  /**
+   * Next-layer prediction of `layer` (predicts(layer)), recorded while the previous layer is:
+   * `q` is the approximate query [batch][Hq][d] (written on `stream`, left untouched until this
+   * layer's attention has waited). On the side stream, after `stream`'s work so far: top-k on the
+   * prediction plan (sorted) and a gather of the predicted rows into the layer's prefetch staging
+   * (with reuse, rows of the previous step's staging come from there). Nothing when every
+   * sequence is routed dense.
+   */
+  predict(layer: number, q: bigint, stream: Stream): void {
+    const p = this.#predictor;
+    if (!p || !this.predicts(layer)) {
+      throw new RangeError(`OffloadPlan.predict: layer ${layer} is not predicted`);
+    }
+    if (this.plan.routeSignature === "dense") return;
+    p.fork[layer].record(stream);
+    p.side.waitEvent(p.fork[layer]);
+    p.forked = true;
+    const variant = this.plan.variant;
+    variant.bindStream(p.side);
+    try {
+      p.plan.topK(layer, q);
+      this.#gather(layer, p.plan, p.prefetch[layer % 2], this.#previous(layer), null, 1);
+    } finally {
+      variant.bindStream(stream);
+    }
+    p.done[layer].record(p.side);
   }
 
   /** Appends this step's K/V rows of a host layer (full-KV: also into its device copy). */
@@ -312,19 +467,54 @@ export class OffloadPlan implements Disposable {
     }
     const signature = dense ? "dense" : plan.routeSignature;
     if (signature !== "dense") {
-      plan.topK(layer, q); // sorted (sortedSelection)
-      const stage = this.gather(layer);
-      plan.sparse(layer, q, stage);
+      const p = this.predicts(layer) ? this.#predictor! : null;
+      const prefetch = p?.prefetch[layer % 2] ?? null;
+      if (p && this.options.skipMissed) {
+        stream.waitEvent(p.done[layer]);
+        plan.sparse(layer, q, { k: prefetch!.k.ptr, v: prefetch!.v.ptr });
+      } else {
+        plan.topK(layer, q); // sorted (sortedSelection); beside the prediction's gather
+        if (p) stream.waitEvent(p.done[layer]);
+        plan.sparse(layer, q, this.gather(layer, this.options.reuse ?? false, prefetch));
+      }
     }
     if (signature !== "sparse") plan.dense(layer, q, dense);
     plan.merge(out, dense, lseOut);
   }
 
-  /** gather_kv of `layer`'s sorted selection into this step's staging; returns its rows. */
-  gather(layer: number, reuse = this.options.reuse ?? false): { k: bigint; v: bigint } {
-    const plan = this.plan, l = plan.cache.layers[layer];
+  /** The previous step's staging of `layer` (reuse), or null. */
+  #previous(layer: number): Staging | null {
+    return this.options.reuse ? this.#stages[this.#parity ^ 1][layer] : null;
+  }
+
+  /**
+   * gather_kv of `layer`'s sorted selection into this step's staging, rows found in the previous
+   * step's staging (`reuse`) or in `prefetch` taken from there; returns the staged rows.
+   */
+  gather(
+    layer: number,
+    reuse = this.options.reuse ?? false,
+    prefetch: Staging | null = null,
+  ): { k: bigint; v: bigint } {
     const dst = this.#stages[this.#parity][layer]!;
-    const prev = reuse ? this.#stages[this.#parity ^ 1][layer]! : null;
+    this.#gather(layer, this.plan, dst, reuse ? this.#previous(layer) : null, prefetch, 0);
+    return { k: dst.k.ptr, v: dst.v.ptr };
+  }
+
+  /**
+   * One gather_kv launch: `from`'s sorted selection of `layer` into `dst`, each row from src0,
+   * else src1, else host memory; counts into counter set `set` (0 exact, 1 prediction).
+   */
+  #gather(
+    layer: number,
+    from: DecodePlan,
+    dst: Staging,
+    src0: Staging | null,
+    src1: Staging | null,
+    set: number,
+  ): void {
+    const plan = this.plan, l = plan.cache.layers[layer];
+    const L = plan.cache.layers.length;
     const t = plan.variant.launchers.tuning;
     plan.variant.launchers.launchGatherKv(
       plan.variant.slot("gather_kv"),
@@ -332,11 +522,11 @@ export class OffloadPlan implements Disposable {
       // (51 GB/s on an H100 against 17 GB/s chunk-fastest: bench/pcie_gather_probe.ts).
       [plan.spec.numSelectionHeads, Math.ceil(plan.selStride / t.gatherRowsPerBlock), plan.batch],
       {
-        budgets: plan.buffers.budgets,
-        routes: plan.buffers.routes,
+        budgets: from.buffers.budgets,
+        routes: from.buffers.routes,
         blockTables: plan.cache.blockTables.ptr,
         maxPages: plan.cache.maxPagesPerSeq,
-        selIdx: plan.workspace.selIdx.ptr,
+        selIdx: from.workspace.selIdx.ptr,
         selStride: plan.selStride,
         kCache: l.k.ptr,
         vCache: l.v.ptr,
@@ -344,18 +534,17 @@ export class OffloadPlan implements Disposable {
         vStage: dst.v.ptr,
         dstIdx: dst.idx.ptr,
         dstCount: dst.count.ptr,
-        src0Idx: prev?.idx.ptr ?? 0n,
-        src0Count: prev?.count.ptr ?? 0n,
-        src0K: prev?.k.ptr ?? 0n,
-        src0V: prev?.v.ptr ?? 0n,
-        src1Idx: 0n,
-        src1Count: 0n,
-        src1K: 0n,
-        src1V: 0n,
-        counters: this.#counters!.ptr + BigInt(layer * GATHER_COUNTERS * 8),
+        src0Idx: src0?.idx.ptr ?? 0n,
+        src0Count: src0?.count.ptr ?? 0n,
+        src0K: src0?.k.ptr ?? 0n,
+        src0V: src0?.v.ptr ?? 0n,
+        src1Idx: src1?.idx.ptr ?? 0n,
+        src1Count: src1?.count.ptr ?? 0n,
+        src1K: src1?.k.ptr ?? 0n,
+        src1V: src1?.v.ptr ?? 0n,
+        counters: this.#counters!.ptr + BigInt((set * L + layer) * GATHER_COUNTERS * 8),
       },
     );
-    return { k: dst.k.ptr, v: dst.v.ptr };
   }
 
   /**
@@ -388,28 +577,30 @@ export class OffloadPlan implements Disposable {
   /** Cumulative gather counts per layer since creation (waits for `stream`). */
   gatherCounts(stream: Stream): GatherCounts[] {
     const L = this.plan.cache.layers.length;
-    if (!this.#counters) {
-      return Array.from({ length: L }, () => ({ fromPrevious: 0, fromPrefetch: 0, fromHost: 0 }));
-    }
-    const raw = new BigUint64Array(L * GATHER_COUNTERS);
-    this.#counters.download(raw, stream);
+    const raw = new BigUint64Array(COUNTER_SETS * L * GATHER_COUNTERS);
+    this.#counters?.download(raw, stream);
+    const at = (set: number, layer: number, slot: number) =>
+      Number(raw[(set * L + layer) * GATHER_COUNTERS + slot]);
     return Array.from({ length: L }, (_, i) => ({
-      fromPrevious: Number(raw[i * GATHER_COUNTERS]),
-      fromPrefetch: Number(raw[i * GATHER_COUNTERS + 1]),
-      fromHost: Number(raw[i * GATHER_COUNTERS + 2]),
+      fromPrevious: at(0, i, 0),
+      fromPrefetch: at(0, i, 1),
+      fromHost: at(0, i, 2),
+      prefetchFromPrevious: at(1, i, 0),
+      prefetchFromHost: at(1, i, 2),
     }));
   }
 
   /**
    * Device bytes this plan adds: stagings (2 x layers x batch x selHeads x selStride x headDim x
-   * 2 (K, V) x 2 bytes with reuse, one shared set without), lists, bitmap and counters; or the
-   * full-KV double buffer (2 x the K and V pools of one layer).
+   * 2 (K, V) x 2 bytes with reuse, one shared set without), lists, bitmap and counters, with
+   * prediction its plan's workspaces and two prefetch stagings; or the full-KV double buffer
+   * (2 x the K and V pools of one layer).
    */
   get deviceBytes(): number {
     const seen = new Set<Staging>();
     for (const row of this.#stages) for (const s of row) if (s) seen.add(s);
     let n = [...seen].reduce((a, s) => a + s.bytes, 0);
-    n += this.#counters?.bytes ?? 0;
+    n += (this.#counters?.bytes ?? 0) + (this.#predictor?.deviceBytes ?? 0);
     return n + (this.#fullKv?.deviceBytes ?? 0);
   }
 
