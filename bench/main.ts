@@ -20,7 +20,7 @@ import { requireGpu } from "../src/runtime/device.ts";
 import { join } from "node:path";
 import { type AttentionSpec, defineAttention } from "../src/dsl/spec.ts";
 import { Variant } from "../src/runtime/variant.ts";
-import { AttentionTimer } from "../src/runtime/attention_timing.ts";
+import { AttentionTimer, type StageTiming } from "../src/runtime/attention_timing.ts";
 import { runSdpa, sdpaMsFor, type SdpaResult } from "../src/runtime/sdpa_baseline.ts";
 import { writeFileAtomic } from "../src/util/fs.ts";
 import { lineChart } from "../src/util/svg.ts";
@@ -165,6 +165,8 @@ interface Row {
   floorMs: number;
   scoreMs?: number;
   selectMs?: number;
+  /** Double Sparsity rows: each stage's time against its own bytes. */
+  stages?: readonly StageTiming[];
   sdpaMs?: number;
 }
 const rows: Row[] = [];
@@ -212,6 +214,7 @@ for (const shape of SHAPES) {
           floorMs: t.floorMs,
           scoreMs: t.scoreMs,
           selectMs: t.selectMs,
+          stages: t.stages,
           sdpaMs,
         });
         console.log(
@@ -262,6 +265,31 @@ for (const shape of SHAPES) {
     );
   }
   lines.push("");
+  // Where a Double Sparsity step's time goes: each stage against the bytes only it must move.
+  const staged = rows.filter((r) => r.shape === shape.name && r.stages);
+  if (staged.length > 0) {
+    lines.push(
+      `### ${shape.name}: the Double Sparsity step by stage`,
+      "",
+      "Each stage's time (from differences of graph timings: score; score + select + resolve; the " +
+        "whole step) and the share of its own byte floor: score = label rows at their bit width + " +
+        "2-byte score keys written; select + resolve = the keys read back; attend = the selected " +
+        "K/V rows + the split partials the merge reads.",
+      "",
+      "| batch | context | method | score ms (% floor) | select + resolve ms (% floor) | attend ms (% floor) | step % floor |",
+      "|---|---|---|---|---|---|---|",
+    );
+    const cell = (t: StageTiming) =>
+      `${fmt(t.ms, 4)} (${t.ms > 0 ? fmt((100 * t.floorMs) / t.ms, 0) : "-"}%)`;
+    for (const r of staged) {
+      lines.push(
+        `| ${r.batch} | ${r.context} | ${r.label} | ${r.stages!.map(cell).join(" | ")} | ${
+          fmt((100 * r.floorMs) / r.ms, 1)
+        } |`,
+      );
+    }
+    lines.push("");
+  }
 }
 const md = lines.join("\n");
 console.log("\n" + md);

@@ -9,7 +9,7 @@
  *    width, writes and reads back 2-byte score keys, and reads the selected K/V rows.
  */
 import type { Cuda, DeviceBuffer, GraphExec, Stream } from "../cuda/driver.ts";
-import { type AttentionSpec, denseStepBytes, sparseStepBytes } from "../dsl/spec.ts";
+import { type AttentionSpec, budgetFor, denseStepBytes, sparseStepBytes } from "../dsl/spec.ts";
 import { PagedKvCache } from "./caches.ts";
 import { DecodePlan } from "./decode_plan.ts";
 import { medianEventMs } from "./timing.ts";
@@ -27,6 +27,8 @@ export interface StepTiming {
   readonly scoreMs: number;
   /** (score + select + resolve) - score, clamped at 0. */
   readonly selectMs: number;
+  /** The step's stages against their own bytes (see StageTiming). */
+  readonly stages: readonly StageTiming[];
   /** Bytes the Double Sparsity step moves (sparseStepBytes x batch). */
   readonly bytes: number;
   /** bytes / copy bandwidth, in ms. */
@@ -35,6 +37,22 @@ export interface StepTiming {
   readonly dense?: { readonly ms: number; readonly bytes: number; readonly floorMs: number };
   /** Cache copies rotated over. */
   readonly copies: number;
+}
+
+/**
+ * One stage of the Double Sparsity step, timed by differences of graphs (score; score + select +
+ * resolve; the whole step) and set against the bytes only it must move:
+ *  - score: the label rows at their bit width and the 2-byte score keys it writes;
+ *  - select + resolve: the score keys read back (resolve reads a few candidates' labels more);
+ *  - attend: the selected K/V rows, plus the split partials written by the sparse kernel and read
+ *    by the merge (fp32 output and log-sum-exp per split, query head and sequence).
+ */
+export interface StageTiming {
+  readonly stage: "score" | "select + resolve" | "attend (sparse + merge)";
+  readonly ms: number;
+  readonly bytes: number;
+  /** bytes / copy bandwidth, in ms. */
+  readonly floorMs: number;
 }
 
 export interface StepTimingOptions {
@@ -156,10 +174,28 @@ export class AttentionTimer implements Disposable {
       plan.workspace.hist.fill8(0, stream);
       plan.workspace.counters.fill8(0, stream);
       const bytes = sparseStepBytes(spec, context) * batch;
+      const b = spec.bytes, k = budgetFor(spec.budget, context);
+      const partials = batch * spec.numQHeads * plan.sparseSplits * (spec.headDim + 1) * 4 * 2;
+      const stage = (name: StageTiming["stage"], stageMs: number, stageBytes: number) => ({
+        stage: name,
+        ms: Math.max(0, stageMs),
+        bytes: stageBytes,
+        floorMs: floor(stageBytes),
+      });
+      const stages = [
+        stage("score", scoreMs, batch * context * (b.labelRead + b.scoreTraffic / 2)),
+        stage("select + resolve", scoreSelectMs - scoreMs, batch * context * (b.scoreTraffic / 2)),
+        stage(
+          "attend (sparse + merge)",
+          ms - scoreSelectMs,
+          batch * k * b.selectedRowBytes + partials,
+        ),
+      ];
       return {
         ms,
         scoreMs,
         selectMs: Math.max(0, scoreSelectMs - scoreMs),
+        stages,
         bytes,
         floorMs: floor(bytes),
         dense,
