@@ -86,10 +86,6 @@ const symbols = {
   cuMemcpyDtoDAsync_v2: { parameters: ["u64", "u64", "usize", "pointer"], result: "i32" },
   // CUresult cuStreamCreate(CUstream* phStream, unsigned int Flags)
   cuStreamCreate: { parameters: ["buffer", "u32"], result: "i32" },
-  // CUresult cuStreamCreateWithPriority(CUstream* phStream, unsigned int flags, int priority)
-  cuStreamCreateWithPriority: { parameters: ["buffer", "u32", "i32"], result: "i32" },
-  // CUresult cuCtxGetStreamPriorityRange(int* leastPriority, int* greatestPriority)
-  cuCtxGetStreamPriorityRange: { parameters: ["buffer", "buffer"], result: "i32" },
   // CUresult cuStreamDestroy_v2(CUstream hStream)
   cuStreamDestroy_v2: { parameters: ["pointer"], result: "i32" },
   // CUresult cuStreamSynchronize(CUstream hStream)
@@ -182,7 +178,6 @@ export const CUDA_ERROR_OUT_OF_MEMORY = 2;
 /** cuMemHostAlloc flags: usable from every context; mapped into the device address space. */
 const CU_MEMHOSTALLOC_PORTABLE = 1;
 const CU_MEMHOSTALLOC_DEVICEMAP = 2;
-const GRAPH_USE_NODE_PRIORITY = 8n;
 
 /** cuMemAlloc could not find the bytes: says how many were asked for and how many are free. */
 export class OutOfMemoryError extends CudaError {
@@ -499,22 +494,8 @@ export class Cuda {
     return new MappedHostBuffer(this.driver, bytes);
   }
 
-  /**
-   * A non-blocking stream; `high` gives it the device's greatest priority, so its blocks are
-   * scheduled ahead of normal streams' whenever multiprocessors free up (captured into graphs as
-   * the kernel nodes' priority, which GraphExec honours).
-   */
-  stream(opts: { readonly high?: boolean } = {}): Stream {
-    return new Stream(this.driver, opts.high ? this.#greatestPriority() : undefined);
-  }
-
-  #greatestPriority(): number {
-    const least = new Int32Array(1), greatest = new Int32Array(1);
-    this.driver.check(
-      "cuCtxGetStreamPriorityRange",
-      this.driver.sym.cuCtxGetStreamPriorityRange(least, greatest),
-    );
-    return greatest[0];
+  stream(): Stream {
+    return new Stream(this.driver);
   }
 
   event(timing = true): Event {
@@ -732,16 +713,9 @@ export class MappedHostBuffer extends Handle {
 
 export class Stream extends Handle {
   readonly handle: Deno.PointerValue;
-  constructor(readonly driver: Driver, priority?: number) {
+  constructor(readonly driver: Driver) {
     // CU_STREAM_NON_BLOCKING: no implicit synchronization with the legacy default stream.
-    const h = ptr(
-      priority === undefined
-        ? driver.out64("cuStreamCreate", (o) => driver.sym.cuStreamCreate(o, 1))
-        : driver.out64(
-          "cuStreamCreateWithPriority",
-          (o) => driver.sym.cuStreamCreateWithPriority(o, 1, priority),
-        ),
-    );
+    const h = ptr(driver.out64("cuStreamCreate", (o) => driver.sym.cuStreamCreate(o, 1)));
     super(() => driver.check("cuStreamDestroy", driver.sym.cuStreamDestroy_v2(h)));
     this.handle = h;
   }
@@ -818,9 +792,7 @@ export class GraphExec extends Handle {
     const h = ptr(
       driver.out64(
         "cuGraphInstantiateWithFlags",
-        // CUDA_GRAPH_INSTANTIATE_FLAG_USE_NODE_PRIORITY: kernels captured from a high-priority
-        // stream (the offload's prefetch) keep that priority inside the graph.
-        (o) => driver.sym.cuGraphInstantiateWithFlags(o, graph, GRAPH_USE_NODE_PRIORITY),
+        (o) => driver.sym.cuGraphInstantiateWithFlags(o, graph, 0n),
       ),
     );
     super(() => driver.check("cuGraphExecDestroy", driver.sym.cuGraphExecDestroy(h)));

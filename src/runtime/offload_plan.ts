@@ -177,9 +177,7 @@ class Predictor implements Disposable {
     this.plan = guard.use(
       new DecodePlan(cuda, main.variant, main.cache, stream, { sortedSelection: true }),
     );
-    // High priority: the prefetch's few blocks must not queue behind the layer's GEMM blocks, or
-    // the transfer it exists to overlap waits for the compute (docs/perf-notes.md).
-    this.side = guard.use(cuda.stream({ high: true }));
+    this.side = guard.use(cuda.stream());
     const rows = B * spec.numSelectionHeads * main.selStride;
     this.prefetch = [0, 1].map(() => guard.use(new Staging(cuda, rows, spec.headDim, B))) as [
       Staging,
