@@ -72,11 +72,22 @@ Deno.test("offload flags: --offload is reuse; --offload-mode picks; a bad mode i
   assert.deepEqual(offloadFromFlags(true, undefined), { mode: "selected", reuse: true });
   assert.deepEqual(offloadFromFlags(undefined, "full-kv"), { mode: "full-kv" });
   assert.deepEqual(offloadFromFlags(true, "selected"), { mode: "selected" });
+  assert.deepEqual(offloadFromFlags(undefined, "predict"), { mode: "selected", prediction: true });
+  assert.deepEqual(offloadFromFlags(undefined, "predict-reuse"), {
+    mode: "selected",
+    prediction: true,
+    reuse: true,
+  });
+  // Every mode the flag offers is a valid decoder option.
+  for (const mode of ["selected", "reuse", "predict", "predict-reuse", "full-kv"]) {
+    checkOffloadOptions(offloadFromFlags(undefined, mode)!, "test");
+  }
   assert.throws(
     () => offloadFromFlags(true, "ssd"),
     (e: Error) =>
       e instanceof UsageError &&
-      e.message === '--offload-mode: got "ssd"; allowed: selected, reuse, full-kv',
+      e.message ===
+        '--offload-mode: got "ssd"; allowed: selected, reuse, predict, predict-reuse, full-kv',
   );
 });
 

@@ -10,6 +10,8 @@ import type { OffloadOptions } from "../runtime/offload_plan.ts";
 export const OFFLOAD_MODES: Readonly<Record<string, OffloadOptions>> = {
   selected: { mode: "selected" },
   reuse: { mode: "selected", reuse: true },
+  predict: { mode: "selected", prediction: true },
+  "predict-reuse": { mode: "selected", prediction: true, reuse: true },
   "full-kv": { mode: "full-kv" },
 };
 
@@ -17,8 +19,10 @@ export const OFFLOAD_MODES: Readonly<Record<string, OffloadOptions>> = {
 export const OFFLOAD_USAGE =
   `  --offload                    keep K/V in pinned host memory; only selected rows cross PCIe
                                (GPU only; same as --offload-mode reuse)
-  --offload-mode MODE          selected | reuse (previous step's rows kept) | full-kv (each
-                               layer's whole K/V copied to the GPU: the FlexGen-style baseline)`;
+  --offload-mode MODE          selected | reuse (previous step's rows kept) | predict,
+                               predict-reuse (next-layer prediction prefetches each layer's
+                               rows; exact) | full-kv (each layer's whole K/V copied to the
+                               GPU: the FlexGen-style baseline)`;
 
 /** The offload options the flags ask for, or undefined without either flag. */
 export function offloadFromFlags(
