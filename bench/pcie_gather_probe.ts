@@ -13,15 +13,18 @@
  *
  *   deno run -A bench/pcie_gather_probe.ts [--gib 8]
  */
-import { parseArgs } from "node:util";
+import { intFlag, openCommand } from "../src/cli/front_door.ts";
 import { requireGpu } from "../src/runtime/device.ts";
 import { sharedCompiler } from "../src/runtime/variant.ts";
 import { medianEventMs } from "../src/runtime/timing.ts";
 
-const { values: args } = parseArgs({
-  args: Deno.args,
+const { values: args } = openCommand({
+  name: "pcie_gather_probe",
+  usage: `deno run -A bench/pcie_gather_probe.ts [--gib N]
+  --gib N   size of the mapped pinned host pool in GiB, an integer >= 1 (default 8)`,
   options: { gib: { type: "string", default: "8" } },
 });
+const gib = intFlag("gib", args.gib, { min: 1 });
 const cuda = requireGpu("bench/pcie_gather_probe.ts");
 const ROW = 256, HEADS = 8, PAGE = 16, THREADS = 256, UNROLL = 8;
 const CHUNKS = ROW / 16, ROWS_PER_BLOCK = (THREADS / CHUNKS) * UNROLL;
@@ -70,7 +73,7 @@ const fn = module.function("gather");
 using stream = cuda.stream();
 const slot = fn.slot(7, [THREADS, 1, 1], 0, stream);
 
-const hostBytes = Number(args.gib) * 2 ** 30;
+const hostBytes = gib * 2 ** 30;
 using host = cuda.allocHostMapped(hostBytes);
 const totalRows = hostBytes / ROW;
 const tokensPerHead = totalRows / HEADS;
@@ -118,7 +121,7 @@ function time(rows: Int32Array, headFastest: boolean, listCount: number): number
 
 const gbps = (ms: number, b = bytes) => (b / (ms * 1e-3) / 1e9).toFixed(1);
 console.log(
-  `pcie gather probe on ${cuda.info.name}: ${args.gib} GiB mapped pinned pool, ${n} rows of ` +
+  `pcie gather probe on ${cuda.info.name}: ${gib} GiB mapped pinned pool, ${n} rows of ` +
     `${ROW} B (${(bytes / 2 ** 20).toFixed(0)} MiB), ${HEADS} heads x 1/16 of their tokens`,
 );
 {
