@@ -22,8 +22,11 @@
  * --batch B (the prompt replicated B times; GPU only), --device auto|cpu|gpu,
  * --calibration-windows N, --calibration-window-size T, --temperature T (0 = greedy, the
  * default), --top-p P, --seed S (sampling draws the same numbers for both decoders), --gemm
- * cublas|builtin (the GPU decoders' projections, calibration included: cuBLAS, or the project's own GEMM kernel and no
- * cuBLAS at all, for compute-sanitizer runs; default: $DS_GEMM, else cublas).
+ * cublas|builtin (the GPU decoders' projections, calibration included: cuBLAS, or the project's
+ * own GEMM kernel and no cuBLAS at all, for compute-sanitizer runs; default: $DS_GEMM, else
+ * cublas), --no-timing (no graph replays: for sanitizer runs), --offload and --offload-mode
+ * selected|reuse|predict|predict-reuse|full-kv (K/V in pinned host memory; GPU only; see
+ * src/cli/offload_flags.ts).
  *
  * --retrieval: a line-retrieval document instead (examples/retrieval_demo.ts): --document N (a
  * line of examples/data/line-retrieval.jsonl) or a built one (--context 2048 --depth 0.5); the
@@ -84,7 +87,7 @@ const USAGE = `deno task decode [options]
   --no-timing                  skip the graph replays that time the step and its attention
                                (sanitizer runs: each replay is slow under compute-sanitizer)
 ${OFFLOAD_USAGE}
-                               (selected/reuse: the Double Sparsity run; full-kv: the dense run)`;
+                               (full-kv: the dense run; the others: the Double Sparsity run)`;
 
 const { values: args } = openCommand({
   name: "decode",
