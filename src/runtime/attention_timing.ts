@@ -18,6 +18,12 @@ import type { Variant } from "./variant.ts";
 
 /** Share of device memory one case's K/V may take (the rest: copies, workspaces, SDPA). */
 const MAX_KV_SHARE = 0.4;
+/** The rotated cache copies hold at least this many L2 sizes, so replays miss in L2. */
+const L2_CYCLES = 3;
+/** At most this many cache copies (small steps would otherwise make hundreds). */
+const MAX_CACHE_COPIES = 32;
+/** Share of device memory all cache copies together may take. */
+const MAX_COPIES_SHARE = 0.45;
 
 /** One timed step of one layer. */
 export interface StepTiming {
@@ -48,11 +54,42 @@ export interface StepTiming {
  *    by the merge (fp32 output and log-sum-exp per split, query head and sequence).
  */
 export interface StageTiming {
-  readonly stage: "score" | "select + resolve" | "attend (sparse + merge)";
+  readonly stage: StageName;
   readonly ms: number;
   readonly bytes: number;
   /** bytes / copy bandwidth, in ms. */
   readonly floorMs: number;
+}
+
+/** The stages of the Double Sparsity step, in launch order. */
+export type StageName = "score" | "select + resolve" | "attend (sparse + merge)";
+
+/**
+ * Bytes of one split-K partial of one query head: the fp32 output row and its fp32 log-sum-exp,
+ * counted twice (the sparse kernel writes it, the merge reads it).
+ */
+const partialBytes = (headDim: number): number => (headDim + 1) * 4 * 2;
+
+/**
+ * The bytes only each stage must move at `batch` sequences of `context` tokens (see
+ * StageTiming), `sparseSplits` being the sparse kernel's split-K factor. Their sum is
+ * sparseStepBytes x batch plus the split partials. Pure.
+ */
+export function stageBytes(
+  spec: AttentionSpec,
+  batch: number,
+  context: number,
+  sparseSplits: number,
+): { readonly stage: StageName; readonly bytes: number }[] {
+  const b = spec.bytes, k = budgetFor(spec.budget, context);
+  const partials = batch * spec.numQHeads * sparseSplits * partialBytes(spec.headDim);
+  return [
+    // the label rows, and the 2-byte score keys written (half of scoreTraffic)
+    { stage: "score", bytes: batch * context * (b.labelRead + b.scoreTraffic / 2) },
+    // the score keys read back
+    { stage: "select + resolve", bytes: batch * context * (b.scoreTraffic / 2) },
+    { stage: "attend (sparse + merge)", bytes: batch * k * b.selectedRowBytes + partials },
+  ];
 }
 
 export interface StepTimingOptions {
@@ -98,14 +135,14 @@ export class AttentionTimer implements Disposable {
     const cuda = this.#cuda, stream = this.#stream, util = this.#util;
     const info = cuda.info;
     const kvBytes = denseStepBytes(spec, context) * batch;
-    // Enough cache copies that one step's bytes cycle through more than 3x L2.
+    // Enough cache copies that one step's bytes cycle through more than L2_CYCLES x L2.
     const stepBytes = Math.min(sparseStepBytes(spec, context) * batch, kvBytes);
     const copies = Math.max(
       1,
       Math.min(
-        32,
-        Math.ceil((3 * info.l2Bytes) / stepBytes),
-        Math.floor((info.totalMemBytes * 0.45) / kvBytes),
+        MAX_CACHE_COPIES,
+        Math.ceil((L2_CYCLES * info.l2Bytes) / stepBytes),
+        Math.floor((info.totalMemBytes * MAX_COPIES_SHARE) / kvBytes),
       ),
     );
     using cache = new PagedKvCache(cuda, spec, {
@@ -174,23 +211,19 @@ export class AttentionTimer implements Disposable {
       plan.workspace.hist.fill8(0, stream);
       plan.workspace.counters.fill8(0, stream);
       const bytes = sparseStepBytes(spec, context) * batch;
-      const b = spec.bytes, k = budgetFor(spec.budget, context);
-      const partials = batch * spec.numQHeads * plan.sparseSplits * (spec.headDim + 1) * 4 * 2;
-      const stage = (name: StageTiming["stage"], stageMs: number, stageBytes: number) => ({
-        stage: name,
-        ms: Math.max(0, stageMs),
-        bytes: stageBytes,
-        floorMs: floor(stageBytes),
-      });
-      const stages = [
-        stage("score", scoreMs, batch * context * (b.labelRead + b.scoreTraffic / 2)),
-        stage("select + resolve", scoreSelectMs - scoreMs, batch * context * (b.scoreTraffic / 2)),
-        stage(
-          "attend (sparse + merge)",
-          ms - scoreSelectMs,
-          batch * k * b.selectedRowBytes + partials,
-        ),
-      ];
+      const stageMs: Record<StageName, number> = {
+        "score": scoreMs,
+        "select + resolve": scoreSelectMs - scoreMs,
+        "attend (sparse + merge)": ms - scoreSelectMs,
+      };
+      const stages = stageBytes(spec, batch, context, plan.sparseSplits).map(
+        ({ stage, bytes }): StageTiming => ({
+          stage,
+          ms: Math.max(0, stageMs[stage]),
+          bytes,
+          floorMs: floor(bytes),
+        }),
+      );
       return {
         ms,
         scoreMs,
@@ -213,7 +246,7 @@ export class AttentionTimer implements Disposable {
 }
 
 /** Device-to-device copy bandwidth in bytes/s, read + write counted (median of 10 copies). */
-export function copyBandwidth(cuda: Cuda, stream: Stream): number {
+function copyBandwidth(cuda: Cuda, stream: Stream): number {
   const bytes = 1 << 30;
   using a = cuda.alloc(bytes);
   using b = cuda.alloc(bytes);

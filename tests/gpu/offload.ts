@@ -65,7 +65,7 @@ const GQA4_GROUP_DENSE0: AttentionInput = {
   denseLayers: [0],
 };
 
-export const OFFLOAD_CASES: readonly OffloadCase[] = [
+const OFFLOAD_CASES: readonly OffloadCase[] = [
   {
     name: "gqa2-head-p16-fixed16-noreuse",
     heads: [4, 2],
