@@ -5,22 +5,13 @@
  * partials.
  */
 import assert from "node:assert/strict";
-import { budgetFor, defineAttention, sparseStepBytes } from "../src/dsl/spec.ts";
+import { budgetFor, sparseStepBytes } from "../src/dsl/spec.ts";
 import { stageBytes } from "../src/runtime/attention_timing.ts";
 import { loadSpecs } from "../src/cli/specs.ts";
+import { LLAMA3_8B_GROUP_SPEC_NO_DENSE } from "../bench/llama3_shape.ts";
 
 Deno.test("stage bytes: Llama-3-8B group r16b8 at batch 8 / 32K, by hand", () => {
-  const spec = defineAttention({
-    headDim: 128,
-    numQHeads: 32,
-    numKvHeads: 8,
-    kvDtype: "fp16",
-    pageSize: 16,
-    labels: { channels: 16, bits: 8 },
-    selection: "group",
-    budget: { ratio: 1 / 16, min: 16 },
-    denseThreshold: 0,
-  });
+  const spec = LLAMA3_8B_GROUP_SPEC_NO_DENSE;
   const batch = 8, context = 32768, splits = 4;
   const stages = stageBytes(spec, batch, context, splits);
   assert.deepEqual(stages.map((s) => s.stage), [
