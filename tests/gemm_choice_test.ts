@@ -6,7 +6,8 @@
  */
 import assert from "node:assert/strict";
 import { chooseGemm, GEMM_ENV_VAR, gemmFromEnv } from "../src/runtime/gemm_choice.ts";
-import { GpuDecoder, linearGrid, workspaceBytes } from "../src/decoding/gpu_decoder.ts";
+import { GpuDecoder } from "../src/decoding/gpu_decoder.ts";
+import { linearGrid, workspaceBytes } from "../src/decoding/gpu_decoder_layout.ts";
 import { ArgumentError, InputError } from "../src/util/errors.ts";
 import { GEMM_TILE } from "../src/codegen/families.ts";
 import type { ModelConfig } from "../src/checkpoint/config.ts";

@@ -5,7 +5,7 @@ import {
   type OffloadOptions,
   predictionRecall,
 } from "../src/runtime/offload_plan.ts";
-import { offloadPlacement } from "../src/decoding/gpu_decoder.ts";
+import { offloadPlacement } from "../src/decoding/gpu_decoder_layout.ts";
 import { ArgumentError, UsageError } from "../src/util/errors.ts";
 import { offloadFromFlags } from "../src/cli/offload_flags.ts";
 import {

@@ -13,11 +13,11 @@
  * greedy and sampled steps replay the same graph.
  *
  * Device memory: weights + the paged caches + a workspace fixed by the chunk size and the batch
- * (`workspaceBytes`); nothing grows with the prompt.
+ * (`workspaceBytes` in gpu_decoder_layout.ts); nothing grows with the prompt.
  */
-import { type AttentionSpec, checkDenseLayers, defineAttention } from "../dsl/spec.ts";
+import { type AttentionSpec, checkDenseLayers } from "../dsl/spec.ts";
 import { renderFamilySource } from "../codegen/render.ts";
-import { GEMM_TILE, MODEL_KERNELS, MODEL_ROW_THREADS } from "../codegen/families.ts";
+import { MODEL_KERNELS, MODEL_ROW_THREADS } from "../codegen/families.ts";
 import { Cublas, type GemmDtype } from "../cuda/cublas.ts";
 import type { Cuda, DeviceBuffer, GraphExec, HostBuffer, Stream } from "../cuda/driver.ts";
 import { PagedKvCache } from "../runtime/caches.ts";
@@ -40,6 +40,13 @@ import { assertWithinSlidingWindow, type ModelConfig } from "../checkpoint/confi
 import { ropeTables } from "../checkpoint/rope.ts";
 import type { LoadedModel } from "../checkpoint/weights.ts";
 import { DeviceWeights, type RandomModel } from "./gpu_weights.ts";
+import {
+  CUBLAS_WORKSPACE_BYTES,
+  DEFAULT_PREFILL_ROWS,
+  denseSpecFor,
+  linearGrid,
+  offloadPlacement,
+} from "./gpu_decoder_layout.ts";
 import { ArgumentError } from "../util/errors.ts";
 import { checkTemperature, checkTopP, type SamplingOptions } from "./sampling.ts";
 
@@ -110,76 +117,6 @@ export interface TokenChoice extends SamplingOptions {
 export interface PrefillProgress {
   readonly done: number;
   readonly total: number;
-}
-
-/** A dense stand-in variant for a model shape: its dense kernel and caches serve dense decoding. */
-export function denseSpecFor(config: ModelConfig, dtype: "fp16" | "bf16" = "fp16"): AttentionSpec {
-  return defineAttention({
-    headDim: config.headDim,
-    numQHeads: config.numHeads,
-    numKvHeads: config.numKvHeads,
-    kvDtype: dtype,
-    pageSize: 16,
-    labels: { channels: 2, bits: 16 },
-    selection: "head",
-    budget: { ratio: 1 },
-  });
-}
-
-/**
- * Where each layer's K/V live under an offload mode: "selected" puts the sparse layers in host
- * memory and keeps the spec's dense layers on the device (they read every token each step, so
- * reading them over PCIe would cost a full-KV transfer); "full-kv" puts every layer in host
- * memory.
- */
-export function offloadPlacement(
-  o: OffloadOptions,
-  spec: AttentionSpec,
-  c: ModelConfig,
-): ("device" | "host")[] {
-  return Array.from(
-    { length: c.numLayers },
-    (_, l) => o.mode === "full-kv" || !spec.denseLayers.includes(l) ? "host" : "device",
-  );
-}
-
-/**
- * cuBLAS workspace: fixed, so cuBLAS never allocates while a graph is being captured (none with
- * the builtin GEMM).
- */
-const CUBLAS_WORKSPACE_BYTES = 32 << 20;
-const DEFAULT_PREFILL_ROWS = 4096;
-
-/**
- * Device bytes of the decoder's activations and workspaces for `rows` prefill rows and a batch:
- * what the decoder adds to the weights and the caches (the decode plan's selection workspaces,
- * which scale with maxContext like the caches, are not included).
- */
-export function workspaceBytes(
-  c: ModelConfig,
-  rows: number,
-  batch: number,
-  gemm: GemmBackend = "cublas",
-): number {
-  const r = Math.max(rows, batch);
-  const qkvWidth = (c.numHeads + 2 * c.numKvHeads) * c.headDim;
-  const perRow = 4 * c.hiddenSize + // h
-    2 * Math.max(c.hiddenSize, c.intermediateSize) + // x
-    4 * qkvWidth + // qkv
-    2 * (c.numHeads + 2 * c.numKvHeads) * c.headDim + // q, k, v
-    2 * c.numHeads * c.headDim + // attn
-    4 * 2 * c.intermediateSize + // gu
-    2 * c.intermediateSize + // act
-    3 * 4; // tokens, rowSeq, rowPos
-  // Per sequence: logits, token-choice probabilities, last hidden row, last-row index, the
-  // choice's three inputs and the chosen id.
-  const perSeq = 2 * 4 * c.vocabSize + 4 * c.hiddenSize + 4 + 3 * 4 + 4;
-  return r * perRow + batch * perSeq + (gemm === "cublas" ? CUBLAS_WORKSPACE_BYTES : 0);
-}
-
-/** The builtin `linear` kernel's grid for y[m][n]: one block per GEMM_TILE x GEMM_TILE tile. */
-export function linearGrid(m: number, n: number): [number, number, number] {
-  return [Math.ceil(n / GEMM_TILE), Math.ceil(m / GEMM_TILE), 1];
 }
 
 export class GpuDecoder implements Disposable {

@@ -17,7 +17,8 @@ import { type Cuda, cuda as openCuda, type Stream } from "../../src/cuda/driver.
 import type { MODEL_KERNELS } from "../../src/codegen/families.ts";
 import type { FamilyModule } from "../../src/runtime/family_module.ts";
 import { bundledModelFamily } from "./model_family.ts";
-import { GpuDecoder, linearGrid } from "../../src/decoding/gpu_decoder.ts";
+import { GpuDecoder } from "../../src/decoding/gpu_decoder.ts";
+import { linearGrid } from "../../src/decoding/gpu_decoder_layout.ts";
 import { argmax } from "../../src/decoding/cpu_decoder.ts";
 import { loadModel } from "../../src/checkpoint/weights.ts";
 import { decodeArray, encodeArray } from "../../src/util/dtype.ts";
