@@ -139,6 +139,8 @@ class Staging implements Disposable {
 
   constructor(cuda: Cuda, rows: number, headDim: number, batch: number) {
     using guard = new DisposableStack();
+    // K and V rows of 2-byte elements (fp16 or bf16, the only K/V dtypes); 4-byte token indices
+    // and one 4-byte count per sequence.
     this.k = guard.use(cuda.alloc(rows * headDim * 2));
     this.v = guard.use(cuda.alloc(rows * headDim * 2));
     this.idx = guard.use(cuda.alloc(rows * 4));
