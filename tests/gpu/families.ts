@@ -32,7 +32,8 @@
  * emulation's (a kernel worse than its own storage explains). A fixture without native_* logits
  * fails, naming the command that regenerates it.
  */
-import { parseArgs } from "node:util";
+import { openCommand } from "../../src/cli/front_door.ts";
+import { UsageError } from "../../src/util/errors.ts";
 import { cuda as openCuda } from "../../src/cuda/driver.ts";
 import { GpuDecoder } from "../../src/decoding/gpu_decoder.ts";
 import { loadModel } from "../../src/checkpoint/weights.ts";
@@ -62,11 +63,18 @@ const EMULATION_FACTOR = 2;
 const TOLERANCE = 1e-3;
 const DS_BUDGET = 64;
 
-const { values: args } = parseArgs({ args: Deno.args, options: { family: { type: "string" } } });
+const { values: args } = openCommand({
+  name: "tests/gpu/families.ts",
+  usage: `deno run -A tests/gpu/families.ts [--family NAME]
+  --family NAME  one of ${FAMILY_NAMES.join(", ")} (default: all)`,
+  options: { family: { type: "string" } },
+});
 const names = args.family ? [args.family as FamilyName] : FAMILY_NAMES;
 for (const n of names) {
   if (!FAMILY_NAMES.includes(n)) {
-    throw new Error(`--family: got ${JSON.stringify(n)}; allowed: ${FAMILY_NAMES.join(", ")}`);
+    throw new UsageError(
+      `--family: got ${JSON.stringify(n)}; allowed: ${FAMILY_NAMES.join(", ")}`,
+    );
   }
 }
 

@@ -22,6 +22,7 @@
  * Prints one line per case and a summary line; returns the failures.
  */
 import { type Cuda, cuda as openCuda } from "../../src/cuda/driver.ts";
+import { intFlag, openCommand } from "../../src/cli/front_door.ts";
 import { type AttentionInput, defineAttention } from "../../src/dsl/spec.ts";
 import { GpuDecoder, type RandomModel } from "../../src/decoding/gpu_decoder.ts";
 import {
@@ -372,8 +373,15 @@ export async function runOffloadChecks(cuda: Cuda, seed: number): Promise<string
 }
 
 if (import.meta.main) {
-  const arg = Deno.args.indexOf("--seed");
-  const seed = arg >= 0 ? Number(Deno.args[arg + 1]) : Date.now() % 100000;
+  const { values } = openCommand({
+    name: "tests/gpu/offload.ts",
+    usage: `deno run -A tests/gpu/offload.ts [--seed N]
+  --seed N  an integer >= 0 (default: from the clock, printed)`,
+    options: { seed: { type: "string" } },
+  });
+  const seed = values.seed === undefined
+    ? Date.now() % 100000
+    : intFlag("seed", values.seed, { min: 0 });
   console.log(`seed ${seed}`);
   const failures = await runOffloadChecks(openCuda(), seed);
   for (const f of failures) console.log(`  ${f}`);
