@@ -5,7 +5,9 @@
 import assert from "node:assert/strict";
 import { workspaceBytes } from "../src/decoding/gpu_decoder_layout.ts";
 import type { ModelConfig } from "../src/checkpoint/config.ts";
-import { LLAMA3_8B } from "../bench/llama3_shape.ts";
+import { LLAMA3_8B, LLAMA3_8B_GROUP_SPEC } from "../bench/llama3_shape.ts";
+import { GpuDecoder } from "../src/decoding/gpu_decoder.ts";
+import { ArgumentError } from "../src/util/errors.ts";
 
 /** The README's formula, written from its text. */
 function readmeFormula(c: ModelConfig, chunkRows: number, batch: number, cublas: boolean): number {
@@ -33,4 +35,21 @@ Deno.test("workspaceBytes: the README's closed form, with and without cuBLAS", (
       assert.equal(workspaceBytes(c, rows, batch, "builtin"), readmeFormula(c, rows, batch, false));
     }
   }
+});
+
+Deno.test("GpuDecoder.create refuses a spec of another shape before touching the GPU", async () => {
+  // No CUDA context and no weights: the shape check comes first.
+  const config = { ...LLAMA3_8B, numKvHeads: 4 };
+  await assert.rejects(
+    GpuDecoder.create({} as never, { config, seed: 1, scale: 1 }, {
+      batch: 1,
+      maxContext: 64,
+      spec: LLAMA3_8B_GROUP_SPEC,
+    }),
+    (e: unknown) =>
+      e instanceof ArgumentError &&
+      e.message ===
+        `GpuDecoder.create: options.spec: got "${LLAMA3_8B_GROUP_SPEC.variant} (d=128, 32/8 ` +
+          `heads)"; allowed: a spec of the model's shape: d=128, 32/4 heads`,
+  );
 });

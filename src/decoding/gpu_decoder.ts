@@ -229,8 +229,11 @@ export class GpuDecoder implements Disposable {
       );
       if (!this.dense) {
         if (!opts.channels) {
-          throw new Error(
-            "GpuDecoder: a Double Sparsity spec needs label channels (options.channels)",
+          throw new ArgumentError(
+            "GpuDecoder.create",
+            "options.channels",
+            opts.channels,
+            "label channels (a channel config or { randomSeed }) for a Double Sparsity spec",
           );
         }
         this.cache.layers.forEach((l, i) =>
@@ -328,9 +331,11 @@ export class GpuDecoder implements Disposable {
       spec.headDim !== c.headDim || spec.numQHeads !== c.numHeads ||
       spec.numKvHeads !== c.numKvHeads
     ) {
-      throw new Error(
-        `GpuDecoder: spec ${spec.variant} is for d=${spec.headDim}, ${spec.numQHeads}/${spec.numKvHeads} heads; ` +
-          `the model has d=${c.headDim}, ${c.numHeads}/${c.numKvHeads}`,
+      throw new ArgumentError(
+        "GpuDecoder.create",
+        "options.spec",
+        `${spec.variant} (d=${spec.headDim}, ${spec.numQHeads}/${spec.numKvHeads} heads)`,
+        `a spec of the model's shape: d=${c.headDim}, ${c.numHeads}/${c.numKvHeads} heads`,
       );
     }
     // The GPU kernels attend to every cached token: a context that could pass a sliding window
@@ -540,7 +545,12 @@ export class GpuDecoder implements Disposable {
   ): Float32Array {
     const c = this.config;
     if (prompts.length !== this.batch) {
-      throw new Error(`prefill: ${prompts.length} prompts for a batch of ${this.batch}`);
+      throw new ArgumentError(
+        "GpuDecoder.prefill",
+        "prompts.length",
+        prompts.length,
+        `${this.batch}, one prompt per sequence (empty for none)`,
+      );
     }
     this.cache.pages.checkGrowth(prompts.map((p) => p.length)); // a full context: no launch
     const last = new Float32Array(this.batch * c.vocabSize);
@@ -748,7 +758,14 @@ export class GpuDecoder implements Disposable {
 
   /** Offload: cumulative gather counts per layer (rows from the previous step, prefetch, host). */
   gatherCounts(): GatherCounts[] {
-    if (!this.offload) throw new Error("GpuDecoder: created without offload");
+    if (!this.offload) {
+      throw new ArgumentError(
+        "GpuDecoder",
+        "options.offload",
+        undefined,
+        "a decoder created with options.offload (gather counts and timings are offload's)",
+      );
+    }
     return this.offload.gatherCounts(this.stream);
   }
 
@@ -779,7 +796,14 @@ export class GpuDecoder implements Disposable {
    * sequence routed dense in that step.
    */
   lastSelected(seq: number, layer: number): Int32Array[] | undefined {
-    if (!this.#selections) throw new Error("GpuDecoder: created without keepSelection");
+    if (!this.#selections) {
+      throw new ArgumentError(
+        "GpuDecoder.lastSelected",
+        "options.keepSelection",
+        undefined,
+        "a decoder created with keepSelection: true",
+      );
+    }
     if (this.isDenseLayer(layer) || this.plan.routes[seq] !== "sparse") return undefined;
     const SH = this.spec.numSelectionHeads, stride = this.plan.selStride;
     const all = new Int32Array(this.#selections[layer].bytes / 4);
@@ -797,7 +821,14 @@ export class GpuDecoder implements Disposable {
    * (sequence, head) pairs that mean covers (0 for dense layers or when every route is dense).
    */
   lastRecall(): { mean: number; count: number }[] {
-    if (!this.#hostLse) throw new Error("GpuDecoder: created without measureRecall");
+    if (!this.#hostLse) {
+      throw new ArgumentError(
+        "GpuDecoder.lastRecall",
+        "options.measureRecall",
+        undefined,
+        "a decoder created with measureRecall: true",
+      );
+    }
     const c = this.config, B = this.batch;
     const lse = new Float32Array(this.#hostLse.buffer, 0, c.numLayers * 2 * B * c.numHeads);
     return Array.from({ length: c.numLayers }, (_, layer) => {
@@ -839,7 +870,14 @@ export class GpuDecoder implements Disposable {
    * from host memory (the last step's selection, as a graph): the gather kernel's bandwidth.
    */
   timeGather(repeats = 10): { ms: number; bytes: number } {
-    if (!this.offload) throw new Error("GpuDecoder: created without offload");
+    if (!this.offload) {
+      throw new ArgumentError(
+        "GpuDecoder",
+        "options.offload",
+        undefined,
+        "a decoder created with options.offload (gather counts and timings are offload's)",
+      );
+    }
     let bytes = 0;
     const graph = this.stream.capture(() => (bytes = this.offload!.gatherAllFromHost()));
     try {
@@ -872,7 +910,14 @@ export class GpuDecoder implements Disposable {
 
   /** Summed calibration statistics since creation, [layer][row][channel] per kind. */
   readStats(): Record<ChannelKind, Float64Array> {
-    if (!this.#stats) throw new Error("GpuDecoder: created without collectStats");
+    if (!this.#stats) {
+      throw new ArgumentError(
+        "GpuDecoder.readStats",
+        "options.collectStats",
+        undefined,
+        "a decoder created with collectStats: true",
+      );
+    }
     const out = {} as Record<ChannelKind, Float64Array>;
     for (const kind of CHANNEL_KINDS) {
       const buf = this.#stats[kind];

@@ -14,6 +14,7 @@
 import { budgetFor, type Route, routeFor } from "../dsl/spec.ts";
 import { HIST_BINS, SCORE_KEY_BYTES, SELECTION_COUNTERS } from "../dsl/layout.ts";
 import type { Cuda, DeviceBuffer, HostBuffer, Stream } from "../cuda/driver.ts";
+import { ArgumentError } from "../util/errors.ts";
 import type { PagedKvCache } from "./caches.ts";
 import type { Variant } from "./variant.ts";
 
@@ -455,7 +456,12 @@ export class DecodePlan implements Disposable {
   /** sort_selection: every sparse-routed (sequence, selection head) list into ascending order. */
   sortSelection(): void {
     if (!this.#bitmap) {
-      throw new Error("DecodePlan.sortSelection: the plan was made without sortedSelection");
+      throw new ArgumentError(
+        "DecodePlan.sortSelection",
+        "options.sortedSelection",
+        false,
+        "true (a DecodePlan made with { sortedSelection: true })",
+      );
     }
     this.variant.launchers.launchSortSelection(
       this.variant.slot("sort_selection"),
