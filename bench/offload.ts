@@ -190,7 +190,7 @@ for (const [ci, [batch, L]] of configs.entries()) {
       selected /= steps;
       pcie = (pcie * ROW_BYTES) / steps;
       reused /= steps;
-      if (offload.prediction) recall = recallOf(counts);
+      if (offload.prediction) recall = recallOf(counts, (l) => dec.offload!.predicts(l));
       if (!offload.reuse && !offload.prediction) {
         const g = dec.timeGather(5);
         gatherGBs = Math.max(gatherGBs, g.bytes / (g.ms * 1e6));
@@ -256,9 +256,17 @@ for (const [ci, [batch, L]] of configs.entries()) {
 }
 bar.update(configs.length, configs.length);
 
-/** Mean and min of the prediction's recall over the layers it predicted (with a selection). */
-function recallOf(counts: GatherCounts[]): { mean: number; min: number } | null {
-  return meanMin(counts.map(predictionRecall).filter((x) => !Number.isNaN(x)));
+/**
+ * Mean and min of the prediction's recall over the layers it predicted (with a selection): a
+ * layer the prediction skips (layer 0) selects too, but nothing of it is prefetched.
+ */
+function recallOf(
+  counts: GatherCounts[],
+  predicted: (layer: number) => boolean,
+): { mean: number; min: number } | null {
+  return meanMin(
+    counts.map(predictionRecall).filter((x, l) => predicted(l) && !Number.isNaN(x)),
+  );
 }
 
 function meanMin(r: number[]): { mean: number; min: number } | null {
