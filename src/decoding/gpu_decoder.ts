@@ -758,15 +758,20 @@ export class GpuDecoder implements Disposable {
 
   /** Offload: cumulative gather counts per layer (rows from the previous step, prefetch, host). */
   gatherCounts(): GatherCounts[] {
+    return this.#offloadFor("GpuDecoder.gatherCounts").gatherCounts(this.stream);
+  }
+
+  /** The offload plan, or a typed error naming `method` for a decoder made without offload. */
+  #offloadFor(method: string): OffloadPlan {
     if (!this.offload) {
       throw new ArgumentError(
-        "GpuDecoder",
+        method,
         "options.offload",
         undefined,
         "a decoder created with options.offload (gather counts and timings are offload's)",
       );
     }
-    return this.offload.gatherCounts(this.stream);
+    return this.offload;
   }
 
   /**
@@ -870,16 +875,9 @@ export class GpuDecoder implements Disposable {
    * from host memory (the last step's selection, as a graph): the gather kernel's bandwidth.
    */
   timeGather(repeats = 10): { ms: number; bytes: number } {
-    if (!this.offload) {
-      throw new ArgumentError(
-        "GpuDecoder",
-        "options.offload",
-        undefined,
-        "a decoder created with options.offload (gather counts and timings are offload's)",
-      );
-    }
+    const offload = this.#offloadFor("GpuDecoder.timeGather");
     let bytes = 0;
-    const graph = this.stream.capture(() => (bytes = this.offload!.gatherAllFromHost()));
+    const graph = this.stream.capture(() => (bytes = offload.gatherAllFromHost()));
     try {
       return { ms: this.#timeGraph(graph, repeats), bytes };
     } finally {

@@ -249,25 +249,38 @@ export class DecodePlan implements Disposable {
     const positions = new Int32Array(B);
     this.cache.pages.checkGrowth(new Int32Array(B).fill(1)); // all or none, before any launch
     for (let b = 0; b < B; b++) positions[b] = this.cache.pages.grow(b, 1);
-    this.#recordStep();
-    for (let b = 0; b < B; b++) {
-      this.#hostInts[3 * B + b] = b;
-      this.#hostInts[4 * B + b] = positions[b];
-    }
+    this.#recordStep(positions);
     return positions;
   }
 
-  /** Records lengths, budgets and routes of the cache as it is (no append). */
-  #recordStep(): void {
-    const B = this.batch;
-    for (let b = 0; b < B; b++) {
+  /**
+   * Records lengths, budgets and routes of the cache as it is, and the rows this step appends at
+   * (`positions`, or none: attention over the existing tokens).
+   */
+  #recordStep(positions?: Int32Array): void {
+    for (let b = 0; b < this.batch; b++) {
       const len = this.cache.pages.seqLens[b];
       const route = len === 0 ? "dense" : routeFor(this.spec, len);
-      this.routes[b] = route;
-      this.budgets[b] = route === "sparse" ? budgetFor(this.spec.budget, len) : len;
-      this.#hostInts[b] = len;
-      this.#hostInts[B + b] = this.budgets[b];
-      this.#hostInts[2 * B + b] = route === "sparse" ? 1 : 0;
+      const budget = route === "sparse" ? budgetFor(this.spec.budget, len) : len;
+      this.#setSequence(b, len, budget, route, positions?.[b]);
+    }
+  }
+
+  /**
+   * Sequence b's step inputs, host side: length, budget and route, and (when given) the position
+   * its new row is appended at. The pinned layout (seqLens, budgets, routes, rowSeq, rowPos; B
+   * ints each) is written here only.
+   */
+  #setSequence(b: number, len: number, budget: number, route: Route, position?: number): void {
+    const B = this.batch;
+    this.routes[b] = route;
+    this.budgets[b] = budget;
+    this.#hostInts[b] = len;
+    this.#hostInts[B + b] = budget;
+    this.#hostInts[2 * B + b] = route === "sparse" ? 1 : 0;
+    if (position !== undefined) {
+      this.#hostInts[3 * B + b] = b;
+      this.#hostInts[4 * B + b] = position;
     }
   }
 
@@ -290,14 +303,8 @@ export class DecodePlan implements Disposable {
       throw new RangeError(`describePredictionOf: batch ${main.batch}, this plan's is ${B}`);
     }
     for (let b = 0; b < B; b++) {
-      const len = main.cache.pages.seqLens[b];
-      this.routes[b] = main.routes[b];
-      this.budgets[b] = main.budgets[b];
-      this.#hostInts[b] = Math.max(0, len - 1);
-      this.#hostInts[B + b] = main.budgets[b];
-      this.#hostInts[2 * B + b] = main.routes[b] === "sparse" ? 1 : 0;
-      this.#hostInts[3 * B + b] = b;
-      this.#hostInts[4 * B + b] = Math.max(0, len - 1);
+      const len = Math.max(0, main.cache.pages.seqLens[b] - 1);
+      this.#setSequence(b, len, main.budgets[b], main.routes[b], len);
     }
   }
 

@@ -191,10 +191,6 @@ class Predictor implements Disposable {
     guard.move();
   }
 
-  get deviceBytes(): number {
-    return this.plan.deviceBytes + this.prefetch[0].bytes + this.prefetch[1].bytes;
-  }
-
   [Symbol.dispose](): void {
     for (const e of [...this.fork, ...this.done, this.join]) e.dispose();
     for (const s of this.prefetch) s[Symbol.dispose]();
@@ -556,15 +552,16 @@ export class OffloadPlan implements Disposable {
    */
   gatherAllFromHost(): number {
     const plan = this.plan;
-    let rows = 0;
+    let tokens = 0;
     for (let l = 0; l < plan.cache.layers.length; l++) {
       if (!this.#stages[0]?.[l]) continue;
       this.gather(l, false);
       for (let b = 0; b < plan.batch; b++) {
-        if (plan.routes[b] === "sparse") rows += plan.budgets[b] * plan.spec.numSelectionHeads;
+        if (plan.routes[b] === "sparse") tokens += plan.budgets[b];
       }
     }
-    return rows * plan.spec.headDim * 2 * 2;
+    // K and V rows of every selection head per selected token (the spec's byte facts).
+    return tokens * plan.spec.bytes.selectedRowBytes;
   }
 
   /** The staging `layer`'s gather wrote in the last recorded step (tests inspect it). */
@@ -599,11 +596,9 @@ export class OffloadPlan implements Disposable {
    * (2 x the K and V pools of one layer).
    */
   get deviceBytes(): number {
-    const seen = new Set<Staging>();
-    for (const row of this.#stages) for (const s of row) if (s) seen.add(s);
-    let n = [...seen].reduce((a, s) => a + s.bytes, 0);
-    n += (this.#counters?.bytes ?? 0) + (this.#predictor?.deviceBytes ?? 0);
-    return n + (this.#fullKv?.deviceBytes ?? 0);
+    const stagings = this.#allStagings().reduce((a, s) => a + s.bytes, 0);
+    return stagings + (this.#counters?.bytes ?? 0) + (this.#predictor?.plan.deviceBytes ?? 0) +
+      (this.#fullKv?.deviceBytes ?? 0);
   }
 
   dispose(): void {
