@@ -30,54 +30,55 @@ if ! command -v apt-get >/dev/null || ! command -v dpkg >/dev/null; then
   echo "fetch-nvrtc: apt-get and dpkg are needed to fetch Debian's libnvrtc11.2; or set DS_NVRTC_PATH" >&2
   exit 1
 fi
-work="$root/.cache/nvrtc-apt"
-rm -rf "$work"
-mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/debs"
-echo "deb http://deb.debian.org/debian bookworm non-free" > "$work/sources.list"
-opts=(
-  -o "Dir::Etc::SourceList=$work/sources.list"
-  -o "Dir::Etc::SourceParts=/dev/null"
-  -o "Dir::State::Lists=$work/lists"
-  -o "Dir::Cache=$work/cache"
-  -o "Debug::NoLocking=1"
-  -o "APT::Sandbox::User=root"
-)
-apt-get "${opts[@]}" -qq update
-if [ "$need_nvrtc" = 1 ]; then
-  rm -rf "$dest" && mkdir -p "$dest"
-  (cd "$work/debs" && apt-get "${opts[@]}" -qq download libnvrtc11.2 libnvrtc-builtins11.8)
-  for deb in "$work"/debs/*.deb; do dpkg -x "$deb" "$dest"; done
-  [ -f "$lib" ] || { echo "fetch-nvrtc: $lib missing after unpacking" >&2; exit 1; }
-  touch "$dest/.complete"
-  echo "fetch-nvrtc: NVRTC 11.8 unpacked into .cache/nvrtc"
-fi
-if [ "$need_nvrtc12" = 1 ]; then
-  work12="$root/.cache/nvrtc12-apt"
-  rm -rf "$work12" "$dest12"
-  mkdir -p "$work12/lists/partial" "$work12/cache/archives/partial" "$work12/debs" "$dest12"
-  echo "deb http://deb.debian.org/debian trixie non-free" > "$work12/sources.list"
-  opts12=(
-    -o "Dir::Etc::SourceList=$work12/sources.list"
+# A private apt state in $1 for Debian suite $2's non-free section (nothing system-wide); its
+# options go into apt_opts.
+apt_for_suite() {
+  local work="$1" suite="$2"
+  rm -rf "$work"
+  mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/debs"
+  echo "deb http://deb.debian.org/debian $suite non-free" > "$work/sources.list"
+  apt_opts=(
+    -o "Dir::Etc::SourceList=$work/sources.list"
     -o "Dir::Etc::SourceParts=/dev/null"
-    -o "Dir::State::Lists=$work12/lists"
-    -o "Dir::Cache=$work12/cache"
+    -o "Dir::State::Lists=$work/lists"
+    -o "Dir::Cache=$work/cache"
     -o "Debug::NoLocking=1"
     -o "APT::Sandbox::User=root"
   )
-  apt-get "${opts12[@]}" -qq update
-  (cd "$work12/debs" && apt-get "${opts12[@]}" -qq download libnvrtc12 libnvrtc-builtins12.4)
-  for deb in "$work12"/debs/*.deb; do dpkg -x "$deb" "$dest12"; done
-  [ -f "$lib12" ] || { echo "fetch-nvrtc: $lib12 missing after unpacking" >&2; exit 1; }
-  touch "$dest12/.complete"
+  apt-get "${apt_opts[@]}" -qq update
+}
+# Downloads packages $4... (apt_opts) into $1/debs and unpacks them into $2, which must then hold
+# $3; marks $2 complete.
+unpack_into() {
+  local work="$1" dest="$2" want="$3"
+  shift 3
+  rm -rf "$dest" && mkdir -p "$dest"
+  (cd "$work/debs" && apt-get "${apt_opts[@]}" -qq download "$@")
+  for deb in "$work"/debs/*.deb; do dpkg -x "$deb" "$dest"; done
+  [ -f "$want" ] || { echo "fetch-nvrtc: $want missing after unpacking" >&2; exit 1; }
+  touch "$dest/.complete"
+}
+work="$root/.cache/nvrtc-apt"
+if [ "$need_nvrtc" = 1 ] || ! have_ptxas; then
+  apt_for_suite "$work" bookworm
+  if [ "$need_nvrtc" = 1 ]; then
+    unpack_into "$work" "$dest" "$lib" libnvrtc11.2 libnvrtc-builtins11.8
+    echo "fetch-nvrtc: NVRTC 11.8 unpacked into .cache/nvrtc"
+  fi
+  if ! have_ptxas; then
+    rm -f "$work"/debs/*.deb
+    (cd "$work/debs" && apt-get "${apt_opts[@]}" -qq download nvidia-cuda-toolkit)
+    mkdir -p "$work/toolkit" "$tools"
+    dpkg -x "$work"/debs/nvidia-cuda-toolkit_*.deb "$work/toolkit"
+    cp "$work/toolkit/usr/bin/ptxas" "$tools/ptxas.tmp" && mv "$tools/ptxas.tmp" "$tools/ptxas"
+    echo "fetch-nvrtc: ptxas (CUDA 11.8) copied into .cache/cuda-tools"
+  fi
+  rm -rf "$work"
+fi
+if [ "$need_nvrtc12" = 1 ]; then
+  work12="$root/.cache/nvrtc12-apt"
+  apt_for_suite "$work12" trixie
+  unpack_into "$work12" "$dest12" "$lib12" libnvrtc12 libnvrtc-builtins12.4
   rm -rf "$work12"
   echo "fetch-nvrtc: NVRTC 12.4 unpacked into .cache/nvrtc12"
 fi
-if ! have_ptxas; then
-  rm -f "$work"/debs/*.deb
-  (cd "$work/debs" && apt-get "${opts[@]}" -qq download nvidia-cuda-toolkit)
-  mkdir -p "$work/toolkit" "$tools"
-  dpkg -x "$work"/debs/nvidia-cuda-toolkit_*.deb "$work/toolkit"
-  cp "$work/toolkit/usr/bin/ptxas" "$tools/ptxas.tmp" && mv "$tools/ptxas.tmp" "$tools/ptxas"
-  echo "fetch-nvrtc: ptxas (CUDA 11.8) copied into .cache/cuda-tools"
-fi
-rm -rf "$work"
