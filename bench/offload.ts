@@ -34,7 +34,6 @@ import type { AttentionSpec } from "../src/dsl/spec.ts";
 import { GpuDecoder } from "../src/decoding/gpu_decoder.ts";
 import { argmax } from "../src/decoding/cpu_decoder.ts";
 import { PagedKvCache } from "../src/runtime/caches.ts";
-import type { Stream } from "../src/cuda/driver.ts";
 import {
   type GatherCounts,
   gatherCountsSince,
@@ -47,6 +46,7 @@ import { packageRoot } from "../src/util/package_root.ts";
 import { writeFileAtomic } from "../src/util/fs.ts";
 import { LLAMA3_8B, LLAMA3_8B_GROUP_SPEC_NO_DENSE } from "./llama3_shape.ts";
 import { loadTinyBench } from "./tiny_model.ts";
+import { fillRandomCache } from "./random_cache.ts";
 
 const { values: args } = openCommand({
   name: "bench:offload",
@@ -145,7 +145,7 @@ for (const [ci, [batch, L]] of configs.entries()) {
     kvPlacement: Array(C.numLayers).fill("host"),
   });
   using fillStream = cuda.stream();
-  fillCache(cache, batch, L, fillStream);
+  fillRandomCache(util, cache, batch, L, fillStream);
   const tokens = Array.from({ length: batch }, (_, b) => (b * 7919) % C.vocabSize);
   let fullKvMs = 0;
   const methods: [string, OffloadOptions][] = [
@@ -225,7 +225,7 @@ for (const [ci, [batch, L]] of configs.entries()) {
       channels: { randomSeed: 3 },
       maxPrefillRows: batch,
     });
-    fillCache(dec.cache, batch, L, dec.stream);
+    fillRandomCache(util, dec.cache, batch, L, dec.stream);
     dec.stepChoose(tokens);
     const stepMs = dec.timeStep(10, true);
     const mem = cuda.memInfo();
@@ -271,18 +271,6 @@ function recallOf(
 
 function meanMin(r: number[]): { mean: number; min: number } | null {
   return r.length ? { mean: r.reduce((a, b) => a + b, 0) / r.length, min: Math.min(...r) } : null;
-}
-
-/** L - 1 random cached tokens per sequence (K/V, labels), the same on the device or the host. */
-function fillCache(cache: PagedKvCache, batch: number, L: number, stream: Stream): void {
-  for (let b = 0; b < batch; b++) cache.pages.grow(b, L - 1);
-  cache.syncBlockTables(stream);
-  cache.layers.forEach((layer, i) => {
-    util.fillNormal(layer.k, 100 + 3 * i, 1, stream);
-    util.fillNormal(layer.v, 101 + 3 * i, 1, stream);
-    util.fillLabels(layer.labels, layer.meta, 102 + 3 * i, stream);
-  });
-  stream.synchronize();
 }
 
 // ---- reuse and prediction on real text: tiny-code-llama-8k, ~7K context, greedy ----

@@ -361,6 +361,6 @@ export interface VariantLaunchers {
   readonly launchPrefill: (slot: KernelSlot, grid: Dim3, a: PrefillArgs) => void;
   /** Sorts each selection head's selected tokens ascending in place (bitmap + prefix sum). Grid: (NUM_SEL_HEADS, 1, batch). */
   readonly launchSortSelection: (slot: KernelSlot, grid: Dim3, a: SortSelectionArgs) => void;
-  /** Copies the selected K/V rows into device staging from device sources or host memory. Grid: (NUM_SEL_HEADS, ceil(sel_stride / gatherRowsPerBlock), batch). */
+  /** Copies the selected K/V rows into device staging from device sources or host memory. Grid: (NUM_SEL_HEADS, chunk lanes <= ceil(sel_stride / gatherRowsPerBlock), batch). */
   readonly launchGatherKv: (slot: KernelSlot, grid: Dim3, a: GatherKvArgs) => void;
 }

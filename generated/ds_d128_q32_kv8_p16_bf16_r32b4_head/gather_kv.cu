@@ -234,69 +234,73 @@ extern "C" __global__ void __launch_bounds__(GATHER_THREADS) ds_d128_q32_kv8_p16
   __shared__ const uint4* s_k[GATHER_ROWS];
   __shared__ const uint4* s_v[GATHER_ROWS];
   __shared__ u32 s_counts[SOURCES + 1];
-  // Grid (selection heads, row chunks, batch), heads fastest: blocks resident together read
+  // Grid (selection heads, row-chunk lanes, batch), heads fastest: blocks resident together read
   // nearby pages (each page holds every kv head's rows), which PCIe serves at about 3x the rate
-  // of blocks spread over one head's whole list (bench/pcie_gather_probe.ts).
+  // of blocks spread over one head's whole list (bench/pcie_gather_probe.ts). Each block walks
+  // the chunks blockIdx.y, blockIdx.y + gridDim.y, ...: the launch caps the grid near one wave
+  // (OffloadPlan), so a gather on the prediction's side stream leaves room on the SMs for the
+  // layer's own kernels instead of holding every block slot until its PCIe reads return.
   const int sel_head = blockIdx.x, b = blockIdx.z;
   const int kv_head = GROUP_SELECTION ? sel_head : sel_head / GROUP_SIZE;
   const bool sparse = routes[b] == 1;
   if (blockIdx.y == 0 && sel_head == 0 && threadIdx.x == 0) dst_count[b] = sparse ? budgets[b] : 0;
   if (!sparse) return;
   const int k = budgets[b];
-  const int r0 = blockIdx.y * GATHER_ROWS;
-  if (r0 >= k) return;
-  const int rows = min(GATHER_ROWS, k - r0);
   const size_t head_row = ((size_t)b * NUM_SEL_HEADS + sel_head) * sel_stride;
   const int* list = sel_idx + head_row;
   const int* bt = block_tables + (size_t)b * max_pages;
   if (threadIdx.x <= SOURCES) s_counts[threadIdx.x] = 0;
-  __syncthreads();
-  // Phase 1: where each of the block's rows comes from.
-  for (int r = threadIdx.x; r < rows; r += GATHER_THREADS) {
-    const int t = __ldg(list + r0 + r);
-    int from = SOURCES;
-    size_t at = (size_t)kv_row_of_token(bt, kv_head, t) * HEAD_DIM;
-    const u16* k_src = k_cache;
-    const u16* v_src = v_cache;
-    const int p0 = src0_idx != nullptr ? find_sorted(src0_idx + head_row, src0_count[b], t) : -1;
-    const int p1 = p0 < 0 && src1_idx != nullptr
-        ? find_sorted(src1_idx + head_row, src1_count[b], t) : -1;
-    if (p0 >= 0) {
-      from = 0;
-      at = (head_row + p0) * HEAD_DIM;
-      k_src = src0_k;
-      v_src = src0_v;
-    } else if (p1 >= 0) {
-      from = 1;
-      at = (head_row + p1) * HEAD_DIM;
-      k_src = src1_k;
-      v_src = src1_v;
-    }
-    dst_idx[head_row + r0 + r] = t;
-    s_k[r] = reinterpret_cast<const uint4*>(k_src + at);
-    s_v[r] = reinterpret_cast<const uint4*>(v_src + at);
-    atomicAdd(&s_counts[from], 1u);
-  }
-  __syncthreads();
-  // Phase 2: the copy, UNROLL 16-byte loads in flight per thread before any store.
   const int row_in_pass = threadIdx.x / (2 * CHUNKS);
   const int part = threadIdx.x % (2 * CHUNKS);
   const bool is_v = part >= CHUNKS;
   const int chunk = is_v ? part - CHUNKS : part;
-  uint4 buf[UNROLL];
+  for (int r0 = blockIdx.y * GATHER_ROWS; r0 < k; r0 += gridDim.y * GATHER_ROWS) {
+    const int rows = min(GATHER_ROWS, k - r0);
+    __syncthreads();  // the previous chunk's copy has read s_k / s_v
+    // Phase 1: where each of the chunk's rows comes from.
+    for (int r = threadIdx.x; r < rows; r += GATHER_THREADS) {
+      const int t = __ldg(list + r0 + r);
+      int from = SOURCES;
+      size_t at = (size_t)kv_row_of_token(bt, kv_head, t) * HEAD_DIM;
+      const u16* k_src = k_cache;
+      const u16* v_src = v_cache;
+      const int p0 = src0_idx != nullptr ? find_sorted(src0_idx + head_row, src0_count[b], t) : -1;
+      const int p1 = p0 < 0 && src1_idx != nullptr
+          ? find_sorted(src1_idx + head_row, src1_count[b], t) : -1;
+      if (p0 >= 0) {
+        from = 0;
+        at = (head_row + p0) * HEAD_DIM;
+        k_src = src0_k;
+        v_src = src0_v;
+      } else if (p1 >= 0) {
+        from = 1;
+        at = (head_row + p1) * HEAD_DIM;
+        k_src = src1_k;
+        v_src = src1_v;
+      }
+      dst_idx[head_row + r0 + r] = t;
+      s_k[r] = reinterpret_cast<const uint4*>(k_src + at);
+      s_v[r] = reinterpret_cast<const uint4*>(v_src + at);
+      atomicAdd(&s_counts[from], 1u);
+    }
+    __syncthreads();
+    // Phase 2: the copy, UNROLL 16-byte loads in flight per thread before any store.
+    uint4 buf[UNROLL];
 #pragma unroll
-  for (int u = 0; u < UNROLL; u++) {
-    const int r = u * ROWS_PER_PASS + row_in_pass;
-    if (r < rows) buf[u] = ld_stream_u4((is_v ? s_v[r] : s_k[r]) + chunk);
-  }
+    for (int u = 0; u < UNROLL; u++) {
+      const int r = u * ROWS_PER_PASS + row_in_pass;
+      if (r < rows) buf[u] = ld_stream_u4((is_v ? s_v[r] : s_k[r]) + chunk);
+    }
 #pragma unroll
-  for (int u = 0; u < UNROLL; u++) {
-    const int r = u * ROWS_PER_PASS + row_in_pass;
-    if (r < rows) {
-      u16* dst = (is_v ? v_stage : k_stage) + (head_row + r0 + r) * HEAD_DIM;
-      reinterpret_cast<uint4*>(dst)[chunk] = buf[u];
+    for (int u = 0; u < UNROLL; u++) {
+      const int r = u * ROWS_PER_PASS + row_in_pass;
+      if (r < rows) {
+        u16* dst = (is_v ? v_stage : k_stage) + (head_row + r0 + r) * HEAD_DIM;
+        reinterpret_cast<uint4*>(dst)[chunk] = buf[u];
+      }
     }
   }
+  __syncthreads();  // every row's source counted
   if (threadIdx.x <= SOURCES && s_counts[threadIdx.x] != 0) {
     atomicAdd(counters + threadIdx.x, (u64)s_counts[threadIdx.x]);
   }

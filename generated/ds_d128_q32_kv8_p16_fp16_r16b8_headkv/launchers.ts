@@ -51,7 +51,7 @@ export const kernels = {
   merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "d52100e677a1e46a6acafde7ce7f8e529653ad7b06474153c7f388b871f05b37" },
   prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "431fcd1b48e246a8d2acbf599b47bc16783ed86dcb7f21c6d626ef6afb08dccc" },
   sort_selection: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "fe6e0c69a5e59e1b12750af09e0b3520983fc127d74c21dad7e917a1ec76edab" },
-  gather_kv: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "fa3fc157b4e0c906edd7d64c5c7bb31d0849d88c1aeeac51cd185f42b9d51bb6" },
+  gather_kv: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "53db74732649c0f9026d6b9e6df1d33c1428f0b67051cbd1a9cdc3e858bc83fe" },
 } as const;
 
 /**
@@ -235,7 +235,7 @@ export function launchSortSelection(slot: KernelSlot, grid: Dim3, a: SortSelecti
 
 /**
  * Copies the selected K/V rows into device staging from device sources or host memory.
- * Grid: (NUM_SEL_HEADS, ceil(sel_stride / gatherRowsPerBlock), batch).
+ * Grid: (NUM_SEL_HEADS, chunk lanes <= ceil(sel_stride / gatherRowsPerBlock), batch).
  */
 export function launchGatherKv(slot: KernelSlot, grid: Dim3, a: GatherKvArgs): void {
   const v = slot.args;

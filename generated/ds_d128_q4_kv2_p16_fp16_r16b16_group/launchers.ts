@@ -51,7 +51,7 @@ export const kernels = {
   merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "f80ddc00a05eb0f1f8e8086f2c29a96d26cf4c5ed7c7a82b2f4da7154c14bbc9" },
   prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "9762f094582e7137e411847a7d67179279871e82924041388a614a79b6e77811" },
   sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "7efd76b2a3e237ea7161b136a323f71f7ab2d68a6b4181041001edbcf81c2564" },
-  gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "7ae9ad30066ea04edd5aee6fcefae6976f77640e2999642e2a36b81895d5c3c8" },
+  gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "b6bc451514bb8137b9d477d0e8d1123d528da8b085a9accbff555a17f917d329" },
 } as const;
 
 /**
@@ -235,7 +235,7 @@ export function launchSortSelection(slot: KernelSlot, grid: Dim3, a: SortSelecti
 
 /**
  * Copies the selected K/V rows into device staging from device sources or host memory.
- * Grid: (NUM_SEL_HEADS, ceil(sel_stride / gatherRowsPerBlock), batch).
+ * Grid: (NUM_SEL_HEADS, chunk lanes <= ceil(sel_stride / gatherRowsPerBlock), batch).
  */
 export function launchGatherKv(slot: KernelSlot, grid: Dim3, a: GatherKvArgs): void {
   const v = slot.args;

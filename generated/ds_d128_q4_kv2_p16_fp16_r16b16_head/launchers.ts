@@ -51,7 +51,7 @@ export const kernels = {
   merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "401be2fbc5b5dcbd92efc01f9f95f02f82750a598aa84a3096f5f6dedfaae07b" },
   prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "314e705282233fc05f85165a1ba70349902868a5b60e8d9b763ffa20868f5d4b" },
   sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "f96cbd8b57afd01250d22385f75ecfd398a64a092cf7d8abd7a0eb7b20ebb394" },
-  gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "edaf2f15f1da9d5e21e927a39fe48d28319c3d3f6583231cc7b1377e243f2f25" },
+  gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "828dcfb42c86986fd05385382e46582adbf3c68c08e09329c2bab75605831580" },
 } as const;
 
 /**
@@ -235,7 +235,7 @@ export function launchSortSelection(slot: KernelSlot, grid: Dim3, a: SortSelecti
 
 /**
  * Copies the selected K/V rows into device staging from device sources or host memory.
- * Grid: (NUM_SEL_HEADS, ceil(sel_stride / gatherRowsPerBlock), batch).
+ * Grid: (NUM_SEL_HEADS, chunk lanes <= ceil(sel_stride / gatherRowsPerBlock), batch).
  */
 export function launchGatherKv(slot: KernelSlot, grid: Dim3, a: GatherKvArgs): void {
   const v = slot.args;

@@ -51,7 +51,7 @@ export const kernels = {
   merge: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_merge", file: "merge.cu", threads: 256, argCount: 8, sha256: "20b00cb7a759d854c1e3c72b2d7c66d620d45ea34c1b5b47d1700211903c85c0" },
   prefill: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "196b750dfa7b40645b0ab26854f181a43ca36635396a46ca931ce5042c93f194" },
   sort_selection: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "26a11329710e860b3b1ab940d5f3ae256433f86eb06d3676e7ae916b4add7f9e" },
-  gather_kv: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "860d482e669d0b0ff87abfb3c26c46773d1c7c594b284ae9dfefcc7bd7ea8119" },
+  gather_kv: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "8c192d6e095c45e8f0c1fb0418a8a7e3e037cc7a50fd44fda21bb22bc0370300" },
 } as const;
 
 /**
@@ -235,7 +235,7 @@ export function launchSortSelection(slot: KernelSlot, grid: Dim3, a: SortSelecti
 
 /**
  * Copies the selected K/V rows into device staging from device sources or host memory.
- * Grid: (NUM_SEL_HEADS, ceil(sel_stride / gatherRowsPerBlock), batch).
+ * Grid: (NUM_SEL_HEADS, chunk lanes <= ceil(sel_stride / gatherRowsPerBlock), batch).
  */
 export function launchGatherKv(slot: KernelSlot, grid: Dim3, a: GatherKvArgs): void {
   const v = slot.args;

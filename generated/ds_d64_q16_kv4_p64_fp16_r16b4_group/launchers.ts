@@ -51,7 +51,7 @@ export const kernels = {
   merge: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_merge", file: "merge.cu", threads: 64, argCount: 8, sha256: "b3c93a32dc6e0ddb510a7eb3dc37baaf94bcac909f1a04fd29fd350a1a2b4716" },
   prefill: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "53346b70f245ed37cc34e8c073c605955e685942b6f8b4c3c365721c44532d18" },
   sort_selection: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "b24ca49cd5b8ec31da6b39723333fd0d851ea48b54d558382948ef1fec250f0b" },
-  gather_kv: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "a28b4f9c0a1b47870c45da8e912d84b7d8f144d4c565c95797d1e3a182d2ca6e" },
+  gather_kv: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "d4b2db23e0aab49b13788a277cadc6bd7a2b6832a3d0690a3e71e5e53bd07458" },
 } as const;
 
 /**
@@ -235,7 +235,7 @@ export function launchSortSelection(slot: KernelSlot, grid: Dim3, a: SortSelecti
 
 /**
  * Copies the selected K/V rows into device staging from device sources or host memory.
- * Grid: (NUM_SEL_HEADS, ceil(sel_stride / gatherRowsPerBlock), batch).
+ * Grid: (NUM_SEL_HEADS, chunk lanes <= ceil(sel_stride / gatherRowsPerBlock), batch).
  */
 export function launchGatherKv(slot: KernelSlot, grid: Dim3, a: GatherKvArgs): void {
   const v = slot.args;

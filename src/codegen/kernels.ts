@@ -155,7 +155,7 @@ function offloadKernels(): KernelDescription[] {
       id: "gather_kv",
       template: "gather_kv.cu.hbs",
       doc: "Copies the selected K/V rows into device staging from device sources or host memory.",
-      grid: "(NUM_SEL_HEADS, ceil(sel_stride / gatherRowsPerBlock), batch)",
+      grid: "(NUM_SEL_HEADS, chunk lanes <= ceil(sel_stride / gatherRowsPerBlock), batch)",
       args: [
         budgets,
         routes,

@@ -32,6 +32,8 @@ import type { Cuda, DeviceBuffer, Event, Stream } from "../cuda/driver.ts";
 import type { MappedHostBuffer } from "../cuda/driver.ts";
 import { ArgumentError } from "../util/errors.ts";
 import { DecodePlan } from "./decode_plan.ts";
+import type { StepTimeline } from "./step_timeline.ts";
+import { gatherBlocksFromEnv, gatherGrid } from "./gather_grid.ts";
 
 /** How a decoder offloads K/V (GpuDecoderOptions.offload). */
 export interface OffloadOptions {
@@ -284,9 +286,17 @@ export class OffloadPlan implements Disposable {
   readonly #predictor: Predictor | null = null;
   /** Step parity: which of a layer's two stagings this step writes (reuse). */
   #parity = 0;
+  /**
+   * Diagnostics: marks of each layer's stages on the main and side streams while a step is
+   * recorded eagerly (offloadLayerTimes reads them); null (the default) records nothing.
+   */
+  timeline: StepTimeline | null = null;
+  /** Most gather_kv blocks per launch (gather_grid.ts): 2 per SM, or DS_GATHER_BLOCKS. */
+  readonly #gatherBlocks: number;
 
   constructor(cuda: Cuda, readonly plan: DecodePlan, options: OffloadOptions, stream: Stream) {
     this.options = checkOffloadOptions(options, "OffloadPlan");
+    this.#gatherBlocks = gatherBlocksFromEnv(2 * cuda.info.multiprocessors);
     const cache = plan.cache, spec = plan.spec, B = plan.batch;
     const host = cache.layers.map((l) => l.placement === "host");
     try {
@@ -425,17 +435,20 @@ export class OffloadPlan implements Disposable {
     }
     if (this.plan.routeSignature === "dense") return;
     p.fork[layer].record(stream);
+    this.timeline?.mark("fork", layer, stream);
     p.side.waitEvent(p.fork[layer]);
     p.forked = true;
     const variant = this.plan.variant;
     variant.bindStream(p.side);
     try {
       p.plan.topK(layer, q);
+      this.timeline?.mark("side-topk", layer, p.side);
       this.#gather(layer, p.plan, p.prefetch[layer % 2], this.#previous(layer), null, 1);
     } finally {
       variant.bindStream(stream);
     }
     p.done[layer].record(p.side);
+    this.timeline?.mark("side-done", layer, p.side);
   }
 
   /** Appends this step's K/V rows of a host layer (full-KV: also into its device copy). */
@@ -464,20 +477,30 @@ export class OffloadPlan implements Disposable {
       return;
     }
     const signature = dense ? "dense" : plan.routeSignature;
+    const mark = (name: string) => this.timeline?.mark(name, layer, stream);
+    mark("attn");
     if (signature !== "dense") {
       const p = this.predicts(layer) ? this.#predictor! : null;
       const prefetch = p?.prefetch[layer % 2] ?? null;
       if (p && this.options.skipMissed) {
         stream.waitEvent(p.done[layer]);
+        mark("waited");
         plan.sparse(layer, q, { k: prefetch!.k.ptr, v: prefetch!.v.ptr });
       } else {
         plan.topK(layer, q); // sorted (sortedSelection); beside the prediction's gather
-        if (p) stream.waitEvent(p.done[layer]);
-        plan.sparse(layer, q, this.gather(layer, this.options.reuse ?? false, prefetch));
+        mark("topk");
+        if (p) {
+          stream.waitEvent(p.done[layer]);
+          mark("waited");
+        }
+        const staged = this.gather(layer, this.options.reuse ?? false, prefetch);
+        mark("gathered");
+        plan.sparse(layer, q, staged);
       }
     }
     if (signature !== "sparse") plan.dense(layer, q, dense);
     plan.merge(out, dense, lseOut);
+    mark("end");
   }
 
   /** The previous step's staging of `layer` (reuse), or null. */
@@ -517,8 +540,15 @@ export class OffloadPlan implements Disposable {
     plan.variant.launchers.launchGatherKv(
       plan.variant.slot("gather_kv"),
       // Heads fastest: the blocks running together read the same stretch of the sequence's pages
-      // (51 GB/s on an H100 against 17 GB/s chunk-fastest: bench/pcie_gather_probe.ts).
-      [plan.spec.numSelectionHeads, Math.ceil(plan.selStride / t.gatherRowsPerBlock), plan.batch],
+      // (51 GB/s on an H100 against 17 GB/s chunk-fastest: bench/pcie_gather_probe.ts); capped
+      // near one wave so a side-stream gather leaves the SMs to the layer's kernels.
+      gatherGrid(
+        plan.spec.numSelectionHeads,
+        plan.selStride,
+        t.gatherRowsPerBlock,
+        plan.batch,
+        this.#gatherBlocks,
+      ),
       {
         budgets: from.buffers.budgets,
         routes: from.buffers.routes,

@@ -1,0 +1,128 @@
+/**
+ * Where an offloaded decode step spends its time, per layer (GPU machine): the Llama-3-8B shape of
+ * bench/offload.ts (every layer's K/V in pinned host memory, random weights and caches), one step
+ * recorded eagerly with timing events on the main and the prediction's side stream
+ * (OffloadPlan.timeline), for plain offload and for offload + prediction. Per layer: the exact
+ * top-k, the main stream's stall waiting for the prediction, the gather (the missed rows with
+ * prediction), sparse attention + merge, the rest of the layer until the next attention (output
+ * projection, MLP, next norm/QKV, the next prediction's query); on the side stream the
+ * prediction's top-k and gather. The sums say whether the side stream's work overlapped the
+ * layer's own or ran after it.
+ *
+ *   deno run -A bench/offload_timeline.ts [--batch 1] [--context 65536] [--layers 4]
+ *
+ * `--layers N` prints the first N layers in full (every layer counts in the sums). An eager step
+ * pays the host's launch cost per kernel, so its total is also printed beside the graph-replayed
+ * step's median: the per-layer split is meaningful where the two are close.
+ */
+import { intFlag, openCommand } from "../src/cli/front_door.ts";
+import { requireGpu } from "../src/runtime/device.ts";
+import { GpuDecoder } from "../src/decoding/gpu_decoder.ts";
+import { PagedKvCache } from "../src/runtime/caches.ts";
+import type { OffloadOptions } from "../src/runtime/offload_plan.ts";
+import { offloadLayerTimes, StepTimeline } from "../src/runtime/step_timeline.ts";
+import { UtilKernels } from "../src/runtime/util_kernels.ts";
+import { formatTextTable } from "../src/util/text_table.ts";
+import { LLAMA3_8B as C, LLAMA3_8B_GROUP_SPEC_NO_DENSE as SPEC } from "./llama3_shape.ts";
+import { fillRandomCache } from "./random_cache.ts";
+
+const { values: args } = openCommand({
+  name: "offload_timeline",
+  usage: `deno run -A bench/offload_timeline.ts [--batch 1] [--context 65536] [--layers 4]`,
+  options: {
+    batch: { type: "string", default: "1" },
+    context: { type: "string", default: "65536" },
+    layers: { type: "string", default: "4" },
+  },
+});
+const batch = intFlag("--batch", args.batch, { min: 1, max: 16 });
+const L = intFlag("--context", args.context, { min: 1024 });
+const shown = intFlag("--layers", args.layers, { min: 0, max: C.numLayers });
+const cuda = requireGpu("bench/offload_timeline.ts");
+using util = new UtilKernels(cuda, "fp16");
+const maxContext = L + 64;
+using cache = new PagedKvCache(cuda, SPEC, {
+  numLayers: C.numLayers,
+  numSeqs: batch,
+  maxContext,
+  kvPlacement: Array(C.numLayers).fill("host"),
+});
+using fillStream = cuda.stream();
+fillRandomCache(util, cache, batch, L, fillStream);
+console.log(`${cuda.info.name}: Llama-3-8B shape, batch ${batch}, context ${L}, all K/V on host`);
+
+const methods: [string, OffloadOptions][] = [
+  ["offload", { mode: "selected" }],
+  ["offload + prediction", { mode: "selected", prediction: true }],
+];
+const fmt = (x: number | null) => (x === null ? "-" : (1000 * x).toFixed(0));
+for (const [method, offload] of methods) {
+  using dec = await GpuDecoder.create(cuda, { config: C, seed: 7, scale: 0.02 }, {
+    batch,
+    maxContext,
+    spec: SPEC,
+    channels: { randomSeed: 3 },
+    maxPrefillRows: batch,
+    offload,
+    cache,
+  });
+  let next = Array.from({ length: batch }, (_, b) => (b * 7919) % C.vocabSize);
+  for (let i = 0; i < 2; i++) next = Array.from(dec.stepChoose(next));
+  const walls: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const t0 = performance.now();
+    next = Array.from(dec.stepChoose(next));
+    walls.push(performance.now() - t0);
+  }
+  const graphMs = walls.sort((a, b) => a - b)[2];
+  using timeline = new StepTimeline(cuda);
+  dec.offload!.timeline = timeline;
+  const t0 = performance.now();
+  next = Array.from(dec.stepChoose(next, {}, false));
+  const eagerMs = performance.now() - t0;
+  dec.offload!.timeline = null;
+  const marks = timeline.read();
+  const times = offloadLayerTimes(marks);
+  const sum = (f: (t: (typeof times)[number]) => number | null) =>
+    times.reduce((n, t) => n + (f(t) ?? 0), 0);
+  console.log(
+    `\n${method}: graph step ${graphMs.toFixed(2)} ms (median of 5), eager step ${
+      eagerMs.toFixed(2)
+    } ms, marks span ${marks.at(-1)!.ms.toFixed(2)} ms`,
+  );
+  const header = [
+    "layer",
+    "top-k µs",
+    "stall µs",
+    "gather µs",
+    "attend µs",
+    "rest µs",
+    "side top-k µs",
+    "side gather µs",
+  ];
+  const line = (t: (typeof times)[number]) => [
+    String(t.layer),
+    fmt(t.topKMs),
+    fmt(t.stallMs),
+    fmt(t.gatherMs),
+    fmt(t.attendMs),
+    fmt(t.betweenMs),
+    fmt(t.sideTopKMs),
+    fmt(t.sideGatherMs),
+  ];
+  console.log(formatTextTable(header, [
+    ...times.slice(0, shown).map(line),
+    [
+      "sum",
+      ...[
+        (t: (typeof times)[number]) => t.topKMs,
+        (t: (typeof times)[number]) => t.stallMs,
+        (t: (typeof times)[number]) => t.gatherMs,
+        (t: (typeof times)[number]) => t.attendMs,
+        (t: (typeof times)[number]) => t.betweenMs,
+        (t: (typeof times)[number]) => t.sideTopKMs,
+        (t: (typeof times)[number]) => t.sideGatherMs,
+      ].map((f) => fmt(sum(f))),
+    ],
+  ]));
+}

@@ -1,0 +1,37 @@
+import assert from "node:assert/strict";
+import { gatherBlocksFromEnv, gatherGrid } from "../src/runtime/gather_grid.ts";
+import { InputError } from "../src/util/errors.ts";
+
+Deno.test("gatherGrid: chunk lanes capped by the block budget, at least one, none past the chunks", () => {
+  // 8 heads, 4096-row lists in 64-row chunks = 64 chunks per list.
+  assert.deepEqual(gatherGrid(8, 4096, 64, 1, 264), [8, 33, 1]);
+  assert.deepEqual(gatherGrid(8, 4096, 64, 4, 264), [8, 8, 4]);
+  assert.deepEqual(gatherGrid(8, 4096, 64, 4, 0), [8, 64, 4]); // uncapped
+  assert.deepEqual(gatherGrid(8, 100, 64, 1, 264), [8, 2, 1]); // fewer chunks than the cap
+  assert.deepEqual(gatherGrid(32, 4096, 64, 16, 264), [32, 1, 16]); // cap below heads x batch
+  assert.deepEqual(gatherGrid(8, 0, 64, 1, 264), [8, 1, 1]);
+});
+
+Deno.test("gatherBlocksFromEnv: unset gives the fallback, bad values name the variable", () => {
+  const saved = Deno.env.get("DS_GATHER_BLOCKS");
+  try {
+    Deno.env.delete("DS_GATHER_BLOCKS");
+    assert.equal(gatherBlocksFromEnv(264), 264);
+    Deno.env.set("DS_GATHER_BLOCKS", "0");
+    assert.equal(gatherBlocksFromEnv(264), 0);
+    Deno.env.set("DS_GATHER_BLOCKS", "96");
+    assert.equal(gatherBlocksFromEnv(264), 96);
+    for (const bad of ["-1", "1.5", "x", "1e3"]) {
+      Deno.env.set("DS_GATHER_BLOCKS", bad);
+      assert.throws(
+        () => gatherBlocksFromEnv(264),
+        (e: unknown) =>
+          e instanceof InputError && e.message.includes("DS_GATHER_BLOCKS") &&
+          e.message.includes(JSON.stringify(bad)),
+      );
+    }
+  } finally {
+    if (saved === undefined) Deno.env.delete("DS_GATHER_BLOCKS");
+    else Deno.env.set("DS_GATHER_BLOCKS", saved);
+  }
+});
