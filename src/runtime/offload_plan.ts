@@ -171,9 +171,13 @@ class Predictor implements Disposable {
   readonly prefetch: readonly [Staging, Staging];
   readonly fork: Event[];
   readonly done: Event[];
+  /** [layer]: recorded on the main stream once `layer`'s own gather is issued. */
+  readonly mainGathered: Event[];
   readonly join: Event;
   /** Whether the step being recorded has forked the side stream (it must then be joined). */
   forked = false;
+  /** The predicted layer whose gather waits for the previous layer's own (see predict). */
+  deferred: number | null = null;
 
   constructor(cuda: Cuda, main: DecodePlan, stream: Stream) {
     const spec = main.spec, B = main.batch, L = main.cache.layers.length;
@@ -189,12 +193,13 @@ class Predictor implements Disposable {
     ];
     this.fork = Array.from({ length: L }, () => guard.use(cuda.event(false)));
     this.done = Array.from({ length: L }, () => guard.use(cuda.event(false)));
+    this.mainGathered = Array.from({ length: L }, () => guard.use(cuda.event(false)));
     this.join = guard.use(cuda.event(false));
     guard.move();
   }
 
   [Symbol.dispose](): void {
-    for (const e of [...this.fork, ...this.done, this.join]) e.dispose();
+    for (const e of [...this.fork, ...this.done, ...this.mainGathered, this.join]) e.dispose();
     for (const s of this.prefetch) s[Symbol.dispose]();
     this.side.dispose();
     this.plan.dispose();
@@ -406,6 +411,7 @@ export class OffloadPlan implements Disposable {
     if (this.#predictor) {
       this.#predictor.plan.uploadStepInputs(stream);
       this.#predictor.forked = false;
+      this.#predictor.deferred = null;
     }
   }
 
@@ -413,6 +419,7 @@ export class OffloadPlan implements Disposable {
   endLayers(stream: Stream): void {
     this.#fullKv?.end(stream);
     const p = this.#predictor;
+    if (p?.deferred != null) this.#startPrefetch(p.deferred, stream); // its layer never attended
     if (p?.forked) {
       p.join.record(p.side);
       stream.waitEvent(p.join);
@@ -427,6 +434,13 @@ export class OffloadPlan implements Disposable {
    * prediction plan (sorted) and a gather of the predicted rows into the layer's prefetch staging
    * (with reuse, rows of the previous step's staging come from there). Nothing when every
    * sequence is routed dense.
+   *
+   * When the previous layer is offloaded too, the prefetch's gather is issued only once that
+   * layer's own gather is (attention() calls #startPrefetch): both read over PCIe, and the
+   * previous layer's gather (the rows its prediction missed) is on the critical path while the
+   * prefetch has the rest of the layer to finish. Run side by side they split the bus and the
+   * layer waits for both (bench/offload_timeline.ts: B=1 64K, a missed-row gather of a quarter
+   * of the rows took 460-700 us beside the prefetch against 343 us for all rows alone).
    */
   predict(layer: number, q: bigint, stream: Stream): void {
     const p = this.#predictor;
@@ -438,15 +452,38 @@ export class OffloadPlan implements Disposable {
     this.timeline?.mark("fork", layer, stream);
     p.side.waitEvent(p.fork[layer]);
     p.forked = true;
-    const variant = this.plan.variant;
-    variant.bindStream(p.side);
-    try {
+    this.#onSide(stream, () => {
       p.plan.topK(layer, q);
       this.timeline?.mark("side-topk", layer, p.side);
-      this.#gather(layer, p.plan, p.prefetch[layer % 2], this.#previous(layer), null, 1);
+    });
+    p.deferred = layer;
+    if (!this.handles(layer - 1)) this.#startPrefetch(layer, stream);
+  }
+
+  /** Records `body`'s launches on the prediction's side stream. */
+  #onSide(stream: Stream, body: () => void): void {
+    const variant = this.plan.variant;
+    variant.bindStream(this.#predictor!.side);
+    try {
+      body();
     } finally {
       variant.bindStream(stream);
     }
+  }
+
+  /**
+   * The prefetch gather of predicted `layer`, on the side stream after the main stream's work so
+   * far (the previous layer's own gather); nothing unless `layer`'s is the one deferred.
+   */
+  #startPrefetch(layer: number, stream: Stream): void {
+    const p = this.#predictor;
+    if (!p || p.deferred !== layer) return;
+    p.deferred = null;
+    p.mainGathered[layer - 1].record(stream);
+    p.side.waitEvent(p.mainGathered[layer - 1]);
+    this.#onSide(stream, () => {
+      this.#gather(layer, p.plan, p.prefetch[layer % 2], this.#previous(layer), null, 1);
+    });
     p.done[layer].record(p.side);
     this.timeline?.mark("side-done", layer, p.side);
   }
@@ -479,6 +516,7 @@ export class OffloadPlan implements Disposable {
     const signature = dense ? "dense" : plan.routeSignature;
     const mark = (name: string) => this.timeline?.mark(name, layer, stream);
     mark("attn");
+    this.#startPrefetch(layer, stream); // issued by the previous layer in every step shape but this
     if (signature !== "dense") {
       const p = this.predicts(layer) ? this.#predictor! : null;
       const prefetch = p?.prefetch[layer % 2] ?? null;
@@ -495,12 +533,14 @@ export class OffloadPlan implements Disposable {
         }
         const staged = this.gather(layer, this.options.reuse ?? false, prefetch);
         mark("gathered");
+        this.#startPrefetch(layer + 1, stream);
         plan.sparse(layer, q, staged);
       }
     }
     if (signature !== "sparse") plan.dense(layer, q, dense);
     plan.merge(out, dense, lseOut);
     mark("end");
+    this.#startPrefetch(layer + 1, stream); // not started above: this layer gathered nothing
   }
 
   /** The previous step's staging of `layer` (reuse), or null. */
