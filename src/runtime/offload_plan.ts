@@ -436,11 +436,11 @@ export class OffloadPlan implements Disposable {
    * sequence is routed dense.
    *
    * When the previous layer is offloaded too, the prefetch's gather is issued only once that
-   * layer's own gather is (attention() calls #startPrefetch): both read over PCIe, and the
-   * previous layer's gather (the rows its prediction missed) is on the critical path while the
-   * prefetch has the rest of the layer to finish. Run side by side they split the bus and the
-   * layer waits for both (bench/offload_timeline.ts: B=1 64K, a missed-row gather of a quarter
-   * of the rows took 460-700 us beside the prefetch against 343 us for all rows alone).
+   * layer's own gather and attention are (attention() calls #startPrefetch): both gathers read
+   * over PCIe, and the previous layer's (the rows its prediction missed) is on the critical path
+   * while the prefetch has the rest of the layer to finish. Run side by side they split the bus
+   * and the layer waits for both (bench/offload_timeline.ts: B=1 64K, a missed-row gather of a
+   * quarter of the rows took 460-700 us beside the prefetch against 343 us for all rows alone).
    */
   predict(layer: number, q: bigint, stream: Stream): void {
     const p = this.#predictor;
@@ -533,14 +533,16 @@ export class OffloadPlan implements Disposable {
         }
         const staged = this.gather(layer, this.options.reuse ?? false, prefetch);
         mark("gathered");
-        this.#startPrefetch(layer + 1, stream);
         plan.sparse(layer, q, staged);
       }
     }
     if (signature !== "sparse") plan.dense(layer, q, dense);
     plan.merge(out, dense, lseOut);
     mark("end");
-    this.#startPrefetch(layer + 1, stream); // not started above: this layer gathered nothing
+    // After this layer's own gather and attention: beside the output projection and MLP, whose
+    // GEMMs load through TMA and lose little to the gather's PCIe reads, where the attention and
+    // top-k kernels, loading through the SM's own load queues, ran 10-20x slower beside it.
+    this.#startPrefetch(layer + 1, stream);
   }
 
   /** The previous step's staging of `layer` (reuse), or null. */
