@@ -1,16 +1,18 @@
 /**
  * The gather_kv launch grid: (selection heads, chunk lanes, batch). Each block walks its lane's
  * chunks of `rowsPerBlock` selected rows (templates/gather_kv.cu.hbs), so the grid may hold fewer
- * lanes than a list has chunks. Capping the blocks near one wave matters when the gather runs on
- * the prediction's side stream: a gather of thousands of blocks, each waiting microseconds on its
- * PCIe reads, holds every block slot of the GPU until its last block is dispatched, and the
- * layer's own kernels on the main stream queue behind it (bench/offload_timeline.ts measured the
- * layer's top-k and attention at 10-40x their usual time beside an uncapped gather). Little's law
- * needs far fewer blocks: 50 GB/s over ~2 us of PCIe latency is ~100 KB in flight, and one block
- * has threads x unroll x 16 bytes (32 KiB with the default tuning) in flight.
+ * lanes than a list has chunks. Few blocks matter when the gather runs on the prediction's side
+ * stream beside the layer's own kernels: a block waiting microseconds on its PCIe reads keeps its
+ * SM's load pipeline busy, and every kernel sharing that SM slows down. Measured with
+ * bench/offload_timeline.ts (NVIDIA H100, Llama-3-8B shape, offload + prediction, B=1 64K):
+ * uncapped (512 blocks) the top-k and attention beside the gather ran 10-20x slower and the step
+ * took 23.7 ms; capped at 264 / 64 / 32 / 16 blocks 23.7 / 19.3 / 15.4 / 18.0 ms, while plain
+ * offload (the gather alone) stayed at 19.7-19.8 ms for every cap: 16 blocks still fill PCIe
+ * (one block has threads x unroll x 16 bytes = 32 KiB of reads in flight; 50 GB/s over a few
+ * microseconds of latency needs a few hundred KiB).
  *
- * The cap comes from the caller (OffloadPlan: 2 blocks per SM), else DS_GATHER_BLOCKS (read here
- * and nowhere else; 0 = uncapped, the first design, kept for measurements).
+ * The cap comes from the caller (OffloadPlan: a quarter of the SMs, 33 on an H100), else
+ * DS_GATHER_BLOCKS (read here and nowhere else; 0 = one lane per chunk, for measurements).
  */
 import type { Dim3 } from "../codegen/kernel_api.ts";
 import { InputError } from "../util/errors.ts";

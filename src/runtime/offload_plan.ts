@@ -296,12 +296,12 @@ export class OffloadPlan implements Disposable {
    * recorded eagerly (offloadLayerTimes reads them); null (the default) records nothing.
    */
   timeline: StepTimeline | null = null;
-  /** Most gather_kv blocks per launch (gather_grid.ts): 2 per SM, or DS_GATHER_BLOCKS. */
+  /** Most gather_kv blocks per launch (gather_grid.ts): a quarter of the SMs, or DS_GATHER_BLOCKS. */
   readonly #gatherBlocks: number;
 
   constructor(cuda: Cuda, readonly plan: DecodePlan, options: OffloadOptions, stream: Stream) {
     this.options = checkOffloadOptions(options, "OffloadPlan");
-    this.#gatherBlocks = gatherBlocksFromEnv(2 * cuda.info.multiprocessors);
+    this.#gatherBlocks = gatherBlocksFromEnv(Math.ceil(cuda.info.multiprocessors / 4));
     const cache = plan.cache, spec = plan.spec, B = plan.batch;
     const host = cache.layers.map((l) => l.placement === "host");
     try {
