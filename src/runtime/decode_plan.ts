@@ -16,7 +16,7 @@ import { HIST_BINS, SCORE_KEY_BYTES, SELECTION_COUNTERS } from "../dsl/layout.ts
 import type { Cuda, DeviceBuffer, HostBuffer, LaunchSlot, Stream } from "../cuda/driver.ts";
 import { type KernelId, KERNELS } from "../codegen/kernels.ts";
 import { ArgumentError } from "../util/errors.ts";
-import { choosePdl, PDL_ENV, parsePdlChoice } from "./pdl.ts";
+import { choosePdl, parsePdlChoice, PDL_ENV } from "./pdl.ts";
 import type { PagedKvCache } from "./caches.ts";
 import type { Variant } from "./variant.ts";
 
