@@ -17,6 +17,8 @@ import { UsageError } from "../util/errors.ts";
 /** What a caller asks for: on, off, or "auto" (on where supported). */
 export type PdlChoice = "auto" | "on" | "off";
 export const PDL_ENV = "DS_PDL";
+/** The choice when DS_PDL is unset (docs/perf-notes.md, "Programmatic Dependent Launch"). */
+export const PDL_DEFAULT: PdlChoice = "auto";
 const SPELLINGS: ReadonlyMap<string, PdlChoice> = new Map([
   ["auto", "auto"],
   ["on", "on"],
@@ -31,8 +33,8 @@ export const PDL_MIN_MAJOR = 9;
 
 /** `value` as a choice; `source` names where it came from (a flag, the environment variable). */
 export function parsePdlChoice(value: string | undefined, source: string): PdlChoice {
-  const v = (value ?? "auto").trim().toLowerCase() || "auto";
-  const choice = SPELLINGS.get(v);
+  const v = (value ?? "").trim().toLowerCase();
+  const choice = v === "" ? PDL_DEFAULT : SPELLINGS.get(v);
   if (!choice) {
     throw new UsageError(
       `${source}: got ${JSON.stringify(value)}; allowed: ${[...SPELLINGS.keys()].join(", ")}`,
