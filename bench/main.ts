@@ -18,13 +18,13 @@ import { cardSlug, defaultResultsDir } from "../src/cli/results.ts";
 import { writeJsonReport } from "../src/cli/json_report.ts";
 import { requireGpu } from "../src/runtime/device.ts";
 import { join } from "node:path";
-import { type AttentionSpec, defineAttention } from "../src/dsl/spec.ts";
 import { Variant } from "../src/runtime/variant.ts";
 import { AttentionTimer, type StageTiming } from "../src/runtime/attention_timing.ts";
 import { runSdpa, sdpaMsFor, type SdpaResult } from "../src/runtime/sdpa_baseline.ts";
 import { writeFileAtomic } from "../src/util/fs.ts";
 import { lineChart } from "../src/util/svg.ts";
 import { Progress } from "../src/cli/progress.ts";
+import { attentionShapes } from "./attention_shapes.ts";
 
 const { values: args } = openCommand({
   name: "bench",
@@ -63,72 +63,7 @@ const cuda = requireGpu("deno task bench");
 const stream = cuda.stream();
 const info = cuda.info;
 
-interface Method {
-  readonly key: string;
-  readonly label: string;
-  readonly spec?: AttentionSpec;
-}
-
-const budget = { ratio: 1 / 16, min: 16 };
-const base = { headDim: 128, numQHeads: 32, kvDtype: "fp16", pageSize: 16 } as const;
-const SHAPES: { name: string; kv: number; methods: Method[] }[] = [
-  {
-    name: "llama3-8b",
-    kv: 8,
-    methods: [
-      {
-        key: "ds-group",
-        label: "DS group r16b8",
-        spec: defineAttention({
-          ...base,
-          numKvHeads: 8,
-          labels: { channels: 16, bits: 8 },
-          selection: "group",
-          budget,
-        }),
-      },
-      {
-        key: "ds-head",
-        label: "DS head (kv labels) r16b8",
-        spec: defineAttention({
-          ...base,
-          numKvHeads: 8,
-          labels: { channels: 16, bits: 8, heads: "kv" },
-          selection: "head",
-          budget,
-        }),
-      },
-    ],
-  },
-  {
-    name: "llama2-7b",
-    kv: 32,
-    methods: [
-      {
-        key: "ds-r8b16",
-        label: "DS r8b16 (8 fp16 channels)",
-        spec: defineAttention({
-          ...base,
-          numKvHeads: 32,
-          labels: { channels: 8, bits: 16 },
-          selection: "head",
-          budget,
-        }),
-      },
-      {
-        key: "ds-r32b4",
-        label: "DS r32b4",
-        spec: defineAttention({
-          ...base,
-          numKvHeads: 32,
-          labels: { channels: 32, bits: 4 },
-          selection: "head",
-          budget,
-        }),
-      },
-    ],
-  },
-].filter((s) => !args.shapes || args.shapes.split(",").includes(s.name));
+const SHAPES = attentionShapes(args.shapes);
 
 // ---- 1. Copy bandwidth: the ceiling every floor is measured against. ----
 using timer = new AttentionTimer(cuda, stream);

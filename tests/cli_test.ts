@@ -40,6 +40,7 @@ const COMMANDS: readonly Command[] = [
   { script: "bench/e2e.ts", name: "bench:e2e" },
   { script: "bench/prefill.ts", name: "bench:prefill" },
   { script: "bench/offload.ts", name: "bench:offload" },
+  { script: "bench/pdl.ts", name: "bench:pdl" },
   { script: "bench/pcie_gather_probe.ts", name: "pcie_gather_probe" },
   { script: "bench/prefill_kernel.ts", name: "prefill_kernel" },
   { script: "tests/gpu/main.ts", name: "test:gpu" },

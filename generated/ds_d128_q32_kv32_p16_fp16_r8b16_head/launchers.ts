@@ -42,16 +42,16 @@ export const tuning = {
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "ffd47e7047b7377ed2317b95a8bbaedde9029a5b01b33f0f2167384bba3dbd66" },
-  score: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "d1b98d0028c47f5e70e78211d6d78f6c710b1b99e9cec9f2950970a52685fc0a" },
-  select: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "a2f647e7b0b09f1a3ce785cbffffea026183f36e60cd30b230339d74d9f4b71e" },
-  resolve: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "cb131703d52db0969546bfe6a6d0fa604055678e3d544d640e3beb244e1c9820" },
-  dense: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "4882fcd41be31adfd07d4671fb7a2cd327ce96908fb6f661d4eb92a593a79e14" },
-  sparse: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "917497aaf3726dd832a927c42e8b8957cc49a239553c9932bbb49a5737e6c47d" },
-  merge: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "97b1bc7018aa72be9c3b9684bbbd7d8bbdf735c689a57e7abf00ad5c868a1f6f" },
-  prefill: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "c5304dfa60086a0d21b75f7990e664e39055211256c123c883afe69d4681a42e" },
-  sort_selection: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "ea5123e41208d5ca7ba73e571f75b672b83a32d87fcfcc6a18751de772d9d746" },
-  gather_kv: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "639b2322243e3f56d514d4b4810e822db7c1c5ae9ea79431321a4623dc625f69" },
+  append: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "49226e0bd0a11f44556c8cee7be31ac6dd7c8556f441f973e31ca11be327f09e" },
+  score: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "082e2c9d0e3136abdd154b2e87dc26cd7aad39a808ff2d98207ede46bd623176" },
+  select: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "33fb5f712da61149df0c308cbd114f9670c5583831746c0f5765769e1f4db3c3" },
+  resolve: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "60a98d6e5c19b3345f3de6b76af16f40a93801d5f0fc71a8228188186f65e23c" },
+  dense: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "c4f85df97402c573ab10448fc6a5bbaea5e0b55d202959455a424712e10dc4bf" },
+  sparse: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "13c6fcc64c5e665feea993aed3db99654a1c558fd45f9edc4144a744fb5e144b" },
+  merge: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "23ea21194cbd58f727dc4b55fd98f931e471e4e21fe27511923ad849fc9f026b" },
+  prefill: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "b984b6373ce41a497bdd55ed0a2917320ba19630cbda282d42e5c11b343262b6" },
+  sort_selection: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "1c6f3e32e26708b0c39560e44b70d431dc1a9f94b2f842fc6cefc3e77f20ee42" },
+  gather_kv: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "fb09e6e59b48045140de3ee4d921e2489707ed7ebd87c94d9777f3e5975804ee" },
 } as const;
 
 /**

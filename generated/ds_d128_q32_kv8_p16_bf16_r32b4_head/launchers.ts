@@ -42,16 +42,16 @@ export const tuning = {
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "1749c7252604166437e02a44c9f706400feb7895ce0a0a8804f2758c766f4610" },
-  score: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "44e63413eac7f49bc487bd7c7ad29efd85e1cbc557d667bdda176392b59e87db" },
-  select: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "40a283e7a68d8df52c0cf3a29c923058cc7a2fbd27bce494198aedb5f1ce7a06" },
-  resolve: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "8b25ddc94ac4db564c8792f90f4f1f65d26f8a89326ccb659a13f827c39731cc" },
-  dense: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "dd904eab660b1759a36d4f32db331d980e3e4230a2b0a0cdd084f8675ea9637f" },
-  sparse: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "1d904fe0f00c261b89bddbfe276cf1b632910f397404a569c8589b1233acbf18" },
-  merge: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "e7e979c029282d6791b63b60d83342e4c4a3f9aec98ce1839037929eac7811c9" },
-  prefill: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "f2b123dc5f2d5ac6647d03b32ac55b3814c9f6f9b3d24088fa277fda835e5d75" },
-  sort_selection: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "7abf697cc7f5f02c4fe18fbfb543048f37b78306c3930d933e74963cff7d274b" },
-  gather_kv: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "161de21b334e80d033a311aa4c03d1fb053f4a4b4bb54e7eccac613c77ae8d71" },
+  append: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "397a5350393914734497043bf85815d9b6ff710d839245de352b714375c692a7" },
+  score: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "d0bf86b7a054c7afe609211fae3a067d99a98ae3f506c42db46cc4a588ee60dd" },
+  select: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "1a201f00d152e894a6e5d2b60af57f5857115cc01d0147801a7a4b7c17f040f5" },
+  resolve: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "46646185b9012a4d475e2bb870d9e0b804492093c9f10f755a83a37d7cbf5807" },
+  dense: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "ddf69e84672ca44de3a4a9d6ec91149b58cfc4fbd6afb203bb228deead93bf31" },
+  sparse: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "49433883244a835a5dd3d87596c3158bd62d6a041fe79b8fadee5d724cb3745a" },
+  merge: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "2ea1e48d025758591147d56a0e3cbd099e201f50a49772bcc732dc15e88fec6e" },
+  prefill: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "a8fda94c1230e8cb32bb0ab754baee8795c57c251c49a808db890a4e5ad27a25" },
+  sort_selection: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "603a05e7d547ae8e1dce9d4eda52629d36fe9ecc8b2cbdae4c980ce2c7f7a2bf" },
+  gather_kv: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "02fbd95b7fffa6d097e97a2fa6b42bc8db6930b81926c221097021641b607092" },
 } as const;
 
 /**

@@ -42,16 +42,16 @@ export const tuning = {
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "0f77f0f160b931fb7f168226a990ff9837fe806e83c68b79d330f837eb3a7c0a" },
-  score: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "3993398b338ca02ed15ade62da509019ce40a07270f9931704264f5a12b031e8" },
-  select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "4f86a2ccda7eea3d7c2acc477724ee735fe03aa584fa30d4054f263846c90a6d" },
-  resolve: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "3ff0c0f5567539ee81179332792448cefd693ad93bf6064eb719f8dddd341294" },
-  dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "a0e8455a2e4098020f2bd4cfc8586a4f4f89e4db55c742e79b50acbd5a5f71fd" },
-  sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "ef458f579a583586a57e5f343360e3d2c98d820062ee9e1bc477bcefb8e9a233" },
-  merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "66c033418d5e46c16a7e40c63ae3f5cad600088a7bcb8f40d16b05ce4d1f299a" },
-  prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "37398d79eda6907d4a73f73c72defdf230406f24622dc74fb7c92b05de588586" },
-  sort_selection: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "09daf3139f676de15da031e4b73d020a20282c6e18a44f5ca4c29a5bcb6aff53" },
-  gather_kv: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "237aeeebdcd8a57ce546cb04bdc419733d32a0218f1b69dab1f5464d2209baf2" },
+  append: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "82562effcfb52e923ffb49eda195a37a4f43cd7677c88068b09b699d73aeac8c" },
+  score: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "1455ab7779714ac68ef2af0f4926c9c0f71bb74ef4d218f3293f9332a179fd2b" },
+  select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "72b484fbaa51509b168397c7b654d2e6fd43ef36e3d8a25f7f5ca34972019e55" },
+  resolve: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "33f1609dba8c808c06a30f6dd02d7ddb4111db23210c77eb09436cc039e1f2c2" },
+  dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "0a9e1f5bfadcfe60da0471398a70f96ef1676a1f0bb1e4d45aca8d5d6e3c2bb1" },
+  sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "f0fafe56e9d17e38b75a4aa2ecf14355a42596a7ae39f694c736604ccfc8d2f9" },
+  merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "77aa55944368d22877cd74cabe74d72c6c23bba49ae0c3f34451b377592c17ee" },
+  prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "9fdc2d40b4f685c358a0b3124fcab21bef2c6977d25c166719279257d161b7f2" },
+  sort_selection: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "5c2a68d684d60bf3978dc62b593de2014593db710efda48996f7509ec042e9bc" },
+  gather_kv: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "daeb26e7c2b9a99562b839a32d8ab68ea0ca41f26e38d90fd86ccc29db26ece7" },
 } as const;
 
 /**

@@ -42,16 +42,16 @@ export const tuning = {
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_append", file: "append.cu", threads: 128, argCount: 12, sha256: "d5a1f7b68632e5f5e5b93fd15225c87af63176dc21a183785422b6565c591473" },
-  score: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_score", file: "score.cu", threads: 256, argCount: 14, sha256: "4487b2140052d86cfddd92b3df7b454488be02720785206950773cdabebea4ba" },
-  select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_select", file: "select.cu", threads: 256, argCount: 9, sha256: "b4cc027a04fc5355e418e1466fd56bc395dde9dd72815b9e248399a5f62a639a" },
-  resolve: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "685938478ebadb08a337af842ed8baa1fbe8f13a4ab4650aa826492852be7801" },
-  dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "f95875d85d3474d7ad5fea2cbab5b7ea2398513887780121931b3695d0904a2b" },
-  sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "64f08d919dd633184dbf608e68e7ef67944c144ccab33d411128b5407778a92d" },
-  merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "d52100e677a1e46a6acafde7ce7f8e529653ad7b06474153c7f388b871f05b37" },
-  prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "431fcd1b48e246a8d2acbf599b47bc16783ed86dcb7f21c6d626ef6afb08dccc" },
-  sort_selection: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "fe6e0c69a5e59e1b12750af09e0b3520983fc127d74c21dad7e917a1ec76edab" },
-  gather_kv: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "53db74732649c0f9026d6b9e6df1d33c1428f0b67051cbd1a9cdc3e858bc83fe" },
+  append: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_append", file: "append.cu", threads: 128, argCount: 12, sha256: "6497f18487d7e5afb06cbcbc154569d0b1e0ec06f7c1d86b0a70228cc71e64fb" },
+  score: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_score", file: "score.cu", threads: 256, argCount: 14, sha256: "c12a9ec0eccfb6d30e4058642bd5408473845a8ddb39f1eb24b0266b59ba9399" },
+  select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_select", file: "select.cu", threads: 256, argCount: 9, sha256: "9e76936fe74c63998080c4249a272163ba1a39564fbc309c2a9b0c88d6c937d8" },
+  resolve: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "cb6654b0971c73de950f6d69b0a9f7830e97d901f59bc72ff9d85c580a13f7c1" },
+  dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "09531e8e4b08d73b5a1d6e8c41f3008556303fac2463d05c8cad6d578f8b072e" },
+  sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "01620505d24537353ac7c45eb71fa1700cc2849cf41ec2b017fea09869def4c5" },
+  merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "47d17445f696500f0b3da5184cbe14128d31ab121ab5d823cfdbc22483033f67" },
+  prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "560808ead2ea61f79d52cc0a20ea5efee91eba1306dacd68f60f57b446a535af" },
+  sort_selection: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "09461da0b8d224544781722625c093b847f8ddab664a56ac445084619fc7ce06" },
+  gather_kv: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "8258a99cd70603a2a7b2fa051c020c523c4a4bdf1c2a6c55665c7f2aa980fa65" },
 } as const;
 
 /**

@@ -42,16 +42,16 @@ export const tuning = {
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "e06b051d9b6dd3005bd101fc27961971d2ce42747eead7721f4e69c317c1c788" },
-  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "817b35639cf43577b2d2b9d242bcc03e2c7fb88bdff11a86578ebead0977468c" },
-  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "ba2b9b852ac67914b47597457c23a286b174c141edc4c03a273a0ea2f1889a60" },
-  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "bc63421a2ff231b72acc6b1ca739d0398a35cf35442b558e451f709ce403764e" },
-  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "e99902f6a7f54872a12013af40a61f07e36acd9f24dce05288897f3b2e424bcb" },
-  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "4a37c7c665bcfc0db0af8fa06c70d42f3a7c41f26603657c67a47d83438c1138" },
-  merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "f80ddc00a05eb0f1f8e8086f2c29a96d26cf4c5ed7c7a82b2f4da7154c14bbc9" },
-  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "9762f094582e7137e411847a7d67179279871e82924041388a614a79b6e77811" },
-  sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "7efd76b2a3e237ea7161b136a323f71f7ab2d68a6b4181041001edbcf81c2564" },
-  gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "b6bc451514bb8137b9d477d0e8d1123d528da8b085a9accbff555a17f917d329" },
+  append: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "a547063058806510f219b9f68d64dc19b096810b051def7608185b423ec75e0b" },
+  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "b7d45bf1a7dbc2800386ba00749f2edadf91b3f637cad01065e39637deeb8c35" },
+  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "c85c2953c0ac44e5d80f302ca848517ca627ee4fb7537ef3bf4dc6e3a91b9832" },
+  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "ea7745eac25e9c74fb92da3c7eccb2cbcce3c106686aa8444cbd1ad6f1453963" },
+  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "6303e68117e6e0f1f957a40a8648e925db75df7b2af9895c8ca9314ef7da682a" },
+  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "b1b8dd1c2af965a34f48d4ca25fe07541e55487ef753b85b9bf2a9e35958e226" },
+  merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "30e3be8a6b2ce8e2b300b14098128f76f049ca8f1b0bd9ce0b646bc55bedeb17" },
+  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "bd7749769d2163e6cddbf513b63fbb42c118bdfbbfdaced00243187e1751dd7f" },
+  sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "cb688cc18bf07488cb911f3187369832781e2e9bfb437ed3938a6d2fcddf5c69" },
+  gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "34e74491ca939066c6316001192ff1a13a417e0604e2681b8784970edc8381c8" },
 } as const;
 
 /**

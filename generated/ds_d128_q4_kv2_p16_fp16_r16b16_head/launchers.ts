@@ -42,16 +42,16 @@ export const tuning = {
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "d8a0cdf762d486466a9e37a84701a51eadc9779f156c75a83ea8aa47ebf4f608" },
-  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "05b7b47db619f249429a9d8888004eb61c158bd5044609ad07e2a181dabeebc3" },
-  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "d3084df7faf6c4384ce559959572d3d8b30e4bf7dc2ccb1f7bbadbf04ff337b0" },
-  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "4f6e4fd66c3a38f168a19161fcb0edc0ca50c372f18552dec8ec6a5ed2edb3a0" },
-  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "89588440bc31501e73a88a679a70a318f81cf9ff7f7523f3d5309e23638e80e0" },
-  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "ec69f369063956d3d7dbf6fb30f83469cf9f1e9e3b546dc9fc9da7b5e624174d" },
-  merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "401be2fbc5b5dcbd92efc01f9f95f02f82750a598aa84a3096f5f6dedfaae07b" },
-  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "314e705282233fc05f85165a1ba70349902868a5b60e8d9b763ffa20868f5d4b" },
-  sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "f96cbd8b57afd01250d22385f75ecfd398a64a092cf7d8abd7a0eb7b20ebb394" },
-  gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "828dcfb42c86986fd05385382e46582adbf3c68c08e09329c2bab75605831580" },
+  append: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "a5200a0f1526ae95c5626776ab42f885d8aa111764b5fe28910ab61fe56bcb7c" },
+  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "0eefebb429ed1f8a81b98f1f6795a46a2918168a5ce1d634c095e297c363d15a" },
+  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "e672e7c8527bcca2d672687541e58158f0b2c5a216ffb37cff7c0549b93cd0f4" },
+  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "c5d3b7038eb32a4537b40b7bf8dbab142586275ba4959f959a083b43e28301a2" },
+  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "3de6cd954a27509838b2f28fab2532818d42980d33831c668705cd2d813a55d0" },
+  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "8f876311b2aca7674217fed7978fe6f3ba8f73c4de8e40468043417f18d8e241" },
+  merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "3734c59cb733750e6fbd833e046a870efc7133e87448e5acae9f8f9506076c8f" },
+  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "5b7efb56c624c7829af6b955eeeb0f9b4864c41ac628e67d5c5a4117b961e2ca" },
+  sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "3b7bc526a8de14b0a969f2d7d8f6899724f6fc3b84be01444a1bc8b856553683" },
+  gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "b40798bfa2d57f0e42d932327124b2ae6362d18ce315e19c00ccea5970cd1e3b" },
 } as const;
 
 /**

@@ -42,16 +42,16 @@ export const tuning = {
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "05529365b0c92ac83974f523176bc07aeebc7b5768ac84043861cbe7d2be0f56" },
-  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "e586143e508f00d86aff468e95c0d0bed52fc703e9937082f677ea13b2563138" },
-  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "4cda901f1fca8cc8aab9b7946db60cb2156af974f84ed334a0fbe4762c2ebd0e" },
-  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "4768f0976a491f19ac0b4613c4d8cce0c9dc5ed765a9b42fd4b9afe6435f0e22" },
-  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "461040102a26928e432cc29442468e8682e79181e3955aeb428497990822ee41" },
-  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "97d1b56bdf49ad0c97704d545837b246414766eb0ccde025b4491bade4b0cf20" },
-  merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "9ba39cd903a9797179799d474477af8ce7ee8633cce1b7da8ab9c0f0b587cbe6" },
-  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "55e858e6074cb9f4030e770909dbf0621b805ab4a442a65d523a4a5d3a163ca8" },
-  sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "48697882f9b429c152779b9092b4adf1db21c92a17fe1476a0d0a102218b3abd" },
-  gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "8cb131b7faccda180c3cecfcfea08fd13e2e49be07e409d74f7964964f9060c6" },
+  append: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "33c4ef9cd2bb701e56fbf58337fea4082cbc323e6e0838ed356f633969fc504d" },
+  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "9694c6d817b6dccd3b27e1f7c1de525bd57f571b75716450995f661b02ba5b0c" },
+  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "7ddcf75f5b3048ced1bb19184af0de27ab68f51439780d0fc970edcf9ea53577" },
+  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "372432f1b49cca85d2ad0b6c328b881bdf4c67afde97999db84a2d1121c61a08" },
+  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "abd669af757adf70ae34fe3f494fa7e99dd4b3ce20be6bd93074f87ec1b7e43f" },
+  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "42ed1718ad8f7ae46ef7db21fde1407385a81b5f8fef37e7f669a29f4ed1f27d" },
+  merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "cf5d8d6d2939a386c7248e59466542bc1561a5e2141bdee7fd4d26a46c015690" },
+  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "80d943d00e5f7d560e0d61dd6732c3f7c4081c1c35e1128e01ba94a56fd126f6" },
+  sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "45b7d217bb2a28948dbe52250fff997500b453383438d72f5a031a8427176103" },
+  gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "a7cb405d57ca14a9b04c1391369e951453d8e87808f54fb4f8343a2034922322" },
 } as const;
 
 /**

@@ -50,6 +50,21 @@ DS_INLINE void unpack8(uint4 v, float out[8]) {
   out[6] = kv_lo(v.w); out[7] = kv_hi(v.w);
 }
 
+// Programmatic Dependent Launch (Hopper; griddepcontrol is PTX ISA 7.8, sm_90): a kernel launched
+// with programmatic stream serialization may start while the previous kernel of its stream still
+// runs. pdl_begin() waits until that kernel has completed and its writes are visible (so every
+// global access after it sees the stream's order), then lets the next kernel of the stream be
+// scheduled: its blocks become resident and wait in their own pdl_begin() while this one works,
+// so its launch and ramp-up overlap this kernel instead of following it. Waiting before the
+// trigger keeps the chain safe: when a kernel starts, everything before its predecessor is done.
+// Without a programmatic launch, or below sm_90, it does nothing.
+DS_INLINE void pdl_begin() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 // Order-preserving map of a float to u32: a > b  <=>  order_key(a) > order_key(b).
 DS_INLINE u32 order_key(float s) {
   u32 u = __float_as_uint(s);
@@ -198,6 +213,7 @@ extern "C" __global__ void __launch_bounds__(HEAD_DIM) ds_d128_q4_kv2_p16_fp16_r
     u16* __restrict__ out,                    // [batch][NUM_Q_HEADS][HEAD_DIM] attention output, KV dtype
     float* __restrict__ lse_out               // [batch][NUM_Q_HEADS] log2-sum-exp2 of the attended tokens, or null
 ) {
+  pdl_begin();  // before any global access (prelude)
   const int h = blockIdx.x, b = blockIdx.y, dim = threadIdx.x;
   const int splits = routes[b] == 1 ? sparse_splits : dense_splits;
   const size_t row = ((size_t)b * NUM_Q_HEADS + h) * max_splits;

@@ -42,16 +42,16 @@ export const tuning = {
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "f479b45bcf2778c3f2ca5dfc4ae2c656a6857780a7fa16cc255f398678131751" },
-  score: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "a3a5c170aaf0c03ecb69b1fc4c2084e587381ae9de487f4b0745df758f9b17fc" },
-  select: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "1189ed6a01020e33790e557e65a33bdc9278741fdff867d5e05b23c714a2b1ca" },
-  resolve: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "1aab3343ea84d8bd525ca04d22aa5ad31888d7e13ab6e8c77a7f537b400b48db" },
-  dense: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "5459cff36e7267f682d9a7541a4cde09921cb1c4e868abc8d4be55fc1a7e7b8d" },
-  sparse: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "8fb40f3f15eff2cce46e345fa490428eeccf31753e8e4048f00913b6481aff0f" },
-  merge: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_merge", file: "merge.cu", threads: 256, argCount: 8, sha256: "20b00cb7a759d854c1e3c72b2d7c66d620d45ea34c1b5b47d1700211903c85c0" },
-  prefill: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "196b750dfa7b40645b0ab26854f181a43ca36635396a46ca931ce5042c93f194" },
-  sort_selection: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "26a11329710e860b3b1ab940d5f3ae256433f86eb06d3676e7ae916b4add7f9e" },
-  gather_kv: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "8c192d6e095c45e8f0c1fb0418a8a7e3e037cc7a50fd44fda21bb22bc0370300" },
+  append: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "eec37b0c304d0790b9ca22b91a85fe5e865b8d7319bd5cd846881d0543f60c17" },
+  score: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "67612be696fd30e864c6299e92e027e692d387bd6c051027d0a465e7762cf1ae" },
+  select: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "07a70a32ff57e61493d74f3d42ee525f294b0baa65feaaf00e6d55993478541c" },
+  resolve: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "4566b84ec6da41cb9b2c65bd302a21f325b0d6811f0f579db2b2fcc95856d734" },
+  dense: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "b4a4596c11b942c3f6538df722a92eed103fedfe7b0c41b4ac47e70b50da6028" },
+  sparse: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "eb90ec7f11422f7c848eee14da5ec7d0895508573c08591876f47a95531c955e" },
+  merge: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_merge", file: "merge.cu", threads: 256, argCount: 8, sha256: "33363600134dc8b3749ab8933a505aa1ba26e16c68890ae3639009a1b1ce8cfe" },
+  prefill: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "7d928c8f13f76c1a0cb04a0e3548d0cd11016f721244191cf784d4ec77f4d892" },
+  sort_selection: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "acd536197d37a792c6bb9a532fd3298d23c2f103c064549d262507cae866f5ab" },
+  gather_kv: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "da34e92f1ae4a7ca88643681948a2356392ea57df60c172ece9c95fd88510232" },
 } as const;
 
 /**

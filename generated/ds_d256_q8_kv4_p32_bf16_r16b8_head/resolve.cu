@@ -50,6 +50,21 @@ DS_INLINE void unpack8(uint4 v, float out[8]) {
   out[6] = kv_lo(v.w); out[7] = kv_hi(v.w);
 }
 
+// Programmatic Dependent Launch (Hopper; griddepcontrol is PTX ISA 7.8, sm_90): a kernel launched
+// with programmatic stream serialization may start while the previous kernel of its stream still
+// runs. pdl_begin() waits until that kernel has completed and its writes are visible (so every
+// global access after it sees the stream's order), then lets the next kernel of the stream be
+// scheduled: its blocks become resident and wait in their own pdl_begin() while this one works,
+// so its launch and ramp-up overlap this kernel instead of following it. Waiting before the
+// trigger keeps the chain safe: when a kernel starts, everything before its predecessor is done.
+// Without a programmatic launch, or below sm_90, it does nothing.
+DS_INLINE void pdl_begin() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 // Order-preserving map of a float to u32: a > b  <=>  order_key(a) > order_key(b).
 DS_INLINE u32 order_key(float s) {
   u32 u = __float_as_uint(s);
@@ -351,6 +366,15 @@ extern "C" __global__ void __launch_bounds__(RESOLVE_THREADS, 1) ds_d256_q8_kv4_
     int sel_stride                           // row stride of sel_idx (>= largest budget)
 ) {
   const int sh = blockIdx.x, b = blockIdx.z;
+  // The query label first, before pdl_begin() and the chain of dependent counter reads below:
+  // q and channels are older than this kernel's predecessor (DecodePlan.topK launches score,
+  // select, resolve back to back, and score read them after its own pdl_begin()), so they are
+  // complete even while select still runs. Built for every (sequence, selection head), routed
+  // sparse or not: the block must not return before pdl_begin().
+  __shared__ float s_scratch[QUERY_HEADS_PER_SEL * LABEL_CHANNELS];
+  __shared__ QueryLabel s_query;
+  build_query_label(q, channels, b, sh, s_scratch, &s_query);
+  pdl_begin();  // before any other global access (prelude)
   if (routes[b] != 1) return;
   const int k = budgets[b];
   const size_t pair = (size_t)b * NUM_SEL_HEADS + sh;
@@ -435,9 +459,6 @@ extern "C" __global__ void __launch_bounds__(RESOLVE_THREADS, 1) ds_d256_q8_kv4_
   if (need2 >= num_final) {
     for (u32 i = threadIdx.x; i < num_final; i += RESOLVE_THREADS) sel[base_taken + i] = final_idx(i);
   } else {
-    __shared__ float s_scratch[QUERY_HEADS_PER_SEL * LABEL_CHANNELS];
-    __shared__ QueryLabel s_query;
-    build_query_label(q, channels, b, sh, s_scratch, &s_query);
     const int lh = label_head_of_sel(sh);
     const int* bt = block_tables + (size_t)b * max_pages;
     // Exact keys, RESOLVE_UNROLL independent label loads in flight per thread.

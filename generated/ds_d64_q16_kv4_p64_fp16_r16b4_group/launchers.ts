@@ -42,16 +42,16 @@ export const tuning = {
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "ec35962f33f402f6ef1dd93617c7238058beeee7c1ea49115efabd414dbba69a" },
-  score: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "0f4418a6a79de4f4dea2caf5681b11a5010cfd6e42bda430c09d2e87b567e049" },
-  select: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "12113acbf45ee1f8fd80a4c633598626cc6edfed4aa40e6b9f55c374bf7c60ad" },
-  resolve: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "76684d286c07bce70ddafb88a158a48d521f0fa313950ac5eb76d58761b70c47" },
-  dense: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "41a8ed9dfdde8ad26d016ffa02860ac0f77a0a4986c09a0fa745721865da5a0a" },
-  sparse: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "18fa984f6f4aae057c82f0ed74e5b2a5c3551f44868eeb81ed16e3faa4cba87e" },
-  merge: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_merge", file: "merge.cu", threads: 64, argCount: 8, sha256: "b3c93a32dc6e0ddb510a7eb3dc37baaf94bcac909f1a04fd29fd350a1a2b4716" },
-  prefill: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "53346b70f245ed37cc34e8c073c605955e685942b6f8b4c3c365721c44532d18" },
-  sort_selection: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "b24ca49cd5b8ec31da6b39723333fd0d851ea48b54d558382948ef1fec250f0b" },
-  gather_kv: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "d4b2db23e0aab49b13788a277cadc6bd7a2b6832a3d0690a3e71e5e53bd07458" },
+  append: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "3123fb04fc18754f088496a7f4fdf2534ab4672c09023728d83794a1a8655397" },
+  score: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "012cad80a408b37ab1e16ccf1ba1f67a5b77b2a11e0fd2c6cabeb3ff31790170" },
+  select: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "1b11eed69876f25cae895e540cdcc12cffcf0107b525410ceec6b578bd0ab17d" },
+  resolve: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "fe7edc8f31f6eee95fc34f8aee13f0843eba89e81aea1761ffcf33ad8b36f931" },
+  dense: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "4fcdb312f71cf1de189cc2f273894b9bec39db04fec0ee1d5a89f5ecd2820794" },
+  sparse: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "cf558a9fc14c59c0d0d34f9cf313b4bf9cf8967bad19ec708502f65339c7b01f" },
+  merge: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_merge", file: "merge.cu", threads: 64, argCount: 8, sha256: "aefbf07ffef7d3c47d340d67fee472e582c0efedb301b30ec6d8fdcdba976b8e" },
+  prefill: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "7761d96d3c76d6f5691236418dc923816496b2cab56c679009809580401695d1" },
+  sort_selection: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "21bdf60a0c3336c70dc1bb0f3b0b78c0afe5061daa4cf6145bcdc7c0287c9399" },
+  gather_kv: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "35bad66c9ac9d2f109d6cdca4dc210641cb92bc3016c490bc4adb2774f478670" },
 } as const;
 
 /**

@@ -46,6 +46,12 @@ export interface KernelDescription {
   readonly args: readonly KernelArg[];
   /** How the runtime shapes the grid (documentation carried into the launcher). */
   readonly grid: string;
+  /**
+   * The kernel begins with pdl_begin() (templates/prelude.cuh.hbs: griddepcontrol.wait before any
+   * global access of its predecessor's data), so it may be launched with programmatic stream
+   * serialization (src/runtime/pdl.ts). The decode step's kernels; tests check the sources.
+   */
+  readonly programmatic: boolean;
 }
 
 const ptr = (name: string, cType: string, doc: string): KernelArg => ({
@@ -133,6 +139,7 @@ function offloadKernels(): KernelDescription[] {
       template: "sort_selection.cu.hbs",
       doc: "Sorts each selection head's selected tokens ascending in place (bitmap + prefix sum).",
       grid: "(NUM_SEL_HEADS, 1, batch)",
+      programmatic: true,
       args: [
         seqLens,
         budgets,
@@ -156,6 +163,7 @@ function offloadKernels(): KernelDescription[] {
       template: "gather_kv.cu.hbs",
       doc: "Copies the selected K/V rows into device staging from device sources or host memory.",
       grid: "(NUM_SEL_HEADS, chunk lanes <= ceil(sel_stride / gatherRowsPerBlock), batch)",
+      programmatic: false,
       args: [
         budgets,
         routes,
@@ -187,6 +195,7 @@ export const KERNELS: readonly KernelDescription[] = [
     template: "append.cu.hbs",
     doc: "Writes new K/V rows into the paged cache and, fused, their (quantized) label rows.",
     grid: "(num_rows, 1, 1)",
+    programmatic: true,
     args: [
       ptr("k_new", "const u16* ", "[num_rows][NUM_KV_HEADS][HEAD_DIM] new keys after RoPE"),
       ptr("v_new", "const u16* ", "[num_rows][NUM_KV_HEADS][HEAD_DIM] new values"),
@@ -207,6 +216,7 @@ export const KERNELS: readonly KernelDescription[] = [
     template: "score.cu.hbs",
     doc: "Label scores: 16-bit keys, a 12-bit key histogram, and (last block) the threshold bin.",
     grid: "(NUM_SEL_HEADS, ceil(key_stride / tokens_per_block), batch)",
+    programmatic: true,
     args: [
       q,
       channels,
@@ -229,6 +239,7 @@ export const KERNELS: readonly KernelDescription[] = [
     template: "select.cu.hbs",
     doc: "Selects tokens above the threshold bin; collects the bin's tokens as candidates.",
     grid: "(NUM_SEL_HEADS, ceil(key_stride / tokens_per_block), batch)",
+    programmatic: true,
     args: [
       seqLens,
       routes,
@@ -250,6 +261,7 @@ export const KERNELS: readonly KernelDescription[] = [
     template: "resolve.cu.hbs",
     doc: "Completes top-k inside the threshold bin (exact scores, radix); resets hist/counters.",
     grid: "(NUM_SEL_HEADS, 1, batch)",
+    programmatic: true,
     args: [
       q,
       channels,
@@ -273,6 +285,7 @@ export const KERNELS: readonly KernelDescription[] = [
     template: "dense_attention.cu.hbs",
     doc: "Dense split-K decode attention for sequences routed dense.",
     grid: "(dense_splits, NUM_KV_HEADS * denseHeadTiles, batch)",
+    programmatic: true,
     args: [
       q,
       kvCache("k", false),
@@ -292,6 +305,7 @@ export const KERNELS: readonly KernelDescription[] = [
     template: "sparse_attention.cu.hbs",
     doc: "Sparse split-K attention over each selection head's selected tokens.",
     grid: "(sparse_splits, sparseAttentionHeadBlocks, batch)",
+    programmatic: true,
     args: [
       q,
       kvCache("k", false),
@@ -317,6 +331,7 @@ export const KERNELS: readonly KernelDescription[] = [
     template: "merge.cu.hbs",
     doc: "Log-sum-exp merge of the split partials into the attention output.",
     grid: "(NUM_Q_HEADS, batch, 1)",
+    programmatic: true,
     args: [
       partialO(false),
       partialLse(false),
@@ -337,6 +352,7 @@ export const KERNELS: readonly KernelDescription[] = [
     template: "prefill_attention.cu.hbs",
     doc: "Causal prefill attention of a chunk's query tiles over the paged cache (tensor cores).",
     grid: "(num_tiles, NUM_Q_HEADS, 1); dynamic shared memory prefillSharedBytes",
+    programmatic: false,
     args: [
       ptr("q", "const u16* ", "[chunk rows][NUM_Q_HEADS][HEAD_DIM] queries after RoPE"),
       ptr(

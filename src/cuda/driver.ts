@@ -15,6 +15,12 @@
  */
 import { DeviceError } from "../util/errors.ts";
 import { cString, CUDA_LIB_DIRS, type LibrarySearch, openLibrary, readCString } from "./library.ts";
+import {
+  encodeLaunchConfig,
+  encodeProgrammaticSerialization,
+  LAUNCH_ATTRIBUTE_BYTES,
+  LAUNCH_CONFIG_BYTES,
+} from "./launch_config.ts";
 
 const symbols = {
   // CUresult cuInit(unsigned int Flags)
@@ -130,6 +136,13 @@ const symbols = {
       "pointer",
     ],
     result: "i32",
+  },
+  // CUresult cuLaunchKernelEx(const CUlaunchConfig* config, CUfunction f, void** kernelParams,
+  //                           void** extra) (12.0+; the config's layout: ./launch_config.ts)
+  cuLaunchKernelEx: {
+    parameters: ["buffer", "pointer", "buffer", "pointer"],
+    result: "i32",
+    optional: true,
   },
   // CUresult cuStreamBeginCapture_v2(CUstream hStream, CUstreamCaptureMode mode)
   cuStreamBeginCapture_v2: { parameters: ["pointer", "i32"], result: "i32" },
@@ -368,6 +381,11 @@ export class Driver {
 
   get version(): number {
     return this.outI32("cuDriverGetVersion", (o) => this.sym.cuDriverGetVersion(o));
+  }
+
+  /** Whether this driver exports cuLaunchKernelEx (12.0+), which launch attributes need. */
+  get hasLaunchKernelEx(): boolean {
+    return this.sym.cuLaunchKernelEx != null;
   }
 
   elapsedMs(start: Deno.PointerValue, end: Deno.PointerValue): number {
@@ -912,12 +930,22 @@ export class KernelFunction {
 
 /**
  * The runtime side of a generated launcher's KernelSlot: the launcher writes argument values into
- * `args`; `launch` hands cuLaunchKernel the array of pointers to them.
+ * `args`; `launch` hands cuLaunchKernel the array of pointers to them. With `programmatic` set,
+ * the launch goes through cuLaunchKernelEx with programmatic stream serialization (Programmatic
+ * Dependent Launch): the kernel may start while the previous kernel of the stream still runs, so
+ * it must begin with `griddepcontrol.wait` (the decode-step kernels' pdl_begin()); whoever sets
+ * it checks that the device and driver support it (src/runtime/pdl.ts).
  */
 export class LaunchSlot {
   readonly args: DataView;
   readonly #params: BigUint64Array<ArrayBuffer>;
   stream: Stream | undefined;
+  /** Launch with programmatic stream serialization (set per launch by the decode plan). */
+  programmatic = false;
+  /** cuLaunchKernelEx's CUlaunchConfig and its one CUlaunchAttribute, reused by every launch. */
+  readonly #config = new Uint8Array(LAUNCH_CONFIG_BYTES);
+  readonly #attrs = new Uint8Array(LAUNCH_ATTRIBUTE_BYTES);
+  readonly #attrsAddress: bigint;
 
   constructor(
     readonly fn: KernelFunction,
@@ -932,10 +960,18 @@ export class LaunchSlot {
     const base = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(storage)));
     for (let i = 0; i < argCount; i++) this.#params[i] = base + BigInt(8 * i);
     this.stream = stream;
+    encodeProgrammaticSerialization(new DataView(this.#attrs.buffer));
+    this.#attrsAddress = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(this.#attrs)));
   }
 
   launch(grid: Dim3): void {
     if (grid[0] === 0 || grid[1] === 0 || grid[2] === 0) return; // an empty grid launches nothing
+    if (this.programmatic) this.#launchProgrammatic(grid);
+    else this.#launchPlain(grid);
+    if (syncEveryLaunch()) this.#syncAfterLaunch();
+  }
+
+  #launchPlain(grid: Dim3): void {
     const d = this.fn.driver;
     d.check(
       `cuLaunchKernel(${this.fn.symbol})`,
@@ -953,7 +989,29 @@ export class LaunchSlot {
         null,
       ),
     );
-    if (syncEveryLaunch()) this.#syncAfterLaunch();
+  }
+
+  #launchProgrammatic(grid: Dim3): void {
+    const d = this.fn.driver;
+    const launchEx = d.sym.cuLaunchKernelEx;
+    if (!launchEx) {
+      throw new Error(
+        `cuLaunchKernelEx(${this.fn.symbol}): this CUDA driver (${d.path}) does not export ` +
+          "cuLaunchKernelEx (needs 12.0+); launch without programmatic serialization (DS_PDL=0)",
+      );
+    }
+    encodeLaunchConfig(new DataView(this.#config.buffer), {
+      grid,
+      block: this.block,
+      sharedBytes: this.sharedBytes,
+      stream: BigInt(Deno.UnsafePointer.value(this.stream?.handle ?? null)),
+      attrs: this.#attrsAddress,
+      numAttrs: 1,
+    });
+    d.check(
+      `cuLaunchKernelEx(${this.fn.symbol}, programmatic)`,
+      launchEx(this.#config, this.fn.handle, this.#params, null),
+    );
   }
 
   /** DS_SYNC=1: waits for this launch and names this kernel if it faulted (not while capturing). */

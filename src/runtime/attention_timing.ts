@@ -43,6 +43,8 @@ export interface StepTiming {
   readonly dense?: { readonly ms: number; readonly bytes: number; readonly floorMs: number };
   /** Cache copies rotated over. */
   readonly copies: number;
+  /** Whether the step's kernels were launched with Programmatic Dependent Launch. */
+  readonly programmaticLaunch: boolean;
 }
 
 /**
@@ -97,6 +99,8 @@ export interface StepTimingOptions {
   readonly repeats: number;
   /** Also time the dense step (once per shape is enough: it does not depend on the labels). */
   readonly dense?: boolean;
+  /** Programmatic Dependent Launch on or off (default: the plan's, i.e. $DS_PDL / auto). */
+  readonly programmaticLaunch?: boolean;
 }
 
 /** Times decode-attention steps on one stream; holds the utility kernels and the bandwidth. */
@@ -171,7 +175,9 @@ export class AttentionTimer implements Disposable {
         qs.push(q);
         outs.push(cuda.alloc(batch * spec.numQHeads * spec.headDim * 2));
       }
-      using plan = new DecodePlan(cuda, variant, cache, stream);
+      using plan = new DecodePlan(cuda, variant, cache, stream, {
+        programmaticLaunch: opts.programmaticLaunch,
+      });
       plan.describeCurrent();
       plan.upload(stream);
       stream.synchronize();
@@ -233,6 +239,7 @@ export class AttentionTimer implements Disposable {
         floorMs: floor(bytes),
         dense,
         copies,
+        programmaticLaunch: plan.programmaticLaunch,
       };
     } finally {
       for (const g of graphs) g.dispose();

@@ -13,8 +13,10 @@
  */
 import { budgetFor, type Route, routeFor } from "../dsl/spec.ts";
 import { HIST_BINS, SCORE_KEY_BYTES, SELECTION_COUNTERS } from "../dsl/layout.ts";
-import type { Cuda, DeviceBuffer, HostBuffer, Stream } from "../cuda/driver.ts";
+import type { Cuda, DeviceBuffer, HostBuffer, LaunchSlot, Stream } from "../cuda/driver.ts";
+import { type KernelId, KERNELS } from "../codegen/kernels.ts";
 import { ArgumentError } from "../util/errors.ts";
+import { choosePdl, parsePdlChoice, PDL_ENV } from "./pdl.ts";
 import type { PagedKvCache } from "./caches.ts";
 import type { Variant } from "./variant.ts";
 
@@ -70,7 +72,17 @@ export interface PlanOptions {
    * path, which needs sorted lists for its PCIe gather). Costs one small kernel per sparse layer.
    */
   readonly sortedSelection?: boolean;
+  /**
+   * Launch the step's kernels with Programmatic Dependent Launch (src/runtime/pdl.ts): each may
+   * be scheduled while the previous one runs, hiding launch and ramp-up (docs/perf-notes.md).
+   * Default: $DS_PDL (auto | 1 | 0), "auto" = on where the device and driver support it; true
+   * where they do not is an error.
+   */
+  readonly programmaticLaunch?: boolean;
 }
+
+/** The kernels that may be launched programmatically (they begin with pdl_begin()). */
+const PROGRAMMATIC = new Set<KernelId>(KERNELS.filter((k) => k.programmatic).map((k) => k.id));
 
 /** Device addresses of a K and a V pool (or of rows staged like a selection). */
 export interface KvPools {
@@ -99,6 +111,8 @@ export class DecodePlan implements Disposable {
   /** Tokens per block of the score and select kernels (about targetBlocks blocks per launch). */
   readonly scoreTokensPerBlock: number;
   readonly selectTokensPerBlock: number;
+  /** Whether this plan launches its kernels with Programmatic Dependent Launch (PlanOptions). */
+  readonly programmaticLaunch: boolean;
   /** Host copy of this step's routes and budgets (after beginStep). */
   readonly routes: Route[];
   readonly budgets: Int32Array;
@@ -194,6 +208,14 @@ export class DecodePlan implements Disposable {
     this.scoreTokensPerBlock = perBlock(MIN_SCORE_TOKENS_PER_BLOCK);
     this.selectTokensPerBlock = perBlock(MIN_SELECT_TOKENS_PER_BLOCK);
     this.softmaxScale = 1 / Math.sqrt(spec.headDim);
+    const pdlTarget = {
+      computeCapability: cuda.info.computeCapability,
+      driverVersion: cuda.info.driverVersion,
+      hasLaunchKernelEx: cuda.driver.hasLaunchKernelEx,
+    };
+    this.programmaticLaunch = opts.programmaticLaunch === undefined
+      ? choosePdl(parsePdlChoice(Deno.env.get(PDL_ENV), `$${PDL_ENV}`), pdlTarget)
+      : choosePdl(opts.programmaticLaunch ? "on" : "off", pdlTarget, "programmaticLaunch");
     this.routes = Array(this.batch).fill("dense");
     this.budgets = new Int32Array(this.batch);
 
@@ -238,6 +260,16 @@ export class DecodePlan implements Disposable {
 
   get spec() {
     return this.variant.spec;
+  }
+
+  /**
+   * The variant's launch slot for `id`, set to this plan's launch mode: every launch of the plan
+   * goes through here, so plans sharing a variant each launch their own way.
+   */
+  #slot(id: KernelId): LaunchSlot {
+    const slot = this.variant.slot(id);
+    slot.programmatic = this.programmaticLaunch && PROGRAMMATIC.has(id);
+    return slot;
   }
 
   /**
@@ -348,7 +380,7 @@ export class DecodePlan implements Disposable {
     pools?: KvPools,
   ): void {
     const l = this.cache.layers[layer];
-    this.variant.launchers.launchAppend(this.variant.slot("append"), [numRows, 1, 1], {
+    this.variant.launchers.launchAppend(this.#slot("append"), [numRows, 1, 1], {
       kNew,
       vNew,
       rowSeq,
@@ -367,7 +399,7 @@ export class DecodePlan implements Disposable {
   score(layer: number, q: bigint): void {
     const l = this.cache.layers[layer];
     this.variant.launchers.launchScore(
-      this.variant.slot("score"),
+      this.#slot("score"),
       [
         this.spec.numSelectionHeads,
         Math.ceil(this.keyStride / this.scoreTokensPerBlock),
@@ -398,7 +430,7 @@ export class DecodePlan implements Disposable {
    */
   select(): void {
     this.variant.launchers.launchSelect(
-      this.variant.slot("select"),
+      this.#slot("select"),
       [
         this.spec.numSelectionHeads,
         Math.ceil(this.keyStride / this.selectTokensPerBlock),
@@ -425,7 +457,7 @@ export class DecodePlan implements Disposable {
   resolve(layer: number, q: bigint): void {
     const l = this.cache.layers[layer];
     this.variant.launchers.launchResolve(
-      this.variant.slot("resolve"),
+      this.#slot("resolve"),
       [this.spec.numSelectionHeads, 1, this.batch],
       {
         q,
@@ -471,7 +503,7 @@ export class DecodePlan implements Disposable {
       );
     }
     this.variant.launchers.launchSortSelection(
-      this.variant.slot("sort_selection"),
+      this.#slot("sort_selection"),
       [this.spec.numSelectionHeads, 1, this.batch],
       {
         seqLens: this.buffers.seqLens,
@@ -493,7 +525,7 @@ export class DecodePlan implements Disposable {
     const l = this.cache.layers[layer];
     const t = this.variant.launchers.tuning;
     this.variant.launchers.launchSparse(
-      this.variant.slot("sparse"),
+      this.#slot("sparse"),
       [this.sparseSplits, t.sparseHeadBlocks, this.batch],
       {
         q,
@@ -519,7 +551,7 @@ export class DecodePlan implements Disposable {
     const l = this.cache.layers[layer];
     const t = this.variant.launchers.tuning;
     this.variant.launchers.launchDense(
-      this.variant.slot("dense"),
+      this.#slot("dense"),
       [this.denseSplits, t.denseHeadBlocks, this.batch],
       {
         q,
@@ -539,7 +571,7 @@ export class DecodePlan implements Disposable {
 
   merge(out: bigint, allDense: boolean, lseOut = 0n): void {
     this.variant.launchers.launchMerge(
-      this.variant.slot("merge"),
+      this.#slot("merge"),
       [this.spec.numQHeads, this.batch, 1],
       {
         partialO: this.#partialO.ptr,
