@@ -8,6 +8,7 @@ import {
 import {
   choosePdl,
   parsePdlChoice,
+  PDL_DEFAULT,
   PDL_MIN_DRIVER,
   type PdlTarget,
   pdlUnavailable,
@@ -73,8 +74,10 @@ const HOPPER: PdlTarget = {
 };
 
 Deno.test("pdl: DS_PDL spellings; anything else names the source, the value and the choices", () => {
-  assert.equal(parsePdlChoice(undefined, "$DS_PDL"), "auto");
-  assert.equal(parsePdlChoice("", "$DS_PDL"), "auto");
+  assert.equal(parsePdlChoice(undefined, "$DS_PDL"), PDL_DEFAULT);
+  assert.equal(parsePdlChoice("", "$DS_PDL"), PDL_DEFAULT);
+  assert.equal(PDL_DEFAULT, "off"); // bench:pdl measured 0.93x-1.05x (docs/perf-notes.md)
+  assert.equal(parsePdlChoice("auto", "$DS_PDL"), "auto");
   assert.equal(parsePdlChoice("1", "$DS_PDL"), "on");
   assert.equal(parsePdlChoice(" ON ", "$DS_PDL"), "on");
   assert.equal(parsePdlChoice("0", "$DS_PDL"), "off");

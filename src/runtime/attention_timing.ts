@@ -99,7 +99,7 @@ export interface StepTimingOptions {
   readonly repeats: number;
   /** Also time the dense step (once per shape is enough: it does not depend on the labels). */
   readonly dense?: boolean;
-  /** Programmatic Dependent Launch on or off (default: the plan's, i.e. $DS_PDL / auto). */
+  /** Programmatic Dependent Launch on or off (default: the plan's, i.e. $DS_PDL, else off). */
   readonly programmaticLaunch?: boolean;
 }
 

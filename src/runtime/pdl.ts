@@ -8,8 +8,8 @@
  * compile without it), a driver that exports cuLaunchKernelEx (12.0) and captures programmatic
  * launches into graphs (12.3, where graph edges gained their programmatic port).
  *
- * `DS_PDL` (auto | 1 | 0, also on | off) overrides the default "auto" (on where supported); asking
- * for it where it cannot run is an error, never a silent fallback. Pure (no FFI): tested on the
+ * `DS_PDL` (auto = on where supported | 1 | 0, also on | off) overrides the default, off (it
+ * measured 0.93x-1.05x); asking for it where it cannot run is an error, never a silent fallback. Pure (no FFI): tested on the
  * CPU.
  */
 import { UsageError } from "../util/errors.ts";
@@ -17,8 +17,11 @@ import { UsageError } from "../util/errors.ts";
 /** What a caller asks for: on, off, or "auto" (on where supported). */
 export type PdlChoice = "auto" | "on" | "off";
 export const PDL_ENV = "DS_PDL";
-/** The choice when DS_PDL is unset (docs/perf-notes.md, "Programmatic Dependent Launch"). */
-export const PDL_DEFAULT: PdlChoice = "auto";
+/**
+ * The choice when DS_PDL is unset: off, since bench:pdl measured 0.93x-1.05x on an H100
+ * (docs/perf-notes.md, "Programmatic Dependent Launch").
+ */
+export const PDL_DEFAULT: PdlChoice = "off";
 const SPELLINGS: ReadonlyMap<string, PdlChoice> = new Map([
   ["auto", "auto"],
   ["on", "on"],
