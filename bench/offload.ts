@@ -33,7 +33,6 @@ import { requireGpu } from "../src/runtime/device.ts";
 import type { AttentionSpec } from "../src/dsl/spec.ts";
 import { GpuDecoder } from "../src/decoding/gpu_decoder.ts";
 import { argmax } from "../src/decoding/cpu_decoder.ts";
-import { PagedKvCache } from "../src/runtime/caches.ts";
 import {
   type GatherCounts,
   gatherCountsSince,
@@ -46,7 +45,7 @@ import { packageRoot } from "../src/util/package_root.ts";
 import { writeFileAtomic } from "../src/util/fs.ts";
 import { LLAMA3_8B, LLAMA3_8B_GROUP_SPEC_NO_DENSE } from "./llama3_shape.ts";
 import { loadTinyBench } from "./tiny_model.ts";
-import { fillRandomCache } from "./random_cache.ts";
+import { fillRandomCache, hostKvCache, offloadDecoderOptions } from "./random_cache.ts";
 
 const { values: args } = openCommand({
   name: "bench:offload",
@@ -138,12 +137,7 @@ for (const [ci, [batch, L]] of configs.entries()) {
     continue;
   }
   // One pinned cache per (batch, context), every layer in host memory, shared by the methods.
-  using cache = new PagedKvCache(cuda, SPEC, {
-    numLayers: C.numLayers,
-    numSeqs: batch,
-    maxContext,
-    kvPlacement: Array(C.numLayers).fill("host"),
-  });
+  using cache = hostKvCache(cuda, batch, maxContext);
   using fillStream = cuda.stream();
   fillRandomCache(util, cache, batch, L, fillStream);
   const tokens = Array.from({ length: batch }, (_, b) => (b * 7919) % C.vocabSize);
@@ -157,15 +151,11 @@ for (const [ci, [batch, L]] of configs.entries()) {
   ];
   for (const [method, offload] of methods) {
     // Full-KV attends densely over the same pinned pools (its plan ignores the selection).
-    using dec = await GpuDecoder.create(cuda, model, {
-      batch,
-      maxContext,
-      spec: SPEC,
-      channels: { randomSeed: 3 },
-      maxPrefillRows: batch,
-      offload,
-      cache,
-    });
+    using dec = await GpuDecoder.create(
+      cuda,
+      model,
+      offloadDecoderOptions(batch, maxContext, offload, cache),
+    );
     const steps = offload.mode === "full-kv" ? FULL_KV_STEPS : STEPS;
     let next = tokens;
     for (let i = 0; i < WARMUP; i++) next = Array.from(dec.stepChoose(next));
@@ -218,13 +208,7 @@ for (const [ci, [batch, L]] of configs.entries()) {
   }
   // The same decoder with every layer's K/V on the GPU, where it fits.
   if (kvBytes + WEIGHTS_AND_WORKSPACE < info.totalMemBytes * 0.9) {
-    using dec = await GpuDecoder.create(cuda, model, {
-      batch,
-      maxContext,
-      spec: SPEC,
-      channels: { randomSeed: 3 },
-      maxPrefillRows: batch,
-    });
+    using dec = await GpuDecoder.create(cuda, model, offloadDecoderOptions(batch, maxContext));
     fillRandomCache(util, dec.cache, batch, L, dec.stream);
     dec.stepChoose(tokens);
     const stepMs = dec.timeStep(10, true);

@@ -18,13 +18,12 @@
 import { intFlag, openCommand } from "../src/cli/front_door.ts";
 import { requireGpu } from "../src/runtime/device.ts";
 import { GpuDecoder } from "../src/decoding/gpu_decoder.ts";
-import { PagedKvCache } from "../src/runtime/caches.ts";
 import type { OffloadOptions } from "../src/runtime/offload_plan.ts";
 import { offloadLayerTimes, StepTimeline } from "../src/runtime/step_timeline.ts";
 import { UtilKernels } from "../src/runtime/util_kernels.ts";
 import { formatTextTable } from "../src/util/text_table.ts";
-import { LLAMA3_8B as C, LLAMA3_8B_GROUP_SPEC_NO_DENSE as SPEC } from "./llama3_shape.ts";
-import { fillRandomCache } from "./random_cache.ts";
+import { LLAMA3_8B as C } from "./llama3_shape.ts";
+import { fillRandomCache, hostKvCache, offloadDecoderOptions } from "./random_cache.ts";
 
 const { values: args } = openCommand({
   name: "offload_timeline",
@@ -41,12 +40,7 @@ const shown = intFlag("--layers", args.layers, { min: 0, max: C.numLayers });
 const cuda = requireGpu("bench/offload_timeline.ts");
 using util = new UtilKernels(cuda, "fp16");
 const maxContext = L + 64;
-using cache = new PagedKvCache(cuda, SPEC, {
-  numLayers: C.numLayers,
-  numSeqs: batch,
-  maxContext,
-  kvPlacement: Array(C.numLayers).fill("host"),
-});
+using cache = hostKvCache(cuda, batch, maxContext);
 using fillStream = cuda.stream();
 fillRandomCache(util, cache, batch, L, fillStream);
 console.log(`${cuda.info.name}: Llama-3-8B shape, batch ${batch}, context ${L}, all K/V on host`);
@@ -57,15 +51,11 @@ const methods: [string, OffloadOptions][] = [
 ];
 const fmt = (x: number | null) => (x === null ? "-" : (1000 * x).toFixed(0));
 for (const [method, offload] of methods) {
-  using dec = await GpuDecoder.create(cuda, { config: C, seed: 7, scale: 0.02 }, {
-    batch,
-    maxContext,
-    spec: SPEC,
-    channels: { randomSeed: 3 },
-    maxPrefillRows: batch,
-    offload,
-    cache,
-  });
+  using dec = await GpuDecoder.create(
+    cuda,
+    { config: C, seed: 7, scale: 0.02 },
+    offloadDecoderOptions(batch, maxContext, offload, cache),
+  );
   let next = Array.from({ length: batch }, (_, b) => (b * 7919) % C.vocabSize);
   for (let i = 0; i < 2; i++) next = Array.from(dec.stepChoose(next));
   const walls: number[] = [];
