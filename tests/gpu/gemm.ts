@@ -13,6 +13,7 @@
  *     (its /proc/self/maps after a prefill and a step).
  */
 import { fileURLToPath } from "node:url";
+import { intFlag, openCommand } from "../../src/cli/front_door.ts";
 import { type Cuda, cuda as openCuda, type Stream } from "../../src/cuda/driver.ts";
 import type { MODEL_KERNELS } from "../../src/codegen/families.ts";
 import type { FamilyModule } from "../../src/runtime/family_module.ts";
@@ -231,13 +232,26 @@ export async function runGemmChecks(
 }
 
 if (import.meta.main) {
-  if (Deno.args.includes(PROBE_FLAG)) {
+  const { values } = openCommand({
+    name: "tests/gpu/gemm.ts",
+    usage: `deno run -A tests/gpu/gemm.ts [--no-model] [--seed N]
+  --no-model  the kernel checks only (no bundled-model decoder, no cuBLAS probe)
+  --seed N    an integer >= 0 (default: $DS_SEED, else from the clock)`,
+    options: {
+      "no-model": { type: "boolean", default: false },
+      seed: { type: "string" },
+      // The child process of the no-cuBLAS check (checkNoCublas) runs with this flag.
+      [PROBE_FLAG.slice(2)]: { type: "boolean", default: false },
+    },
+  });
+  if (values[PROBE_FLAG.slice(2)]) {
     await probe();
   } else {
     const cuda = openCuda();
-    const seed = Number(Deno.env.get("DS_SEED") ?? Date.now() % 1e9);
+    const seedText = values.seed ?? Deno.env.get("DS_SEED");
+    const seed = seedText === undefined ? Date.now() % 1e9 : intFlag("seed", seedText, { min: 0 });
     console.log(`builtin GEMM checks on ${cuda.info.name}`);
-    const ok = await runGemmChecks(cuda, { seed, model: !Deno.args.includes("--no-model") });
+    const ok = await runGemmChecks(cuda, { seed, model: !values["no-model"] });
     Deno.exit(ok ? 0 : 1);
   }
 }
