@@ -247,9 +247,9 @@ if (import.meta.main) {
   if (values[PROBE_FLAG.slice(2)]) {
     await probe();
   } else {
-    const cuda = openCuda();
     const seedText = values.seed ?? Deno.env.get("DS_SEED");
     const seed = seedText === undefined ? Date.now() % 1e9 : intFlag("seed", seedText, { min: 0 });
+    const cuda = openCuda();
     console.log(`builtin GEMM checks on ${cuda.info.name}`);
     const ok = await runGemmChecks(cuda, { seed, model: !values["no-model"] });
     Deno.exit(ok ? 0 : 1);
