@@ -9,11 +9,15 @@
  * PyTorch's causal SDPA on the same shapes (bench/prefill_torch.py, python3 with torch) and
  * prints each body's throughput as a fraction of it.
  *
+ * `--wgmma-variants sync,mbar3,ws3-h` times each named variant of the wgmma body
+ * (src/codegen/prefill_wgmma_variants.ts) for every body that resolves to wgmma, in the same call.
+ *
  * `--tunings 1x64r,2x32` also times other shapes of the mma.sync body (M tiles per warp x keys
  * per stage, `r` = Q fragments in registers), rendered and compiled here, for tuning experiments.
  *
  *   deno run -A bench/prefill_kernel.ts [--prompts 16384,32768] [--chunk 4096] [--repeats 5]
- *                                       [--bodies mma,wgmma] [--sdpa] [--tunings 1x64r,2x32]
+ *                                       [--bodies mma,wgmma] [--wgmma-variants sync,mbar3]
+ *                                       [--sdpa] [--tunings 1x64r,2x32]
  */
 import { intFlag, intListFlag, openCommand } from "../src/cli/front_door.ts";
 import { requireGpu } from "../src/runtime/device.ts";
@@ -33,7 +37,12 @@ import {
 import { renderKernels } from "../src/codegen/render.ts";
 import { sharedCompiler } from "../src/runtime/variant.ts";
 import { prefillTiles } from "../src/runtime/prefill_tiles.ts";
-import { parsePrefillBody } from "../src/runtime/prefill_body.ts";
+import { parsePrefillBody, prefillRuns } from "../src/runtime/prefill_body.ts";
+import {
+  DEFAULT_WGMMA_VARIANT,
+  parseWgmmaVariant,
+  WGMMA_VARIANTS,
+} from "../src/codegen/prefill_wgmma_variants.ts";
 import { runPythonBench } from "../src/runtime/python_baseline.ts";
 
 const { values: args } = openCommand({
@@ -43,6 +52,9 @@ const { values: args } = openCommand({
   --chunk N        chunk rows (default 4096)
   --repeats N      timed repeats (default 5)
   --bodies LIST    kernel bodies to time, of auto, mma, wgmma (default auto)
+  --wgmma-variants LIST  variants of the wgmma body to time (default sync; all: ${
+    WGMMA_VARIANTS.join(",")
+  })
   --sdpa           also time PyTorch's causal SDPA (python3 bench/prefill_torch.py)
   --tunings LIST   other mma.sync kernel shapes to time, e.g. 1x64r,2x32`,
   options: {
@@ -50,6 +62,7 @@ const { values: args } = openCommand({
     chunk: { type: "string", default: "4096" },
     repeats: { type: "string", default: "5" },
     bodies: { type: "string", default: "auto" },
+    "wgmma-variants": { type: "string", default: DEFAULT_WGMMA_VARIANT },
     sdpa: { type: "boolean", default: false },
     tunings: { type: "string", default: "" },
   },
@@ -58,6 +71,8 @@ const prompts = intListFlag("prompts", args.prompts!, { min: 1 });
 const chunk = intFlag("chunk", args.chunk!, { min: 1 });
 const repeats = intFlag("repeats", args.repeats!, { min: 1 });
 const bodies = args.bodies!.split(",").map((b) => parsePrefillBody(b, "--bodies"));
+const wgmmaVariants = args["wgmma-variants"]!.split(",").filter((v) => v);
+for (const v of wgmmaVariants) parseWgmmaVariant(v, "--wgmma-variants");
 
 const cuda = requireGpu("bench/prefill_kernel.ts");
 using stream = cuda.stream();
@@ -74,12 +89,22 @@ const spec = defineAttention({
 using util = new UtilKernels(cuda, "fp16");
 console.log(`prefill kernel on ${cuda.info.name}; ${spec.variant}`);
 const sdpa = args.sdpa ? sdpaTflops(prompts) : new Map<number, number>();
-for (const body of bodies) {
-  using variant = await Variant.load(cuda, spec, { stream, prefillBody: body });
+const timed = new Set<string>();
+for (const [body, wgmmaVariant] of prefillRuns(bodies, wgmmaVariants)) {
+  using variant = await Variant.load(cuda, spec, {
+    stream,
+    prefillBody: body,
+    prefillWgmmaVariant: wgmmaVariant,
+  });
   variant.bindStream(stream);
+  const name = variant.prefill.wgmmaVariant === null
+    ? variant.prefill.body
+    : `${variant.prefill.body}:${variant.prefill.wgmmaVariant}`;
+  if (timed.has(name)) continue; // e.g. auto -> mma on a card without wgmma, once is enough
+  timed.add(name);
   const info = variant.kernels.prefill.info;
   console.log(
-    `body ${variant.prefill.body} (${body} asked; ${variant.prefill.reason}): ` +
+    `body ${name} (${body} asked; ${variant.prefill.reason}): ` +
       `${variant.prefill.threads} threads, ${info.registers} regs, ${info.localBytes} B local, ` +
       `${variant.prefill.sharedBytes} B shared`,
   );
@@ -100,7 +125,7 @@ for (const body of bodies) {
       const tflops = flops / (ms / 1e3) / 1e12;
       const vsSdpa = sdpa.has(P) ? `, ${(tflops / sdpa.get(P)!).toFixed(2)}x SDPA` : "";
       console.log(
-        `  ${variant.prefill.body} P=${P} chunk=${C}: ${ms.toFixed(3)} ms, ` +
+        `  ${name} P=${P} chunk=${C}: ${ms.toFixed(3)} ms, ` +
           `${tflops.toFixed(0)} TFLOP/s${vsSdpa}`,
       );
     }

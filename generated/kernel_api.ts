@@ -52,6 +52,9 @@ export interface TuningInfo {
   readonly prefillWgmma: boolean;
   readonly prefillWgmmaThreads: number;
   readonly prefillWgmmaKeyTile: number;
+  readonly prefillWgmmaSchedule: string;
+  readonly prefillWgmmaStages: number;
+  readonly prefillWgmmaHeadsFastest: boolean;
   readonly prefillWgmmaSharedBytes: number;
   readonly mergeUnroll: number;
   readonly sortThreads: number;

@@ -18,6 +18,7 @@ import { clean, type KernelStats, parsePtxasInfo, spills } from "../src/cuda/ptx
 import { formatTextTable } from "../src/util/text_table.ts";
 import { tuningFor } from "../src/codegen/kernels.ts";
 import { checkedSpecs, compilePrefillBody } from "../scripts/compile_check.ts";
+import { WGMMA_VARIANTS } from "../src/codegen/prefill_wgmma_variants.ts";
 
 const PTXAS = findPtxas();
 const IN_CI = Deno.env.get("CI") === "true";
@@ -263,8 +264,12 @@ Deno.test({
       const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
       console.log(text);
       assert.equal(out.code, 0, `scripts/compile_check.ts with NVRTC 12 exited ${out.code}`);
-      const wgmmaRows = text.split("\n").filter((l) => / wgmma +sm_90a .* ok$/.test(l));
-      assert.ok(wgmmaRows.length >= 8, `only ${wgmmaRows.length} wgmma bodies reported ok`);
+      // Every wgmma variant (src/codegen/prefill_wgmma_variants.ts) of every spec with the body.
+      const wgmmaRows = text.split("\n").filter((l) => / wgmma:\S+ +sm_90a .* ok$/.test(l));
+      assert.ok(
+        wgmmaRows.length >= 8 * WGMMA_VARIANTS.length,
+        `only ${wgmmaRows.length} wgmma bodies reported ok`,
+      );
       return;
     }
     const compiler = new KernelCompiler({ cache: null });

@@ -225,29 +225,50 @@ DS_INLINE u32 pack2(float lo, float hi) {
 
 #if defined(DS_PREFILL_WGMMA)
 // ---- the sm_90a body: warpgroup MMA (wgmma.mma_async), compiled with -DDS_PREFILL_WGMMA ----
-// Same arguments, grid and tile table as the mma.sync body. A block of WARPGROUPS warpgroups
-// takes one query tile (64 rows per warpgroup) and one query head. Per KEY_TILE-key tile:
-// S = Q K^T is one chain of wgmma m64nKEY_TILEk16 with Q and K read from shared memory through
-// matrix descriptors (128-byte swizzle, K-major); the online softmax runs on the fp32 accumulator
-// fragments (per warp the mma.sync m16n8 layout, repeated over N); P, converted to 16 bits in
-// registers, is the register A operand of O += P V, whose B operand V is [key][d] in shared
-// memory, i.e. N-major (the transpose bit of 16-bit wgmma). K/V tiles come from the paged cache
-// by cp.async into double-buffered rings. Schedule (FA3's intra-warpgroup overlap): a warpgroup
-// issues tile n's QK^T and tile n - 1's PV together (O rescaled to tile n - 1's max in between),
-// issues the cp.async loads of the next tiles while they run, waits for QK^T only and runs tile
-// n's softmax while the tensor cores do tile n - 1's PV; P is written to its registers only once
-// that PV is done (ptxas serializes the wgmmas otherwise).
+// Same arguments and tile table as the mma.sync body. A block takes one query tile (64 rows per
+// consumer warpgroup) and one query head. Per KEY_TILE-key tile: S = Q K^T is one chain of wgmma
+// m64nKEY_TILEk16 with Q and K read from shared memory through matrix descriptors (128-byte
+// swizzle, K-major); the online softmax runs on the fp32 accumulator fragments (per warp the
+// mma.sync m16n8 layout, repeated over N); P, converted to 16 bits in registers, is the register A
+// operand of O += P V, whose B operand V is [key][d] in shared memory, i.e. N-major (the transpose
+// bit of 16-bit wgmma). K/V tiles come from the paged cache by cp.async into STAGES-slot rings.
+// Per warpgroup (FA3's intra-warpgroup overlap): tile n's QK^T and tile n - 1's PV are issued
+// together (O rescaled to tile n - 1's max in between), the warpgroup waits for QK^T only and runs
+// tile n's softmax while the tensor cores do tile n - 1's PV; P is written to its registers only
+// once that PV is done (ptxas serializes the wgmmas otherwise).
+//
+// SCHEDULE says who loads the K/V tiles and how the slots are handed over (src/runtime/
+// prefill_body.ts names them):
+//   0 "sync": the consumer threads load the tiles one ahead; one cp.async.wait_group + CTA barrier
+//     per tile hands a slot to every warpgroup (2 slots; both warpgroups in lockstep).
+//   1 "mbar": the consumer threads load the tiles STAGES - 1 ahead; per slot a "full" mbarrier
+//     (completed by the cp.async copies, cp.async.mbarrier.arrive.noinc) and an "empty" one (one
+//     arrival per warp once the wgmma reading the slot has retired); no CTA barrier in the loop.
+//   2 "ws": warp-specialized: warpgroup 0 only loads (setmaxnreg.dec to PRODUCER_REGS), the other
+//     two only compute (setmaxnreg.inc to CONSUMER_REGS); the same full/empty mbarriers.
+// HEADS_FASTEST: the grid is (heads, tiles) instead of (tiles, heads), so the GROUP_SIZE query heads
+// of one kv head run side by side and read the same K/V tiles from L2 at about the same time.
 #if !defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #error "DS_PREFILL_WGMMA needs --gpu-architecture=sm_90a (wgmma.mma_async)"
 #endif
+constexpr int SCHEDULE = 0;
+constexpr bool HEADS_FASTEST = false;
 constexpr int PREFILL_THREADS = 256;
-constexpr int WARPGROUPS = PREFILL_THREADS / 128;
-constexpr int Q_TILE = 64 * WARPGROUPS;        // query rows per block
+constexpr int PRODUCER_THREADS = SCHEDULE == 2 ? 128 : 0;
+constexpr int CONSUMER_THREADS = PREFILL_THREADS - PRODUCER_THREADS;
+constexpr int WARPGROUPS = CONSUMER_THREADS / 128;  // consumer warpgroups
+constexpr int Q_TILE = 64 * WARPGROUPS;             // query rows per block
 constexpr int KEY_TILE = 128;  // keys per pipeline stage
-constexpr int CHUNKS = HEAD_DIM / 8;           // 16-byte chunks per Q/K/V row
+constexpr int STAGES = 2;     // slots of each of the K and V rings
+constexpr int CHUNKS = HEAD_DIM / 8;                // 16-byte chunks per Q/K/V row
 constexpr u32 Q_BYTES = Q_TILE * HEAD_DIM * 2;
 constexpr u32 KV_BYTES = KEY_TILE * HEAD_DIM * 2;
+// Registers per thread after setmaxnreg (ws): 128 * (PRODUCER_REGS + 2 * CONSUMER_REGS) <= 65536.
+constexpr u32 PRODUCER_REGS = 40, CONSUMER_REGS = 232;
 static_assert(HEAD_DIM % 64 == 0 && KEY_TILE % 16 == 0 && KEY_TILE <= 256, "tile shapes");
+static_assert(SCHEDULE >= 0 && SCHEDULE <= 2 && STAGES >= 2, "schedule");
+static_assert(SCHEDULE != 0 || STAGES == 2, "the sync schedule loads one tile ahead: 2 slots");
+static_assert(SCHEDULE != 2 || WARPGROUPS == 2, "ws: one producer and two consumer warpgroups");
 
 template <int ACC>
 DS_INLINE void wgmma_qk(float (&d)[64], u64 a_desc, u64 b_desc);
@@ -295,6 +316,36 @@ DS_INLINE void fence_regs(u32 (&r)[N][4]) {
   }
 }
 
+// ---- mbarriers (shared memory, 8 bytes each) ----
+DS_INLINE void mbar_init(u32 bar, u32 count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
+}
+DS_INLINE void mbar_arrive(u32 bar) {
+  asm volatile("{\n .reg .b64 state;\n mbarrier.arrive.shared::cta.b64 state, [%0];\n}" ::"r"(bar)
+               : "memory");
+}
+// One arrival on `bar` once every cp.async this thread issued so far has landed (the barrier's
+// expected count includes this thread: .noinc).
+DS_INLINE void mbar_arrive_cp_async(u32 bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(bar) : "memory");
+}
+// Waits until the phase of parity `parity` of `bar` has completed.
+DS_INLINE void mbar_wait(u32 bar, u32 parity) {
+  u32 done;
+  do {
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        " selp.u32 %0, 1, 0, p;\n}"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+template <u32 N>
+DS_INLINE void setmaxnreg_inc() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(N)); }
+template <u32 N>
+DS_INLINE void setmaxnreg_dec() { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(N)); }
+
 // Byte offset of 16-byte chunk c of row r in a tile of `rows` rows laid out for the 128-byte
 // swizzle: [HEAD_DIM / 64 column blocks][rows][8 chunks], the chunk XORed with r & 7. With the
 // tile 1024-byte aligned this is the hardware's pattern (address bits 4-6 ^= bits 7-9).
@@ -310,12 +361,14 @@ DS_INLINE u64 sw128_desc(u32 addr, u32 lead, u32 stride) {
          ((u64)((stride >> 4) & 0x3FFFu) << 32) | (1ull << 62);
 }
 
-// Issues the cp.async loads of keys [t0, t0 + KEY_TILE) of one kv head from one cache (K or V)
-// into a tile. Keys past `last` repeat the last key (always cached); the softmax masks them.
+// Issues this thread's share (thread `tid` of THREADS loaders) of the cp.async loads of keys
+// [t0, t0 + KEY_TILE) of one kv head from one cache (K or V) into a tile. Keys past `last` repeat
+// the last key (always cached); the softmax masks them.
+template <int THREADS>
 DS_INLINE void load_rows(const u16* __restrict__ cache, const int* __restrict__ bt, int kv_head,
-                         int t0, int last, u32 tile) {
+                         int t0, int last, u32 tile, int tid) {
 #pragma unroll 4
-  for (int i = threadIdx.x; i < KEY_TILE * CHUNKS; i += PREFILL_THREADS) {
+  for (int i = tid; i < KEY_TILE * CHUNKS; i += THREADS) {
     const int r = i / CHUNKS, c = i % CHUNKS;
     const size_t row = kv_row_of_token(bt, kv_head, min(t0 + r, last));
     cp_async_16(tile + sw128_offset(KEY_TILE, r, c), cache + row * HEAD_DIM + c * 8);
@@ -393,6 +446,49 @@ DS_INLINE void rescale_o(float (&o)[HEAD_DIM / 2], const float (&alpha)[2]) {
   for (int i = 0; i < HEAD_DIM / 2; i++) o[i] *= alpha[(i >> 1) & 1];
 }
 
+// Shared memory: the Q tile, STAGES K slots and STAGES V slots (each 1024-byte aligned: the launch
+// adds 1024 bytes of slack), then the mbarriers of the mbar and ws schedules.
+struct Smem {
+  u32 q, k, v, bars;
+  DS_INLINE u32 k_slot(int t) const { return k + (u32)(t % STAGES) * KV_BYTES; }
+  DS_INLINE u32 v_slot(int t) const { return v + (u32)(t % STAGES) * KV_BYTES; }
+  // Barriers of tile t's slot: K full, V full, K empty, V empty; then Q full (ws).
+  DS_INLINE u32 full_k(int t) const { return bars + 8u * (u32)(t % STAGES); }
+  DS_INLINE u32 full_v(int t) const { return bars + 8u * (u32)(STAGES + t % STAGES); }
+  DS_INLINE u32 empty_k(int t) const { return bars + 8u * (u32)(2 * STAGES + t % STAGES); }
+  DS_INLINE u32 empty_v(int t) const { return bars + 8u * (u32)(3 * STAGES + t % STAGES); }
+  DS_INLINE u32 full_q() const { return bars + 8u * (u32)(4 * STAGES); }
+};
+// The phase parity of tile t's use of its slot, and of the previous use (t - STAGES) of it.
+DS_INLINE u32 use_parity(int t) { return (u32)(t / STAGES) & 1u; }
+
+// What one block needs to find its tile's keys.
+struct TileKeys {
+  const int* bt;
+  int kv_head, last, num_key_tiles;
+};
+
+// Loads (by `THREADS` loader threads) K or V of tile t into its slot once the slot is empty (its
+// previous tile's readers have all arrived), then arrives on the slot's full barrier when they land.
+template <int THREADS>
+DS_INLINE void load_tile_mbar(const u16* __restrict__ cache, const TileKeys& tk, int t, u32 slot,
+                              u32 full, u32 empty, int tid) {
+  if (t >= STAGES) mbar_wait(empty, use_parity(t) ^ 1u);
+  load_rows<THREADS>(cache, tk.bt, tk.kv_head, t * KEY_TILE, tk.last, slot, tid);
+  mbar_arrive_cp_async(full);
+}
+
+// The consumers' side of a slot: wait until it is full, then make the copies visible to wgmma.
+DS_INLINE void wait_full(u32 full, int t) {
+  mbar_wait(full, use_parity(t));
+  fence_proxy_async();
+}
+// One arrival per warp on a slot's empty barrier once this warp's wgmmas reading it retired.
+DS_INLINE void release(u32 empty, int lane) {
+  __syncwarp();
+  if (lane == 0) mbar_arrive(empty);
+}
+
 extern "C" __global__ void __launch_bounds__(PREFILL_THREADS, 1) ds_d128_q4_kv2_p16_fp16_r16b16_group_prefill(
     const u16* __restrict__ q,               // [chunk rows][NUM_Q_HEADS][HEAD_DIM] queries after RoPE
     const int* __restrict__ tiles,           // [num_tiles][4] {first row, sequence, first position, rows} per query tile
@@ -404,29 +500,103 @@ extern "C" __global__ void __launch_bounds__(PREFILL_THREADS, 1) ds_d128_q4_kv2_
     float softmax_scale                      // usually 1/sqrt(HEAD_DIM)
 ) {
   extern __shared__ uint4 smem[];
-  // Tiles 1024-byte aligned (the launch adds 1024 bytes of slack): Q, 2 K slots, 2 V slots.
-  const u32 q_s = (smem_u32(smem) + 1023u) & ~1023u;
-  const u32 k_s = q_s + Q_BYTES;
-  const u32 v_s = k_s + 2 * KV_BYTES;
+  Smem sm;
+  sm.q = (smem_u32(smem) + 1023u) & ~1023u;
+  sm.k = sm.q + Q_BYTES;
+  sm.v = sm.k + STAGES * KV_BYTES;
+  sm.bars = sm.v + STAGES * KV_BYTES;
 
-  const int4 tile = reinterpret_cast<const int4*>(tiles)[blockIdx.x];
+  const int tile_index = HEADS_FASTEST ? blockIdx.y : blockIdx.x;
+  const int head = HEADS_FASTEST ? blockIdx.x : blockIdx.y, kv_head = head / GROUP_SIZE;
+  const int4 tile = reinterpret_cast<const int4*>(tiles)[tile_index];
   const int row0 = tile.x, seq = tile.y, pos0 = tile.z, rows = tile.w;
-  const int head = blockIdx.y, kv_head = head / GROUP_SIZE;
   const int last = pos0 + rows - 1;  // the tile's last position: keys [0, last] are attended
-  const int* bt = block_tables + (size_t)seq * max_pages;
-  const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+  TileKeys tk;
+  tk.bt = block_tables + (size_t)seq * max_pages;
+  tk.kv_head = kv_head;
+  tk.last = last;
+  tk.num_key_tiles = (last + KEY_TILE) / KEY_TILE;
+  const int n = tk.num_key_tiles;
+  // Consumer warpgroup wg (the ws schedule's producer is warpgroup 0, before them).
+  const int wg = (int)(threadIdx.x / 128) - (PRODUCER_THREADS / 128);
+  const int warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
   const int g = lane / 4, t4 = lane % 4;
+  const int ctid = (int)threadIdx.x - PRODUCER_THREADS;  // consumer thread index
 
-  // Q rows of the tile (rows past the tile repeat its last row and are never stored), K tile 0.
-  for (int i = threadIdx.x; i < Q_TILE * CHUNKS; i += PREFILL_THREADS) {
-    const int r = i / CHUNKS, c = i % CHUNKS;
-    const int m = row0 + min(r, rows - 1);
-    cp_async_16(q_s + sw128_offset(Q_TILE, r, c),
-                q + ((size_t)m * NUM_Q_HEADS + head) * HEAD_DIM + c * 8);
+  if constexpr (SCHEDULE != 0) {
+    if (threadIdx.x == 0) {
+      constexpr u32 loaders = SCHEDULE == 2 ? PRODUCER_THREADS : CONSUMER_THREADS;
+      for (int s = 0; s < STAGES; s++) {
+        mbar_init(sm.full_k(s), loaders);
+        mbar_init(sm.full_v(s), loaders);
+        mbar_init(sm.empty_k(s), CONSUMER_THREADS / 32);
+        mbar_init(sm.empty_v(s), CONSUMER_THREADS / 32);
+      }
+      mbar_init(sm.full_q(), loaders);
+    }
+    __syncthreads();
   }
-  const int num_key_tiles = (last + KEY_TILE) / KEY_TILE;
-  load_rows(k_cache, bt, kv_head, 0, last, k_s);
-  cp_async_commit();
+
+  if constexpr (SCHEDULE == 2) {
+    if (wg < 0) {
+      // The producer warpgroup: Q, then K and V in the order the consumers read them.
+      setmaxnreg_dec<PRODUCER_REGS>();
+      const int tid = threadIdx.x;
+      for (int i = tid; i < Q_TILE * CHUNKS; i += PRODUCER_THREADS) {
+        const int r = i / CHUNKS, c = i % CHUNKS;
+        const int m = row0 + min(r, rows - 1);
+        cp_async_16(sm.q + sw128_offset(Q_TILE, r, c),
+                    q + ((size_t)m * NUM_Q_HEADS + head) * HEAD_DIM + c * 8);
+      }
+      mbar_arrive_cp_async(sm.full_q());
+      load_tile_mbar<PRODUCER_THREADS>(k_cache, tk, 0, sm.k_slot(0), sm.full_k(0), sm.empty_k(0),
+                                       tid);
+      for (int t = 1; t < n; t++) {
+        load_tile_mbar<PRODUCER_THREADS>(k_cache, tk, t, sm.k_slot(t), sm.full_k(t),
+                                         sm.empty_k(t), tid);
+        load_tile_mbar<PRODUCER_THREADS>(v_cache, tk, t - 1, sm.v_slot(t - 1), sm.full_v(t - 1),
+                                         sm.empty_v(t - 1), tid);
+      }
+      load_tile_mbar<PRODUCER_THREADS>(v_cache, tk, n - 1, sm.v_slot(n - 1), sm.full_v(n - 1),
+                                       sm.empty_v(n - 1), tid);
+      // Leave only once every copy has landed (they arrive on barriers of this block).
+      asm volatile("cp.async.wait_all;" ::: "memory");
+      return;
+    }
+    setmaxnreg_inc<CONSUMER_REGS>();
+  }
+
+  // Q rows of the tile (rows past the tile repeat its last row and are never stored), K tile 0
+  // (and, mbar, the tiles up to STAGES - 1 ahead).
+  if constexpr (SCHEDULE != 2) {
+    for (int i = threadIdx.x; i < Q_TILE * CHUNKS; i += PREFILL_THREADS) {
+      const int r = i / CHUNKS, c = i % CHUNKS;
+      const int m = row0 + min(r, rows - 1);
+      cp_async_16(sm.q + sw128_offset(Q_TILE, r, c),
+                  q + ((size_t)m * NUM_Q_HEADS + head) * HEAD_DIM + c * 8);
+    }
+    cp_async_commit();
+  }
+  if constexpr (SCHEDULE == 0) {
+    load_rows<PREFILL_THREADS>(k_cache, tk.bt, kv_head, 0, last, sm.k, threadIdx.x);
+    cp_async_commit();
+  }
+  if constexpr (SCHEDULE == 1) {
+    // K of tiles 0 .. STAGES - 2 and V of tiles 0 .. STAGES - 3: the loop then keeps K
+    // STAGES - 1 tiles ahead and V STAGES - 2 (V of a tile is read one iteration after its K).
+    for (int t = 0; t < STAGES - 1 && t < n; t++) {
+      load_tile_mbar<CONSUMER_THREADS>(k_cache, tk, t, sm.k_slot(t), sm.full_k(t), sm.empty_k(t),
+                                       ctid);
+      if (t < STAGES - 2) {
+        load_tile_mbar<CONSUMER_THREADS>(v_cache, tk, t, sm.v_slot(t), sm.full_v(t),
+                                         sm.empty_v(t), ctid);
+      }
+    }
+  }
+  if constexpr (SCHEDULE == 2) {
+    mbar_wait(sm.full_q(), 0);
+    fence_proxy_async();
+  }
 
   // This thread's rows: g and g + 8 of its warp's 16 (warpgroup wg owns rows [64 wg, 64 wg + 64)),
   // and their positions (rows past the tile take the last row's, so every row has key 0).
@@ -434,7 +604,7 @@ extern "C" __global__ void __launch_bounds__(PREFILL_THREADS, 1) ds_d128_q4_kv2_
   const int pos[2] = {pos0 + min(r_base, rows - 1), pos0 + min(r_base + 8, rows - 1)};
   const float qk_scale = softmax_scale * 1.4426950408889634f;
   // Q of this warpgroup: its 64 rows of each column block.
-  const u64 q_desc = sw128_desc(q_s + wg * 64 * 128, 16, 1024);
+  const u64 q_desc = sw128_desc(sm.q + wg * 64 * 128, 16, 1024);
 
   float o[HEAD_DIM / 2];
   float m_run[2] = {neg_inf(), neg_inf()}, l_run[2] = {0.f, 0.f};
@@ -444,61 +614,106 @@ extern "C" __global__ void __launch_bounds__(PREFILL_THREADS, 1) ds_d128_q4_kv2_
   u32 p[KEY_TILE / 16][4];
   float alpha[2];
 
+  // The mbar schedule's loads issued while tile t's MMAs run: K STAGES - 1 tiles ahead and V
+  // STAGES - 2 ahead (into slots whose previous tiles every warp has released).
+  const auto load_ahead = [&](int t) {
+    if constexpr (SCHEDULE == 1) {
+      const int tk_next = t + STAGES - 1, tv_next = t + STAGES - 2;
+      if (tk_next < n) {
+        load_tile_mbar<CONSUMER_THREADS>(k_cache, tk, tk_next, sm.k_slot(tk_next),
+                                         sm.full_k(tk_next), sm.empty_k(tk_next), ctid);
+      }
+      if (tv_next < n) {
+        load_tile_mbar<CONSUMER_THREADS>(v_cache, tk, tv_next, sm.v_slot(tv_next),
+                                         sm.full_v(tv_next), sm.empty_v(tv_next), ctid);
+      }
+    }
+  };
+
   // Tile 0: its QK^T and softmax alone (no PV before it).
   {
-    cp_async_wait<0>();
-    fence_proxy_async();
-    __syncthreads();
+    if constexpr (SCHEDULE == 0) {
+      cp_async_wait<0>();
+      fence_proxy_async();
+      __syncthreads();
+    } else {
+      if constexpr (SCHEDULE == 1) {
+        cp_async_wait<0>();  // Q (its own group); the K/V copies arrive on the barriers
+        fence_proxy_async();
+        asm volatile("bar.sync 1, %0;" ::"n"(CONSUMER_THREADS) : "memory");
+      }
+      wait_full(sm.full_k(0), 0);
+    }
     float s[KEY_TILE / 2];
     wgmma_fence();
-    issue_qk(s, q_desc, k_s);
+    issue_qk(s, q_desc, sm.k_slot(0));
     wgmma_commit();
-    if (num_key_tiles > 1) load_rows(k_cache, bt, kv_head, KEY_TILE, last, k_s + KV_BYTES);
-    load_rows(v_cache, bt, kv_head, 0, last, v_s);
-    cp_async_commit();
+    if constexpr (SCHEDULE == 0) {
+      if (n > 1) load_rows<PREFILL_THREADS>(k_cache, tk.bt, kv_head, KEY_TILE, last, sm.k + KV_BYTES, threadIdx.x);
+      load_rows<PREFILL_THREADS>(v_cache, tk.bt, kv_head, 0, last, sm.v, threadIdx.x);
+      cp_async_commit();
+    }
+    load_ahead(0);
     wgmma_wait<0>();
     fence_regs(s);
+    if constexpr (SCHEDULE != 0) release(sm.empty_k(0), lane);
     softmax_tile(s, m_run, l_run, alpha, pos, 0, KEY_TILE - 1 > pos0, qk_scale, t4);
     pack_p(s, p);
   }
-  for (int kt = 1; kt < num_key_tiles; kt++) {
-    // K of tile kt and V of tile kt - 1 (committed last iteration) are in: visible to wgmma.
-    cp_async_wait<0>();
-    fence_proxy_async();
-    __syncthreads();
+  for (int kt = 1; kt < n; kt++) {
+    if constexpr (SCHEDULE == 0) {
+      // K of tile kt and V of tile kt - 1 (committed last iteration) are in: visible to wgmma.
+      cp_async_wait<0>();
+      fence_proxy_async();
+      __syncthreads();
+    } else {
+      wait_full(sm.full_k(kt), kt);
+      wait_full(sm.full_v(kt - 1), kt - 1);
+    }
     // QK^T of tile kt, then (O rescaled to tile kt - 1's max) the PV of tile kt - 1 behind it.
     float s[KEY_TILE / 2];
     wgmma_fence();
-    issue_qk(s, q_desc, k_s + (kt & 1) * KV_BYTES);
+    issue_qk(s, q_desc, sm.k_slot(kt));
     wgmma_commit();
     rescale_o(o, alpha);
     wgmma_fence();
-    issue_pv(o, p, v_s + ((kt - 1) & 1) * KV_BYTES);
+    issue_pv(o, p, sm.v_slot(kt - 1));
     wgmma_commit();
-    // While they run: K of tile kt + 1 and V of tile kt into the slots of K kt - 1 and V kt - 2,
-    // whose MMAs every warpgroup finished before the barrier.
-    if (kt + 1 < num_key_tiles) {
-      load_rows(k_cache, bt, kv_head, (kt + 1) * KEY_TILE, last, k_s + ((kt + 1) & 1) * KV_BYTES);
+    if constexpr (SCHEDULE == 0) {
+      // While they run: K of tile kt + 1 and V of tile kt into the slots of K kt - 1 and V kt - 2,
+      // whose MMAs every warpgroup finished before the barrier.
+      if (kt + 1 < n) {
+        load_rows<PREFILL_THREADS>(k_cache, tk.bt, kv_head, (kt + 1) * KEY_TILE, last,
+                                   sm.k_slot(kt + 1), threadIdx.x);
+      }
+      load_rows<PREFILL_THREADS>(v_cache, tk.bt, kv_head, kt * KEY_TILE, last, sm.v_slot(kt),
+                                 threadIdx.x);
+      cp_async_commit();
     }
-    load_rows(v_cache, bt, kv_head, kt * KEY_TILE, last, v_s + (kt & 1) * KV_BYTES);
-    cp_async_commit();
+    load_ahead(kt);
     wgmma_wait<1>();  // QK^T of tile kt done; PV of tile kt - 1 runs on during the softmax
     fence_regs(s);
+    if constexpr (SCHEDULE != 0) release(sm.empty_k(kt), lane);
     // Causal mask only on the tiles that reach the query positions.
     const int t0 = kt * KEY_TILE;
     softmax_tile(s, m_run, l_run, alpha, pos, t0, t0 + KEY_TILE - 1 > pos0, qk_scale, t4);
     wgmma_wait<0>();  // PV of tile kt - 1 done: its P registers may be rewritten
     fence_regs(o);
     fence_regs(p);
+    if constexpr (SCHEDULE != 0) release(sm.empty_v(kt - 1), lane);
     pack_p(s, p);
   }
   // The last tile's PV (its V was committed in the last iteration).
-  cp_async_wait<0>();
-  fence_proxy_async();
-  __syncthreads();
+  if constexpr (SCHEDULE == 0) {
+    cp_async_wait<0>();
+    fence_proxy_async();
+    __syncthreads();
+  } else {
+    wait_full(sm.full_v(n - 1), n - 1);
+  }
   rescale_o(o, alpha);
   wgmma_fence();
-  issue_pv(o, p, v_s + ((num_key_tiles - 1) & 1) * KV_BYTES);
+  issue_pv(o, p, sm.v_slot(n - 1));
   wgmma_commit();
   wgmma_wait<0>();
   fence_regs(o);

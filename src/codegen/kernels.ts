@@ -5,6 +5,7 @@
  */
 import type { AttentionSpec } from "../dsl/spec.ts";
 import { cacheLayout } from "../dsl/layout.ts";
+import { type WgmmaSchedule, wgmmaSharedBytes } from "./prefill_wgmma_variants.ts";
 
 /** How a kernel argument is passed: a device pointer, a 32-bit int or a 32-bit float. */
 export type ArgKind = "ptr" | "i32" | "f32";
@@ -441,7 +442,16 @@ export interface Tuning {
   readonly prefillWgmmaThreads: number;
   /** wgmma body: keys per pipeline stage (the N of the QK^T wgmma). */
   readonly prefillWgmmaKeyTile: number;
-  /** wgmma body: dynamic shared memory (Q tile, two K and V stages, 1024 bytes of alignment). */
+  /**
+   * wgmma body: who loads K/V and how slots are handed over (src/codegen/prefill_wgmma_variants.ts;
+   * "sync": the MMA warps, one CTA barrier per tile).
+   */
+  readonly prefillWgmmaSchedule: WgmmaSchedule;
+  /** wgmma body: slots of each of the K and V rings. */
+  readonly prefillWgmmaStages: number;
+  /** wgmma body: grid (heads, tiles) instead of (tiles, heads). */
+  readonly prefillWgmmaHeadsFastest: boolean;
+  /** wgmma body: dynamic shared memory (Q tile, the K and V rings, 1024 bytes of alignment). */
   readonly prefillWgmmaSharedBytes: number;
   /** Unroll of the merge kernel's loops over the splits (loads in flight per thread). */
   readonly mergeUnroll: number;
@@ -480,16 +490,6 @@ const PREFILL_THREADS = 128;
 /** Q tile (16 rows per MMA tile per warp) plus two stages of K and V tiles, 2-byte elements. */
 export const prefillSharedBytes = (headDim: number, mTiles: number, keyTile: number): number =>
   (16 * mTiles * (PREFILL_THREADS / 32) + 4 * keyTile) * headDim * 2;
-
-/**
- * The wgmma body's Q tile, two stages of K and V tiles (2-byte elements) and 1024 bytes of slack
- * to align them to the 128-byte swizzle's 1024-byte period.
- */
-export const prefillWgmmaSharedBytes = (
-  headDim: number,
-  threads: number,
-  keyTile: number,
-): number => (64 * (threads / 128) + 4 * keyTile) * headDim * 2 + 1024;
 
 /** Query rows per prefill block, the tile table's tile size (both bodies share it). */
 export const prefillQTile = (t: Pick<Tuning, "prefillMTiles" | "prefillThreads">): number =>
@@ -545,10 +545,15 @@ export function tuningFor(spec: AttentionSpec): Tuning {
     prefillWgmma,
     prefillWgmmaThreads,
     prefillWgmmaKeyTile,
-    prefillWgmmaSharedBytes: prefillWgmmaSharedBytes(
+    prefillWgmmaSchedule: "sync",
+    prefillWgmmaStages: 2,
+    prefillWgmmaHeadsFastest: false,
+    prefillWgmmaSharedBytes: wgmmaSharedBytes(
       spec.headDim,
       prefillWgmmaThreads,
       prefillWgmmaKeyTile,
+      2,
+      "sync",
     ),
     mergeUnroll: 4,
     sortThreads: SORT_THREADS,

@@ -21,6 +21,7 @@ import {
 } from "./families.ts";
 import { type KernelId, KERNELS, symbolOf, threadsOf, type Tuning, tuningFor } from "./kernels.ts";
 import { wgmmaWrappers } from "./wgmma.ts";
+import { WGMMA_SCHEDULE_CODE } from "./prefill_wgmma_variants.ts";
 
 /** Where the templates live: `DS_TEMPLATES_DIR`, else `templates/` beside `src/`. */
 export function templatesDir(): string {
@@ -155,6 +156,10 @@ export interface TemplateContext extends DtypeContext {
     readonly wgmma: boolean;
     readonly wgmmaThreads: number;
     readonly wgmmaKeyTile: number;
+    /** The template's SCHEDULE (0 sync, 1 mbar, 2 ws), ring depth and grid order. */
+    readonly wgmmaSchedule: number;
+    readonly wgmmaStages: number;
+    readonly wgmmaHeadsFastest: CBool;
     /** The inline-PTX wgmma wrappers of the body (src/codegen/wgmma.ts); empty without it. */
     readonly wgmmaWrappers: string;
     readonly headDim: number;
@@ -199,6 +204,9 @@ export function templateContext(spec: AttentionSpec, tuning: Tuning): TemplateCo
       wgmma: tuning.prefillWgmma,
       wgmmaThreads: tuning.prefillWgmmaThreads,
       wgmmaKeyTile: tuning.prefillWgmmaKeyTile,
+      wgmmaSchedule: WGMMA_SCHEDULE_CODE[tuning.prefillWgmmaSchedule],
+      wgmmaStages: tuning.prefillWgmmaStages,
+      wgmmaHeadsFastest: cBool(tuning.prefillWgmmaHeadsFastest),
       wgmmaWrappers: tuning.prefillWgmma
         ? wgmmaWrappers(mmaType, tuning.prefillWgmmaKeyTile, spec.headDim)
         : "",

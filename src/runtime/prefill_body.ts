@@ -5,11 +5,15 @@
  * `Tuning.prefillWgmma`). Both bodies take the same arguments, grid and tile table; they differ in
  * compile options and in the block's threads and dynamic shared memory, decided here.
  *
+ * The wgmma body comes in variants (src/codegen/prefill_wgmma_variants.ts), applied to the tuning
+ * before it gets here; the plan names the one it compiles and whether its grid is heads-first.
+ *
  * `DS_PREFILL_BODY` (auto | mma | wgmma) overrides the default choice "auto"; asking for wgmma
  * where it cannot run is an error, never a silent fallback. Pure (no FFI): tested on the CPU.
  */
 import type { Tuning } from "../codegen/kernels.ts";
 import { UsageError } from "../util/errors.ts";
+import { wgmmaVariantName } from "../codegen/prefill_wgmma_variants.ts";
 
 /** The two bodies of the prefill kernel. */
 export type PrefillBody = "mma" | "wgmma";
@@ -51,6 +55,10 @@ export interface PrefillBodyPlan {
   readonly threads: number;
   /** Dynamic shared memory per block, bytes. */
   readonly sharedBytes: number;
+  /** The wgmma body's variant (src/codegen/prefill_wgmma_variants.ts); null for mma.sync. */
+  readonly wgmmaVariant: string | null;
+  /** The grid is (heads, tiles) instead of (tiles, heads). */
+  readonly headsFastest: boolean;
 }
 
 /** Why the wgmma body cannot run on `target`, or null when it can. */
@@ -76,6 +84,9 @@ export function choosePrefillBody(
     | "prefillSharedBytes"
     | "prefillWgmmaThreads"
     | "prefillWgmmaSharedBytes"
+    | "prefillWgmmaSchedule"
+    | "prefillWgmmaStages"
+    | "prefillWgmmaHeadsFastest"
   >,
   target: PrefillTarget,
 ): PrefillBodyPlan {
@@ -86,6 +97,8 @@ export function choosePrefillBody(
     extraOptions: [],
     threads: tuning.prefillThreads,
     sharedBytes: tuning.prefillSharedBytes,
+    wgmmaVariant: null,
+    headsFastest: false,
   });
   if (choice === "mma") return mma("mma.sync body asked for");
   const unavailable = wgmmaUnavailable(tuning, target);
@@ -102,5 +115,26 @@ export function choosePrefillBody(
     extraOptions: ["-DDS_PREFILL_WGMMA"],
     threads: tuning.prefillWgmmaThreads,
     sharedBytes: tuning.prefillWgmmaSharedBytes,
+    wgmmaVariant: wgmmaVariantName({
+      schedule: tuning.prefillWgmmaSchedule,
+      stages: tuning.prefillWgmmaStages,
+      headsFastest: tuning.prefillWgmmaHeadsFastest,
+    }),
+    headsFastest: tuning.prefillWgmmaHeadsFastest,
   };
+}
+
+/**
+ * The (body, wgmma variant) pairs to load when `bodies` and `wgmmaVariants` are both asked for:
+ * mma.sync once, every other choice (wgmma, or auto, which may resolve to it) once per variant.
+ */
+export function prefillRuns(
+  bodies: readonly PrefillBodyChoice[],
+  wgmmaVariants: readonly string[],
+): [PrefillBodyChoice, string | undefined][] {
+  return bodies.flatMap((b): [PrefillBodyChoice, string | undefined][] =>
+    b === "mma" || wgmmaVariants.length === 0
+      ? [[b, undefined]]
+      : wgmmaVariants.map((v): [PrefillBodyChoice, string] => [b, v])
+  );
 }

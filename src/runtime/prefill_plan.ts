@@ -63,9 +63,10 @@ export class PrefillPlan implements Disposable {
   /** Causal attention of the chunk's rows: q [rows][Hq][d] -> out [rows][Hq][d] (KV dtype). */
   attention(layer: number, q: bigint, out: bigint): void {
     const l = this.cache.layers[layer];
+    const heads = this.variant.spec.numQHeads;
     this.variant.launchers.launchPrefill(
       this.variant.slot("prefill"),
-      [this.#numTiles, this.variant.spec.numQHeads, 1],
+      this.variant.prefill.headsFastest ? [heads, this.#numTiles, 1] : [this.#numTiles, heads, 1],
       {
         q,
         tiles: this.#tiles.ptr,

@@ -16,8 +16,9 @@ import {
   writeKernelApi,
   writeVariant,
 } from "../codegen/generate.ts";
-import { dynamicSharedBytesOf, type KernelId, KERNELS } from "../codegen/kernels.ts";
-import type { RenderedKernel } from "../codegen/render.ts";
+import { dynamicSharedBytesOf, type KernelId, KERNELS, tuningFor } from "../codegen/kernels.ts";
+import { type RenderedKernel, renderKernels } from "../codegen/render.ts";
+import { WGMMA_VARIANT_ENV, withWgmmaVariant } from "../codegen/prefill_wgmma_variants.ts";
 import { defaultCacheDir } from "../cuda/compile_cache.ts";
 import { KernelCompiler } from "../cuda/compiler.ts";
 import {
@@ -72,23 +73,40 @@ export class Variant implements Disposable {
       stream?: Stream;
       /** The prefill body: default $DS_PREFILL_BODY, else "auto" (wgmma where it can run). */
       prefillBody?: PrefillBodyChoice;
+      /**
+       * The wgmma body's variant (src/codegen/prefill_wgmma_variants.ts): default
+       * $DS_PREFILL_WGMMA_VARIANT, else the tuning's own ("sync"). Ignored by the mma.sync body.
+       */
+      prefillWgmmaVariant?: string;
     } = {},
   ): Promise<Variant> {
     const compiler = opts.compiler ?? sharedCompiler();
     const { launchers, path, rendered } = await launchersFor(spec);
+    const base = tuningFor(spec);
+    const variantName = opts.prefillWgmmaVariant ?? Deno.env.get(WGMMA_VARIANT_ENV);
+    const tuning = variantName === undefined || !base.prefillWgmma ? base : withWgmmaVariant(
+      base,
+      spec.headDim,
+      variantName,
+      opts.prefillWgmmaVariant !== undefined ? "prefillWgmmaVariant" : `$${WGMMA_VARIANT_ENV}`,
+    );
     const prefill = choosePrefillBody(
       opts.prefillBody ??
         parsePrefillBody(Deno.env.get(PREFILL_BODY_ENV), `$${PREFILL_BODY_ENV}`),
-      launchers.tuning,
+      tuning,
       { nvrtcMajor: compiler.nvrtcMajor, arch: cuda.info.arch },
     );
+    // Another wgmma variant than the committed sources': its prefill source rendered here.
+    const prefillSource = prefill.body === "wgmma" && tuning !== base
+      ? renderKernels(spec, tuning).find((k) => k.id === "prefill")!.source
+      : undefined;
     const modules: Module[] = [];
     const kernels = {} as Record<KernelId, LoadedKernel>;
     try {
       for (const r of rendered) {
         const isPrefill = r.id === "prefill";
         const compiled = compiler.compile({
-          source: r.source,
+          source: isPrefill && prefillSource !== undefined ? prefillSource : r.source,
           programName: `${spec.variant}/${r.file}`,
           arch: isPrefill ? prefill.arch : cuda.info.arch,
           extraOptions: isPrefill ? prefill.extraOptions : undefined,

@@ -6,7 +6,9 @@
  * must be written. Every case runs once per requested body of the kernel (src/runtime/
  * prefill_body.ts): `deno task test:gpu` asks for mma and auto (wgmma on an H100 with NVRTC 12+);
  * alone, `deno run -A tests/gpu/prefill.ts [--bodies mma,wgmma]` asks for both by name, and a
- * body asked for by name that cannot be loaded is a FAIL, not a skip. Head dim 256 has no wgmma
+ * body asked for by name that cannot be loaded is a FAIL, not a skip. `--wgmma-variants
+ * sync,mbar3,ws3-h` checks each named variant of the wgmma body (src/codegen/
+ * prefill_wgmma_variants.ts). Head dim 256 has no wgmma
  * body: its case says SKIP with that reason for wgmma (and is checked under mma).
  */
 import { type AttentionSpec, defineAttention } from "../../src/dsl/spec.ts";
@@ -18,7 +20,12 @@ import { PrefillPlan } from "../../src/runtime/prefill_plan.ts";
 import type { PrefillSegment } from "../../src/runtime/prefill_tiles.ts";
 import { decodeArray, encodeArray } from "../../src/util/dtype.ts";
 import { Random, relativeError } from "./support.ts";
-import { PREFILL_BODY_CHOICES, type PrefillBodyChoice } from "../../src/runtime/prefill_body.ts";
+import {
+  PREFILL_BODY_CHOICES,
+  type PrefillBodyChoice,
+  prefillRuns,
+} from "../../src/runtime/prefill_body.ts";
+import { parseWgmmaVariant, WGMMA_VARIANTS } from "../../src/codegen/prefill_wgmma_variants.ts";
 import { tuningFor } from "../../src/codegen/kernels.ts";
 
 interface PrefillCase {
@@ -81,6 +88,17 @@ export const PREFILL_CASES: PrefillCase[] = [
     page: 32,
     seqs: [[17, 133]],
   },
+  // 17 key tiles of 128: every slot of a 3- or 4-stage ring is reused several times (the
+  // mbarrier phases of the mbar and ws schedules wrap), a chunk starting mid-page, GQA 4
+  {
+    name: "d128-gqa4-fp16-p16-long",
+    headDim: 128,
+    q: 4,
+    kv: 1,
+    dtype: "fp16",
+    page: 16,
+    seqs: [[1900, 200]],
+  },
   // more query rows than one tile per sequence, ragged ends
   {
     name: "d128-gqa2-fp16-p16-ragged",
@@ -136,7 +154,7 @@ function referenceRow(
 
 export interface PrefillCheckResult {
   readonly name: string;
-  /** The body that ran (Variant.prefill.body). */
+  /** The body that ran (Variant.prefill.body, with its wgmma variant after a colon). */
   readonly body: string;
   readonly error: number;
   readonly pass: boolean;
@@ -150,9 +168,14 @@ export async function runPrefillCase(
   c: PrefillCase,
   rng: Random,
   body: PrefillBodyChoice = "auto",
+  wgmmaVariant?: string,
 ): Promise<PrefillCheckResult> {
   const spec = specOf(c);
-  using variant = await Variant.load(cuda, spec, { stream, prefillBody: body });
+  using variant = await Variant.load(cuda, spec, {
+    stream,
+    prefillBody: body,
+    prefillWgmmaVariant: wgmmaVariant,
+  });
   variant.bindStream(stream);
   const maxContext = Math.max(...c.seqs.map(([a, b]) => a + b));
   using cache = new PagedKvCache(cuda, spec, {
@@ -245,7 +268,9 @@ export async function runPrefillCase(
   const pass = unwritten < 0 && error < tol;
   return {
     name: c.name,
-    body: variant.prefill.body,
+    body: variant.prefill.wgmmaVariant === null
+      ? variant.prefill.body
+      : `${variant.prefill.body}:${variant.prefill.wgmmaVariant}`,
     error,
     pass,
     detail: unwritten >= 0
@@ -257,38 +282,43 @@ export async function runPrefillCase(
 }
 
 /**
- * Every prefill case under each of `bodies`; prints a line each (with the body that ran) and
- * returns whether all passed. A body asked for by name that cannot be loaded fails the case.
+ * Every prefill case under each of `bodies` (the wgmma ones once per variant of `wgmmaVariants`,
+ * none: the default variant); prints a line each (with the body that ran) and returns whether all
+ * passed. A body asked for by name that cannot be loaded fails the case.
  */
 export async function runPrefillChecks(
   cuda: Cuda,
   stream: Stream,
   seed: number,
   bodies: readonly PrefillBodyChoice[] = ["mma", "auto"],
+  wgmmaVariants: readonly string[] = [],
 ): Promise<boolean> {
   let ok = true;
-  for (const body of bodies) {
+  for (const [body, wgmmaVariant] of prefillRuns(bodies, wgmmaVariants)) {
+    const asked = wgmmaVariant === undefined ? body : `${body}:${wgmmaVariant}`;
     const rng = new Random(seed);
     for (const c of PREFILL_CASES) {
       if (body === "wgmma" && !tuningFor(specOf(c)).prefillWgmma) {
         console.log(
-          `SKIP prefill ${c.name} [wgmma asked]: head dim ${c.headDim} has no wgmma body ` +
+          `SKIP prefill ${c.name} [${asked} asked]: head dim ${c.headDim} has no wgmma body ` +
             "(mma.sync only; checked under mma)",
         );
         continue;
       }
       let r: PrefillCheckResult;
       try {
-        r = await runPrefillCase(cuda, stream, c, rng, body);
+        r = await runPrefillCase(cuda, stream, c, rng, body, wgmmaVariant);
       } catch (e) {
         console.log(
-          `FAIL prefill ${c.name} [${body} asked]: ${e instanceof Error ? e.message : e}`,
+          `FAIL prefill ${c.name} [${asked} asked]: ${e instanceof Error ? e.message : e}`,
         );
         ok = false;
         continue;
       }
       console.log(
-        `${r.pass ? "PASS" : "FAIL"} prefill ${c.name} [${body} asked, ${r.body} ran]: ${r.detail}`,
+        `${
+          r.pass ? "PASS" : "FAIL"
+        } prefill ${c.name} [${asked} asked, ${r.body} ran]: ${r.detail}`,
       );
       ok &&= r.pass;
     }
@@ -302,17 +332,26 @@ if (import.meta.main) {
   const { parsePrefillBody } = await import("../../src/runtime/prefill_body.ts");
   const { values } = openCommand({
     name: "tests/gpu/prefill.ts",
-    usage: `deno run -A tests/gpu/prefill.ts [--bodies LIST]
-  --bodies LIST   prefill bodies to check, of ${
-      PREFILL_BODY_CHOICES.join(", ")
-    } (default mma,wgmma)`,
-    options: { bodies: { type: "string", default: "mma,wgmma" } },
+    usage: `deno run -A tests/gpu/prefill.ts [--bodies LIST] [--wgmma-variants LIST]
+  --bodies LIST   prefill bodies to check, of ${PREFILL_BODY_CHOICES.join(", ")} (default mma,wgmma)
+  --wgmma-variants LIST  variants of the wgmma body to check (default: the default one; all: ${
+      WGMMA_VARIANTS.join(",")
+    })`,
+    options: {
+      bodies: { type: "string", default: "mma,wgmma" },
+      "wgmma-variants": { type: "string", default: "" },
+    },
   });
   const bodies = values.bodies!.split(",").map((b) => parsePrefillBody(b, "--bodies"));
+  const wgmmaVariants = values["wgmma-variants"]!.split(",").filter((v) => v);
+  for (const v of wgmmaVariants) parseWgmmaVariant(v, "--wgmma-variants");
   const cuda = openCuda();
   using stream = cuda.stream();
   const seed = Number(Deno.env.get("DS_SEED") ?? Date.now() % 1e9);
-  console.log(`prefill checks on ${cuda.info.name}, seed ${seed}, bodies ${bodies.join(", ")}`);
-  const ok = await runPrefillChecks(cuda, stream, seed, bodies);
+  console.log(
+    `prefill checks on ${cuda.info.name}, seed ${seed}, bodies ${bodies.join(", ")}` +
+      (wgmmaVariants.length > 0 ? `, wgmma variants ${wgmmaVariants.join(", ")}` : ""),
+  );
+  const ok = await runPrefillChecks(cuda, stream, seed, bodies, wgmmaVariants);
   Deno.exit(ok ? 0 : 1);
 }
