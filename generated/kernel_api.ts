@@ -55,6 +55,7 @@ export interface TuningInfo {
   readonly prefillWgmmaSchedule: string;
   readonly prefillWgmmaStages: number;
   readonly prefillWgmmaHeadsFastest: boolean;
+  readonly prefillWgmmaPingpong: boolean;
   readonly prefillWgmmaSharedBytes: number;
   readonly mergeUnroll: number;
   readonly sortThreads: number;
@@ -360,7 +361,7 @@ export interface VariantLaunchers {
   readonly launchSparse: (slot: KernelSlot, grid: Dim3, a: SparseArgs) => void;
   /** Log-sum-exp merge of the split partials into the attention output. Grid: (NUM_Q_HEADS, batch, 1). */
   readonly launchMerge: (slot: KernelSlot, grid: Dim3, a: MergeArgs) => void;
-  /** Causal prefill attention of a chunk's query tiles over the paged cache (tensor cores). Grid: (num_tiles, NUM_Q_HEADS, 1); dynamic shared memory prefillSharedBytes. */
+  /** Causal prefill attention of a chunk's query tiles over the paged cache (tensor cores). Grid: (num_tiles, NUM_Q_HEADS, 1), or (NUM_Q_HEADS, num_tiles, 1) for a heads-fastest wgmma variant (Variant.prefill.headsFastest); dynamic shared memory prefillSharedBytes. */
   readonly launchPrefill: (slot: KernelSlot, grid: Dim3, a: PrefillArgs) => void;
   /** Sorts each selection head's selected tokens ascending in place (bitmap + prefix sum). Grid: (NUM_SEL_HEADS, 1, batch). */
   readonly launchSortSelection: (slot: KernelSlot, grid: Dim3, a: SortSelectionArgs) => void;

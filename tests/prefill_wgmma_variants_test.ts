@@ -31,19 +31,22 @@ Deno.test("parseWgmmaVariant: schedule, stages (default per schedule) and grid o
     schedule: "sync",
     stages: 2,
     headsFastest: false,
+    pingpong: false,
   });
   assert.deepEqual(parseWgmmaVariant("mbar3-h", "x"), {
     schedule: "mbar",
     stages: 3,
     headsFastest: true,
+    pingpong: false,
   });
-  assert.deepEqual(parseWgmmaVariant("ws", "x"), {
+  assert.deepEqual(parseWgmmaVariant("ws-p-h", "x"), {
     schedule: "ws",
     stages: 3,
-    headsFastest: false,
+    headsFastest: true,
+    pingpong: true,
   });
   assert.deepEqual(parseWgmmaVariant(" MBAR2 ", "x").stages, 2);
-  for (const bad of ["", "ws5", "pingpong", "sync3", "mbar-x"]) {
+  for (const bad of ["", "ws5", "pingpong", "sync3", "mbar-x", "sync-p", "ws3-h-p"]) {
     assert.throws(() => parseWgmmaVariant(bad, "--wgmma-variants"), (e: unknown) => {
       assert.ok(e instanceof UsageError);
       assert.match(e.message, /^--wgmma-variants: got /);
@@ -99,9 +102,11 @@ Deno.test("the rendered wgmma body carries the variant's schedule, stages and gr
   const src = (name: string) =>
     renderKernels(spec(128), withWgmmaVariant(base, 128, name, "x"))
       .find((k) => k.id === "prefill")!.source;
-  const sync = src("sync"), ws = src("ws3-h");
+  const sync = src("sync"), ws = src("ws3-p-h");
   assert.match(sync, /constexpr int SCHEDULE = 0;/);
   assert.match(sync, /constexpr bool HEADS_FASTEST = false;/);
+  assert.match(sync, /constexpr bool PINGPONG = false;/);
+  assert.match(ws, /constexpr bool PINGPONG = true;/);
   assert.match(sync, /constexpr int PREFILL_THREADS = 256;/);
   assert.match(ws, /constexpr int SCHEDULE = 2;/);
   assert.match(ws, /constexpr int STAGES = 3;/);

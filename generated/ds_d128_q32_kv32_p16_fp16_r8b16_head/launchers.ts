@@ -36,6 +36,7 @@ export const tuning = {
   prefillWgmmaSchedule: sync,
   prefillWgmmaStages: 2,
   prefillWgmmaHeadsFastest: false,
+  prefillWgmmaPingpong: false,
   prefillWgmmaSharedBytes: 164864,
   mergeUnroll: 4,
   sortThreads: 1024,
@@ -52,7 +53,7 @@ export const kernels = {
   dense: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "c4f85df97402c573ab10448fc6a5bbaea5e0b55d202959455a424712e10dc4bf" },
   sparse: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "13c6fcc64c5e665feea993aed3db99654a1c558fd45f9edc4144a744fb5e144b" },
   merge: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "23ea21194cbd58f727dc4b55fd98f931e471e4e21fe27511923ad849fc9f026b" },
-  prefill: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "d5e9e0115dd97e673fe379a289fedd67aa7f7b55e1d0a2266f98a83d3c6ec92c" },
+  prefill: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "e312a929ec2fd347f550319d2c918934b572600bcc2fe63d7807451fab59775f" },
   sort_selection: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "1c6f3e32e26708b0c39560e44b70d431dc1a9f94b2f842fc6cefc3e77f20ee42" },
   gather_kv: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "fb09e6e59b48045140de3ee4d921e2489707ed7ebd87c94d9777f3e5975804ee" },
 } as const;
@@ -205,7 +206,7 @@ export function launchMerge(slot: KernelSlot, grid: Dim3, a: MergeArgs): void {
 
 /**
  * Causal prefill attention of a chunk's query tiles over the paged cache (tensor cores).
- * Grid: (num_tiles, NUM_Q_HEADS, 1); dynamic shared memory prefillSharedBytes.
+ * Grid: (num_tiles, NUM_Q_HEADS, 1), or (NUM_Q_HEADS, num_tiles, 1) for a heads-fastest wgmma variant (Variant.prefill.headsFastest); dynamic shared memory prefillSharedBytes.
  */
 export function launchPrefill(slot: KernelSlot, grid: Dim3, a: PrefillArgs): void {
   const v = slot.args;

@@ -246,6 +246,9 @@ DS_INLINE u32 pack2(float lo, float hi) {
 //     arrival per warp once the wgmma reading the slot has retired); no CTA barrier in the loop.
 //   2 "ws": warp-specialized: warpgroup 0 only loads (setmaxnreg.dec to PRODUCER_REGS), the other
 //     two only compute (setmaxnreg.inc to CONSUMER_REGS); the same full/empty mbarriers.
+// PINGPONG (mbar, ws; FA3's inter-warpgroup overlap): the two consumer warpgroups take turns to
+// issue their MMAs (a named barrier each: a warpgroup waits for its turn, issues QK^T and PV, then
+// hands the turn over), so one warpgroup's softmax runs while the other's MMAs hold the tensor cores.
 // HEADS_FASTEST: the grid is (heads, tiles) instead of (tiles, heads), so the GROUP_SIZE query heads
 // of one kv head run side by side and read the same K/V tiles from L2 at about the same time.
 #if !defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -253,6 +256,7 @@ DS_INLINE u32 pack2(float lo, float hi) {
 #endif
 constexpr int SCHEDULE = 0;
 constexpr bool HEADS_FASTEST = false;
+constexpr bool PINGPONG = false;
 constexpr int PREFILL_THREADS = 256;
 constexpr int PRODUCER_THREADS = SCHEDULE == 2 ? 128 : 0;
 constexpr int CONSUMER_THREADS = PREFILL_THREADS - PRODUCER_THREADS;
@@ -269,6 +273,7 @@ static_assert(HEAD_DIM % 64 == 0 && KEY_TILE % 16 == 0 && KEY_TILE <= 256, "tile
 static_assert(SCHEDULE >= 0 && SCHEDULE <= 2 && STAGES >= 2, "schedule");
 static_assert(SCHEDULE != 0 || STAGES == 2, "the sync schedule loads one tile ahead: 2 slots");
 static_assert(SCHEDULE != 2 || WARPGROUPS == 2, "ws: one producer and two consumer warpgroups");
+static_assert(!PINGPONG || (SCHEDULE != 0 && WARPGROUPS == 2), "pingpong: two warpgroups, no CTA barrier");
 
 template <int ACC>
 DS_INLINE void wgmma_qk(float (&d)[64], u64 a_desc, u64 b_desc);
@@ -340,6 +345,17 @@ DS_INLINE void mbar_wait(u32 bar, u32 parity) {
         : "r"(bar), "r"(parity)
         : "memory");
   } while (!done);
+}
+// Named barriers 8 and 9: consumer warpgroup wg's turn to issue MMAs. Its 128 threads wait
+// (bar.sync) until the other warpgroup's 128 have arrived (bar.arrive) on it.
+constexpr int TURN_BARRIER = 8;
+DS_INLINE void turn_wait(int wg) {
+  if constexpr (PINGPONG) asm volatile("bar.sync %0, 256;" ::"r"(TURN_BARRIER + wg) : "memory");
+}
+DS_INLINE void turn_pass(int wg) {
+  if constexpr (PINGPONG) {
+    asm volatile("bar.arrive %0, 256;" ::"r"(TURN_BARRIER + (wg ^ 1)) : "memory");
+  }
 }
 template <u32 N>
 DS_INLINE void setmaxnreg_inc() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(N)); }
@@ -630,6 +646,10 @@ extern "C" __global__ void __launch_bounds__(PREFILL_THREADS, 1) ds_d128_q32_kv3
     }
   };
 
+  // Warpgroup 0 takes the first turn; every turn is passed on except warpgroup 1's last one, so
+  // each warpgroup's waits match the other's arrivals.
+  if (PINGPONG && wg == 1) turn_pass(wg);
+
   // Tile 0: its QK^T and softmax alone (no PV before it).
   {
     if constexpr (SCHEDULE == 0) {
@@ -640,14 +660,16 @@ extern "C" __global__ void __launch_bounds__(PREFILL_THREADS, 1) ds_d128_q32_kv3
       if constexpr (SCHEDULE == 1) {
         cp_async_wait<0>();  // Q (its own group); the K/V copies arrive on the barriers
         fence_proxy_async();
-        asm volatile("bar.sync 1, %0;" ::"n"(CONSUMER_THREADS) : "memory");
+        __syncthreads();
       }
       wait_full(sm.full_k(0), 0);
     }
     float s[KEY_TILE / 2];
+    turn_wait(wg);
     wgmma_fence();
     issue_qk(s, q_desc, sm.k_slot(0));
     wgmma_commit();
+    turn_pass(wg);
     if constexpr (SCHEDULE == 0) {
       if (n > 1) load_rows<PREFILL_THREADS>(k_cache, tk.bt, kv_head, KEY_TILE, last, sm.k + KV_BYTES, threadIdx.x);
       load_rows<PREFILL_THREADS>(v_cache, tk.bt, kv_head, 0, last, sm.v, threadIdx.x);
@@ -672,6 +694,7 @@ extern "C" __global__ void __launch_bounds__(PREFILL_THREADS, 1) ds_d128_q32_kv3
     }
     // QK^T of tile kt, then (O rescaled to tile kt - 1's max) the PV of tile kt - 1 behind it.
     float s[KEY_TILE / 2];
+    turn_wait(wg);
     wgmma_fence();
     issue_qk(s, q_desc, sm.k_slot(kt));
     wgmma_commit();
@@ -679,6 +702,7 @@ extern "C" __global__ void __launch_bounds__(PREFILL_THREADS, 1) ds_d128_q32_kv3
     wgmma_fence();
     issue_pv(o, p, sm.v_slot(kt - 1));
     wgmma_commit();
+    turn_pass(wg);
     if constexpr (SCHEDULE == 0) {
       // While they run: K of tile kt + 1 and V of tile kt into the slots of K kt - 1 and V kt - 2,
       // whose MMAs every warpgroup finished before the barrier.
@@ -712,9 +736,11 @@ extern "C" __global__ void __launch_bounds__(PREFILL_THREADS, 1) ds_d128_q32_kv3
     wait_full(sm.full_v(n - 1), n - 1);
   }
   rescale_o(o, alpha);
+  turn_wait(wg);
   wgmma_fence();
   issue_pv(o, p, sm.v_slot(n - 1));
   wgmma_commit();
+  if (wg == 0) turn_pass(wg);
   wgmma_wait<0>();
   fence_regs(o);
 

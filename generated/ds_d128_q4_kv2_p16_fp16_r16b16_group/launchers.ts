@@ -36,6 +36,7 @@ export const tuning = {
   prefillWgmmaSchedule: sync,
   prefillWgmmaStages: 2,
   prefillWgmmaHeadsFastest: false,
+  prefillWgmmaPingpong: false,
   prefillWgmmaSharedBytes: 164864,
   mergeUnroll: 4,
   sortThreads: 1024,
@@ -52,7 +53,7 @@ export const kernels = {
   dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "6303e68117e6e0f1f957a40a8648e925db75df7b2af9895c8ca9314ef7da682a" },
   sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "b1b8dd1c2af965a34f48d4ca25fe07541e55487ef753b85b9bf2a9e35958e226" },
   merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "30e3be8a6b2ce8e2b300b14098128f76f049ca8f1b0bd9ce0b646bc55bedeb17" },
-  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "22c45b7977800da8654fc685831cc309f1a949cd152faeacd893e4eb40018641" },
+  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "2974c88ec981833fe75c4847f48c87e7a107ac974b5e838ac12bde2160834026" },
   sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "cb688cc18bf07488cb911f3187369832781e2e9bfb437ed3938a6d2fcddf5c69" },
   gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "34e74491ca939066c6316001192ff1a13a417e0604e2681b8784970edc8381c8" },
 } as const;
@@ -205,7 +206,7 @@ export function launchMerge(slot: KernelSlot, grid: Dim3, a: MergeArgs): void {
 
 /**
  * Causal prefill attention of a chunk's query tiles over the paged cache (tensor cores).
- * Grid: (num_tiles, NUM_Q_HEADS, 1); dynamic shared memory prefillSharedBytes.
+ * Grid: (num_tiles, NUM_Q_HEADS, 1), or (NUM_Q_HEADS, num_tiles, 1) for a heads-fastest wgmma variant (Variant.prefill.headsFastest); dynamic shared memory prefillSharedBytes.
  */
 export function launchPrefill(slot: KernelSlot, grid: Dim3, a: PrefillArgs): void {
   const v = slot.args;

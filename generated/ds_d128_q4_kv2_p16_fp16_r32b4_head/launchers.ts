@@ -36,6 +36,7 @@ export const tuning = {
   prefillWgmmaSchedule: sync,
   prefillWgmmaStages: 2,
   prefillWgmmaHeadsFastest: false,
+  prefillWgmmaPingpong: false,
   prefillWgmmaSharedBytes: 164864,
   mergeUnroll: 4,
   sortThreads: 1024,
@@ -52,7 +53,7 @@ export const kernels = {
   dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "abd669af757adf70ae34fe3f494fa7e99dd4b3ce20be6bd93074f87ec1b7e43f" },
   sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "42ed1718ad8f7ae46ef7db21fde1407385a81b5f8fef37e7f669a29f4ed1f27d" },
   merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "cf5d8d6d2939a386c7248e59466542bc1561a5e2141bdee7fd4d26a46c015690" },
-  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "108b1d1aa13f25888d86a83fb513375c017cbf28f4994a88582430d58db83b73" },
+  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "916faae44ddb6519b128910ba4c2dd7acc3f0388b520224216a42aee53e3f634" },
   sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "45b7d217bb2a28948dbe52250fff997500b453383438d72f5a031a8427176103" },
   gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "a7cb405d57ca14a9b04c1391369e951453d8e87808f54fb4f8343a2034922322" },
 } as const;
@@ -205,7 +206,7 @@ export function launchMerge(slot: KernelSlot, grid: Dim3, a: MergeArgs): void {
 
 /**
  * Causal prefill attention of a chunk's query tiles over the paged cache (tensor cores).
- * Grid: (num_tiles, NUM_Q_HEADS, 1); dynamic shared memory prefillSharedBytes.
+ * Grid: (num_tiles, NUM_Q_HEADS, 1), or (NUM_Q_HEADS, num_tiles, 1) for a heads-fastest wgmma variant (Variant.prefill.headsFastest); dynamic shared memory prefillSharedBytes.
  */
 export function launchPrefill(slot: KernelSlot, grid: Dim3, a: PrefillArgs): void {
   const v = slot.args;

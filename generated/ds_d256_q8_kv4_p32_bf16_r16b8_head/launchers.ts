@@ -36,6 +36,7 @@ export const tuning = {
   prefillWgmmaSchedule: sync,
   prefillWgmmaStages: 2,
   prefillWgmmaHeadsFastest: false,
+  prefillWgmmaPingpong: false,
   prefillWgmmaSharedBytes: 295936,
   mergeUnroll: 4,
   sortThreads: 1024,
@@ -205,7 +206,7 @@ export function launchMerge(slot: KernelSlot, grid: Dim3, a: MergeArgs): void {
 
 /**
  * Causal prefill attention of a chunk's query tiles over the paged cache (tensor cores).
- * Grid: (num_tiles, NUM_Q_HEADS, 1); dynamic shared memory prefillSharedBytes.
+ * Grid: (num_tiles, NUM_Q_HEADS, 1), or (NUM_Q_HEADS, num_tiles, 1) for a heads-fastest wgmma variant (Variant.prefill.headsFastest); dynamic shared memory prefillSharedBytes.
  */
 export function launchPrefill(slot: KernelSlot, grid: Dim3, a: PrefillArgs): void {
   const v = slot.args;

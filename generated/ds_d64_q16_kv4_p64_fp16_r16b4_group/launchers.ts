@@ -36,6 +36,7 @@ export const tuning = {
   prefillWgmmaSchedule: sync,
   prefillWgmmaStages: 2,
   prefillWgmmaHeadsFastest: false,
+  prefillWgmmaPingpong: false,
   prefillWgmmaSharedBytes: 82944,
   mergeUnroll: 4,
   sortThreads: 1024,
@@ -52,7 +53,7 @@ export const kernels = {
   dense: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "4fcdb312f71cf1de189cc2f273894b9bec39db04fec0ee1d5a89f5ecd2820794" },
   sparse: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "cf558a9fc14c59c0d0d34f9cf313b4bf9cf8967bad19ec708502f65339c7b01f" },
   merge: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_merge", file: "merge.cu", threads: 64, argCount: 8, sha256: "aefbf07ffef7d3c47d340d67fee472e582c0efedb301b30ec6d8fdcdba976b8e" },
-  prefill: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "f4966285ad05661b82ecab7c68bdb0e69b8483a8aa4e94d44bcd1215fa81a76c" },
+  prefill: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "18c0c435599fa1eb24f1561d95f7c2653cb9988ae9b604276a8810ee410f0adb" },
   sort_selection: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "21bdf60a0c3336c70dc1bb0f3b0b78c0afe5061daa4cf6145bcdc7c0287c9399" },
   gather_kv: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "35bad66c9ac9d2f109d6cdca4dc210641cb92bc3016c490bc4adb2774f478670" },
 } as const;
@@ -205,7 +206,7 @@ export function launchMerge(slot: KernelSlot, grid: Dim3, a: MergeArgs): void {
 
 /**
  * Causal prefill attention of a chunk's query tiles over the paged cache (tensor cores).
- * Grid: (num_tiles, NUM_Q_HEADS, 1); dynamic shared memory prefillSharedBytes.
+ * Grid: (num_tiles, NUM_Q_HEADS, 1), or (NUM_Q_HEADS, num_tiles, 1) for a heads-fastest wgmma variant (Variant.prefill.headsFastest); dynamic shared memory prefillSharedBytes.
  */
 export function launchPrefill(slot: KernelSlot, grid: Dim3, a: PrefillArgs): void {
   const v = slot.args;

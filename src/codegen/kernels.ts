@@ -352,7 +352,8 @@ export const KERNELS: readonly KernelDescription[] = [
     id: "prefill",
     template: "prefill_attention.cu.hbs",
     doc: "Causal prefill attention of a chunk's query tiles over the paged cache (tensor cores).",
-    grid: "(num_tiles, NUM_Q_HEADS, 1); dynamic shared memory prefillSharedBytes",
+    grid: "(num_tiles, NUM_Q_HEADS, 1), or (NUM_Q_HEADS, num_tiles, 1) for a heads-fastest " +
+      "wgmma variant (Variant.prefill.headsFastest); dynamic shared memory prefillSharedBytes",
     programmatic: false,
     args: [
       ptr("q", "const u16* ", "[chunk rows][NUM_Q_HEADS][HEAD_DIM] queries after RoPE"),
@@ -451,6 +452,8 @@ export interface Tuning {
   readonly prefillWgmmaStages: number;
   /** wgmma body: grid (heads, tiles) instead of (tiles, heads). */
   readonly prefillWgmmaHeadsFastest: boolean;
+  /** wgmma body: the two consumer warpgroups take turns issuing their MMAs (mbar, ws). */
+  readonly prefillWgmmaPingpong: boolean;
   /** wgmma body: dynamic shared memory (Q tile, the K and V rings, 1024 bytes of alignment). */
   readonly prefillWgmmaSharedBytes: number;
   /** Unroll of the merge kernel's loops over the splits (loads in flight per thread). */
@@ -548,6 +551,7 @@ export function tuningFor(spec: AttentionSpec): Tuning {
     prefillWgmmaSchedule: "sync",
     prefillWgmmaStages: 2,
     prefillWgmmaHeadsFastest: false,
+    prefillWgmmaPingpong: false,
     prefillWgmmaSharedBytes: wgmmaSharedBytes(
       spec.headDim,
       prefillWgmmaThreads,

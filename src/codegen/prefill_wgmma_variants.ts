@@ -6,6 +6,7 @@
  *   sync    the consumer warps load one tile ahead, one CTA barrier per tile (2 slots; the default)
  *   mbar3   the consumer warps load 2 tiles ahead; per-slot full/empty mbarriers, no CTA barrier
  *   ws3     a producer warpgroup loads (setmaxnreg), two consumer warpgroups compute; mbarriers
+ *   ...-p   pingpong (mbar, ws): one warpgroup's softmax runs under the other's MMAs (FA3)
  *   ...-h   grid (heads, tiles): the query heads of one kv group run side by side
  * Pure (no FFI): tested on the CPU.
  */
@@ -33,22 +34,26 @@ export const WGMMA_VARIANTS: readonly string[] = [
   "sync-h",
   "mbar3",
   "mbar3-h",
+  "mbar3-p",
   "ws3",
   "ws3-h",
+  "ws3-p",
+  "ws3-p-h",
 ];
 
 export interface WgmmaVariant {
   readonly schedule: WgmmaSchedule;
   readonly stages: number;
   readonly headsFastest: boolean;
+  readonly pingpong: boolean;
 }
 
 const DEFAULT_STAGES: Readonly<Record<WgmmaSchedule, number>> = { sync: 2, mbar: 3, ws: 3 };
 
 /** `name` as a variant; `source` names where it came from (a flag, the environment variable). */
 export function parseWgmmaVariant(name: string, source: string): WgmmaVariant {
-  const m = /^(sync|mbar|ws)([2-4])?(-h)?$/.exec(name.trim().toLowerCase());
-  const allowed = "<sync|mbar|ws>[2-4][-h], e.g. sync, sync-h, mbar3, ws3-h";
+  const m = /^(sync|mbar|ws)([2-4])?(-p)?(-h)?$/.exec(name.trim().toLowerCase());
+  const allowed = "<sync|mbar|ws>[2-4][-p][-h], e.g. sync, sync-h, mbar3, ws3-p-h";
   if (!m) {
     throw new UsageError(`${source}: got ${JSON.stringify(name)}; allowed: ${allowed}`);
   }
@@ -59,7 +64,14 @@ export function parseWgmmaVariant(name: string, source: string): WgmmaVariant {
       `${source}: got ${JSON.stringify(name)}; the sync schedule has 2 stages (one tile ahead)`,
     );
   }
-  return { schedule, stages, headsFastest: m[3] !== undefined };
+  const pingpong = m[3] !== undefined;
+  if (schedule === "sync" && pingpong) {
+    throw new UsageError(
+      `${source}: got ${JSON.stringify(name)}; pingpong needs the mbar or ws schedule (sync ` +
+        "keeps both warpgroups in lockstep)",
+    );
+  }
+  return { schedule, stages, headsFastest: m[4] !== undefined, pingpong };
 }
 
 /** The canonical name of a variant (stages written unless it is the schedule's default). */
@@ -67,7 +79,7 @@ export function wgmmaVariantName(v: WgmmaVariant): string {
   const stages = v.stages === DEFAULT_STAGES[v.schedule] && v.schedule === "sync"
     ? ""
     : String(v.stages);
-  return `${v.schedule}${stages}${v.headsFastest ? "-h" : ""}`;
+  return `${v.schedule}${stages}${v.pingpong ? "-p" : ""}${v.headsFastest ? "-h" : ""}`;
 }
 
 /**
@@ -121,6 +133,7 @@ export function withWgmmaVariant(
     prefillWgmmaSchedule: v.schedule,
     prefillWgmmaStages: v.stages,
     prefillWgmmaHeadsFastest: v.headsFastest,
+    prefillWgmmaPingpong: v.pingpong,
     prefillWgmmaThreads: wgmmaThreads(consumers, v.schedule),
     prefillWgmmaSharedBytes: shared,
   };
@@ -132,4 +145,5 @@ export const wgmmaVariantOf = (t: Tuning): string =>
     schedule: t.prefillWgmmaSchedule,
     stages: t.prefillWgmmaStages,
     headsFastest: t.prefillWgmmaHeadsFastest,
+    pingpong: t.prefillWgmmaPingpong,
   });

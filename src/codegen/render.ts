@@ -156,10 +156,11 @@ export interface TemplateContext extends DtypeContext {
     readonly wgmma: boolean;
     readonly wgmmaThreads: number;
     readonly wgmmaKeyTile: number;
-    /** The template's SCHEDULE (0 sync, 1 mbar, 2 ws), ring depth and grid order. */
+    /** The template's SCHEDULE (0 sync, 1 mbar, 2 ws), ring depth, grid order and pingpong. */
     readonly wgmmaSchedule: number;
     readonly wgmmaStages: number;
     readonly wgmmaHeadsFastest: CBool;
+    readonly wgmmaPingpong: CBool;
     /** The inline-PTX wgmma wrappers of the body (src/codegen/wgmma.ts); empty without it. */
     readonly wgmmaWrappers: string;
     readonly headDim: number;
@@ -207,6 +208,7 @@ export function templateContext(spec: AttentionSpec, tuning: Tuning): TemplateCo
       wgmmaSchedule: WGMMA_SCHEDULE_CODE[tuning.prefillWgmmaSchedule],
       wgmmaStages: tuning.prefillWgmmaStages,
       wgmmaHeadsFastest: cBool(tuning.prefillWgmmaHeadsFastest),
+      wgmmaPingpong: cBool(tuning.prefillWgmmaPingpong),
       wgmmaWrappers: tuning.prefillWgmma
         ? wgmmaWrappers(mmaType, tuning.prefillWgmmaKeyTile, spec.headDim)
         : "",

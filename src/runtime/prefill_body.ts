@@ -87,6 +87,7 @@ export function choosePrefillBody(
     | "prefillWgmmaSchedule"
     | "prefillWgmmaStages"
     | "prefillWgmmaHeadsFastest"
+    | "prefillWgmmaPingpong"
   >,
   target: PrefillTarget,
 ): PrefillBodyPlan {
@@ -119,6 +120,7 @@ export function choosePrefillBody(
       schedule: tuning.prefillWgmmaSchedule,
       stages: tuning.prefillWgmmaStages,
       headsFastest: tuning.prefillWgmmaHeadsFastest,
+      pingpong: tuning.prefillWgmmaPingpong,
     }),
     headsFastest: tuning.prefillWgmmaHeadsFastest,
   };
