@@ -33,7 +33,7 @@ export const tuning = {
   prefillWgmma: true,
   prefillWgmmaThreads: 256,
   prefillWgmmaKeyTile: 128,
-  prefillWgmmaSchedule: sync,
+  prefillWgmmaSchedule: "sync",
   prefillWgmmaStages: 2,
   prefillWgmmaHeadsFastest: false,
   prefillWgmmaPingpong: false,

@@ -178,7 +178,7 @@ export function renderLaunchers(
     line(`export const variant = ${JSON.stringify(spec.variant)};\n`),
     line(
       `export const tuning = {\n${
-        tuningKeys(tuning).map((k) => `  ${k}: ${tuning[k]},\n`).join("")
+        tuningKeys(tuning).map((k) => `  ${k}: ${JSON.stringify(tuning[k])},\n`).join("")
       }} as const;\n`,
     ),
     line(
