@@ -8,4 +8,5 @@
 export * from "./generate.ts";
 export * from "./kernels.ts";
 export * from "./launchers.ts";
+export * from "./prefill_wgmma_variants.ts";
 export * from "./render.ts";

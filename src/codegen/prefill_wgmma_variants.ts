@@ -13,7 +13,9 @@
 import type { Tuning } from "./kernels.ts";
 import { UsageError } from "../util/errors.ts";
 
+/** Who loads the K/V tiles of the wgmma body and how a slot is handed to the MMA warps. */
 export type WgmmaSchedule = "sync" | "mbar" | "ws";
+/** Every schedule, in the order of their template codes. */
 export const WGMMA_SCHEDULES: readonly WgmmaSchedule[] = ["sync", "mbar", "ws"];
 /** The template's SCHEDULE constant of each schedule. */
 export const WGMMA_SCHEDULE_CODE: Readonly<Record<WgmmaSchedule, number>> = {
@@ -41,10 +43,15 @@ export const WGMMA_VARIANTS: readonly string[] = [
   "ws3-p-h",
 ];
 
+/** A parsed variant name. */
 export interface WgmmaVariant {
+  /** Who loads K/V and how slots are handed over. */
   readonly schedule: WgmmaSchedule;
+  /** Slots of each of the K and V rings. */
   readonly stages: number;
+  /** Grid (heads, tiles) instead of (tiles, heads). */
   readonly headsFastest: boolean;
+  /** The two consumer warpgroups take turns issuing their MMAs. */
   readonly pingpong: boolean;
 }
 
