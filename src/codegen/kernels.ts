@@ -5,7 +5,12 @@
  */
 import type { AttentionSpec } from "../dsl/spec.ts";
 import { cacheLayout } from "../dsl/layout.ts";
-import { type WgmmaSchedule, wgmmaSharedBytes } from "./prefill_wgmma_variants.ts";
+import {
+  DEFAULT_WGMMA_VARIANT,
+  type WgmmaSchedule,
+  wgmmaSharedBytes,
+  withWgmmaVariant,
+} from "./prefill_wgmma_variants.ts";
 
 /** How a kernel argument is passed: a device pointer, a 32-bit int or a 32-bit float. */
 export type ArgKind = "ptr" | "i32" | "f32";
@@ -515,7 +520,7 @@ export function tuningFor(spec: AttentionSpec): Tuning {
   const prefillWgmmaKeyTile = 128;
   const denseHeadsPerBlock = largestDivisorAtMost(spec.groupSize, 8);
   const sparseHeadsPerBlock = spec.selection === "group" ? denseHeadsPerBlock : 1;
-  return Object.freeze({
+  const tuning: Tuning = {
     appendThreads: 128,
     scoreThreads: 256,
     scoreMinBlocks: 4,
@@ -564,7 +569,14 @@ export function tuningFor(spec: AttentionSpec): Tuning {
     gatherThreads: GATHER_THREADS,
     gatherUnroll: GATHER_UNROLL,
     gatherRowsPerBlock: (GATHER_THREADS / ((2 * spec.headDim) / 8)) * GATHER_UNROLL,
-  });
+  };
+  // The wgmma body's default variant (the fields above are its "sync" shape; measured variants:
+  // docs/perf-notes.md, Prefill on wgmma).
+  return Object.freeze(
+    prefillWgmma
+      ? withWgmmaVariant(tuning, spec.headDim, DEFAULT_WGMMA_VARIANT, "DEFAULT_WGMMA_VARIANT")
+      : tuning,
+  );
 }
 
 /** Threads per block of each kernel. */

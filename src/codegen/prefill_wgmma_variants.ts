@@ -23,7 +23,10 @@ export const WGMMA_SCHEDULE_CODE: Readonly<Record<WgmmaSchedule, number>> = {
   mbar: 1,
   ws: 2,
 };
-/** The variant every variant's tuning starts from (tuningFor). */
+/**
+ * The wgmma body's variant in every tuning (tuningFor) and so in the committed sources: switching
+ * the default after a measurement is this one line (then `deno task gen`, UPDATE_GOLDEN=1).
+ */
 export const DEFAULT_WGMMA_VARIANT = "sync";
 /** The environment variable that picks the wgmma variant where the caller does not. */
 export const WGMMA_VARIANT_ENV = "DS_PREFILL_WGMMA_VARIANT";
