@@ -254,7 +254,7 @@ DS_INLINE u32 pack2(float lo, float hi) {
 #if !defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #error "DS_PREFILL_WGMMA needs --gpu-architecture=sm_90a (wgmma.mma_async)"
 #endif
-constexpr int SCHEDULE = 0;
+constexpr int SCHEDULE = 1;
 constexpr bool HEADS_FASTEST = false;
 constexpr bool PINGPONG = false;
 constexpr int PREFILL_THREADS = 256;
@@ -263,7 +263,7 @@ constexpr int CONSUMER_THREADS = PREFILL_THREADS - PRODUCER_THREADS;
 constexpr int WARPGROUPS = CONSUMER_THREADS / 128;  // consumer warpgroups
 constexpr int Q_TILE = 64 * WARPGROUPS;             // query rows per block
 constexpr int KEY_TILE = 128;  // keys per pipeline stage
-constexpr int STAGES = 2;     // slots of each of the K and V rings
+constexpr int STAGES = 3;     // slots of each of the K and V rings
 constexpr int CHUNKS = HEAD_DIM / 8;                // 16-byte chunks per Q/K/V row
 constexpr u32 Q_BYTES = Q_TILE * HEAD_DIM * 2;
 constexpr u32 KV_BYTES = KEY_TILE * HEAD_DIM * 2;

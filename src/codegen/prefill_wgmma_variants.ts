@@ -27,7 +27,7 @@ export const WGMMA_SCHEDULE_CODE: Readonly<Record<WgmmaSchedule, number>> = {
  * The wgmma body's variant in every tuning (tuningFor) and so in the committed sources: switching
  * the default after a measurement is this one line (then `deno task gen`, UPDATE_GOLDEN=1).
  */
-export const DEFAULT_WGMMA_VARIANT = "sync";
+export const DEFAULT_WGMMA_VARIANT = "mbar3";
 /** The environment variable that picks the wgmma variant where the caller does not. */
 export const WGMMA_VARIANT_ENV = "DS_PREFILL_WGMMA_VARIANT";
 /** An H100's (and H200's) largest dynamic shared memory per block. */
