@@ -2,14 +2,17 @@
  * The gather_kv launch grid: (selection heads, chunk lanes, batch). Each block walks its lane's
  * chunks of `rowsPerBlock` selected rows (templates/gather_kv.cu.hbs), so the grid may hold fewer
  * lanes than a list has chunks. Few blocks matter when the gather runs on the prediction's side
- * stream beside the layer's own kernels: a block waiting microseconds on its PCIe reads keeps its
- * SM's load pipeline busy, and every kernel sharing that SM slows down. Measured with
+ * stream beside the layer's own kernels. A gather of thousands of blocks, each waiting
+ * microseconds on its PCIe reads, holds the block slots until its last block is dispatched, and
+ * the kernels queued after it wait; fewer blocks also keep fewer bytes in flight, and the reads in
+ * flight slow the layer's memory-bound kernels through the memory system (docs/perf-notes.md:
+ * giving the gather whole SMs did not help, fewer blocks did). Measured with
  * bench/offload_timeline.ts (NVIDIA H100, Llama-3-8B shape, offload + prediction, B=1 64K):
  * uncapped (512 blocks) the top-k and attention beside the gather ran 10-20x slower and the step
- * took 23.7 ms; capped at 264 / 64 / 32 / 16 blocks 23.7 / 19.3 / 15.4 / 18.0 ms, while plain
- * offload (the gather alone) stayed at 19.7-19.8 ms for every cap: 16 blocks still fill PCIe
- * (one block has threads x unroll x 16 bytes = 32 KiB of reads in flight; 50 GB/s over a few
- * microseconds of latency needs a few hundred KiB).
+ * took 23.7 ms; capped at 264 / 64 / 32 / 16 / 8 blocks 23.7 / 19.3 / 15.4 / 18.0 / 23.3 ms (at 8
+ * the prefetch itself no longer keeps up), while plain offload (the gather alone) stayed at
+ * 19.7-20.2 ms for every cap: 8 blocks still fill PCIe (one block has threads x unroll x 16 bytes
+ * = 32 KiB of reads in flight; 50 GB/s over a few microseconds of latency needs a few hundred KiB).
  *
  * The cap comes from the caller (OffloadPlan: a quarter of the SMs, 33 on an H100), else
  * DS_GATHER_BLOCKS (read here and nowhere else; 0 = one lane per chunk, for measurements).
