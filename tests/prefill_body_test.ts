@@ -170,7 +170,7 @@ Deno.test("the default tuning is the mbar3 variant (the fastest measured: docs/p
   const base = tuningFor(spec(128));
   assert.equal(wgmmaVariantOf(base), DEFAULT_WGMMA_VARIANT);
   assert.equal(DEFAULT_WGMMA_VARIANT, "mbar3");
-  assert.deepEqual(withWgmmaVariant(base, 128, DEFAULT_WGMMA_VARIANT, "x"), base);
+  assert.deepEqual(withWgmmaVariant(base, spec(128), DEFAULT_WGMMA_VARIANT, "x"), base);
 });
 
 Deno.test("every measured variant fits shared memory, keeps the Q tile, and plans its grid", async () => {
@@ -178,7 +178,7 @@ Deno.test("every measured variant fits shared memory, keeps the Q tile, and plan
     const base = tuningFor(s);
     if (!base.prefillWgmma) continue;
     for (const name of WGMMA_VARIANTS) {
-      const t = withWgmmaVariant(base, s.headDim, name, "x");
+      const t = withWgmmaVariant(base, s, name, "x");
       assert.equal(wgmmaVariantOf(t), name, `${s.variant} ${name}`);
       assert.ok(t.prefillWgmmaSharedBytes <= MAX_SHARED_BYTES, `${s.variant} ${name}`);
       // The consumer warpgroups hold the tile table's Q tile; ws adds one producer warpgroup.
@@ -202,17 +202,17 @@ Deno.test("every measured variant fits shared memory, keeps the Q tile, and plan
 
 Deno.test("withWgmmaVariant: a ring too deep for shared memory is one line naming the need", () => {
   assert.throws(
-    () => withWgmmaVariant(tuningFor(spec(128)), 128, "mbar4", "$DS_PREFILL_WGMMA_VARIANT"),
+    () => withWgmmaVariant(tuningFor(spec(128)), spec(128), "mbar4", "$DS_PREFILL_WGMMA_VARIANT"),
     /^UsageError: \$DS_PREFILL_WGMMA_VARIANT: variant mbar4 needs 296072 bytes .* at most 232448$/,
   );
   // At head dim 64 the same ring fits.
-  assert.equal(withWgmmaVariant(tuningFor(spec(64)), 64, "mbar4", "x").prefillWgmmaStages, 4);
+  assert.equal(withWgmmaVariant(tuningFor(spec(64)), spec(64), "mbar4", "x").prefillWgmmaStages, 4);
 });
 
 Deno.test("the rendered wgmma body carries the variant's schedule, stages and grid order", () => {
   const base = tuningFor(spec(128));
   const src = (name: string) =>
-    renderKernels(spec(128), withWgmmaVariant(base, 128, name, "x"))
+    renderKernels(spec(128), withWgmmaVariant(base, spec(128), name, "x"))
       .find((k) => k.id === "prefill")!.source;
   const sync = src("sync"), ws = src("ws3-p-h");
   assert.match(sync, /constexpr int SCHEDULE = 0;/);
