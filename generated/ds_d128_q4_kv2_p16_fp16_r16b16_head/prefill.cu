@@ -253,7 +253,7 @@ DS_INLINE u32 pack2(float lo, float hi) {
 //     pointers (src/runtime/kv_tensor_maps.ts). Keys past the tile's last position come from the
 //     last position's page (never a block-table entry past the sequence) and may hold anything: the
 //     mask hides them from QK^T, and the producer zeroes those rows of the last V tile (P is 0 there,
-//     but 0 * NaN is not) before it hands that slot over.
+//     but 0 times a non-finite value is not 0) before it hands that slot over.
 // PINGPONG (mbar, ws; FA3's inter-warpgroup overlap): the two consumer warpgroups take turns to
 // issue their MMAs (a named barrier each: a warpgroup waits for its turn, issues QK^T and PV, then
 // hands the turn over), so one warpgroup's softmax runs while the other's MMAs hold the tensor cores.

@@ -151,7 +151,9 @@ export function tmaBoxRows(
 
 /** What a variant's fit depends on: the spec's head dim and page size. */
 export interface WgmmaShape {
+  /** Elements per K/V row (sizes the Q tile and the K/V slots). */
   readonly headDim: number;
+  /** Tokens per cache page (the tma schedule copies whole pages). */
   readonly pageSize: number;
 }
 
