@@ -58,7 +58,7 @@ export function compilePrefillBody(
   wgmmaVariant: string = DEFAULT_WGMMA_VARIANT,
 ): BodyReport {
   const tuning = body === "wgmma"
-    ? withWgmmaVariant(tuningFor(spec), spec.headDim, wgmmaVariant, "--wgmma-variants")
+    ? withWgmmaVariant(tuningFor(spec), spec, wgmmaVariant, "--wgmma-variants")
     : tuningFor(spec);
   const plan = choosePrefillBody(body, tuning, {
     nvrtcMajor: compiler.nvrtcMajor,

@@ -9,6 +9,7 @@ import {
   DEFAULT_WGMMA_VARIANT,
   MAX_SHARED_BYTES,
   parseWgmmaVariant,
+  tmaBoxRows,
   WGMMA_VARIANTS,
   wgmmaVariantOf,
   withWgmmaVariant,
@@ -18,19 +19,19 @@ import { renderKernels } from "../src/codegen/render.ts";
 import { wgmmaWrappers } from "../src/codegen/wgmma.ts";
 import { loadSpecs } from "../src/cli/specs.ts";
 import { UsageError } from "../src/util/errors.ts";
-import { defineAttention } from "../src/dsl/spec.ts";
+import { type AttentionInput, defineAttention } from "../src/dsl/spec.ts";
 
-const spec = (headDim: 64 | 128 | 256) =>
-  defineAttention({
-    headDim,
-    numQHeads: 8,
-    numKvHeads: 2,
-    kvDtype: "fp16",
-    pageSize: 16,
-    labels: { channels: 16, bits: 8 },
-    selection: "group",
-    budget: { ratio: 1 / 16, min: 16 },
-  });
+const specInput = (headDim: 64 | 128 | 256): AttentionInput => ({
+  headDim,
+  numQHeads: 8,
+  numKvHeads: 2,
+  kvDtype: "fp16" as const,
+  pageSize: 16,
+  labels: { channels: 16, bits: 8 },
+  selection: "group" as const,
+  budget: { ratio: 1 / 16, min: 16 },
+});
+const spec = (headDim: 64 | 128 | 256) => defineAttention(specInput(headDim));
 const HOPPER = { nvrtcMajor: 12, arch: "sm_90" };
 
 Deno.test("choosePrefillBody: auto takes wgmma only on sm_90 with NVRTC >= 12 and a body", () => {
@@ -156,8 +157,16 @@ Deno.test("parseWgmmaVariant: schedule, stages (default per schedule) and grid o
     headsFastest: true,
     pingpong: true,
   });
+  assert.deepEqual(parseWgmmaVariant("tma-p", "x"), {
+    schedule: "tma",
+    stages: 3,
+    headsFastest: false,
+    pingpong: true,
+  });
   assert.deepEqual(parseWgmmaVariant(" MBAR2 ", "x").stages, 2);
-  for (const bad of ["", "ws5", "pingpong", "sync3", "mbar-x", "sync-p", "ws3-h-p"]) {
+  for (
+    const bad of ["", "ws5", "pingpong", "sync3", "mbar-x", "sync-p", "ws3-h-p", "tma5", "tma3-x"]
+  ) {
     assert.throws(() => parseWgmmaVariant(bad, "--wgmma-variants"), (e: unknown) => {
       assert.ok(e instanceof UsageError);
       assert.match(e.message, /^--wgmma-variants: got /);
@@ -170,7 +179,7 @@ Deno.test("the default tuning is the mbar3 variant (the fastest measured: docs/p
   const base = tuningFor(spec(128));
   assert.equal(wgmmaVariantOf(base), DEFAULT_WGMMA_VARIANT);
   assert.equal(DEFAULT_WGMMA_VARIANT, "mbar3");
-  assert.deepEqual(withWgmmaVariant(base, 128, DEFAULT_WGMMA_VARIANT, "x"), base);
+  assert.deepEqual(withWgmmaVariant(base, spec(128), DEFAULT_WGMMA_VARIANT, "x"), base);
 });
 
 Deno.test("every measured variant fits shared memory, keeps the Q tile, and plans its grid", async () => {
@@ -178,14 +187,19 @@ Deno.test("every measured variant fits shared memory, keeps the Q tile, and plan
     const base = tuningFor(s);
     if (!base.prefillWgmma) continue;
     for (const name of WGMMA_VARIANTS) {
-      const t = withWgmmaVariant(base, s.headDim, name, "x");
+      const t = withWgmmaVariant(base, s, name, "x");
       assert.equal(wgmmaVariantOf(t), name, `${s.variant} ${name}`);
       assert.ok(t.prefillWgmmaSharedBytes <= MAX_SHARED_BYTES, `${s.variant} ${name}`);
       // The consumer warpgroups hold the tile table's Q tile; ws adds one producer warpgroup.
-      const consumers = t.prefillWgmmaThreads - (t.prefillWgmmaSchedule === "ws" ? 128 : 0);
+      const producer = ["ws", "tma"].includes(t.prefillWgmmaSchedule);
+      const consumers = t.prefillWgmmaThreads - (producer ? 128 : 0);
       assert.equal(64 * (consumers / 128), prefillQTile(t), `${s.variant} ${name}`);
-      // Q, `stages` K and V slots, alignment slack, the mbarriers (none for sync).
-      const bars = t.prefillWgmmaSchedule === "sync" ? 0 : 8 * (4 * t.prefillWgmmaStages + 1);
+      // Q, `stages` K and V slots, alignment slack, the mbarriers (none for sync; tma has one
+      // more, for the last V tile's tail).
+      const perStage = 4 * t.prefillWgmmaStages;
+      const bars = t.prefillWgmmaSchedule === "sync"
+        ? 0
+        : 8 * (perStage + (t.prefillWgmmaSchedule === "tma" ? 2 : 1));
       assert.equal(
         t.prefillWgmmaSharedBytes,
         (prefillQTile(t) + 2 * t.prefillWgmmaStages * t.prefillWgmmaKeyTile) * s.headDim * 2 +
@@ -196,23 +210,52 @@ Deno.test("every measured variant fits shared memory, keeps the Q tile, and plan
       assert.equal(plan.headsFastest, name.endsWith("-h"));
       assert.equal(plan.threads, t.prefillWgmmaThreads);
       assert.equal(choosePrefillBody("mma", t, HOPPER).headsFastest, false);
+      // Only the tma schedule's launch passes tensor maps in the pool slots, and only on wgmma.
+      assert.equal(plan.kvTensorMaps, name.startsWith("tma"), `${s.variant} ${name}`);
+      assert.equal(choosePrefillBody("mma", t, HOPPER).kvTensorMaps, false);
     }
   }
 });
 
 Deno.test("withWgmmaVariant: a ring too deep for shared memory is one line naming the need", () => {
   assert.throws(
-    () => withWgmmaVariant(tuningFor(spec(128)), 128, "mbar4", "$DS_PREFILL_WGMMA_VARIANT"),
+    () => withWgmmaVariant(tuningFor(spec(128)), spec(128), "mbar4", "$DS_PREFILL_WGMMA_VARIANT"),
     /^UsageError: \$DS_PREFILL_WGMMA_VARIANT: variant mbar4 needs 296072 bytes .* at most 232448$/,
   );
   // At head dim 64 the same ring fits.
-  assert.equal(withWgmmaVariant(tuningFor(spec(64)), 64, "mbar4", "x").prefillWgmmaStages, 4);
+  assert.equal(withWgmmaVariant(tuningFor(spec(64)), spec(64), "mbar4", "x").prefillWgmmaStages, 4);
+});
+
+Deno.test("withWgmmaVariant: tma refuses page sizes its boxes cannot cover, naming the fallback", () => {
+  const small = defineAttention({ ...specInput(128), pageSize: 4 });
+  assert.throws(
+    () => withWgmmaVariant(tuningFor(small), small, "tma3", "--wgmma-variants"),
+    /^UsageError: --wgmma-variants: variant tma3 cannot run here: page size 4 with key tile 128: .*; use mbar3$/,
+  );
+  // mbar3 loads rows one by one: any page size.
+  assert.equal(
+    withWgmmaVariant(tuningFor(small), small, "mbar3", "x").prefillWgmmaSchedule,
+    "mbar",
+  );
+  for (const pageSize of [8, 16, 64, 128, 256, 1024]) {
+    const s = defineAttention({ ...specInput(128), pageSize });
+    assert.equal(withWgmmaVariant(tuningFor(s), s, "tma3", "x").prefillWgmmaSchedule, "tma");
+  }
+});
+
+Deno.test("tmaBoxRows: a page per box up to the key tile, multiples of the swizzle's 8 rows", () => {
+  assert.equal(tmaBoxRows(8, 128).rows, 8);
+  assert.equal(tmaBoxRows(16, 128).rows, 16);
+  assert.equal(tmaBoxRows(128, 128).rows, 128);
+  assert.equal(tmaBoxRows(512, 128).rows, 128);
+  for (const bad of [1, 2, 4]) assert.equal(tmaBoxRows(bad, 128).rows, null);
+  assert.equal(tmaBoxRows(64, 96).rows, null); // 64 does not divide a 96-key tile
 });
 
 Deno.test("the rendered wgmma body carries the variant's schedule, stages and grid order", () => {
   const base = tuningFor(spec(128));
   const src = (name: string) =>
-    renderKernels(spec(128), withWgmmaVariant(base, 128, name, "x"))
+    renderKernels(spec(128), withWgmmaVariant(base, spec(128), name, "x"))
       .find((k) => k.id === "prefill")!.source;
   const sync = src("sync"), ws = src("ws3-p-h");
   assert.match(sync, /constexpr int SCHEDULE = 0;/);
@@ -225,6 +268,13 @@ Deno.test("the rendered wgmma body carries the variant's schedule, stages and gr
   assert.match(ws, /constexpr bool HEADS_FASTEST = true;/);
   assert.match(ws, /constexpr int PREFILL_THREADS = 384;/);
   assert.match(src("mbar3"), /constexpr int SCHEDULE = 1;/);
+  const tma = src("tma3-p");
+  assert.match(tma, /constexpr int SCHEDULE = 3;/);
+  assert.match(tma, /constexpr int PREFILL_THREADS = 384;/);
+  assert.match(
+    tma,
+    /cp\.async\.bulk\.tensor\.2d\.shared::cluster\.global\.mbarrier::complete_tx::bytes/,
+  );
 });
 
 Deno.test("prefillRuns: mma once, every other body once per wgmma variant", () => {

@@ -53,7 +53,7 @@ export const kernels = {
   dense: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "c4f85df97402c573ab10448fc6a5bbaea5e0b55d202959455a424712e10dc4bf" },
   sparse: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "13c6fcc64c5e665feea993aed3db99654a1c558fd45f9edc4144a744fb5e144b" },
   merge: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "23ea21194cbd58f727dc4b55fd98f931e471e4e21fe27511923ad849fc9f026b" },
-  prefill: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "458aab5cce56a420ee76b12f55ed2c6aa103f2a221223c6451105f24d07fdd78" },
+  prefill: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "29f28fa810070f90ba1e49cb6639db3d02994647d545ce51c061a2a41a5da0a8" },
   sort_selection: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "1c6f3e32e26708b0c39560e44b70d431dc1a9f94b2f842fc6cefc3e77f20ee42" },
   gather_kv: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "fb09e6e59b48045140de3ee4d921e2489707ed7ebd87c94d9777f3e5975804ee" },
 } as const;

@@ -53,7 +53,7 @@ export const kernels = {
   dense: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "ddf69e84672ca44de3a4a9d6ec91149b58cfc4fbd6afb203bb228deead93bf31" },
   sparse: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "49433883244a835a5dd3d87596c3158bd62d6a041fe79b8fadee5d724cb3745a" },
   merge: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "2ea1e48d025758591147d56a0e3cbd099e201f50a49772bcc732dc15e88fec6e" },
-  prefill: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "1ab449082164022b3bb0f207b8c2fa327101becc17444e7665278240d4324783" },
+  prefill: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "4c41ff12af3a10b99e6dbe972ee4a6fec6b209b6fb5c487aa638436addd5ae1f" },
   sort_selection: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "603a05e7d547ae8e1dce9d4eda52629d36fe9ecc8b2cbdae4c980ce2c7f7a2bf" },
   gather_kv: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "02fbd95b7fffa6d097e97a2fa6b42bc8db6930b81926c221097021641b607092" },
 } as const;

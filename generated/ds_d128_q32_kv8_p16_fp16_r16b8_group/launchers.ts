@@ -53,7 +53,7 @@ export const kernels = {
   dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "0a9e1f5bfadcfe60da0471398a70f96ef1676a1f0bb1e4d45aca8d5d6e3c2bb1" },
   sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "f0fafe56e9d17e38b75a4aa2ecf14355a42596a7ae39f694c736604ccfc8d2f9" },
   merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "77aa55944368d22877cd74cabe74d72c6c23bba49ae0c3f34451b377592c17ee" },
-  prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "56807b3cc57c15831fdb5ea065f8a9575efa7082ee44274daeb1af3eab196c9a" },
+  prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "804290a3069d28a18d0bd6337130b9276271e2feab09cc64afd1c9d2abc86b67" },
   sort_selection: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "5c2a68d684d60bf3978dc62b593de2014593db710efda48996f7509ec042e9bc" },
   gather_kv: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "daeb26e7c2b9a99562b839a32d8ab68ea0ca41f26e38d90fd86ccc29db26ece7" },
 } as const;

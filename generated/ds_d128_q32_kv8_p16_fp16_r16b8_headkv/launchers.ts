@@ -53,7 +53,7 @@ export const kernels = {
   dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "09531e8e4b08d73b5a1d6e8c41f3008556303fac2463d05c8cad6d578f8b072e" },
   sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "01620505d24537353ac7c45eb71fa1700cc2849cf41ec2b017fea09869def4c5" },
   merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "47d17445f696500f0b3da5184cbe14128d31ab121ab5d823cfdbc22483033f67" },
-  prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "5de32c5a921b8288cd475deca13dd002f29bf990533ba27f3db6b5b607bd5d76" },
+  prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "ee43cde5ff0bc9254249551b3dcf5851b19a706d5a04b19d6f9801b35d2bd651" },
   sort_selection: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "09461da0b8d224544781722625c093b847f8ddab664a56ac445084619fc7ce06" },
   gather_kv: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "8258a99cd70603a2a7b2fa051c020c523c4a4bdf1c2a6c55665c7f2aa980fa65" },
 } as const;

@@ -246,6 +246,14 @@ DS_INLINE u32 pack2(float lo, float hi) {
 //     arrival per warp once the wgmma reading the slot has retired); no CTA barrier in the loop.
 //   2 "ws": warp-specialized: warpgroup 0 only loads (setmaxnreg.dec to PRODUCER_REGS), the other
 //     two only compute (setmaxnreg.inc to CONSUMER_REGS); the same full/empty mbarriers.
+//   3 "tma": as ws, but one thread of the producer issues every K/V copy, as TMA bulk tensor copies
+//     of BOX_ROWS x 64-element boxes (a page of one kv head, 128 bytes a row) that land in the
+//     128-byte swizzle; each full barrier takes that thread's arrive.expect_tx and the copies'
+//     bytes. The launch passes the addresses of the K and V pools' tensor maps in place of the pool
+//     pointers (src/runtime/kv_tensor_maps.ts). Keys past the tile's last position come from the
+//     last position's page (never a block-table entry past the sequence) and may hold anything: the
+//     mask hides them from QK^T, and the producer zeroes those rows of the last V tile (P is 0 there,
+//     but 0 times a non-finite value is not 0) before it hands that slot over.
 // PINGPONG (mbar, ws; FA3's inter-warpgroup overlap): the two consumer warpgroups take turns to
 // issue their MMAs (a named barrier each: a warpgroup waits for its turn, issues QK^T and PV, then
 // hands the turn over), so one warpgroup's softmax runs while the other's MMAs hold the tensor cores.
@@ -258,7 +266,7 @@ constexpr int SCHEDULE = 1;
 constexpr bool HEADS_FASTEST = false;
 constexpr bool PINGPONG = false;
 constexpr int PREFILL_THREADS = 256;
-constexpr int PRODUCER_THREADS = SCHEDULE == 2 ? 128 : 0;
+constexpr int PRODUCER_THREADS = SCHEDULE >= 2 ? 128 : 0;
 constexpr int CONSUMER_THREADS = PREFILL_THREADS - PRODUCER_THREADS;
 constexpr int WARPGROUPS = CONSUMER_THREADS / 128;  // consumer warpgroups
 constexpr int Q_TILE = 64 * WARPGROUPS;             // query rows per block
@@ -270,9 +278,15 @@ constexpr u32 KV_BYTES = KEY_TILE * HEAD_DIM * 2;
 // Registers per thread after setmaxnreg (ws): 128 * (PRODUCER_REGS + 2 * CONSUMER_REGS) <= 65536.
 constexpr u32 PRODUCER_REGS = 40, CONSUMER_REGS = 232;
 static_assert(HEAD_DIM % 64 == 0 && KEY_TILE % 16 == 0 && KEY_TILE <= 256, "tile shapes");
-static_assert(SCHEDULE >= 0 && SCHEDULE <= 2 && STAGES >= 2, "schedule");
+static_assert(SCHEDULE >= 0 && SCHEDULE <= 3 && STAGES >= 2, "schedule");
 static_assert(SCHEDULE != 0 || STAGES == 2, "the sync schedule loads one tile ahead: 2 slots");
-static_assert(SCHEDULE != 2 || WARPGROUPS == 2, "ws: one producer and two consumer warpgroups");
+static_assert(SCHEDULE < 2 || WARPGROUPS == 2, "ws, tma: one producer and two consumer warpgroups");
+// tma: rows per copy (a page, or a key tile of a longer page); a multiple of the swizzle's 8-row
+// period, so every box starts 1024-byte aligned in its slot (tmaBoxRows checks the same).
+constexpr int BOX_ROWS = PAGE_SIZE < KEY_TILE ? PAGE_SIZE : KEY_TILE;
+static_assert(SCHEDULE != 3 || (BOX_ROWS % 8 == 0 && KEY_TILE % BOX_ROWS == 0 &&
+                                (PAGE_SIZE <= KEY_TILE || PAGE_SIZE % KEY_TILE == 0)),
+              "tma: page size below 8 or not a multiple/divisor of the key tile");
 static_assert(!PINGPONG || (SCHEDULE != 0 && WARPGROUPS == 2), "pingpong: two warpgroups, no CTA barrier");
 
 template <int ACC>
@@ -356,6 +370,23 @@ DS_INLINE void turn_pass(int wg) {
   if constexpr (PINGPONG) {
     asm volatile("bar.arrive %0, 256;" ::"r"(TURN_BARRIER + (wg ^ 1)) : "memory");
   }
+}
+// The tma schedule's copies: `bytes` more are expected on `bar` (with this thread's arrival), and
+// one box at (column c0, row c1) of the tensor map at generic address `map` into shared `dst`.
+DS_INLINE void mbar_arrive_expect_tx(u32 bar, u32 bytes) {
+  asm volatile(
+      "{\n .reg .b64 state;\n mbarrier.arrive.expect_tx.shared::cta.b64 state, [%0], %1;\n}" ::"r"(bar),
+      "r"(bytes)
+      : "memory");
+}
+DS_INLINE void tma_load_2d(u32 dst, u64 map, int c0, int c1, u32 bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];" ::"r"(dst),
+      "l"(map), "r"(c0), "r"(c1), "r"(bar)
+      : "memory");
+}
+DS_INLINE void prefetch_tensormap(u64 map) {
+  asm volatile("prefetch.tensormap [%0];" ::"l"(map) : "memory");
 }
 template <u32 N>
 DS_INLINE void setmaxnreg_inc() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(N)); }
@@ -468,12 +499,14 @@ struct Smem {
   u32 q, k, v, bars;
   DS_INLINE u32 k_slot(int t) const { return k + (u32)(t % STAGES) * KV_BYTES; }
   DS_INLINE u32 v_slot(int t) const { return v + (u32)(t % STAGES) * KV_BYTES; }
-  // Barriers of tile t's slot: K full, V full, K empty, V empty; then Q full (ws).
+  // Barriers of tile t's slot: K full, V full, K empty, V empty; then Q full (ws, tma) and the
+  // barrier the last V tile lands on before its tail is zeroed (tma).
   DS_INLINE u32 full_k(int t) const { return bars + 8u * (u32)(t % STAGES); }
   DS_INLINE u32 full_v(int t) const { return bars + 8u * (u32)(STAGES + t % STAGES); }
   DS_INLINE u32 empty_k(int t) const { return bars + 8u * (u32)(2 * STAGES + t % STAGES); }
   DS_INLINE u32 empty_v(int t) const { return bars + 8u * (u32)(3 * STAGES + t % STAGES); }
   DS_INLINE u32 full_q() const { return bars + 8u * (u32)(4 * STAGES); }
+  DS_INLINE u32 tail_v() const { return bars + 8u * (u32)(4 * STAGES + 1); }
 };
 // The phase parity of tile t's use of its slot, and of the previous use (t - STAGES) of it.
 DS_INLINE u32 use_parity(int t) { return (u32)(t / STAGES) & 1u; }
@@ -494,10 +527,28 @@ DS_INLINE void load_tile_mbar(const u16* __restrict__ cache, const TileKeys& tk,
   mbar_arrive_cp_async(full);
 }
 
-// The consumers' side of a slot: wait until it is full, then make the copies visible to wgmma.
+// tma: the copies of K or V of tile t (a box per BOX_ROWS keys and 64 columns) into its slot once
+// the slot is empty, completing on `bar`. Keys past `last` read the last key's page.
+DS_INLINE void tma_tile(u64 map, const TileKeys& tk, int t, u32 slot, u32 bar, u32 empty) {
+  if (t >= STAGES) mbar_wait(empty, use_parity(t) ^ 1u);
+  mbar_arrive_expect_tx(bar, KV_BYTES);
+#pragma unroll
+  for (int j = 0; j < KEY_TILE / BOX_ROWS; j++) {
+    const int key = min(t * KEY_TILE + j * BOX_ROWS, tk.last);
+    const int row = (int)kv_row(__ldg(tk.bt + key / PAGE_SIZE), tk.kv_head,
+                                key % PAGE_SIZE / BOX_ROWS * BOX_ROWS);
+#pragma unroll
+    for (int cb = 0; cb < HEAD_DIM / 64; cb++) {
+      tma_load_2d(slot + (u32)((cb * KEY_TILE + j * BOX_ROWS) * 128), map, cb * 64, row, bar);
+    }
+  }
+}
+
+// The consumers' side of a slot: wait until it is full, then make the copies visible to wgmma
+// (cp.async writes are generic-proxy; TMA writes are async-proxy already).
 DS_INLINE void wait_full(u32 full, int t) {
   mbar_wait(full, use_parity(t));
-  fence_proxy_async();
+  if constexpr (SCHEDULE != 3) fence_proxy_async();
 }
 // One arrival per warp on a slot's empty barrier once this warp's wgmmas reading it retired.
 DS_INLINE void release(u32 empty, int lane) {
@@ -541,19 +592,26 @@ extern "C" __global__ void __launch_bounds__(PREFILL_THREADS, 1) ds_d128_q32_kv8
 
   if constexpr (SCHEDULE != 0) {
     if (threadIdx.x == 0) {
-      constexpr u32 loaders = SCHEDULE == 2 ? PRODUCER_THREADS : CONSUMER_THREADS;
+      // Threads arriving on a full barrier: every loader of cp.async; tma's one issuing thread.
+      constexpr u32 q_loaders = SCHEDULE >= 2 ? PRODUCER_THREADS : CONSUMER_THREADS;
+      constexpr u32 loaders = SCHEDULE == 3 ? 1 : q_loaders;
       for (int s = 0; s < STAGES; s++) {
         mbar_init(sm.full_k(s), loaders);
         mbar_init(sm.full_v(s), loaders);
         mbar_init(sm.empty_k(s), CONSUMER_THREADS / 32);
         mbar_init(sm.empty_v(s), CONSUMER_THREADS / 32);
       }
-      mbar_init(sm.full_q(), loaders);
+      mbar_init(sm.full_q(), q_loaders);
+      if constexpr (SCHEDULE == 3) {
+        mbar_init(sm.tail_v(), 1);
+        // The initialized barriers made visible to the async proxy (the TMA's complete_tx).
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+      }
     }
     __syncthreads();
   }
 
-  if constexpr (SCHEDULE == 2) {
+  if constexpr (SCHEDULE >= 2) {
     if (wg < 0) {
       // The producer warpgroup: Q, then K and V in the order the consumers read them.
       setmaxnreg_dec<PRODUCER_REGS>();
@@ -565,6 +623,39 @@ extern "C" __global__ void __launch_bounds__(PREFILL_THREADS, 1) ds_d128_q32_kv8
                     q + ((size_t)m * NUM_Q_HEADS + head) * HEAD_DIM + c * 8);
       }
       mbar_arrive_cp_async(sm.full_q());
+      if constexpr (SCHEDULE == 3) {
+        // One thread issues every copy; its warp then zeroes the last V tile's rows past `last`.
+        if (threadIdx.x < 32) {
+          const u64 k_map = reinterpret_cast<u64>(k_cache), v_map = reinterpret_cast<u64>(v_cache);
+          const int tail_row = last + 1 - (n - 1) * KEY_TILE;  // first row of V n - 1 to zero
+          const bool tail = tail_row < KEY_TILE;
+          if (lane == 0) {
+            prefetch_tensormap(k_map);
+            prefetch_tensormap(v_map);
+            tma_tile(k_map, tk, 0, sm.k_slot(0), sm.full_k(0), sm.empty_k(0));
+            for (int t = 1; t < n; t++) {
+              tma_tile(k_map, tk, t, sm.k_slot(t), sm.full_k(t), sm.empty_k(t));
+              tma_tile(v_map, tk, t - 1, sm.v_slot(t - 1), sm.full_v(t - 1), sm.empty_v(t - 1));
+            }
+            tma_tile(v_map, tk, n - 1, sm.v_slot(n - 1), tail ? sm.tail_v() : sm.full_v(n - 1),
+                     sm.empty_v(n - 1));
+          }
+          __syncwarp();
+          if (tail) {
+            mbar_wait(sm.tail_v(), 0);
+            const u32 slot = sm.v_slot(n - 1);
+            for (int i = lane; i < (KEY_TILE - tail_row) * CHUNKS; i += 32) {
+              const u32 at = slot + sw128_offset(KEY_TILE, tail_row + i / CHUNKS, i % CHUNKS);
+              asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};" ::"r"(at), "r"(0u) : "memory");
+            }
+            fence_proxy_async();  // the zeros, visible to the consumers' wgmma (async proxy)
+            __syncwarp();
+            if (lane == 0) mbar_arrive(sm.full_v(n - 1));
+          }
+        }
+        asm volatile("cp.async.wait_all;" ::: "memory");
+        return;
+      }
       load_tile_mbar<PRODUCER_THREADS>(k_cache, tk, 0, sm.k_slot(0), sm.full_k(0), sm.empty_k(0),
                                        tid);
       for (int t = 1; t < n; t++) {
@@ -584,7 +675,7 @@ extern "C" __global__ void __launch_bounds__(PREFILL_THREADS, 1) ds_d128_q32_kv8
 
   // Q rows of the tile (rows past the tile repeat its last row and are never stored), K tile 0
   // (and, mbar, the tiles up to STAGES - 1 ahead).
-  if constexpr (SCHEDULE != 2) {
+  if constexpr (SCHEDULE < 2) {
     for (int i = threadIdx.x; i < Q_TILE * CHUNKS; i += PREFILL_THREADS) {
       const int r = i / CHUNKS, c = i % CHUNKS;
       const int m = row0 + min(r, rows - 1);
@@ -609,7 +700,7 @@ extern "C" __global__ void __launch_bounds__(PREFILL_THREADS, 1) ds_d128_q32_kv8
       }
     }
   }
-  if constexpr (SCHEDULE == 2) {
+  if constexpr (SCHEDULE >= 2) {
     mbar_wait(sm.full_q(), 0);
     fence_proxy_async();
   }
@@ -734,6 +825,8 @@ extern "C" __global__ void __launch_bounds__(PREFILL_THREADS, 1) ds_d128_q32_kv8
     __syncthreads();
   } else {
     wait_full(sm.full_v(n - 1), n - 1);
+    // tma: the producer's zeroed tail rows are generic-proxy writes.
+    if constexpr (SCHEDULE == 3) fence_proxy_async();
   }
   rescale_o(o, alpha);
   turn_wait(wg);

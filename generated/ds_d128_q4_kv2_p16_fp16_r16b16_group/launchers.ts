@@ -53,7 +53,7 @@ export const kernels = {
   dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "6303e68117e6e0f1f957a40a8648e925db75df7b2af9895c8ca9314ef7da682a" },
   sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "b1b8dd1c2af965a34f48d4ca25fe07541e55487ef753b85b9bf2a9e35958e226" },
   merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "30e3be8a6b2ce8e2b300b14098128f76f049ca8f1b0bd9ce0b646bc55bedeb17" },
-  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "e00bc4e6489c3c35b7aa6a9bdf52ad70ba10893933a577c869210f440daef309" },
+  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "a9d7b031cfcec7e3e3d1c22a2ae3870e3ef7cc864379d6fdf36d6d69ccf90d54" },
   sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "cb688cc18bf07488cb911f3187369832781e2e9bfb437ed3938a6d2fcddf5c69" },
   gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "34e74491ca939066c6316001192ff1a13a417e0604e2681b8784970edc8381c8" },
 } as const;

@@ -53,7 +53,7 @@ export const kernels = {
   dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "3de6cd954a27509838b2f28fab2532818d42980d33831c668705cd2d813a55d0" },
   sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "8f876311b2aca7674217fed7978fe6f3ba8f73c4de8e40468043417f18d8e241" },
   merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "3734c59cb733750e6fbd833e046a870efc7133e87448e5acae9f8f9506076c8f" },
-  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "1102e2b200c1aa69983e514c7b3b6d92a542e26682237f92bb83a646f1455f71" },
+  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "8bc356bce388fdc4357ee6453449eaae1c4fb56815b3c2f77d0075c51efdccb3" },
   sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "3b7bc526a8de14b0a969f2d7d8f6899724f6fc3b84be01444a1bc8b856553683" },
   gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "b40798bfa2d57f0e42d932327124b2ae6362d18ce315e19c00ccea5970cd1e3b" },
 } as const;

@@ -53,7 +53,7 @@ export const kernels = {
   dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "abd669af757adf70ae34fe3f494fa7e99dd4b3ce20be6bd93074f87ec1b7e43f" },
   sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "42ed1718ad8f7ae46ef7db21fde1407385a81b5f8fef37e7f669a29f4ed1f27d" },
   merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "cf5d8d6d2939a386c7248e59466542bc1561a5e2141bdee7fd4d26a46c015690" },
-  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "7f8a5931b2b1704d3cb66ace4291d09ddd2649e08cb0ea6ee79bd6c54030ce60" },
+  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "b03902523c1e251b1dc39ca50f0ae6cdb8ab1fc7b0a7fc514ec97383a9d3e501" },
   sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "45b7d217bb2a28948dbe52250fff997500b453383438d72f5a031a8427176103" },
   gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "a7cb405d57ca14a9b04c1391369e951453d8e87808f54fb4f8343a2034922322" },
 } as const;

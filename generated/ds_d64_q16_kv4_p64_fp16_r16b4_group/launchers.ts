@@ -53,7 +53,7 @@ export const kernels = {
   dense: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "4fcdb312f71cf1de189cc2f273894b9bec39db04fec0ee1d5a89f5ecd2820794" },
   sparse: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "cf558a9fc14c59c0d0d34f9cf313b4bf9cf8967bad19ec708502f65339c7b01f" },
   merge: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_merge", file: "merge.cu", threads: 64, argCount: 8, sha256: "aefbf07ffef7d3c47d340d67fee472e582c0efedb301b30ec6d8fdcdba976b8e" },
-  prefill: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "7a8137c5a7fc903273d825cae0dd6ff6cb4343ccaddd94323ffab9f5b80781d6" },
+  prefill: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "61b96cb2e1234dca55a9c33aa3dae8ac5b1e8b308c7385a9b65c3117b0a4e57f" },
   sort_selection: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "21bdf60a0c3336c70dc1bb0f3b0b78c0afe5061daa4cf6145bcdc7c0287c9399" },
   gather_kv: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "35bad66c9ac9d2f109d6cdca4dc210641cb92bc3016c490bc4adb2774f478670" },
 } as const;

@@ -574,7 +574,7 @@ export function tuningFor(spec: AttentionSpec): Tuning {
   // docs/perf-notes.md, Prefill on wgmma).
   return Object.freeze(
     prefillWgmma
-      ? withWgmmaVariant(tuning, spec.headDim, DEFAULT_WGMMA_VARIANT, "DEFAULT_WGMMA_VARIANT")
+      ? withWgmmaVariant(tuning, spec, DEFAULT_WGMMA_VARIANT, "DEFAULT_WGMMA_VARIANT")
       : tuning,
   );
 }

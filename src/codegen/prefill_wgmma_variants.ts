@@ -6,7 +6,9 @@
  *   sync    the consumer warps load one tile ahead, one CTA barrier per tile (2 slots; the default)
  *   mbar3   the consumer warps load 2 tiles ahead; per-slot full/empty mbarriers, no CTA barrier
  *   ws3     a producer warpgroup loads (setmaxnreg), two consumer warpgroups compute; mbarriers
- *   ...-p   pingpong (mbar, ws): one warpgroup's softmax runs under the other's MMAs (FA3)
+ *   tma3    as ws3, but one producer thread issues TMA bulk tensor copies of whole pages (the K/V
+ *           pools' tensor maps: src/runtime/kv_tensor_maps.ts); page sizes 8 and up
+ *   ...-p   pingpong (mbar, ws, tma): one warpgroup's softmax runs under the other's MMAs (FA3)
  *   ...-h   grid (heads, tiles): the query heads of one kv group run side by side
  * Pure (no FFI): tested on the CPU.
  */
@@ -14,14 +16,15 @@ import type { Tuning } from "./kernels.ts";
 import { UsageError } from "../util/errors.ts";
 
 /** Who loads the K/V tiles of the wgmma body and how a slot is handed to the MMA warps. */
-export type WgmmaSchedule = "sync" | "mbar" | "ws";
+export type WgmmaSchedule = "sync" | "mbar" | "ws" | "tma";
 /** Every schedule, in the order of their template codes. */
-export const WGMMA_SCHEDULES: readonly WgmmaSchedule[] = ["sync", "mbar", "ws"];
+export const WGMMA_SCHEDULES: readonly WgmmaSchedule[] = ["sync", "mbar", "ws", "tma"];
 /** The template's SCHEDULE constant of each schedule. */
 export const WGMMA_SCHEDULE_CODE: Readonly<Record<WgmmaSchedule, number>> = {
   sync: 0,
   mbar: 1,
   ws: 2,
+  tma: 3,
 };
 /**
  * The wgmma body's variant in every tuning (tuningFor) and so in the committed sources: switching
@@ -44,6 +47,9 @@ export const WGMMA_VARIANTS: readonly string[] = [
   "ws3-h",
   "ws3-p",
   "ws3-p-h",
+  "tma3",
+  "tma3-p",
+  "tma3-h",
 ];
 
 /** A parsed variant name. */
@@ -58,12 +64,20 @@ export interface WgmmaVariant {
   readonly pingpong: boolean;
 }
 
-const DEFAULT_STAGES: Readonly<Record<WgmmaSchedule, number>> = { sync: 2, mbar: 3, ws: 3 };
+const DEFAULT_STAGES: Readonly<Record<WgmmaSchedule, number>> = {
+  sync: 2,
+  mbar: 3,
+  ws: 3,
+  tma: 3,
+};
+
+/** The schedules with a producer warpgroup (setmaxnreg) in front of the consumer warpgroups. */
+export const hasProducerWarpgroup = (s: WgmmaSchedule): boolean => s === "ws" || s === "tma";
 
 /** `name` as a variant; `source` names where it came from (a flag, the environment variable). */
 export function parseWgmmaVariant(name: string, source: string): WgmmaVariant {
-  const m = /^(sync|mbar|ws)([2-4])?(-p)?(-h)?$/.exec(name.trim().toLowerCase());
-  const allowed = "<sync|mbar|ws>[2-4][-p][-h], e.g. sync, sync-h, mbar3, ws3-p-h";
+  const m = /^(sync|mbar|ws|tma)([2-4])?(-p)?(-h)?$/.exec(name.trim().toLowerCase());
+  const allowed = "<sync|mbar|ws|tma>[2-4][-p][-h], e.g. sync, sync-h, mbar3, ws3-p-h, tma3";
   if (!m) {
     throw new UsageError(`${source}: got ${JSON.stringify(name)}; allowed: ${allowed}`);
   }
@@ -77,7 +91,7 @@ export function parseWgmmaVariant(name: string, source: string): WgmmaVariant {
   const pingpong = m[3] !== undefined;
   if (schedule === "sync" && pingpong) {
     throw new UsageError(
-      `${source}: got ${JSON.stringify(name)}; pingpong needs the mbar or ws schedule (sync ` +
+      `${source}: got ${JSON.stringify(name)}; pingpong needs the mbar, ws or tma schedule (sync ` +
         "keeps both warpgroups in lockstep)",
     );
   }
@@ -95,7 +109,8 @@ export function wgmmaVariantName(v: WgmmaVariant): string {
 /**
  * The wgmma body's dynamic shared memory: the Q tile (64 rows per consumer warpgroup), `stages`
  * K and V slots (2-byte elements), 1024 bytes of slack to align them to the 128-byte swizzle's
- * 1024-byte period, and the mbarriers (4 per stage and Q's) of the mbar and ws schedules.
+ * 1024-byte period, and the mbarriers (4 per stage and Q's) of the mbar, ws and tma schedules
+ * (tma: one more, on which the last V tile lands before its rows past the sequence are zeroed).
  */
 export function wgmmaSharedBytes(
   headDim: number,
@@ -104,27 +119,65 @@ export function wgmmaSharedBytes(
   stages: number,
   schedule: WgmmaSchedule,
 ): number {
-  const barriers = schedule === "sync" ? 0 : 8 * (4 * stages + 1);
+  const barriers = schedule === "sync" ? 0 : 8 * (4 * stages + (schedule === "tma" ? 2 : 1));
   return (64 * (consumerThreads / 128) + 2 * stages * keyTile) * headDim * 2 + 1024 + barriers;
 }
 
-/** Threads of the wgmma body: the consumer warpgroups, plus the ws schedule's producer one. */
+/** Threads of the wgmma body: the consumer warpgroups, plus the ws/tma schedules' producer one. */
 export const wgmmaThreads = (consumerThreads: number, schedule: WgmmaSchedule): number =>
-  consumerThreads + (schedule === "ws" ? 128 : 0);
+  consumerThreads + (hasProducerWarpgroup(schedule) ? 128 : 0);
+
+/**
+ * Rows of one TMA box of the tma schedule: a page, or a key tile of a page longer than the tile.
+ * The 128-byte swizzle repeats every 8 rows (1024 bytes), so a box must hold a multiple of 8 rows
+ * for the copies to land in the layout the wgmma descriptors read; null (with `why`) for page
+ * sizes below 8 (page sizes are powers of two, so 8 and up always divide or are divided by the
+ * key tile when it is a power of two).
+ */
+export function tmaBoxRows(
+  pageSize: number,
+  keyTile: number,
+): { rows: number; why: null } | { rows: null; why: string } {
+  const rows = Math.min(pageSize, keyTile);
+  if (rows % 8 !== 0 || keyTile % rows !== 0 || (pageSize > keyTile && pageSize % keyTile !== 0)) {
+    return {
+      rows: null,
+      why: `page size ${pageSize} with key tile ${keyTile}: a TMA box (min of the two) must be a ` +
+        "multiple of 8 rows (the 128-byte swizzle's period) dividing the key tile",
+    };
+  }
+  return { rows, why: null };
+}
+
+/** What a variant's fit depends on: the spec's head dim and page size. */
+export interface WgmmaShape {
+  /** Elements per K/V row (sizes the Q tile and the K/V slots). */
+  readonly headDim: number;
+  /** Tokens per cache page (the tma schedule copies whole pages). */
+  readonly pageSize: number;
+}
 
 /**
  * `base` (a variant's default tuning) with the wgmma body's knobs set to variant `name`; a
- * UsageError naming `source` when the name is malformed or the variant does not fit shared memory.
+ * UsageError naming `source` when the name is malformed, the variant does not fit shared memory,
+ * or (tma) the page size cannot be copied in TMA boxes (no fallback: ask for mbar3 instead).
  */
 export function withWgmmaVariant(
   base: Tuning,
-  headDim: number,
+  shape: WgmmaShape,
   name: string,
   source: string,
 ): Tuning {
+  const { headDim, pageSize } = shape;
   const v = parseWgmmaVariant(name, source);
+  if (v.schedule === "tma") {
+    const box = tmaBoxRows(pageSize, base.prefillWgmmaKeyTile);
+    if (box.why !== null) {
+      throw new UsageError(`${source}: variant ${name} cannot run here: ${box.why}; use mbar3`);
+    }
+  }
   const consumers = base.prefillWgmmaThreads -
-    (base.prefillWgmmaSchedule === "ws" ? 128 : 0);
+    (hasProducerWarpgroup(base.prefillWgmmaSchedule) ? 128 : 0);
   const shared = wgmmaSharedBytes(
     headDim,
     consumers,

@@ -21,6 +21,13 @@ import {
   LAUNCH_ATTRIBUTE_BYTES,
   LAUNCH_CONFIG_BYTES,
 } from "./launch_config.ts";
+import {
+  TENSOR_MAP_BYTES,
+  TENSOR_MAP_INTERLEAVE_NONE,
+  TENSOR_MAP_OOB_FILL_NONE,
+  tensorMapProblems,
+  type TiledTensorMap,
+} from "./tensor_map.ts";
 
 const symbols = {
   // CUresult cuInit(unsigned int Flags)
@@ -90,6 +97,29 @@ const symbols = {
   },
   // CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t bytes, CUstream s)
   cuMemcpyDtoDAsync_v2: { parameters: ["u64", "u64", "usize", "pointer"], result: "i32" },
+  // CUresult cuTensorMapEncodeTiled(CUtensorMap* tensorMap, CUtensorMapDataType dataType,
+  //   cuuint32_t rank, void* globalAddress, const cuuint64_t* globalDim,
+  //   const cuuint64_t* globalStrides, const cuuint32_t* boxDim, const cuuint32_t* elementStrides,
+  //   CUtensorMapInterleave, CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill)
+  // (12.0+; the arguments: ./tensor_map.ts)
+  cuTensorMapEncodeTiled: {
+    parameters: [
+      "buffer",
+      "i32",
+      "u32",
+      "pointer",
+      "buffer",
+      "buffer",
+      "buffer",
+      "buffer",
+      "i32",
+      "i32",
+      "i32",
+      "i32",
+    ],
+    result: "i32",
+    optional: true,
+  },
   // CUresult cuStreamCreate(CUstream* phStream, unsigned int Flags)
   cuStreamCreate: { parameters: ["buffer", "u32"], result: "i32" },
   // CUresult cuStreamDestroy_v2(CUstream hStream)
@@ -518,6 +548,47 @@ export class Cuda {
 
   event(timing = true): Event {
     return new Event(this.driver, timing);
+  }
+
+  /**
+   * The CUtensorMap (128 opaque bytes, to be copied to 64-byte-aligned device memory) of the
+   * tiled tensor `m` at device address `address`; a RangeError naming every field outside the
+   * driver's limits, CudaError naming cuTensorMapEncodeTiled if the driver still refuses.
+   */
+  encodeTensorMapTiled(m: TiledTensorMap, address: bigint): Uint8Array {
+    const problems = tensorMapProblems(m);
+    if (address % 16n !== 0n) {
+      problems.push(`global address 0x${address.toString(16)}; allowed: 16-byte aligned`);
+    }
+    if (problems.length > 0) {
+      throw new RangeError(`cuTensorMapEncodeTiled: ${problems.join("; ")}`);
+    }
+    const fn = this.driver.sym.cuTensorMapEncodeTiled;
+    if (fn === null) {
+      throw new DeviceError(
+        "cuTensorMapEncodeTiled: the driver lacks it (needs CUDA 12.0 or newer)",
+      );
+    }
+    const map = new Uint8Array(TENSOR_MAP_BYTES);
+    const u64 = (xs: readonly number[]) => new BigUint64Array(xs.map(BigInt));
+    this.driver.check(
+      "cuTensorMapEncodeTiled",
+      fn(
+        map,
+        m.dataType,
+        m.globalDim.length,
+        ptr(address),
+        u64(m.globalDim),
+        u64(m.globalStrides),
+        new Uint32Array(m.boxDim),
+        new Uint32Array(m.elementStrides),
+        TENSOR_MAP_INTERLEAVE_NONE,
+        m.swizzle,
+        m.l2Promotion,
+        TENSOR_MAP_OOB_FILL_NONE,
+      ),
+    );
+    return map;
   }
 
   loadModule(image: Uint8Array, name: string): Module {

@@ -59,6 +59,11 @@ export interface PrefillBodyPlan {
   readonly wgmmaVariant: string | null;
   /** The grid is (heads, tiles) instead of (tiles, heads). */
   readonly headsFastest: boolean;
+  /**
+   * The body reads K/V through TMA (the tma schedule): the launch passes, in place of the K and V
+   * pool pointers, the device addresses of their tensor maps (src/runtime/kv_tensor_maps.ts).
+   */
+  readonly kvTensorMaps: boolean;
 }
 
 /** Why the wgmma body cannot run on `target`, or null when it can. */
@@ -100,6 +105,7 @@ export function choosePrefillBody(
     sharedBytes: tuning.prefillSharedBytes,
     wgmmaVariant: null,
     headsFastest: false,
+    kvTensorMaps: false,
   });
   if (choice === "mma") return mma("mma.sync body asked for");
   const unavailable = wgmmaUnavailable(tuning, target);
@@ -123,6 +129,7 @@ export function choosePrefillBody(
       pingpong: tuning.prefillWgmmaPingpong,
     }),
     headsFastest: tuning.prefillWgmmaHeadsFastest,
+    kvTensorMaps: tuning.prefillWgmmaSchedule === "tma",
   };
 }
 

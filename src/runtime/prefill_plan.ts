@@ -12,6 +12,7 @@ import type { PagedKvCache } from "./caches.ts";
 import { type PrefillSegment, prefillTiles } from "./prefill_tiles.ts";
 import type { Variant } from "./variant.ts";
 import { prefillQTile } from "../codegen/kernels.ts";
+import { KvTensorMaps } from "./kv_tensor_maps.ts";
 
 export class PrefillPlan implements Disposable {
   /** Query rows per tile: the same for both bodies of the kernel (prefillQTile). */
@@ -20,6 +21,8 @@ export class PrefillPlan implements Disposable {
   readonly softmaxScale: number;
   #numTiles = 0;
   readonly #tiles: DeviceBuffer;
+  /** The pools' TMA tensor maps, when the prefill body reads K/V through TMA (tma schedule). */
+  readonly #maps: KvTensorMaps | null;
 
   constructor(
     cuda: Cuda,
@@ -32,6 +35,14 @@ export class PrefillPlan implements Disposable {
     this.maxTiles = Math.ceil(maxRows / this.qTile) + cache.pages.numSeqs;
     this.softmaxScale = 1 / Math.sqrt(variant.spec.headDim);
     this.#tiles = cuda.alloc(this.maxTiles * 4 * 4);
+    try {
+      this.#maps = variant.prefill.kvTensorMaps
+        ? new KvTensorMaps(cuda, cache, t.prefillWgmmaKeyTile)
+        : null;
+    } catch (e) {
+      this.#tiles.dispose();
+      throw e;
+    }
   }
 
   /** The tiles of the chunk now being prefilled (uploaded on `stream`). Returns the tile count. */
@@ -51,9 +62,9 @@ export class PrefillPlan implements Disposable {
     return this.#numTiles;
   }
 
-  /** Device bytes this plan holds (the tile table). */
+  /** Device bytes this plan holds (the tile table, and the tma schedule's tensor maps). */
   get deviceBytes(): number {
-    return this.#tiles.bytes;
+    return this.#tiles.bytes + (this.#maps?.deviceBytes ?? 0);
   }
 
   get numTiles(): number {
@@ -72,8 +83,9 @@ export class PrefillPlan implements Disposable {
         tiles: this.#tiles.ptr,
         blockTables: this.cache.blockTables.ptr,
         maxPages: this.cache.maxPagesPerSeq,
-        kCache: l.k.ptr,
-        vCache: l.v.ptr,
+        // The tma schedule reads the pools through their tensor maps (same argument slots).
+        kCache: this.#maps ? this.#maps.k(layer) : l.k.ptr,
+        vCache: this.#maps ? this.#maps.v(layer) : l.v.ptr,
         out,
         softmaxScale: this.softmaxScale,
       },
@@ -82,6 +94,7 @@ export class PrefillPlan implements Disposable {
 
   dispose(): void {
     this.#tiles.dispose();
+    this.#maps?.dispose();
   }
 
   [Symbol.dispose](): void {

@@ -86,7 +86,7 @@ export class Variant implements Disposable {
     const variantName = opts.prefillWgmmaVariant ?? Deno.env.get(WGMMA_VARIANT_ENV);
     const tuning = variantName === undefined || !base.prefillWgmma ? base : withWgmmaVariant(
       base,
-      spec.headDim,
+      spec,
       variantName,
       opts.prefillWgmmaVariant !== undefined ? "prefillWgmmaVariant" : `$${WGMMA_VARIANT_ENV}`,
     );
