@@ -7,10 +7,13 @@ import {
 } from "../src/runtime/prefill_body.ts";
 import {
   DEFAULT_WGMMA_VARIANT,
+  FALLBACK_WGMMA_VARIANT,
+  hasProducerWarpgroup,
   MAX_SHARED_BYTES,
   parseWgmmaVariant,
   tmaBoxRows,
   WGMMA_VARIANTS,
+  wgmmaSharedBytes,
   wgmmaVariantOf,
   withWgmmaVariant,
 } from "../src/codegen/prefill_wgmma_variants.ts";
@@ -94,15 +97,19 @@ Deno.test("both prefill bodies share the Q tile (the tile table's contract) in e
     const t = tuningFor(s);
     assert.equal(t.prefillWgmma, s.headDim <= 128, s.variant);
     if (!t.prefillWgmma) continue;
-    // One warpgroup (128 threads) per 64 rows.
-    assert.equal(64 * (t.prefillWgmmaThreads / 128), prefillQTile(t), s.variant);
-    // Q and `stages` K and V slots of 2-byte elements, 1024 bytes of alignment slack, the
-    // mbarriers (none for sync); fits an H100.
-    const bars = t.prefillWgmmaSchedule === "sync" ? 0 : 8 * (4 * t.prefillWgmmaStages + 1);
+    // One consumer warpgroup (128 threads) per 64 rows, plus tma's and ws's producer warpgroup.
+    const producer = hasProducerWarpgroup(t.prefillWgmmaSchedule) ? 128 : 0;
+    assert.equal(64 * ((t.prefillWgmmaThreads - producer) / 128), prefillQTile(t), s.variant);
+    // Q and `stages` K and V slots of 2-byte elements, 1024 bytes of alignment slack, barriers.
     assert.equal(
       t.prefillWgmmaSharedBytes,
-      (prefillQTile(t) + 2 * t.prefillWgmmaStages * t.prefillWgmmaKeyTile) * s.headDim * 2 +
-        1024 + bars,
+      wgmmaSharedBytes(
+        s.headDim,
+        t.prefillWgmmaThreads - producer,
+        t.prefillWgmmaKeyTile,
+        t.prefillWgmmaStages,
+        t.prefillWgmmaSchedule,
+      ),
     );
     assert.ok(t.prefillWgmmaSharedBytes <= 227 * 1024, `${s.variant}: shared memory`);
   }
@@ -175,11 +182,15 @@ Deno.test("parseWgmmaVariant: schedule, stages (default per schedule) and grid o
   }
 });
 
-Deno.test("the default tuning is the mbar3 variant (the fastest measured: docs/perf-notes.md w3)", () => {
-  const base = tuningFor(spec(128));
-  assert.equal(wgmmaVariantOf(base), DEFAULT_WGMMA_VARIANT);
-  assert.equal(DEFAULT_WGMMA_VARIANT, "mbar3");
-  assert.deepEqual(withWgmmaVariant(base, spec(128), DEFAULT_WGMMA_VARIANT, "x"), base);
+Deno.test("the default tuning is tma3 where TMA copies the pages, else mbar3 (docs/perf-notes.md)", () => {
+  assert.equal(DEFAULT_WGMMA_VARIANT, "tma3");
+  assert.equal(FALLBACK_WGMMA_VARIANT, "mbar3");
+  for (const [pageSize, want] of [[16, "tma3"], [64, "tma3"], [8, "tma3"], [4, "mbar3"]] as const) {
+    const s = defineAttention({ ...specInput(128), pageSize });
+    const base = tuningFor(s);
+    assert.equal(wgmmaVariantOf(base), want, `page size ${pageSize}`);
+    assert.deepEqual(withWgmmaVariant(base, s, want, "x"), base);
+  }
 });
 
 Deno.test("every measured variant fits shared memory, keeps the Q tile, and plans its grid", async () => {

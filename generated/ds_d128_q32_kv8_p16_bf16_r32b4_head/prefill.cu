@@ -262,10 +262,10 @@ DS_INLINE u32 pack2(float lo, float hi) {
 #if !defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #error "DS_PREFILL_WGMMA needs --gpu-architecture=sm_90a (wgmma.mma_async)"
 #endif
-constexpr int SCHEDULE = 1;
+constexpr int SCHEDULE = 3;
 constexpr bool HEADS_FASTEST = false;
 constexpr bool PINGPONG = false;
-constexpr int PREFILL_THREADS = 256;
+constexpr int PREFILL_THREADS = 384;
 constexpr int PRODUCER_THREADS = SCHEDULE >= 2 ? 128 : 0;
 constexpr int CONSUMER_THREADS = PREFILL_THREADS - PRODUCER_THREADS;
 constexpr int WARPGROUPS = CONSUMER_THREADS / 128;  // consumer warpgroups

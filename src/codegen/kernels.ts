@@ -6,7 +6,7 @@
 import type { AttentionSpec } from "../dsl/spec.ts";
 import { cacheLayout } from "../dsl/layout.ts";
 import {
-  DEFAULT_WGMMA_VARIANT,
+  defaultWgmmaVariant,
   type WgmmaSchedule,
   wgmmaSharedBytes,
   withWgmmaVariant,
@@ -574,7 +574,12 @@ export function tuningFor(spec: AttentionSpec): Tuning {
   // docs/perf-notes.md, Prefill on wgmma).
   return Object.freeze(
     prefillWgmma
-      ? withWgmmaVariant(tuning, spec, DEFAULT_WGMMA_VARIANT, "DEFAULT_WGMMA_VARIANT")
+      ? withWgmmaVariant(
+        tuning,
+        spec,
+        defaultWgmmaVariant(spec, tuning.prefillWgmmaKeyTile),
+        "the default wgmma variant",
+      )
       : tuning,
   );
 }

@@ -27,10 +27,14 @@ export const WGMMA_SCHEDULE_CODE: Readonly<Record<WgmmaSchedule, number>> = {
   tma: 3,
 };
 /**
- * The wgmma body's variant in every tuning (tuningFor) and so in the committed sources: switching
- * the default after a measurement is this one line (then `deno task gen`, UPDATE_GOLDEN=1).
+ * The wgmma body's variant in every tuning (tuningFor) and so in the committed sources, where the
+ * spec's pages fit TMA boxes (defaultWgmmaVariant): switching the default after a measurement is
+ * this one line (then `deno task gen`, UPDATE_GOLDEN=1). tma3 measured 455-464 TFLOP/s against
+ * mbar3's 392-400 in the same call (docs/perf-notes.md, entry 10).
  */
-export const DEFAULT_WGMMA_VARIANT = "mbar3";
+export const DEFAULT_WGMMA_VARIANT = "tma3";
+/** The default where TMA cannot copy the pages (page size below 8): the fastest cp.async variant. */
+export const FALLBACK_WGMMA_VARIANT = "mbar3";
 /** The environment variable that picks the wgmma variant where the caller does not. */
 export const WGMMA_VARIANT_ENV = "DS_PREFILL_WGMMA_VARIANT";
 /** An H100's (and H200's) largest dynamic shared memory per block. */
@@ -200,6 +204,14 @@ export function withWgmmaVariant(
     prefillWgmmaThreads: wgmmaThreads(consumers, v.schedule),
     prefillWgmmaSharedBytes: shared,
   };
+}
+
+/** The default variant of a spec: DEFAULT_WGMMA_VARIANT, or the fallback where TMA cannot run. */
+export function defaultWgmmaVariant(shape: WgmmaShape, keyTile: number): string {
+  const tma = parseWgmmaVariant(DEFAULT_WGMMA_VARIANT, "DEFAULT_WGMMA_VARIANT").schedule === "tma";
+  return tma && tmaBoxRows(shape.pageSize, keyTile).why !== null
+    ? FALLBACK_WGMMA_VARIANT
+    : DEFAULT_WGMMA_VARIANT;
 }
 
 /** The variant a tuning holds, by name. */
