@@ -36,6 +36,7 @@ export type KernelId =
   | "dense"
   | "sparse"
   | "merge"
+  | "persistent"
   | "prefill"
   | "sort_selection"
   | "gather_kv";
@@ -354,6 +355,63 @@ export const KERNELS: readonly KernelDescription[] = [
     ],
   },
   {
+    id: "persistent",
+    template: "persistent_step.cu.hbs",
+    doc:
+      "The whole sparse step for small batches in one cooperative launch, grid barriers between stages.",
+    grid: "(resident blocks, 1, 1), launched cooperatively",
+    programmatic: false,
+    args: [
+      q,
+      channels,
+      labelCodes(false),
+      labelMeta(false),
+      blockTables,
+      maxPages,
+      seqLens,
+      budgets,
+      routes,
+      keys(true),
+      hist,
+      keyStride,
+      counters,
+      ptr(
+        "cand_idx",
+        "int* ",
+        "[batch][NUM_SEL_HEADS][key_stride] candidates (index | sub-bin << CAND_SUB_SHIFT)",
+      ),
+      ptr("cand_key", "u32* ", "[batch][NUM_SEL_HEADS][key_stride] final candidates' exact keys"),
+      ptr("final_idx", "int* ", "[batch][NUM_SEL_HEADS][key_stride] final candidates' tokens"),
+      selIdxOut,
+      selStride,
+      kvCache("k", false),
+      kvCache("v", false),
+      partialO(true),
+      partialLse(true),
+      maxSplits,
+      softmaxScale,
+      i32("score_tokens_per_block", "tokens per score work item"),
+      i32("select_tokens_per_block", "keys per select work item"),
+      i32("sparse_splits", "attention splits per selection head and head tile"),
+      i32("batch", "sequences"),
+      i32(
+        "last_stage",
+        "0: score only, 1: through top-k (counters zeroed), 2: the whole step (stage timing)",
+      ),
+      ptr("out", "u16* ", "[batch][NUM_Q_HEADS][HEAD_DIM] attention output, KV dtype"),
+      ptr(
+        "lse_out",
+        "float* ",
+        "[batch][NUM_Q_HEADS] log2-sum-exp2 of the attended tokens, or null",
+      ),
+      ptr(
+        "barrier",
+        "u32* ",
+        "[2] grid barrier: arrivals (0 between barriers), generation (only grows); zeroed once",
+      ),
+    ],
+  },
+  {
     id: "prefill",
     template: "prefill_attention.cu.hbs",
     doc: "Causal prefill attention of a chunk's query tiles over the paged cache (tensor cores).",
@@ -406,7 +464,7 @@ export interface Tuning {
   readonly resolveCandUnroll: number;
   /** Exact scores each resolve thread recomputes per round (fewer for wide label rows). */
   readonly resolveUnroll: number;
-  /** Threads per block of the dense and sparse attention kernels. */
+  /** Threads per block of the dense and sparse attention kernels (and of the persistent step). */
   readonly attentionThreads: number;
   /** Minimum resident blocks per multiprocessor the attention kernels are compiled for. */
   readonly attentionMinBlocks: number;
@@ -428,6 +486,12 @@ export interface Tuning {
   readonly sparseHeadBlocks: number;
   /** Threads per block of the merge kernel (one per output channel). */
   readonly mergeThreads: number;
+  /**
+   * Final candidates the persistent step's radix stage holds in shared memory (more are selected
+   * in global memory): smaller than resolveSmemCandidates so that the static shared memory of
+   * every stage (score's histogram, attention's partials, these) fits 48 KB in one kernel.
+   */
+  readonly persistentSmemCandidates: number;
   /** Prefill: threads per block (16 query rows per warp). */
   readonly prefillThreads: number;
   /** Prefill: keys per pipeline stage. */
@@ -545,6 +609,7 @@ export function tuningFor(spec: AttentionSpec): Tuning {
       ? spec.numKvHeads * (spec.groupSize / sparseHeadsPerBlock)
       : spec.numQHeads,
     mergeThreads: spec.headDim,
+    persistentSmemCandidates: 1024,
     prefillThreads: PREFILL_THREADS,
     prefillKeyTile,
     prefillMTiles,
@@ -595,6 +660,8 @@ export function threadsOf(id: KernelId, t: Tuning): number {
       return t.attentionThreads;
     case "merge":
       return t.mergeThreads;
+    case "persistent":
+      return t.attentionThreads;
     case "prefill":
       return t.prefillThreads;
     case "sort_selection":
