@@ -128,6 +128,41 @@ const selIdxOut = ptr(
 );
 const selStride = i32("sel_stride", "row stride of sel_idx (>= largest budget)");
 const softmaxScale = f32("softmax_scale", "usually 1/sqrt(HEAD_DIM)");
+/** What label scoring reads (score, resolve, the persistent step), in signature order. */
+const labelInputs = [
+  q,
+  channels,
+  labelCodes(false),
+  labelMeta(false),
+  blockTables,
+  maxPages,
+];
+/** What the score kernel and the persistent step's score stage take, in signature order. */
+const scoreInputs = [
+  ...labelInputs,
+  seqLens,
+  budgets,
+  routes,
+  keys(true),
+  hist,
+  keyStride,
+  counters,
+];
+const candIdxOut = ptr(
+  "cand_idx",
+  "int* ",
+  "[batch][NUM_SEL_HEADS][key_stride] candidates (index | sub-bin << CAND_SUB_SHIFT)",
+);
+const attentionOut = ptr(
+  "out",
+  "u16* ",
+  "[batch][NUM_Q_HEADS][HEAD_DIM] attention output, KV dtype",
+);
+const lseOut = ptr(
+  "lse_out",
+  "float* ",
+  "[batch][NUM_Q_HEADS] log2-sum-exp2 of the attended tokens, or null",
+);
 
 const stageRows = "[batch][NUM_SEL_HEADS][sel_stride][HEAD_DIM] staged rows, KV dtype";
 /** One device-resident source of the gather kernel (all null when absent). */
@@ -225,19 +260,7 @@ export const KERNELS: readonly KernelDescription[] = [
     grid: "(NUM_SEL_HEADS, ceil(key_stride / tokens_per_block), batch)",
     programmatic: true,
     args: [
-      q,
-      channels,
-      labelCodes(false),
-      labelMeta(false),
-      blockTables,
-      maxPages,
-      seqLens,
-      budgets,
-      routes,
-      keys(true),
-      hist,
-      keyStride,
-      counters,
+      ...scoreInputs,
       i32("tokens_per_block", "tokens scored per block (grid.y = ceil(key_stride / this))"),
     ],
   },
@@ -253,11 +276,7 @@ export const KERNELS: readonly KernelDescription[] = [
       keys(false),
       keyStride,
       counters,
-      ptr(
-        "cand_idx",
-        "int* ",
-        "[batch][NUM_SEL_HEADS][key_stride] candidates (index | sub-bin << CAND_SUB_SHIFT)",
-      ),
+      candIdxOut,
       selIdxOut,
       selStride,
       i32("tokens_per_block", "keys scanned per block (grid.y = ceil(key_stride / this))"),
@@ -270,12 +289,7 @@ export const KERNELS: readonly KernelDescription[] = [
     grid: "(NUM_SEL_HEADS, 1, batch)",
     programmatic: true,
     args: [
-      q,
-      channels,
-      labelCodes(false),
-      labelMeta(false),
-      blockTables,
-      maxPages,
+      ...labelInputs,
       budgets,
       routes,
       hist,
@@ -346,12 +360,8 @@ export const KERNELS: readonly KernelDescription[] = [
       routes,
       i32("dense_splits", "partials of a dense-routed sequence"),
       i32("sparse_splits", "partials of a sparse-routed sequence"),
-      ptr("out", "u16* ", "[batch][NUM_Q_HEADS][HEAD_DIM] attention output, KV dtype"),
-      ptr(
-        "lse_out",
-        "float* ",
-        "[batch][NUM_Q_HEADS] log2-sum-exp2 of the attended tokens, or null",
-      ),
+      attentionOut,
+      lseOut,
     ],
   },
   {
@@ -362,24 +372,8 @@ export const KERNELS: readonly KernelDescription[] = [
     grid: "(resident blocks, 1, 1), launched cooperatively",
     programmatic: false,
     args: [
-      q,
-      channels,
-      labelCodes(false),
-      labelMeta(false),
-      blockTables,
-      maxPages,
-      seqLens,
-      budgets,
-      routes,
-      keys(true),
-      hist,
-      keyStride,
-      counters,
-      ptr(
-        "cand_idx",
-        "int* ",
-        "[batch][NUM_SEL_HEADS][key_stride] candidates (index | sub-bin << CAND_SUB_SHIFT)",
-      ),
+      ...scoreInputs,
+      candIdxOut,
       ptr("cand_key", "u32* ", "[batch][NUM_SEL_HEADS][key_stride] final candidates' exact keys"),
       ptr("final_idx", "int* ", "[batch][NUM_SEL_HEADS][key_stride] final candidates' tokens"),
       selIdxOut,
@@ -398,12 +392,8 @@ export const KERNELS: readonly KernelDescription[] = [
         "last_stage",
         "0: score only, 1: through top-k (counters zeroed), 2: the whole step (stage timing)",
       ),
-      ptr("out", "u16* ", "[batch][NUM_Q_HEADS][HEAD_DIM] attention output, KV dtype"),
-      ptr(
-        "lse_out",
-        "float* ",
-        "[batch][NUM_Q_HEADS] log2-sum-exp2 of the attended tokens, or null",
-      ),
+      attentionOut,
+      lseOut,
       ptr(
         "barrier",
         "u32* ",

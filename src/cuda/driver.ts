@@ -999,49 +999,34 @@ export class LaunchSlot {
 
   launch(grid: Dim3): void {
     if (grid[0] === 0 || grid[1] === 0 || grid[2] === 0) return; // an empty grid launches nothing
-    if (this.cooperative) this.#launchCooperative(grid);
-    else if (this.programmatic) this.#launchProgrammatic(grid);
-    else this.#launchPlain(grid);
+    if (this.programmatic && !this.cooperative) this.#launchProgrammatic(grid);
+    else this.#launchPlain(grid, this.cooperative);
     if (syncEveryLaunch()) this.#syncAfterLaunch();
   }
 
-  #launchPlain(grid: Dim3): void {
+  /**
+   * cuLaunchKernel, or cuLaunchCooperativeKernel (same arguments but `extra`) when `cooperative`.
+   */
+  #launchPlain(grid: Dim3, cooperative: boolean): void {
     const d = this.fn.driver;
-    d.check(
-      `cuLaunchKernel(${this.fn.symbol})`,
-      d.sym.cuLaunchKernel(
-        this.fn.handle,
-        grid[0],
-        grid[1],
-        grid[2],
-        this.block[0],
-        this.block[1],
-        this.block[2],
-        this.sharedBytes,
-        this.stream?.handle ?? null,
-        this.#params,
-        null,
-      ),
-    );
-  }
-
-  #launchCooperative(grid: Dim3): void {
-    const d = this.fn.driver;
-    d.check(
-      `cuLaunchCooperativeKernel(${this.fn.symbol})`,
-      d.sym.cuLaunchCooperativeKernel(
-        this.fn.handle,
-        grid[0],
-        grid[1],
-        grid[2],
-        this.block[0],
-        this.block[1],
-        this.block[2],
-        this.sharedBytes,
-        this.stream?.handle ?? null,
-        this.#params,
-      ),
-    );
+    const shape = [
+      this.fn.handle,
+      grid[0],
+      grid[1],
+      grid[2],
+      this.block[0],
+      this.block[1],
+      this.block[2],
+      this.sharedBytes,
+      this.stream?.handle ?? null,
+      this.#params,
+    ] as const;
+    if (cooperative) {
+      d.check(
+        `cuLaunchCooperativeKernel(${this.fn.symbol})`,
+        d.sym.cuLaunchCooperativeKernel(...shape),
+      );
+    } else d.check(`cuLaunchKernel(${this.fn.symbol})`, d.sym.cuLaunchKernel(...shape, null));
   }
 
   #launchProgrammatic(grid: Dim3): void {

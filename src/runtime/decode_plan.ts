@@ -459,8 +459,34 @@ export class DecodePlan implements Disposable {
     });
   }
 
-  score(layer: number, q: bigint): void {
+  /** The label-scoring inputs of score, resolve and the persistent step for `layer`. */
+  #labelInputs(layer: number, q: bigint) {
     const l = this.cache.layers[layer];
+    return {
+      q,
+      channels: l.channels.ptr,
+      labelCodes: l.labels.ptr,
+      labelMeta: l.meta.ptr,
+      blockTables: this.cache.blockTables.ptr,
+      maxPages: this.cache.maxPagesPerSeq,
+    };
+  }
+
+  /** The score kernel's inputs for `layer`, which the persistent step takes too. */
+  #scoreInputs(layer: number, q: bigint) {
+    return {
+      ...this.#labelInputs(layer, q),
+      seqLens: this.buffers.seqLens,
+      budgets: this.buffers.budgets,
+      routes: this.buffers.routes,
+      keys: this.#keys.ptr,
+      hist: this.#hist.ptr,
+      keyStride: this.keyStride,
+      counters: this.#counters.ptr,
+    };
+  }
+
+  score(layer: number, q: bigint): void {
     this.variant.launchers.launchScore(
       this.#slot("score"),
       [
@@ -469,19 +495,7 @@ export class DecodePlan implements Disposable {
         this.batch,
       ],
       {
-        q,
-        channels: l.channels.ptr,
-        labelCodes: l.labels.ptr,
-        labelMeta: l.meta.ptr,
-        blockTables: this.cache.blockTables.ptr,
-        maxPages: this.cache.maxPagesPerSeq,
-        seqLens: this.buffers.seqLens,
-        budgets: this.buffers.budgets,
-        routes: this.buffers.routes,
-        keys: this.#keys.ptr,
-        hist: this.#hist.ptr,
-        keyStride: this.keyStride,
-        counters: this.#counters.ptr,
+        ...this.#scoreInputs(layer, q),
         tokensPerBlock: this.scoreTokensPerBlock,
       },
     );
@@ -518,17 +532,11 @@ export class DecodePlan implements Disposable {
    * (hence the query), and zeroes the histogram and counters for the next use.
    */
   resolve(layer: number, q: bigint): void {
-    const l = this.cache.layers[layer];
     this.variant.launchers.launchResolve(
       this.#slot("resolve"),
       [this.spec.numSelectionHeads, 1, this.batch],
       {
-        q,
-        channels: l.channels.ptr,
-        labelCodes: l.labels.ptr,
-        labelMeta: l.meta.ptr,
-        blockTables: this.cache.blockTables.ptr,
-        maxPages: this.cache.maxPagesPerSeq,
+        ...this.#labelInputs(layer, q),
         budgets: this.buffers.budgets,
         routes: this.buffers.routes,
         hist: this.#hist.ptr,
@@ -636,19 +644,7 @@ export class DecodePlan implements Disposable {
     slot.programmatic = false;
     slot.cooperative = true;
     this.variant.launchers.launchPersistent(slot, [this.persistentGrid, 1, 1], {
-      q,
-      channels: l.channels.ptr,
-      labelCodes: l.labels.ptr,
-      labelMeta: l.meta.ptr,
-      blockTables: this.cache.blockTables.ptr,
-      maxPages: this.cache.maxPagesPerSeq,
-      seqLens: this.buffers.seqLens,
-      budgets: this.buffers.budgets,
-      routes: this.buffers.routes,
-      keys: this.#keys.ptr,
-      hist: this.#hist.ptr,
-      keyStride: this.keyStride,
-      counters: this.#counters.ptr,
+      ...this.#scoreInputs(layer, q),
       candIdx: this.#candIdx.ptr,
       candKey: this.#candKey.ptr,
       finalIdx: this.#finalIdx.ptr,

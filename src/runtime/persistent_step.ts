@@ -10,9 +10,10 @@
  * default, auto; PlanOptions.persistentStep overrides both. Pure (no FFI): tested on the CPU.
  */
 import { UsageError } from "../util/errors.ts";
+import { parseSwitchChoice, type SwitchChoice } from "./switch_choice.ts";
 
 /** What a caller asks for: on (any batch), off, or auto (batch <= PERSISTENT_MAX_BATCH). */
-export type PersistentChoice = "auto" | "on" | "off";
+export type PersistentChoice = SwitchChoice;
 export const PERSISTENT_ENV = "DS_PERSISTENT";
 export const PERSISTENT_DEFAULT: PersistentChoice = "auto";
 /** Largest batch "auto" runs persistent: issue 15 item 1's small-batch range. */
@@ -25,27 +26,12 @@ export const PERSISTENT_BLOCKS_PER_SM = 2;
 /** Fewest selected tokens an attention split of the persistent step takes. */
 export const PERSISTENT_MIN_TOKENS_PER_SPLIT = 64;
 
-const SPELLINGS: ReadonlyMap<string, PersistentChoice> = new Map([
-  ["auto", "auto"],
-  ["on", "on"],
-  ["1", "on"],
-  ["off", "off"],
-  ["0", "off"],
-]);
-
 /** `value` as a choice; `source` names where it came from (an option, the environment). */
 export function parsePersistentChoice(
   value: string | undefined,
   source: string,
 ): PersistentChoice {
-  const v = (value ?? "").trim().toLowerCase();
-  const choice = v === "" ? PERSISTENT_DEFAULT : SPELLINGS.get(v);
-  if (!choice) {
-    throw new UsageError(
-      `${source}: got ${JSON.stringify(value)}; allowed: ${[...SPELLINGS.keys()].join(", ")}`,
-    );
-  }
-  return choice;
+  return parseSwitchChoice(value, source, PERSISTENT_DEFAULT);
 }
 
 /** Whether a plan of `batch` sequences has the persistent step available for `choice`. */
