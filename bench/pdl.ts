@@ -32,7 +32,7 @@ const { values: args } = openCommand({
   --shapes LIST         comma list of shape names (default all: llama3-8b, llama2-7b)
   --repeats N           graph replays per measurement (default 60)
   --out DIR             results folder (default ./results or $DS_RESULTS_DIR)
-  --json FILE           write the JSON rows here instead of <out>/pdl-<card>-<date>.json`,
+  --json FILE           write the JSON rows here instead of <out>/<lever>-<card>-<date>.json`,
   options: {
     lever: { type: "string" },
     batches: { type: "string" },
@@ -49,7 +49,7 @@ type Lever = keyof typeof LEVERS;
 const lever = (args.lever ?? "pdl") as Lever;
 if (!(lever in LEVERS)) {
   throw new UsageError(
-    `bench:pdl: --lever: got ${JSON.stringify(args.lever)}; allowed: ${
+    `--lever: got ${JSON.stringify(args.lever)}; allowed: ${
       Object.keys(LEVERS).join(", ")
     }`,
   );
