@@ -49,9 +49,7 @@ type Lever = keyof typeof LEVERS;
 const lever = (args.lever ?? "pdl") as Lever;
 if (!(lever in LEVERS)) {
   throw new UsageError(
-    `--lever: got ${JSON.stringify(args.lever)}; allowed: ${
-      Object.keys(LEVERS).join(", ")
-    }`,
+    `--lever: got ${JSON.stringify(args.lever)}; allowed: ${Object.keys(LEVERS).join(", ")}`,
   );
 }
 const leverName = LEVERS[lever];
