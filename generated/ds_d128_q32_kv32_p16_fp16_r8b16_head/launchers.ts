@@ -48,13 +48,13 @@ export const tuning = {
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
   append: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "7e23feb585cfc669d3ab02e1edd9299222996f59a24425417aafe2e90edeb6a4" },
-  score: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "bb6433e22e93f53f1bfddf24c1bb0f011bcffdbe82b66157d07d59c4e7fd6c5e" },
-  select: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "c3bff8ac4a286bb4e13f304311eb6d70157824006b05d17ddcdea62a4c3c6cba" },
+  score: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "f77a42531a74f2a42ee49428a3d0aee7ce471b1fbe50fac1aa1e04835c6d5fd1" },
+  select: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "07024bbcb87b4c9b2e4f50ffaa9362c05130040e3b1540777072f369d7842025" },
   resolve: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "89b42090b7ea0ed5c1cd8b61e02b43eda62be88d1d1240787169e552f5e9351a" },
   dense: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "fefdcb8979563c2dec5b950e3ecce4986da65307cf9743535072ee20e076b572" },
   sparse: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "fa3a08092072a2a82a1fa65b8b9d15978380407110362711b51afd324668befb" },
   merge: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "d6bd72b4be8eaab08c1d957e5ca721a4f8b03ac8a052be2593497bbeff370497" },
-  persistent: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "b765298664485c5f37f0eeb4aa8b2a356996a26af600b1f994bd434001929e46" },
+  persistent: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "121bbb610b1f77ba1dcfb419a3d739d6915190b64585fa75525ce24d1fd7e6fd" },
   prefill: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "39758a73f163386b240dec0cf3a0977ed286d1327603b7f3ff8dbb59402b7910" },
   sort_selection: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "c7d8ee2639718e5308f891ea376327cf78eb98111bc24b3cbc9dda4ee5ef5739" },
   gather_kv: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "dee9e17d34bb99fff9617eb38d45a7e41a6817fbff7a0eb173cee7a9deb78be0" },

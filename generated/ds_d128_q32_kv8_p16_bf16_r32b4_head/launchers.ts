@@ -48,13 +48,13 @@ export const tuning = {
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
   append: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "10d8c5f75c8c88872ed44ea4fbdeaa16a4061f229f9e660e865d4cc3540a6848" },
-  score: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "0d8c0a1561fc9386199d086a3b4ff20cd168a9e739d8fedc78d3b0d75d29481b" },
-  select: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "af4afa19265befe1ae83214043cf9aa522c861a8e8552644877d49d434a8a297" },
+  score: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "122a16d28e18d44736c339295890aae3513627d4788df09b93425339f6b8d415" },
+  select: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "b9b0ba6d352adb8b17f87023f406d72b55f60250e728204f62524ca4926c228c" },
   resolve: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "ba5ea8da2838b9da5b8bdb14e66a834ccc574638456f092411631d98f1198db0" },
   dense: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "b6aee2d70710f289458f6f5c24fa4a839d3dcadf6fd8e08ee4d602925282bfd4" },
   sparse: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "5bc264516253082e7b756a96498653dc847949a69c6639a97edeb87854747bcf" },
   merge: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "ab656d24973270ebfe3916627dd020b8630e810c17eb50880014d5f397f1f96b" },
-  persistent: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "19bf4bc63738386767c2b4a94eee1e9cf39a51fc2b0bb9f593c3f90eaa1f0316" },
+  persistent: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "3aeefddd18305ba78e23de1d52c0f50d5c54c009de288a3d853a4898c0d75007" },
   prefill: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "a2e1957194abc6722a446e7ac1b36a27316e7b5be94cc3cdb2015a7f37dfdc46" },
   sort_selection: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "b6c7e2c941a338586b7168a9ae86ffe494f35e753f3054ee8651afa0da8b44a4" },
   gather_kv: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "17a24a7f37062f026f1bfd7d1ffd9298bb0fd18287ec1c5bc0d0401e2bc50815" },

@@ -48,13 +48,13 @@ export const tuning = {
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
   append: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "1c38a8478e74f1a0f8b64cd9a857154090b933c40726eb40ab43ec97b3c7a24a" },
-  score: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "693cb8356a5dd8d41f449538dd87779e111dd8670e016e21bf28c1d47ad31274" },
-  select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "27da5b0c4450904536ae9db8372665ca54e956bff3e63d8e4951b5e4a15ad13c" },
+  score: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "5c4b3d9264b4c9963cefb484cd51f8762c3b47d9ff5ec573b8f011c148f6d093" },
+  select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "624004b5d783f14a92a1549140ef9512082ce1d7abb8959f6ae8cc94a1a949a0" },
   resolve: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "0aa6c6c08bb2eda997a1807d590a4e9fa7257050a155340bfb953752a8bd7e44" },
   dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "05933c6c5ac028a2e641b656c5f68849030dc62e4a06ccb15a58bae32cc19b12" },
   sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "327d4d1de722b0a208532910e19fe2563c5401bfeb891dcb4b1f5e60c9e4bac6" },
   merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "2586eeacd6e106f055dd04a41166fc6f01e678eb2568e70a9d78eb214310b834" },
-  persistent: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "08811cf659f23a41ad4b76f36fae4ec29d1ff154c476e227043c3554f257bafa" },
+  persistent: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "eb09595896dd898055b7e94d1ba032424df822e76ccf027350277b41001ff567" },
   prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "51b8a053915688072887bf2ef051c62d4eb0637e69bc4036c8f4b3822943d04d" },
   sort_selection: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "5212c0ac92fa967a496b02af0d2b619dbb4e057bf37a171650666175a47ddf3e" },
   gather_kv: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "5a3055bc1e1640d357253b328bbf0cec602f70f8a793fb26d30e1ea1639e03b3" },

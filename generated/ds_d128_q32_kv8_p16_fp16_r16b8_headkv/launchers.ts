@@ -48,13 +48,13 @@ export const tuning = {
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
   append: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_append", file: "append.cu", threads: 128, argCount: 12, sha256: "cf488fc1820c735cc22c5970b6c2d78311b74ab153ba7c96073f2d16b2cb8e6b" },
-  score: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_score", file: "score.cu", threads: 256, argCount: 14, sha256: "24199721fa97a7a4a8cec789ebe691bc76d6d456c4e7a6fa0049548795babf0f" },
-  select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_select", file: "select.cu", threads: 256, argCount: 9, sha256: "63381b79b527c5493acdcf8856a0908ce2e45cd92e0b818bd480766950b39968" },
+  score: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_score", file: "score.cu", threads: 256, argCount: 14, sha256: "f9bc967f56b64ba65f7df10d09cf20c9ac5664fcc56baa049b78ef57a129a56c" },
+  select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_select", file: "select.cu", threads: 256, argCount: 9, sha256: "7e45c5e5b18c5a6ee593bdd8b5c1981d46831e538667968543df70444241aafc" },
   resolve: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "3fd6bfeb1ce9a46698de0059a48db069ed9a309cc4323404f4e263cb821f2a42" },
   dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "ce66d8b12ef119b2cb6304d5e61d82a026e4714f60f7739bea6a746f666e495e" },
   sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "45f46181f8cba9e82e47b88ac9747c25e83d6f6f45f2b6358eb532f559e17bc6" },
   merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "40f1b94f43424a0039fdd3d8a1dbf997d5faca6ab99051ffff33ecc26dc0c03c" },
-  persistent: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "edd6d1d2d925595fbde6185e832f73555db0555d1c4dd0b4b4964c748fe04725" },
+  persistent: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "ce8ee054ef7d3486ba29da98c0ec80f42ecdd7b7b148073304cc596cd867b839" },
   prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "20359c6d70ba8f27b2e80dcf1c6d53e62834676c8b683273409a5759d5482473" },
   sort_selection: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "0003c84d976a5fadc575b7f3317c260c81046c24e05959984c78454b0d2f6429" },
   gather_kv: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "e4a869312e1865e5a690cf8583f09a67023e10192db1032df901a52375ad8b3b" },

@@ -48,13 +48,13 @@ export const tuning = {
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
   append: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "2343348c96e26fc48017b261016275b687241a1e2e1f1509e2e72929b7bbdbc9" },
-  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "53e4f55e6e0741125578dc26beae76c455142d9952dc8d1857fa8dc8cfb64f4d" },
-  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "e815437794f4823361531e99ff281096f87331ae1527babd8bfef2679a36397f" },
+  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "d9b0000bcbfe2f55905b721619f53f5f2727b9f85d5e04d8a13dab88f8edfb11" },
+  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "5522a62723c66b2caad0f921a11c06fe2d5195120e6e46c4014b9b5e965ce1d0" },
   resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "c50d3b2362331d0be957fb69b1ec294fcfd858126752e51867cac07ab982c568" },
   dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "a0d1f26feb8c22b0c9921b9110e20f432b269bf90ad3d646f8834e3f221846e1" },
   sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "10ec68978348ddae44f2ba1912f12fce84e1d66a537ec5bb10363fe806ca2b8a" },
   merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "9ea95454791bb0f3bf9ae1185a1ae1de696f5d00429d0c5edf358c4537932e25" },
-  persistent: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "085d82dd8600cc9fb0497bedb9dfbf532520e67d16ec2c3383bdd6f3095f95bd" },
+  persistent: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "b232c2e4517a5fbee740c86ec5b73c8c32b0856e90cf5f7b862c4d8eb811a495" },
   prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "74f51edbd23755c3ca64207dbf68a56893b0f7be2720e0e9effa16d2fe01bab6" },
   sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "252572a9b9c1d5024ecae922077b14a44c0cb4e605042da4f6dc00a48bde3f04" },
   gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "e32207b76ddd18eac158049afda044ed31e9ee105cdbe62709a3029d6914ea30" },

@@ -343,6 +343,9 @@ DS_INLINE size_t label_row_at(const int* __restrict__ bt, int lh, int t) {
 // selection head's global histogram. The last block of a selection head to finish (atomic
 // ticket) turns the histogram into the threshold bin for the select kernel: the bin where the
 // count of higher-keyed tokens first reaches the budget k. THREADS: the block size.
+// (No __restrict__ on these parameters: the persistent step writes keys, counters and the
+// selection in one stage and reads them in the next, so none may be assumed read-only there; the
+// standalone kernels' own parameters keep theirs.)
 template <int THREADS>
 DS_INLINE void score_block(int sh, int chunk, int b, const u16* q,
                            const int* channels, const u32* label_codes,

@@ -48,13 +48,13 @@ export const tuning = {
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
   append: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "049e2720447c287000e0560ed6f907681b2d2beec6062ea121b9d76b60fb861c" },
-  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "17f2f96a29980f18d6efef2f13b7c46348efb861859c5d1f5eadae07f12f9f51" },
-  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "a113f1bde627f2a07474aaacb4bdba18dee0aad52124bed929d09e0ef5222b73" },
+  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "0f0abd47a11826a8328f37be4a0c77f2869f9cf51a08497239cdb3d1644dc3ef" },
+  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "258c8dd953a1e164cd14acda706ef0bfbe4d0ae91a6b2f8990a6c86881ef8765" },
   resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "92eebcfb18dfbea8f73272e17a9d06e457f0a92d4186d19df47808565ee5b3cd" },
   dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "90c85b8c6ed2a37df054c75bd36d5282658dbfba9e3e9d2f2591c71eafbc29e8" },
   sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "088a6d9644a6c86d70ad16478d8fc3a6dc46a50a99344ea70a83b65285851fd9" },
   merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "4fcfe04f81e8a513e1da9ec13974ee4255faecda13f0e897f8bca68dbb916f5c" },
-  persistent: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "4f9286a048d68f9f96dcdedbe1bc43f7f04d8f386fbb7321c58fb14aa8fb8948" },
+  persistent: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "a6571018075bbda42ac3714e398d31556bc5e202c34111b46d11ffa9f6f12cbd" },
   prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "da344d40a938557d1ce12e10e8cef94ac355ca221e99be9a953a92bb2955ab05" },
   sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "040182ad0fce11a26a020f25d9228b80c13e6d47733a3563721bad0be51b91f0" },
   gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "d6a5429e8fa339ff5d16c9ffca3dd9536a48f3966e051018bd3c534e561aa216" },

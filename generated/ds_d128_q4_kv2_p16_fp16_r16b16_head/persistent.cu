@@ -691,6 +691,9 @@ DS_INLINE void attend(const u16* __restrict__ q, int b, int first_head, float sc
 // selection head's global histogram. The last block of a selection head to finish (atomic
 // ticket) turns the histogram into the threshold bin for the select kernel: the bin where the
 // count of higher-keyed tokens first reaches the budget k. THREADS: the block size.
+// (No __restrict__ on these parameters: the persistent step writes keys, counters and the
+// selection in one stage and reads them in the next, so none may be assumed read-only there; the
+// standalone kernels' own parameters keep theirs.)
 template <int THREADS>
 DS_INLINE void score_block(int sh, int chunk, int b, const u16* q,
                            const int* channels, const u32* label_codes,
@@ -782,6 +785,9 @@ constexpr int KEYS_PER_THREAD = 16;  // keys per thread and round
 // scans its chunk of 16-bit keys; tokens above the threshold bin are selected, tokens in it
 // become candidates (index + the key's low 4 bits), counted in a 16-bin sub-histogram that the
 // resolve step uses. THREADS: the block size.
+// (No __restrict__ on these parameters: the persistent step writes keys, counters and the
+// selection in one stage and reads them in the next, so none may be assumed read-only there; the
+// standalone kernels' own parameters keep theirs.)
 template <int THREADS>
 DS_INLINE void select_block(int sh, int chunk, int b, const int* seq_lens,
                             const int* routes, const u16* keys,

@@ -207,6 +207,9 @@ constexpr int KEYS_PER_THREAD = 16;  // keys per thread and round
 // scans its chunk of 16-bit keys; tokens above the threshold bin are selected, tokens in it
 // become candidates (index + the key's low 4 bits), counted in a 16-bin sub-histogram that the
 // resolve step uses. THREADS: the block size.
+// (No __restrict__ on these parameters: the persistent step writes keys, counters and the
+// selection in one stage and reads them in the next, so none may be assumed read-only there; the
+// standalone kernels' own parameters keep theirs.)
 template <int THREADS>
 DS_INLINE void select_block(int sh, int chunk, int b, const int* seq_lens,
                             const int* routes, const u16* keys,

@@ -48,13 +48,13 @@ export const tuning = {
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
   append: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "80437d56388568d32b50fb4261fa181a452ee9af445d2827846a3e02a9bb40d5" },
-  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "4d4e4ef294ef82b7b52176341ee72b21fc5b001198a6c5c442b3b2b2edf986b1" },
-  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "808c978ebb0d59ab59f5176eeb128304e747c3c194e8c61fb07eb38c191f01e3" },
+  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "624d70b26b7702d042ce238c60fabad68cffaaeb41f49b947ca3b95320220f40" },
+  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "08fdbc668dd2afbbdad853907f16aea1df96503d88e948578a69384450e11dd3" },
   resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "9d247af85fe384084d78fe16af2bc87aa5cba4eef41e4d1aa6ef6147a820aa69" },
   dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "ef7a8773de31c207f859e8bd03796eed9bd18e9ac4687ee3003656e5ca2f9fd1" },
   sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "757f50345c398f5a520fa6857d61a72389f25b8f6d15cfe189ab323672f6a751" },
   merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "9f1e7474cefd47fce3fca5ae6e31ae88755b6710a2b9d1eb65abbc77aac81d07" },
-  persistent: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "c26e002bdda1d86b76e07c4c34ad53c4501308a93c5d2802955b0b0d0dab2109" },
+  persistent: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "ecc3b52a9b2c9ccd9d272e4d2a5fceef23f718620dcbd4cd2b6714a5aeaf5a6f" },
   prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "b0848b4891b49e7a9363eb13970914d299496faf3cb254d329f8644d785f16fb" },
   sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "4fe85833f3168a6762d6985743c09df43c6c0dd3a610914fd98fc0b8e83d63f7" },
   gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "3fce5178bb962dc1db3ad26227f547caf8c1beae5c81ef772329109347bffff7" },

@@ -48,13 +48,13 @@ export const tuning = {
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
   append: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "a45ddd5e0566cadad535099713b7aed8fcf570897917f5c2bd41057e63e76d76" },
-  score: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "92286d42db0bf1565c90ff1c99018751a4a16a252a9e997b79c00ca1d54bd95a" },
-  select: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "022f3a041c16e24c5875e5521accab7bc345105d5b710fba42ed5693d8dcb873" },
+  score: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "eb5255764eb1052b22c48a3c08173a93fd4db6f8b19868d6cc1f34e2bd1e92bf" },
+  select: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "0d32310b2fba183466f26980b76b2a7b410c986d5e5d28c81bba1d7a5cdbd4bb" },
   resolve: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "63323bdf4dccd727e2e3e35341720a3009093b38d8bdf4043d70791429511819" },
   dense: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "eac164888745f7998c07d295917197b0f316343bc5098512480ae523d786c8c4" },
   sparse: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "1f733ed4b503f085bf9ce32ddfaa55cb18d1b34cd98a93fd33e4c01510ccf10a" },
   merge: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_merge", file: "merge.cu", threads: 256, argCount: 8, sha256: "703b09b1508423d27b9d39cbaa6f4aa4bfa3e2942cbf7a39c7a1e6bad0c2e697" },
-  persistent: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "10cad6727644ab6fb065b1e38c64856d27bb11884bc74dcc1e1d65a5dc8ef4ee" },
+  persistent: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "9a242373d3888408985d51115b3935250e4991f846448270737f54f7e849379d" },
   prefill: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "72e60948965fb0e5003175e4a3965caa2d9c0a89b3c6d1ea432cf77db8ce765f" },
   sort_selection: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "b1bc75ce14f68a6907752f03f63a5a2069757b73b0fb7e285133beae34aee871" },
   gather_kv: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "9e8e46d8e542db507b82283df711217dda4e2400497587427309d9176cc622c4" },

@@ -48,13 +48,13 @@ export const tuning = {
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
   append: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "217867a95e9c70225c4e363ebc268fbca9c9ee27b5d3f18bc26f2d1e6e4a0677" },
-  score: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "f4affa95fb944b66472a5801b3d9f6df57f0e39c02a52321d053cb35612be1c1" },
-  select: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "3097db661be97d746dd2c1e9f41fab9a7398a30acbbeb9861d187222e039aa68" },
+  score: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "9df5b854b7c814d7bef87e996e5ab8fd53c11fe84eb084b3ab0c77b556d511e5" },
+  select: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "d53bd84f72815c35781968bccb6efa5a575c4ae897c3770478ccc48f0fea2d28" },
   resolve: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "60e1f05875d6cc83e2a92caea80a36a90e87bba618aa61fc631355a9aa27295a" },
   dense: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "79582778b4cf28f9cee72199baf1b49d39a529cb842a56800b68ea894b3495f7" },
   sparse: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "3a9d2974967bd8ee9d6a55913a9e429ce98d9576583425412b326f3f3a190c2c" },
   merge: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_merge", file: "merge.cu", threads: 64, argCount: 8, sha256: "f05801d088561033fca290b4c8d973d0f3349f1f2bb602588bf28b6e6c124bc1" },
-  persistent: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "263547e41f2da0c47034a14e94fbefd39533c5ee8077fad079a9574f27a4784f" },
+  persistent: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "7ae818574540051f42f33b0e5f43223c96c35f7ee8c9642794408b2b473fe9fb" },
   prefill: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "08b0c892148b6a518aa2ea471aa1bca1440151e739ddb0dd0598af9cef2481a2" },
   sort_selection: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "c61b9e2fcf82c93ec802effa3dd8ec41e35d9809271e29f81002b04bd8cdc797" },
   gather_kv: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "bdca7377adecf2e01abbadd6855361fe291ca7c3efd4b0f43982d526d4a6f781" },
