@@ -1,15 +1,18 @@
 /**
- * `deno task bench:pdl` (GPU machine, sm_90+): the Double Sparsity decode step by stage with
- * Programmatic Dependent Launch off and on, in one process, so the two are compared on one card
- * (docs/perf-notes.md, "Programmatic Dependent Launch"). Same timing as `bench`
+ * `deno task bench:pdl` (GPU machine): the Double Sparsity decode step by stage with one launch
+ * lever off and on, in one process, so the two are compared on one card: `--lever pdl`
+ * (default; sm_90+) Programmatic Dependent Launch (docs/perf-notes.md, "Programmatic Dependent
+ * Launch"), `--lever persistent` the persistent small-batch step against the five-launch chain
+ * (PDL off for both; docs/perf-notes.md, "Persistent small-batch step"). Same timing as `bench`
  * (src/runtime/attention_timing.ts: CUDA-event medians of graph replays over L2-defeating cache
  * copies); each case is timed off, on, off, on and the faster run of each mode is kept.
- * Writes ./results/pdl-<card>-<date>.{md,json} (or under --out / $DS_RESULTS_DIR).
+ * Writes ./results/<lever>-<card>-<date>.{md,json} (or under --out / $DS_RESULTS_DIR).
  *
- *   deno task bench:pdl [--batches 1,2,4] [--contexts 32768,131072] [--shapes LIST]
- *                       [--repeats N] [--out DIR] [--json FILE]
+ *   deno task bench:pdl [--lever pdl|persistent] [--batches 1,2,4] [--contexts 32768,131072]
+ *                       [--shapes LIST] [--repeats N] [--out DIR] [--json FILE]
  */
 import { intFlag, intListFlag, openCommand } from "../src/cli/front_door.ts";
+import { UsageError } from "../src/util/errors.ts";
 import { cardSlug, defaultResultsDir } from "../src/cli/results.ts";
 import { writeJsonReport } from "../src/cli/json_report.ts";
 import { requireGpu } from "../src/runtime/device.ts";
@@ -22,13 +25,16 @@ import { attentionShapes } from "./attention_shapes.ts";
 const { values: args } = openCommand({
   name: "bench:pdl",
   usage: `deno task bench:pdl [options]
+  --lever NAME          pdl (default: Programmatic Dependent Launch) or persistent (the
+                        persistent small-batch step against the five-launch chain)
   --batches LIST        comma list of batch sizes (default 1,2,4)
   --contexts LIST       comma list of context lengths (default 32768,131072)
   --shapes LIST         comma list of shape names (default all: llama3-8b, llama2-7b)
   --repeats N           graph replays per measurement (default 60)
   --out DIR             results folder (default ./results or $DS_RESULTS_DIR)
-  --json FILE           write the JSON rows here instead of <out>/pdl-<card>-<date>.json`,
+  --json FILE           write the JSON rows here instead of <out>/<lever>-<card>-<date>.json`,
   options: {
+    lever: { type: "string" },
     batches: { type: "string" },
     contexts: { type: "string" },
     shapes: { type: "string" },
@@ -38,6 +44,15 @@ const { values: args } = openCommand({
   },
 });
 
+const LEVERS = { pdl: "PDL", persistent: "persistent step" } as const;
+type Lever = keyof typeof LEVERS;
+const lever = (args.lever ?? "pdl") as Lever;
+if (!(lever in LEVERS)) {
+  throw new UsageError(
+    `--lever: got ${JSON.stringify(args.lever)}; allowed: ${Object.keys(LEVERS).join(", ")}`,
+  );
+}
+const leverName = LEVERS[lever];
 const batches = args.batches ? intListFlag("batches", args.batches, { min: 1 }) : [1, 2, 4];
 const contexts = args.contexts
   ? intListFlag("contexts", args.contexts, { min: 1 })
@@ -56,7 +71,7 @@ console.log(
   } TB/s`,
 );
 
-/** One case, PDL off and on: each the faster of its two runs. */
+/** One case, the lever off and on: each the faster of its two runs. */
 interface Row {
   shape: string;
   method: string;
@@ -84,7 +99,15 @@ for (const shape of shapes) {
           continue;
         }
         const time = (on: boolean) =>
-          timer.time(variant, spec, batch, context, { repeats, programmaticLaunch: on });
+          timer.time(
+            variant,
+            spec,
+            batch,
+            context,
+            lever === "pdl"
+              ? { repeats, programmaticLaunch: on, persistentStep: false }
+              : { repeats, programmaticLaunch: false, persistentStep: on },
+          );
         // Interleaved, so a drift of the card's clocks over the case hits both alike.
         const off1 = time(false), on1 = time(true), off2 = time(false), on2 = time(true);
         const row = {
@@ -99,7 +122,9 @@ for (const shape of shapes) {
         rows.push(row);
         console.log(
           `${shape.name} B=${batch} L=${context} ${method.key}: step ${row.off.ms.toFixed(4)} -> ` +
-            `${row.on.ms.toFixed(4)} ms with PDL (${(row.off.ms / row.on.ms).toFixed(2)}x)`,
+            `${row.on.ms.toFixed(4)} ms with the ${leverName} (${
+              (row.off.ms / row.on.ms).toFixed(2)
+            }x)`,
         );
       }
     }
@@ -114,15 +139,17 @@ const pct = (
 ) => (ms > 0 ? `${((100 * floorMs) / ms).toFixed(0)}%` : "-");
 const date = new Date().toISOString().slice(0, 10);
 const lines = [
-  `# Programmatic Dependent Launch, decode step by stage, on ${info.name} (${date})`,
+  `# ${
+    lever === "pdl" ? "Programmatic Dependent Launch" : "Persistent small-batch step"
+  }, decode step by stage, on ${info.name} (${date})`,
   "",
   `Copy bandwidth ${(timer.bandwidth / 1e12).toFixed(2)} TB/s; driver ${info.driverVersion}. ` +
   `CUDA-event medians of ${repeats} graph replays, each case timed off, on, off, on (the faster ` +
   `of each pair kept). Stages from differences of graphs (score; score + select + resolve; the ` +
-  `step), each with the share of its own byte floor; "top-k" = select + resolve's share of the ` +
-  `step.`,
+  `step; with the persistent step, the same kernel stopped after score and after top-k), each ` +
+  `with the share of its own byte floor; "top-k" = select + resolve's share of the step.`,
   "",
-  "| shape | method | batch | context | PDL | step ms | step % floor | score ms (% floor) | " +
+  `| shape | method | batch | context | ${leverName} | step ms | step % floor | score ms (% floor) | ` +
   "select + resolve ms (% floor) | attend ms (% floor) | top-k % | off / on |",
   "|---|---|---|---|---|---|---|---|---|---|---|---|",
 ];
@@ -138,12 +165,13 @@ for (const r of rows) {
 }
 const md = lines.join("\n");
 console.log("\n" + md);
-const stem = join(outDir, `pdl-${cardSlug(info.name)}-${date}`);
+const stem = join(outDir, `${lever}-${cardSlug(info.name)}-${date}`);
 writeJsonReport(args.json ?? `${stem}.json`, {
   device: info,
   date,
   bandwidth: timer.bandwidth,
   repeats,
+  lever,
   rows,
 });
 writeFileAtomic(`${stem}.md`, md + "\n");

@@ -18,7 +18,7 @@ export interface KernelInfo {
   readonly sha256: string;
 }
 
-export type KernelId = "append" | "score" | "select" | "resolve" | "dense" | "sparse" | "merge" | "prefill" | "sort_selection" | "gather_kv";
+export type KernelId = "append" | "score" | "select" | "resolve" | "dense" | "sparse" | "merge" | "persistent" | "prefill" | "sort_selection" | "gather_kv";
 
 /** Launch-shape constants baked into the variant's sources. */
 export interface TuningInfo {
@@ -44,6 +44,7 @@ export interface TuningInfo {
   readonly denseHeadBlocks: number;
   readonly sparseHeadBlocks: number;
   readonly mergeThreads: number;
+  readonly persistentSmemCandidates: number;
   readonly prefillThreads: number;
   readonly prefillKeyTile: number;
   readonly prefillMTiles: number;
@@ -258,6 +259,74 @@ export interface MergeArgs {
   readonly lseOut: DevicePtr;
 }
 
+/** Arguments of the persistent kernel: The whole sparse step for small batches in one cooperative launch, grid barriers between stages. */
+export interface PersistentArgs {
+  /** `const u16* __restrict__ q`: [batch][NUM_Q_HEADS][HEAD_DIM] queries after RoPE */
+  readonly q: DevicePtr;
+  /** `const int* __restrict__ channels`: [NUM_LABEL_HEADS][LABEL_CHANNELS] label channels */
+  readonly channels: DevicePtr;
+  /** `const u32* __restrict__ label_codes`: [pages][NUM_LABEL_HEADS][PAGE_SIZE][LABEL_ROW_WORDS] */
+  readonly labelCodes: DevicePtr;
+  /** `const u32* __restrict__ label_meta`: [pages][NUM_LABEL_HEADS][PAGE_SIZE] scale|min<<16 */
+  readonly labelMeta: DevicePtr;
+  /** `const int* __restrict__ block_tables`: [batch][max_pages] physical pages */
+  readonly blockTables: DevicePtr;
+  /** `int max_pages`: row stride of block_tables */
+  readonly maxPages: number;
+  /** `const int* __restrict__ seq_lens`: [batch] cached tokens, this step's included */
+  readonly seqLens: DevicePtr;
+  /** `const int* __restrict__ budgets`: [batch] tokens to select per selection head */
+  readonly budgets: DevicePtr;
+  /** `const int* __restrict__ routes`: [batch] 1 = sparse, 0 = dense */
+  readonly routes: DevicePtr;
+  /** `u16* __restrict__ keys`: [batch][NUM_SEL_HEADS][key_stride] score keys */
+  readonly keys: DevicePtr;
+  /** `u32* __restrict__ hist`: [batch][NUM_SEL_HEADS][HIST_BINS] key histogram, zero between uses */
+  readonly hist: DevicePtr;
+  /** `int key_stride`: row stride of keys, cand_idx, cand_key (>= longest context) */
+  readonly keyStride: number;
+  /** `u32* __restrict__ counters`: [batch][NUM_SEL_HEADS][CTR_STRIDE] selection state, zero between uses */
+  readonly counters: DevicePtr;
+  /** `int* __restrict__ cand_idx`: [batch][NUM_SEL_HEADS][key_stride] candidates (index | sub-bin << CAND_SUB_SHIFT) */
+  readonly candIdx: DevicePtr;
+  /** `u32* __restrict__ cand_key`: [batch][NUM_SEL_HEADS][key_stride] final candidates' exact keys */
+  readonly candKey: DevicePtr;
+  /** `int* __restrict__ final_idx`: [batch][NUM_SEL_HEADS][key_stride] final candidates' tokens */
+  readonly finalIdx: DevicePtr;
+  /** `int* __restrict__ sel_idx`: [batch][NUM_SEL_HEADS][sel_stride] selected tokens (unordered) */
+  readonly selIdx: DevicePtr;
+  /** `int sel_stride`: row stride of sel_idx (>= largest budget) */
+  readonly selStride: number;
+  /** `const u16* __restrict__ k_cache`: [pages][NUM_KV_HEADS][PAGE_SIZE][HEAD_DIM] */
+  readonly kCache: DevicePtr;
+  /** `const u16* __restrict__ v_cache`: [pages][NUM_KV_HEADS][PAGE_SIZE][HEAD_DIM] */
+  readonly vCache: DevicePtr;
+  /** `float* __restrict__ partial_o`: [batch][NUM_Q_HEADS][max_splits][HEAD_DIM] split outputs */
+  readonly partialO: DevicePtr;
+  /** `float* __restrict__ partial_lse`: [batch][NUM_Q_HEADS][max_splits] log2-sum-exp2 */
+  readonly partialLse: DevicePtr;
+  /** `int max_splits`: split stride of partial_o / partial_lse */
+  readonly maxSplits: number;
+  /** `float softmax_scale`: usually 1/sqrt(HEAD_DIM) */
+  readonly softmaxScale: number;
+  /** `int score_tokens_per_block`: tokens per score work item */
+  readonly scoreTokensPerBlock: number;
+  /** `int select_tokens_per_block`: keys per select work item */
+  readonly selectTokensPerBlock: number;
+  /** `int sparse_splits`: attention splits per selection head and head tile */
+  readonly sparseSplits: number;
+  /** `int batch`: sequences */
+  readonly batch: number;
+  /** `int last_stage`: 0: score only, 1: through top-k (counters zeroed), 2: the whole step (stage timing) */
+  readonly lastStage: number;
+  /** `u16* __restrict__ out`: [batch][NUM_Q_HEADS][HEAD_DIM] attention output, KV dtype */
+  readonly out: DevicePtr;
+  /** `float* __restrict__ lse_out`: [batch][NUM_Q_HEADS] log2-sum-exp2 of the attended tokens, or null */
+  readonly lseOut: DevicePtr;
+  /** `u32* __restrict__ barrier`: [2] grid barrier: arrivals (0 between barriers), generation (only grows); zeroed once */
+  readonly barrier: DevicePtr;
+}
+
 /** Arguments of the prefill kernel: Causal prefill attention of a chunk's query tiles over the paged cache (tensor cores). */
 export interface PrefillArgs {
   /** `const u16* __restrict__ q`: [chunk rows][NUM_Q_HEADS][HEAD_DIM] queries after RoPE */
@@ -361,6 +430,8 @@ export interface VariantLaunchers {
   readonly launchSparse: (slot: KernelSlot, grid: Dim3, a: SparseArgs) => void;
   /** Log-sum-exp merge of the split partials into the attention output. Grid: (NUM_Q_HEADS, batch, 1). */
   readonly launchMerge: (slot: KernelSlot, grid: Dim3, a: MergeArgs) => void;
+  /** The whole sparse step for small batches in one cooperative launch, grid barriers between stages. Grid: (resident blocks, 1, 1), launched cooperatively. */
+  readonly launchPersistent: (slot: KernelSlot, grid: Dim3, a: PersistentArgs) => void;
   /** Causal prefill attention of a chunk's query tiles over the paged cache (tensor cores). Grid: (num_tiles, NUM_Q_HEADS, 1), or (NUM_Q_HEADS, num_tiles, 1) for a heads-fastest wgmma variant (Variant.prefill.headsFastest); dynamic shared memory prefillSharedBytes. */
   readonly launchPrefill: (slot: KernelSlot, grid: Dim3, a: PrefillArgs) => void;
   /** Sorts each selection head's selected tokens ascending in place (bitmap + prefix sum). Grid: (NUM_SEL_HEADS, 1, batch). */

@@ -174,6 +174,9 @@ enum : int {
   CTR_SCORE_TICKET = 2,
   CTR_THRESH_BIN = 3,
   CTR_ABOVE = 4,
+  // persistent step: candidates taken whole, final candidates collected
+  CTR_TAKEN = 5,
+  CTR_FINAL = 6,
   // SUB_BINS slots
   CTR_SUBHIST = 16,
 };
@@ -334,33 +337,23 @@ DS_INLINE float label_score(const QueryLabel* ql, const LabelRow& row) {
 DS_INLINE size_t label_row_at(const int* __restrict__ bt, int lh, int t) {
   return label_row(__ldg(bt + t / PAGE_SIZE), lh, t % PAGE_SIZE);
 }
-constexpr int SCORE_THREADS = 256;
-
+// ---- score: one block's share of the label scores (the score kernel, the persistent step) ----
 // Approximate scores of every cached token for one selection head and one chunk of tokens.
 // Writes each token's 16-bit score key and adds the chunk's 12-bit key histogram into the
 // selection head's global histogram. The last block of a selection head to finish (atomic
 // ticket) turns the histogram into the threshold bin for the select kernel: the bin where the
-// count of higher-keyed tokens first reaches the budget k.
-// Grid: (NUM_SEL_HEADS, chunks, batch); the heads of one label row are adjacent blocks, so a
-// label row shared by several selection heads is read from DRAM once and from L2 after.
-extern "C" __global__ void __launch_bounds__(SCORE_THREADS, 4) ds_d128_q32_kv32_p16_fp16_r8b16_head_score(
-    const u16* __restrict__ q,               // [batch][NUM_Q_HEADS][HEAD_DIM] queries after RoPE
-    const int* __restrict__ channels,        // [NUM_LABEL_HEADS][LABEL_CHANNELS] label channels
-    const u32* __restrict__ label_codes,     // [pages][NUM_LABEL_HEADS][PAGE_SIZE][LABEL_ROW_WORDS]
-    const u32* __restrict__ label_meta,      // [pages][NUM_LABEL_HEADS][PAGE_SIZE] scale|min<<16
-    const int* __restrict__ block_tables,    // [batch][max_pages] physical pages
-    int max_pages,                           // row stride of block_tables
-    const int* __restrict__ seq_lens,        // [batch] cached tokens, this step's included
-    const int* __restrict__ budgets,         // [batch] tokens to select per selection head
-    const int* __restrict__ routes,          // [batch] 1 = sparse, 0 = dense
-    u16* __restrict__ keys,                  // [batch][NUM_SEL_HEADS][key_stride] score keys
-    u32* __restrict__ hist,                  // [batch][NUM_SEL_HEADS][HIST_BINS] key histogram, zero between uses
-    int key_stride,                          // row stride of keys, cand_idx, cand_key (>= longest context)
-    u32* __restrict__ counters,              // [batch][NUM_SEL_HEADS][CTR_STRIDE] selection state, zero between uses
-    int tokens_per_block                     // tokens scored per block (grid.y = ceil(key_stride / this))
-) {
-  pdl_begin();  // before any global access (prelude)
-  const int sh = blockIdx.x, chunk = blockIdx.y, b = blockIdx.z;
+// count of higher-keyed tokens first reaches the budget k. THREADS: the block size.
+// (No __restrict__ on these parameters: the persistent step writes keys, counters and the
+// selection in one stage and reads them in the next, so none may be assumed read-only there; the
+// standalone kernels' own parameters keep theirs.)
+template <int THREADS>
+DS_INLINE void score_block(int sh, int chunk, int b, const u16* q,
+                           const int* channels, const u32* label_codes,
+                           const u32* label_meta, const int* block_tables,
+                           int max_pages, const int* seq_lens,
+                           const int* budgets, const int* routes,
+                           u16* keys, u32* hist, int key_stride,
+                           u32* counters, int tokens_per_block) {
   if (routes[b] != 1) return;
   const int len = seq_lens[b];
   const int start = chunk * tokens_per_block;
@@ -370,7 +363,7 @@ extern "C" __global__ void __launch_bounds__(SCORE_THREADS, 4) ds_d128_q32_kv32_
   __shared__ float s_scratch[QUERY_HEADS_PER_SEL * LABEL_CHANNELS];
   __shared__ QueryLabel s_query;
   __shared__ u32 s_hist[HIST_BINS];
-  for (int i = threadIdx.x; i < HIST_BINS; i += SCORE_THREADS) s_hist[i] = 0;
+  for (int i = threadIdx.x; i < HIST_BINS; i += THREADS) s_hist[i] = 0;
   build_query_label(q, channels, b, sh, s_scratch, &s_query);  // ends with __syncthreads
 
   const int lh = label_head_of_sel(sh);
@@ -378,7 +371,7 @@ extern "C" __global__ void __launch_bounds__(SCORE_THREADS, 4) ds_d128_q32_kv32_
   const size_t pair = (size_t)b * NUM_SEL_HEADS + sh;
   u16* key_out = keys + pair * key_stride;
 #pragma unroll 4
-  for (int t = start + threadIdx.x; t < end; t += SCORE_THREADS) {
+  for (int t = start + threadIdx.x; t < end; t += THREADS) {
     LabelRow row;
     load_label_row(label_codes, label_meta, label_row_at(bt, lh, t), row);
     const u32 key = order_key(label_score(&s_query, row));
@@ -387,7 +380,7 @@ extern "C" __global__ void __launch_bounds__(SCORE_THREADS, 4) ds_d128_q32_kv32_
   }
   __syncthreads();
   u32* g_hist = hist + pair * HIST_BINS;
-  for (int i = threadIdx.x; i < HIST_BINS; i += SCORE_THREADS) {
+  for (int i = threadIdx.x; i < HIST_BINS; i += THREADS) {
     const u32 c = s_hist[i];
     if (c != 0) atomicAdd(g_hist + i, c);
   }
@@ -403,7 +396,7 @@ extern "C" __global__ void __launch_bounds__(SCORE_THREADS, 4) ds_d128_q32_kv32_
   if (!s_last) return;
   __threadfence();
   // Thread i owns bins [HIST_BINS - (i+1)*BPT, HIST_BINS - i*BPT), highest first; one block scan.
-  constexpr int BPT = HIST_BINS / SCORE_THREADS;
+  constexpr int BPT = HIST_BINS / THREADS;
   const volatile u32* vh = g_hist;
   u32 mine[BPT], total = 0;
   const int top = HIST_BINS - 1 - threadIdx.x * BPT;
@@ -412,10 +405,10 @@ extern "C" __global__ void __launch_bounds__(SCORE_THREADS, 4) ds_d128_q32_kv32_
     mine[j] = vh[top - j];
     total += mine[j];
   }
-  __shared__ u32 s_part[SCORE_THREADS];
+  __shared__ u32 s_part[THREADS];
   s_part[threadIdx.x] = total;
   __syncthreads();
-  for (int off = 1; off < SCORE_THREADS; off <<= 1) {
+  for (int off = 1; off < THREADS; off <<= 1) {
     const u32 v = threadIdx.x >= off ? s_part[threadIdx.x - off] : 0u;
     __syncthreads();
     s_part[threadIdx.x] += v;
@@ -436,4 +429,29 @@ extern "C" __global__ void __launch_bounds__(SCORE_THREADS, 4) ds_d128_q32_kv32_
     }
   }
   if (threadIdx.x == 0) ctr[CTR_SCORE_TICKET] = 0;
+}
+constexpr int SCORE_THREADS = 256;
+
+// Grid: (NUM_SEL_HEADS, chunks, batch); the heads of one label row are adjacent blocks, so a
+// label row shared by several selection heads is read from DRAM once and from L2 after.
+extern "C" __global__ void __launch_bounds__(SCORE_THREADS, 4) ds_d128_q32_kv32_p16_fp16_r8b16_head_score(
+    const u16* __restrict__ q,               // [batch][NUM_Q_HEADS][HEAD_DIM] queries after RoPE
+    const int* __restrict__ channels,        // [NUM_LABEL_HEADS][LABEL_CHANNELS] label channels
+    const u32* __restrict__ label_codes,     // [pages][NUM_LABEL_HEADS][PAGE_SIZE][LABEL_ROW_WORDS]
+    const u32* __restrict__ label_meta,      // [pages][NUM_LABEL_HEADS][PAGE_SIZE] scale|min<<16
+    const int* __restrict__ block_tables,    // [batch][max_pages] physical pages
+    int max_pages,                           // row stride of block_tables
+    const int* __restrict__ seq_lens,        // [batch] cached tokens, this step's included
+    const int* __restrict__ budgets,         // [batch] tokens to select per selection head
+    const int* __restrict__ routes,          // [batch] 1 = sparse, 0 = dense
+    u16* __restrict__ keys,                  // [batch][NUM_SEL_HEADS][key_stride] score keys
+    u32* __restrict__ hist,                  // [batch][NUM_SEL_HEADS][HIST_BINS] key histogram, zero between uses
+    int key_stride,                          // row stride of keys, cand_idx, cand_key (>= longest context)
+    u32* __restrict__ counters,              // [batch][NUM_SEL_HEADS][CTR_STRIDE] selection state, zero between uses
+    int tokens_per_block                     // tokens scored per block (grid.y = ceil(key_stride / this))
+) {
+  pdl_begin();  // before any global access (prelude)
+  score_block<SCORE_THREADS>(blockIdx.x, blockIdx.y, blockIdx.z, q, channels, label_codes,
+                             label_meta, block_tables, max_pages, seq_lens, budgets, routes, keys,
+                             hist, key_stride, counters, tokens_per_block);
 }

@@ -174,6 +174,9 @@ enum : int {
   CTR_SCORE_TICKET = 2,
   CTR_THRESH_BIN = 3,
   CTR_ABOVE = 4,
+  // persistent step: candidates taken whole, final candidates collected
+  CTR_TAKEN = 5,
+  CTR_FINAL = 6,
   // SUB_BINS slots
   CTR_SUBHIST = 16,
 };
@@ -197,12 +200,25 @@ DS_INLINE u32 kv_row_of_token(const int* __restrict__ bt, int kv_head, int t) {
   return kv_row(__ldg(bt + t / PAGE_SIZE), kv_head, t % PAGE_SIZE);
 }
 // ---- end of the variant constants ----
+// ---- merge: one output element (the merge kernel, the persistent step) ----
+// Merges the `splits` split-K partial outputs of (sequence b, query head h) at channel dim by
+// their log-sum-exp: out = sum_s 2^(lse_s - M) o_s / sum_s 2^(lse_s - M). lse_out (optional)
+// receives log2 sum 2^score of the attended tokens: comparing the sparse and the dense value
+// gives the share of the softmax mass the selection kept.
+DS_INLINE void merge_element(int h, int b, int dim, int splits, const float* partial_o,
+                             const float* partial_lse, int max_splits, u16* out, float* lse_out) {
+  const size_t row = ((size_t)b * NUM_Q_HEADS + h) * max_splits;
+  // Partials are normalized: each weighs 1 at its own max (its log2-sum-exp2).
+  const LseSum c = lse_combine<4>(
+      splits, [&](int s) { return partial_lse[row + s]; }, [](int) { return 1.f; },
+      [&](int s) { return partial_o[(row + s) * HEAD_DIM + dim]; }, [](float x) { return exp2f(x); });
+  out[((size_t)b * NUM_Q_HEADS + h) * HEAD_DIM + dim] = f32_to_kv(lse_value(c));
+  if (lse_out != nullptr && dim == 0) lse_out[(size_t)b * NUM_Q_HEADS + h] = lse_log2(c);
+}
 
-// Merges the split-K partial outputs of each (sequence, query head) by their log-sum-exp:
-// out = sum_s 2^(lse_s - M) o_s / sum_s 2^(lse_s - M). A sequence routed sparse has
-// sparse_splits partials, one routed dense has dense_splits. Block: HEAD_DIM threads.
-// lse_out (optional) receives log2 sum 2^score of the attended tokens: comparing the sparse and
-// the dense value gives the share of the softmax mass the selection kept.
+// Merges the split-K partial outputs of each (sequence, query head) (merge_element). A sequence
+// routed sparse has sparse_splits partials, one routed dense has dense_splits. Block: HEAD_DIM
+// threads.
 extern "C" __global__ void __launch_bounds__(HEAD_DIM) ds_d128_q4_kv2_p16_fp16_r16b16_group_merge(
     const float* __restrict__ partial_o,      // [batch][NUM_Q_HEADS][max_splits][HEAD_DIM] split outputs
     const float* __restrict__ partial_lse,    // [batch][NUM_Q_HEADS][max_splits] log2-sum-exp2
@@ -214,13 +230,7 @@ extern "C" __global__ void __launch_bounds__(HEAD_DIM) ds_d128_q4_kv2_p16_fp16_r
     float* __restrict__ lse_out               // [batch][NUM_Q_HEADS] log2-sum-exp2 of the attended tokens, or null
 ) {
   pdl_begin();  // before any global access (prelude)
-  const int h = blockIdx.x, b = blockIdx.y, dim = threadIdx.x;
+  const int h = blockIdx.x, b = blockIdx.y;
   const int splits = routes[b] == 1 ? sparse_splits : dense_splits;
-  const size_t row = ((size_t)b * NUM_Q_HEADS + h) * max_splits;
-  // Partials are normalized: each weighs 1 at its own max (its log2-sum-exp2).
-  const LseSum c = lse_combine<4>(
-      splits, [&](int s) { return partial_lse[row + s]; }, [](int) { return 1.f; },
-      [&](int s) { return partial_o[(row + s) * HEAD_DIM + dim]; }, [](float x) { return exp2f(x); });
-  out[((size_t)b * NUM_Q_HEADS + h) * HEAD_DIM + dim] = f32_to_kv(lse_value(c));
-  if (lse_out != nullptr && dim == 0) lse_out[(size_t)b * NUM_Q_HEADS + h] = lse_log2(c);
+  merge_element(h, b, threadIdx.x, splits, partial_o, partial_lse, max_splits, out, lse_out);
 }

@@ -174,6 +174,9 @@ enum : int {
   CTR_SCORE_TICKET = 2,
   CTR_THRESH_BIN = 3,
   CTR_ABOVE = 4,
+  // persistent step: candidates taken whole, final candidates collected
+  CTR_TAKEN = 5,
+  CTR_FINAL = 6,
   // SUB_BINS slots
   CTR_SUBHIST = 16,
 };

@@ -174,6 +174,9 @@ enum : int {
   CTR_SCORE_TICKET = 2,
   CTR_THRESH_BIN = 3,
   CTR_ABOVE = 4,
+  // persistent step: candidates taken whole, final candidates collected
+  CTR_TAKEN = 5,
+  CTR_FINAL = 6,
   // SUB_BINS slots
   CTR_SUBHIST = 16,
 };
@@ -197,26 +200,21 @@ DS_INLINE u32 kv_row_of_token(const int* __restrict__ bt, int kv_head, int t) {
   return kv_row(__ldg(bt + t / PAGE_SIZE), kv_head, t % PAGE_SIZE);
 }
 // ---- end of the variant constants ----
-constexpr int SELECT_THREADS = 256;
+// ---- select: one block's share of the key scan (the select kernel, the persistent step) ----
 constexpr int KEYS_PER_THREAD = 16;  // keys per thread and round
 
 // Top-k selection without sorting, step 2 of 3 (score found the threshold bin): every block
 // scans its chunk of 16-bit keys; tokens above the threshold bin are selected, tokens in it
 // become candidates (index + the key's low 4 bits), counted in a 16-bin sub-histogram that the
-// resolve kernel uses. Grid: (NUM_SEL_HEADS, chunks, batch).
-extern "C" __global__ void __launch_bounds__(SELECT_THREADS) ds_d128_q4_kv2_p16_fp16_r32b4_head_select(
-    const int* __restrict__ seq_lens,    // [batch] cached tokens, this step's included
-    const int* __restrict__ routes,      // [batch] 1 = sparse, 0 = dense
-    const u16* __restrict__ keys,        // [batch][NUM_SEL_HEADS][key_stride] score keys
-    int key_stride,                      // row stride of keys, cand_idx, cand_key (>= longest context)
-    u32* __restrict__ counters,          // [batch][NUM_SEL_HEADS][CTR_STRIDE] selection state, zero between uses
-    int* __restrict__ cand_idx,          // [batch][NUM_SEL_HEADS][key_stride] candidates (index | sub-bin << CAND_SUB_SHIFT)
-    int* __restrict__ sel_idx,           // [batch][NUM_SEL_HEADS][sel_stride] selected tokens (unordered)
-    int sel_stride,                      // row stride of sel_idx (>= largest budget)
-    int tokens_per_block                 // keys scanned per block (grid.y = ceil(key_stride / this))
-) {
-  pdl_begin();  // before any global access (prelude)
-  const int sh = blockIdx.x, chunk = blockIdx.y, b = blockIdx.z;
+// resolve step uses. THREADS: the block size.
+// (No __restrict__ on these parameters: the persistent step writes keys, counters and the
+// selection in one stage and reads them in the next, so none may be assumed read-only there; the
+// standalone kernels' own parameters keep theirs.)
+template <int THREADS>
+DS_INLINE void select_block(int sh, int chunk, int b, const int* seq_lens,
+                            const int* routes, const u16* keys,
+                            int key_stride, u32* counters, int* cand_idx,
+                            int* sel_idx, int sel_stride, int tokens_per_block) {
   if (routes[b] != 1) return;
   const int len = seq_lens[b];
   const size_t pair = (size_t)b * NUM_SEL_HEADS + sh;
@@ -235,14 +233,14 @@ extern "C" __global__ void __launch_bounds__(SELECT_THREADS) ds_d128_q4_kv2_p16_
   // round (not per warp: a returning atomic costs a round trip), then write the selected tokens
   // and the candidates at their offsets.
   const u16* key_in = keys + pair * key_stride;
-  __shared__ u32 s_warp_sums[SELECT_THREADS / 32];
+  __shared__ u32 s_warp_sums[THREADS / 32];
   __shared__ u32 s_base_hi, s_base_eq;
-  for (int base = start; base < end; base += SELECT_THREADS * KEYS_PER_THREAD) {
+  for (int base = start; base < end; base += THREADS * KEYS_PER_THREAD) {
     u32 kk[KEYS_PER_THREAD];
     u32 counts = 0;  // selected in the low 16 bits, candidates in the high 16
 #pragma unroll
     for (int j = 0; j < KEYS_PER_THREAD; j++) {
-      const int t = base + j * SELECT_THREADS + threadIdx.x;
+      const int t = base + j * THREADS + threadIdx.x;
       kk[j] = t < end ? (u32)key_in[t] : 0xffffffffu;
       const int bin = t < end ? (int)(kk[j] >> (HIST_SHIFT - KEY_SHIFT)) : -1;
       counts += bin > thresh_bin ? 1u : bin == thresh_bin ? 0x10000u : 0u;
@@ -252,7 +250,7 @@ extern "C" __global__ void __launch_bounds__(SELECT_THREADS) ds_d128_q4_kv2_p16_
     if (lane == 31) s_warp_sums[warp] = incl;
     __syncthreads();
     u32 before_warp = 0, block_total = 0;
-    for (int w = 0; w < SELECT_THREADS / 32; w++) {
+    for (int w = 0; w < THREADS / 32; w++) {
       if (w < warp) before_warp += s_warp_sums[w];
       block_total += s_warp_sums[w];
     }
@@ -265,7 +263,7 @@ extern "C" __global__ void __launch_bounds__(SELECT_THREADS) ds_d128_q4_kv2_p16_
     u32 hi_at = s_base_hi + (excl & 0xffffu), eq_at = s_base_eq + (excl >> 16);
 #pragma unroll
     for (int j = 0; j < KEYS_PER_THREAD; j++) {
-      const int t = base + j * SELECT_THREADS + threadIdx.x;
+      const int t = base + j * THREADS + threadIdx.x;
       if (kk[j] == 0xffffffffu) continue;
       const int bin = (int)(kk[j] >> (HIST_SHIFT - KEY_SHIFT));
       if (bin > thresh_bin) {
@@ -282,4 +280,23 @@ extern "C" __global__ void __launch_bounds__(SELECT_THREADS) ds_d128_q4_kv2_p16_
   if (threadIdx.x < SUB_BINS && s_sub[threadIdx.x] != 0) {
     atomicAdd(ctr + CTR_SUBHIST + threadIdx.x, s_sub[threadIdx.x]);
   }
+}
+constexpr int SELECT_THREADS = 256;
+
+// Grid: (NUM_SEL_HEADS, chunks, batch).
+extern "C" __global__ void __launch_bounds__(SELECT_THREADS) ds_d128_q4_kv2_p16_fp16_r32b4_head_select(
+    const int* __restrict__ seq_lens,    // [batch] cached tokens, this step's included
+    const int* __restrict__ routes,      // [batch] 1 = sparse, 0 = dense
+    const u16* __restrict__ keys,        // [batch][NUM_SEL_HEADS][key_stride] score keys
+    int key_stride,                      // row stride of keys, cand_idx, cand_key (>= longest context)
+    u32* __restrict__ counters,          // [batch][NUM_SEL_HEADS][CTR_STRIDE] selection state, zero between uses
+    int* __restrict__ cand_idx,          // [batch][NUM_SEL_HEADS][key_stride] candidates (index | sub-bin << CAND_SUB_SHIFT)
+    int* __restrict__ sel_idx,           // [batch][NUM_SEL_HEADS][sel_stride] selected tokens (unordered)
+    int sel_stride,                      // row stride of sel_idx (>= largest budget)
+    int tokens_per_block                 // keys scanned per block (grid.y = ceil(key_stride / this))
+) {
+  pdl_begin();  // before any global access (prelude)
+  select_block<SELECT_THREADS>(blockIdx.x, blockIdx.y, blockIdx.z, seq_lens, routes, keys,
+                               key_stride, counters, cand_idx, sel_idx, sel_stride,
+                               tokens_per_block);
 }

@@ -174,6 +174,9 @@ enum : int {
   CTR_SCORE_TICKET = 2,
   CTR_THRESH_BIN = 3,
   CTR_ABOVE = 4,
+  // persistent step: candidates taken whole, final candidates collected
+  CTR_TAKEN = 5,
+  CTR_FINAL = 6,
   // SUB_BINS slots
   CTR_SUBHIST = 16,
 };
@@ -334,20 +337,220 @@ DS_INLINE float label_score(const QueryLabel* ql, const LabelRow& row) {
 DS_INLINE size_t label_row_at(const int* __restrict__ bt, int lh, int t) {
   return label_row(__ldg(bt + t / PAGE_SIZE), lh, t % PAGE_SIZE);
 }
+// ---- resolve: completing top-k inside the threshold bin (the resolve kernel, the persistent step) ----
+// (An enum: a kernel that uses only some of these draws no unused-variable warning.)
+enum : int {
+  // Exact scores recomputed per thread per round (independent loads in flight); fewer for wide rows.
+  RESOLVE_UNROLL = 4,
+  // The 64-bit radix key (order_key << 32 | ~index) of a final candidate: its stored score key (bin
+  // and sub-bin) is known, the bits below KNOWN_SHIFT are not.
+  KNOWN_SHIFT = 32 + KEY_SHIFT,
+  CAND_UNROLL = 4,  // candidate entries loaded per thread before any is used
+};
+
+// Threshold sub-bin of a selection head: where the count of higher sub-bins first reaches `need`.
+// The 16 counters are loaded by 16 lanes of warp 0 at once (one round trip), then scanned from
+// the top; warp 0 writes *thresh_sub and *above2 (the count of the sub-bins above it). The caller
+// synchronizes before reading them.
+DS_INLINE void find_thresh_sub(const u32* ctr, u32 need, int* thresh_sub, u32* above2) {
+  const int lane = threadIdx.x % 32;
+  if (threadIdx.x >= 32) return;
+  const u32 cnt = lane < SUB_BINS ? ctr[CTR_SUBHIST + (SUB_BINS - 1 - lane)] : 0u;
+  const u32 incl = warp_inclusive_sum(cnt);
+  if (lane < SUB_BINS && incl - cnt < need && need <= incl) {
+    *thresh_sub = SUB_BINS - 1 - lane;
+    *above2 = incl - cnt;
+  }
+}
+
+// Takes the need2 highest of num_final final candidates (all in the threshold sub-bin of bin
+// thresh_bin): final candidate i is token final_idx(i) with exact key fkey[i]. Radix select on
+// the 64-bit key (order_key << 32 | ~index), unique per token, so ties go to the lower index;
+// the selected tokens are written to sel_out[0, need2) in no particular order. Called by every
+// thread of the block, need2 < num_final.
+template <int THREADS, class FinalIdx>
+DS_INLINE void radix_take(u32 num_final, u32 need2, const u32* fkey, FinalIdx final_idx,
+                          int thresh_bin, u32 thresh_sub, int* sel_out) {
+  __shared__ u32 s_digits[256];
+  __shared__ unsigned long long s_prefix;
+  __shared__ u32 s_want, s_taken;
+  __shared__ bool s_done;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if (threadIdx.x == 0) {
+    // The top 16 bits of every final candidate's key are known: bin and sub-bin.
+    s_prefix = (unsigned long long)(((u32)thresh_bin << SUB_BIN_BITS) | thresh_sub) << KNOWN_SHIFT;
+    s_want = need2;
+    s_done = false;
+  }
+  __syncthreads();
+  // 8-bit digits below the known 16 bits, from bit KNOWN_SHIFT - 1 down; stops as soon as a digit
+  // takes all it needs.
+  for (int s = KNOWN_SHIFT - 8; s >= 0; s -= 8) {
+    for (int i = threadIdx.x; i < 256; i += THREADS) s_digits[i] = 0;
+    __syncthreads();
+    // Read the state before the barrier below; warp 0 rewrites it after that barrier.
+    const unsigned long long prefix = s_prefix;
+    const u32 want = s_want;
+    for (u32 i = threadIdx.x; i < num_final; i += THREADS) {
+      const unsigned long long key = ((unsigned long long)fkey[i] << 32) | (u32)(~final_idx(i));
+      if (((key ^ prefix) >> (s + 8)) == 0) atomicAdd(&s_digits[(u32)(key >> s) & 0xffu], 1u);
+    }
+    __syncthreads();
+    if (warp == 0) {
+      // Digits from the top, 8 per lane: lane totals, a warp suffix scan, then the lane that
+      // crosses `want` walks its own digits.
+      u32 cnt[8], lane_total = 0;
+#pragma unroll
+      for (int j = 0; j < 8; j++) {
+        cnt[j] = s_digits[255 - (lane * 8 + j)];
+        lane_total += cnt[j];
+      }
+      const u32 incl = warp_inclusive_sum(lane_total);
+      u32 acc = incl - lane_total;
+      if (acc < want && want <= incl) {
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+          if (acc + cnt[j] >= want) {
+            const u32 dgt = 255 - (lane * 8 + j);
+            s_prefix = prefix | ((unsigned long long)dgt << s);
+            s_want = want - acc;
+            s_done = acc + cnt[j] == want;  // every key with this prefix is taken: threshold found
+            break;
+          }
+          acc += cnt[j];
+        }
+      }
+    }
+    __syncthreads();
+    if (s_done) break;
+  }
+  // Selected: keys >= the threshold (the decided prefix, zeros below it).
+  const unsigned long long threshold = s_prefix;
+  if (threadIdx.x == 0) s_taken = 0;
+  __syncthreads();
+  for (u32 i = threadIdx.x; i < num_final; i += THREADS) {
+    const int t = final_idx(i);
+    const unsigned long long key = ((unsigned long long)fkey[i] << 32) | (u32)(~t);
+    if (key >= threshold) sel_out[atomicAdd(&s_taken, 1u)] = t;
+  }
+}
+
+// Top-k selection, step 3 of 3, one block per selection head: completes the selection inside the
+// threshold bin. Sub-bins above the threshold sub-bin are taken whole; only the threshold
+// sub-bin's tokens get their exact single-precision scores recomputed (query: the selection
+// head's label, already built), and radix_take picks the missing ones. Finally it zeroes the
+// histogram and counters for the next use. THREADS: the block size; SMEM: final candidates held
+// in shared memory (more are compacted in place in global memory).
+template <int THREADS, int SMEM>
+DS_INLINE void resolve_block(int sh, int b, const QueryLabel* s_query, const u32* label_codes,
+                             const u32* label_meta, const int* block_tables, int max_pages,
+                             const int* budgets, const int* routes, u32* hist, int key_stride,
+                             u32* counters, int* cand_idx, u32* cand_key, int* sel_idx,
+                             int sel_stride) {
+  if (routes[b] != 1) return;
+  const int k = budgets[b];
+  const size_t pair = (size_t)b * NUM_SEL_HEADS + sh;
+  u32* g_hist = hist + pair * HIST_BINS;
+  u32* ctr = counters + pair * CTR_STRIDE;
+  int* sel = sel_idx + pair * sel_stride;
+  u32* cand = reinterpret_cast<u32*>(cand_idx + pair * key_stride);
+  const int thresh_bin = (int)ctr[CTR_THRESH_BIN];
+  const u32 above = ctr[CTR_ABOVE];
+
+  __shared__ u32 s_key[SMEM];
+  __shared__ int s_idx[SMEM];
+  __shared__ int s_thresh_sub;
+  __shared__ u32 s_above2, s_final, s_taken;
+  const u32 num_cand = ctr[CTR_CANDIDATES];
+  const u32 need = (u32)k - above;
+  find_thresh_sub(ctr, need, &s_thresh_sub, &s_above2);
+  if (threadIdx.x == 0) {
+    s_final = 0;
+    s_taken = 0;
+  }
+  __syncthreads();
+  const u32 thresh_sub = (u32)s_thresh_sub;
+  // Sub-bins above the threshold are taken whole; the threshold sub-bin's tokens are the final
+  // candidates (kept in shared memory when they fit, else compacted in place in global memory).
+  for (u32 i0 = 0; i0 < num_cand; i0 += THREADS * CAND_UNROLL) {
+    u32 e[CAND_UNROLL];
+#pragma unroll
+    for (int u = 0; u < CAND_UNROLL; u++) {
+      const u32 i = i0 + u * THREADS + threadIdx.x;
+      e[u] = i < num_cand ? cand[i] : 0xffffffffu;
+    }
+#pragma unroll
+    for (int u = 0; u < CAND_UNROLL; u++) {
+      if (e[u] == 0xffffffffu) continue;
+      const u32 sub = e[u] >> CAND_SUB_SHIFT;
+      const int t = (int)(e[u] & CAND_INDEX_MASK);
+      if (sub > thresh_sub) {
+        sel[above + atomicAdd(&s_taken, 1u)] = t;
+      } else if (sub == thresh_sub) {
+        const u32 slot = atomicAdd(&s_final, 1u);
+        if (slot < SMEM) s_idx[slot] = t;
+      }
+    }
+  }
+  __syncthreads();
+  const u32 num_final = s_final;
+  const u32 need2 = need - s_above2;
+  const bool in_smem = num_final <= SMEM;
+  if (!in_smem) {
+    // Rare (massive ties): gather the final candidates again, in order, into cand_idx's front.
+    __syncthreads();
+    if (threadIdx.x == 0) s_final = 0;
+    __syncthreads();
+    for (u32 base = 0; base < num_cand; base += THREADS) {
+      const u32 i = base + threadIdx.x;
+      const u32 e = i < num_cand ? cand[i] : 0u;
+      const bool mine_final = i < num_cand && (e >> CAND_SUB_SHIFT) == thresh_sub;
+      __syncthreads();  // every thread has read its entry before any is overwritten
+      if (mine_final) cand[atomicAdd(&s_final, 1u)] = e & CAND_INDEX_MASK;
+    }
+    __syncthreads();
+  }
+  auto final_idx = [&](u32 i) -> int { return in_smem ? s_idx[i] : (int)cand[i]; };
+  u32* fkey = in_smem ? s_key : cand_key + pair * key_stride;
+  const u32 base_taken = above + s_above2;
+
+  if (need2 >= num_final) {
+    for (u32 i = threadIdx.x; i < num_final; i += THREADS) sel[base_taken + i] = final_idx(i);
+  } else {
+    const int lh = label_head_of_sel(sh);
+    const int* bt = block_tables + (size_t)b * max_pages;
+    // Exact keys, RESOLVE_UNROLL independent label loads in flight per thread.
+    for (u32 i0 = 0; i0 < num_final; i0 += THREADS * RESOLVE_UNROLL) {
+      int t[RESOLVE_UNROLL];
+      size_t at[RESOLVE_UNROLL];
+      LabelRow row[RESOLVE_UNROLL];
+#pragma unroll
+      for (int u = 0; u < RESOLVE_UNROLL; u++) {
+        const u32 i = i0 + u * THREADS + threadIdx.x;
+        t[u] = i < num_final ? final_idx(i) : -1;
+      }
+#pragma unroll
+      for (int u = 0; u < RESOLVE_UNROLL; u++) at[u] = t[u] >= 0 ? label_row_at(bt, lh, t[u]) : 0;
+#pragma unroll
+      for (int u = 0; u < RESOLVE_UNROLL; u++) {
+        if (t[u] >= 0) load_label_row(label_codes, label_meta, at[u], row[u]);
+      }
+#pragma unroll
+      for (int u = 0; u < RESOLVE_UNROLL; u++) {
+        if (t[u] >= 0) fkey[i0 + u * THREADS + threadIdx.x] = order_key(label_score(s_query, row[u]));
+      }
+    }
+    radix_take<THREADS>(num_final, need2, fkey, final_idx, thresh_bin, thresh_sub, sel + base_taken);
+  }
+  __syncthreads();
+  // Leave the histogram and counters zeroed for the next layer or step.
+  for (int i = threadIdx.x; i < HIST_BINS; i += THREADS) g_hist[i] = 0;
+  if (threadIdx.x < CTR_STRIDE) ctr[threadIdx.x] = 0;
+}
 constexpr int RESOLVE_THREADS = 256;
 constexpr int SMEM_CANDIDATES = 4096;  // final candidates resolved in shared memory
-// Exact scores recomputed per thread per round (independent loads in flight); fewer for wide rows.
-constexpr int RESOLVE_UNROLL = 4;
-// The 64-bit radix key (order_key << 32 | ~index) of a final candidate: its stored score key (bin
-// and sub-bin) is known, the bits below KNOWN_SHIFT are not.
-constexpr int KNOWN_SHIFT = 32 + KEY_SHIFT;
-constexpr int CAND_UNROLL = 4;  // candidate entries loaded per thread before any is used
 
-// Top-k selection, step 3 of 3: one block per selection head completes the selection inside the
-// threshold bin. Sub-bins above the threshold sub-bin are taken whole; only the threshold
-// sub-bin's tokens get their exact single-precision scores recomputed, and a radix select on the
-// 64-bit key (order_key(score), ~index) picks the missing ones, so ties go to the lower index.
-// Finally it zeroes the histogram and counters for the next use. Grid: (NUM_SEL_HEADS, 1, batch).
+// Top-k selection, step 3 of 3 (resolve_block). Grid: (NUM_SEL_HEADS, 1, batch).
 extern "C" __global__ void __launch_bounds__(RESOLVE_THREADS, 1) ds_d256_q8_kv4_p32_bf16_r16b8_head_resolve(
     const u16* __restrict__ q,               // [batch][NUM_Q_HEADS][HEAD_DIM] queries after RoPE
     const int* __restrict__ channels,        // [NUM_LABEL_HEADS][LABEL_CHANNELS] label channels
@@ -375,174 +578,8 @@ extern "C" __global__ void __launch_bounds__(RESOLVE_THREADS, 1) ds_d256_q8_kv4_
   __shared__ QueryLabel s_query;
   build_query_label(q, channels, b, sh, s_scratch, &s_query);
   pdl_begin();  // before any other global access (prelude)
-  if (routes[b] != 1) return;
-  const int k = budgets[b];
-  const size_t pair = (size_t)b * NUM_SEL_HEADS + sh;
-  u32* g_hist = hist + pair * HIST_BINS;
-  u32* ctr = counters + pair * CTR_STRIDE;
-  int* sel = sel_idx + pair * sel_stride;
-  u32* cand = reinterpret_cast<u32*>(cand_idx + pair * key_stride);
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int thresh_bin = (int)ctr[CTR_THRESH_BIN];
-  const u32 above = ctr[CTR_ABOVE];
-
-  __shared__ u32 s_key[SMEM_CANDIDATES];
-  __shared__ int s_idx[SMEM_CANDIDATES];
-  __shared__ u32 s_digits[256];
-  __shared__ int s_thresh_sub;
-  __shared__ u32 s_above2, s_final, s_taken;
-  __shared__ unsigned long long s_prefix;
-  __shared__ u32 s_want;
-  __shared__ bool s_done;
-  const u32 num_cand = ctr[CTR_CANDIDATES];
-  const u32 need = (u32)k - above;
-  // Threshold sub-bin: where the count of higher sub-bins first reaches `need`. The 16 counters
-  // are loaded by 16 lanes at once (one round trip), then scanned from the top.
-  if (warp == 0) {
-    const u32 cnt = lane < SUB_BINS ? ctr[CTR_SUBHIST + (SUB_BINS - 1 - lane)] : 0u;
-    const u32 incl = warp_inclusive_sum(cnt);
-    if (lane < SUB_BINS && incl - cnt < need && need <= incl) {
-      s_thresh_sub = SUB_BINS - 1 - lane;
-      s_above2 = incl - cnt;
-    }
-    if (lane == 0) {
-      s_final = 0;
-      s_taken = 0;
-    }
-  }
-  __syncthreads();
-  const u32 thresh_sub = (u32)s_thresh_sub;
-  // Sub-bins above the threshold are taken whole; the threshold sub-bin's tokens are the final
-  // candidates (kept in shared memory when they fit, else compacted in place in global memory).
-  for (u32 i0 = 0; i0 < num_cand; i0 += RESOLVE_THREADS * CAND_UNROLL) {
-    u32 e[CAND_UNROLL];
-#pragma unroll
-    for (int u = 0; u < CAND_UNROLL; u++) {
-      const u32 i = i0 + u * RESOLVE_THREADS + threadIdx.x;
-      e[u] = i < num_cand ? cand[i] : 0xffffffffu;
-    }
-#pragma unroll
-    for (int u = 0; u < CAND_UNROLL; u++) {
-      if (e[u] == 0xffffffffu) continue;
-      const u32 sub = e[u] >> CAND_SUB_SHIFT;
-      const int t = (int)(e[u] & CAND_INDEX_MASK);
-      if (sub > thresh_sub) {
-        sel[above + atomicAdd(&s_taken, 1u)] = t;
-      } else if (sub == thresh_sub) {
-        const u32 slot = atomicAdd(&s_final, 1u);
-        if (slot < SMEM_CANDIDATES) s_idx[slot] = t;
-      }
-    }
-  }
-  __syncthreads();
-  const u32 num_final = s_final;
-  const u32 need2 = need - s_above2;
-  const bool in_smem = num_final <= SMEM_CANDIDATES;
-  if (!in_smem) {
-    // Rare (massive ties): gather the final candidates again, in order, into cand_idx's front.
-    __syncthreads();
-    if (threadIdx.x == 0) s_final = 0;
-    __syncthreads();
-    for (u32 base = 0; base < num_cand; base += RESOLVE_THREADS) {
-      const u32 i = base + threadIdx.x;
-      const u32 e = i < num_cand ? cand[i] : 0u;
-      const bool mine_final = i < num_cand && (e >> CAND_SUB_SHIFT) == thresh_sub;
-      __syncthreads();  // every thread has read its entry before any is overwritten
-      if (mine_final) cand[atomicAdd(&s_final, 1u)] = e & CAND_INDEX_MASK;
-    }
-    __syncthreads();
-  }
-  auto final_idx = [&](u32 i) -> int { return in_smem ? s_idx[i] : (int)cand[i]; };
-  u32* fkey = in_smem ? s_key : cand_key + pair * key_stride;
-  u32 base_taken = above + s_above2;
-
-  if (need2 >= num_final) {
-    for (u32 i = threadIdx.x; i < num_final; i += RESOLVE_THREADS) sel[base_taken + i] = final_idx(i);
-  } else {
-    const int lh = label_head_of_sel(sh);
-    const int* bt = block_tables + (size_t)b * max_pages;
-    // Exact keys, RESOLVE_UNROLL independent label loads in flight per thread.
-    for (u32 i0 = 0; i0 < num_final; i0 += RESOLVE_THREADS * RESOLVE_UNROLL) {
-      int t[RESOLVE_UNROLL];
-      size_t at[RESOLVE_UNROLL];
-      LabelRow row[RESOLVE_UNROLL];
-#pragma unroll
-      for (int u = 0; u < RESOLVE_UNROLL; u++) {
-        const u32 i = i0 + u * RESOLVE_THREADS + threadIdx.x;
-        t[u] = i < num_final ? final_idx(i) : -1;
-      }
-#pragma unroll
-      for (int u = 0; u < RESOLVE_UNROLL; u++) at[u] = t[u] >= 0 ? label_row_at(bt, lh, t[u]) : 0;
-#pragma unroll
-      for (int u = 0; u < RESOLVE_UNROLL; u++) {
-        if (t[u] >= 0) load_label_row(label_codes, label_meta, at[u], row[u]);
-      }
-#pragma unroll
-      for (int u = 0; u < RESOLVE_UNROLL; u++) {
-        if (t[u] >= 0) fkey[i0 + u * RESOLVE_THREADS + threadIdx.x] = order_key(label_score(&s_query, row[u]));
-      }
-    }
-    if (threadIdx.x == 0) {
-      // The top 16 bits of every final candidate's key are known: bin and sub-bin.
-      s_prefix = (unsigned long long)(((u32)thresh_bin << SUB_BIN_BITS) | thresh_sub) << KNOWN_SHIFT;
-      s_want = need2;
-      s_done = false;
-    }
-    __syncthreads();
-    // Radix select on the 64-bit key (order_key << 32 | ~index), unique per token: 8-bit digits
-    // below the known 16 bits, from bit KNOWN_SHIFT - 1 down; stops as soon as a digit takes all
-    // it needs.
-    for (int s = KNOWN_SHIFT - 8; s >= 0; s -= 8) {
-      for (int i = threadIdx.x; i < 256; i += RESOLVE_THREADS) s_digits[i] = 0;
-      __syncthreads();
-      // Read the state before the barrier below; warp 0 rewrites it after that barrier.
-      const unsigned long long prefix = s_prefix;
-      const u32 want = s_want;
-      for (u32 i = threadIdx.x; i < num_final; i += RESOLVE_THREADS) {
-        const unsigned long long key = ((unsigned long long)fkey[i] << 32) | (u32)(~final_idx(i));
-        if (((key ^ prefix) >> (s + 8)) == 0) atomicAdd(&s_digits[(u32)(key >> s) & 0xffu], 1u);
-      }
-      __syncthreads();
-      if (warp == 0) {
-        // Digits from the top, 8 per lane: lane totals, a warp suffix scan, then the lane that
-        // crosses `want` walks its own digits.
-        u32 cnt[8], lane_total = 0;
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-          cnt[j] = s_digits[255 - (lane * 8 + j)];
-          lane_total += cnt[j];
-        }
-        const u32 incl = warp_inclusive_sum(lane_total);
-        u32 acc = incl - lane_total;
-        if (acc < want && want <= incl) {
-#pragma unroll
-          for (int j = 0; j < 8; j++) {
-            if (acc + cnt[j] >= want) {
-              const u32 dgt = 255 - (lane * 8 + j);
-              s_prefix = prefix | ((unsigned long long)dgt << s);
-              s_want = want - acc;
-              s_done = acc + cnt[j] == want;  // every key with this prefix is taken: threshold found
-              break;
-            }
-            acc += cnt[j];
-          }
-        }
-      }
-      __syncthreads();
-      if (s_done) break;
-    }
-    // Selected: keys >= the threshold (the decided prefix, zeros below it).
-    const unsigned long long threshold = s_prefix;
-    if (threadIdx.x == 0) s_taken = 0;
-    __syncthreads();
-    for (u32 i = threadIdx.x; i < num_final; i += RESOLVE_THREADS) {
-      const int t = final_idx(i);
-      const unsigned long long key = ((unsigned long long)fkey[i] << 32) | (u32)(~t);
-      if (key >= threshold) sel[base_taken + atomicAdd(&s_taken, 1u)] = t;
-    }
-  }
-  __syncthreads();
-  // Leave the histogram and counters zeroed for the next layer or step.
-  for (int i = threadIdx.x; i < HIST_BINS; i += RESOLVE_THREADS) g_hist[i] = 0;
-  if (threadIdx.x < CTR_STRIDE) ctr[threadIdx.x] = 0;
+  resolve_block<RESOLVE_THREADS, SMEM_CANDIDATES>(sh, b, &s_query, label_codes, label_meta,
+                                                  block_tables, max_pages, budgets, routes, hist,
+                                                  key_stride, counters, cand_idx, cand_key, sel_idx,
+                                                  sel_stride);
 }

@@ -174,6 +174,9 @@ enum : int {
   CTR_SCORE_TICKET = 2,
   CTR_THRESH_BIN = 3,
   CTR_ABOVE = 4,
+  // persistent step: candidates taken whole, final candidates collected
+  CTR_TAKEN = 5,
+  CTR_FINAL = 6,
   // SUB_BINS slots
   CTR_SUBHIST = 16,
 };
@@ -545,17 +548,60 @@ DS_INLINE void attend(const u16* __restrict__ q, int b, int first_head, float sc
     write_partial(st, first_head, b, split, max_splits, partial_o, partial_lse);
   }
 }
+// ---- sparse attention: one block's split (the sparse kernel, the persistent step) ----
 // Group selection: one token set per kv head, its query heads share each K/V read.
 // Head selection: one token set per query head, one query head per block.
-constexpr int HEADS_PER_BLOCK = 1;
-constexpr int HEAD_TILES = GROUP_SELECTION ? GROUP_SIZE / HEADS_PER_BLOCK : 1;
-constexpr int UNROLL = 8;
+enum : int {
+  SPARSE_HEADS_PER_BLOCK = 1,
+  SPARSE_HEAD_TILES = GROUP_SELECTION ? GROUP_SIZE / SPARSE_HEADS_PER_BLOCK : 1,
+  SPARSE_UNROLL = 8,
+};
 
-// Sparse split-K attention over the selected tokens: block (split, selection head x head tile,
-// sequence) attends over an equal share of the selection head's k selected tokens. Only
-// sequences routed sparse (routes[b] == 1) are processed. With `staged` (offload), k_cache and
-// v_cache are the gather kernel's staging [batch][NUM_SEL_HEADS][sel_stride][HEAD_DIM], whose
-// row i holds selected token i: same math, rows read from the device copy.
+// Block (split of `splits`, head_block = selection head x head tile, sequence b) attends over an
+// equal share of the selection head's k selected tokens. Only sequences routed sparse
+// (routes[b] == 1) are processed. With `staged` (offload), k_cache and v_cache are the gather
+// kernel's staging [batch][NUM_SEL_HEADS][sel_stride][HEAD_DIM], whose row i holds selected
+// token i: same math, rows read from the device copy. COHERENT: read the selected indices
+// through L2 (ld.global.cg) because this kernel wrote them (the persistent step), rather than
+// through the read-only cache, which is only valid for data no block of the kernel writes.
+DS_INLINE int ld_cg_i32(const int* p) {
+  int v;
+  asm volatile("ld.global.cg.s32 %0, [%1];" : "=r"(v) : "l"(p));
+  return v;
+}
+
+template <bool COHERENT>
+DS_INLINE void sparse_block(int split, int splits, int head_block, int b, const u16* q,
+                            const u16* k_cache, const u16* v_cache, const int* block_tables,
+                            int max_pages, const int* budgets, const int* routes,
+                            const int* sel_idx, int sel_stride, float* partial_o,
+                            float* partial_lse, int max_splits, float softmax_scale, int staged) {
+  const int sel_head = head_block / SPARSE_HEAD_TILES;
+  const int kv_head = GROUP_SELECTION ? sel_head : sel_head / GROUP_SIZE;
+  const int first_head = GROUP_SELECTION
+      ? sel_head * GROUP_SIZE + (head_block % SPARSE_HEAD_TILES) * SPARSE_HEADS_PER_BLOCK
+      : sel_head;
+  if (routes[b] != 1) return;
+  const int k = budgets[b];
+  const int per_split = (k + splits - 1) / splits;
+  const int i0 = min(k, split * per_split);
+  const int n = min(k, i0 + per_split) - i0;
+
+  const int* bt = block_tables + (size_t)b * max_pages;
+  const u32 head_row = ((u32)b * NUM_SEL_HEADS + sel_head) * (u32)sel_stride + (u32)i0;
+  const int* list = sel_idx + head_row;
+  attend<SPARSE_HEADS_PER_BLOCK, SPARSE_UNROLL>(
+      q, b, first_head, softmax_scale, k_cache, v_cache, n,
+      [&](int i) {
+        if (staged) return head_row + i;
+        const int t = COHERENT ? ld_cg_i32(list + i) : __ldg(list + i);
+        return kv_row_of_token(bt, kv_head, t);
+      },
+      split, max_splits, partial_o, partial_lse);
+}
+
+// Sparse split-K attention over the selected tokens (sparse_block). Grid: (splits, selection
+// heads x head tiles, batch).
 extern "C" __global__ void __launch_bounds__(ATTN_THREADS, 1) ds_d256_q8_kv4_p32_bf16_r16b8_head_sparse(
     const u16* __restrict__ q,               // [batch][NUM_Q_HEADS][HEAD_DIM] queries after RoPE
     const u16* __restrict__ k_cache,         // [pages][NUM_KV_HEADS][PAGE_SIZE][HEAD_DIM]
@@ -573,23 +619,7 @@ extern "C" __global__ void __launch_bounds__(ATTN_THREADS, 1) ds_d256_q8_kv4_p32
     int staged                               // 1: k_cache/v_cache are gather_kv's staging, row i = selected token i; 0: the pools
 ) {
   pdl_begin();  // before any global access (prelude)
-  const int split = blockIdx.x, b = blockIdx.z;
-  const int sel_head = blockIdx.y / HEAD_TILES;
-  const int kv_head = GROUP_SELECTION ? sel_head : sel_head / GROUP_SIZE;
-  const int first_head = GROUP_SELECTION
-      ? sel_head * GROUP_SIZE + (blockIdx.y % HEAD_TILES) * HEADS_PER_BLOCK
-      : sel_head;
-  if (routes[b] != 1) return;
-  const int k = budgets[b];
-  const int per_split = (k + gridDim.x - 1) / gridDim.x;
-  const int i0 = min(k, split * per_split);
-  const int n = min(k, i0 + per_split) - i0;
-
-  const int* bt = block_tables + (size_t)b * max_pages;
-  const u32 head_row = ((u32)b * NUM_SEL_HEADS + sel_head) * (u32)sel_stride + (u32)i0;
-  const int* list = sel_idx + head_row;
-  attend<HEADS_PER_BLOCK, UNROLL>(
-      q, b, first_head, softmax_scale, k_cache, v_cache, n,
-      [&](int i) { return staged ? head_row + i : kv_row_of_token(bt, kv_head, __ldg(list + i)); },
-      split, max_splits, partial_o, partial_lse);
+  sparse_block<false>(blockIdx.x, gridDim.x, blockIdx.y, blockIdx.z, q, k_cache, v_cache,
+                      block_tables, max_pages, budgets, routes, sel_idx, sel_stride, partial_o,
+                      partial_lse, max_splits, softmax_scale, staged);
 }

@@ -36,6 +36,7 @@ export type KernelId =
   | "dense"
   | "sparse"
   | "merge"
+  | "persistent"
   | "prefill"
   | "sort_selection"
   | "gather_kv";
@@ -127,6 +128,41 @@ const selIdxOut = ptr(
 );
 const selStride = i32("sel_stride", "row stride of sel_idx (>= largest budget)");
 const softmaxScale = f32("softmax_scale", "usually 1/sqrt(HEAD_DIM)");
+/** What label scoring reads (score, resolve, the persistent step), in signature order. */
+const labelInputs = [
+  q,
+  channels,
+  labelCodes(false),
+  labelMeta(false),
+  blockTables,
+  maxPages,
+];
+/** What the score kernel and the persistent step's score stage take, in signature order. */
+const scoreInputs = [
+  ...labelInputs,
+  seqLens,
+  budgets,
+  routes,
+  keys(true),
+  hist,
+  keyStride,
+  counters,
+];
+const candIdxOut = ptr(
+  "cand_idx",
+  "int* ",
+  "[batch][NUM_SEL_HEADS][key_stride] candidates (index | sub-bin << CAND_SUB_SHIFT)",
+);
+const attentionOut = ptr(
+  "out",
+  "u16* ",
+  "[batch][NUM_Q_HEADS][HEAD_DIM] attention output, KV dtype",
+);
+const lseOut = ptr(
+  "lse_out",
+  "float* ",
+  "[batch][NUM_Q_HEADS] log2-sum-exp2 of the attended tokens, or null",
+);
 
 const stageRows = "[batch][NUM_SEL_HEADS][sel_stride][HEAD_DIM] staged rows, KV dtype";
 /** One device-resident source of the gather kernel (all null when absent). */
@@ -224,19 +260,7 @@ export const KERNELS: readonly KernelDescription[] = [
     grid: "(NUM_SEL_HEADS, ceil(key_stride / tokens_per_block), batch)",
     programmatic: true,
     args: [
-      q,
-      channels,
-      labelCodes(false),
-      labelMeta(false),
-      blockTables,
-      maxPages,
-      seqLens,
-      budgets,
-      routes,
-      keys(true),
-      hist,
-      keyStride,
-      counters,
+      ...scoreInputs,
       i32("tokens_per_block", "tokens scored per block (grid.y = ceil(key_stride / this))"),
     ],
   },
@@ -252,11 +276,7 @@ export const KERNELS: readonly KernelDescription[] = [
       keys(false),
       keyStride,
       counters,
-      ptr(
-        "cand_idx",
-        "int* ",
-        "[batch][NUM_SEL_HEADS][key_stride] candidates (index | sub-bin << CAND_SUB_SHIFT)",
-      ),
+      candIdxOut,
       selIdxOut,
       selStride,
       i32("tokens_per_block", "keys scanned per block (grid.y = ceil(key_stride / this))"),
@@ -269,12 +289,7 @@ export const KERNELS: readonly KernelDescription[] = [
     grid: "(NUM_SEL_HEADS, 1, batch)",
     programmatic: true,
     args: [
-      q,
-      channels,
-      labelCodes(false),
-      labelMeta(false),
-      blockTables,
-      maxPages,
+      ...labelInputs,
       budgets,
       routes,
       hist,
@@ -345,11 +360,44 @@ export const KERNELS: readonly KernelDescription[] = [
       routes,
       i32("dense_splits", "partials of a dense-routed sequence"),
       i32("sparse_splits", "partials of a sparse-routed sequence"),
-      ptr("out", "u16* ", "[batch][NUM_Q_HEADS][HEAD_DIM] attention output, KV dtype"),
+      attentionOut,
+      lseOut,
+    ],
+  },
+  {
+    id: "persistent",
+    template: "persistent_step.cu.hbs",
+    doc:
+      "The whole sparse step for small batches in one cooperative launch, grid barriers between stages.",
+    grid: "(resident blocks, 1, 1), launched cooperatively",
+    programmatic: false,
+    args: [
+      ...scoreInputs,
+      candIdxOut,
+      ptr("cand_key", "u32* ", "[batch][NUM_SEL_HEADS][key_stride] final candidates' exact keys"),
+      ptr("final_idx", "int* ", "[batch][NUM_SEL_HEADS][key_stride] final candidates' tokens"),
+      selIdxOut,
+      selStride,
+      kvCache("k", false),
+      kvCache("v", false),
+      partialO(true),
+      partialLse(true),
+      maxSplits,
+      softmaxScale,
+      i32("score_tokens_per_block", "tokens per score work item"),
+      i32("select_tokens_per_block", "keys per select work item"),
+      i32("sparse_splits", "attention splits per selection head and head tile"),
+      i32("batch", "sequences"),
+      i32(
+        "last_stage",
+        "0: score only, 1: through top-k (counters zeroed), 2: the whole step (stage timing)",
+      ),
+      attentionOut,
+      lseOut,
       ptr(
-        "lse_out",
-        "float* ",
-        "[batch][NUM_Q_HEADS] log2-sum-exp2 of the attended tokens, or null",
+        "barrier",
+        "u32* ",
+        "[2] grid barrier: arrivals (0 between barriers), generation (only grows); zeroed once",
       ),
     ],
   },
@@ -406,7 +454,7 @@ export interface Tuning {
   readonly resolveCandUnroll: number;
   /** Exact scores each resolve thread recomputes per round (fewer for wide label rows). */
   readonly resolveUnroll: number;
-  /** Threads per block of the dense and sparse attention kernels. */
+  /** Threads per block of the dense and sparse attention kernels (and of the persistent step). */
   readonly attentionThreads: number;
   /** Minimum resident blocks per multiprocessor the attention kernels are compiled for. */
   readonly attentionMinBlocks: number;
@@ -428,6 +476,12 @@ export interface Tuning {
   readonly sparseHeadBlocks: number;
   /** Threads per block of the merge kernel (one per output channel). */
   readonly mergeThreads: number;
+  /**
+   * Final candidates the persistent step's radix stage holds in shared memory (more are selected
+   * in global memory): smaller than resolveSmemCandidates so that the static shared memory of
+   * every stage (score's histogram, attention's partials, these) fits 48 KB in one kernel.
+   */
+  readonly persistentSmemCandidates: number;
   /** Prefill: threads per block (16 query rows per warp). */
   readonly prefillThreads: number;
   /** Prefill: keys per pipeline stage. */
@@ -545,6 +599,7 @@ export function tuningFor(spec: AttentionSpec): Tuning {
       ? spec.numKvHeads * (spec.groupSize / sparseHeadsPerBlock)
       : spec.numQHeads,
     mergeThreads: spec.headDim,
+    persistentSmemCandidates: 1024,
     prefillThreads: PREFILL_THREADS,
     prefillKeyTile,
     prefillMTiles,
@@ -600,6 +655,8 @@ export function threadsOf(id: KernelId, t: Tuning): number {
       return t.attentionThreads;
     case "merge":
       return t.mergeThreads;
+    case "persistent":
+      return t.attentionThreads;
     case "prefill":
       return t.prefillThreads;
     case "sort_selection":

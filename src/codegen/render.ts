@@ -36,6 +36,11 @@ const PARTIALS = [
   "labels",
   "attention",
   "prefill_wgmma",
+  "score_body",
+  "select_body",
+  "resolve_body",
+  "sparse_body",
+  "merge_body",
 ] as const;
 /**
  * Templates outside a variant ({@linkcode renderFamilySource}): benchmark/test utilities and the
@@ -142,6 +147,8 @@ export interface TemplateContext extends DtypeContext {
   readonly sparse: { readonly headsPerBlock: number; readonly unroll: number };
   /** Merge kernel knobs. */
   readonly merge: { readonly unroll: number };
+  /** Persistent step knobs. */
+  readonly persistent: { readonly smemCandidates: number };
   /** sort_selection kernel knobs. */
   readonly sortSelection: { readonly threads: number };
   /** gather_kv kernel knobs. */
@@ -215,6 +222,7 @@ export function templateContext(spec: AttentionSpec, tuning: Tuning): TemplateCo
       headDim: spec.headDim,
     },
     merge: { unroll: tuning.mergeUnroll },
+    persistent: { smemCandidates: tuning.persistentSmemCandidates },
     sortSelection: { threads: tuning.sortThreads },
     gatherKv: { threads: tuning.gatherThreads, unroll: tuning.gatherUnroll },
   };

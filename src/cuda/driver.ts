@@ -174,6 +174,20 @@ const symbols = {
     result: "i32",
     optional: true,
   },
+  // CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned gridX, gridY, gridZ, blockX, blockY,
+  //                                    blockZ, unsigned sharedMemBytes, CUstream hStream,
+  //                                    void** kernelParams)
+  // (9.0+): refuses a grid whose blocks cannot all be resident at once, so grid barriers are safe.
+  cuLaunchCooperativeKernel: {
+    parameters: ["pointer", "u32", "u32", "u32", "u32", "u32", "u32", "u32", "pointer", "buffer"],
+    result: "i32",
+  },
+  // CUresult cuOccupancyMaxActiveBlocksPerMultiprocessor(int* numBlocks, CUfunction func,
+  //                                                      int blockSize, size_t dynamicSMemSize)
+  cuOccupancyMaxActiveBlocksPerMultiprocessor: {
+    parameters: ["buffer", "pointer", "i32", "usize"],
+    result: "i32",
+  },
   // CUresult cuStreamBeginCapture_v2(CUstream hStream, CUstreamCaptureMode mode)
   cuStreamBeginCapture_v2: { parameters: ["pointer", "i32"], result: "i32" },
   // CUresult cuStreamIsCapturing(CUstream hStream, CUstreamCaptureStatus* captureStatus)
@@ -982,6 +996,20 @@ export class KernelFunction {
     };
   }
 
+  /** Blocks of `blockSize` threads one multiprocessor holds at once (registers, shared memory). */
+  maxActiveBlocksPerMultiprocessor(blockSize: number, dynamicSharedBytes = 0): number {
+    return this.driver.outI32(
+      `cuOccupancyMaxActiveBlocksPerMultiprocessor(${this.symbol})`,
+      (o) =>
+        this.driver.sym.cuOccupancyMaxActiveBlocksPerMultiprocessor(
+          o,
+          this.handle,
+          blockSize,
+          BigInt(dynamicSharedBytes),
+        ),
+    );
+  }
+
   setMaxDynamicShared(bytes: number): void {
     this.driver.check(
       `cuFuncSetAttribute(${this.symbol})`,
@@ -1013,6 +1041,11 @@ export class LaunchSlot {
   stream: Stream | undefined;
   /** Launch with programmatic stream serialization (set per launch by the decode plan). */
   programmatic = false;
+  /**
+   * Launch cooperatively (cuLaunchCooperativeKernel): the driver refuses a grid whose blocks
+   * cannot all be resident at once, which a kernel with grid barriers needs (the persistent step).
+   */
+  cooperative = false;
   /** cuLaunchKernelEx's CUlaunchConfig and its one CUlaunchAttribute, reused by every launch. */
   readonly #config = new Uint8Array(LAUNCH_CONFIG_BYTES);
   readonly #attrs = new Uint8Array(LAUNCH_ATTRIBUTE_BYTES);
@@ -1037,29 +1070,34 @@ export class LaunchSlot {
 
   launch(grid: Dim3): void {
     if (grid[0] === 0 || grid[1] === 0 || grid[2] === 0) return; // an empty grid launches nothing
-    if (this.programmatic) this.#launchProgrammatic(grid);
-    else this.#launchPlain(grid);
+    if (this.programmatic && !this.cooperative) this.#launchProgrammatic(grid);
+    else this.#launchPlain(grid, this.cooperative);
     if (syncEveryLaunch()) this.#syncAfterLaunch();
   }
 
-  #launchPlain(grid: Dim3): void {
+  /**
+   * cuLaunchKernel, or cuLaunchCooperativeKernel (same arguments but `extra`) when `cooperative`.
+   */
+  #launchPlain(grid: Dim3, cooperative: boolean): void {
     const d = this.fn.driver;
-    d.check(
-      `cuLaunchKernel(${this.fn.symbol})`,
-      d.sym.cuLaunchKernel(
-        this.fn.handle,
-        grid[0],
-        grid[1],
-        grid[2],
-        this.block[0],
-        this.block[1],
-        this.block[2],
-        this.sharedBytes,
-        this.stream?.handle ?? null,
-        this.#params,
-        null,
-      ),
-    );
+    const shape = [
+      this.fn.handle,
+      grid[0],
+      grid[1],
+      grid[2],
+      this.block[0],
+      this.block[1],
+      this.block[2],
+      this.sharedBytes,
+      this.stream?.handle ?? null,
+      this.#params,
+    ] as const;
+    if (cooperative) {
+      d.check(
+        `cuLaunchCooperativeKernel(${this.fn.symbol})`,
+        d.sym.cuLaunchCooperativeKernel(...shape),
+      );
+    } else d.check(`cuLaunchKernel(${this.fn.symbol})`, d.sym.cuLaunchKernel(...shape, null));
   }
 
   #launchProgrammatic(grid: Dim3): void {

@@ -86,6 +86,10 @@ export const CTR_SCORE_TICKET = 2;
 export const CTR_THRESH_BIN = 3;
 /** Counter slot: tokens in bins above the threshold bin. */
 export const CTR_ABOVE = 4;
+/** Counter slot (persistent step only): candidates of sub-bins above the threshold sub-bin taken. */
+export const CTR_TAKEN = 5;
+/** Counter slot (persistent step only): final candidates (the threshold sub-bin's) collected. */
+export const CTR_FINAL = 6;
 /** First of SUB_BINS sub-histogram slots. */
 export const CTR_SUBHIST = 16;
 if (CTR_SUBHIST + SUB_BINS > SELECTION_COUNTERS) {
@@ -236,6 +240,8 @@ export function deviceConstants(spec: AttentionSpec): DeviceConstants {
     CTR_SCORE_TICKET,
     CTR_THRESH_BIN,
     CTR_ABOVE,
+    CTR_TAKEN,
+    CTR_FINAL,
     CTR_SUBHIST,
   });
 }
@@ -302,6 +308,10 @@ export interface DeviceConstants {
   readonly CTR_THRESH_BIN: number;
   /** {@linkcode CTR_ABOVE}. */
   readonly CTR_ABOVE: number;
+  /** {@linkcode CTR_TAKEN}. */
+  readonly CTR_TAKEN: number;
+  /** {@linkcode CTR_FINAL}. */
+  readonly CTR_FINAL: number;
   /** {@linkcode CTR_SUBHIST}. */
   readonly CTR_SUBHIST: number;
 }

@@ -45,6 +45,11 @@ export interface StepTiming {
   readonly copies: number;
   /** Whether the step's kernels were launched with Programmatic Dependent Launch. */
   readonly programmaticLaunch: boolean;
+  /**
+   * Whether the step ran as the persistent step (one cooperative launch); its stages are then
+   * timed by stopping the kernel early (after score; after top-k) instead of by separate launches.
+   */
+  readonly persistentStep: boolean;
 }
 
 /**
@@ -101,6 +106,8 @@ export interface StepTimingOptions {
   readonly dense?: boolean;
   /** Programmatic Dependent Launch on or off (default: the plan's, i.e. $DS_PDL, else off). */
   readonly programmaticLaunch?: boolean;
+  /** The persistent step on or off (default: the plan's, i.e. $DS_PERSISTENT, else auto). */
+  readonly persistentStep?: boolean;
 }
 
 /** Times decode-attention steps on one stream; holds the utility kernels and the bandwidth. */
@@ -177,6 +184,7 @@ export class AttentionTimer implements Disposable {
       }
       using plan = new DecodePlan(cuda, variant, cache, stream, {
         programmaticLaunch: opts.programmaticLaunch,
+        persistentStep: opts.persistentStep,
       });
       plan.describeCurrent();
       plan.upload(stream);
@@ -208,9 +216,21 @@ export class AttentionTimer implements Disposable {
         capture((i) => plan.attention(i, qs[i].ptr, outs[i].ptr)),
         opts.repeats,
       );
-      const scoreSelectMs = timeGraphs(capture((i) => plan.topK(i, qs[i].ptr)), opts.repeats);
+      const persistent = plan.usesPersistentStep;
+      const scoreSelectMs = timeGraphs(
+        capture((i) =>
+          persistent
+            ? plan.persistentStep(i, qs[i].ptr, outs[i].ptr, 0n, "top-k")
+            : plan.topK(i, qs[i].ptr)
+        ),
+        opts.repeats,
+      );
       const scoreMs = timeGraphs(
-        capture((i) => plan.score(i, qs[i].ptr)),
+        capture((i) =>
+          persistent
+            ? plan.persistentStep(i, qs[i].ptr, outs[i].ptr, 0n, "score")
+            : plan.score(i, qs[i].ptr)
+        ),
         Math.ceil(opts.repeats / 2),
       );
       // score alone leaves histograms filled; clear them for whatever runs next
@@ -222,7 +242,8 @@ export class AttentionTimer implements Disposable {
         "select + resolve": scoreSelectMs - scoreMs,
         "attend (sparse + merge)": ms - scoreSelectMs,
       };
-      const stages = stageBytes(spec, batch, context, plan.sparseSplits).map(
+      const splits = persistent ? plan.persistentSplits : plan.sparseSplits;
+      const stages = stageBytes(spec, batch, context, splits).map(
         ({ stage, bytes }): StageTiming => ({
           stage,
           ms: Math.max(0, stageMs[stage]),
@@ -240,6 +261,7 @@ export class AttentionTimer implements Disposable {
         dense,
         copies,
         programmaticLaunch: plan.programmaticLaunch,
+        persistentStep: persistent,
       };
     } finally {
       for (const g of graphs) g.dispose();

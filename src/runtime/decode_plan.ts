@@ -6,6 +6,10 @@
  *   append -> score -> select -> resolve -> sparse attention ┐
  *                                           dense attention  ├-> merge
  *
+ * At batch <= 4 (PlanOptions.persistentStep, $DS_PERSISTENT) a step whose every sequence is routed
+ * sparse runs score -> select -> resolve -> sparse -> merge as one cooperative launch instead
+ * (src/runtime/persistent_step.ts).
+ *
  * Every sequence takes its route in the same step: the sparse kernels skip sequences routed
  * dense and the dense kernel skips those routed sparse (`routes` on the device). Grid shapes
  * depend only on the batch and the maximum context, so a step can be captured in a CUDA graph
@@ -17,6 +21,13 @@ import type { Cuda, DeviceBuffer, HostBuffer, LaunchSlot, Stream } from "../cuda
 import { type KernelId, KERNELS } from "../codegen/kernels.ts";
 import { ArgumentError } from "../util/errors.ts";
 import { choosePdl, parsePdlChoice, PDL_ENV } from "./pdl.ts";
+import {
+  parsePersistentChoice,
+  PERSISTENT_ENV,
+  persistentGrid,
+  persistentSplits,
+  persistentWanted,
+} from "./persistent_step.ts";
 import type { PagedKvCache } from "./caches.ts";
 import type { Variant } from "./variant.ts";
 
@@ -79,6 +90,13 @@ export interface PlanOptions {
    * (measured 0.93x-1.05x on an H100); true where they do not support it is an error.
    */
   readonly programmaticLaunch?: boolean;
+  /**
+   * Run a step whose every sequence is routed sparse as the persistent step (one cooperative
+   * launch; src/runtime/persistent_step.ts): true at any batch, false never. Default: $DS_PERSISTENT
+   * (auto | 1 | 0), else auto = at batch <= 4. Never with sortedSelection (offload sorts the
+   * selection between top-k and attention).
+   */
+  readonly persistentStep?: boolean;
 }
 
 /** The kernels that may be launched programmatically (they begin with pdl_begin()). */
@@ -113,6 +131,12 @@ export class DecodePlan implements Disposable {
   readonly selectTokensPerBlock: number;
   /** Whether this plan launches its kernels with Programmatic Dependent Launch (PlanOptions). */
   readonly programmaticLaunch: boolean;
+  /**
+   * Blocks of the persistent step's cooperative grid, 0 when this plan never runs it
+   * (PlanOptions.persistentStep); its attention splits.
+   */
+  readonly persistentGrid: number;
+  readonly persistentSplits: number;
   /** Host copy of this step's routes and budgets (after beginStep). */
   readonly routes: Route[];
   readonly budgets: Int32Array;
@@ -131,6 +155,9 @@ export class DecodePlan implements Disposable {
   /** sort_selection's [batch][selHeads][ceil(keyStride / 32)] bitmaps (sortedSelection only). */
   readonly #bitmap: DeviceBuffer | null;
   readonly #bitmapStride: number;
+  /** The persistent step's final-candidate tokens and grid barrier (persistentGrid > 0 only). */
+  readonly #finalIdx: DeviceBuffer | null;
+  readonly #barrier: DeviceBuffer | null;
   readonly buffers: StepBuffers;
 
   constructor(
@@ -195,7 +222,38 @@ export class DecodePlan implements Disposable {
       this.selStride,
       minTokens / SPARSE_SPLIT_SHRINK,
     );
-    this.maxSplits = Math.max(this.denseSplits, this.sparseSplits);
+    const persistentChoice = opts.persistentStep === undefined
+      ? parsePersistentChoice(Deno.env.get(PERSISTENT_ENV), `$${PERSISTENT_ENV}`)
+      : opts.persistentStep
+      ? "on"
+      : "off";
+    if (persistentChoice === "on" && opts.sortedSelection) {
+      throw new ArgumentError(
+        "DecodePlan",
+        "options.persistentStep",
+        true,
+        "false with sortedSelection (the persistent step does not sort the selection)",
+      );
+    }
+    if (persistentWanted(persistentChoice, this.batch) && !opts.sortedSelection) {
+      const kernel = variant.slot("persistent").fn;
+      this.persistentGrid = persistentGrid(
+        cuda.info.multiprocessors,
+        kernel.maxActiveBlocksPerMultiprocessor(t.attentionThreads),
+        opts.persistentStep === undefined ? `$${PERSISTENT_ENV}` : "options.persistentStep",
+      );
+      this.persistentSplits = persistentSplits(
+        this.persistentGrid,
+        t.sparseHeadBlocks,
+        this.batch,
+        this.selStride,
+        MAX_SPLITS,
+      );
+    } else {
+      this.persistentGrid = 0;
+      this.persistentSplits = 0;
+    }
+    this.maxSplits = Math.max(this.denseSplits, this.sparseSplits, this.persistentSplits);
     // About `target` blocks per launch, each at least `floor` tokens (see the constants).
     const perBlock = (floor: number) => {
       const pairs = this.batch * spec.numSelectionHeads;
@@ -251,6 +309,11 @@ export class DecodePlan implements Disposable {
       ? guard.use(cuda.alloc(B * SH * this.#bitmapStride * 4))
       : null;
     this.#bitmap?.fill8(0, stream); // sort_selection leaves it zero after each use
+    const persistent = this.persistentGrid > 0;
+    this.#finalIdx = persistent ? guard.use(cuda.alloc(B * SH * this.keyStride * 4)) : null;
+    // Arrivals and generation: the kernel leaves the count at 0 and only ever grows the generation.
+    this.#barrier = persistent ? guard.use(cuda.alloc(2 * 4)) : null;
+    this.#barrier?.fill8(0, stream);
     // The resolve kernel leaves histogram and counters zeroed; they must start that way.
     this.#hist.fill8(0, stream);
     this.#counters.fill8(0, stream);
@@ -396,8 +459,34 @@ export class DecodePlan implements Disposable {
     });
   }
 
-  score(layer: number, q: bigint): void {
+  /** The label-scoring inputs of score, resolve and the persistent step for `layer`. */
+  #labelInputs(layer: number, q: bigint) {
     const l = this.cache.layers[layer];
+    return {
+      q,
+      channels: l.channels.ptr,
+      labelCodes: l.labels.ptr,
+      labelMeta: l.meta.ptr,
+      blockTables: this.cache.blockTables.ptr,
+      maxPages: this.cache.maxPagesPerSeq,
+    };
+  }
+
+  /** The score kernel's inputs for `layer`, which the persistent step takes too. */
+  #scoreInputs(layer: number, q: bigint) {
+    return {
+      ...this.#labelInputs(layer, q),
+      seqLens: this.buffers.seqLens,
+      budgets: this.buffers.budgets,
+      routes: this.buffers.routes,
+      keys: this.#keys.ptr,
+      hist: this.#hist.ptr,
+      keyStride: this.keyStride,
+      counters: this.#counters.ptr,
+    };
+  }
+
+  score(layer: number, q: bigint): void {
     this.variant.launchers.launchScore(
       this.#slot("score"),
       [
@@ -406,19 +495,7 @@ export class DecodePlan implements Disposable {
         this.batch,
       ],
       {
-        q,
-        channels: l.channels.ptr,
-        labelCodes: l.labels.ptr,
-        labelMeta: l.meta.ptr,
-        blockTables: this.cache.blockTables.ptr,
-        maxPages: this.cache.maxPagesPerSeq,
-        seqLens: this.buffers.seqLens,
-        budgets: this.buffers.budgets,
-        routes: this.buffers.routes,
-        keys: this.#keys.ptr,
-        hist: this.#hist.ptr,
-        keyStride: this.keyStride,
-        counters: this.#counters.ptr,
+        ...this.#scoreInputs(layer, q),
         tokensPerBlock: this.scoreTokensPerBlock,
       },
     );
@@ -455,17 +532,11 @@ export class DecodePlan implements Disposable {
    * (hence the query), and zeroes the histogram and counters for the next use.
    */
   resolve(layer: number, q: bigint): void {
-    const l = this.cache.layers[layer];
     this.variant.launchers.launchResolve(
       this.#slot("resolve"),
       [this.spec.numSelectionHeads, 1, this.batch],
       {
-        q,
-        channels: l.channels.ptr,
-        labelCodes: l.labels.ptr,
-        labelMeta: l.meta.ptr,
-        blockTables: this.cache.blockTables.ptr,
-        maxPages: this.cache.maxPagesPerSeq,
+        ...this.#labelInputs(layer, q),
         budgets: this.buffers.budgets,
         routes: this.buffers.routes,
         hist: this.#hist.ptr,
@@ -546,6 +617,61 @@ export class DecodePlan implements Disposable {
     );
   }
 
+  /**
+   * The persistent step (one cooperative launch): top-k, sparse attention and merge of a layer
+   * whose every sequence is routed sparse, into out (and lseOut when non-zero), leaving the
+   * histograms and counters zeroed as resolve does. Needs persistentGrid > 0. `stages` < "all"
+   * stops early, for stage timing: "score" leaves histograms and counters filled (the caller
+   * zeroes them), "top-k" leaves the selection in the workspace.
+   */
+  persistentStep(
+    layer: number,
+    q: bigint,
+    out: bigint,
+    lseOut = 0n,
+    stages: "score" | "top-k" | "all" = "all",
+  ): void {
+    if (!this.#finalIdx || !this.#barrier) {
+      throw new ArgumentError(
+        "DecodePlan.persistentStep",
+        "options.persistentStep",
+        false,
+        "a plan with the persistent step (persistentStep true, or auto at batch <= 4)",
+      );
+    }
+    const l = this.cache.layers[layer];
+    const slot = this.variant.slot("persistent");
+    slot.programmatic = false;
+    slot.cooperative = true;
+    this.variant.launchers.launchPersistent(slot, [this.persistentGrid, 1, 1], {
+      ...this.#scoreInputs(layer, q),
+      candIdx: this.#candIdx.ptr,
+      candKey: this.#candKey.ptr,
+      finalIdx: this.#finalIdx.ptr,
+      selIdx: this.#selIdx.ptr,
+      selStride: this.selStride,
+      kCache: l.k.ptr,
+      vCache: l.v.ptr,
+      partialO: this.#partialO.ptr,
+      partialLse: this.#partialLse.ptr,
+      maxSplits: this.maxSplits,
+      softmaxScale: this.softmaxScale,
+      scoreTokensPerBlock: this.scoreTokensPerBlock,
+      selectTokensPerBlock: this.selectTokensPerBlock,
+      sparseSplits: this.persistentSplits,
+      batch: this.batch,
+      lastStage: stages === "score" ? 0 : stages === "top-k" ? 1 : 2,
+      out,
+      lseOut,
+      barrier: this.#barrier.ptr,
+    });
+  }
+
+  /** Whether attention() of a step with these routes runs the persistent step. */
+  get usesPersistentStep(): boolean {
+    return this.persistentGrid > 0 && this.routeSignature === "sparse";
+  }
+
   /** Dense attention over the layer's pools or over `pools` laid out like them. */
   dense(layer: number, q: bigint, allDense: boolean, pools?: KvPools): void {
     const l = this.cache.layers[layer];
@@ -605,6 +731,10 @@ export class DecodePlan implements Disposable {
    */
   attention(layer: number, q: bigint, out: bigint, dense = false, lseOut = 0n): void {
     const signature = dense ? "dense" : this.routeSignature;
+    if (signature === "sparse" && this.persistentGrid > 0) {
+      this.persistentStep(layer, q, out, lseOut);
+      return;
+    }
     if (signature !== "dense") {
       this.topK(layer, q);
       this.sparse(layer, q);
@@ -625,7 +755,10 @@ export class DecodePlan implements Disposable {
       this.#selIdx,
       this.#partialO,
       this.#partialLse,
-    ].reduce((n, b) => n + b.bytes, this.#bitmap?.bytes ?? 0);
+    ].reduce(
+      (n, b) => n + b.bytes,
+      (this.#bitmap?.bytes ?? 0) + (this.#finalIdx?.bytes ?? 0) + (this.#barrier?.bytes ?? 0),
+    );
   }
 
   /** Workspace addresses, for tests that inspect intermediate results. */
@@ -656,6 +789,8 @@ export class DecodePlan implements Disposable {
       ]
     ) b.dispose();
     this.#bitmap?.dispose();
+    this.#finalIdx?.dispose();
+    this.#barrier?.dispose();
   }
 
   [Symbol.dispose](): void {

@@ -13,22 +13,16 @@
  * CPU.
  */
 import { UsageError } from "../util/errors.ts";
+import { parseSwitchChoice, type SwitchChoice } from "./switch_choice.ts";
 
 /** What a caller asks for: on, off, or "auto" (on where supported). */
-export type PdlChoice = "auto" | "on" | "off";
+export type PdlChoice = SwitchChoice;
 export const PDL_ENV = "DS_PDL";
 /**
  * The choice when DS_PDL is unset: off, since bench:pdl measured 0.93x-1.05x on an H100
  * (docs/perf-notes.md, "Programmatic Dependent Launch").
  */
 export const PDL_DEFAULT: PdlChoice = "off";
-const SPELLINGS: ReadonlyMap<string, PdlChoice> = new Map([
-  ["auto", "auto"],
-  ["on", "on"],
-  ["1", "on"],
-  ["off", "off"],
-  ["0", "off"],
-]);
 /** The oldest driver whose stream capture keeps programmatic launches (CUDA 12.3). */
 export const PDL_MIN_DRIVER = 12030;
 /** The oldest compute capability with griddepcontrol (Hopper). */
@@ -36,14 +30,7 @@ export const PDL_MIN_MAJOR = 9;
 
 /** `value` as a choice; `source` names where it came from (a flag, the environment variable). */
 export function parsePdlChoice(value: string | undefined, source: string): PdlChoice {
-  const v = (value ?? "").trim().toLowerCase();
-  const choice = v === "" ? PDL_DEFAULT : SPELLINGS.get(v);
-  if (!choice) {
-    throw new UsageError(
-      `${source}: got ${JSON.stringify(value)}; allowed: ${[...SPELLINGS.keys()].join(", ")}`,
-    );
-  }
-  return choice;
+  return parseSwitchChoice(value, source, PDL_DEFAULT);
 }
 
 /** What decides support: the device and the driver. */

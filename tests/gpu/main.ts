@@ -12,7 +12,11 @@
  *            counters are zero afterwards;
  *   attend   sparse + dense + merge equal the reference attention over the GPU's selection, and
  *            the reference Double Sparsity step end to end;
- *   graph    a CUDA-graph replay of the step reproduces the direct launches.
+ *   persist  at batch <= 4 with every sequence routed sparse, the persistent step (one cooperative
+ *            launch) selects exactly the chain's token sets, leaves the workspaces zeroed, and
+ *            its output equals the chain's within the output tolerance (splits differ);
+ *   graph    a CUDA-graph replay of the step reproduces the direct launches (the persistent
+ *            step where the plan chooses it, so its grid barrier is replayed twice).
  * Then the prefill checks (tests/gpu/prefill.ts), the builtin GEMM (tests/gpu/gemm.ts; its decoder
  * comparison only with the model), the GPU decoder (tests/gpu/model.ts), token choice on the
  * device (tests/gpu/token_choice.ts) and Double Sparsity-Offload (tests/gpu/offload.ts: K/V in
@@ -230,6 +234,8 @@ interface CaseResult {
   attentionError: number;
   endToEndError: number;
   graphError: number | null;
+  /** Largest output difference of the persistent step from the chain; null when not run. */
+  persistentError: number | null;
   failures: string[];
   seconds: number;
 }
@@ -245,6 +251,65 @@ function download<T extends Uint8Array | Uint16Array | Int32Array | Uint32Array 
   const out = new ctor(buf.bytes / ctor.BYTES_PER_ELEMENT);
   buf.download(out, s);
   return out;
+}
+
+/**
+ * The persistent step against the chain on one layer (the plan's step inputs, q in `q`): first
+ * stopped after top-k, whose token sets must equal `chainSets` (the chain's, sorted) exactly and
+ * whose histograms and counters must be zero; then whole, into a poisoned `outBuf`, whose output
+ * must equal `chainOut` within the output tolerance. Returns the largest relative error.
+ */
+function checkPersistentStep(
+  plan: DecodePlan,
+  layer: number,
+  q: bigint,
+  outBuf: DeviceBuffer,
+  chainSets: Int32Array[][],
+  chainOut: Float32Array,
+  failures: string[],
+): number {
+  const spec = plan.spec;
+  const SH = spec.numSelectionHeads, B = plan.batch, Hq = spec.numQHeads, d = spec.headDim;
+  plan.workspace.selIdx.fill8(0xff, stream);
+  plan.persistentStep(layer, q, outBuf.ptr, 0n, "top-k");
+  const sel = download(plan.workspace.selIdx, Int32Array, stream);
+  for (let b = 0; b < B; b++) {
+    const k = plan.budgets[b];
+    for (let sh = 0; sh < SH; sh++) {
+      const at = (b * SH + sh) * plan.selStride;
+      const got = sel.slice(at, at + k).sort();
+      const want = chainSets[b][sh];
+      if (got.length !== want.length || got.some((t, i) => t !== want[i])) {
+        const differ = got.filter((t, i) => t !== want[i]).length;
+        failures.push(
+          `persistent: layer ${layer} seq ${b} head ${sh}: ${differ} of ${k} selected tokens ` +
+            "differ from the chain's",
+        );
+      }
+    }
+  }
+  if (download(plan.workspace.hist, Uint32Array, stream).some((v) => v !== 0)) {
+    failures.push("persistent: histogram not reset");
+  }
+  if (download(plan.workspace.counters, Uint32Array, stream).some((v) => v !== 0)) {
+    failures.push("persistent: counters not reset");
+  }
+  plan.workspace.partialO.fill8(0xff, stream);
+  plan.workspace.partialLse.fill8(0xff, stream);
+  outBuf.fill8(0xff, stream);
+  plan.persistentStep(layer, q, outBuf.ptr);
+  const got = decodeArray(spec.kvDtype, download(outBuf, Uint16Array, stream));
+  let worst = 0;
+  for (let i = 0; i < B * Hq; i++) {
+    worst = Math.max(
+      worst,
+      relativeError(got.subarray(i * d, (i + 1) * d), chainOut.subarray(i * d, (i + 1) * d)),
+    );
+  }
+  if (!(worst <= outputTolerance(spec))) {
+    failures.push(`persistent: output differs from the chain's by ${worst.toExponential(2)}`);
+  }
+  return worst;
 }
 
 async function runCase(c: Case): Promise<CaseResult> {
@@ -374,6 +439,7 @@ async function runCase(c: Case): Promise<CaseResult> {
   using outBuf = cuda.alloc(B * Hq * d * 2);
   const SH = spec.numSelectionHeads;
   let keyViolations = 0, minAgreement = 1, tieSwaps = 0, attentionError = 0, endToEndError = 0;
+  let persistentError: number | null = null;
   const outputs: Float32Array[] = [];
   const tol = outputTolerance(spec);
   for (let layer = 0; layer < NUM_LAYERS; layer++) {
@@ -488,6 +554,10 @@ async function runCase(c: Case): Promise<CaseResult> {
         );
       }
     }
+    if (plan.usesPersistentStep) {
+      const e = checkPersistentStep(plan, layer, qBuf.ptr, outBuf, gpuSets, out, failures);
+      persistentError = Math.max(persistentError ?? 0, e);
+    }
   }
   if (!(attentionError <= tol)) {
     failures.push(`attention: relative error ${attentionError.toExponential(2)} > ${tol}`);
@@ -541,6 +611,7 @@ async function runCase(c: Case): Promise<CaseResult> {
     attentionError,
     endToEndError,
     graphError,
+    persistentError,
     failures,
     seconds: (performance.now() - started) / 1000,
   };
@@ -571,6 +642,7 @@ for (const c of selected) {
       attentionError: NaN,
       endToEndError: NaN,
       graphError: null,
+      persistentError: null,
       failures: [`threw: ${e instanceof Error ? e.stack ?? e.message : e}`],
       seconds: 0,
     };
@@ -583,6 +655,7 @@ for (const c of selected) {
       `sel=${(res.selectionAgreement * 100).toFixed(2)}% swaps=${res.tieSwaps} ` +
       `attn=${res.attentionError.toExponential(2)} e2e=${res.endToEndError.toExponential(2)}` +
       (res.graphError !== null ? ` graph=${res.graphError.toExponential(2)}` : "") +
+      (res.persistentError !== null ? ` persist=${res.persistentError.toExponential(2)}` : "") +
       ` ${res.seconds.toFixed(1)}s`,
   );
   for (const f of res.failures) console.log(`     ${f}`);
@@ -601,6 +674,7 @@ console.log(
       "attn err",
       "e2e err",
       "graph",
+      "persistent",
       "result",
     ],
     results.map((r) => [
@@ -613,6 +687,7 @@ console.log(
       r.attentionError.toExponential(2),
       r.endToEndError.toExponential(2),
       r.graphError === null ? "-" : r.graphError.toExponential(2),
+      r.persistentError === null ? "-" : r.persistentError.toExponential(2),
       r.failures.length === 0 ? "pass" : "FAIL",
     ]),
   ),
@@ -625,7 +700,9 @@ console.log(
     }, ` +
     `worst selection agreement ${
       (Math.min(...results.map((r) => r.selectionAgreement)) * 100).toFixed(2)
-    }%; seed ${seed}`,
+    }%; persistent step checked in ${
+      results.filter((r) => r.persistentError !== null).length
+    } cases; seed ${seed}`,
 );
 let prefillOk = true;
 if (!args.case) {
