@@ -6,9 +6,9 @@
  *   append -> score -> select -> resolve -> sparse attention ┐
  *                                           dense attention  ├-> merge
  *
- * At batch <= 4 (PlanOptions.persistentStep, $DS_PERSISTENT) a step whose every sequence is routed
- * sparse runs score -> select -> resolve -> sparse -> merge as one cooperative launch instead
- * (src/runtime/persistent_step.ts).
+ * Asked for (PlanOptions.persistentStep, $DS_PERSISTENT; off by default: it measured slower), a
+ * step whose every sequence is routed sparse runs score -> select -> resolve -> sparse -> merge as
+ * one cooperative launch instead (src/runtime/persistent_step.ts).
  *
  * Every sequence takes its route in the same step: the sparse kernels skip sequences routed
  * dense and the dense kernel skips those routed sparse (`routes` on the device). Grid shapes
@@ -93,8 +93,8 @@ export interface PlanOptions {
   /**
    * Run a step whose every sequence is routed sparse as the persistent step (one cooperative
    * launch; src/runtime/persistent_step.ts): true at any batch, false never. Default: $DS_PERSISTENT
-   * (auto | 1 | 0), else auto = at batch <= 4. Never with sortedSelection (offload sorts the
-   * selection between top-k and attention).
+   * (auto = at batch <= 4 | 1 | 0), else off (0.52x-0.81x of the chain on an H100). Never with
+   * sortedSelection (offload sorts the selection between top-k and attention).
    */
   readonly persistentStep?: boolean;
 }

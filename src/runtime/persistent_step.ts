@@ -7,7 +7,9 @@
  * launch, ramp-up and tail.
  *
  * `DS_PERSISTENT` (auto = batch <= PERSISTENT_MAX_BATCH | 1 | 0, also on | off) overrides the
- * default, auto; PlanOptions.persistentStep overrides both. Pure (no FFI): tested on the CPU.
+ * default, off: on an H100 the persistent step measured 0.52x-0.81x of the chain at batch 1-4
+ * (docs/perf-notes.md), so it stays an experiment. PlanOptions.persistentStep overrides both.
+ * Pure (no FFI): tested on the CPU.
  */
 import { UsageError } from "../util/errors.ts";
 import { parseSwitchChoice, type SwitchChoice } from "./switch_choice.ts";
@@ -15,7 +17,7 @@ import { parseSwitchChoice, type SwitchChoice } from "./switch_choice.ts";
 /** What a caller asks for: on (any batch), off, or auto (batch <= PERSISTENT_MAX_BATCH). */
 export type PersistentChoice = SwitchChoice;
 export const PERSISTENT_ENV = "DS_PERSISTENT";
-export const PERSISTENT_DEFAULT: PersistentChoice = "auto";
+export const PERSISTENT_DEFAULT: PersistentChoice = "off";
 /** Largest batch "auto" runs persistent: issue 15 item 1's small-batch range. */
 export const PERSISTENT_MAX_BATCH = 4;
 /**
