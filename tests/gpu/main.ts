@@ -48,6 +48,7 @@ import { runPrefillChecks } from "./prefill.ts";
 import { runGemmChecks } from "./gemm.ts";
 import { runTokenChoiceChecks } from "./token_choice.ts";
 import { runOffloadChecks } from "./offload.ts";
+import { persistentWanted } from "../../src/runtime/persistent_step.ts";
 
 interface Case {
   readonly name: string;
@@ -346,7 +347,11 @@ async function runCase(c: Case): Promise<CaseResult> {
     pageTable: ref0.pages,
   });
   cache.layers.forEach((l, i) => l.setChannels(channels[i], stream));
-  using plan = new DecodePlan(cuda, variant, cache, stream);
+  // The persistent step is off by default (measured slower); the grid still runs it at batch <= 4
+  // (attention() then takes it, and the persistent check compares it with the chain's launches).
+  using plan = new DecodePlan(cuda, variant, cache, stream, {
+    persistentStep: persistentWanted("auto", B),
+  });
 
   // Prefill L-1 tokens per sequence through the bulk (row) append.
   const rowSeq: number[] = [], rowPos: number[] = [];
