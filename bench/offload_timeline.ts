@@ -34,9 +34,9 @@ const { values: args } = openCommand({
     layers: { type: "string", default: "4" },
   },
 });
-const batch = intFlag("--batch", args.batch, { min: 1, max: 16 });
-const L = intFlag("--context", args.context, { min: 1024 });
-const shown = intFlag("--layers", args.layers, { min: 0, max: C.numLayers });
+const batch = intFlag("batch", args.batch, { min: 1, max: 16 });
+const L = intFlag("context", args.context, { min: 1024 });
+const shown = intFlag("layers", args.layers, { min: 0, max: C.numLayers });
 const cuda = requireGpu("bench/offload_timeline.ts");
 using util = new UtilKernels(cuda, "fp16");
 const maxContext = L + 64;

@@ -47,7 +47,7 @@ const { values: args } = openCommand({
 const LEVERS = { pdl: "PDL", persistent: "persistent step" } as const;
 type Lever = keyof typeof LEVERS;
 const lever = (args.lever ?? "pdl") as Lever;
-if (!(lever in LEVERS)) {
+if (!Object.hasOwn(LEVERS, lever)) {
   throw new UsageError(
     `--lever: got ${JSON.stringify(args.lever)}; allowed: ${Object.keys(LEVERS).join(", ")}`,
   );
