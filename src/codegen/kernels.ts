@@ -511,7 +511,7 @@ export interface Tuning {
   readonly prefillWgmmaStages: number;
   /** wgmma body: grid (heads, tiles) instead of (tiles, heads). */
   readonly prefillWgmmaHeadsFastest: boolean;
-  /** wgmma body: the two consumer warpgroups take turns issuing their MMAs (mbar, ws). */
+  /** wgmma body: the two consumer warpgroups take turns issuing their MMAs (mbar, ws, tma). */
   readonly prefillWgmmaPingpong: boolean;
   /** wgmma body: dynamic shared memory (Q tile, the K and V rings, 1024 bytes of alignment). */
   readonly prefillWgmmaSharedBytes: number;

@@ -3,14 +3,15 @@
  * the K/V tiles are loaded and handed to the MMA warps (`schedule`, see
  * templates/prefill_wgmma.cuh.hbs), the depth of the K and V rings (`stages`) and the grid order
  * (`headsFastest`). A name is `<schedule>[<stages>][-h]`:
- *   sync    the consumer warps load one tile ahead, one CTA barrier per tile (2 slots; the default)
+ *   sync    the consumer warps load one tile ahead, one CTA barrier per tile (2 slots)
  *   mbar3   the consumer warps load 2 tiles ahead; per-slot full/empty mbarriers, no CTA barrier
  *   ws3     a producer warpgroup loads (setmaxnreg), two consumer warpgroups compute; mbarriers
  *   tma3    as ws3, but one producer thread issues TMA bulk tensor copies of whole pages (the K/V
  *           pools' tensor maps: src/runtime/kv_tensor_maps.ts); page sizes 8 and up
  *   ...-p   pingpong (mbar, ws, tma): one warpgroup's softmax runs under the other's MMAs (FA3)
  *   ...-h   grid (heads, tiles): the query heads of one kv group run side by side
- * Pure (no FFI): tested on the CPU.
+ * The default is tma3, mbar3 where the page size is below 8 (DEFAULT_WGMMA_VARIANT,
+ * defaultWgmmaVariant). Pure (no FFI): tested on the CPU.
  */
 import type { Tuning } from "./kernels.ts";
 import { UsageError } from "../util/errors.ts";
@@ -102,7 +103,7 @@ export function parseWgmmaVariant(name: string, source: string): WgmmaVariant {
   return { schedule, stages, headsFastest: m[4] !== undefined, pingpong };
 }
 
-/** The canonical name of a variant (stages written unless it is the schedule's default). */
+/** The canonical name of a variant (stages written, except for sync's fixed 2). */
 export function wgmmaVariantName(v: WgmmaVariant): string {
   const stages = v.stages === DEFAULT_STAGES[v.schedule] && v.schedule === "sync"
     ? ""

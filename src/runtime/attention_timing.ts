@@ -106,7 +106,7 @@ export interface StepTimingOptions {
   readonly dense?: boolean;
   /** Programmatic Dependent Launch on or off (default: the plan's, i.e. $DS_PDL, else off). */
   readonly programmaticLaunch?: boolean;
-  /** The persistent step on or off (default: the plan's, i.e. $DS_PERSISTENT, else auto). */
+  /** The persistent step on or off (default: the plan's, i.e. $DS_PERSISTENT, else off). */
   readonly persistentStep?: boolean;
 }
 

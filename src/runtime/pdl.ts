@@ -9,8 +9,8 @@
  * launches into graphs (12.3, where graph edges gained their programmatic port).
  *
  * `DS_PDL` (auto = on where supported | 1 | 0, also on | off) overrides the default, off (it
- * measured 0.93x-1.05x); asking for it where it cannot run is an error, never a silent fallback. Pure (no FFI): tested on the
- * CPU.
+ * measured 0.93x-1.05x); asking for it where it cannot run is an error, never a silent fallback.
+ * Pure (no FFI): tested on the CPU.
  */
 import { UsageError } from "../util/errors.ts";
 import { parseSwitchChoice, type SwitchChoice } from "./switch_choice.ts";
