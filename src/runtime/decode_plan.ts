@@ -227,12 +227,16 @@ export class DecodePlan implements Disposable {
       : opts.persistentStep
       ? "on"
       : "off";
+    // Where the choice came from, as errors name it.
+    const persistentSource = opts.persistentStep === undefined
+      ? `$${PERSISTENT_ENV}`
+      : "options.persistentStep";
     if (persistentChoice === "on" && opts.sortedSelection) {
       throw new ArgumentError(
         "DecodePlan",
-        "options.persistentStep",
-        true,
-        "false with sortedSelection (the persistent step does not sort the selection)",
+        persistentSource,
+        opts.persistentStep ?? Deno.env.get(PERSISTENT_ENV),
+        "off with sortedSelection (offload; the persistent step does not sort the selection)",
       );
     }
     if (persistentWanted(persistentChoice, this.batch) && !opts.sortedSelection) {
@@ -240,7 +244,7 @@ export class DecodePlan implements Disposable {
       this.persistentGrid = persistentGrid(
         cuda.info.multiprocessors,
         kernel.maxActiveBlocksPerMultiprocessor(t.attentionThreads),
-        opts.persistentStep === undefined ? `$${PERSISTENT_ENV}` : "options.persistentStep",
+        persistentSource,
       );
       this.persistentSplits = persistentSplits(
         this.persistentGrid,

@@ -14,8 +14,8 @@
  * 19.7-20.2 ms for every cap: 8 blocks still fill PCIe (one block has threads x unroll x 16 bytes
  * = 32 KiB of reads in flight; 50 GB/s over a few microseconds of latency needs a few hundred KiB).
  *
- * The cap comes from the caller (OffloadPlan: a quarter of the SMs, 33 on an H100), else
- * DS_GATHER_BLOCKS (read here and nowhere else; 0 = one lane per chunk, for measurements).
+ * The cap is DS_GATHER_BLOCKS where set (read here and nowhere else; 0 = one lane per chunk, for
+ * measurements), else the caller's default (OffloadPlan: a quarter of the SMs, 33 on an H100).
  */
 import type { Dim3 } from "../codegen/kernel_api.ts";
 import { InputError } from "../util/errors.ts";
