@@ -57,6 +57,7 @@ export interface TuningInfo {
   readonly prefillWgmmaStages: number;
   readonly prefillWgmmaHeadsFastest: boolean;
   readonly prefillWgmmaPingpong: boolean;
+  readonly prefillWgmmaLazyRescale: boolean;
   readonly prefillWgmmaSharedBytes: number;
   readonly mergeUnroll: number;
   readonly sortThreads: number;

@@ -151,28 +151,59 @@ Deno.test("parseWgmmaVariant: schedule, stages (default per schedule) and grid o
     stages: 2,
     headsFastest: false,
     pingpong: false,
+    lazyRescale: false,
   });
   assert.deepEqual(parseWgmmaVariant("mbar3-h", "x"), {
     schedule: "mbar",
     stages: 3,
     headsFastest: true,
     pingpong: false,
+    lazyRescale: false,
   });
   assert.deepEqual(parseWgmmaVariant("ws-p-h", "x"), {
     schedule: "ws",
     stages: 3,
     headsFastest: true,
     pingpong: true,
+    lazyRescale: false,
   });
   assert.deepEqual(parseWgmmaVariant("tma-p", "x"), {
     schedule: "tma",
     stages: 3,
     headsFastest: false,
     pingpong: true,
+    lazyRescale: false,
+  });
+  assert.deepEqual(parseWgmmaVariant("tma3-r", "x"), {
+    schedule: "tma",
+    stages: 3,
+    headsFastest: false,
+    pingpong: false,
+    lazyRescale: true,
+  });
+  assert.deepEqual(parseWgmmaVariant("mbar2-p-r-h", "x"), {
+    schedule: "mbar",
+    stages: 2,
+    headsFastest: true,
+    pingpong: true,
+    lazyRescale: true,
   });
   assert.deepEqual(parseWgmmaVariant(" MBAR2 ", "x").stages, 2);
   for (
-    const bad of ["", "ws5", "pingpong", "sync3", "mbar-x", "sync-p", "ws3-h-p", "tma5", "tma3-x"]
+    const bad of [
+      "",
+      "ws5",
+      "pingpong",
+      "sync3",
+      "mbar-x",
+      "sync-p",
+      "ws3-h-p",
+      "tma5",
+      "tma3-x",
+      "tma3-r-p",
+      "tma3-h-r",
+      "tma3-r-r",
+    ]
   ) {
     assert.throws(() => parseWgmmaVariant(bad, "--wgmma-variants"), (e: unknown) => {
       assert.ok(e instanceof UsageError);
@@ -285,6 +316,26 @@ Deno.test("the rendered wgmma body carries the variant's schedule, stages and gr
   assert.match(
     tma,
     /cp\.async\.bulk\.tensor\.2d\.shared::cluster\.global\.mbarrier::complete_tx::bytes/,
+  );
+});
+
+Deno.test("-r renders LAZY_RESCALE: O's rescale behind a warp vote, the default without it", () => {
+  const base = tuningFor(spec(128));
+  assert.equal(base.prefillWgmmaLazyRescale, false);
+  const src = (t: typeof base) =>
+    renderKernels(spec(128), t).find((k) => k.id === "prefill")!.source;
+  const lazy = withWgmmaVariant(base, spec(128), "tma3-r", "x");
+  assert.equal(lazy.prefillWgmmaLazyRescale, true);
+  assert.equal(wgmmaVariantOf(lazy), "tma3-r");
+  assert.equal(choosePrefillBody("wgmma", lazy, HOPPER).wgmmaVariant, "tma3-r");
+  // Only the flag differs from tma3: same threads, stages and shared memory.
+  assert.deepEqual({ ...lazy, prefillWgmmaLazyRescale: false }, base);
+  assert.match(src(base), /constexpr bool LAZY_RESCALE = false;/);
+  assert.match(src(lazy), /constexpr bool LAZY_RESCALE = true;/);
+  // The skip is one branch on a warp vote over both of the thread's row factors.
+  assert.match(
+    src(lazy),
+    /if constexpr \(LAZY_RESCALE\) \{\s*if \(!__any_sync\(0xffffffffu, alpha\[0\] != 1\.f \|\| alpha\[1\] != 1\.f\)\) return;/,
   );
 });
 

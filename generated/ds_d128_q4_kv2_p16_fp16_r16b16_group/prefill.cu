@@ -262,12 +262,17 @@ DS_INLINE u32 pack2(float lo, float hi) {
 // hands the turn over), so one warpgroup's softmax runs while the other's MMAs hold the tensor cores.
 // HEADS_FASTEST: the grid is (heads, tiles) instead of (tiles, heads), so the GROUP_SIZE query heads
 // of one kv head run side by side and read the same K/V tiles from L2 at about the same time.
+// LAZY_RESCALE: a warp multiplies O by the factors exp2(m_old - m_new) of its 16 rows only when one
+// of them is not 1 (a row max moved); after the first tiles of a long row most tiles move none, and
+// a multiply by 1 changes nothing, so the output is the same bit for bit. The vote keeps the branch
+// uniform per warp (no divergence next to the warp-synchronous wgmma instructions).
 #if !defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #error "DS_PREFILL_WGMMA needs --gpu-architecture=sm_90a (wgmma.mma_async)"
 #endif
 constexpr int SCHEDULE = 3;
 constexpr bool HEADS_FASTEST = false;
 constexpr bool PINGPONG = false;
+constexpr bool LAZY_RESCALE = false;
 constexpr int PREFILL_THREADS = 384;
 constexpr int PRODUCER_THREADS = SCHEDULE >= 2 ? 128 : 0;
 constexpr int CONSUMER_THREADS = PREFILL_THREADS - PRODUCER_THREADS;
@@ -492,6 +497,9 @@ DS_INLINE void pack_p(const float (&s)[KEY_TILE / 2], u32 (&p)[KEY_TILE / 16][4]
 }
 
 DS_INLINE void rescale_o(float (&o)[HEAD_DIM / 2], const float (&alpha)[2]) {
+  if constexpr (LAZY_RESCALE) {
+    if (!__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) return;
+  }
 #pragma unroll
   for (int i = 0; i < HEAD_DIM / 2; i++) o[i] *= alpha[(i >> 1) & 1];
 }

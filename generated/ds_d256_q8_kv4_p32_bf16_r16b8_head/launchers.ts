@@ -38,6 +38,7 @@ export const tuning = {
   prefillWgmmaStages: 2,
   prefillWgmmaHeadsFastest: false,
   prefillWgmmaPingpong: false,
+  prefillWgmmaLazyRescale: false,
   prefillWgmmaSharedBytes: 295936,
   mergeUnroll: 4,
   sortThreads: 1024,

@@ -513,6 +513,11 @@ export interface Tuning {
   readonly prefillWgmmaHeadsFastest: boolean;
   /** wgmma body: the two consumer warpgroups take turns issuing their MMAs (mbar, ws, tma). */
   readonly prefillWgmmaPingpong: boolean;
+  /**
+   * wgmma body: a warp rescales O only when the running max of one of its rows changed (the factor
+   * is then not 1); the other tiles skip the multiply, which by 1 would change nothing.
+   */
+  readonly prefillWgmmaLazyRescale: boolean;
   /** wgmma body: dynamic shared memory (Q tile, the K and V rings, 1024 bytes of alignment). */
   readonly prefillWgmmaSharedBytes: number;
   /** Unroll of the merge kernel's loops over the splits (loads in flight per thread). */
@@ -612,6 +617,7 @@ export function tuningFor(spec: AttentionSpec): Tuning {
     prefillWgmmaStages: 2,
     prefillWgmmaHeadsFastest: false,
     prefillWgmmaPingpong: false,
+    prefillWgmmaLazyRescale: false,
     prefillWgmmaSharedBytes: wgmmaSharedBytes(
       spec.headDim,
       prefillWgmmaThreads,

@@ -2,13 +2,15 @@
  * Named variants of the prefill kernel's sm_90a (wgmma) body, for side-by-side measurement: how
  * the K/V tiles are loaded and handed to the MMA warps (`schedule`, see
  * templates/prefill_wgmma.cuh.hbs), the depth of the K and V rings (`stages`) and the grid order
- * (`headsFastest`). A name is `<schedule>[<stages>][-h]`:
+ * (`headsFastest`), and whether O is rescaled only when a row max moved (`lazyRescale`). A name is
+ * `<schedule>[<stages>][-p][-r][-h]`:
  *   sync    the consumer warps load one tile ahead, one CTA barrier per tile (2 slots)
  *   mbar3   the consumer warps load 2 tiles ahead; per-slot full/empty mbarriers, no CTA barrier
  *   ws3     a producer warpgroup loads (setmaxnreg), two consumer warpgroups compute; mbarriers
  *   tma3    as ws3, but one producer thread issues TMA bulk tensor copies of whole pages (the K/V
  *           pools' tensor maps: src/runtime/kv_tensor_maps.ts); page sizes 8 and up
  *   ...-p   pingpong (mbar, ws, tma): one warpgroup's softmax runs under the other's MMAs (FA3)
+ *   ...-r   a warp skips the O rescale of a tile when the max of none of its rows changed
  *   ...-h   grid (heads, tiles): the query heads of one kv group run side by side
  * The default is tma3, mbar3 where the page size is below 8 (DEFAULT_WGMMA_VARIANT,
  * defaultWgmmaVariant). Pure (no FFI): tested on the CPU.
@@ -55,6 +57,7 @@ export const WGMMA_VARIANTS: readonly string[] = [
   "tma3",
   "tma3-p",
   "tma3-h",
+  "tma3-r",
 ];
 
 /** A parsed variant name. */
@@ -67,6 +70,8 @@ export interface WgmmaVariant {
   readonly headsFastest: boolean;
   /** The two consumer warpgroups take turns issuing their MMAs. */
   readonly pingpong: boolean;
+  /** A warp multiplies O by the rescale factors only when one of them is not 1. */
+  readonly lazyRescale: boolean;
 }
 
 const DEFAULT_STAGES: Readonly<Record<WgmmaSchedule, number>> = {
@@ -81,8 +86,9 @@ export const hasProducerWarpgroup = (s: WgmmaSchedule): boolean => s === "ws" ||
 
 /** `name` as a variant; `source` names where it came from (a flag, the environment variable). */
 export function parseWgmmaVariant(name: string, source: string): WgmmaVariant {
-  const m = /^(sync|mbar|ws|tma)([2-4])?(-p)?(-h)?$/.exec(name.trim().toLowerCase());
-  const allowed = "<sync|mbar|ws|tma>[2-4][-p][-h], e.g. sync, sync-h, mbar3, ws3-p-h, tma3";
+  const m = /^(sync|mbar|ws|tma)([2-4])?(-p)?(-r)?(-h)?$/.exec(name.trim().toLowerCase());
+  const allowed =
+    "<sync|mbar|ws|tma>[2-4][-p][-r][-h], e.g. sync, sync-h, mbar3, ws3-p-h, tma3, tma3-r";
   if (!m) {
     throw new UsageError(`${source}: got ${JSON.stringify(name)}; allowed: ${allowed}`);
   }
@@ -100,7 +106,13 @@ export function parseWgmmaVariant(name: string, source: string): WgmmaVariant {
         "keeps both warpgroups in lockstep)",
     );
   }
-  return { schedule, stages, headsFastest: m[4] !== undefined, pingpong };
+  return {
+    schedule,
+    stages,
+    headsFastest: m[5] !== undefined,
+    pingpong,
+    lazyRescale: m[4] !== undefined,
+  };
 }
 
 /** The canonical name of a variant (stages written, except for sync's fixed 2). */
@@ -108,7 +120,10 @@ export function wgmmaVariantName(v: WgmmaVariant): string {
   const stages = v.stages === DEFAULT_STAGES[v.schedule] && v.schedule === "sync"
     ? ""
     : String(v.stages);
-  return `${v.schedule}${stages}${v.pingpong ? "-p" : ""}${v.headsFastest ? "-h" : ""}`;
+  const suffixes = `${v.pingpong ? "-p" : ""}${v.lazyRescale ? "-r" : ""}${
+    v.headsFastest ? "-h" : ""
+  }`;
+  return `${v.schedule}${stages}${suffixes}`;
 }
 
 /**
@@ -202,6 +217,7 @@ export function withWgmmaVariant(
     prefillWgmmaStages: v.stages,
     prefillWgmmaHeadsFastest: v.headsFastest,
     prefillWgmmaPingpong: v.pingpong,
+    prefillWgmmaLazyRescale: v.lazyRescale,
     prefillWgmmaThreads: wgmmaThreads(consumers, v.schedule),
     prefillWgmmaSharedBytes: shared,
   };
@@ -222,4 +238,5 @@ export const wgmmaVariantOf = (t: Tuning): string =>
     stages: t.prefillWgmmaStages,
     headsFastest: t.prefillWgmmaHeadsFastest,
     pingpong: t.prefillWgmmaPingpong,
+    lazyRescale: t.prefillWgmmaLazyRescale,
   });

@@ -163,11 +163,15 @@ export interface TemplateContext extends DtypeContext {
     readonly wgmma: boolean;
     readonly wgmmaThreads: number;
     readonly wgmmaKeyTile: number;
-    /** The template's SCHEDULE (0 sync, 1 mbar, 2 ws), ring depth, grid order and pingpong. */
+    /**
+     * The template's SCHEDULE (0 sync, 1 mbar, 2 ws, 3 tma), ring depth, grid order, pingpong and
+     * lazy rescale.
+     */
     readonly wgmmaSchedule: number;
     readonly wgmmaStages: number;
     readonly wgmmaHeadsFastest: CBool;
     readonly wgmmaPingpong: CBool;
+    readonly wgmmaLazyRescale: CBool;
     /** The inline-PTX wgmma wrappers of the body (src/codegen/wgmma.ts); empty without it. */
     readonly wgmmaWrappers: string;
     readonly headDim: number;
@@ -216,6 +220,7 @@ export function templateContext(spec: AttentionSpec, tuning: Tuning): TemplateCo
       wgmmaStages: tuning.prefillWgmmaStages,
       wgmmaHeadsFastest: cBool(tuning.prefillWgmmaHeadsFastest),
       wgmmaPingpong: cBool(tuning.prefillWgmmaPingpong),
+      wgmmaLazyRescale: cBool(tuning.prefillWgmmaLazyRescale),
       wgmmaWrappers: tuning.prefillWgmma
         ? wgmmaWrappers(mmaType, tuning.prefillWgmmaKeyTile, spec.headDim)
         : "",

@@ -93,6 +93,7 @@ export function choosePrefillBody(
     | "prefillWgmmaStages"
     | "prefillWgmmaHeadsFastest"
     | "prefillWgmmaPingpong"
+    | "prefillWgmmaLazyRescale"
   >,
   target: PrefillTarget,
 ): PrefillBodyPlan {
@@ -127,6 +128,7 @@ export function choosePrefillBody(
       stages: tuning.prefillWgmmaStages,
       headsFastest: tuning.prefillWgmmaHeadsFastest,
       pingpong: tuning.prefillWgmmaPingpong,
+      lazyRescale: tuning.prefillWgmmaLazyRescale,
     }),
     headsFastest: tuning.prefillWgmmaHeadsFastest,
     kvTensorMaps: tuning.prefillWgmmaSchedule === "tma",
