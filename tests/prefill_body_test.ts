@@ -214,9 +214,11 @@ Deno.test("parseWgmmaVariant: schedule, stages (default per schedule) and grid o
 });
 
 Deno.test("the default tuning is tma3 where TMA copies the pages, else mbar3 (docs/perf-notes.md)", () => {
-  assert.equal(DEFAULT_WGMMA_VARIANT, "tma3");
+  assert.equal(DEFAULT_WGMMA_VARIANT, "tma3-r");
   assert.equal(FALLBACK_WGMMA_VARIANT, "mbar3");
-  for (const [pageSize, want] of [[16, "tma3"], [64, "tma3"], [8, "tma3"], [4, "mbar3"]] as const) {
+  for (
+    const [pageSize, want] of [[16, "tma3-r"], [64, "tma3-r"], [8, "tma3-r"], [4, "mbar3"]] as const
+  ) {
     const s = defineAttention({ ...specInput(128), pageSize });
     const base = tuningFor(s);
     assert.equal(wgmmaVariantOf(base), want, `page size ${pageSize}`);
@@ -319,18 +321,20 @@ Deno.test("the rendered wgmma body carries the variant's schedule, stages and gr
   );
 });
 
-Deno.test("-r renders LAZY_RESCALE: O's rescale behind a warp vote, the default without it", () => {
+Deno.test("-r renders LAZY_RESCALE: O's rescale behind a warp vote (the default), tma3 without it", () => {
   const base = tuningFor(spec(128));
-  assert.equal(base.prefillWgmmaLazyRescale, false);
+  assert.equal(base.prefillWgmmaLazyRescale, true); // the default is tma3-r
   const src = (t: typeof base) =>
     renderKernels(spec(128), t).find((k) => k.id === "prefill")!.source;
+  const eager = withWgmmaVariant(base, spec(128), "tma3", "x");
   const lazy = withWgmmaVariant(base, spec(128), "tma3-r", "x");
+  assert.equal(eager.prefillWgmmaLazyRescale, false);
   assert.equal(lazy.prefillWgmmaLazyRescale, true);
   assert.equal(wgmmaVariantOf(lazy), "tma3-r");
   assert.equal(choosePrefillBody("wgmma", lazy, HOPPER).wgmmaVariant, "tma3-r");
   // Only the flag differs from tma3: same threads, stages and shared memory.
-  assert.deepEqual({ ...lazy, prefillWgmmaLazyRescale: false }, base);
-  assert.match(src(base), /constexpr bool LAZY_RESCALE = false;/);
+  assert.deepEqual({ ...lazy, prefillWgmmaLazyRescale: false }, eager);
+  assert.match(src(eager), /constexpr bool LAZY_RESCALE = false;/);
   assert.match(src(lazy), /constexpr bool LAZY_RESCALE = true;/);
   // The skip is one branch on a warp vote over both of the thread's row factors.
   assert.match(

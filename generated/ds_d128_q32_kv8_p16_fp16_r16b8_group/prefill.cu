@@ -272,7 +272,7 @@ DS_INLINE u32 pack2(float lo, float hi) {
 constexpr int SCHEDULE = 3;
 constexpr bool HEADS_FASTEST = false;
 constexpr bool PINGPONG = false;
-constexpr bool LAZY_RESCALE = false;
+constexpr bool LAZY_RESCALE = true;
 constexpr int PREFILL_THREADS = 384;
 constexpr int PRODUCER_THREADS = SCHEDULE >= 2 ? 128 : 0;
 constexpr int CONSUMER_THREADS = PREFILL_THREADS - PRODUCER_THREADS;

@@ -12,7 +12,7 @@
  *   ...-p   pingpong (mbar, ws, tma): one warpgroup's softmax runs under the other's MMAs (FA3)
  *   ...-r   a warp skips the O rescale of a tile when the max of none of its rows changed
  *   ...-h   grid (heads, tiles): the query heads of one kv group run side by side
- * The default is tma3, mbar3 where the page size is below 8 (DEFAULT_WGMMA_VARIANT,
+ * The default is tma3-r, mbar3 where the page size is below 8 (DEFAULT_WGMMA_VARIANT,
  * defaultWgmmaVariant). Pure (no FFI): tested on the CPU.
  */
 import type { Tuning } from "./kernels.ts";
@@ -32,10 +32,11 @@ export const WGMMA_SCHEDULE_CODE: Readonly<Record<WgmmaSchedule, number>> = {
 /**
  * The wgmma body's variant in every tuning (tuningFor) and so in the committed sources, where the
  * spec's pages fit TMA boxes (defaultWgmmaVariant): switching the default after a measurement is
- * this one line (then `deno task gen`, UPDATE_GOLDEN=1). tma3 measured 455-464 TFLOP/s against
+ * this one line (then `deno task gen`, UPDATE_GOLDEN=1). tma3-r measured 466-481 TFLOP/s against
+ * tma3's 448-464 in one H100 call, and tma3 455-464 TFLOP/s against
  * mbar3's 392-400 in the same call (docs/perf-notes.md, entry 10).
  */
-export const DEFAULT_WGMMA_VARIANT = "tma3";
+export const DEFAULT_WGMMA_VARIANT = "tma3-r";
 /** The default where TMA cannot copy the pages (page size below 8): the fastest cp.async variant. */
 export const FALLBACK_WGMMA_VARIANT = "mbar3";
 /** The environment variable that picks the wgmma variant where the caller does not. */
