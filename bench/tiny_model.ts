@@ -4,9 +4,10 @@
  * selection, 16 label channels at 16 bits, budget 1/16, layers 0 and 1 dense).
  */
 import { join } from "node:path";
-import { type AttentionSpec, defineAttention } from "../src/dsl/spec.ts";
+import type { AttentionSpec } from "../src/dsl/spec.ts";
 import { type LoadedModel, loadModel } from "../src/checkpoint/weights.ts";
-import { type ChannelConfig, readChannelConfig } from "../src/quality/channel_config.ts";
+import type { ChannelConfig } from "../src/quality/channel_config.ts";
+import { specForModelFile } from "../src/quality/model_spec.ts";
 
 export interface TinyBench {
   readonly model: LoadedModel;
@@ -19,22 +20,16 @@ export interface TinyBench {
 
 export async function loadTinyBench(root: string): Promise<TinyBench> {
   const model = await loadModel(join(root, "examples/models/tiny-code-llama-8k"));
-  const c = model.config;
   const text = Deno.readFileSync(join(root, "examples/data/python-heldout.txt"));
-  const channels = await readChannelConfig(
+  const { spec, channels } = await specForModelFile(
+    model.config,
     join(root, "examples", "data", "tiny-code-llama-8k-qk-channels.json"),
-    { numLayers: c.numLayers, numHeads: c.numHeads, numKvHeads: c.numKvHeads, headDim: c.headDim },
+    {
+      labels: { channels: 16, bits: 16 },
+      selection: "head",
+      budget: { ratio: 1 / 16, min: 16 },
+      denseLayers: [0, 1],
+    },
   );
-  const spec = defineAttention({
-    headDim: c.headDim,
-    numQHeads: c.numHeads,
-    numKvHeads: c.numKvHeads,
-    kvDtype: "fp16",
-    pageSize: 16,
-    labels: { channels: 16, bits: 16 },
-    selection: "head",
-    budget: { ratio: 1 / 16, min: 16 },
-    denseLayers: [0, 1],
-  });
   return { model, text, channels, spec };
 }
