@@ -19,6 +19,7 @@
  */
 import type { Dim3 } from "../codegen/kernel_api.ts";
 import { InputError } from "../util/errors.ts";
+import { envSetting } from "./env.ts";
 
 /** The environment variable that overrides the block cap (0: one lane per chunk). */
 export const GATHER_BLOCKS_ENV_VAR = "DS_GATHER_BLOCKS";
@@ -43,13 +44,8 @@ export function gatherGrid(
 
 /** DS_GATHER_BLOCKS, validated (an integer >= 0), or `fallback` when unset or empty. */
 export function gatherBlocksFromEnv(fallback: number): number {
-  let value: string | undefined;
-  try {
-    value = Deno.env.get(GATHER_BLOCKS_ENV_VAR);
-  } catch {
-    return fallback; // no --allow-env: nothing was asked for
-  }
-  if (value === undefined || value === "") return fallback;
+  const value = envSetting(GATHER_BLOCKS_ENV_VAR);
+  if (value === undefined) return fallback;
   const n = Number(value);
   if (!Number.isSafeInteger(n) || n < 0 || !/^\d+$/.test(value)) {
     throw new InputError(

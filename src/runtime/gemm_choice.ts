@@ -6,6 +6,7 @@
  * nowhere else), else cuBLAS.
  */
 import { ArgumentError, InputError } from "../util/errors.ts";
+import { envSetting } from "./env.ts";
 
 export const GEMM_BACKENDS = ["cublas", "builtin"] as const;
 export type GemmBackend = (typeof GEMM_BACKENDS)[number];
@@ -21,13 +22,8 @@ export const isGemmBackend = (v: unknown): v is GemmBackend =>
 
 /** DS_GEMM's value, validated; undefined when it is unset or empty. */
 export function gemmFromEnv(): GemmBackend | undefined {
-  let value: string | undefined;
-  try {
-    value = Deno.env.get(GEMM_ENV_VAR);
-  } catch {
-    return undefined; // no --allow-env: nothing was asked for
-  }
-  if (value === undefined || value === "") return undefined;
+  const value = envSetting(GEMM_ENV_VAR);
+  if (value === undefined) return undefined;
   if (!isGemmBackend(value)) {
     throw new InputError(
       `environment variable ${GEMM_ENV_VAR}`,
