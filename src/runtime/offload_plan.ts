@@ -516,7 +516,9 @@ export class OffloadPlan implements Disposable {
     const signature = dense ? "dense" : plan.routeSignature;
     const mark = (name: string) => this.timeline?.mark(name, layer, stream);
     mark("attn");
-    this.#startPrefetch(layer, stream); // issued by the previous layer in every step shape but this
+    // Normally issued at the end of the previous layer's attention; a caller that skipped that
+    // layer must not leave this one waiting on a done event of an earlier step.
+    this.#startPrefetch(layer, stream);
     if (signature !== "dense") {
       const p = this.predicts(layer) ? this.#predictor! : null;
       const prefetch = p?.prefetch[layer % 2] ?? null;
@@ -539,9 +541,9 @@ export class OffloadPlan implements Disposable {
     if (signature !== "sparse") plan.dense(layer, q, dense);
     plan.merge(out, dense, lseOut);
     mark("end");
-    // After this layer's own gather and attention: beside the output projection and MLP, whose
-    // GEMMs load through TMA and lose little to the gather's PCIe reads, where the attention and
-    // top-k kernels, loading through the SM's own load queues, ran 10-20x slower beside it.
+    // After this layer's own gather and attention, so the prefetch runs beside the output
+    // projection and MLP: issued earlier, the sparse attention beside it ran ~20x slower
+    // (bench/offload_timeline.ts; the GEMMs lose less, ~5 ms a step at B=1 64K: perf-notes).
     this.#startPrefetch(layer + 1, stream);
   }
 
@@ -582,8 +584,8 @@ export class OffloadPlan implements Disposable {
     plan.variant.launchers.launchGatherKv(
       plan.variant.slot("gather_kv"),
       // Heads fastest: the blocks running together read the same stretch of the sequence's pages
-      // (51 GB/s on an H100 against 17 GB/s chunk-fastest: bench/pcie_gather_probe.ts); capped
-      // near one wave so a side-stream gather leaves the SMs to the layer's kernels.
+      // (51 GB/s on an H100 against 17 GB/s chunk-fastest: bench/pcie_gather_probe.ts); few
+      // blocks, so a side-stream gather does not crowd the layer's kernels (gather_grid.ts).
       gatherGrid(
         plan.spec.numSelectionHeads,
         plan.selStride,
