@@ -19,7 +19,11 @@ import { intFlag, openCommand } from "../src/cli/front_door.ts";
 import { requireGpu } from "../src/runtime/device.ts";
 import { GpuDecoder } from "../src/decoding/gpu_decoder.ts";
 import type { OffloadOptions } from "../src/runtime/offload_plan.ts";
-import { offloadLayerTimes, StepTimeline } from "../src/runtime/step_timeline.ts";
+import {
+  type OffloadLayerTimes,
+  offloadLayerTimes,
+  StepTimeline,
+} from "../src/runtime/step_timeline.ts";
 import { UtilKernels } from "../src/runtime/util_kernels.ts";
 import { formatTextTable } from "../src/util/text_table.ts";
 import { LLAMA3_8B as C } from "./llama3_shape.ts";
@@ -50,6 +54,17 @@ const methods: [string, OffloadOptions][] = [
   ["offload + prediction", { mode: "selected", prediction: true }],
 ];
 const fmt = (x: number | null) => (x === null ? "-" : (1000 * x).toFixed(0));
+/** The table's columns after the layer: a name and the per-layer duration (ms) it shows. */
+type Column = readonly [string, (t: OffloadLayerTimes) => number | null];
+const COLUMNS: readonly Column[] = [
+  ["top-k", (t) => t.topKMs],
+  ["stall", (t) => t.stallMs],
+  ["gather", (t) => t.gatherMs],
+  ["attend", (t) => t.attendMs],
+  ["rest", (t) => t.betweenMs],
+  ["side top-k", (t) => t.sideTopKMs],
+  ["side gather", (t) => t.sideGatherMs],
+];
 for (const [method, offload] of methods) {
   using dec = await GpuDecoder.create(
     cuda,
@@ -73,46 +88,14 @@ for (const [method, offload] of methods) {
   dec.offload!.timeline = null;
   const marks = timeline.read();
   const times = offloadLayerTimes(marks);
-  const sum = (f: (t: (typeof times)[number]) => number | null) =>
-    times.reduce((n, t) => n + (f(t) ?? 0), 0);
   console.log(
     `\n${method}: graph step ${graphMs.toFixed(2)} ms (median of 5), eager step ${
       eagerMs.toFixed(2)
     } ms, marks span ${marks.at(-1)!.ms.toFixed(2)} ms`,
   );
-  const header = [
-    "layer",
-    "top-k µs",
-    "stall µs",
-    "gather µs",
-    "attend µs",
-    "rest µs",
-    "side top-k µs",
-    "side gather µs",
-  ];
-  const line = (t: (typeof times)[number]) => [
-    String(t.layer),
-    fmt(t.topKMs),
-    fmt(t.stallMs),
-    fmt(t.gatherMs),
-    fmt(t.attendMs),
-    fmt(t.betweenMs),
-    fmt(t.sideTopKMs),
-    fmt(t.sideGatherMs),
-  ];
-  console.log(formatTextTable(header, [
-    ...times.slice(0, shown).map(line),
-    [
-      "sum",
-      ...[
-        (t: (typeof times)[number]) => t.topKMs,
-        (t: (typeof times)[number]) => t.stallMs,
-        (t: (typeof times)[number]) => t.gatherMs,
-        (t: (typeof times)[number]) => t.attendMs,
-        (t: (typeof times)[number]) => t.betweenMs,
-        (t: (typeof times)[number]) => t.sideTopKMs,
-        (t: (typeof times)[number]) => t.sideGatherMs,
-      ].map((f) => fmt(sum(f))),
-    ],
+  const cells = (f: (c: Column) => string) => COLUMNS.map(f);
+  console.log(formatTextTable(["layer", ...cells(([name]) => `${name} µs`)], [
+    ...times.slice(0, shown).map((t) => [String(t.layer), ...cells(([, of]) => fmt(of(t)))]),
+    ["sum", ...cells(([, of]) => fmt(times.reduce((n, t) => n + (of(t) ?? 0), 0)))],
   ]));
 }
