@@ -58,6 +58,8 @@ export interface TuningInfo {
   readonly prefillWgmmaHeadsFastest: boolean;
   readonly prefillWgmmaPingpong: boolean;
   readonly prefillWgmmaLazyRescale: boolean;
+  readonly prefillWgmmaDoubleP: boolean;
+  readonly prefillWgmmaSplitProducer: boolean;
   readonly prefillWgmmaSharedBytes: number;
   readonly mergeUnroll: number;
   readonly sortThreads: number;

@@ -14,6 +14,7 @@ import {
   tmaBoxRows,
   WGMMA_VARIANTS,
   wgmmaSharedBytes,
+  wgmmaVariantName,
   wgmmaVariantOf,
   withWgmmaVariant,
 } from "../src/codegen/prefill_wgmma_variants.ts";
@@ -152,6 +153,8 @@ Deno.test("parseWgmmaVariant: schedule, stages (default per schedule) and grid o
     headsFastest: false,
     pingpong: false,
     lazyRescale: false,
+    doubleP: false,
+    splitProducer: false,
   });
   assert.deepEqual(parseWgmmaVariant("mbar3-h", "x"), {
     schedule: "mbar",
@@ -159,6 +162,8 @@ Deno.test("parseWgmmaVariant: schedule, stages (default per schedule) and grid o
     headsFastest: true,
     pingpong: false,
     lazyRescale: false,
+    doubleP: false,
+    splitProducer: false,
   });
   assert.deepEqual(parseWgmmaVariant("ws-p-h", "x"), {
     schedule: "ws",
@@ -166,6 +171,8 @@ Deno.test("parseWgmmaVariant: schedule, stages (default per schedule) and grid o
     headsFastest: true,
     pingpong: true,
     lazyRescale: false,
+    doubleP: false,
+    splitProducer: false,
   });
   assert.deepEqual(parseWgmmaVariant("tma-p", "x"), {
     schedule: "tma",
@@ -173,6 +180,8 @@ Deno.test("parseWgmmaVariant: schedule, stages (default per schedule) and grid o
     headsFastest: false,
     pingpong: true,
     lazyRescale: false,
+    doubleP: false,
+    splitProducer: false,
   });
   assert.deepEqual(parseWgmmaVariant("tma3-r", "x"), {
     schedule: "tma",
@@ -180,6 +189,8 @@ Deno.test("parseWgmmaVariant: schedule, stages (default per schedule) and grid o
     headsFastest: false,
     pingpong: false,
     lazyRescale: true,
+    doubleP: false,
+    splitProducer: false,
   });
   assert.deepEqual(parseWgmmaVariant("mbar2-p-r-h", "x"), {
     schedule: "mbar",
@@ -187,7 +198,19 @@ Deno.test("parseWgmmaVariant: schedule, stages (default per schedule) and grid o
     headsFastest: true,
     pingpong: true,
     lazyRescale: true,
+    doubleP: false,
+    splitProducer: false,
   });
+  assert.deepEqual(parseWgmmaVariant("tma3-r-d-s", "x"), {
+    schedule: "tma",
+    stages: 3,
+    headsFastest: false,
+    pingpong: false,
+    lazyRescale: true,
+    doubleP: true,
+    splitProducer: true,
+  });
+  assert.equal(wgmmaVariantName(parseWgmmaVariant("tma3-p-r-d-s-h", "x")), "tma3-p-r-d-s-h");
   assert.deepEqual(parseWgmmaVariant(" MBAR2 ", "x").stages, 2);
   for (
     const bad of [
@@ -203,6 +226,10 @@ Deno.test("parseWgmmaVariant: schedule, stages (default per schedule) and grid o
       "tma3-r-p",
       "tma3-h-r",
       "tma3-r-r",
+      "tma3-s-d",
+      "sync-d",
+      "mbar3-s",
+      "ws3-d-s",
     ]
   ) {
     assert.throws(() => parseWgmmaVariant(bad, "--wgmma-variants"), (e: unknown) => {
@@ -214,10 +241,13 @@ Deno.test("parseWgmmaVariant: schedule, stages (default per schedule) and grid o
 });
 
 Deno.test("the default tuning is tma3 where TMA copies the pages, else mbar3 (docs/perf-notes.md)", () => {
-  assert.equal(DEFAULT_WGMMA_VARIANT, "tma3-r");
+  assert.equal(DEFAULT_WGMMA_VARIANT, "tma3-r-s");
   assert.equal(FALLBACK_WGMMA_VARIANT, "mbar3");
   for (
-    const [pageSize, want] of [[16, "tma3-r"], [64, "tma3-r"], [8, "tma3-r"], [4, "mbar3"]] as const
+    const [pageSize, want] of [[16, "tma3-r-s"], [64, "tma3-r-s"], [8, "tma3-r-s"], [
+      4,
+      "mbar3",
+    ]] as const
   ) {
     const s = defineAttention({ ...specInput(128), pageSize });
     const base = tuningFor(s);
@@ -323,7 +353,7 @@ Deno.test("the rendered wgmma body carries the variant's schedule, stages and gr
 
 Deno.test("-r renders LAZY_RESCALE: O's rescale behind a warp vote (the default), tma3 without it", () => {
   const base = tuningFor(spec(128));
-  assert.equal(base.prefillWgmmaLazyRescale, true); // the default is tma3-r
+  assert.equal(base.prefillWgmmaLazyRescale, true); // the default is tma3-r-s
   const src = (t: typeof base) =>
     renderKernels(spec(128), t).find((k) => k.id === "prefill")!.source;
   const eager = withWgmmaVariant(base, spec(128), "tma3", "x");
@@ -350,4 +380,32 @@ Deno.test("prefillRuns: mma once, every other body once per wgmma variant", () =
     ["wgmma", "ws3"],
   ]);
   assert.deepEqual(prefillRuns(["auto"], []), [["auto", undefined]]);
+});
+
+Deno.test("-s renders SPLIT_PRODUCER (the default: K and V copies from two producer threads), -d DOUBLE_P", () => {
+  const base = tuningFor(spec(128));
+  assert.equal(wgmmaVariantOf(base), "tma3-r-s");
+  const src = (t: typeof base) =>
+    renderKernels(spec(128), t).find((k) => k.id === "prefill")!.source;
+  const one = withWgmmaVariant(base, spec(128), "tma3-r", "x");
+  const dbl = withWgmmaVariant(base, spec(128), "tma3-r-d", "x");
+  assert.equal(base.prefillWgmmaSplitProducer, true);
+  assert.equal(one.prefillWgmmaSplitProducer, false);
+  // Only the flags differ: same threads, stages and shared memory.
+  assert.deepEqual({ ...base, prefillWgmmaSplitProducer: false }, one);
+  assert.deepEqual({ ...one, prefillWgmmaDoubleP: true }, dbl);
+  assert.match(src(base), /constexpr bool SPLIT_PRODUCER = true;/);
+  assert.match(src(one), /constexpr bool SPLIT_PRODUCER = false;/);
+  assert.match(src(one), /constexpr bool DOUBLE_P = false;/);
+  assert.match(src(dbl), /constexpr bool DOUBLE_P = true;/);
+  // The K thread (warp 0) and the V thread (warp 1) each walk every tile.
+  assert.match(
+    src(base),
+    /if \(SPLIT_PRODUCER && pwarp == 0\) \{\s*for \(int t = 0; t < n; t\+\+\) tma_tile\(k_map/,
+  );
+  assert.match(
+    src(base),
+    /\} else if \(SPLIT_PRODUCER && pwarp == 1\) \{\s*for \(int t = 0; t < n; t\+\+\) copy_v\(t\);/,
+  );
+  assert.equal(choosePrefillBody("wgmma", base, HOPPER).wgmmaVariant, "tma3-r-s");
 });

@@ -262,6 +262,12 @@ DS_INLINE u32 pack2(float lo, float hi) {
 // hands the turn over), so one warpgroup's softmax runs while the other's MMAs hold the tensor cores.
 // HEADS_FASTEST: the grid is (heads, tiles) instead of (tiles, heads), so the GROUP_SIZE query heads
 // of one kv head run side by side and read the same K/V tiles from L2 at about the same time.
+// SPLIT_PRODUCER (tma): lane 0 of producer warp 0 issues the K copies and lane 0 of warp 1 the V
+//   copies. With one thread issuing K(t), V(t - 1), K(t + 1), ... in order, a copy that waits for
+//   its slot to empty holds back the next copy of the other ring: Nsight Compute put 14% of the
+//   consumers' warp samples on the wait for a full V slot; split, the kernel ran 1.4x faster.
+// DOUBLE_P: two P register buffers. Tile n's P goes to the buffer tile n - 2's PV read, so the wait
+//   for tile n - 1's PV moves into tile n + 1 (measured: no gain once the producer was split).
 // LAZY_RESCALE: a warp multiplies O by the factors exp2(m_old - m_new) of its 16 rows only when one
 // of them is not 1 (a row max moved); after the first tiles of a long row most tiles move none, and
 // a multiply by 1 changes nothing, so the output is the same bit for bit. The vote keeps the branch
@@ -273,6 +279,8 @@ constexpr int SCHEDULE = 3;
 constexpr bool HEADS_FASTEST = false;
 constexpr bool PINGPONG = false;
 constexpr bool LAZY_RESCALE = true;
+constexpr bool DOUBLE_P = false;
+constexpr bool SPLIT_PRODUCER = true;
 constexpr int PREFILL_THREADS = 384;
 constexpr int PRODUCER_THREADS = SCHEDULE >= 2 ? 128 : 0;
 constexpr int CONSUMER_THREADS = PREFILL_THREADS - PRODUCER_THREADS;
@@ -296,6 +304,8 @@ static_assert(SCHEDULE != 3 || (BOX_ROWS % 8 == 0 && KEY_TILE % BOX_ROWS == 0 &&
                                 (PAGE_SIZE <= KEY_TILE || PAGE_SIZE % KEY_TILE == 0)),
               "tma: page size below 8 or not a multiple/divisor of the key tile");
 static_assert(!PINGPONG || (SCHEDULE != 0 && WARPGROUPS == 2), "pingpong: two warpgroups, no CTA barrier");
+static_assert(!DOUBLE_P || SCHEDULE != 0, "double P: the mbar, ws or tma schedule (per-slot barriers)");
+static_assert(!SPLIT_PRODUCER || SCHEDULE == 3, "split producer: the tma schedule");
 
 template <int ACC>
 DS_INLINE void wgmma_qk(float (&d)[64], u64 a_desc, u64 b_desc);
@@ -635,22 +645,35 @@ extern "C" __global__ void __launch_bounds__(PREFILL_THREADS, 1) ds_d128_q32_kv3
       }
       mbar_arrive_cp_async(sm.full_q());
       if constexpr (SCHEDULE == 3) {
-        // One thread issues every copy; its warp then zeroes the last V tile's rows past `last`.
-        if (threadIdx.x < 32) {
-          const u64 k_map = reinterpret_cast<u64>(k_cache), v_map = reinterpret_cast<u64>(v_cache);
-          const int tail_row = last + 1 - (n - 1) * KEY_TILE;  // first row of V n - 1 to zero
-          const bool tail = tail_row < KEY_TILE;
-          if (lane == 0) {
-            prefetch_tensormap(k_map);
-            prefetch_tensormap(v_map);
+        // One thread issues every copy (SPLIT_PRODUCER: lane 0 of warp 0 the K copies, lane 0 of
+        // warp 1 the V copies, so neither waits behind the other's empty slot); the V thread's
+        // warp then zeroes the last V tile's rows past `last`.
+        const int pwarp = threadIdx.x / 32;
+        const u64 k_map = reinterpret_cast<u64>(k_cache), v_map = reinterpret_cast<u64>(v_cache);
+        const int tail_row = last + 1 - (n - 1) * KEY_TILE;  // first row of V n - 1 to zero
+        const bool tail = tail_row < KEY_TILE;
+        const auto copy_v = [&](int t) {
+          tma_tile(v_map, tk, t, sm.v_slot(t), t == n - 1 && tail ? sm.tail_v() : sm.full_v(t),
+                   sm.empty_v(t));
+        };
+        const int v_warp = SPLIT_PRODUCER ? 1 : 0;
+        if (lane == 0) {
+          if (pwarp == 0) prefetch_tensormap(k_map);
+          if (pwarp == v_warp) prefetch_tensormap(v_map);
+          if (SPLIT_PRODUCER && pwarp == 0) {
+            for (int t = 0; t < n; t++) tma_tile(k_map, tk, t, sm.k_slot(t), sm.full_k(t), sm.empty_k(t));
+          } else if (SPLIT_PRODUCER && pwarp == 1) {
+            for (int t = 0; t < n; t++) copy_v(t);
+          } else if (pwarp == 0) {
             tma_tile(k_map, tk, 0, sm.k_slot(0), sm.full_k(0), sm.empty_k(0));
             for (int t = 1; t < n; t++) {
               tma_tile(k_map, tk, t, sm.k_slot(t), sm.full_k(t), sm.empty_k(t));
-              tma_tile(v_map, tk, t - 1, sm.v_slot(t - 1), sm.full_v(t - 1), sm.empty_v(t - 1));
+              copy_v(t - 1);
             }
-            tma_tile(v_map, tk, n - 1, sm.v_slot(n - 1), tail ? sm.tail_v() : sm.full_v(n - 1),
-                     sm.empty_v(n - 1));
+            copy_v(n - 1);
           }
+        }
+        if (pwarp == v_warp) {
           __syncwarp();
           if (tail) {
             mbar_wait(sm.tail_v(), 0);
@@ -728,8 +751,10 @@ extern "C" __global__ void __launch_bounds__(PREFILL_THREADS, 1) ds_d128_q32_kv3
   float m_run[2] = {neg_inf(), neg_inf()}, l_run[2] = {0.f, 0.f};
 #pragma unroll
   for (int i = 0; i < HEAD_DIM / 2; i++) o[i] = 0.f;
-  // P of the previous tile (the A operand of its PV) and the factor that rescales O before it.
+  // P of the previous tile (the A operand of its PV) and the factor that rescales O before it;
+  // DOUBLE_P: a second P, so tile n's P is written while tile n - 1's PV still reads the first.
   u32 p[KEY_TILE / 16][4];
+  u32 p2[KEY_TILE / 16][4];  // unused (and allocated no registers) without DOUBLE_P
   float alpha[2];
 
   // The mbar schedule's loads issued while tile t's MMAs run: K STAGES - 1 tiles ahead and V
@@ -784,7 +809,64 @@ extern "C" __global__ void __launch_bounds__(PREFILL_THREADS, 1) ds_d128_q32_kv3
     softmax_tile(s, m_run, l_run, alpha, pos, 0, KEY_TILE - 1 > pos0, qk_scale, t4);
     pack_p(s, p);
   }
-  for (int kt = 1; kt < n; kt++) {
+  if constexpr (DOUBLE_P) {
+    // Tile kt: QK^T(kt) issued; PV(kt - 2) retired (it ran under the previous tile's softmax), so
+    // O and that tile's P buffer `pn` are free; O rescaled; PV(kt - 1) issued from `pp`; the
+    // softmax of tile kt, packed into `pn`, runs while PV(kt - 1) does. No wait for PV(kt - 1)
+    // inside its own tile: ptxas hoisted the single-P body's wait for it above the softmax
+    // (Nsight Compute: WARPGROUP.DEPBAR 0 before the MUFU.EX2s), serializing softmax and PV.
+    const auto tile_step = [&](int kt, u32 (&pp)[KEY_TILE / 16][4], u32 (&pn)[KEY_TILE / 16][4]) {
+      wait_full(sm.full_k(kt), kt);
+      float s[KEY_TILE / 2];
+      turn_wait(wg);
+      wgmma_fence();
+      issue_qk(s, q_desc, sm.k_slot(kt));
+      wgmma_commit();
+      wgmma_wait<1>();  // PV of tile kt - 2 done (none at kt = 1)
+      fence_regs(o);
+      fence_regs(pn);
+      if (kt >= 2) release(sm.empty_v(kt - 2), lane);
+      rescale_o(o, alpha);
+      wait_full(sm.full_v(kt - 1), kt - 1);
+      wgmma_fence();
+      issue_pv(o, pp, sm.v_slot(kt - 1));
+      wgmma_commit();
+      turn_pass(wg);
+      load_ahead(kt);
+      wgmma_wait<1>();  // QK^T of tile kt done; PV of tile kt - 1 runs on
+      fence_regs(s);
+      release(sm.empty_k(kt), lane);
+      const int t0 = kt * KEY_TILE;
+      softmax_tile(s, m_run, l_run, alpha, pos, t0, t0 + KEY_TILE - 1 > pos0, qk_scale, t4);
+      pack_p(s, pn);
+    };
+    for (int kt = 1; kt < n; kt += 2) {
+      tile_step(kt, p, p2);
+      if (kt + 1 < n) tile_step(kt + 1, p2, p);
+    }
+    // The last tile's PV, from the buffer its P went to (p2 when n - 1 is odd).
+    const auto last_pv = [&](u32 (&pl)[KEY_TILE / 16][4]) {
+      wgmma_wait<0>();  // PV of tile n - 2
+      fence_regs(o);
+      if (n >= 2) release(sm.empty_v(n - 2), lane);
+      wait_full(sm.full_v(n - 1), n - 1);
+      if constexpr (SCHEDULE == 3) fence_proxy_async();  // tma: the zeroed tail rows
+      rescale_o(o, alpha);
+      turn_wait(wg);
+      wgmma_fence();
+      issue_pv(o, pl, sm.v_slot(n - 1));
+      wgmma_commit();
+      if (wg == 0) turn_pass(wg);
+      wgmma_wait<0>();
+      fence_regs(o);
+    };
+    if ((n - 1) & 1) {
+      last_pv(p2);
+    } else {
+      last_pv(p);
+    }
+  }
+  for (int kt = 1; !DOUBLE_P && kt < n; kt++) {
     if constexpr (SCHEDULE == 0) {
       // K of tile kt and V of tile kt - 1 (committed last iteration) are in: visible to wgmma.
       cp_async_wait<0>();
@@ -830,23 +912,25 @@ extern "C" __global__ void __launch_bounds__(PREFILL_THREADS, 1) ds_d128_q32_kv3
     pack_p(s, p);
   }
   // The last tile's PV (its V was committed in the last iteration).
-  if constexpr (SCHEDULE == 0) {
-    cp_async_wait<0>();
-    fence_proxy_async();
-    __syncthreads();
-  } else {
-    wait_full(sm.full_v(n - 1), n - 1);
-    // tma: the producer's zeroed tail rows are generic-proxy writes.
-    if constexpr (SCHEDULE == 3) fence_proxy_async();
+  if constexpr (!DOUBLE_P) {
+    if constexpr (SCHEDULE == 0) {
+      cp_async_wait<0>();
+      fence_proxy_async();
+      __syncthreads();
+    } else {
+      wait_full(sm.full_v(n - 1), n - 1);
+      // tma: the producer's zeroed tail rows are generic-proxy writes.
+      if constexpr (SCHEDULE == 3) fence_proxy_async();
+    }
+    rescale_o(o, alpha);
+    turn_wait(wg);
+    wgmma_fence();
+    issue_pv(o, p, sm.v_slot(n - 1));
+    wgmma_commit();
+    if (wg == 0) turn_pass(wg);
+    wgmma_wait<0>();
+    fence_regs(o);
   }
-  rescale_o(o, alpha);
-  turn_wait(wg);
-  wgmma_fence();
-  issue_pv(o, p, sm.v_slot(n - 1));
-  wgmma_commit();
-  if (wg == 0) turn_pass(wg);
-  wgmma_wait<0>();
-  fence_regs(o);
 
   // Normalize and store the tile's rows.
 #pragma unroll

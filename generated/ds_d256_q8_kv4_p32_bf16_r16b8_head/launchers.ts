@@ -39,6 +39,8 @@ export const tuning = {
   prefillWgmmaHeadsFastest: false,
   prefillWgmmaPingpong: false,
   prefillWgmmaLazyRescale: false,
+  prefillWgmmaDoubleP: false,
+  prefillWgmmaSplitProducer: false,
   prefillWgmmaSharedBytes: 295936,
   mergeUnroll: 4,
   sortThreads: 1024,

@@ -518,6 +518,13 @@ export interface Tuning {
    * is then not 1); the other tiles skip the multiply, which by 1 would change nothing.
    */
   readonly prefillWgmmaLazyRescale: boolean;
+  /**
+   * wgmma body: two P buffers, so the wait for tile n - 1's PV moves to tile n + 1 and the softmax
+   * of tile n runs under it (mbar, ws, tma).
+   */
+  readonly prefillWgmmaDoubleP: boolean;
+  /** wgmma body (tma): one producer thread issues the K copies and another the V copies. */
+  readonly prefillWgmmaSplitProducer: boolean;
   /** wgmma body: dynamic shared memory (Q tile, the K and V rings, 1024 bytes of alignment). */
   readonly prefillWgmmaSharedBytes: number;
   /** Unroll of the merge kernel's loops over the splits (loads in flight per thread). */
@@ -618,6 +625,8 @@ export function tuningFor(spec: AttentionSpec): Tuning {
     prefillWgmmaHeadsFastest: false,
     prefillWgmmaPingpong: false,
     prefillWgmmaLazyRescale: false,
+    prefillWgmmaDoubleP: false,
+    prefillWgmmaSplitProducer: false,
     prefillWgmmaSharedBytes: wgmmaSharedBytes(
       spec.headDim,
       prefillWgmmaThreads,

@@ -2,8 +2,9 @@
  * Named variants of the prefill kernel's sm_90a (wgmma) body, for side-by-side measurement: how
  * the K/V tiles are loaded and handed to the MMA warps (`schedule`, see
  * templates/prefill_wgmma.cuh.hbs), the depth of the K and V rings (`stages`) and the grid order
- * (`headsFastest`), and whether O is rescaled only when a row max moved (`lazyRescale`). A name is
- * `<schedule>[<stages>][-p][-r][-h]`:
+ * (`headsFastest`), whether O is rescaled only when a row max moved (`lazyRescale`), whether P is
+ * double-buffered (`doubleP`) and whether the tma producer's K and V copies come from two threads
+ * (`splitProducer`). A name is `<schedule>[<stages>][-p][-r][-d][-s][-h]`:
  *   sync    the consumer warps load one tile ahead, one CTA barrier per tile (2 slots)
  *   mbar3   the consumer warps load 2 tiles ahead; per-slot full/empty mbarriers, no CTA barrier
  *   ws3     a producer warpgroup loads (setmaxnreg), two consumer warpgroups compute; mbarriers
@@ -11,8 +12,11 @@
  *           pools' tensor maps: src/runtime/kv_tensor_maps.ts); page sizes 8 and up
  *   ...-p   pingpong (mbar, ws, tma): one warpgroup's softmax runs under the other's MMAs (FA3)
  *   ...-r   a warp skips the O rescale of a tile when the max of none of its rows changed
+ *   ...-d   two P buffers (mbar, ws, tma): tile n - 1's PV is waited for in tile n + 1, so the
+ *           softmax of tile n runs under it (ptxas moved the single buffer's wait above it)
+ *   ...-s   (tma) K copies from one producer thread, V copies from another
  *   ...-h   grid (heads, tiles): the query heads of one kv group run side by side
- * The default is tma3-r, mbar3 where the page size is below 8 (DEFAULT_WGMMA_VARIANT,
+ * The default is tma3-r-s, mbar3 where the page size is below 8 (DEFAULT_WGMMA_VARIANT,
  * defaultWgmmaVariant). Pure (no FFI): tested on the CPU.
  */
 import type { Tuning } from "./kernels.ts";
@@ -32,11 +36,11 @@ export const WGMMA_SCHEDULE_CODE: Readonly<Record<WgmmaSchedule, number>> = {
 /**
  * The wgmma body's variant in every tuning (tuningFor) and so in the committed sources, where the
  * spec's pages fit TMA boxes (defaultWgmmaVariant): switching the default after a measurement is
- * this one line (then `deno task gen`, UPDATE_GOLDEN=1). tma3-r measured 466-481 TFLOP/s against
- * tma3's 448-464 in one H100 call, and tma3 455-464 TFLOP/s against
- * mbar3's 392-400 in the same call (docs/perf-notes.md, entry 10).
+ * this one line (then `deno task gen`, UPDATE_GOLDEN=1). tma3-r-s measured 645 / 665 TFLOP/s (16K /
+ * 32K) against tma3-r's 452 / 478 in one H100 call (docs/perf-notes.md, entry 12); tma3-r 466-481
+ * against tma3's 448-464 (entry 11), tma3 455-464 against mbar3's 392-400 (entry 10).
  */
-export const DEFAULT_WGMMA_VARIANT = "tma3-r";
+export const DEFAULT_WGMMA_VARIANT = "tma3-r-s";
 /** The default where TMA cannot copy the pages (page size below 8): the fastest cp.async variant. */
 export const FALLBACK_WGMMA_VARIANT = "mbar3";
 /** The environment variable that picks the wgmma variant where the caller does not. */
@@ -59,6 +63,9 @@ export const WGMMA_VARIANTS: readonly string[] = [
   "tma3-p",
   "tma3-h",
   "tma3-r",
+  "tma3-r-d",
+  "tma3-r-s",
+  "tma3-r-d-s",
 ];
 
 /** A parsed variant name. */
@@ -73,6 +80,10 @@ export interface WgmmaVariant {
   readonly pingpong: boolean;
   /** A warp multiplies O by the rescale factors only when one of them is not 1. */
   readonly lazyRescale: boolean;
+  /** Two P buffers: the wait for a tile's PV moves one tile later, past the next softmax. */
+  readonly doubleP: boolean;
+  /** tma: the K and the V copies are issued by two producer threads. */
+  readonly splitProducer: boolean;
 }
 
 const DEFAULT_STAGES: Readonly<Record<WgmmaSchedule, number>> = {
@@ -87,9 +98,9 @@ export const hasProducerWarpgroup = (s: WgmmaSchedule): boolean => s === "ws" ||
 
 /** `name` as a variant; `source` names where it came from (a flag, the environment variable). */
 export function parseWgmmaVariant(name: string, source: string): WgmmaVariant {
-  const m = /^(sync|mbar|ws|tma)([2-4])?(-p)?(-r)?(-h)?$/.exec(name.trim().toLowerCase());
+  const m = /^(sync|mbar|ws|tma)([2-4])?(-p)?(-r)?(-d)?(-s)?(-h)?$/.exec(name.trim().toLowerCase());
   const allowed =
-    "<sync|mbar|ws|tma>[2-4][-p][-r][-h], e.g. sync, sync-h, mbar3, ws3-p-h, tma3, tma3-r";
+    "<sync|mbar|ws|tma>[2-4][-p][-r][-d][-s][-h], e.g. sync, sync-h, mbar3, ws3-p-h, tma3-r, tma3-r-d-s";
   if (!m) {
     throw new UsageError(`${source}: got ${JSON.stringify(name)}; allowed: ${allowed}`);
   }
@@ -107,12 +118,26 @@ export function parseWgmmaVariant(name: string, source: string): WgmmaVariant {
         "keeps both warpgroups in lockstep)",
     );
   }
+  const doubleP = m[5] !== undefined, splitProducer = m[6] !== undefined;
+  if (doubleP && schedule === "sync") {
+    throw new UsageError(
+      `${source}: got ${JSON.stringify(name)}; -d needs the mbar, ws or tma schedule (per-slot ` +
+        "barriers)",
+    );
+  }
+  if (splitProducer && schedule !== "tma") {
+    throw new UsageError(
+      `${source}: got ${JSON.stringify(name)}; -s splits the tma schedule's producer thread`,
+    );
+  }
   return {
     schedule,
     stages,
-    headsFastest: m[5] !== undefined,
+    headsFastest: m[7] !== undefined,
     pingpong,
     lazyRescale: m[4] !== undefined,
+    doubleP,
+    splitProducer,
   };
 }
 
@@ -121,9 +146,9 @@ export function wgmmaVariantName(v: WgmmaVariant): string {
   const stages = v.stages === DEFAULT_STAGES[v.schedule] && v.schedule === "sync"
     ? ""
     : String(v.stages);
-  const suffixes = `${v.pingpong ? "-p" : ""}${v.lazyRescale ? "-r" : ""}${
-    v.headsFastest ? "-h" : ""
-  }`;
+  const suffixes = `${v.pingpong ? "-p" : ""}${v.lazyRescale ? "-r" : ""}${v.doubleP ? "-d" : ""}${
+    v.splitProducer ? "-s" : ""
+  }${v.headsFastest ? "-h" : ""}`;
   return `${v.schedule}${stages}${suffixes}`;
 }
 
@@ -219,6 +244,8 @@ export function withWgmmaVariant(
     prefillWgmmaHeadsFastest: v.headsFastest,
     prefillWgmmaPingpong: v.pingpong,
     prefillWgmmaLazyRescale: v.lazyRescale,
+    prefillWgmmaDoubleP: v.doubleP,
+    prefillWgmmaSplitProducer: v.splitProducer,
     prefillWgmmaThreads: wgmmaThreads(consumers, v.schedule),
     prefillWgmmaSharedBytes: shared,
   };
@@ -240,4 +267,6 @@ export const wgmmaVariantOf = (t: Tuning): string =>
     headsFastest: t.prefillWgmmaHeadsFastest,
     pingpong: t.prefillWgmmaPingpong,
     lazyRescale: t.prefillWgmmaLazyRescale,
+    doubleP: t.prefillWgmmaDoubleP,
+    splitProducer: t.prefillWgmmaSplitProducer,
   });

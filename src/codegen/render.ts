@@ -172,6 +172,9 @@ export interface TemplateContext extends DtypeContext {
     readonly wgmmaHeadsFastest: CBool;
     readonly wgmmaPingpong: CBool;
     readonly wgmmaLazyRescale: CBool;
+    /** Two P buffers (the PV wait one tile later) and split K/V producer threads (tma). */
+    readonly wgmmaDoubleP: CBool;
+    readonly wgmmaSplitProducer: CBool;
     /** The inline-PTX wgmma wrappers of the body (src/codegen/wgmma.ts); empty without it. */
     readonly wgmmaWrappers: string;
     readonly headDim: number;
@@ -221,6 +224,8 @@ export function templateContext(spec: AttentionSpec, tuning: Tuning): TemplateCo
       wgmmaHeadsFastest: cBool(tuning.prefillWgmmaHeadsFastest),
       wgmmaPingpong: cBool(tuning.prefillWgmmaPingpong),
       wgmmaLazyRescale: cBool(tuning.prefillWgmmaLazyRescale),
+      wgmmaDoubleP: cBool(tuning.prefillWgmmaDoubleP),
+      wgmmaSplitProducer: cBool(tuning.prefillWgmmaSplitProducer),
       wgmmaWrappers: tuning.prefillWgmma
         ? wgmmaWrappers(mmaType, tuning.prefillWgmmaKeyTile, spec.headDim)
         : "",

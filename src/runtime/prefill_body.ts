@@ -94,6 +94,8 @@ export function choosePrefillBody(
     | "prefillWgmmaHeadsFastest"
     | "prefillWgmmaPingpong"
     | "prefillWgmmaLazyRescale"
+    | "prefillWgmmaDoubleP"
+    | "prefillWgmmaSplitProducer"
   >,
   target: PrefillTarget,
 ): PrefillBodyPlan {
@@ -129,6 +131,8 @@ export function choosePrefillBody(
       headsFastest: tuning.prefillWgmmaHeadsFastest,
       pingpong: tuning.prefillWgmmaPingpong,
       lazyRescale: tuning.prefillWgmmaLazyRescale,
+      doubleP: tuning.prefillWgmmaDoubleP,
+      splitProducer: tuning.prefillWgmmaSplitProducer,
     }),
     headsFastest: tuning.prefillWgmmaHeadsFastest,
     kvTensorMaps: tuning.prefillWgmmaSchedule === "tma",

@@ -75,7 +75,7 @@ export class Variant implements Disposable {
       prefillBody?: PrefillBodyChoice;
       /**
        * The wgmma body's variant (src/codegen/prefill_wgmma_variants.ts): default
-       * $DS_PREFILL_WGMMA_VARIANT, else the tuning's own (tma3-r; mbar3 below page size 8).
+       * $DS_PREFILL_WGMMA_VARIANT, else the tuning's own (tma3-r-s; mbar3 below page size 8).
        * Ignored by the mma.sync body.
        */
       prefillWgmmaVariant?: string;
