@@ -2,7 +2,7 @@
 """Summarizes Nsight Compute's per-instruction warp-stall samples of one kernel.
 
 Input: the CSV of `ncu -i REPORT --page source --csv --print-source sass` (scripts/ncu_prefill.sh
-writes it). Output: the share of every stall reason over all samples, then the instructions that
+writes it); of a report with several launches, the first launch's table. Output: the share of every stall reason over all samples, then the instructions that
 hold the most samples with their three largest reasons, which is where a kernel waits (a
 WARPGROUP.DEPBAR is a wgmma wait; a BRA behind SYNCS.PHASECHK.TRYWAIT an mbarrier wait).
 
@@ -26,7 +26,11 @@ def main() -> int:
         print(f"{args.csv}: no 'Address' header row; is this ncu --page source --csv output?",
               file=sys.stderr)
         return 2
-    header, data = rows[header_at], [r for r in rows[header_at + 1:] if len(r) == len(rows[header_at])]
+    # One kernel's table: a report of several launches repeats 'Kernel Name' + header per launch.
+    end = next((i for i in range(header_at + 1, len(rows)) if rows[i] and rows[i][0] == "Kernel Name"),
+               len(rows))
+    header = rows[header_at]
+    data = [r for r in rows[header_at + 1:end] if len(r) == len(header)]
     col = {h: i for i, h in enumerate(header)}
     samples_col = col.get("Warp Stall Sampling (All Samples)")
     if samples_col is None:
