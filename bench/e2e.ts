@@ -30,7 +30,7 @@ import { Progress } from "../src/cli/progress.ts";
 
 const { values: args } = openCommand({
   name: "bench:e2e",
-  usage: `deno task bench:e2e [--quick] [--out DIR] [--json FILE] [--json FILE]
+  usage: `deno task bench:e2e [--quick] [--out DIR] [--json FILE]
   --quick     fewer configurations
   --out DIR   results folder (default ./results or $DS_RESULTS_DIR)
   --json FILE write the JSON rows here instead of <out>/e2e-<card>-<date>.json`,
