@@ -43,18 +43,24 @@ import { UtilKernels } from "../src/runtime/util_kernels.ts";
 import { medianEventMs } from "../src/runtime/timing.ts";
 import { packageRoot } from "../src/util/package_root.ts";
 import { writeFileAtomic } from "../src/util/fs.ts";
+import { UsageError } from "../src/util/errors.ts";
 import { LLAMA3_8B, LLAMA3_8B_GROUP_SPEC_NO_DENSE } from "./llama3_shape.ts";
 import { loadTinyBench } from "./tiny_model.ts";
 import { fillRandomCache, hostKvCache, offloadDecoderOptions } from "./random_cache.ts";
 
 const { values: args } = openCommand({
   name: "bench:offload",
-  usage: `deno task bench:offload [--quick] [--out DIR] [--json FILE]
+  usage: `deno task bench:offload [--quick] [--configs LIST] [--out DIR] [--json FILE]
   --quick     batch 1 and 4 at 32K only
+  --configs   batch x context pairs instead, e.g. 4x32768,4x131072
+  --two-streams  also time even batches as two half-batch decoders on two streams (measured
+              slower than one decoder: docs/offload.md)
   --out DIR   results folder (default ./results or $DS_RESULTS_DIR)
   --json FILE write the JSON report here instead of <out>/offload-<card>-<date>.json`,
   options: {
     quick: { type: "boolean", default: false },
+    configs: { type: "string" },
+    "two-streams": { type: "boolean", default: false },
     out: { type: "string" },
     json: { type: "string" },
   },
@@ -118,9 +124,24 @@ let gatherGBs = 0;
 
 using util = new UtilKernels(cuda, "fp16");
 const model = { config: C, seed: 7, scale: 0.02 };
-const configs: [number, number][] = args.quick
+const configs: [number, number][] = args.configs !== undefined
+  ? parseConfigs(args.configs)
+  : args.quick
   ? [[1, 32768], [4, 32768]]
   : [[1, 32768], [1, 65536], [1, 131072], [1, 262144], [4, 32768], [4, 65536], [4, 131072]];
+
+/** `--configs`: comma-separated BxL pairs (batch and context, positive integers). */
+function parseConfigs(list: string): [number, number][] {
+  return list.split(",").map((item) => {
+    const m = /^(\d+)x(\d+)$/.exec(item.trim());
+    if (!m || Number(m[1]) < 1 || Number(m[2]) < 1) {
+      throw new UsageError(
+        `--configs: got ${JSON.stringify(item)}; allowed: BxL with positive integers, e.g. 4x32768`,
+      );
+    }
+    return [Number(m[1]), Number(m[2])];
+  });
+}
 const bar = new Progress("bench:offload", "configurations");
 
 for (const [ci, [batch, L]] of configs.entries()) {
@@ -240,6 +261,84 @@ for (const [ci, [batch, L]] of configs.entries()) {
 }
 bar.update(configs.length, configs.length);
 
+// ---- two half-batches on two streams (even batches) ----
+// An offloaded step cannot overlap its own transfer with its own compute (docs/offload.md, "The
+// step against its floors"). Two decoders of half the batch each, over two caches, on two
+// streams, launched together (GpuDecoder.stepChooseTogether): one half's kernels run while the
+// other half waits on PCIe. Each decoder holds its own copy of the weights (16 GB more of device
+// memory; the weights are read twice per step), so this is a benchmark of the overlap, not a
+// decoder mode. Host memory: the two half caches hold what the batch's cache held, allocated
+// after it is gone. Measured slower than one decoder (docs/offload.md), hence behind a flag.
+for (const [batch, L] of args["two-streams"] ? configs : []) {
+  if (batch % 2 !== 0) continue;
+  const maxContext = L + SLACK, half = batch / 2;
+  if (batch * maxContext * C.numLayers * KV_TOKEN_LAYER > HOST_LIMIT) continue; // skipped above
+  using cacheA = hostKvCache(cuda, half, maxContext);
+  using cacheB = hostKvCache(cuda, half, maxContext);
+  using fillStream = cuda.stream();
+  fillRandomCache(util, cacheA, half, L, fillStream);
+  fillRandomCache(util, cacheB, half, L, fillStream);
+  const offload: OffloadOptions = { mode: "selected" };
+  using decA = await GpuDecoder.create(
+    cuda,
+    model,
+    offloadDecoderOptions(half, maxContext, offload, cacheA),
+  );
+  using decB = await GpuDecoder.create(
+    cuda,
+    model,
+    offloadDecoderOptions(half, maxContext, offload, cacheB),
+  );
+  const first = Array.from({ length: batch }, (_, b) => (b * 7919) % C.vocabSize);
+  let nextA = first.slice(0, half), nextB = first.slice(half);
+  for (let i = 0; i < WARMUP; i++) {
+    nextA = Array.from(decA.stepChoose(nextA)); // captures each decoder's graph
+    nextB = Array.from(decB.stepChoose(nextB));
+  }
+  const beforeA = decA.gatherCounts(), beforeB = decB.gatherCounts();
+  const walls: number[] = [];
+  for (let i = 0; i < STEPS; i++) {
+    const t0 = performance.now();
+    const [a, b] = GpuDecoder.stepChooseTogether([
+      { decoder: decA, tokens: nextA },
+      { decoder: decB, tokens: nextB },
+    ]);
+    walls.push(performance.now() - t0);
+    nextA = Array.from(a);
+    nextB = Array.from(b);
+  }
+  const stepMs = walls.sort((x, y) => x - y)[Math.floor(STEPS / 2)];
+  let fromHost = 0;
+  for (
+    const counts of [
+      gatherCountsSince(decA.gatherCounts(), beforeA),
+      gatherCountsSince(decB.gatherCounts(), beforeB),
+    ]
+  ) {
+    for (const a of counts) fromHost += a.fromHost + a.prefetchFromHost;
+  }
+  const pcie = (fromHost * ROW_BYTES) / STEPS;
+  const mem = cuda.memInfo();
+  rows.push({
+    batch,
+    context: L,
+    method: "offload, 2 half-batches on 2 streams",
+    stepMs,
+    tokensPerSecond: (1000 * batch) / stepMs,
+    gpuGiB: (mem.total - mem.free) / GiB,
+    pcieBytesPerStep: pcie,
+    pcieBoundShare: pcie / (h2dGBs * 1e6) / stepMs,
+    reuseHitRate: 0,
+    bytesSavedPerStep: 0,
+    recallMean: null,
+    recallMin: null,
+  });
+  const full = rows.find((f) =>
+    f.batch === batch && f.context === L && f.method === "full-KV offload"
+  );
+  report(rows.at(-1)!, full?.stepMs ?? 0);
+}
+
 /**
  * Mean and min of the prediction's recall over the layers it predicted (with a selection): a
  * layer the prediction skips (layer 0) selects too, but nothing of it is prefetched.
@@ -321,7 +420,11 @@ const lines = [
   "| batch | context | method | step ms | tokens/s | GPU GiB | PCIe GB/step | % of PCIe bound | reuse hit | GB saved/step | recall mean/min | vs full-KV |",
   "|---|---|---|---|---|---|---|---|---|---|---|---|",
 ];
-for (const r of rows) {
+// Rows of one (batch, context) together, in the order they were measured.
+const ordered = rows.map((r, i) => ({ r, i })).sort((x, y) =>
+  x.r.batch - y.r.batch || x.r.context - y.r.context || x.i - y.i
+).map((x) => x.r);
+for (const r of ordered) {
   const full = rows.find((f) =>
     f.batch === r.batch && f.context === r.context && f.method === "full-KV offload"
   );

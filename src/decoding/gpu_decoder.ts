@@ -698,6 +698,47 @@ export class GpuDecoder implements Disposable {
     choice: TokenChoice = {},
     useGraph = true,
   ): Int32Array<ArrayBuffer> {
+    this.#setChoiceInputs(choice);
+    this.#run(tokens, useGraph, true);
+    return new Int32Array(this.#hostChosen.buffer, 0, this.batch).slice();
+  }
+
+  /**
+   * One `stepChoose` of each of several decoders, overlapped: every decoder's step is launched on
+   * its own stream before any is waited for, so one decoder's kernels run while another waits on
+   * its PCIe transfers. This is how an offloaded batch runs as two half-batches (two decoders over
+   * two caches, each with its own copy of the weights: bench/offload.ts). Returns each decoder's
+   * ids, in order. Decoders launched before one that fails to launch are still waited for.
+   */
+  static stepChooseTogether(
+    steps: readonly { decoder: GpuDecoder; tokens: ArrayLike<number>; choice?: TokenChoice }[],
+  ): Int32Array<ArrayBuffer>[] {
+    const decoders = new Set(steps.map((s) => s.decoder));
+    if (decoders.size !== steps.length) {
+      throw new ArgumentError(
+        "GpuDecoder.stepChooseTogether",
+        "steps",
+        `${steps.length} steps of ${decoders.size} decoders`,
+        "one step per decoder (a decoder's steps run in order on its stream)",
+      );
+    }
+    const launched: GpuDecoder[] = [];
+    try {
+      for (const { decoder, tokens, choice } of steps) {
+        decoder.#setChoiceInputs(choice ?? {});
+        decoder.#launch(tokens, true, true);
+        launched.push(decoder);
+      }
+    } finally {
+      for (const d of launched) d.#finish();
+    }
+    return steps.map(({ decoder }) =>
+      new Int32Array(decoder.#hostChosen.buffer, 0, decoder.batch).slice()
+    );
+  }
+
+  /** The choice kernel's per-sequence inputs (temperature, top-p, uniforms) in pinned memory. */
+  #setChoiceInputs(choice: TokenChoice): void {
     const B = this.batch;
     const temperature = checkTemperature(choice.temperature ?? 0);
     const topP = checkTopP(choice.topP ?? 1);
@@ -720,12 +761,16 @@ export class GpuDecoder implements Disposable {
         inputs[2 * B + b] = u[b];
       }
     }
-    this.#run(tokens, useGraph, true);
-    return new Int32Array(this.#hostChosen.buffer, 0, B).slice();
   }
 
   /** Uploads the step's tokens and runs (or replays) the step, then waits. */
   #run(tokens: ArrayLike<number>, useGraph: boolean, choose: boolean): void {
+    this.#launch(tokens, useGraph, choose);
+    this.#finish();
+  }
+
+  /** Uploads the step's tokens and launches (or records) the step on this decoder's stream. */
+  #launch(tokens: ArrayLike<number>, useGraph: boolean, choose: boolean): void {
     const B = this.batch;
     new Int32Array(this.#hostTokens.buffer, 0, B).set(Array.from(tokens));
     this.plan.beginStep(); // refuses a full context (ContextFullError) before any launch
@@ -742,6 +787,10 @@ export class GpuDecoder implements Disposable {
     } else {
       this.#recordStep(choose);
     }
+  }
+
+  /** Waits for the launched step; it counts once it is done. */
+  #finish(): void {
     this.stream.synchronize();
     this.steps++;
   }

@@ -8,7 +8,10 @@
  *     poisoned (-1) before every launch;
  *  2. the bundled model: 64 greedy steps of `stepChoose` give exactly the tokens of `step` +
  *     host argmax, and 64 sampled steps (temperature 0.8, top-p 0.9, seeded uniforms) exactly
- *     those of `step` + `chooseToken`; greedy and sampled choices replay one captured graph.
+ *     those of `step` + `chooseToken`; greedy and sampled choices replay one captured graph;
+ *  3. `GpuDecoder.stepChooseTogether`: two decoders (one sequence each) stepped together, 32
+ *     sampled steps, give exactly the ids each gives stepped alone, and a decoder named twice is
+ *     refused.
  * Exits 1 on failure.
  */
 import { fileURLToPath } from "node:url";
@@ -165,11 +168,68 @@ async function checkDecoder(cuda: Cuda, failures: string[]): Promise<void> {
   }
 }
 
+/** Two decoders stepped together (each on its stream) choose what each chooses alone. */
+async function checkTogether(cuda: Cuda, failures: string[]): Promise<void> {
+  const model = await loadModel(root("examples/models/tiny-code-llama-8k"));
+  const text = new TextEncoder().encode(
+    Deno.readTextFileSync(root("examples/data/python-heldout.txt")),
+  );
+  const prompts = [Array.from(text.subarray(0, 300)), Array.from(text.subarray(2000, 2077))];
+  const opts = { batch: 1, maxContext: 512, maxPrefillRows: 512 };
+  const steps = 32, choice = { temperature: 0.8, topP: 0.9 };
+  const uniforms = (seed: number) => {
+    const rng = new Random(seed);
+    return Array.from({ length: steps }, () => [rng.next()]);
+  };
+  const first = (d: GpuDecoder, p: number[]) => [argmax(d.prefill([p]), 0, model.config.vocabSize)];
+  // Alone: each decoder by itself.
+  const alone: number[][] = [];
+  for (const [i, p] of prompts.entries()) {
+    using d = await GpuDecoder.create(cuda, model, opts);
+    let next = first(d, p);
+    const u = uniforms(11 + i), ids: number[] = [];
+    for (let s = 0; s < steps; s++) {
+      next = Array.from(d.stepChoose(next, { ...choice, uniforms: u[s] }));
+      ids.push(next[0]);
+    }
+    alone.push(ids);
+  }
+  // Together: two fresh decoders, one stepChooseTogether per step.
+  using a = await GpuDecoder.create(cuda, model, opts);
+  using b = await GpuDecoder.create(cuda, model, opts);
+  let nextA = first(a, prompts[0]), nextB = first(b, prompts[1]);
+  const uA = uniforms(11), uB = uniforms(12);
+  let same = 0;
+  for (let s = 0; s < steps; s++) {
+    const [ia, ib] = GpuDecoder.stepChooseTogether([
+      { decoder: a, tokens: nextA, choice: { ...choice, uniforms: uA[s] } },
+      { decoder: b, tokens: nextB, choice: { ...choice, uniforms: uB[s] } },
+    ]);
+    nextA = Array.from(ia);
+    nextB = Array.from(ib);
+    if (nextA[0] === alone[0][s] && nextB[0] === alone[1][s]) same++;
+  }
+  console.log(
+    `decoder stepChooseTogether: two decoders stepped together choose what each chooses alone ` +
+      `in ${same}/${steps} steps (sampled)`,
+  );
+  if (same !== steps) failures.push("stepChooseTogether: ids differ from the decoders alone");
+  try {
+    GpuDecoder.stepChooseTogether([{ decoder: a, tokens: nextA }, { decoder: a, tokens: nextA }]);
+    failures.push("stepChooseTogether: the same decoder twice was accepted");
+  } catch (e) {
+    if (!/one step per decoder/.test(String(e))) {
+      failures.push(`stepChooseTogether: the same decoder twice: unexpected ${e}`);
+    }
+  }
+}
+
 export async function runTokenChoiceChecks(): Promise<string[]> {
   const cuda = openCuda();
   const failures: string[] = [];
   await checkKernel(cuda, failures);
   await checkDecoder(cuda, failures);
+  await checkTogether(cuda, failures);
   return failures;
 }
 
