@@ -107,6 +107,38 @@ interface OffloadRow {
   recallMin: number | null;
 }
 const rows: OffloadRow[] = [];
+
+/**
+ * A row of the table, its GPU memory read now (while the method's decoders exist); `pcie` bytes
+ * per step; reuse and recall fields where the method has them.
+ */
+function rowOf(
+  batch: number,
+  context: number,
+  method: string,
+  stepMs: number,
+  pcie: number,
+  extra: Partial<
+    Pick<OffloadRow, "reuseHitRate" | "bytesSavedPerStep" | "recallMean" | "recallMin">
+  > = {},
+): OffloadRow {
+  const mem = cuda.memInfo();
+  return {
+    batch,
+    context,
+    method,
+    stepMs,
+    tokensPerSecond: (1000 * batch) / stepMs,
+    gpuGiB: (mem.total - mem.free) / GiB,
+    pcieBytesPerStep: pcie,
+    pcieBoundShare: pcie / (h2dGBs * 1e6) / stepMs,
+    reuseHitRate: 0,
+    bytesSavedPerStep: 0,
+    recallMean: null,
+    recallMin: null,
+    ...extra,
+  };
+}
 const skipped: string[] = [];
 
 // ---- measured bandwidths ----
@@ -210,21 +242,12 @@ for (const [ci, [batch, L]] of configs.entries()) {
       pcie = dec.cache.hostBytes;
       fullKvMs = stepMs;
     }
-    const mem = cuda.memInfo();
-    rows.push({
-      batch,
-      context: L,
-      method,
-      stepMs,
-      tokensPerSecond: (1000 * batch) / stepMs,
-      gpuGiB: (mem.total - mem.free) / GiB,
-      pcieBytesPerStep: pcie,
-      pcieBoundShare: pcie / (h2dGBs * 1e6) / stepMs,
+    rows.push(rowOf(batch, L, method, stepMs, pcie, {
       reuseHitRate: selected ? reused / selected : 0,
       bytesSavedPerStep: reused * ROW_BYTES,
       recallMean: recall?.mean ?? null,
       recallMin: recall?.min ?? null,
-    });
+    }));
     report(rows.at(-1)!, fullKvMs);
   }
   // The same decoder with every layer's K/V on the GPU, where it fits.
@@ -233,21 +256,7 @@ for (const [ci, [batch, L]] of configs.entries()) {
     fillRandomCache(util, dec.cache, batch, L, dec.stream);
     dec.stepChoose(tokens);
     const stepMs = dec.timeStep(10, true);
-    const mem = cuda.memInfo();
-    rows.push({
-      batch,
-      context: L,
-      method: "on-GPU DS",
-      stepMs,
-      tokensPerSecond: (1000 * batch) / stepMs,
-      gpuGiB: (mem.total - mem.free) / GiB,
-      pcieBytesPerStep: 0,
-      pcieBoundShare: 0,
-      reuseHitRate: 0,
-      bytesSavedPerStep: 0,
-      recallMean: null,
-      recallMin: null,
-    });
+    rows.push(rowOf(batch, L, "on-GPU DS", stepMs, 0));
     report(rows.at(-1)!, fullKvMs);
   } else {
     skipped.push(
@@ -318,21 +327,7 @@ for (const [batch, L] of args["two-streams"] ? configs : []) {
     for (const a of counts) fromHost += a.fromHost + a.prefetchFromHost;
   }
   const pcie = (fromHost * ROW_BYTES) / STEPS;
-  const mem = cuda.memInfo();
-  rows.push({
-    batch,
-    context: L,
-    method: "offload, 2 half-batches on 2 streams",
-    stepMs,
-    tokensPerSecond: (1000 * batch) / stepMs,
-    gpuGiB: (mem.total - mem.free) / GiB,
-    pcieBytesPerStep: pcie,
-    pcieBoundShare: pcie / (h2dGBs * 1e6) / stepMs,
-    reuseHitRate: 0,
-    bytesSavedPerStep: 0,
-    recallMean: null,
-    recallMin: null,
-  });
+  rows.push(rowOf(batch, L, "offload, 2 half-batches on 2 streams", stepMs, pcie));
   const full = rows.find((f) =>
     f.batch === batch && f.context === L && f.method === "full-KV offload"
   );
