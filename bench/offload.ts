@@ -53,6 +53,7 @@ const { values: args } = openCommand({
   usage: `deno task bench:offload [--quick] [--configs LIST] [--out DIR] [--json FILE]
   --quick     batch 1 and 4 at 32K only
   --configs   batch x context pairs instead, e.g. 4x32768,4x131072
+  --prefetch-fractions LIST  prediction rows that prefetch only part of each budget (default 0.5)
   --two-streams  also time even batches as two half-batch decoders on two streams (measured
               slower than one decoder: docs/offload.md)
   --out DIR   results folder (default ./results or $DS_RESULTS_DIR)
@@ -61,6 +62,7 @@ const { values: args } = openCommand({
     quick: { type: "boolean", default: false },
     configs: { type: "string" },
     "two-streams": { type: "boolean", default: false },
+    "prefetch-fractions": { type: "string", default: "0.5" },
     out: { type: "string" },
     json: { type: "string" },
   },
@@ -75,8 +77,11 @@ const SPEC: AttentionSpec = LLAMA3_8B_GROUP_SPEC_NO_DENSE;
 const C = LLAMA3_8B;
 /** Measured steps per method (after WARMUP); full-KV steps move the whole K/V, so fewer. */
 const STEPS = 8, FULL_KV_STEPS = 3, WARMUP = 2;
-/** Tokens each method may append: warm-up + measured steps, for every method. */
-const SLACK = 4 * (STEPS + WARMUP + 1);
+/**
+ * Tokens the methods of one (batch, context) append to its shared cache: warm-up + measured steps
+ * (+ 1) for each of up to 12 methods (5 + the prefetch fractions).
+ */
+const SLACK = 12 * (STEPS + WARMUP + 1);
 /** Bytes of K and V of one token of one layer (all kv heads). */
 const KV_TOKEN_LAYER = 2 * C.numKvHeads * C.headDim * 2;
 /** Bytes of one selected row pair (K and V of one kv head). */
@@ -98,6 +103,13 @@ interface OffloadRow {
   pcieBytesPerStep: number;
   /** pcieBytesPerStep / measured H2D bandwidth / step time. */
   pcieBoundShare: number;
+  /**
+   * Bytes of the exact selection's rows per step (issue 11's bound: these bytes / measured H2D
+   * bandwidth), wherever they came from; 0 for full-KV and on-GPU rows.
+   */
+  selectedBytesPerStep: number;
+  /** selectedBytesPerStep / measured H2D bandwidth / step time. */
+  selectedBoundShare: number;
   /** Share of selected rows taken from the previous step's staging. */
   reuseHitRate: number;
   /** Bytes per step reuse saved (rows reused x row bytes). */
@@ -121,9 +133,12 @@ function rowOf(
   extra: Partial<
     Pick<OffloadRow, "reuseHitRate" | "bytesSavedPerStep" | "recallMean" | "recallMin">
   > = {},
+  selectedBytes = 0,
 ): OffloadRow {
   const mem = cuda.memInfo();
   return {
+    selectedBytesPerStep: selectedBytes,
+    selectedBoundShare: selectedBytes / (h2dGBs * 1e6) / stepMs,
     batch,
     context,
     method,
@@ -142,16 +157,26 @@ function rowOf(
 const skipped: string[] = [];
 
 // ---- measured bandwidths ----
+/**
+ * One trial: a fresh 1 GiB pinned buffer copied to the device, the median of 5 copies after 2.
+ * Trials on fresh buffers differed by up to 20% in one process (45.6 vs 54.7 GB/s in two calls of
+ * the same machine type), so the bound takes the best of three: what the bus demonstrably did.
+ */
 function hostToDeviceGBs(): number {
   const bytes = GiB;
   using host = cuda.allocHostMapped(bytes);
   using dev = cuda.alloc(bytes);
   using stream = cuda.stream();
-  const ms = medianEventMs(cuda, stream, () => host.copyTo(dev.ptr, stream, bytes), 5);
+  const ms = medianEventMs(cuda, stream, () => host.copyTo(dev.ptr, stream, bytes), 5, 2);
   return bytes / (ms * 1e6);
 }
-const h2dGBs = hostToDeviceGBs();
-console.log(`host-to-device copy (1 GiB pinned, median of 5): ${h2dGBs.toFixed(1)} GB/s`);
+const h2dTrials = [hostToDeviceGBs(), hostToDeviceGBs(), hostToDeviceGBs()];
+const h2dGBs = Math.max(...h2dTrials);
+console.log(
+  `host-to-device copy (1 GiB pinned, median of 5, best of 3 buffers: ${
+    h2dTrials.map((x) => x.toFixed(1)).join(", ")
+  }): ${h2dGBs.toFixed(1)} GB/s`,
+);
 let gatherGBs = 0;
 
 using util = new UtilKernels(cuda, "fp16");
@@ -161,6 +186,24 @@ const configs: [number, number][] = args.configs !== undefined
   : args.quick
   ? [[1, 32768], [4, 32768]]
   : [[1, 32768], [1, 65536], [1, 131072], [1, 262144], [4, 32768], [4, 65536], [4, 131072]];
+
+/** `--prefetch-fractions`: the prediction rows with a partial prefetch (offload.prefetchFraction). */
+const PREFETCH_FRACTIONS = args["prefetch-fractions"]!.split(",").filter((x) => x.trim()).map(
+  (x) => {
+    const f = Number(x);
+    if (!(f > 0 && f < 1)) {
+      throw new UsageError(
+        `--prefetch-fractions: got ${JSON.stringify(x)}; allowed: numbers in (0, 1), e.g. 0.5`,
+      );
+    }
+    return f;
+  },
+);
+if (PREFETCH_FRACTIONS.length > 7) {
+  throw new UsageError(
+    `--prefetch-fractions: got ${PREFETCH_FRACTIONS.length} values; allowed: at most 7`,
+  );
+}
 
 /** `--configs`: comma-separated BxL pairs (batch and context, positive integers). */
 function parseConfigs(list: string): [number, number][] {
@@ -201,6 +244,10 @@ for (const [ci, [batch, L]] of configs.entries()) {
     ["offload + reuse", { mode: "selected", reuse: true }],
     ["offload + prediction", { mode: "selected", prediction: true }],
     ["offload + prediction + reuse", { mode: "selected", prediction: true, reuse: true }],
+    ...PREFETCH_FRACTIONS.map((f): [string, OffloadOptions] => [
+      `offload + prediction, prefetch ${f}`,
+      { mode: "selected", prediction: true, prefetchFraction: f },
+    ]),
   ];
   for (const [method, offload] of methods) {
     // Full-KV attends densely over the same pinned pools (its plan ignores the selection).
@@ -247,7 +294,7 @@ for (const [ci, [batch, L]] of configs.entries()) {
       bytesSavedPerStep: reused * ROW_BYTES,
       recallMean: recall?.mean ?? null,
       recallMin: recall?.min ?? null,
-    }));
+    }, selected * ROW_BYTES));
     report(rows.at(-1)!, fullKvMs);
   }
   // The same decoder with every layer's K/V on the GPU, where it fits.
@@ -326,8 +373,9 @@ for (const [batch, L] of args["two-streams"] ? configs : []) {
   ) {
     for (const a of counts) fromHost += a.fromHost + a.prefetchFromHost;
   }
+  // No reuse, no prediction: every selected row crossed PCIe.
   const pcie = (fromHost * ROW_BYTES) / STEPS;
-  rows.push(rowOf(batch, L, "offload, 2 half-batches on 2 streams", stepMs, pcie));
+  rows.push(rowOf(batch, L, "offload, 2 half-batches on 2 streams", stepMs, pcie, {}, pcie));
   const full = rows.find((f) =>
     f.batch === batch && f.context === L && f.method === "full-KV offload"
   );
@@ -407,13 +455,16 @@ const lines = [
   "pinned host memory), caches filled on the device. Step = wall-clock median of greedy " +
   "`stepChoose` steps (on-GPU DS: graph replay, device time). PCIe bytes from the gather " +
   "counters (full-KV: both pools of every layer). Bound share = bytes / measured H2D " +
-  "bandwidth / step time.",
+  "bandwidth / step time; the selected-bytes share counts only the exact selection's rows " +
+  "(issue 11's bound), whatever moved.",
   "",
-  `Measured host-to-device copy (1 GiB pinned): ${h2dGBs.toFixed(1)} GB/s; gather kernel ` +
+  `Measured host-to-device copy (1 GiB pinned, best of 3 buffers: ${
+    h2dTrials.map((x) => x.toFixed(1)).join(", ")
+  }): ${h2dGBs.toFixed(1)} GB/s; gather kernel ` +
   `(all layers' selected rows from host memory): ${gatherGBs.toFixed(1)} GB/s.`,
   "",
-  "| batch | context | method | step ms | tokens/s | GPU GiB | PCIe GB/step | % of PCIe bound | reuse hit | GB saved/step | recall mean/min | vs full-KV |",
-  "|---|---|---|---|---|---|---|---|---|---|---|---|",
+  "| batch | context | method | step ms | tokens/s | GPU GiB | PCIe GB/step | % of PCIe bound | % of bound, selected bytes | reuse hit | GB saved/step | recall mean/min | vs full-KV |",
+  "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
 ];
 // Rows of one (batch, context) together, in the order they were measured.
 const ordered = rows.map((r, i) => ({ r, i })).sort((x, y) =>
@@ -428,7 +479,7 @@ for (const r of ordered) {
       `${r.tokensPerSecond.toFixed(1)} | ${r.gpuGiB.toFixed(1)} | ` +
       `${(r.pcieBytesPerStep / 1e9).toFixed(3)} | ${
         r.pcieBytesPerStep ? pct(r.pcieBoundShare) : "-"
-      } | ` +
+      } | ${r.selectedBytesPerStep ? pct(r.selectedBoundShare) : "-"} | ` +
       `${r.method.includes("reuse") ? pct(r.reuseHitRate) : "-"} | ` +
       `${(r.bytesSavedPerStep / 1e9).toFixed(3)} | ` +
       `${r.recallMean === null ? "-" : `${pct(r.recallMean)} / ${pct(r.recallMin!)}`} | ` +
@@ -474,9 +525,9 @@ function report(r: OffloadRow, fullKvMs: number): void {
     `B=${r.batch} L=${r.context} ${r.method}: ${r.stepMs.toFixed(2)} ms/step, ` +
       `${r.tokensPerSecond.toFixed(1)} tokens/s, GPU ${r.gpuGiB.toFixed(1)} GiB, PCIe ${
         (r.pcieBytesPerStep / 1e9).toFixed(3)
-      } GB/step (${(100 * r.pcieBoundShare).toFixed(0)}% of the bound), reuse ${
-        (100 * r.reuseHitRate).toFixed(1)
-      }%` +
+      } GB/step (${(100 * r.pcieBoundShare).toFixed(0)}% of the bound; selected bytes ${
+        (100 * r.selectedBoundShare).toFixed(0)
+      }%), reuse ${(100 * r.reuseHitRate).toFixed(1)}%` +
       (r.recallMean === null
         ? ""
         : `, recall mean ${(100 * r.recallMean).toFixed(1)}% min ${

@@ -23,6 +23,8 @@ Deno.test("offload options: valid ones pass unchanged", () => {
       { mode: "selected", prediction: true, reuse: true },
       { mode: "selected", prediction: true, skipMissed: true },
       { mode: "selected", prediction: false, skipMissed: undefined },
+      { mode: "selected", prediction: true, prefetchFraction: 0.5 },
+      { mode: "selected", prediction: true, prefetchFraction: 1, skipMissed: true },
       { mode: "full-kv" },
     ] as OffloadOptions[]
   ) assert.equal(checkOffloadOptions(o, "t"), o);
@@ -36,6 +38,26 @@ Deno.test("offload options: bad ones name the field, the value and what is allow
     [{ mode: "selected", skipMissed: true }, /offload\.skipMissed: got true; allowed: only with/],
     [{ mode: "selected", prediction: "on" }, /offload\.prediction: got "on"; allowed: true, false/],
     [{ mode: "full-kv", prediction: true }, /only with mode "selected"/],
+    [
+      { mode: "selected", prediction: true, prefetchFraction: 0 },
+      /offload\.prefetchFraction: got 0; allowed: a number in \(0, 1\]/,
+    ],
+    [
+      { mode: "selected", prediction: true, prefetchFraction: 1.5 },
+      /offload\.prefetchFraction: got 1\.5; allowed: a number in \(0, 1\]/,
+    ],
+    [
+      { mode: "selected", prediction: true, prefetchFraction: "half" },
+      /offload\.prefetchFraction: got "half"; allowed: a number in \(0, 1\]/,
+    ],
+    [
+      { mode: "selected", prefetchFraction: 0.5 },
+      /offload\.prefetchFraction: got 0\.5; allowed: only with prediction: true/,
+    ],
+    [
+      { mode: "selected", prediction: true, skipMissed: true, prefetchFraction: 0.5 },
+      /offload\.prefetchFraction: got 0\.5; allowed: 1 \(or absent\) with skipMissed/,
+    ],
     [
       { mode: "selected", prediction: false, skipMissed: true },
       /offload\.skipMissed: got true; allowed: only with prediction: true$/,
@@ -78,8 +100,13 @@ Deno.test("offload flags: --offload is reuse; --offload-mode picks; a bad mode i
     prediction: true,
     reuse: true,
   });
+  assert.deepEqual(offloadFromFlags(undefined, "predict-half"), {
+    mode: "selected",
+    prediction: true,
+    prefetchFraction: 0.5,
+  });
   // Every mode the flag offers is a valid decoder option.
-  for (const mode of ["selected", "reuse", "predict", "predict-reuse", "full-kv"]) {
+  for (const mode of ["selected", "reuse", "predict", "predict-reuse", "predict-half", "full-kv"]) {
     checkOffloadOptions(offloadFromFlags(undefined, mode)!, "test");
   }
   assert.throws(
@@ -87,7 +114,8 @@ Deno.test("offload flags: --offload is reuse; --offload-mode picks; a bad mode i
     (e: Error) =>
       e instanceof UsageError &&
       e.message ===
-        '--offload-mode: got "ssd"; allowed: selected, reuse, predict, predict-reuse, full-kv',
+        '--offload-mode: got "ssd"; allowed: selected, reuse, predict, predict-reuse, ' +
+          "predict-half, full-kv",
   );
 });
 

@@ -12,6 +12,7 @@ export const OFFLOAD_MODES: Readonly<Record<string, OffloadOptions>> = {
   reuse: { mode: "selected", reuse: true },
   predict: { mode: "selected", prediction: true },
   "predict-reuse": { mode: "selected", prediction: true, reuse: true },
+  "predict-half": { mode: "selected", prediction: true, prefetchFraction: 0.5 },
   "full-kv": { mode: "full-kv" },
 };
 
@@ -21,8 +22,9 @@ export const OFFLOAD_USAGE =
                                (GPU only; same as --offload-mode reuse)
   --offload-mode MODE          selected | reuse (previous step's rows kept) | predict,
                                predict-reuse (next-layer prediction prefetches each layer's
-                               rows; exact) | full-kv (each layer's whole K/V copied to the
-                               GPU: the FlexGen-style baseline)`;
+                               rows; exact) | predict-half (prefetches half of each budget:
+                               faster where PCIe is the limit) | full-kv (each layer's whole
+                               K/V copied to the GPU: the FlexGen-style baseline)`;
 
 /** The offload options the flags ask for, or undefined without either flag. */
 export function offloadFromFlags(

@@ -390,20 +390,25 @@ export class DecodePlan implements Disposable {
 
   /**
    * Step inputs of a plan that predicts layers of `main`'s step (offload's next-layer
-   * prediction) before their new token exists: the same routes and budgets, over the cache
-   * without the step's newest token. Layer l+1's prediction runs while layer l is recorded,
+   * prediction) before their new token exists: the same routes, and budgets scaled by `fraction`
+   * (offload's prefetchFraction; rounded up, at least 1), over the cache without the step's newest
+   * token. Layer l+1's prediction runs while layer l is recorded,
    * before layer l+1's K/V and label of the new token are appended, so scoring that position
    * would read a stale label and could prefetch a stale row. A sparse route has budget < length,
    * so the budget still fits the shorter sequence. Host side; upload with uploadStepInputs.
    */
-  describePredictionOf(main: DecodePlan): void {
+  describePredictionOf(main: DecodePlan, fraction = 1): void {
     const B = this.batch;
     if (main.batch !== B) {
       throw new RangeError(`describePredictionOf: batch ${main.batch}, this plan's is ${B}`);
     }
+    if (!(fraction > 0 && fraction <= 1)) {
+      throw new RangeError(`describePredictionOf: fraction ${fraction}; allowed: (0, 1]`);
+    }
     for (let b = 0; b < B; b++) {
       const len = Math.max(0, main.cache.pages.seqLens[b] - 1);
-      this.#setSequence(b, len, main.budgets[b], main.routes[b], len);
+      const budget = Math.max(1, Math.ceil(main.budgets[b] * fraction));
+      this.#setSequence(b, len, budget, main.routes[b], len);
     }
   }
 

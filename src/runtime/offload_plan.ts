@@ -52,6 +52,13 @@ export interface OffloadOptions {
    * fetch of missed rows). Approximate: the outputs differ from Double Sparsity's.
    */
   readonly skipMissed?: boolean;
+  /**
+   * With prediction: the share of each budget the prediction prefetches, in (0, 1] (default 1).
+   * Below 1 it prefetches only its highest-scored rows: fewer wasted rows where the transfer
+   * dominates the step, more rows fetched after the exact selection where it does not. Exact
+   * either way. Not with skipMissed (that layer would attend fewer rows).
+   */
+  readonly prefetchFraction?: number;
 }
 
 const MODES = ["selected", "full-kv"] as const;
@@ -79,6 +86,23 @@ export function checkOffloadOptions(o: OffloadOptions, where: string): OffloadOp
   }
   if (o.skipMissed && !o.prediction) {
     throw new ArgumentError(where, "offload.skipMissed", true, "only with prediction: true");
+  }
+  if (o.prefetchFraction !== undefined) {
+    const f = o.prefetchFraction;
+    if (typeof f !== "number" || !(f > 0 && f <= 1)) {
+      throw new ArgumentError(where, "offload.prefetchFraction", f, "a number in (0, 1]");
+    }
+    if (!o.prediction) {
+      throw new ArgumentError(where, "offload.prefetchFraction", f, "only with prediction: true");
+    }
+    if (o.skipMissed && f !== 1) {
+      throw new ArgumentError(
+        where,
+        "offload.prefetchFraction",
+        f,
+        "1 (or absent) with skipMissed",
+      );
+    }
   }
   if (o.skipMissed && o.reuse) {
     // A skipMissed layer attends its prefetch and stages nothing a next step could reuse.
@@ -366,7 +390,7 @@ export class OffloadPlan implements Disposable {
    */
   beginStep(): void {
     if (this.options.reuse) this.#parity ^= 1;
-    this.#predictor?.plan.describePredictionOf(this.plan);
+    this.#predictor?.plan.describePredictionOf(this.plan, this.options.prefetchFraction ?? 1);
   }
 
   /** Every staging, the prediction's prefetch ones included. */

@@ -117,6 +117,13 @@ const OFFLOAD_CASES: readonly OffloadCase[] = [
     promptLens: [300, 31, 513, 12],
   },
   {
+    name: "gqa4-group-p16-r16b8-ratio-dense0-predict-half",
+    heads: [8, 2],
+    spec: GQA4_GROUP_DENSE0,
+    offload: { mode: "selected", prediction: true, prefetchFraction: 0.5 },
+    promptLens: [300, 31, 513, 12],
+  },
+  {
     name: "gqa2-head-p16-fixed16-predict-skipmissed",
     heads: [4, 2],
     spec: GQA2_HEAD,
