@@ -705,10 +705,10 @@ export class GpuDecoder implements Disposable {
 
   /**
    * One `stepChoose` of each of several decoders, overlapped: every decoder's step is launched on
-   * its own stream before any is waited for, so one decoder's kernels run while another waits on
-   * its PCIe transfers. This is how an offloaded batch runs as two half-batches (two decoders over
-   * two caches, each with its own copy of the weights: bench/offload.ts). Returns each decoder's
-   * ids, in order. Decoders launched before one that fails to launch are still waited for.
+   * its own stream before any is waited for, so their kernels may run side by side. Returns each
+   * decoder's ids, in order. Decoders launched before one that fails to launch are still waited
+   * for. `bench:offload --two-streams` times two offloaded half-batches this way; with the SM
+   * gather they were slower than one decoder of the whole batch (docs/offload.md).
    */
   static stepChooseTogether(
     steps: readonly { decoder: GpuDecoder; tokens: ArrayLike<number>; choice?: TokenChoice }[],
