@@ -27,6 +27,8 @@ import { writeFileAtomic } from "../src/util/fs.ts";
 import { LLAMA3_8B, LLAMA3_8B_GROUP_SPEC } from "./llama3_shape.ts";
 import { loadTinyBench } from "./tiny_model.ts";
 import { Progress } from "../src/cli/progress.ts";
+import { medianWallMs } from "../src/runtime/timing.ts";
+import { firstTokens } from "./random_cache.ts";
 
 const { values: args } = openCommand({
   name: "bench:e2e",
@@ -67,16 +69,7 @@ const totalRows = 4 + 2 * (args.quick ? 1 : 5);
 const rowsBar = new Progress("bench:e2e", "configurations");
 
 /** Median wall-clock milliseconds of `run` over 10 calls, after 3 warm-up calls (capture). */
-function wallMedian(run: () => void): number {
-  for (let i = 0; i < 3; i++) run();
-  const walls: number[] = [];
-  for (let i = 0; i < 10; i++) {
-    const t0 = performance.now();
-    run();
-    walls.push(performance.now() - t0);
-  }
-  return walls.sort((a, b) => a - b)[5];
-}
+const wallMedian = (run: () => void): number => medianWallMs(run, 10, 3);
 
 /** Greedy decoding from `first` both ways (host choice, then device choice), and the timings. */
 async function measure(
@@ -187,7 +180,7 @@ for (const [batch, L] of configs) {
       else util.fillLabels(layer.labels, layer.meta, 102 + 3 * i, dec.stream);
     });
     dec.stream.synchronize();
-    const tokens = Array.from({ length: batch }, (_, b) => (b * 7919) % llama3.vocabSize);
+    const tokens = firstTokens(batch);
     await measure("llama3-8b (random)", dec, s ? "DS group r16b8, dense 0,1" : "dense", L, tokens);
   }
 }

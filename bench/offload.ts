@@ -40,13 +40,19 @@ import {
   predictionRecall,
 } from "../src/runtime/offload_plan.ts";
 import { UtilKernels } from "../src/runtime/util_kernels.ts";
-import { medianEventMs } from "../src/runtime/timing.ts";
+import { medianEventMs, medianWallMs } from "../src/runtime/timing.ts";
 import { packageRoot } from "../src/util/package_root.ts";
 import { writeFileAtomic } from "../src/util/fs.ts";
 import { UsageError } from "../src/util/errors.ts";
 import { LLAMA3_8B, LLAMA3_8B_GROUP_SPEC_NO_DENSE } from "./llama3_shape.ts";
 import { loadTinyBench } from "./tiny_model.ts";
-import { fillRandomCache, hostKvCache, offloadDecoderOptions } from "./random_cache.ts";
+import {
+  fillRandomCache,
+  firstTokens,
+  hostKvCache,
+  kvCacheBytes,
+  offloadDecoderOptions,
+} from "./random_cache.ts";
 
 const { values: args } = openCommand({
   name: "bench:offload",
@@ -82,8 +88,6 @@ const STEPS = 8, FULL_KV_STEPS = 3, WARMUP = 2;
  * (+ 1) for each of up to 12 methods (5 + the prefetch fractions).
  */
 const SLACK = 12 * (STEPS + WARMUP + 1);
-/** Bytes of K and V of one token of one layer (all kv heads). */
-const KV_TOKEN_LAYER = 2 * C.numKvHeads * C.headDim * 2;
 /** Bytes of one selected row pair (K and V of one kv head). */
 const ROW_BYTES = 2 * C.headDim * 2;
 /** Host memory of the H100 machines is 128 GiB; leave room for the process and the OS. */
@@ -222,7 +226,7 @@ const bar = new Progress("bench:offload", "configurations");
 for (const [ci, [batch, L]] of configs.entries()) {
   bar.update(ci, configs.length);
   const maxContext = L + SLACK;
-  const kvBytes = batch * maxContext * C.numLayers * KV_TOKEN_LAYER;
+  const kvBytes = kvCacheBytes(batch, maxContext);
   if (kvBytes > HOST_LIMIT) {
     skipped.push(
       `B=${batch} L=${L}: ${(kvBytes / GiB).toFixed(0)} GiB of K/V > ${
@@ -236,7 +240,7 @@ for (const [ci, [batch, L]] of configs.entries()) {
   using cache = hostKvCache(cuda, batch, maxContext);
   using fillStream = cuda.stream();
   fillRandomCache(util, cache, batch, L, fillStream);
-  const tokens = Array.from({ length: batch }, (_, b) => (b * 7919) % C.vocabSize);
+  const tokens = firstTokens(batch);
   let fullKvMs = 0;
   const methods: [string, OffloadOptions][] = [
     ["full-KV offload", { mode: "full-kv" }],
@@ -260,13 +264,9 @@ for (const [ci, [batch, L]] of configs.entries()) {
     let next = tokens;
     for (let i = 0; i < WARMUP; i++) next = Array.from(dec.stepChoose(next));
     const before = offload.mode === "selected" ? dec.gatherCounts() : [];
-    const walls: number[] = [];
-    for (let i = 0; i < steps; i++) {
-      const t0 = performance.now();
+    const stepMs = medianWallMs(() => {
       next = Array.from(dec.stepChoose(next));
-      walls.push(performance.now() - t0);
-    }
-    const stepMs = walls.sort((a, b) => a - b)[Math.floor(steps / 2)];
+    }, steps);
     let pcie = 0, reused = 0, selected = 0;
     let recall: { mean: number; min: number } | null = null;
     if (offload.mode === "selected") {
@@ -328,7 +328,7 @@ bar.update(configs.length, configs.length);
 for (const [batch, L] of args["two-streams"] ? configs : []) {
   if (batch % 2 !== 0) continue;
   const maxContext = L + SLACK, half = batch / 2;
-  if (batch * maxContext * C.numLayers * KV_TOKEN_LAYER > HOST_LIMIT) continue; // skipped above
+  if (kvCacheBytes(batch, maxContext) > HOST_LIMIT) continue; // skipped above
   using cacheA = hostKvCache(cuda, half, maxContext);
   using cacheB = hostKvCache(cuda, half, maxContext);
   using fillStream = cuda.stream();
@@ -345,25 +345,21 @@ for (const [batch, L] of args["two-streams"] ? configs : []) {
     model,
     offloadDecoderOptions(half, maxContext, offload, cacheB),
   );
-  const first = Array.from({ length: batch }, (_, b) => (b * 7919) % C.vocabSize);
+  const first = firstTokens(batch);
   let nextA = first.slice(0, half), nextB = first.slice(half);
   for (let i = 0; i < WARMUP; i++) {
     nextA = Array.from(decA.stepChoose(nextA)); // captures each decoder's graph
     nextB = Array.from(decB.stepChoose(nextB));
   }
   const beforeA = decA.gatherCounts(), beforeB = decB.gatherCounts();
-  const walls: number[] = [];
-  for (let i = 0; i < STEPS; i++) {
-    const t0 = performance.now();
+  const stepMs = medianWallMs(() => {
     const [a, b] = GpuDecoder.stepChooseTogether([
       { decoder: decA, tokens: nextA },
       { decoder: decB, tokens: nextB },
     ]);
-    walls.push(performance.now() - t0);
     nextA = Array.from(a);
     nextB = Array.from(b);
-  }
-  const stepMs = walls.sort((x, y) => x - y)[Math.floor(STEPS / 2)];
+  }, STEPS);
   let fromHost = 0;
   for (
     const counts of [

@@ -27,7 +27,13 @@ import {
 import { UtilKernels } from "../src/runtime/util_kernels.ts";
 import { formatTextTable } from "../src/util/text_table.ts";
 import { LLAMA3_8B as C } from "./llama3_shape.ts";
-import { fillRandomCache, hostKvCache, offloadDecoderOptions } from "./random_cache.ts";
+import {
+  fillRandomCache,
+  firstTokens,
+  hostKvCache,
+  offloadDecoderOptions,
+} from "./random_cache.ts";
+import { medianWallMs } from "../src/runtime/timing.ts";
 
 const { values: args } = openCommand({
   name: "offload_timeline",
@@ -71,15 +77,14 @@ for (const [method, offload] of methods) {
     { config: C, seed: 7, scale: 0.02 },
     offloadDecoderOptions(batch, maxContext, offload, cache),
   );
-  let next = Array.from({ length: batch }, (_, b) => (b * 7919) % C.vocabSize);
-  for (let i = 0; i < 2; i++) next = Array.from(dec.stepChoose(next));
-  const walls: number[] = [];
-  for (let i = 0; i < 5; i++) {
-    const t0 = performance.now();
-    next = Array.from(dec.stepChoose(next));
-    walls.push(performance.now() - t0);
-  }
-  const graphMs = walls.sort((a, b) => a - b)[2];
+  let next = firstTokens(batch);
+  const graphMs = medianWallMs(
+    () => {
+      next = Array.from(dec.stepChoose(next));
+    },
+    5,
+    2,
+  );
   using timeline = new StepTimeline(cuda);
   dec.offload!.timeline = timeline;
   const t0 = performance.now();

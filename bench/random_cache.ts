@@ -11,6 +11,14 @@ import type { GpuDecoderOptions } from "../src/decoding/gpu_decoder.ts";
 import type { OffloadOptions } from "../src/runtime/offload_plan.ts";
 import { LLAMA3_8B, LLAMA3_8B_GROUP_SPEC_NO_DENSE } from "./llama3_shape.ts";
 
+/** The first token of each of `batch` sequences (spread over the vocabulary, deterministic). */
+export const firstTokens = (batch: number): number[] =>
+  Array.from({ length: batch }, (_, b) => (b * 7919) % LLAMA3_8B.vocabSize);
+
+/** Bytes of `batch` sequences of `maxContext` tokens of K and V over every layer. */
+export const kvCacheBytes = (batch: number, maxContext: number): number =>
+  batch * maxContext * LLAMA3_8B.numLayers * 2 * LLAMA3_8B.numKvHeads * LLAMA3_8B.headDim * 2;
+
 /** A cache of `batch` sequences of up to `maxContext` tokens, every layer's K/V on the host. */
 export function hostKvCache(cuda: Cuda, batch: number, maxContext: number): PagedKvCache {
   return new PagedKvCache(cuda, LLAMA3_8B_GROUP_SPEC_NO_DENSE, {

@@ -259,8 +259,20 @@ export function defaultWgmmaVariant(shape: WgmmaShape, keyTile: number): string 
     : DEFAULT_WGMMA_VARIANT;
 }
 
+/** The tuning fields that make up a wgmma variant. */
+export type WgmmaVariantTuning = Pick<
+  Tuning,
+  | "prefillWgmmaSchedule"
+  | "prefillWgmmaStages"
+  | "prefillWgmmaHeadsFastest"
+  | "prefillWgmmaPingpong"
+  | "prefillWgmmaLazyRescale"
+  | "prefillWgmmaDoubleP"
+  | "prefillWgmmaSplitProducer"
+>;
+
 /** The variant a tuning holds, by name. */
-export const wgmmaVariantOf = (t: Tuning): string =>
+export const wgmmaVariantOf = (t: WgmmaVariantTuning): string =>
   wgmmaVariantName({
     schedule: t.prefillWgmmaSchedule,
     stages: t.prefillWgmmaStages,

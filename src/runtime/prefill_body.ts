@@ -13,7 +13,7 @@
  */
 import type { Tuning } from "../codegen/kernels.ts";
 import { UsageError } from "../util/errors.ts";
-import { wgmmaVariantName } from "../codegen/prefill_wgmma_variants.ts";
+import { wgmmaVariantOf, type WgmmaVariantTuning } from "../codegen/prefill_wgmma_variants.ts";
 
 /** The two bodies of the prefill kernel. */
 export type PrefillBody = "mma" | "wgmma";
@@ -82,21 +82,16 @@ export function wgmmaUnavailable(
 /** The body for `choice` on `target`; a UsageError when wgmma is asked for and cannot run. */
 export function choosePrefillBody(
   choice: PrefillBodyChoice,
-  tuning: Pick<
-    Tuning,
-    | "prefillWgmma"
-    | "prefillThreads"
-    | "prefillSharedBytes"
-    | "prefillWgmmaThreads"
-    | "prefillWgmmaSharedBytes"
-    | "prefillWgmmaSchedule"
-    | "prefillWgmmaStages"
-    | "prefillWgmmaHeadsFastest"
-    | "prefillWgmmaPingpong"
-    | "prefillWgmmaLazyRescale"
-    | "prefillWgmmaDoubleP"
-    | "prefillWgmmaSplitProducer"
-  >,
+  tuning:
+    & Pick<
+      Tuning,
+      | "prefillWgmma"
+      | "prefillThreads"
+      | "prefillSharedBytes"
+      | "prefillWgmmaThreads"
+      | "prefillWgmmaSharedBytes"
+    >
+    & WgmmaVariantTuning,
   target: PrefillTarget,
 ): PrefillBodyPlan {
   const mma = (reason: string): PrefillBodyPlan => ({
@@ -125,15 +120,7 @@ export function choosePrefillBody(
     extraOptions: ["-DDS_PREFILL_WGMMA"],
     threads: tuning.prefillWgmmaThreads,
     sharedBytes: tuning.prefillWgmmaSharedBytes,
-    wgmmaVariant: wgmmaVariantName({
-      schedule: tuning.prefillWgmmaSchedule,
-      stages: tuning.prefillWgmmaStages,
-      headsFastest: tuning.prefillWgmmaHeadsFastest,
-      pingpong: tuning.prefillWgmmaPingpong,
-      lazyRescale: tuning.prefillWgmmaLazyRescale,
-      doubleP: tuning.prefillWgmmaDoubleP,
-      splitProducer: tuning.prefillWgmmaSplitProducer,
-    }),
+    wgmmaVariant: wgmmaVariantOf(tuning),
     headsFastest: tuning.prefillWgmmaHeadsFastest,
     kvTensorMaps: tuning.prefillWgmmaSchedule === "tma",
   };

@@ -25,3 +25,20 @@ export function medianEventMs(
   times.sort((a, b) => a - b);
   return times[Math.floor(times.length / 2)];
 }
+
+/**
+ * Wall-clock time of host calls that wait for their own work (a decode step as a caller runs it):
+ * the median of `repeats` calls, after `warmup` untimed ones (graph capture). The middle element,
+ * the upper of the two for an even count.
+ */
+export function medianWallMs(run: () => void, repeats: number, warmup = 0): number {
+  for (let i = 0; i < warmup; i++) run();
+  const walls: number[] = [];
+  for (let i = 0; i < repeats; i++) {
+    const t0 = performance.now();
+    run();
+    walls.push(performance.now() - t0);
+  }
+  walls.sort((a, b) => a - b);
+  return walls[Math.floor(walls.length / 2)];
+}
