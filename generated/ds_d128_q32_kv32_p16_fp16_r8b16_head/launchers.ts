@@ -58,7 +58,7 @@ export const kernels = {
   sparse: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "fa3a08092072a2a82a1fa65b8b9d15978380407110362711b51afd324668befb" },
   merge: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "d6bd72b4be8eaab08c1d957e5ca721a4f8b03ac8a052be2593497bbeff370497" },
   persistent: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "121bbb610b1f77ba1dcfb419a3d739d6915190b64585fa75525ce24d1fd7e6fd" },
-  prefill: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "0dfaa3ce3f99d39013a768a206a76a664c244812a30ba344e24cd8115d64d48d" },
+  prefill: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "a11858751657b413dede9ede48c5f07d1d0171555507431ffe1d07fb05c3113c" },
   sort_selection: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "c7d8ee2639718e5308f891ea376327cf78eb98111bc24b3cbc9dda4ee5ef5739" },
   gather_kv: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "dee9e17d34bb99fff9617eb38d45a7e41a6817fbff7a0eb173cee7a9deb78be0" },
 } as const;

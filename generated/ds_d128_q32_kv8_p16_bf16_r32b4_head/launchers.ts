@@ -58,7 +58,7 @@ export const kernels = {
   sparse: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "5bc264516253082e7b756a96498653dc847949a69c6639a97edeb87854747bcf" },
   merge: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "ab656d24973270ebfe3916627dd020b8630e810c17eb50880014d5f397f1f96b" },
   persistent: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "3aeefddd18305ba78e23de1d52c0f50d5c54c009de288a3d853a4898c0d75007" },
-  prefill: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "052ac977da1501cf11725ebe19f88b1bf38aa67abbb328a8765c137520fed9fb" },
+  prefill: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "c08ed6d6464b84467687dd62c35be5c21ebaff33a4581b5c4b8bfe0df4759f75" },
   sort_selection: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "b6c7e2c941a338586b7168a9ae86ffe494f35e753f3054ee8651afa0da8b44a4" },
   gather_kv: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "17a24a7f37062f026f1bfd7d1ffd9298bb0fd18287ec1c5bc0d0401e2bc50815" },
 } as const;

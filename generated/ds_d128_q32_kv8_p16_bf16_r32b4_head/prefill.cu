@@ -844,7 +844,9 @@ extern "C" __global__ void __launch_bounds__(PREFILL_THREADS, 1) ds_d128_q32_kv8
       tile_step(kt, p, p2);
       if (kt + 1 < n) tile_step(kt + 1, p2, p);
     }
-    // The last tile's PV, from the buffer its P went to (p2 when n - 1 is odd).
+    // The last tile's PV, from the buffer its P went to (p2 when n - 1 is odd). Written apart from
+    // the single-P body's tail below: one lambda shared by both made ptxas serialize this
+    // variant's wgmmas (C7513 under NVRTC 12.4's ptxas, scripts/compile_check.ts).
     const auto last_pv = [&](u32 (&pl)[KEY_TILE / 16][4]) {
       wgmma_wait<0>();  // PV of tile n - 2
       fence_regs(o);

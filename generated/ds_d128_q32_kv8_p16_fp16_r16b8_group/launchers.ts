@@ -58,7 +58,7 @@ export const kernels = {
   sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "327d4d1de722b0a208532910e19fe2563c5401bfeb891dcb4b1f5e60c9e4bac6" },
   merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "2586eeacd6e106f055dd04a41166fc6f01e678eb2568e70a9d78eb214310b834" },
   persistent: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "eb09595896dd898055b7e94d1ba032424df822e76ccf027350277b41001ff567" },
-  prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "c66ae61c55a9038c3ed5966ec5cb30a08c2e9fecae0e114dad221ae129366f76" },
+  prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "4f0ebabcfaddae32dc673a29ad4e62682761e4671368dbb6861e59a26ecefd70" },
   sort_selection: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "5212c0ac92fa967a496b02af0d2b619dbb4e057bf37a171650666175a47ddf3e" },
   gather_kv: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "5a3055bc1e1640d357253b328bbf0cec602f70f8a793fb26d30e1ea1639e03b3" },
 } as const;

@@ -58,7 +58,7 @@ export const kernels = {
   sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "45f46181f8cba9e82e47b88ac9747c25e83d6f6f45f2b6358eb532f559e17bc6" },
   merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "40f1b94f43424a0039fdd3d8a1dbf997d5faca6ab99051ffff33ecc26dc0c03c" },
   persistent: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "ce8ee054ef7d3486ba29da98c0ec80f42ecdd7b7b148073304cc596cd867b839" },
-  prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "571c5c82eb732897dd9a02f2ac32de2f9b12ea8f416327ef5bcb4f2f42b93b6f" },
+  prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "1b32abd5d7757244d8daef7c9c5d7555d016556730e768c83676949f6df9a345" },
   sort_selection: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "0003c84d976a5fadc575b7f3317c260c81046c24e05959984c78454b0d2f6429" },
   gather_kv: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "e4a869312e1865e5a690cf8583f09a67023e10192db1032df901a52375ad8b3b" },
 } as const;

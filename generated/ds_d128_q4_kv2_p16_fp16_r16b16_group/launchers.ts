@@ -58,7 +58,7 @@ export const kernels = {
   sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "10ec68978348ddae44f2ba1912f12fce84e1d66a537ec5bb10363fe806ca2b8a" },
   merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "9ea95454791bb0f3bf9ae1185a1ae1de696f5d00429d0c5edf358c4537932e25" },
   persistent: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "b232c2e4517a5fbee740c86ec5b73c8c32b0856e90cf5f7b862c4d8eb811a495" },
-  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "acf31398d1a758c2101a0ae72b4dd5680d50a19ae22013b3976c77d7c2ca5218" },
+  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "581d5b9cd422d3b497183ff647bb6cd192f446dafac8be6abf57f74099deb40e" },
   sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "252572a9b9c1d5024ecae922077b14a44c0cb4e605042da4f6dc00a48bde3f04" },
   gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "e32207b76ddd18eac158049afda044ed31e9ee105cdbe62709a3029d6914ea30" },
 } as const;

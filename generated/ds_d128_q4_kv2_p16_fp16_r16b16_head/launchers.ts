@@ -58,7 +58,7 @@ export const kernels = {
   sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "088a6d9644a6c86d70ad16478d8fc3a6dc46a50a99344ea70a83b65285851fd9" },
   merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "4fcfe04f81e8a513e1da9ec13974ee4255faecda13f0e897f8bca68dbb916f5c" },
   persistent: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "a6571018075bbda42ac3714e398d31556bc5e202c34111b46d11ffa9f6f12cbd" },
-  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "6ea473638d831d62d3cebe080fe5e3d541535c4084ee1a4b7115d02dea35ce8a" },
+  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "62ff814537380f72c9ee92ab8e326bdbff1f88380bd7b748ab33da78109f3f3d" },
   sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "040182ad0fce11a26a020f25d9228b80c13e6d47733a3563721bad0be51b91f0" },
   gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "d6a5429e8fa339ff5d16c9ffca3dd9536a48f3966e051018bd3c534e561aa216" },
 } as const;

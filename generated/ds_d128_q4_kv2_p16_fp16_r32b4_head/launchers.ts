@@ -58,7 +58,7 @@ export const kernels = {
   sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "757f50345c398f5a520fa6857d61a72389f25b8f6d15cfe189ab323672f6a751" },
   merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "9f1e7474cefd47fce3fca5ae6e31ae88755b6710a2b9d1eb65abbc77aac81d07" },
   persistent: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "ecc3b52a9b2c9ccd9d272e4d2a5fceef23f718620dcbd4cd2b6714a5aeaf5a6f" },
-  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "398ada10ec861afb6c6be09d49de3f50f8306f90499297d48dedce87791cf99d" },
+  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "4cd345f26ca6c27345d5345f6f2a147aa33ab964594043aeb85c330c67ea6f9d" },
   sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "4fe85833f3168a6762d6985743c09df43c6c0dd3a610914fd98fc0b8e83d63f7" },
   gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "3fce5178bb962dc1db3ad26227f547caf8c1beae5c81ef772329109347bffff7" },
 } as const;

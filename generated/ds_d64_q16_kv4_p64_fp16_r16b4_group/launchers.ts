@@ -58,7 +58,7 @@ export const kernels = {
   sparse: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "3a9d2974967bd8ee9d6a55913a9e429ce98d9576583425412b326f3f3a190c2c" },
   merge: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_merge", file: "merge.cu", threads: 64, argCount: 8, sha256: "f05801d088561033fca290b4c8d973d0f3349f1f2bb602588bf28b6e6c124bc1" },
   persistent: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "7ae818574540051f42f33b0e5f43223c96c35f7ee8c9642794408b2b473fe9fb" },
-  prefill: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "bbe790fc445f890e71ca2befb3cc5714eb2d7022453a4d7115e9a54212032075" },
+  prefill: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "2a37e9fb869f42154b96b9c909f27d5748e9d0b2bfd084367a2a6884a22481dd" },
   sort_selection: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "c61b9e2fcf82c93ec802effa3dd8ec41e35d9809271e29f81002b04bd8cdc797" },
   gather_kv: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "bdca7377adecf2e01abbadd6855361fe291ca7c3efd4b0f43982d526d4a6f781" },
 } as const;
