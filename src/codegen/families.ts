@@ -40,8 +40,11 @@ const arg = <N extends string, K extends FamilyArgKind>(
 ) => ({ name, kind, cType: kind === "ptr" ? `${cType}__restrict__ ` : cType, doc }) as const;
 const ptr = <N extends string>(name: N, cType: string, doc: string) => arg(name, "ptr", cType, doc);
 
-/** Threads of the row-wise model kernels (one block per row). */
+/** Threads of the row-wise model kernels (a block per row, or per row and chunk of it). */
 export const MODEL_ROW_THREADS = 256;
+
+/** Blocks per row of a model kernel with one thread per item of the row (grid.y). */
+export const rowChunks = (items: number): number => Math.ceil(items / MODEL_ROW_THREADS);
 
 /**
  * Threads of the token-choice kernel (one block per sequence over the whole vocabulary). The CPU
@@ -104,7 +107,8 @@ export const MODEL_KERNELS = {
     threads: MODEL_ROW_THREADS,
     doc: "Splits the fused QKV projection (+ bias), rotate-half RoPE on q and k at each row's " +
       "position, stores q, k, v in the model dtype.",
-    grid: "(rows, 1, 1)",
+    grid:
+      "(rows, rowChunks((NUM_Q_HEADS + NUM_KV_HEADS) * HEAD_DIM / 2 + NUM_KV_HEADS * HEAD_DIM), 1)",
     args: [
       ptr("qkv", "const float* ", "[rows][QKV_WIDTH] fused projection"),
       ptr("bias", "const float* ", "[QKV_WIDTH] q/k/v biases, or null"),
@@ -121,7 +125,7 @@ export const MODEL_KERNELS = {
     threads: MODEL_ROW_THREADS,
     doc: "RoPE of the queries alone (Q rows of a fused QKV projection + their biases), stored " +
       "in the model dtype: the offload's next-layer prediction.",
-    grid: "(rows, 1, 1)",
+    grid: "(rows, rowChunks(NUM_Q_HEADS * HEAD_DIM / 2), 1)",
     args: [
       ptr("q_proj", "const float* ", "[rows][NUM_Q_HEADS * HEAD_DIM] the Q part of a projection"),
       ptr("bias", "const float* ", "[QKV_WIDTH] q/k/v biases (only the q part is read), or null"),
@@ -135,7 +139,7 @@ export const MODEL_KERNELS = {
     symbol: "ds_model_swiglu",
     threads: MODEL_ROW_THREADS,
     doc: "act[m][i] = silu(gu[m][i]) * gu[m][INTERMEDIATE + i] from the fused gate/up projection.",
-    grid: "(rows, 1, 1)",
+    grid: "(rows, rowChunks(INTERMEDIATE), 1)",
     args: [
       ptr("gu", "const float* ", "[rows][2 * INTERMEDIATE] gate then up"),
       ptr("act", "u16* ", "[rows][INTERMEDIATE] activation, model dtype"),

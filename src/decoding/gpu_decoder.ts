@@ -17,7 +17,7 @@
  */
 import { type AttentionSpec, checkDenseLayers } from "../dsl/spec.ts";
 import { renderFamilySource } from "../codegen/render.ts";
-import { MODEL_KERNELS, MODEL_ROW_THREADS } from "../codegen/families.ts";
+import { MODEL_KERNELS, MODEL_ROW_THREADS, rowChunks } from "../codegen/families.ts";
 import { Cublas, type GemmDtype } from "../cuda/cublas.ts";
 import type { Cuda, DeviceBuffer, GraphExec, HostBuffer, Stream } from "../cuda/driver.ts";
 import { PagedKvCache } from "../runtime/caches.ts";
@@ -452,7 +452,11 @@ export class GpuDecoder implements Disposable {
       (c.numHeads + 2 * c.numKvHeads) * c.headDim,
       c.hiddenSize,
     );
-    this.#kernels.launch("rope", [rows, 1, 1], {
+    this.#kernels.launch("rope", [
+      rows,
+      rowChunks((c.numHeads + c.numKvHeads) * (c.headDim / 2) + c.numKvHeads * c.headDim),
+      1,
+    ], {
       qkv: this.#qkv.ptr,
       bias: L.qkvBias?.ptr ?? 0n,
       positions: rowPos,
@@ -476,7 +480,7 @@ export class GpuDecoder implements Disposable {
     const q = this.#qPredicted![layer % 2];
     this.#rmsnorm(this.#h, B, L.inputNorm);
     this.#linear(this.#qkv, this.#x, L.qkv, B, c.numHeads * c.headDim, c.hiddenSize);
-    this.#kernels.launch("rope_q", [B, 1, 1], {
+    this.#kernels.launch("rope_q", [B, rowChunks(c.numHeads * (c.headDim / 2)), 1], {
       qProj: this.#qkv.ptr,
       bias: L.qkvBias?.ptr ?? 0n,
       positions: this.plan.buffers.rowPos,
@@ -493,7 +497,10 @@ export class GpuDecoder implements Disposable {
     this.#linear(this.#h, this.#attn, L.o, rows, c.hiddenSize, c.numHeads * c.headDim, true);
     this.#rmsnorm(this.#h, rows, L.postNorm);
     this.#linear(this.#gu, this.#x, L.gateUp, rows, 2 * c.intermediateSize, c.hiddenSize);
-    this.#kernels.launch("swiglu", [rows, 1, 1], { gu: this.#gu.ptr, act: this.#act.ptr });
+    this.#kernels.launch("swiglu", [rows, rowChunks(c.intermediateSize), 1], {
+      gu: this.#gu.ptr,
+      act: this.#act.ptr,
+    });
     this.#linear(this.#h, this.#act, L.down, rows, c.hiddenSize, c.intermediateSize, true);
   }
 
