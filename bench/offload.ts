@@ -8,8 +8,8 @@
  *    overlap, exact), offload + prediction + reuse, full-KV offload (FlexGen-style), and the same
  *    decoder with all K/V on the GPU where it fits. Batch 1 and 4 at 32K, 64K and 128K (256K at
  *    batch 1 where host memory allows; skipped with the reason otherwise).
- *  - per row: step ms (wall-clock median of greedy `stepChoose` steps: the offload step copies
- *    nothing back but ids) and tokens/s, GPU memory in use, PCIe bytes per step (gather
+ *  - per row: step ms (wall-clock median of `stepChoose` steps, greedy, or with `--inputs repeat`
+ *    every sequence's first token fed again: the offload step copies nothing back but ids) and tokens/s, GPU memory in use, PCIe bytes per step (gather
  *    counters), % of the PCIe bound (bytes / measured H2D bandwidth / step time), rows reused,
  *    bytes saved by reuse, ratio vs full-KV offload; with prediction, its recall per layer (rows
  *    of the exact selection found in the prefetch; mean and min over the predicted layers; with
@@ -20,9 +20,11 @@
  *    next layer's query unrealistically predictable or not), so the reuse hit rate and the
  *    prediction's recall are also measured on the bundled tiny-code-llama-8k with real text at
  *    ~7K context over 32 greedy steps.
- * Writes ./results/offload-<card>-<date>.{json,md} (or under --out / $DS_RESULTS_DIR).
+ * Writes ./results/offload-<card>-<date>.{json,md} (offload-repeat-inputs-... with --inputs repeat;
+ * or under --out / $DS_RESULTS_DIR).
  *
- *   deno task bench:offload [--quick] [--out DIR] [--json FILE]
+ *   deno task bench:offload [--quick] [--configs LIST] [--prefetch-fractions LIST] [--two-streams]
+ *                           [--inputs greedy|repeat] [--out DIR] [--json FILE]
  */
 import { join } from "node:path";
 import { openCommand } from "../src/cli/front_door.ts";
@@ -62,6 +64,10 @@ const { values: args } = openCommand({
   --prefetch-fractions LIST  prediction rows that prefetch only part of each budget (default 0.5)
   --two-streams  also time even batches as two half-batch decoders on two streams (measured
               slower than one decoder: docs/offload.md)
+  --inputs MODE  greedy (default: each step feeds the tokens the last step chose) or repeat
+              (each step feeds every sequence its first token again: the queries then change
+              only with position and context, so consecutive selections overlap as on real
+              text, where random weights' greedy tokens make them nearly independent)
   --out DIR   results folder (default ./results or $DS_RESULTS_DIR)
   --json FILE write the JSON report here instead of <out>/offload-<card>-<date>.json`,
   options: {
@@ -69,11 +75,19 @@ const { values: args } = openCommand({
     configs: { type: "string" },
     "two-streams": { type: "boolean", default: false },
     "prefetch-fractions": { type: "string", default: "0.5" },
+    inputs: { type: "string", default: "greedy" },
     out: { type: "string" },
     json: { type: "string" },
   },
 });
 const outDir = args.out ?? defaultResultsDir();
+const INPUT_MODES = ["greedy", "repeat"] as const;
+const inputs = args.inputs as (typeof INPUT_MODES)[number];
+if (!INPUT_MODES.includes(inputs)) {
+  throw new UsageError(
+    `--inputs: got ${JSON.stringify(args.inputs)}; allowed: ${INPUT_MODES.join(", ")}`,
+  );
+}
 const cuda = requireGpu("deno task bench:offload");
 const info = cuda.info;
 const GiB = 2 ** 30;
@@ -85,9 +99,9 @@ const C = LLAMA3_8B;
 const STEPS = 8, FULL_KV_STEPS = 3, WARMUP = 2;
 /**
  * Tokens the methods of one (batch, context) append to its shared cache: warm-up + measured steps
- * (+ 1) for each of up to 12 methods (5 + the prefetch fractions).
+ * (+ 1) for each of up to 19 methods (5 + two per prefetch fraction, at most 7 fractions).
  */
-const SLACK = 12 * (STEPS + WARMUP + 1);
+const SLACK = 19 * (STEPS + WARMUP + 1);
 /** Bytes of one selected row pair (K and V of one kv head). */
 const ROW_BYTES = 2 * C.headDim * 2;
 /** Host memory of the H100 machines is 128 GiB; leave room for the process and the OS. */
@@ -248,9 +262,15 @@ for (const [ci, [batch, L]] of configs.entries()) {
     ["offload + reuse", { mode: "selected", reuse: true }],
     ["offload + prediction", { mode: "selected", prediction: true }],
     ["offload + prediction + reuse", { mode: "selected", prediction: true, reuse: true }],
-    ...PREFETCH_FRACTIONS.map((f): [string, OffloadOptions] => [
-      `offload + prediction, prefetch ${f}`,
-      { mode: "selected", prediction: true, prefetchFraction: f },
+    ...PREFETCH_FRACTIONS.flatMap((f): [string, OffloadOptions][] => [
+      [
+        `offload + prediction, prefetch ${f}`,
+        { mode: "selected", prediction: true, prefetchFraction: f },
+      ],
+      [
+        `offload + prediction + reuse, prefetch ${f}`,
+        { mode: "selected", prediction: true, reuse: true, prefetchFraction: f },
+      ],
     ]),
   ];
   for (const [method, offload] of methods) {
@@ -262,11 +282,14 @@ for (const [ci, [batch, L]] of configs.entries()) {
     );
     const steps = offload.mode === "full-kv" ? FULL_KV_STEPS : STEPS;
     let next = tokens;
-    for (let i = 0; i < WARMUP; i++) next = Array.from(dec.stepChoose(next));
+    // greedy: the tokens the last step chose; repeat: every sequence's first token again.
+    const step = () => {
+      const chosen = Array.from(dec.stepChoose(next));
+      if (inputs === "greedy") next = chosen;
+    };
+    for (let i = 0; i < WARMUP; i++) step();
     const before = offload.mode === "selected" ? dec.gatherCounts() : [];
-    const stepMs = medianWallMs(() => {
-      next = Array.from(dec.stepChoose(next));
-    }, steps);
+    const stepMs = medianWallMs(step, steps);
     let pcie = 0, reused = 0, selected = 0;
     let recall: { mean: number; min: number } | null = null;
     if (offload.mode === "selected") {
@@ -448,8 +471,12 @@ const lines = [
   `# Double Sparsity-Offload on ${info.name} (${date})`,
   "",
   `Llama-3-8B shape, random weights, ${SPEC.variant} without dense layers (every layer's K/V in ` +
-  "pinned host memory), caches filled on the device. Step = wall-clock median of greedy " +
-  "`stepChoose` steps (on-GPU DS: graph replay, device time). PCIe bytes from the gather " +
+  "pinned host memory), caches filled on the device. Step = wall-clock median of " +
+  (inputs === "greedy"
+    ? "greedy `stepChoose` steps"
+    : "`stepChoose` steps that feed every sequence its first token again (`--inputs repeat`: " +
+      "consecutive queries differ only by position and context)") +
+  " (on-GPU DS: graph replay, device time). PCIe bytes from the gather " +
   "counters (full-KV: both pools of every layer). Bound share = bytes / measured H2D " +
   "bandwidth / step time; the selected-bytes share counts only the exact selection's rows " +
   "(issue 11's bound), whatever moved.",
@@ -502,12 +529,13 @@ lines.push(
 );
 const md = lines.join("\n");
 console.log("\n" + md);
-const stem = join(outDir, `offload-${card}-${date}`);
+const stem = join(outDir, `offload-${inputs === "repeat" ? "repeat-inputs-" : ""}${card}-${date}`);
 writeJsonReport(args.json ?? `${stem}.json`, {
   device: info,
   date,
   h2dGBs,
   gatherGBs,
+  inputs,
   rows,
   realText,
   realRecall,
