@@ -68,6 +68,25 @@ const MIN_SCORE_TOKENS_PER_BLOCK = 1024;
 const MIN_SELECT_TOKENS_PER_BLOCK = 2048;
 const TOKEN_GRANULE = 256;
 
+/**
+ * Tokens per block of the score and select kernels, whose grids are (selection heads, chunks,
+ * batch): floor(target / pairs) whole chunks per (sequence, selection head), so a launch of at
+ * most `target` blocks (one wave) is never exceeded by a last, part-filled chunk; each chunk at
+ * least `floor` tokens, rounded up to TOKEN_GRANULE, at most `keyStride`. (Sizing the chunk as
+ * pairs x keyStride / target instead gave 3 chunks a pair at 256 pairs and 32K or 128K: 1.45
+ * waves, a tail of big blocks after a wave of mixed ones; docs/perf-notes.md.)
+ */
+export function chunkTokens(
+  pairs: number,
+  keyStride: number,
+  target: number,
+  floor: number,
+): number {
+  const chunks = Math.max(1, Math.floor(target / pairs));
+  const tokens = Math.ceil(Math.ceil(keyStride / chunks) / TOKEN_GRANULE) * TOKEN_GRANULE;
+  return Math.min(keyStride, Math.max(floor, tokens));
+}
+
 export interface PlanOptions {
   /**
    * Blocks to aim for per launch (default: BLOCKS_PER_SM per multiprocessor for score and select,
@@ -258,17 +277,19 @@ export class DecodePlan implements Disposable {
       this.persistentSplits = 0;
     }
     this.maxSplits = Math.max(this.denseSplits, this.sparseSplits, this.persistentSplits);
-    // About `target` blocks per launch, each at least `floor` tokens (see the constants).
-    const perBlock = (floor: number) => {
-      const pairs = this.batch * spec.numSelectionHeads;
-      const want = Math.ceil((pairs * this.keyStride) / target);
-      return Math.min(
-        this.keyStride,
-        Math.max(floor, Math.ceil(want / TOKEN_GRANULE) * TOKEN_GRANULE),
-      );
-    };
-    this.scoreTokensPerBlock = perBlock(MIN_SCORE_TOKENS_PER_BLOCK);
-    this.selectTokensPerBlock = perBlock(MIN_SELECT_TOKENS_PER_BLOCK);
+    const pairs = this.batch * spec.numSelectionHeads;
+    this.scoreTokensPerBlock = chunkTokens(
+      pairs,
+      this.keyStride,
+      target,
+      MIN_SCORE_TOKENS_PER_BLOCK,
+    );
+    this.selectTokensPerBlock = chunkTokens(
+      pairs,
+      this.keyStride,
+      target,
+      MIN_SELECT_TOKENS_PER_BLOCK,
+    );
     this.softmaxScale = 1 / Math.sqrt(spec.headDim);
     const pdlTarget = {
       computeCapability: cuda.info.computeCapability,
