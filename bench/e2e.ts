@@ -28,7 +28,7 @@ import { LLAMA3_8B, LLAMA3_8B_GROUP_SPEC } from "./llama3_shape.ts";
 import { loadTinyBench } from "./tiny_model.ts";
 import { Progress } from "../src/cli/progress.ts";
 import { medianWallMs } from "../src/runtime/timing.ts";
-import { firstTokens } from "./random_cache.ts";
+import { fillRandomCache, firstTokens } from "./random_cache.ts";
 
 const { values: args } = openCommand({
   name: "bench:e2e",
@@ -171,15 +171,7 @@ for (const [batch, L] of configs) {
       maxPrefillRows: batch,
     });
     // Random caches of L - 1 tokens per sequence; each step appends one.
-    for (let b = 0; b < batch; b++) dec.cache.pages.grow(b, L - 1);
-    dec.cache.syncBlockTables(dec.stream);
-    dec.cache.layers.forEach((layer, i) => {
-      util.fillNormal(layer.k, 100 + 3 * i, 1, dec.stream);
-      util.fillNormal(layer.v, 101 + 3 * i, 1, dec.stream);
-      if (dec.spec.labelBits === 16) util.fillNormal(layer.labels, 102 + 3 * i, 1, dec.stream);
-      else util.fillLabels(layer.labels, layer.meta, 102 + 3 * i, dec.stream);
-    });
-    dec.stream.synchronize();
+    fillRandomCache(util, dec.cache, batch, L, dec.stream);
     const tokens = firstTokens(batch);
     await measure("llama3-8b (random)", dec, s ? "DS group r16b8, dense 0,1" : "dense", L, tokens);
   }

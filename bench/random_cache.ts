@@ -1,8 +1,9 @@
 /**
  * What the offload benchmarks share: a paged cache with every layer's K/V in pinned host memory
  * for the Llama-3-8B shape and its Double Sparsity variant without dense layers, random contents
- * for it (L - 1 cached tokens per sequence: K/V and labels from seeded normal fills, the same
- * whether the cache lives on the device or the host), and the decoder options over such a cache.
+ * for any paged cache (L - 1 cached tokens per sequence: K/V and labels from seeded normal fills,
+ * the same whether the cache lives on the device or the host), and the decoder options over such
+ * a cache.
  */
 import type { Cuda, Stream } from "../src/cuda/driver.ts";
 import { PagedKvCache } from "../src/runtime/caches.ts";
@@ -59,7 +60,9 @@ export function fillRandomCache(
   cache.layers.forEach((layer, i) => {
     util.fillNormal(layer.k, 100 + 3 * i, 1, stream);
     util.fillNormal(layer.v, 101 + 3 * i, 1, stream);
-    util.fillLabels(layer.labels, layer.meta, 102 + 3 * i, stream);
+    // 16-bit labels are raw channels; narrower ones quantized codes with their meta words.
+    if (cache.spec.labelBits === 16) util.fillNormal(layer.labels, 102 + 3 * i, 1, stream);
+    else util.fillLabels(layer.labels, layer.meta, 102 + 3 * i, stream);
   });
   stream.synchronize();
 }

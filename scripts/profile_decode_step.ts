@@ -10,7 +10,7 @@ import { requireGpu } from "../src/runtime/device.ts";
 import { GpuDecoder } from "../src/decoding/gpu_decoder.ts";
 import { UtilKernels } from "../src/runtime/util_kernels.ts";
 import { LLAMA3_8B, LLAMA3_8B_GROUP_SPEC } from "../bench/llama3_shape.ts";
-import { firstTokens } from "../bench/random_cache.ts";
+import { fillRandomCache, firstTokens } from "../bench/random_cache.ts";
 
 const { values: args } = openCommand({
   name: "profile_decode_step",
@@ -36,15 +36,7 @@ using dec = await GpuDecoder.create(cuda, { config: LLAMA3_8B, seed: 7, scale: 0
   channels: spec ? { randomSeed: 3 } : undefined,
   maxPrefillRows: batch,
 });
-for (let b = 0; b < batch; b++) dec.cache.pages.grow(b, L - 1);
-dec.cache.syncBlockTables(dec.stream);
-dec.cache.layers.forEach((layer, i) => {
-  util.fillNormal(layer.k, 100 + 3 * i, 1, dec.stream);
-  util.fillNormal(layer.v, 101 + 3 * i, 1, dec.stream);
-  if (dec.spec.labelBits === 16) util.fillNormal(layer.labels, 102 + 3 * i, 1, dec.stream);
-  else util.fillLabels(layer.labels, layer.meta, 102 + 3 * i, dec.stream);
-});
-dec.stream.synchronize();
+fillRandomCache(util, dec.cache, batch, L, dec.stream);
 let next = firstTokens(batch);
 for (let i = 0; i < steps; i++) next = Array.from(dec.stepChoose(next, {}, false));
 console.log(
