@@ -44,6 +44,7 @@ const COMMANDS: readonly Command[] = [
   { script: "bench/offload_timeline.ts", name: "offload_timeline" },
   { script: "bench/pcie_gather_probe.ts", name: "pcie_gather_probe" },
   { script: "bench/prefill_kernel.ts", name: "prefill_kernel" },
+  { script: "scripts/profile_decode_step.ts", name: "profile_decode_step" },
   { script: "tests/gpu/main.ts", name: "test:gpu" },
   { script: "src/cli/tune.ts", name: "tune", missingFile: ["--model", MISSING] },
 ];
@@ -138,6 +139,16 @@ Deno.test("cli: malformed values say what is allowed, exit 2 (--temperature -1, 
       "bench/pdl.ts",
       ["--shapes", "gpt2"],
       "bench:pdl: --shapes: got gpt2; allowed: llama3-8b, llama2-7b",
+    ],
+    [
+      "bench/offload.ts",
+      ["--inputs", "random"],
+      `bench:offload: --inputs: got "random"; allowed: greedy, repeat`,
+    ],
+    [
+      "scripts/profile_decode_step.ts",
+      ["--batch", "0"],
+      `profile_decode_step: --batch: got "0"; allowed: an integer >= 1 and <= 64`,
     ],
     [
       "bench/offload_timeline.ts",
