@@ -28,7 +28,7 @@ import { LLAMA3_8B, LLAMA3_8B_GROUP_SPEC } from "./llama3_shape.ts";
 import { loadTinyBench } from "./tiny_model.ts";
 import { Progress } from "../src/cli/progress.ts";
 import { medianWallMs } from "../src/runtime/timing.ts";
-import { fillRandomCache, firstTokens } from "./random_cache.ts";
+import { fillRandomCache, firstTokens, kvCacheBytes } from "./random_cache.ts";
 
 const { values: args } = openCommand({
   name: "bench:e2e",
@@ -153,7 +153,7 @@ const configs = args.quick
   ? [[8, 16384]]
   : [[1, 32768], [8, 16384], [8, 32768], [32, 16384], [32, 32768]];
 for (const [batch, L] of configs) {
-  const kvBytes = batch * L * llama3.numLayers * llama3.numKvHeads * 512;
+  const kvBytes = kvCacheBytes(batch, L);
   if (kvBytes + 20e9 > info.totalMemBytes * 0.9) {
     console.log(
       `skip llama3-8b B=${batch} L=${L}: ${

@@ -9,9 +9,10 @@
  *    decoder with all K/V on the GPU where it fits. Batch 1 and 4 at 32K, 64K and 128K (256K at
  *    batch 1 where host memory allows; skipped with the reason otherwise).
  *  - per row: step ms (wall-clock median of `stepChoose` steps, greedy, or with `--inputs repeat`
- *    every sequence's first token fed again: the offload step copies nothing back but ids) and tokens/s, GPU memory in use, PCIe bytes per step (gather
- *    counters), % of the PCIe bound (bytes / measured H2D bandwidth / step time), rows reused,
- *    bytes saved by reuse, ratio vs full-KV offload; with prediction, its recall per layer (rows
+ *    every sequence's first token fed again: the offload step copies nothing back but ids) and
+ *    tokens/s, GPU memory in use, PCIe bytes per step (gather counters), % of the PCIe bound
+ *    (bytes / measured H2D bandwidth / step time), rows reused, bytes saved by reuse, ratio vs
+ *    full-KV offload; with prediction, its recall per layer (rows
  *    of the exact selection found in the prefetch; mean and min over the predicted layers; with
  *    reuse, the share the prefetch served after reuse) and PCIe bytes include its own gathers.
  *  - the measured host-to-device bandwidth (cuMemcpyHtoDAsync of 1 GiB pinned, events, median)
@@ -97,11 +98,21 @@ const SPEC: AttentionSpec = LLAMA3_8B_GROUP_SPEC_NO_DENSE;
 const C = LLAMA3_8B;
 /** Measured steps per method (after WARMUP); full-KV steps move the whole K/V, so fewer. */
 const STEPS = 8, FULL_KV_STEPS = 3, WARMUP = 2;
+/** The methods every (batch, context) runs; two more per `--prefetch-fractions` value. */
+const BASE_METHODS: [string, OffloadOptions][] = [
+  ["full-KV offload", { mode: "full-kv" }],
+  ["offload", { mode: "selected" }],
+  ["offload + reuse", { mode: "selected", reuse: true }],
+  ["offload + prediction", { mode: "selected", prediction: true }],
+  ["offload + prediction + reuse", { mode: "selected", prediction: true, reuse: true }],
+];
+/** Most `--prefetch-fractions` values (the cache's slack below is sized for them). */
+const MAX_PREFETCH_FRACTIONS = 7;
 /**
  * Tokens the methods of one (batch, context) append to its shared cache: warm-up + measured steps
- * (+ 1) for each of up to 19 methods (5 + two per prefetch fraction, at most 7 fractions).
+ * (+ 1) for each method, with as many prefetch fractions as allowed.
  */
-const SLACK = 19 * (STEPS + WARMUP + 1);
+const SLACK = (BASE_METHODS.length + 2 * MAX_PREFETCH_FRACTIONS) * (STEPS + WARMUP + 1);
 /** Bytes of one selected row pair (K and V of one kv head). */
 const ROW_BYTES = 2 * C.headDim * 2;
 /** Host memory of the H100 machines is 128 GiB; leave room for the process and the OS. */
@@ -217,11 +228,25 @@ const PREFETCH_FRACTIONS = args["prefetch-fractions"]!.split(",").filter((x) => 
     return f;
   },
 );
-if (PREFETCH_FRACTIONS.length > 7) {
+if (PREFETCH_FRACTIONS.length > MAX_PREFETCH_FRACTIONS) {
   throw new UsageError(
-    `--prefetch-fractions: got ${PREFETCH_FRACTIONS.length} values; allowed: at most 7`,
+    `--prefetch-fractions: got ${PREFETCH_FRACTIONS.length} values; allowed: at most ${MAX_PREFETCH_FRACTIONS}`,
   );
 }
+/** Every method of the table, in the order each (batch, context) runs them. */
+const METHODS: [string, OffloadOptions][] = [
+  ...BASE_METHODS,
+  ...PREFETCH_FRACTIONS.flatMap((f): [string, OffloadOptions][] => [
+    [
+      `offload + prediction, prefetch ${f}`,
+      { mode: "selected", prediction: true, prefetchFraction: f },
+    ],
+    [
+      `offload + prediction + reuse, prefetch ${f}`,
+      { mode: "selected", prediction: true, reuse: true, prefetchFraction: f },
+    ],
+  ]),
+];
 
 /** `--configs`: comma-separated BxL pairs (batch and context, positive integers). */
 function parseConfigs(list: string): [number, number][] {
@@ -256,24 +281,7 @@ for (const [ci, [batch, L]] of configs.entries()) {
   fillRandomCache(util, cache, batch, L, fillStream);
   const tokens = firstTokens(batch);
   let fullKvMs = 0;
-  const methods: [string, OffloadOptions][] = [
-    ["full-KV offload", { mode: "full-kv" }],
-    ["offload", { mode: "selected" }],
-    ["offload + reuse", { mode: "selected", reuse: true }],
-    ["offload + prediction", { mode: "selected", prediction: true }],
-    ["offload + prediction + reuse", { mode: "selected", prediction: true, reuse: true }],
-    ...PREFETCH_FRACTIONS.flatMap((f): [string, OffloadOptions][] => [
-      [
-        `offload + prediction, prefetch ${f}`,
-        { mode: "selected", prediction: true, prefetchFraction: f },
-      ],
-      [
-        `offload + prediction + reuse, prefetch ${f}`,
-        { mode: "selected", prediction: true, reuse: true, prefetchFraction: f },
-      ],
-    ]),
-  ];
-  for (const [method, offload] of methods) {
+  for (const [method, offload] of METHODS) {
     // Full-KV attends densely over the same pinned pools (its plan ignores the selection).
     using dec = await GpuDecoder.create(
       cuda,

@@ -36,6 +36,9 @@ const specInput = (headDim: 64 | 128 | 256): AttentionInput => ({
   budget: { ratio: 1 / 16, min: 16 },
 });
 const spec = (headDim: 64 | 128 | 256) => defineAttention(specInput(headDim));
+/** The rendered prefill kernel's source at `headDim`, with `tuning` or the spec's own. */
+const prefillSource = (headDim: 64 | 128 | 256, tuning?: ReturnType<typeof tuningFor>) =>
+  renderKernels(spec(headDim), tuning).find((k) => k.id === "prefill")!.source;
 const HOPPER = { nvrtcMajor: 12, arch: "sm_90" };
 
 Deno.test("choosePrefillBody: auto takes wgmma only on sm_90 with NVRTC >= 12 and a body", () => {
@@ -117,13 +120,13 @@ Deno.test("both prefill bodies share the Q tile (the tile table's contract) in e
 });
 
 Deno.test("the prefill source holds the wgmma body behind DS_PREFILL_WGMMA, or an #error", () => {
-  const src128 = renderKernels(spec(128)).find((k) => k.id === "prefill")!.source;
+  const src128 = prefillSource(128);
   const wg = src128.indexOf("#if defined(DS_PREFILL_WGMMA)");
   const mma = src128.indexOf("// ---- the mma.sync body ----");
   assert.ok(wg > 0 && mma > wg, "both bodies, wgmma first");
   assert.ok(src128.indexOf("wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16") > wg);
   assert.ok(src128.indexOf("wgmma.mma_async") < mma, "wgmma only in its own body");
-  const src256 = renderKernels(spec(256)).find((k) => k.id === "prefill")!.source;
+  const src256 = prefillSource(256);
   assert.ok(!src256.includes("wgmma.mma_async"));
   assert.match(src256, /#error "this variant has no wgmma prefill body \(head dim 256\)/);
 });
@@ -328,9 +331,7 @@ Deno.test("tmaBoxRows: a page per box up to the key tile, multiples of the swizz
 
 Deno.test("the rendered wgmma body carries the variant's schedule, stages and grid order", () => {
   const base = tuningFor(spec(128));
-  const src = (name: string) =>
-    renderKernels(spec(128), withWgmmaVariant(base, spec(128), name, "x"))
-      .find((k) => k.id === "prefill")!.source;
+  const src = (name: string) => prefillSource(128, withWgmmaVariant(base, spec(128), name, "x"));
   const sync = src("sync"), ws = src("ws3-p-h");
   assert.match(sync, /constexpr int SCHEDULE = 0;/);
   assert.match(sync, /constexpr bool HEADS_FASTEST = false;/);
@@ -354,8 +355,6 @@ Deno.test("the rendered wgmma body carries the variant's schedule, stages and gr
 Deno.test("-r renders LAZY_RESCALE: O's rescale behind a warp vote (the default), tma3 without it", () => {
   const base = tuningFor(spec(128));
   assert.equal(base.prefillWgmmaLazyRescale, true); // the default is tma3-r-s
-  const src = (t: typeof base) =>
-    renderKernels(spec(128), t).find((k) => k.id === "prefill")!.source;
   const eager = withWgmmaVariant(base, spec(128), "tma3", "x");
   const lazy = withWgmmaVariant(base, spec(128), "tma3-r", "x");
   assert.equal(eager.prefillWgmmaLazyRescale, false);
@@ -364,11 +363,11 @@ Deno.test("-r renders LAZY_RESCALE: O's rescale behind a warp vote (the default)
   assert.equal(choosePrefillBody("wgmma", lazy, HOPPER).wgmmaVariant, "tma3-r");
   // Only the flag differs from tma3: same threads, stages and shared memory.
   assert.deepEqual({ ...lazy, prefillWgmmaLazyRescale: false }, eager);
-  assert.match(src(eager), /constexpr bool LAZY_RESCALE = false;/);
-  assert.match(src(lazy), /constexpr bool LAZY_RESCALE = true;/);
+  assert.match(prefillSource(128, eager), /constexpr bool LAZY_RESCALE = false;/);
+  assert.match(prefillSource(128, lazy), /constexpr bool LAZY_RESCALE = true;/);
   // The skip is one branch on a warp vote over both of the thread's row factors.
   assert.match(
-    src(lazy),
+    prefillSource(128, lazy),
     /if constexpr \(LAZY_RESCALE\) \{\s*if \(!__any_sync\(0xffffffffu, alpha\[0\] != 1\.f \|\| alpha\[1\] != 1\.f\)\) return;/,
   );
 });
@@ -385,8 +384,6 @@ Deno.test("prefillRuns: mma once, every other body once per wgmma variant", () =
 Deno.test("-s renders SPLIT_PRODUCER (the default: K and V copies from two producer threads), -d DOUBLE_P", () => {
   const base = tuningFor(spec(128));
   assert.equal(wgmmaVariantOf(base), "tma3-r-s");
-  const src = (t: typeof base) =>
-    renderKernels(spec(128), t).find((k) => k.id === "prefill")!.source;
   const one = withWgmmaVariant(base, spec(128), "tma3-r", "x");
   const dbl = withWgmmaVariant(base, spec(128), "tma3-r-d", "x");
   assert.equal(base.prefillWgmmaSplitProducer, true);
@@ -394,17 +391,17 @@ Deno.test("-s renders SPLIT_PRODUCER (the default: K and V copies from two produ
   // Only the flags differ: same threads, stages and shared memory.
   assert.deepEqual({ ...base, prefillWgmmaSplitProducer: false }, one);
   assert.deepEqual({ ...one, prefillWgmmaDoubleP: true }, dbl);
-  assert.match(src(base), /constexpr bool SPLIT_PRODUCER = true;/);
-  assert.match(src(one), /constexpr bool SPLIT_PRODUCER = false;/);
-  assert.match(src(one), /constexpr bool DOUBLE_P = false;/);
-  assert.match(src(dbl), /constexpr bool DOUBLE_P = true;/);
+  assert.match(prefillSource(128, base), /constexpr bool SPLIT_PRODUCER = true;/);
+  assert.match(prefillSource(128, one), /constexpr bool SPLIT_PRODUCER = false;/);
+  assert.match(prefillSource(128, one), /constexpr bool DOUBLE_P = false;/);
+  assert.match(prefillSource(128, dbl), /constexpr bool DOUBLE_P = true;/);
   // The K thread (warp 0) and the V thread (warp 1) each walk every tile.
   assert.match(
-    src(base),
+    prefillSource(128, base),
     /if \(SPLIT_PRODUCER && pwarp == 0\) \{\s*for \(int t = 0; t < n; t\+\+\) tma_tile\(k_map/,
   );
   assert.match(
-    src(base),
+    prefillSource(128, base),
     /\} else if \(SPLIT_PRODUCER && pwarp == 1\) \{\s*for \(int t = 0; t < n; t\+\+\) copy_v\(t\);/,
   );
   assert.equal(choosePrefillBody("wgmma", base, HOPPER).wgmmaVariant, "tma3-r-s");
