@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { SCORE_KEYS_PER_VECTOR, scoreKeyStride } from "../src/dsl/layout.ts";
 import { chunkTokens } from "../src/runtime/decode_plan.ts";
 
 /** Blocks of a score/select launch: pairs x ceil(keyStride / tokens per block). */
@@ -22,4 +23,18 @@ Deno.test("score chunks: whole chunks per selection head, never past one wave of
   // Never more than the key row; granules of 256.
   assert.equal(chunkTokens(1, 300, 528, 1024), 300);
   assert.equal(chunkTokens(96, 32832, 528, 1024) % 256, 0);
+});
+
+Deno.test("score keys: rows and select chunks start on 16-byte key vectors", () => {
+  // select loads 8 keys at a time from chunk * tokens_per_block: both must be whole vectors.
+  assert.equal(SCORE_KEYS_PER_VECTOR, 8);
+  for (const maxTokens of [1, 7, 8, 9, 300, 4099, 32768, 32771]) {
+    const stride = scoreKeyStride(maxTokens);
+    assert.ok(stride >= maxTokens && stride - maxTokens < 8, `${maxTokens} -> ${stride}`);
+    assert.equal(stride % SCORE_KEYS_PER_VECTOR, 0);
+    for (const pairs of [1, 8, 256, 1024]) {
+      const chunk = chunkTokens(pairs, stride, 528, 2048);
+      assert.equal(chunk % SCORE_KEYS_PER_VECTOR, 0, `${pairs} pairs, ${maxTokens} tokens`);
+    }
+  }
 });

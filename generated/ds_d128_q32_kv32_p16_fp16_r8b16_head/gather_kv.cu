@@ -160,6 +160,8 @@ enum : int {
   HIST_SHIFT = 20,
   // order_key >> KEY_SHIFT = stored key
   KEY_SHIFT = 16,
+  // keys per 16-byte load; every row of keys starts on a 16-byte boundary (key_stride a multiple)
+  SCORE_KEYS_PER_VECTOR = 8,
   SUB_BIN_BITS = 4,
   SUB_BINS = 16,
   // candidate entry: index | sub-bin << CAND_SUB_SHIFT

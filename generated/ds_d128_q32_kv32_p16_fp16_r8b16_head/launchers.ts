@@ -8,7 +8,7 @@ export const tuning = {
   scoreMinBlocks: 4,
   scoreUnroll: 4,
   selectThreads: 256,
-  selectKeysPerThread: 16,
+  selectKeysPerThread: 32,
   resolveThreads: 256,
   resolveMinBlocks: 1,
   resolveSmemCandidates: 4096,
@@ -50,17 +50,17 @@ export const tuning = {
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "7e23feb585cfc669d3ab02e1edd9299222996f59a24425417aafe2e90edeb6a4" },
-  score: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "f77a42531a74f2a42ee49428a3d0aee7ce471b1fbe50fac1aa1e04835c6d5fd1" },
-  select: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "07024bbcb87b4c9b2e4f50ffaa9362c05130040e3b1540777072f369d7842025" },
-  resolve: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "89b42090b7ea0ed5c1cd8b61e02b43eda62be88d1d1240787169e552f5e9351a" },
-  dense: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "fefdcb8979563c2dec5b950e3ecce4986da65307cf9743535072ee20e076b572" },
-  sparse: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "fa3a08092072a2a82a1fa65b8b9d15978380407110362711b51afd324668befb" },
-  merge: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "d6bd72b4be8eaab08c1d957e5ca721a4f8b03ac8a052be2593497bbeff370497" },
-  persistent: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "121bbb610b1f77ba1dcfb419a3d739d6915190b64585fa75525ce24d1fd7e6fd" },
-  prefill: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "a11858751657b413dede9ede48c5f07d1d0171555507431ffe1d07fb05c3113c" },
-  sort_selection: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "c7d8ee2639718e5308f891ea376327cf78eb98111bc24b3cbc9dda4ee5ef5739" },
-  gather_kv: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "dee9e17d34bb99fff9617eb38d45a7e41a6817fbff7a0eb173cee7a9deb78be0" },
+  append: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "879e1082ec188e2979bff458c8445f06b7d4376c821817739ef70e59c8159745" },
+  score: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "bb8055eed3e044d73be24485d2080f26377609d27d14c34eb1cfba79d5d4efb9" },
+  select: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "d0fea53d0d70e7047407e7f3e5f9962382a7e2a8e6cff76c8d5ed10a33ec5425" },
+  resolve: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "ff187740ba31179d8b1a3e83e593b6abe0d99361430c0e91c26b205729d13740" },
+  dense: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "0a1765a2ac0b379ce5bab81d34f0645b5593c1c7a68012a0ca076a7e48074165" },
+  sparse: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "7c25e09d066c6a2cf3ba0afefbd49c38f1f13867d0a027eb2042d5a87f70fc73" },
+  merge: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "2c930620ce0d13b95c128d3848da0effb69d14a6f3a6e65f0d437e050f9b38e4" },
+  persistent: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "20711a870864d83a3dd58c29a796f7f6bf0de585d239bfadac26db8f7c612460" },
+  prefill: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "3ad735eb5f0ba7fe255de7813efb4eeb19f584aacac5120717fdbd290b29add8" },
+  sort_selection: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "f9eacd42f2ac9177dd1955ae654d466882293eba1d626da8eec48c735bd4d235" },
+  gather_kv: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "b2c4310d734b098b3052a36111c701f70933918249a4449946b5f430c3a5e41b" },
 } as const;
 
 /**

@@ -8,7 +8,7 @@ export const tuning = {
   scoreMinBlocks: 4,
   scoreUnroll: 4,
   selectThreads: 256,
-  selectKeysPerThread: 16,
+  selectKeysPerThread: 32,
   resolveThreads: 256,
   resolveMinBlocks: 1,
   resolveSmemCandidates: 4096,
@@ -50,17 +50,17 @@ export const tuning = {
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "10d8c5f75c8c88872ed44ea4fbdeaa16a4061f229f9e660e865d4cc3540a6848" },
-  score: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "122a16d28e18d44736c339295890aae3513627d4788df09b93425339f6b8d415" },
-  select: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "b9b0ba6d352adb8b17f87023f406d72b55f60250e728204f62524ca4926c228c" },
-  resolve: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "ba5ea8da2838b9da5b8bdb14e66a834ccc574638456f092411631d98f1198db0" },
-  dense: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "b6aee2d70710f289458f6f5c24fa4a839d3dcadf6fd8e08ee4d602925282bfd4" },
-  sparse: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "5bc264516253082e7b756a96498653dc847949a69c6639a97edeb87854747bcf" },
-  merge: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "ab656d24973270ebfe3916627dd020b8630e810c17eb50880014d5f397f1f96b" },
-  persistent: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "3aeefddd18305ba78e23de1d52c0f50d5c54c009de288a3d853a4898c0d75007" },
-  prefill: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "c08ed6d6464b84467687dd62c35be5c21ebaff33a4581b5c4b8bfe0df4759f75" },
-  sort_selection: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "b6c7e2c941a338586b7168a9ae86ffe494f35e753f3054ee8651afa0da8b44a4" },
-  gather_kv: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "17a24a7f37062f026f1bfd7d1ffd9298bb0fd18287ec1c5bc0d0401e2bc50815" },
+  append: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "83ce6116de5dff59b0077d75df3b5af814e11898e59144ae1666fdf0599a52b3" },
+  score: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "7266bedf878db1e06d3a1dd86b015668a2f8e6d491aa0a2a4f45e2a5804ca10b" },
+  select: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "2ba1c45781995e65a6b61cf7892965c993811d85ad6dc4700e5dabf6347ce90f" },
+  resolve: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "7a137e8a839a68aefff78a881783c40037811aac8092cb29e262ec3e7f7e00e2" },
+  dense: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "e3e70a8d935c5efc26d1c086292c551c32792e90fd972a7626b089fc7ad109ea" },
+  sparse: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "e443522862598a0285c49cb0a9bf1946d7dbc09f77cd470b2098675cb622ab5f" },
+  merge: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "749c0278d9a4170ce0ed20cc1b881fbe8c614aa48210049729807cb490d07d8e" },
+  persistent: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "4a7d9f48c2f67c9bcf9ecbbc8ac2ce3a9b84b9f894b0e6327fb12f7c5ee53dcc" },
+  prefill: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "a8facb1c8d32cb61d3c3f6a58120cd3ec5b775dce429e2f8d9643f3a91a38976" },
+  sort_selection: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "6725ed403efa176816be44b8a61023fcd6d9204b2262f4f83a66bb4242758f1e" },
+  gather_kv: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "51d5c8a7b6532ffe6a756bfc0b5ddea36cb2ac09c26e896443fe5455c58b553a" },
 } as const;
 
 /**

@@ -8,7 +8,7 @@ export const tuning = {
   scoreMinBlocks: 4,
   scoreUnroll: 4,
   selectThreads: 256,
-  selectKeysPerThread: 16,
+  selectKeysPerThread: 32,
   resolveThreads: 256,
   resolveMinBlocks: 1,
   resolveSmemCandidates: 4096,
@@ -50,17 +50,17 @@ export const tuning = {
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "1c38a8478e74f1a0f8b64cd9a857154090b933c40726eb40ab43ec97b3c7a24a" },
-  score: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "5c4b3d9264b4c9963cefb484cd51f8762c3b47d9ff5ec573b8f011c148f6d093" },
-  select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "624004b5d783f14a92a1549140ef9512082ce1d7abb8959f6ae8cc94a1a949a0" },
-  resolve: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "0aa6c6c08bb2eda997a1807d590a4e9fa7257050a155340bfb953752a8bd7e44" },
-  dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "05933c6c5ac028a2e641b656c5f68849030dc62e4a06ccb15a58bae32cc19b12" },
-  sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "327d4d1de722b0a208532910e19fe2563c5401bfeb891dcb4b1f5e60c9e4bac6" },
-  merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "2586eeacd6e106f055dd04a41166fc6f01e678eb2568e70a9d78eb214310b834" },
-  persistent: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "eb09595896dd898055b7e94d1ba032424df822e76ccf027350277b41001ff567" },
-  prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "4f0ebabcfaddae32dc673a29ad4e62682761e4671368dbb6861e59a26ecefd70" },
-  sort_selection: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "5212c0ac92fa967a496b02af0d2b619dbb4e057bf37a171650666175a47ddf3e" },
-  gather_kv: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "5a3055bc1e1640d357253b328bbf0cec602f70f8a793fb26d30e1ea1639e03b3" },
+  append: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "9b3ed582f942b379390b48a6aa8f513b0045bfb1b82427b4c8da0de7b5153b35" },
+  score: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "bc90979f3a3a23cb6e36af9f047ade8940715d7b624267da045a80ca6ba95369" },
+  select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "0b66e8bbda37981d4f47ccc59e5af96a81ffc9145b74b42b5d98e284b80fbbe7" },
+  resolve: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "d3854b240572d3a48272dbd5cbbc3f47058acdb1abe78bb0e3bf79c5be480773" },
+  dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "1826b475c3a97948c4321a1a34ceb07719fdab48b556b436e83673b7625a3dec" },
+  sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "e8b533e9873bc63ddafc9ffa1151ce6414232c0aeb20101d4e3b53c85cde4fd4" },
+  merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "ecfd1c50eabaf06da9a56b325e538da5dca5c671e769b69bd916825eff4c84d9" },
+  persistent: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "3fff0d7de2a2921b4f3ab75ac55f8a443426ff3d1feb1671d358ce29c1c086fe" },
+  prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "d505e1f7cadaaec251e767987219e7e060f3ec5be42597279b1fa88df26b189d" },
+  sort_selection: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "3791bc50dfde68e5c679c8dc32804d3c8c90aa46785186ac9778239fecaac14d" },
+  gather_kv: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "819bbe13eab6da67e732e4c3bdc28bf59c1db9e705f90a2498561aff05198a20" },
 } as const;
 
 /**

@@ -8,7 +8,7 @@ export const tuning = {
   scoreMinBlocks: 4,
   scoreUnroll: 4,
   selectThreads: 256,
-  selectKeysPerThread: 16,
+  selectKeysPerThread: 32,
   resolveThreads: 256,
   resolveMinBlocks: 1,
   resolveSmemCandidates: 4096,
@@ -50,17 +50,17 @@ export const tuning = {
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_append", file: "append.cu", threads: 128, argCount: 12, sha256: "cf488fc1820c735cc22c5970b6c2d78311b74ab153ba7c96073f2d16b2cb8e6b" },
-  score: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_score", file: "score.cu", threads: 256, argCount: 14, sha256: "f9bc967f56b64ba65f7df10d09cf20c9ac5664fcc56baa049b78ef57a129a56c" },
-  select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_select", file: "select.cu", threads: 256, argCount: 9, sha256: "7e45c5e5b18c5a6ee593bdd8b5c1981d46831e538667968543df70444241aafc" },
-  resolve: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "3fd6bfeb1ce9a46698de0059a48db069ed9a309cc4323404f4e263cb821f2a42" },
-  dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "ce66d8b12ef119b2cb6304d5e61d82a026e4714f60f7739bea6a746f666e495e" },
-  sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "45f46181f8cba9e82e47b88ac9747c25e83d6f6f45f2b6358eb532f559e17bc6" },
-  merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "40f1b94f43424a0039fdd3d8a1dbf997d5faca6ab99051ffff33ecc26dc0c03c" },
-  persistent: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "ce8ee054ef7d3486ba29da98c0ec80f42ecdd7b7b148073304cc596cd867b839" },
-  prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "1b32abd5d7757244d8daef7c9c5d7555d016556730e768c83676949f6df9a345" },
-  sort_selection: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "0003c84d976a5fadc575b7f3317c260c81046c24e05959984c78454b0d2f6429" },
-  gather_kv: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "e4a869312e1865e5a690cf8583f09a67023e10192db1032df901a52375ad8b3b" },
+  append: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_append", file: "append.cu", threads: 128, argCount: 12, sha256: "8362d4c515ea7274c26cbafa3111f13c0ff71d79b8c46d50138be8cc379ee21c" },
+  score: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_score", file: "score.cu", threads: 256, argCount: 14, sha256: "c1df287a4e4e29538e71fca7f7fc696331d530f297d6c19c68403410c7f7083d" },
+  select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_select", file: "select.cu", threads: 256, argCount: 9, sha256: "f6cea46b10fd40f0dfc0606f3acf06a134d76129c594b69f9c6125f9b8fca265" },
+  resolve: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "2a8e4d8d906303be3b8552e681a44d10615220ad8ea23badc0b240a538acb2f1" },
+  dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "2d8031b52d811ad9ed983ba5f5037d9a35ae7b40954feaf9bff8655ce6128bdc" },
+  sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "6f966aa8044b038498b714b353183f8dd3a5cd54a69266b1647c457353a1b04e" },
+  merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "3f1e36520410fc173046ad7fabbe505e286a8d19b6a1848fbb22a5d8349b40f7" },
+  persistent: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "d83172862df7a71a217a7dd95ddaa4d21947378626fede9d49e92a76bd064675" },
+  prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "76f4bce458573743b9fdb025f18e975342a43e6058d9e154b6425e0ec7da9eac" },
+  sort_selection: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "75e66190f46d6591fe41db26241467420439819170945c9ad91cf7ccacdcc34c" },
+  gather_kv: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "5eb34de86f53f7cf38ac675ac8cc8c80f2580a204b8c9f0d05305b0044f62a8b" },
 } as const;
 
 /**

@@ -8,7 +8,7 @@ export const tuning = {
   scoreMinBlocks: 4,
   scoreUnroll: 4,
   selectThreads: 256,
-  selectKeysPerThread: 16,
+  selectKeysPerThread: 32,
   resolveThreads: 256,
   resolveMinBlocks: 1,
   resolveSmemCandidates: 4096,
@@ -50,17 +50,17 @@ export const tuning = {
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "2343348c96e26fc48017b261016275b687241a1e2e1f1509e2e72929b7bbdbc9" },
-  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "d9b0000bcbfe2f55905b721619f53f5f2727b9f85d5e04d8a13dab88f8edfb11" },
-  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "5522a62723c66b2caad0f921a11c06fe2d5195120e6e46c4014b9b5e965ce1d0" },
-  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "c50d3b2362331d0be957fb69b1ec294fcfd858126752e51867cac07ab982c568" },
-  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "a0d1f26feb8c22b0c9921b9110e20f432b269bf90ad3d646f8834e3f221846e1" },
-  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "10ec68978348ddae44f2ba1912f12fce84e1d66a537ec5bb10363fe806ca2b8a" },
-  merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "9ea95454791bb0f3bf9ae1185a1ae1de696f5d00429d0c5edf358c4537932e25" },
-  persistent: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "b232c2e4517a5fbee740c86ec5b73c8c32b0856e90cf5f7b862c4d8eb811a495" },
-  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "581d5b9cd422d3b497183ff647bb6cd192f446dafac8be6abf57f74099deb40e" },
-  sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "252572a9b9c1d5024ecae922077b14a44c0cb4e605042da4f6dc00a48bde3f04" },
-  gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "e32207b76ddd18eac158049afda044ed31e9ee105cdbe62709a3029d6914ea30" },
+  append: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "b5e6468bc1290bccfb49be60f70e146f386b9a0d470c50bda2122d80a31352f4" },
+  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "bb7226b1f10e6bd47248eb81c9ae6b36a02a7f6e9f24598b995d9cf14f0a9df6" },
+  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "50b88d75e02596c1543b31d9fa6690ffc19613007cb8fe8df980bfa514554234" },
+  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "1d22da943a07bc546012fdda89cd86c0d49f5e2d009244533fb8b161f5b2069a" },
+  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "757a1d13729a71f8f670638bc9e37a55ed2c9de8294ecc0c85efd03a30c391bc" },
+  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "6260077195ea5acf84483f40e38439f66d2e47fff0f9aec1ef4399f04f1826a6" },
+  merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "2c35520b3dcd1a5b54573b4ecc93802573227f45fdda140e011c1af2315fa16c" },
+  persistent: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "92abd69eded0c1000caebcc2619e948bfd5c8330a51ce94fb1b80b20f5590776" },
+  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "95e3675b3f60e2822f4fb66463099a8f39cf2f6ff7a2407631554caaa5e60f50" },
+  sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "5e5ded17b4dda00e9f615487e7dbb3c23c0db8c989028bc31f9accf60d248e33" },
+  gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "37d9c00807f71b9a36e18f64f1f1eb52defb056734e214eb5182fa062fe78213" },
 } as const;
 
 /**

@@ -160,6 +160,8 @@ enum : int {
   HIST_SHIFT = 20,
   // order_key >> KEY_SHIFT = stored key
   KEY_SHIFT = 16,
+  // keys per 16-byte load; every row of keys starts on a 16-byte boundary (key_stride a multiple)
+  SCORE_KEYS_PER_VECTOR = 8,
   SUB_BIN_BITS = 4,
   SUB_BINS = 16,
   // candidate entry: index | sub-bin << CAND_SUB_SHIFT
@@ -201,12 +203,69 @@ DS_INLINE u32 kv_row_of_token(const int* __restrict__ bt, int kv_head, int t) {
 }
 // ---- end of the variant constants ----
 // ---- select: one block's share of the key scan (the select kernel, the persistent step) ----
-constexpr int KEYS_PER_THREAD = 16;  // keys per thread and round
+// 16-byte key vectors each thread holds per round: SELECT_KEYS keys, one bit each in a 32-bit mask.
+constexpr int SELECT_VECTORS = 32 / SCORE_KEYS_PER_VECTOR;
+constexpr int SELECT_KEYS = SELECT_VECTORS * SCORE_KEYS_PER_VECTOR;
+static_assert(SELECT_KEYS == 32 && SELECT_KEYS >= SCORE_KEYS_PER_VECTOR &&
+                  SELECT_KEYS <= 32,
+              "keys per thread and round: whole 8-key vectors, at most 32 (one mask bit each)");
+
+// Loads round `vb`'s vectors of this thread (zeros past v_end: masked off by valid_mask).
+template <int THREADS>
+DS_INLINE void load_key_vectors(const uint4* vec, int vb, int v_end, uint4 (&w)[SELECT_VECTORS]) {
+#pragma unroll
+  for (int u = 0; u < SELECT_VECTORS; u++) {
+    const int v = vb + u * THREADS + threadIdx.x;
+    w[u] = v < v_end ? vec[v] : make_uint4(0, 0, 0, 0);
+  }
+}
+
+// Bit u * 8 + j of the masks = key j of vector u. A 32-bit word holds keys 2i (low half) and
+// 2i + 1 (high half); comparing the word, or the word shifted left by 16, against a threshold
+// shifted left by 16 compares the key without extracting it (bins are the keys' top 12 bits, so
+// key >= e16 >> 16 means bin >= the threshold bin).
+DS_INLINE void key_masks(const uint4 (&w)[SELECT_VECTORS], u32 e16, u32 h16, u32& ge_e, u32& ge_h) {
+  ge_e = 0;
+  ge_h = 0;
+#pragma unroll
+  for (int u = 0; u < SELECT_VECTORS; u++) {
+    const u32 words[4] = {w[u].x, w[u].y, w[u].z, w[u].w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      const u32 lo = words[i] << 16, hi = words[i];
+      const int bit = u * SCORE_KEYS_PER_VECTOR + 2 * i;
+      if (lo >= e16) ge_e |= 1u << bit;
+      if (hi >= e16) ge_e |= 2u << bit;
+      if (lo >= h16) ge_h |= 1u << bit;
+      if (hi >= h16) ge_h |= 2u << bit;
+    }
+  }
+}
+
+// Mask of this thread's keys that lie in [.., end) for round vb (a vector may straddle `end`).
+template <int THREADS>
+DS_INLINE u32 valid_mask(int vb, int end) {
+  u32 m = 0;
+#pragma unroll
+  for (int u = 0; u < SELECT_VECTORS; u++) {
+    const int t0 = (vb + u * THREADS + (int)threadIdx.x) * SCORE_KEYS_PER_VECTOR;
+    const int n = min(max(end - t0, 0), SCORE_KEYS_PER_VECTOR);
+    m |= (u32)((1ull << n) - 1) << (u * SCORE_KEYS_PER_VECTOR);
+  }
+  return m;
+}
 
 // Top-k selection without sorting, step 2 of 3 (score found the threshold bin): every block
 // scans its chunk of 16-bit keys; tokens above the threshold bin are selected, tokens in it
 // become candidates (index + the key's low 4 bits), counted in a 16-bin sub-histogram that the
 // resolve step uses. THREADS: the block size.
+//
+// Rounds of SELECT_KEYS keys per thread in 16-byte loads, the next round's loads issued before
+// this round's scan and writes. Each key costs two compares and two predicated ORs into the
+// thread's masks; counts are popcounts, and the writes walk only the set bits. (Before, each key
+// cost ~25 instructions, scalar loads and a second classification in the write loop: the kernel
+// was issue-bound at a third of its bytes; docs/perf-notes.md.) One block scan and one returning
+// atomic per counter and round.
 // (No __restrict__ on these parameters: the persistent step writes keys, counters and the
 // selection in one stage and reads them in the next, so none may be assumed read-only there; the
 // standalone kernels' own parameters keep theirs.)
@@ -222,37 +281,49 @@ DS_INLINE void select_block(int sh, int chunk, int b, const int* seq_lens,
   int* sel = sel_idx + pair * sel_stride;
   u32* cand = reinterpret_cast<u32*>(cand_idx + pair * key_stride);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  // start is a multiple of SCORE_KEYS_PER_VECTOR (the plan's chunk sizes are), so every vector
+  // lies inside the row; only the last one can reach past `end`.
   const int start = chunk * tokens_per_block;
   if (start >= len) return;
   const int end = min(len, start + tokens_per_block);
-  const int thresh_bin = (int)ctr[CTR_THRESH_BIN];
+  const uint4* vec = reinterpret_cast<const uint4*>(keys + pair * key_stride);
+  const int v_begin = start / SCORE_KEYS_PER_VECTOR;
+  const int v_end = (end + SCORE_KEYS_PER_VECTOR - 1) / SCORE_KEYS_PER_VECTOR;
+  constexpr int ROUND = THREADS * SELECT_VECTORS;  // vectors per block and round
+  constexpr int BIN_SHIFT = HIST_SHIFT - KEY_SHIFT;  // key >> BIN_SHIFT = its bin
+
+  uint4 w[SELECT_VECTORS];
+  load_key_vectors<THREADS>(vec, v_begin, v_end, w);
+  const u32 thresh_bin = ctr[CTR_THRESH_BIN];
+  // Keys of the threshold bin and above, and of the bins above it, in the compare's form.
+  const u32 e16 = (thresh_bin << BIN_SHIFT) << 16;
+  const bool has_above = thresh_bin + 1 < (u32)HIST_BINS;  // else no bin lies above it
+  const u32 h16 = has_above ? ((thresh_bin + 1) << BIN_SHIFT) << 16 : 0xffffffffu;
 
   __shared__ u32 s_sub[SUB_BINS];
-  if (threadIdx.x < SUB_BINS) s_sub[threadIdx.x] = 0;
-  // Rounds of KEYS_PER_THREAD keys per thread: count, one block scan, one atomic per counter and
-  // round (not per warp: a returning atomic costs a round trip), then write the selected tokens
-  // and the candidates at their offsets.
-  const u16* key_in = keys + pair * key_stride;
   __shared__ u32 s_warp_sums[THREADS / 32];
   __shared__ u32 s_base_hi, s_base_eq;
-  for (int base = start; base < end; base += THREADS * KEYS_PER_THREAD) {
-    u32 kk[KEYS_PER_THREAD];
-    u32 counts = 0;  // selected in the low 16 bits, candidates in the high 16
-#pragma unroll
-    for (int j = 0; j < KEYS_PER_THREAD; j++) {
-      const int t = base + j * THREADS + threadIdx.x;
-      kk[j] = t < end ? (u32)key_in[t] : 0xffffffffu;
-      const int bin = t < end ? (int)(kk[j] >> (HIST_SHIFT - KEY_SHIFT)) : -1;
-      counts += bin > thresh_bin ? 1u : bin == thresh_bin ? 0x10000u : 0u;
-    }
-    // Block-wide exclusive scan of the packed counts.
+  __shared__ uint4 s_keys[SELECT_VECTORS][THREADS];  // candidates' keys, each thread its own
+  if (threadIdx.x < SUB_BINS) s_sub[threadIdx.x] = 0;
+  for (int vb = v_begin; vb < v_end; vb += ROUND) {
+    uint4 next[SELECT_VECTORS];  // all zeros (no load issued) past the last round
+    load_key_vectors<THREADS>(vec, vb + ROUND, v_end, next);
+    u32 ge_e, ge_h;
+    key_masks(w, e16, h16, ge_e, ge_h);
+    if (!has_above) ge_h = 0;
+    // Only a round reaching past `end` needs the per-vector bounds (uniform over the block).
+    const bool whole = (vb + ROUND) * SCORE_KEYS_PER_VECTOR <= end;
+    const u32 valid = whole ? 0xffffffffu : valid_mask<THREADS>(vb, end);
+    u32 hi_mask = ge_h & valid, eq_mask = ge_e & ~ge_h & valid;
+    // Selected in the low 16 bits, candidates in the high 16 (a block's round: <= 8192 each).
+    const u32 counts = (u32)__popc(hi_mask) | ((u32)__popc(eq_mask) << 16);
     const u32 incl = warp_inclusive_sum(counts);
     if (lane == 31) s_warp_sums[warp] = incl;
     __syncthreads();
     u32 before_warp = 0, block_total = 0;
-    for (int w = 0; w < THREADS / 32; w++) {
-      if (w < warp) before_warp += s_warp_sums[w];
-      block_total += s_warp_sums[w];
+    for (int i = 0; i < THREADS / 32; i++) {
+      if (i < warp) before_warp += s_warp_sums[i];
+      block_total += s_warp_sums[i];
     }
     if (threadIdx.x == 0) {
       s_base_hi = (block_total & 0xffffu) ? atomicAdd(ctr + CTR_SELECTED, block_total & 0xffffu) : 0u;
@@ -260,20 +331,36 @@ DS_INLINE void select_block(int sh, int chunk, int b, const int* seq_lens,
     }
     __syncthreads();
     const u32 excl = before_warp + incl - counts;
-    u32 hi_at = s_base_hi + (excl & 0xffffu), eq_at = s_base_eq + (excl >> 16);
-#pragma unroll
-    for (int j = 0; j < KEYS_PER_THREAD; j++) {
-      const int t = base + j * THREADS + threadIdx.x;
-      if (kk[j] == 0xffffffffu) continue;
-      const int bin = (int)(kk[j] >> (HIST_SHIFT - KEY_SHIFT));
-      if (bin > thresh_bin) {
-        sel[hi_at++] = t;
-      } else if (bin == thresh_bin) {
-        const u32 sub = kk[j] & (SUB_BINS - 1);
-        cand[eq_at++] = (u32)t | (sub << CAND_SUB_SHIFT);
-        atomicAdd(&s_sub[sub], 1u);
-      }
+    // Token of mask bit j: vector j / 8 lies u * THREADS vectors after the thread's first.
+    const int t_base = (vb + threadIdx.x) * SCORE_KEYS_PER_VECTOR;
+    auto token_of = [&](u32 j) -> int {
+      return t_base + (int)((j / SCORE_KEYS_PER_VECTOR) * (THREADS * SCORE_KEYS_PER_VECTOR) +
+                            j % SCORE_KEYS_PER_VECTOR);
+    };
+    int* hi_out = sel + s_base_hi + (excl & 0xffffu);
+    while (hi_mask) {
+      const u32 j = (u32)__ffs(hi_mask) - 1;
+      hi_mask &= hi_mask - 1;
+      *hi_out++ = token_of(j);
     }
+    if (eq_mask) {
+      // A candidate's sub-bin is its key's low bits: the keys go to this thread's own row of
+      // shared memory so the loop below can index them (registers cannot be indexed).
+#pragma unroll
+      for (int u = 0; u < SELECT_VECTORS; u++) s_keys[u][threadIdx.x] = w[u];
+      const u16* my_keys = reinterpret_cast<const u16*>(&s_keys[0][threadIdx.x]);
+      u32* eq_out = cand + s_base_eq + (excl >> 16);
+      do {
+        const u32 j = (u32)__ffs(eq_mask) - 1;
+        eq_mask &= eq_mask - 1;
+        const u32 sub = (u32)my_keys[(j / SCORE_KEYS_PER_VECTOR) * THREADS * SCORE_KEYS_PER_VECTOR +
+                                     j % SCORE_KEYS_PER_VECTOR] & (SUB_BINS - 1);
+        *eq_out++ = (u32)token_of(j) | (sub << CAND_SUB_SHIFT);
+        atomicAdd(&s_sub[sub], 1u);
+      } while (eq_mask);
+    }
+#pragma unroll
+    for (int u = 0; u < SELECT_VECTORS; u++) w[u] = next[u];
     __syncthreads();  // s_warp_sums and the bases are reused by the next round
   }
   __syncthreads();

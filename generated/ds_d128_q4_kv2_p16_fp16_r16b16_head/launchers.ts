@@ -8,7 +8,7 @@ export const tuning = {
   scoreMinBlocks: 4,
   scoreUnroll: 4,
   selectThreads: 256,
-  selectKeysPerThread: 16,
+  selectKeysPerThread: 32,
   resolveThreads: 256,
   resolveMinBlocks: 1,
   resolveSmemCandidates: 4096,
@@ -50,17 +50,17 @@ export const tuning = {
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "049e2720447c287000e0560ed6f907681b2d2beec6062ea121b9d76b60fb861c" },
-  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "0f0abd47a11826a8328f37be4a0c77f2869f9cf51a08497239cdb3d1644dc3ef" },
-  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "258c8dd953a1e164cd14acda706ef0bfbe4d0ae91a6b2f8990a6c86881ef8765" },
-  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "92eebcfb18dfbea8f73272e17a9d06e457f0a92d4186d19df47808565ee5b3cd" },
-  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "90c85b8c6ed2a37df054c75bd36d5282658dbfba9e3e9d2f2591c71eafbc29e8" },
-  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "088a6d9644a6c86d70ad16478d8fc3a6dc46a50a99344ea70a83b65285851fd9" },
-  merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "4fcfe04f81e8a513e1da9ec13974ee4255faecda13f0e897f8bca68dbb916f5c" },
-  persistent: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "a6571018075bbda42ac3714e398d31556bc5e202c34111b46d11ffa9f6f12cbd" },
-  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "62ff814537380f72c9ee92ab8e326bdbff1f88380bd7b748ab33da78109f3f3d" },
-  sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "040182ad0fce11a26a020f25d9228b80c13e6d47733a3563721bad0be51b91f0" },
-  gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "d6a5429e8fa339ff5d16c9ffca3dd9536a48f3966e051018bd3c534e561aa216" },
+  append: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "b639a74912119c765be98d075d976d8743b8c4e499837febb81242bc2a70b2a2" },
+  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "d7e3ac2e46e46c23fd7a32652361b832f7d905aa92baeaa24fa3aae5e909aca3" },
+  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "66c6556b46c9f7dfeb42a8f0c535e9c3f464cd8f99aed4abe73f09696bc4fb74" },
+  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "a866afc670b225900cb6a1360806de636546191b1c321efeb17483a4792c0197" },
+  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "79e12d92cfaa0be8b8cc548dcc466451136117b04781bd33bf367503cbd3401b" },
+  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "d540cf11f277adac46366f9682e250d5596cd5a069b8b1edaf0b948bcbc88e61" },
+  merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "419d0564fec9c2eb416b9f81f8c5b48f85aface8ef7dc27e760bcd8664308d38" },
+  persistent: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "6f00d7b2cf5643b87ed02d747039ac62d63e821327b69c47e2ff889768e5364b" },
+  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "432b7be754ce4ded549b7d52e0288f339825b76140529ec614d8916cd34aa09b" },
+  sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "d8d87bdb13125b6658e301bb5e32646607bd3a39e92535e3ce8d3f3eda6304d2" },
+  gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "190e13e93cea60332a8c5d70cb2496ee28ae7000c1b97fc4fa86a4cfb7eb87b9" },
 } as const;
 
 /**

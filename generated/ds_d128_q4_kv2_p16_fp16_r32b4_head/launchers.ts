@@ -8,7 +8,7 @@ export const tuning = {
   scoreMinBlocks: 4,
   scoreUnroll: 4,
   selectThreads: 256,
-  selectKeysPerThread: 16,
+  selectKeysPerThread: 32,
   resolveThreads: 256,
   resolveMinBlocks: 1,
   resolveSmemCandidates: 4096,
@@ -50,17 +50,17 @@ export const tuning = {
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "80437d56388568d32b50fb4261fa181a452ee9af445d2827846a3e02a9bb40d5" },
-  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "624d70b26b7702d042ce238c60fabad68cffaaeb41f49b947ca3b95320220f40" },
-  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "08fdbc668dd2afbbdad853907f16aea1df96503d88e948578a69384450e11dd3" },
-  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "9d247af85fe384084d78fe16af2bc87aa5cba4eef41e4d1aa6ef6147a820aa69" },
-  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "ef7a8773de31c207f859e8bd03796eed9bd18e9ac4687ee3003656e5ca2f9fd1" },
-  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "757f50345c398f5a520fa6857d61a72389f25b8f6d15cfe189ab323672f6a751" },
-  merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "9f1e7474cefd47fce3fca5ae6e31ae88755b6710a2b9d1eb65abbc77aac81d07" },
-  persistent: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "ecc3b52a9b2c9ccd9d272e4d2a5fceef23f718620dcbd4cd2b6714a5aeaf5a6f" },
-  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "4cd345f26ca6c27345d5345f6f2a147aa33ab964594043aeb85c330c67ea6f9d" },
-  sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "4fe85833f3168a6762d6985743c09df43c6c0dd3a610914fd98fc0b8e83d63f7" },
-  gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "3fce5178bb962dc1db3ad26227f547caf8c1beae5c81ef772329109347bffff7" },
+  append: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "8cd1790754858f46d2a03895d90c6f6933806cd1885b9d72a6a28f6bcb445412" },
+  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "95976d45f99419db8eb82b3526fc6545185b0d00b9e89193810cb31b8b50505e" },
+  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "e08249f91f025e60f5ac9daec5fe4a8ea7fe91e59656342b490cc3cd34129069" },
+  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "29b6e2ec482b6f86360087cde94b2c162bb94e25e232cc61d4b0fbe076550609" },
+  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "a2b4f5ab975fec01b0ce63845e6fc400f9c636c830483d574f5d0ab85df19f5e" },
+  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "e673685de2c5e6fd322c4d0ea8736965336e8a7b58b4d0ddcb9d26f2e950d207" },
+  merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "83ec22897e8e590a4571ab1c707c31473045d7d8b935df00a4495992c142cdf3" },
+  persistent: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "7ddbda396ee8862f91e1e933e9a9428ca1b824a4db7d6b8926b1857c62f2e4ef" },
+  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "ecc046660987a93e155d18bc300656a6bb18b3eeb2a39fa8fe91022f60bf5f86" },
+  sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "ac6fac6b7e143ee84ef16636f8dca64a19bd425d03ac46c8baa424ed37bc50a3" },
+  gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "7dba36fd07a789d547fc5e5f0babf520d30784ce9fc437e5272aad29806c7353" },
 } as const;
 
 /**

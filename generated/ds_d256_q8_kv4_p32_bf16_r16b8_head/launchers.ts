@@ -8,7 +8,7 @@ export const tuning = {
   scoreMinBlocks: 4,
   scoreUnroll: 4,
   selectThreads: 256,
-  selectKeysPerThread: 16,
+  selectKeysPerThread: 32,
   resolveThreads: 256,
   resolveMinBlocks: 1,
   resolveSmemCandidates: 4096,
@@ -50,17 +50,17 @@ export const tuning = {
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "a45ddd5e0566cadad535099713b7aed8fcf570897917f5c2bd41057e63e76d76" },
-  score: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "eb5255764eb1052b22c48a3c08173a93fd4db6f8b19868d6cc1f34e2bd1e92bf" },
-  select: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "0d32310b2fba183466f26980b76b2a7b410c986d5e5d28c81bba1d7a5cdbd4bb" },
-  resolve: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "63323bdf4dccd727e2e3e35341720a3009093b38d8bdf4043d70791429511819" },
-  dense: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "eac164888745f7998c07d295917197b0f316343bc5098512480ae523d786c8c4" },
-  sparse: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "1f733ed4b503f085bf9ce32ddfaa55cb18d1b34cd98a93fd33e4c01510ccf10a" },
-  merge: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_merge", file: "merge.cu", threads: 256, argCount: 8, sha256: "703b09b1508423d27b9d39cbaa6f4aa4bfa3e2942cbf7a39c7a1e6bad0c2e697" },
-  persistent: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "9a242373d3888408985d51115b3935250e4991f846448270737f54f7e849379d" },
-  prefill: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "72e60948965fb0e5003175e4a3965caa2d9c0a89b3c6d1ea432cf77db8ce765f" },
-  sort_selection: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "b1bc75ce14f68a6907752f03f63a5a2069757b73b0fb7e285133beae34aee871" },
-  gather_kv: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "9e8e46d8e542db507b82283df711217dda4e2400497587427309d9176cc622c4" },
+  append: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "742c5a6b7ffb606d53709cbaf3485e308d46d7d85c956f73b96700894d5e50b1" },
+  score: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "db86b60362cde984e160eac53ab214bf937caabe12694acb201e74ff17a38568" },
+  select: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "26e798eef8b3047cb821d77831224551813382d6cacbbd1cf8ec0b99809d3c43" },
+  resolve: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "aa073cfc4266db6e58cf96fc357d015589af88f6489ad56d0212be6d54453617" },
+  dense: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "a8c8d3013685fa1bbecbcfdb82b988a5a7e4aaa2bfada05c54a2fa1029e837c7" },
+  sparse: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "81e0b9c755c5225372a96b31ba91bc67bc1b61d6b4f5a5a4c6762d554a783ccc" },
+  merge: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_merge", file: "merge.cu", threads: 256, argCount: 8, sha256: "9e71cc2fb228dea63ba949fb6221ee13f35c33cf219f38d4c93ec0d53650ed7d" },
+  persistent: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "e80182492d7e709e5b137c9a5b05282bd9ad2041b71ebb473b945ee341410692" },
+  prefill: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "1820a87aa39d868090d4eae25d962f5ef214f13e9d8dd92953aac3d4c5798501" },
+  sort_selection: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "1cbe66aa9b40904b0d5489c503d3784bf96e06ff19f2540b0db59484039d10c6" },
+  gather_kv: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "0a857f315aac1d23368efff451e410fee811c9c1bced664a9a8c528af00afd63" },
 } as const;
 
 /**

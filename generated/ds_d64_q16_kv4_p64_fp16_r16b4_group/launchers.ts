@@ -8,7 +8,7 @@ export const tuning = {
   scoreMinBlocks: 4,
   scoreUnroll: 4,
   selectThreads: 256,
-  selectKeysPerThread: 16,
+  selectKeysPerThread: 32,
   resolveThreads: 256,
   resolveMinBlocks: 1,
   resolveSmemCandidates: 4096,
@@ -50,17 +50,17 @@ export const tuning = {
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "217867a95e9c70225c4e363ebc268fbca9c9ee27b5d3f18bc26f2d1e6e4a0677" },
-  score: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "9df5b854b7c814d7bef87e996e5ab8fd53c11fe84eb084b3ab0c77b556d511e5" },
-  select: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "d53bd84f72815c35781968bccb6efa5a575c4ae897c3770478ccc48f0fea2d28" },
-  resolve: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "60e1f05875d6cc83e2a92caea80a36a90e87bba618aa61fc631355a9aa27295a" },
-  dense: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "79582778b4cf28f9cee72199baf1b49d39a529cb842a56800b68ea894b3495f7" },
-  sparse: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "3a9d2974967bd8ee9d6a55913a9e429ce98d9576583425412b326f3f3a190c2c" },
-  merge: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_merge", file: "merge.cu", threads: 64, argCount: 8, sha256: "f05801d088561033fca290b4c8d973d0f3349f1f2bb602588bf28b6e6c124bc1" },
-  persistent: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "7ae818574540051f42f33b0e5f43223c96c35f7ee8c9642794408b2b473fe9fb" },
-  prefill: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "2a37e9fb869f42154b96b9c909f27d5748e9d0b2bfd084367a2a6884a22481dd" },
-  sort_selection: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "c61b9e2fcf82c93ec802effa3dd8ec41e35d9809271e29f81002b04bd8cdc797" },
-  gather_kv: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "bdca7377adecf2e01abbadd6855361fe291ca7c3efd4b0f43982d526d4a6f781" },
+  append: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "dc85787b59894b16c878302d0c46765993c49c17a527174531360d36bf011747" },
+  score: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "f1edb47725d8916246d6828be2bb792cd278690f886b13acd2b2a55dbf814e51" },
+  select: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "e336d8ea8e1c64eb4c94c5d50331ff8c504882dee98d4165330fa9304f6b5cc9" },
+  resolve: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "e825f2703b764698859d7bba83c088e1438884e836c4fb9ff21fa3c962a36f02" },
+  dense: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "42b4de6fe858843e259042a6b08535abe5f561c255b1363ce02c853990ad7e7c" },
+  sparse: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "57aa805c185aea71be9b67d4075d63c888b908dd472191a339af3a3315edcd39" },
+  merge: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_merge", file: "merge.cu", threads: 64, argCount: 8, sha256: "f0ace420523bb1f5714d9da2a27fe3728379abb13cdf794926d2e0cd548ec5ca" },
+  persistent: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "054c303b00d610fda4f16916c98ae8f680c00fee6b83f3f2b7e211155d990d48" },
+  prefill: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "ed1cb5ee9d27f4f4406a55736208c4a6467041c455a6b23894ce100a7616bd66" },
+  sort_selection: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "450ad75b9c6d808b22574c1fa3a99a03b3c195aa97e22a72c9085612faf0bc2a" },
+  gather_kv: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "ab76031d9347ceb02e9259d3399d376a3c4db9111b1fdea931cb88b966b1c1eb" },
 } as const;
 
 /**

@@ -222,8 +222,9 @@ export const UTIL_KERNELS = {
   fill_labels: {
     symbol: "ds_util_fill_labels_{dtype}",
     threads: 256,
-    doc:
-      "Random label codes and plausible label meta words (scale in [0.01, 0.02), min in [-3, -2)).",
+    doc: "Random label codes and the meta words per-row quantization of normal channel values " +
+      "gives: a row range in [3.6, 4.6) (32 normals span about 4.1), scale = range / levels, " +
+      "min about -range / 2.",
     grid: "(4096, 1, 1)",
     args: [
       ptr("codes", "u32* ", "[n_codes] label code words"),
@@ -231,6 +232,7 @@ export const UTIL_KERNELS = {
       ptr("meta", "u32* ", "[n_meta] scale | min << 16"),
       arg("n_meta", "u64", "u64 ", "meta words"),
       arg("seed", "u32", "u32 ", "stream of random numbers"),
+      arg("levels", "u32", "u32 ", "the highest code, 2^bits - 1"),
     ],
   },
 } as const satisfies Record<string, FamilyKernel>;

@@ -442,7 +442,7 @@ export interface Tuning {
   readonly scoreUnroll: number;
   /** Threads per block of the select kernel. */
   readonly selectThreads: number;
-  /** Keys each select thread holds per round (one block scan and two atomics per round). */
+  /** Keys each select thread loads per round before using any (a multiple of 8: 16-byte loads). */
   readonly selectKeysPerThread: number;
   /** Threads per block of the resolve kernel. */
   readonly resolveThreads: number;
@@ -592,7 +592,7 @@ export function tuningFor(spec: AttentionSpec): Tuning {
     scoreMinBlocks: 4,
     scoreUnroll: 4,
     selectThreads: 256,
-    selectKeysPerThread: 16,
+    selectKeysPerThread: 32,
     resolveThreads: 256,
     resolveMinBlocks: 1,
     resolveSmemCandidates: 4096,

@@ -52,6 +52,16 @@ export const LABEL_MIN_RANGE = 1e-5;
 export const SCORE_KEY_BITS = 16;
 /** Bytes of one stored score key. */
 export const SCORE_KEY_BYTES = SCORE_KEY_BITS / 8;
+/**
+ * Score keys the select kernel reads per 16-byte load. Every row of keys (one per sequence and
+ * selection head) starts on a 16-byte boundary: its stride is rounded up to a multiple of this.
+ */
+export const SCORE_KEYS_PER_VECTOR = 16 / SCORE_KEY_BYTES;
+
+/** Row stride, in keys, of the score-key buffers for sequences of at most `maxTokens` tokens. */
+export function scoreKeyStride(maxTokens: number): number {
+  return Math.ceil(maxTokens / SCORE_KEYS_PER_VECTOR) * SCORE_KEYS_PER_VECTOR;
+}
 /** Bits of a score key the histogram counts (its top bits). */
 export const HIST_BITS = 12;
 /** Bins of the score-key histogram of one (sequence, selection head). */
@@ -230,6 +240,7 @@ export function deviceConstants(spec: AttentionSpec): DeviceConstants {
     HIST_BINS,
     HIST_SHIFT,
     KEY_SHIFT,
+    SCORE_KEYS_PER_VECTOR,
     SUB_BIN_BITS,
     SUB_BINS,
     CAND_SUB_SHIFT,
@@ -288,6 +299,8 @@ export interface DeviceConstants {
   readonly HIST_SHIFT: number;
   /** {@linkcode KEY_SHIFT}. */
   readonly KEY_SHIFT: number;
+  /** {@linkcode SCORE_KEYS_PER_VECTOR}. */
+  readonly SCORE_KEYS_PER_VECTOR: number;
   /** {@linkcode SUB_BIN_BITS}. */
   readonly SUB_BIN_BITS: number;
   /** {@linkcode SUB_BINS}. */

@@ -16,7 +16,7 @@
  * once and replayed while the lengths change.
  */
 import { budgetFor, type Route, routeFor } from "../dsl/spec.ts";
-import { HIST_BINS, SCORE_KEY_BYTES, SELECTION_COUNTERS } from "../dsl/layout.ts";
+import { HIST_BINS, SCORE_KEY_BYTES, scoreKeyStride, SELECTION_COUNTERS } from "../dsl/layout.ts";
 import type { Cuda, DeviceBuffer, HostBuffer, LaunchSlot, Stream } from "../cuda/driver.ts";
 import { type KernelId, KERNELS } from "../codegen/kernels.ts";
 import { ArgumentError } from "../util/errors.ts";
@@ -139,6 +139,7 @@ export interface StepBuffers {
 
 export class DecodePlan implements Disposable {
   readonly batch: number;
+  /** Row stride of the score keys and candidates: the longest context, rounded up to a key vector. */
   readonly keyStride: number;
   readonly selStride: number;
   readonly denseSplits: number;
@@ -189,8 +190,8 @@ export class DecodePlan implements Disposable {
     const spec = variant.spec;
     const t = variant.launchers.tuning;
     this.batch = cache.pages.numSeqs;
-    this.keyStride = cache.pages.maxTokensPerSeq;
-    this.selStride = Math.max(1, budgetFor(spec.budget, this.keyStride));
+    this.keyStride = scoreKeyStride(cache.pages.maxTokensPerSeq);
+    this.selStride = Math.max(1, budgetFor(spec.budget, cache.pages.maxTokensPerSeq));
     const target = opts.targetBlocks ?? BLOCKS_PER_SM * cuda.info.multiprocessors;
     const minTokens = opts.minTokensPerSplit ?? MIN_TOKENS_PER_SPLIT;
     // Attention blocks are sized to fill whole waves: two waves of as many blocks as fit on the

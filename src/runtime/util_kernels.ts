@@ -32,8 +32,14 @@ export class UtilKernels implements Disposable {
     });
   }
 
-  /** Random label codes and plausible (scale, min) meta words. */
-  fillLabels(codes: DeviceBuffer, meta: DeviceBuffer, seed: number, stream: Stream): void {
+  /** Random `bits`-bit label codes and the (scale, min) meta words of per-row quantization. */
+  fillLabels(
+    codes: DeviceBuffer,
+    meta: DeviceBuffer,
+    bits: number,
+    seed: number,
+    stream: Stream,
+  ): void {
     this.#kernels.bindStream(stream);
     this.#kernels.launch("fill_labels", [4096, 1, 1], {
       codes: codes.ptr,
@@ -41,6 +47,7 @@ export class UtilKernels implements Disposable {
       meta: meta.ptr,
       nMeta: BigInt(meta.bytes / 4),
       seed: seed >>> 0,
+      levels: 2 ** bits - 1,
     });
   }
 
