@@ -60,9 +60,7 @@ export function fillRandomCache(
   cache.layers.forEach((layer, i) => {
     util.fillNormal(layer.k, 100 + 3 * i, 1, stream);
     util.fillNormal(layer.v, 101 + 3 * i, 1, stream);
-    // 16-bit labels are raw channels; narrower ones quantized codes with their meta words.
-    if (cache.spec.labelBits === 16) util.fillNormal(layer.labels, 102 + 3 * i, 1, stream);
-    else util.fillLabels(layer.labels, layer.meta, cache.spec.labelBits, 102 + 3 * i, stream);
+    util.fillLabels(layer.labels, layer.meta, cache.spec.labelBits, 102 + 3 * i, stream);
   });
   stream.synchronize();
 }

@@ -174,8 +174,7 @@ export class AttentionTimer implements Disposable {
         const layer = cache.layers[i];
         util.fillNormal(layer.k, 11 * i + 1, 1, stream);
         util.fillNormal(layer.v, 11 * i + 2, 1, stream);
-        if (spec.labelBits === 16) util.fillNormal(layer.labels, 11 * i + 3, 1, stream);
-        else util.fillLabels(layer.labels, layer.meta, spec.labelBits, 11 * i + 3, stream);
+        util.fillLabels(layer.labels, layer.meta, spec.labelBits, 11 * i + 3, stream);
         layer.setChannels(channels, stream);
         const q = cuda.alloc(batch * spec.numQHeads * spec.headDim * 2);
         util.fillNormal(q, 11 * i + 4, 1, stream);

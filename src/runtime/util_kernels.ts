@@ -32,7 +32,10 @@ export class UtilKernels implements Disposable {
     });
   }
 
-  /** Random `bits`-bit label codes and the (scale, min) meta words of per-row quantization. */
+  /**
+   * Random labels of `bits` bits: 16-bit labels are raw channel values (normal, into `codes`);
+   * narrower ones random codes with the (scale, min) meta words of per-row quantization.
+   */
   fillLabels(
     codes: DeviceBuffer,
     meta: DeviceBuffer,
@@ -40,6 +43,10 @@ export class UtilKernels implements Disposable {
     seed: number,
     stream: Stream,
   ): void {
+    if (bits === 16) {
+      this.fillNormal(codes, seed, 1, stream);
+      return;
+    }
     this.#kernels.bindStream(stream);
     this.#kernels.launch("fill_labels", [4096, 1, 1], {
       codes: codes.ptr,
