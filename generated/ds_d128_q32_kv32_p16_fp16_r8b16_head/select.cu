@@ -221,12 +221,14 @@ DS_INLINE void load_key_vectors(const uint4* vec, int vb, int v_end, uint4 (&w)[
 }
 
 // Bit u * 8 + j of the masks = key j of vector u. A 32-bit word holds keys 2i (low half) and
-// 2i + 1 (high half); comparing the word, or the word shifted left by 16, against a threshold
-// shifted left by 16 compares the key without extracting it (bins are the keys' top 12 bits, so
-// key >= e16 >> 16 means bin >= the threshold bin).
-DS_INLINE void key_masks(const uint4 (&w)[SELECT_VECTORS], u32 e16, u32 h16, u32& ge_e, u32& ge_h) {
+// 2i + 1 (high half); comparing the word, or the word shifted left by 16, against a key shifted
+// left by 16 compares the key without extracting it (bins are the keys' top 12 bits). ge_e: the
+// key is at least e16 >> 16, the threshold bin's first key; gt_h: the key lies above the bin's
+// last key (h16_last >> 16; 0xffffffff for the top bin, which no word exceeds).
+DS_INLINE void key_masks(const uint4 (&w)[SELECT_VECTORS], u32 e16, u32 h16_last, u32& ge_e,
+                         u32& gt_h) {
   ge_e = 0;
-  ge_h = 0;
+  gt_h = 0;
 #pragma unroll
   for (int u = 0; u < SELECT_VECTORS; u++) {
     const u32 words[4] = {w[u].x, w[u].y, w[u].z, w[u].w};
@@ -236,8 +238,8 @@ DS_INLINE void key_masks(const uint4 (&w)[SELECT_VECTORS], u32 e16, u32 h16, u32
       const int bit = u * SCORE_KEYS_PER_VECTOR + 2 * i;
       if (lo >= e16) ge_e |= 1u << bit;
       if (hi >= e16) ge_e |= 2u << bit;
-      if (lo >= h16) ge_h |= 1u << bit;
-      if (hi >= h16) ge_h |= 2u << bit;
+      if (lo > h16_last) gt_h |= 1u << bit;
+      if (hi > h16_last) gt_h |= 2u << bit;
     }
   }
 }
@@ -297,8 +299,8 @@ DS_INLINE void select_block(int sh, int chunk, int b, const int* seq_lens,
   const u32 thresh_bin = ctr[CTR_THRESH_BIN];
   // Keys of the threshold bin and above, and of the bins above it, in the compare's form.
   const u32 e16 = (thresh_bin << BIN_SHIFT) << 16;
-  const bool has_above = thresh_bin + 1 < (u32)HIST_BINS;  // else no bin lies above it
-  const u32 h16 = has_above ? ((thresh_bin + 1) << BIN_SHIFT) << 16 : 0xffffffffu;
+  // The next bin's first key, shifted, less one; for the top bin the shift wraps to 0 (unsigned).
+  const u32 h16_last = (((thresh_bin + 1) << BIN_SHIFT) << 16) - 1u;
 
   __shared__ u32 s_sub[SUB_BINS];
   __shared__ u32 s_warp_sums[THREADS / 32];
@@ -308,13 +310,12 @@ DS_INLINE void select_block(int sh, int chunk, int b, const int* seq_lens,
   for (int vb = v_begin; vb < v_end; vb += ROUND) {
     uint4 next[SELECT_VECTORS];  // all zeros (no load issued) past the last round
     load_key_vectors<THREADS>(vec, vb + ROUND, v_end, next);
-    u32 ge_e, ge_h;
-    key_masks(w, e16, h16, ge_e, ge_h);
-    if (!has_above) ge_h = 0;
+    u32 ge_e, gt_h;
+    key_masks(w, e16, h16_last, ge_e, gt_h);
     // Only a round reaching past `end` needs the per-vector bounds (uniform over the block).
     const bool whole = (vb + ROUND) * SCORE_KEYS_PER_VECTOR <= end;
     const u32 valid = whole ? 0xffffffffu : valid_mask<THREADS>(vb, end);
-    u32 hi_mask = ge_h & valid, eq_mask = ge_e & ~ge_h & valid;
+    u32 hi_mask = gt_h & valid, eq_mask = ge_e & ~gt_h & valid;
     // Selected in the low 16 bits, candidates in the high 16 (a block's round: <= 8192 each).
     const u32 counts = (u32)__popc(hi_mask) | ((u32)__popc(eq_mask) << 16);
     const u32 incl = warp_inclusive_sum(counts);
