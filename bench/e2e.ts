@@ -28,6 +28,7 @@ import { LLAMA3_8B, LLAMA3_8B_GROUP_SPEC } from "./llama3_shape.ts";
 import { loadTinyBench } from "./tiny_model.ts";
 import { Progress } from "../src/cli/progress.ts";
 import { medianWallMs } from "../src/runtime/timing.ts";
+import type { GemmBackend } from "../src/runtime/gemm_choice.ts";
 import { fillRandomCache, firstTokens, kvCacheBytes } from "./random_cache.ts";
 
 const { values: args } = openCommand({
@@ -62,6 +63,8 @@ interface E2eRow {
   chooseWallMs: number;
   attentionMs: number;
   tokensPerSecond: number;
+  /** The decoder's projections (GpuDecoderOptions.gemm, from DS_GEMM here). */
+  gemm: GemmBackend;
 }
 const rows: E2eRow[] = [];
 // Progress over the measured (model, batch, context, method) rows.
@@ -103,6 +106,7 @@ async function measure(
     chooseWallMs,
     attentionMs,
     tokensPerSecond: (B * 1000) / stepMs,
+    gemm: dec.gemm,
   });
   console.log(
     `${model} B=${B} L=${context} ${method}: step ${stepMs.toFixed(3)} ms ` +
@@ -192,6 +196,8 @@ const lines = [
   "as a share of the device time: host choice = decoder.step() (graph launch, sync, logits copy) +",
   "argmax on the host; device choice = decoder.stepChoose() (the step + the choose_tokens kernel,",
   "only the ids copied back), against its own step's device time (choice step ms).",
+  "",
+  `Projections: GEMM ${[...new Set(rows.map((r) => r.gemm))].join(", ")} (DS_GEMM).`,
   "",
   "| model | batch | context | method | step ms | host overhead, host choice | choice step ms | host overhead, device choice | attention ms | attention share | tokens/s | speedup |",
   "|---|---|---|---|---|---|---|---|---|---|---|---|",

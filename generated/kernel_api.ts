@@ -26,6 +26,7 @@ export interface TuningInfo {
   readonly scoreThreads: number;
   readonly scoreMinBlocks: number;
   readonly scoreUnroll: number;
+  readonly scoreHeadsPerBlock: number;
   readonly selectThreads: number;
   readonly selectKeysPerThread: number;
   readonly resolveThreads: number;

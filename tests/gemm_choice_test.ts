@@ -1,15 +1,20 @@
 /**
  * The decoder's GEMM choice (src/runtime/gemm_choice.ts): GpuDecoderOptions.gemm, else DS_GEMM,
  * else cuBLAS; a bad value of either is one line naming it, the value and what is allowed, before
- * any GPU work. (The builtin kernel itself is compiled by nvrtc_compile_test.ts with the model
+ * any GPU work. (The family's GEMM kernels are compiled by nvrtc_compile_test.ts with the model
  * family and checked against float64 on the GPU by tests/gpu/gemm.ts.)
  */
 import assert from "node:assert/strict";
 import { chooseGemm, GEMM_ENV_VAR, gemmFromEnv } from "../src/runtime/gemm_choice.ts";
 import { GpuDecoder } from "../src/decoding/gpu_decoder.ts";
-import { linearGrid, workspaceBytes } from "../src/decoding/gpu_decoder_layout.ts";
+import {
+  decodeLinearGrid,
+  fitsDecodeGemm,
+  linearGrid,
+  workspaceBytes,
+} from "../src/decoding/gpu_decoder_layout.ts";
 import { ArgumentError, InputError } from "../src/util/errors.ts";
-import { GEMM_TILE } from "../src/codegen/families.ts";
+import { DECODE_GEMM_MAX_ROWS, DECODE_GEMM_TILE_N, GEMM_TILE } from "../src/codegen/families.ts";
 import type { ModelConfig } from "../src/checkpoint/config.ts";
 import { runScript } from "./helpers.ts";
 
@@ -54,7 +59,8 @@ Deno.test("gemm choice: a bad DS_GEMM or option is one line naming it and what i
       () => chooseGemm("Builtin", "GpuDecoder.create"),
       (e: unknown) =>
         e instanceof ArgumentError &&
-        e.message === `GpuDecoder.create: options.gemm: got "Builtin"; allowed: cublas, builtin`,
+        e.message ===
+          `GpuDecoder.create: options.gemm: got "Builtin"; allowed: cublas, builtin`,
     );
   });
 });
@@ -93,4 +99,22 @@ Deno.test("gemm choice: examples/decode.ts checks DS_GEMM before loading anythin
     r.stderr.trim(),
     `decode: environment variable DS_GEMM: got "mkl"; allowed: cublas, builtin`,
   );
+});
+
+Deno.test("gemm choice: the decode GEMM takes at most 16 rows, k in eights, aligned operands", () => {
+  assert.ok(fitsDecodeGemm(1, 4096, 0n, 256n));
+  assert.ok(fitsDecodeGemm(DECODE_GEMM_MAX_ROWS, 8, 16n, 32n));
+  assert.ok(!fitsDecodeGemm(DECODE_GEMM_MAX_ROWS + 1, 4096, 0n, 0n), "a prefill chunk");
+  assert.ok(!fitsDecodeGemm(4, 4100, 0n, 0n), "k not a multiple of 8");
+  assert.ok(!fitsDecodeGemm(4, 4096, 8n, 0n), "x not 16-byte aligned");
+  assert.ok(!fitsDecodeGemm(4, 4096, 0n, 2n), "w not 16-byte aligned");
+  for (const n of [1, 16, 17, 128256]) {
+    const [gx, gy, gz] = decodeLinearGrid(n);
+    assert.deepEqual([gy, gz, gx * DECODE_GEMM_TILE_N >= n, (gx - 1) * DECODE_GEMM_TILE_N < n], [
+      1,
+      1,
+      true,
+      true,
+    ]);
+  }
 });

@@ -98,7 +98,7 @@ Deno.test("persistent: the kernel runs the chain kernels' own stage bodies, barr
     const entry = persistent.slice(persistent.indexOf('extern "C" __global__'));
     for (
       const call of [
-        "score_block<STEP_THREADS>(",
+        "score_block<STEP_THREADS, 1>(",
         "select_block<STEP_THREADS>(",
         "resolve_candidates(",
         "resolve_finals(",

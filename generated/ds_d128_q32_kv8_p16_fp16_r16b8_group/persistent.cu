@@ -244,17 +244,19 @@ struct QueryLabel {
   float sum;                  // sum of lab[] (multiplies the K labels' min)
 };
 
-// Builds the selection head's query label in shared memory. All threads of the block call it.
-// scratch: QUERY_HEADS_PER_SEL * LABEL_CHANNELS floats of shared memory.
-DS_INLINE void build_query_label(const u16* __restrict__ q, const int* __restrict__ channels,
-                                 int b, int sh, float* scratch, QueryLabel* out) {
-  const int lh = label_head_of_sel(sh);
-  const int* ch = channels + lh * LABEL_CHANNELS;
+// Builds the query labels of selection heads sh0 .. sh0 + HEADS - 1 in shared memory, one warp
+// per (head, query head) at a time. All threads of the block call it; it ends with a barrier.
+// scratch: HEADS * QUERY_HEADS_PER_SEL * LABEL_CHANNELS floats of shared memory.
+template <int HEADS = 1>
+DS_INLINE void build_query_labels(const u16* __restrict__ q, const int* __restrict__ channels,
+                                  int b, int sh0, float* scratch, QueryLabel* out) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  for (int i = warp; i < QUERY_HEADS_PER_SEL; i += blockDim.x / 32) {
+  for (int item = warp; item < HEADS * QUERY_HEADS_PER_SEL; item += blockDim.x / 32) {
+    const int sh = sh0 + item / QUERY_HEADS_PER_SEL, i = item % QUERY_HEADS_PER_SEL;
+    const int* ch = channels + label_head_of_sel(sh) * LABEL_CHANNELS;
     const int qh = GROUP_SELECTION ? sh * GROUP_SIZE + i : sh;
     const u16* qrow = q + ((size_t)b * NUM_Q_HEADS + qh) * HEAD_DIM;
-    float* dst = scratch + i * LABEL_CHANNELS;
+    float* dst = scratch + item * LABEL_CHANNELS;
     if constexpr (!LABELS_QUANTIZED) {
       for (int c = lane; c < LABEL_CHANNELS; c += 32) dst[c] = kv_to_f32(qrow[ch[c]]);
     } else {
@@ -268,18 +270,26 @@ DS_INLINE void build_query_label(const u16* __restrict__ q, const int* __restric
     }
   }
   __syncthreads();
-  for (int c = threadIdx.x; c < LABEL_CHANNELS; c += blockDim.x) {
-    float s = scratch[c];
-    for (int i = 1; i < QUERY_HEADS_PER_SEL; i++) s = __fadd_rn(s, scratch[i * LABEL_CHANNELS + c]);
-    out->lab[c] = s;
+  for (int hc = threadIdx.x; hc < HEADS * LABEL_CHANNELS; hc += blockDim.x) {
+    const int h = hc / LABEL_CHANNELS, c = hc % LABEL_CHANNELS;
+    const float* src = scratch + h * QUERY_HEADS_PER_SEL * LABEL_CHANNELS;
+    float s = src[c];
+    for (int i = 1; i < QUERY_HEADS_PER_SEL; i++) s = __fadd_rn(s, src[i * LABEL_CHANNELS + c]);
+    out[h].lab[c] = s;
   }
   __syncthreads();
-  if (threadIdx.x == 0) {
+  if (threadIdx.x < HEADS) {
     float s = 0.f;
-    for (int c = 0; c < LABEL_CHANNELS; c++) s = __fadd_rn(s, out->lab[c]);
-    out->sum = s;
+    for (int c = 0; c < LABEL_CHANNELS; c++) s = __fadd_rn(s, out[threadIdx.x].lab[c]);
+    out[threadIdx.x].sum = s;
   }
   __syncthreads();
+}
+
+// One selection head's query label (resolve, the persistent step).
+DS_INLINE void build_query_label(const u16* __restrict__ q, const int* __restrict__ channels,
+                                 int b, int sh, float* scratch, QueryLabel* out) {
+  build_query_labels<1>(q, channels, b, sh, scratch, out);
 }
 
 // Label row of one token: LABEL_ROW_WORDS words (+ meta when quantized).
@@ -310,29 +320,63 @@ DS_INLINE void load_label_row(const u32* __restrict__ label_codes, const u32* __
   if constexpr (LABELS_QUANTIZED) row.meta = __ldg(label_meta + row_at);
 }
 
-// Approximate score q_label . k_label of one token.
-DS_INLINE float label_score(const QueryLabel* ql, const LabelRow& row) {
-  float acc = 0.f;
+// A label row's channel values, unpacked once for every query label scored against it.
+struct LabelValues {
+  float v[LABEL_CHANNELS];  // channel values (unquantized) or codes (quantized)
+  float scale, mn;          // quantized: value = code * scale + mn
+};
+
+// An integer code (< 2^23) as a float, exactly: the code in the mantissa of 2^23, minus 2^23.
+// Two full-rate instructions instead of the quarter-rate integer-to-float conversion.
+DS_INLINE float code_to_f32(u32 code) {
+  return __fsub_rn(__uint_as_float(0x4B000000u | code), 8388608.f);
+}
+
+DS_INLINE void unpack_label_row(const LabelRow& row, LabelValues& x) {
   if constexpr (!LABELS_QUANTIZED) {
 #pragma unroll
     for (int i = 0; i < LABEL_ROW_WORDS; i++) {
-      acc = __fmaf_rn(ql->lab[2 * i], kv_lo(row.w[i]), acc);
-      acc = __fmaf_rn(ql->lab[2 * i + 1], kv_hi(row.w[i]), acc);
+      x.v[2 * i] = kv_lo(row.w[i]);
+      x.v[2 * i + 1] = kv_hi(row.w[i]);
     }
-    return acc;
   } else {
 #pragma unroll
     for (int i = 0; i < LABEL_ROW_WORDS; i++) {
 #pragma unroll
       for (int j = 0; j < LABEL_CODES_PER_WORD; j++) {
-        const float code = (float)((row.w[i] >> (j * LABEL_BITS)) & (u32)LABEL_LEVELS);
-        acc = __fmaf_rn(ql->lab[i * LABEL_CODES_PER_WORD + j], code, acc);
+        if constexpr (LABEL_BITS == 8) {
+          // One byte permute builds 0x4B0000cc (byte j of the word under 2^23's exponent byte).
+          x.v[i * 4 + j] = __fsub_rn(
+              __uint_as_float(__byte_perm(row.w[i], 0x4B000000u, 0x7440u | (u32)j)), 8388608.f);
+        } else {
+          x.v[i * LABEL_CODES_PER_WORD + j] =
+              code_to_f32((row.w[i] >> (j * LABEL_BITS)) & (u32)LABEL_LEVELS);
+        }
       }
     }
-    // sum_c q_c * (code_c * scale + min) = scale * sum_c q_c code_c + min * sum_c q_c
-    const float scale = kv_lo(row.meta), mn = kv_hi(row.meta);
-    return __fmaf_rn(scale, acc, __fmul_rn(mn, ql->sum));
+    x.scale = kv_lo(row.meta);
+    x.mn = kv_hi(row.meta);
   }
+}
+
+// Approximate score q_label . k_label of one token, from its unpacked row.
+DS_INLINE float label_score(const QueryLabel* ql, const LabelValues& x) {
+  float acc = 0.f;
+#pragma unroll
+  for (int c = 0; c < LABEL_CHANNELS; c++) acc = __fmaf_rn(ql->lab[c], x.v[c], acc);
+  if constexpr (!LABELS_QUANTIZED) {
+    return acc;
+  } else {
+    // sum_c q_c * (code_c * scale + min) = scale * sum_c q_c code_c + min * sum_c q_c
+    return __fmaf_rn(x.scale, acc, __fmul_rn(x.mn, ql->sum));
+  }
+}
+
+// Approximate score q_label . k_label of one token.
+DS_INLINE float label_score(const QueryLabel* ql, const LabelRow& row) {
+  LabelValues x;
+  unpack_label_row(row, x);
+  return label_score(ql, x);
 }
 
 // Position of token t of a sequence in the label pools.
@@ -688,78 +732,107 @@ DS_INLINE void attend(const u16* __restrict__ q, int b, int first_head, float sc
   }
 }
 // ---- score: one block's share of the label scores (the score kernel, the persistent step) ----
-// Approximate scores of every cached token for one selection head and one chunk of tokens.
+// Approximate scores of every cached token for HEADS selection heads and one chunk of tokens.
 // Writes each token's 16-bit score key and adds the chunk's 12-bit key histogram into the
-// selection head's global histogram. The last block of a selection head to finish (atomic
-// ticket) turns the histogram into the threshold bin for the select kernel: the bin where the
-// count of higher-keyed tokens first reaches the budget k. THREADS: the block size.
+// selection head's global histogram. The last block of a label head to finish (atomic ticket)
+// turns each histogram into the threshold bin for the select kernel: the bin where the count of
+// higher-keyed tokens first reaches the budget k. THREADS: the block size.
 // (No __restrict__ on these parameters: the persistent step writes keys, counters and the
 // selection in one stage and reads them in the next, so none may be assumed read-only there; the
 // standalone kernels' own parameters keep theirs.)
-template <int THREADS>
-DS_INLINE void score_block(int sh, int chunk, int b, const u16* q,
+// HEADS: selection heads sharing the label head that one block scores (per-head selection over
+// kv-head labels: the query heads of one kv head), so each label row is loaded once for all of
+// them; heads sh0 .. sh0 + HEADS - 1, sh0 = hb * HEADS. With HEADS > 1 the shared histograms hold
+// two 16-bit counters per word (the plan keeps tokens_per_block below 65536); the last block of
+// the label head finds every head's threshold bin, one segment of THREADS / HEADS threads each.
+template <int THREADS, int HEADS>
+DS_INLINE void score_block(int hb, int chunk, int b, const u16* q,
                            const int* channels, const u32* label_codes,
                            const u32* label_meta, const int* block_tables,
                            int max_pages, const int* seq_lens,
                            const int* budgets, const int* routes,
                            u16* keys, u32* hist, int key_stride,
                            u32* counters, int tokens_per_block) {
+  static_assert(HEADS == 1 || HEADS == 2 || HEADS == 4, "score: 1, 2 or 4 heads per block");
+  static_assert(THREADS % (32 * HEADS) == 0 && HIST_BINS % THREADS == 0, "score: block shape");
   if (routes[b] != 1) return;
   const int len = seq_lens[b];
   const int start = chunk * tokens_per_block;
   if (start >= len) return;
   const int end = min(len, start + tokens_per_block);
+  const int sh0 = hb * HEADS;
 
-  __shared__ float s_scratch[QUERY_HEADS_PER_SEL * LABEL_CHANNELS];
-  __shared__ QueryLabel s_query;
-  __shared__ u32 s_hist[HIST_BINS];
-  for (int i = threadIdx.x; i < HIST_BINS; i += THREADS) s_hist[i] = 0;
-  build_query_label(q, channels, b, sh, s_scratch, &s_query);  // ends with __syncthreads
+  // Words per bin of the shared histograms: one u32 counter, or HEADS 16-bit counters in pairs.
+  constexpr int WORDS = HEADS == 1 ? 1 : HEADS / 2;
+  __shared__ float s_scratch[HEADS * QUERY_HEADS_PER_SEL * LABEL_CHANNELS];
+  __shared__ QueryLabel s_query[HEADS];
+  __shared__ u32 s_hist[HIST_BINS * WORDS];
+  for (int i = threadIdx.x; i < HIST_BINS * WORDS; i += THREADS) s_hist[i] = 0;
+  build_query_labels<HEADS>(q, channels, b, sh0, s_scratch, s_query);  // ends with __syncthreads
 
-  const int lh = label_head_of_sel(sh);
+  const int lh = label_head_of_sel(sh0);
   const int* bt = block_tables + (size_t)b * max_pages;
-  const size_t pair = (size_t)b * NUM_SEL_HEADS + sh;
-  u16* key_out = keys + pair * key_stride;
+  const size_t pair0 = (size_t)b * NUM_SEL_HEADS + sh0;
+  u16* key_out = keys + pair0 * key_stride;
 #pragma unroll 4
   for (int t = start + threadIdx.x; t < end; t += THREADS) {
     LabelRow row;
     load_label_row(label_codes, label_meta, label_row_at(bt, lh, t), row);
-    const u32 key = order_key(label_score(&s_query, row));
-    key_out[t] = (u16)(key >> KEY_SHIFT);
-    atomicAdd(&s_hist[key >> HIST_SHIFT], 1u);
+    LabelValues x;
+    unpack_label_row(row, x);
+#pragma unroll
+    for (int h = 0; h < HEADS; h++) {
+      const u32 key = order_key(label_score(&s_query[h], x));
+      key_out[(size_t)h * key_stride + t] = (u16)(key >> KEY_SHIFT);
+      const u32 bin = key >> HIST_SHIFT;
+      if constexpr (HEADS == 1) {
+        atomicAdd(&s_hist[bin], 1u);
+      } else {
+        atomicAdd(&s_hist[bin * WORDS + h / 2], 1u << (16 * (h % 2)));
+      }
+    }
   }
   __syncthreads();
-  u32* g_hist = hist + pair * HIST_BINS;
   for (int i = threadIdx.x; i < HIST_BINS; i += THREADS) {
-    const u32 c = s_hist[i];
-    if (c != 0) atomicAdd(g_hist + i, c);
+#pragma unroll
+    for (int h = 0; h < HEADS; h++) {
+      const u32 w = s_hist[i * WORDS + h / 2];
+      const u32 c = HEADS == 1 ? w : (w >> (16 * (h % 2))) & 0xffffu;
+      if (c != 0) atomicAdd(hist + (pair0 + h) * HIST_BINS + i, c);
+    }
   }
 
-  // The last block of this selection head finds the threshold bin.
-  u32* ctr = counters + pair * CTR_STRIDE;
+  // The last block of this label head (its first selection head's ticket) finds the threshold bins.
+  u32* ctr0 = counters + pair0 * CTR_STRIDE;
   __shared__ bool s_last;
   __threadfence();
   __syncthreads();
   const u32 active_blocks = (u32)((len + tokens_per_block - 1) / tokens_per_block);
-  if (threadIdx.x == 0) s_last = atomicAdd(ctr + CTR_SCORE_TICKET, 1u) == active_blocks - 1;
+  if (threadIdx.x == 0) s_last = atomicAdd(ctr0 + CTR_SCORE_TICKET, 1u) == active_blocks - 1;
   __syncthreads();
   if (!s_last) return;
   __threadfence();
-  // Thread i owns bins [HIST_BINS - (i+1)*BPT, HIST_BINS - i*BPT), highest first; one block scan.
-  constexpr int BPT = HIST_BINS / THREADS;
-  const volatile u32* vh = g_hist;
-  u32 mine[BPT], total = 0;
-  const int top = HIST_BINS - 1 - threadIdx.x * BPT;
+  // Segment h (THREADS / HEADS threads) scans head h's histogram; thread i of a segment owns bins
+  // [HIST_BINS - (i+1)*BPT, HIST_BINS - i*BPT), highest first, read as 16-byte vectors from L2
+  // (.cg: the other blocks' atomics landed there). Each thread keeps its vectors' sums, so the one
+  // crossing thread finds the crossing vector in registers and reloads only that one.
+  constexpr int SEG = THREADS / HEADS, BPT = HIST_BINS / SEG, VECS = BPT / 4;
+  static_assert(BPT % 4 == 0, "score: whole 16-byte histogram loads per thread");
+  const int h = threadIdx.x / SEG, i = threadIdx.x % SEG;
+  const uint4* bins = reinterpret_cast<const uint4*>(hist + (pair0 + h) * HIST_BINS +
+                                                     (HIST_BINS - (i + 1) * BPT));
+  u32 vsum[VECS], total = 0;
 #pragma unroll
-  for (int j = 0; j < BPT; j++) {
-    mine[j] = vh[top - j];
-    total += mine[j];
+  for (int j = 0; j < VECS; j++) {
+    const uint4 v = __ldcg(bins + j);
+    vsum[j] = v.x + v.y + v.z + v.w;
+    total += vsum[j];
   }
   __shared__ u32 s_part[THREADS];
   s_part[threadIdx.x] = total;
   __syncthreads();
-  for (int off = 1; off < THREADS; off <<= 1) {
-    const u32 v = threadIdx.x >= off ? s_part[threadIdx.x - off] : 0u;
+  for (int off = 1; off < SEG; off <<= 1) {
+    const u32 v = i >= off ? s_part[threadIdx.x - off] : 0u;
     __syncthreads();
     s_part[threadIdx.x] += v;
     __syncthreads();
@@ -767,18 +840,30 @@ DS_INLINE void score_block(int sh, int chunk, int b, const u16* q,
   const u32 k = (u32)budgets[b];
   const u32 before = s_part[threadIdx.x] - total;
   if (before < k && k <= s_part[threadIdx.x]) {
+    // The crossing vector: the highest j whose sum, added to those above it, reaches k.
     u32 acc = before;
+    int jc = 0;
 #pragma unroll
-    for (int j = 0; j < BPT; j++) {
-      if (acc + mine[j] >= k) {
-        ctr[CTR_THRESH_BIN] = (u32)(top - j);
+    for (int j = VECS - 1; j > 0; j--) {
+      if (jc == 0 && acc + vsum[j] >= k) jc = j;
+      if (jc == 0) acc += vsum[j];
+    }
+    const uint4 v = __ldcg(bins + jc);
+    const u32 c[4] = {v.w, v.z, v.y, v.x};  // bins highest first
+    const int bin0 = HIST_BINS - (i + 1) * BPT + 4 * jc + 3;
+    u32* ctr = ctr0 + h * CTR_STRIDE;
+    bool found = false;
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      if (!found && acc + c[e] >= k) {
+        ctr[CTR_THRESH_BIN] = (u32)(bin0 - e);
         ctr[CTR_ABOVE] = acc;
-        break;
+        found = true;
       }
-      acc += mine[j];
+      if (!found) acc += c[e];
     }
   }
-  if (threadIdx.x == 0) ctr[CTR_SCORE_TICKET] = 0;
+  if (threadIdx.x == 0) ctr0[CTR_SCORE_TICKET] = 0;
 }
 // ---- select: one block's share of the key scan (the select kernel, the persistent step) ----
 // 16-byte key vectors each thread holds per round: SELECT_KEYS keys, one bit each in a 32-bit mask.
@@ -1428,7 +1513,7 @@ extern "C" __global__ void __launch_bounds__(STEP_THREADS, 1) ds_d128_q32_kv8_p1
   for (int v = blockIdx.x; v < pairs * score_chunks; v += gridDim.x) {
     __syncthreads();  // the previous item's shared memory is free
     const int sh = v % NUM_SEL_HEADS, chunk = (v / NUM_SEL_HEADS) % score_chunks;
-    score_block<STEP_THREADS>(sh, chunk, v / (NUM_SEL_HEADS * score_chunks), q, channels,
+    score_block<STEP_THREADS, 1>(sh, chunk, v / (NUM_SEL_HEADS * score_chunks), q, channels,
                               label_codes, label_meta, block_tables, max_pages, seq_lens, budgets,
                               routes, keys, hist, key_stride, counters, score_tokens_per_block);
   }

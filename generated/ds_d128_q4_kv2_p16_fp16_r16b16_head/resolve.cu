@@ -244,17 +244,19 @@ struct QueryLabel {
   float sum;                  // sum of lab[] (multiplies the K labels' min)
 };
 
-// Builds the selection head's query label in shared memory. All threads of the block call it.
-// scratch: QUERY_HEADS_PER_SEL * LABEL_CHANNELS floats of shared memory.
-DS_INLINE void build_query_label(const u16* __restrict__ q, const int* __restrict__ channels,
-                                 int b, int sh, float* scratch, QueryLabel* out) {
-  const int lh = label_head_of_sel(sh);
-  const int* ch = channels + lh * LABEL_CHANNELS;
+// Builds the query labels of selection heads sh0 .. sh0 + HEADS - 1 in shared memory, one warp
+// per (head, query head) at a time. All threads of the block call it; it ends with a barrier.
+// scratch: HEADS * QUERY_HEADS_PER_SEL * LABEL_CHANNELS floats of shared memory.
+template <int HEADS = 1>
+DS_INLINE void build_query_labels(const u16* __restrict__ q, const int* __restrict__ channels,
+                                  int b, int sh0, float* scratch, QueryLabel* out) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  for (int i = warp; i < QUERY_HEADS_PER_SEL; i += blockDim.x / 32) {
+  for (int item = warp; item < HEADS * QUERY_HEADS_PER_SEL; item += blockDim.x / 32) {
+    const int sh = sh0 + item / QUERY_HEADS_PER_SEL, i = item % QUERY_HEADS_PER_SEL;
+    const int* ch = channels + label_head_of_sel(sh) * LABEL_CHANNELS;
     const int qh = GROUP_SELECTION ? sh * GROUP_SIZE + i : sh;
     const u16* qrow = q + ((size_t)b * NUM_Q_HEADS + qh) * HEAD_DIM;
-    float* dst = scratch + i * LABEL_CHANNELS;
+    float* dst = scratch + item * LABEL_CHANNELS;
     if constexpr (!LABELS_QUANTIZED) {
       for (int c = lane; c < LABEL_CHANNELS; c += 32) dst[c] = kv_to_f32(qrow[ch[c]]);
     } else {
@@ -268,18 +270,26 @@ DS_INLINE void build_query_label(const u16* __restrict__ q, const int* __restric
     }
   }
   __syncthreads();
-  for (int c = threadIdx.x; c < LABEL_CHANNELS; c += blockDim.x) {
-    float s = scratch[c];
-    for (int i = 1; i < QUERY_HEADS_PER_SEL; i++) s = __fadd_rn(s, scratch[i * LABEL_CHANNELS + c]);
-    out->lab[c] = s;
+  for (int hc = threadIdx.x; hc < HEADS * LABEL_CHANNELS; hc += blockDim.x) {
+    const int h = hc / LABEL_CHANNELS, c = hc % LABEL_CHANNELS;
+    const float* src = scratch + h * QUERY_HEADS_PER_SEL * LABEL_CHANNELS;
+    float s = src[c];
+    for (int i = 1; i < QUERY_HEADS_PER_SEL; i++) s = __fadd_rn(s, src[i * LABEL_CHANNELS + c]);
+    out[h].lab[c] = s;
   }
   __syncthreads();
-  if (threadIdx.x == 0) {
+  if (threadIdx.x < HEADS) {
     float s = 0.f;
-    for (int c = 0; c < LABEL_CHANNELS; c++) s = __fadd_rn(s, out->lab[c]);
-    out->sum = s;
+    for (int c = 0; c < LABEL_CHANNELS; c++) s = __fadd_rn(s, out[threadIdx.x].lab[c]);
+    out[threadIdx.x].sum = s;
   }
   __syncthreads();
+}
+
+// One selection head's query label (resolve, the persistent step).
+DS_INLINE void build_query_label(const u16* __restrict__ q, const int* __restrict__ channels,
+                                 int b, int sh, float* scratch, QueryLabel* out) {
+  build_query_labels<1>(q, channels, b, sh, scratch, out);
 }
 
 // Label row of one token: LABEL_ROW_WORDS words (+ meta when quantized).
@@ -310,29 +320,63 @@ DS_INLINE void load_label_row(const u32* __restrict__ label_codes, const u32* __
   if constexpr (LABELS_QUANTIZED) row.meta = __ldg(label_meta + row_at);
 }
 
-// Approximate score q_label . k_label of one token.
-DS_INLINE float label_score(const QueryLabel* ql, const LabelRow& row) {
-  float acc = 0.f;
+// A label row's channel values, unpacked once for every query label scored against it.
+struct LabelValues {
+  float v[LABEL_CHANNELS];  // channel values (unquantized) or codes (quantized)
+  float scale, mn;          // quantized: value = code * scale + mn
+};
+
+// An integer code (< 2^23) as a float, exactly: the code in the mantissa of 2^23, minus 2^23.
+// Two full-rate instructions instead of the quarter-rate integer-to-float conversion.
+DS_INLINE float code_to_f32(u32 code) {
+  return __fsub_rn(__uint_as_float(0x4B000000u | code), 8388608.f);
+}
+
+DS_INLINE void unpack_label_row(const LabelRow& row, LabelValues& x) {
   if constexpr (!LABELS_QUANTIZED) {
 #pragma unroll
     for (int i = 0; i < LABEL_ROW_WORDS; i++) {
-      acc = __fmaf_rn(ql->lab[2 * i], kv_lo(row.w[i]), acc);
-      acc = __fmaf_rn(ql->lab[2 * i + 1], kv_hi(row.w[i]), acc);
+      x.v[2 * i] = kv_lo(row.w[i]);
+      x.v[2 * i + 1] = kv_hi(row.w[i]);
     }
-    return acc;
   } else {
 #pragma unroll
     for (int i = 0; i < LABEL_ROW_WORDS; i++) {
 #pragma unroll
       for (int j = 0; j < LABEL_CODES_PER_WORD; j++) {
-        const float code = (float)((row.w[i] >> (j * LABEL_BITS)) & (u32)LABEL_LEVELS);
-        acc = __fmaf_rn(ql->lab[i * LABEL_CODES_PER_WORD + j], code, acc);
+        if constexpr (LABEL_BITS == 8) {
+          // One byte permute builds 0x4B0000cc (byte j of the word under 2^23's exponent byte).
+          x.v[i * 4 + j] = __fsub_rn(
+              __uint_as_float(__byte_perm(row.w[i], 0x4B000000u, 0x7440u | (u32)j)), 8388608.f);
+        } else {
+          x.v[i * LABEL_CODES_PER_WORD + j] =
+              code_to_f32((row.w[i] >> (j * LABEL_BITS)) & (u32)LABEL_LEVELS);
+        }
       }
     }
-    // sum_c q_c * (code_c * scale + min) = scale * sum_c q_c code_c + min * sum_c q_c
-    const float scale = kv_lo(row.meta), mn = kv_hi(row.meta);
-    return __fmaf_rn(scale, acc, __fmul_rn(mn, ql->sum));
+    x.scale = kv_lo(row.meta);
+    x.mn = kv_hi(row.meta);
   }
+}
+
+// Approximate score q_label . k_label of one token, from its unpacked row.
+DS_INLINE float label_score(const QueryLabel* ql, const LabelValues& x) {
+  float acc = 0.f;
+#pragma unroll
+  for (int c = 0; c < LABEL_CHANNELS; c++) acc = __fmaf_rn(ql->lab[c], x.v[c], acc);
+  if constexpr (!LABELS_QUANTIZED) {
+    return acc;
+  } else {
+    // sum_c q_c * (code_c * scale + min) = scale * sum_c q_c code_c + min * sum_c q_c
+    return __fmaf_rn(x.scale, acc, __fmul_rn(x.mn, ql->sum));
+  }
+}
+
+// Approximate score q_label . k_label of one token.
+DS_INLINE float label_score(const QueryLabel* ql, const LabelRow& row) {
+  LabelValues x;
+  unpack_label_row(row, x);
+  return label_score(ql, x);
 }
 
 // Position of token t of a sequence in the label pools.

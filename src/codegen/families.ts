@@ -78,6 +78,16 @@ export const GEMM_TILE = 64;
 export const GEMM_TILE_K = 32;
 export const GEMM_THREADS = (GEMM_TILE / 4) ** 2;
 
+/**
+ * The decode GEMM (`decode_linear`): y (+)= x . w^T for at most DECODE_GEMM_MAX_ROWS rows on
+ * tensor cores, one block of DECODE_GEMM_WARPS warps per DECODE_GEMM_TILE_N outputs, each warp
+ * DECODE_GEMM_UNROLL 32-wide slices of k in flight (docs/perf-notes.md, "A decode GEMM").
+ */
+export const DECODE_GEMM_WARPS = 8;
+export const DECODE_GEMM_UNROLL = 4;
+export const DECODE_GEMM_TILE_N = 16;
+export const DECODE_GEMM_MAX_ROWS = 16;
+
 export const MODEL_KERNELS = {
   embed: {
     symbol: "ds_model_embed",
@@ -201,6 +211,23 @@ export const MODEL_KERNELS = {
       arg("m", "i32", "int ", "rows"),
       arg("n", "i32", "int ", "output columns"),
       arg("k", "i32", "int ", "reduction length"),
+      arg("accumulate", "i32", "int ", "1: add to y; 0: overwrite y (not read)"),
+    ],
+  },
+  decode_linear: {
+    symbol: "ds_model_decode_linear",
+    threads: DECODE_GEMM_WARPS * 32,
+    doc: "y[m][n] (+)= x[m][k] . w[n][k]^T for m <= DECODE_GEMM_MAX_ROWS, fp32 accumulation on " +
+      "tensor cores, k a multiple of 8, x and w 16-byte aligned: the decoder's projections at " +
+      "decode.",
+    grid: "(ceil(n / DECODE_GEMM_TILE_N), 1, 1)",
+    args: [
+      ptr("x", "const u16* ", "[m][k] activations, model dtype"),
+      ptr("w", "const u16* ", "[n][k] weight (a Hugging Face Linear's layout), model dtype"),
+      ptr("y", "float* ", "[m][n] output"),
+      arg("m", "i32", "int ", "rows, 1..DECODE_GEMM_MAX_ROWS"),
+      arg("n", "i32", "int ", "output columns"),
+      arg("k", "i32", "int ", "reduction length, a multiple of 8"),
       arg("accumulate", "i32", "int ", "1: add to y; 0: overwrite y (not read)"),
     ],
   },

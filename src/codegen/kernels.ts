@@ -440,6 +440,12 @@ export interface Tuning {
   readonly scoreMinBlocks: number;
   /** Unroll of the score kernel's token loop (label loads in flight per thread). */
   readonly scoreUnroll: number;
+  /**
+   * Selection heads one score block scores (1, 2 or 4): per-head selection over kv-head labels
+   * loads each label row once for this many of its query heads (docs/perf-notes.md, "Score once
+   * per label row"); elsewhere every selection head has its own label row, so 1.
+   */
+  readonly scoreHeadsPerBlock: number;
   /** Threads per block of the select kernel. */
   readonly selectThreads: number;
   /** Keys each select thread loads per round before using any (a multiple of 8: 16-byte loads). */
@@ -545,6 +551,13 @@ function largestDivisorAtMost(n: number, cap: number): number {
   return 1;
 }
 
+/** Largest power of two that divides n and is at most cap. */
+function largestPowerOfTwoDividing(n: number, cap: number): number {
+  let d = 1;
+  while (d * 2 <= cap && n % (d * 2) === 0) d *= 2;
+  return d;
+}
+
 /** Register budget: fewer rows in flight per thread as more query heads share a block. */
 function unrollFor(headsPerBlock: number): number {
   if (headsPerBlock === 1) return 8;
@@ -586,11 +599,20 @@ export function tuningFor(spec: AttentionSpec): Tuning {
   const prefillWgmmaKeyTile = 128;
   const denseHeadsPerBlock = largestDivisorAtMost(spec.groupSize, 8);
   const sparseHeadsPerBlock = spec.selection === "group" ? denseHeadsPerBlock : 1;
+  // A block of several heads keeps a row's unpacked channels live across the heads and the
+  // unrolled rows: rows of up to 16 channels in up to 16 bytes fit the 64 registers of 4
+  // resident blocks without spills; 32 channels spill even with two heads, 16 fp16 channels
+  // with four (ptxas, sm_90), so wider rows keep one head a block.
+  const scoreHeadsPerBlock = spec.selection === "head" && spec.labelHeads === "kv" &&
+      spec.labelChannels <= 16 && cacheLayout(spec).labelRowWords <= 4
+    ? largestPowerOfTwoDividing(spec.groupSize, 4)
+    : 1;
   const tuning: Tuning = {
     appendThreads: 128,
     scoreThreads: 256,
     scoreMinBlocks: 4,
     scoreUnroll: 4,
+    scoreHeadsPerBlock,
     selectThreads: 256,
     selectKeysPerThread: 32,
     resolveThreads: 256,

@@ -4,7 +4,7 @@
  * take, and the builtin GEMM's grid. No FFI: tested on the CPU.
  */
 import { type AttentionSpec, defineAttention } from "../dsl/spec.ts";
-import { GEMM_TILE } from "../codegen/families.ts";
+import { DECODE_GEMM_MAX_ROWS, DECODE_GEMM_TILE_N, GEMM_TILE } from "../codegen/families.ts";
 import type { ModelConfig } from "../checkpoint/config.ts";
 import type { OffloadOptions } from "../runtime/offload_plan.ts";
 import type { GemmBackend } from "../runtime/gemm_choice.ts";
@@ -73,6 +73,19 @@ export function workspaceBytes(
   // choice's three inputs and the chosen id.
   const perSeq = 2 * 4 * c.vocabSize + 4 * c.hiddenSize + 4 + 3 * 4 + 4;
   return r * perRow + batch * perSeq + (gemm === "cublas" ? CUBLAS_WORKSPACE_BYTES : 0);
+}
+
+/**
+ * Whether the decode GEMM takes y (+)= x . w^T: at most DECODE_GEMM_MAX_ROWS rows, k a multiple of
+ * 8 and both operands 16-byte aligned (its whole 16-byte loads).
+ */
+export function fitsDecodeGemm(m: number, k: number, x: bigint, w: bigint): boolean {
+  return m <= DECODE_GEMM_MAX_ROWS && k % 8 === 0 && x % 16n === 0n && w % 16n === 0n;
+}
+
+/** The decode GEMM's grid for y[m][n] (m <= DECODE_GEMM_MAX_ROWS): one block per 16 outputs. */
+export function decodeLinearGrid(n: number): [number, number, number] {
+  return [Math.ceil(n / DECODE_GEMM_TILE_N), 1, 1];
 }
 
 /** The builtin `linear` kernel's grid for y[m][n]: one block per GEMM_TILE x GEMM_TILE tile. */

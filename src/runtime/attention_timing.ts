@@ -12,7 +12,7 @@ import type { Cuda, DeviceBuffer, GraphExec, Stream } from "../cuda/driver.ts";
 import { type AttentionSpec, budgetFor, denseStepBytes, sparseStepBytes } from "../dsl/spec.ts";
 import { PagedKvCache } from "./caches.ts";
 import { DecodePlan } from "./decode_plan.ts";
-import { medianEventMs } from "./timing.ts";
+import { copyBandwidth, medianEventMs } from "./timing.ts";
 import { UtilKernels } from "./util_kernels.ts";
 import type { Variant } from "./variant.ts";
 
@@ -271,20 +271,4 @@ export class AttentionTimer implements Disposable {
   [Symbol.dispose](): void {
     this.#util[Symbol.dispose]();
   }
-}
-
-/** Device-to-device copy bandwidth in bytes/s, read + write counted (median of 10 copies). */
-function copyBandwidth(cuda: Cuda, stream: Stream): number {
-  const bytes = 1 << 30;
-  using a = cuda.alloc(bytes);
-  using b = cuda.alloc(bytes);
-  a.fill8(1, stream);
-  const ms = medianEventMs(
-    cuda,
-    stream,
-    () => stream.copyDeviceToDevice(b.ptr, a.ptr, bytes),
-    10,
-    2,
-  );
-  return (2 * bytes) / (ms / 1e3);
 }

@@ -67,6 +67,8 @@ const FILL_BEYOND_WANTED = 0.9;
 const MIN_SCORE_TOKENS_PER_BLOCK = 1024;
 const MIN_SELECT_TOKENS_PER_BLOCK = 2048;
 const TOKEN_GRANULE = 256;
+/** Most tokens a score block of several selection heads takes: its histogram counters are 16-bit. */
+export const MAX_PACKED_SCORE_TOKENS_PER_BLOCK = 65536 - TOKEN_GRANULE;
 
 /**
  * Tokens per block of the score and select kernels, whose grids are (selection heads, chunks,
@@ -85,6 +87,23 @@ export function chunkTokens(
   const chunks = Math.max(1, Math.floor(target / pairs));
   const tokens = Math.ceil(Math.ceil(keyStride / chunks) / TOKEN_GRANULE) * TOKEN_GRANULE;
   return Math.min(keyStride, Math.max(floor, tokens));
+}
+
+/**
+ * Tokens per block of the score kernel: chunkTokens over its blocks of heads (`pairs` = sequences
+ * x score head blocks), the floor counted in (token, head) scores so that a block of several heads
+ * takes proportionally fewer tokens; blocks of several heads count in 16-bit shared counters
+ * (templates/score_body.cuh.hbs), so they take at most MAX_PACKED_SCORE_TOKENS_PER_BLOCK.
+ */
+export function scoreChunkTokens(
+  pairs: number,
+  keyStride: number,
+  target: number,
+  headsPerBlock: number,
+): number {
+  const floor = Math.max(TOKEN_GRANULE, MIN_SCORE_TOKENS_PER_BLOCK / headsPerBlock);
+  const tokens = chunkTokens(pairs, keyStride, target, floor);
+  return headsPerBlock > 1 ? Math.min(tokens, MAX_PACKED_SCORE_TOKENS_PER_BLOCK) : tokens;
 }
 
 export interface PlanOptions {
@@ -146,8 +165,13 @@ export class DecodePlan implements Disposable {
   readonly sparseSplits: number;
   readonly maxSplits: number;
   readonly softmaxScale: number;
-  /** Tokens per block of the score and select kernels (about targetBlocks blocks per launch). */
+  /**
+   * Tokens per block of the score and select kernels (about targetBlocks blocks per launch; the
+   * score kernel's blocks each score Tuning.scoreHeadsPerBlock selection heads).
+   */
   readonly scoreTokensPerBlock: number;
+  /** Blocks along grid.x of the score kernel: selection heads / Tuning.scoreHeadsPerBlock. */
+  readonly scoreHeadBlocks: number;
   readonly selectTokensPerBlock: number;
   /** Whether this plan launches its kernels with Programmatic Dependent Launch (PlanOptions). */
   readonly programmaticLaunch: boolean;
@@ -279,11 +303,12 @@ export class DecodePlan implements Disposable {
     }
     this.maxSplits = Math.max(this.denseSplits, this.sparseSplits, this.persistentSplits);
     const pairs = this.batch * spec.numSelectionHeads;
-    this.scoreTokensPerBlock = chunkTokens(
-      pairs,
+    this.scoreHeadBlocks = spec.numSelectionHeads / t.scoreHeadsPerBlock;
+    this.scoreTokensPerBlock = scoreChunkTokens(
+      this.batch * this.scoreHeadBlocks,
       this.keyStride,
       target,
-      MIN_SCORE_TOKENS_PER_BLOCK,
+      t.scoreHeadsPerBlock,
     );
     this.selectTokensPerBlock = chunkTokens(
       pairs,
@@ -521,7 +546,7 @@ export class DecodePlan implements Disposable {
     this.variant.launchers.launchScore(
       this.#slot("score"),
       [
-        this.spec.numSelectionHeads,
+        this.scoreHeadBlocks,
         Math.ceil(this.keyStride / this.scoreTokensPerBlock),
         this.batch,
       ],

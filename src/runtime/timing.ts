@@ -42,3 +42,19 @@ export function medianWallMs(run: () => void, repeats: number, warmup = 0): numb
   walls.sort((a, b) => a - b);
   return walls[Math.floor(walls.length / 2)];
 }
+
+/** Device-to-device copy bandwidth in bytes/s, read + write counted (median of 10 copies). */
+export function copyBandwidth(cuda: Cuda, stream: Stream): number {
+  const bytes = 1 << 30;
+  using a = cuda.alloc(bytes);
+  using b = cuda.alloc(bytes);
+  a.fill8(1, stream);
+  const ms = medianEventMs(
+    cuda,
+    stream,
+    () => stream.copyDeviceToDevice(b.ptr, a.ptr, bytes),
+    10,
+    2,
+  );
+  return (2 * bytes) / (ms / 1e3);
+}

@@ -1,8 +1,9 @@
 /**
- * The builtin GEMM (`linear` of the model kernel family, the decoder's `gemm: "builtin"`), part
- * of `deno task test:gpu` or alone: `deno run -A tests/gpu/gemm.ts [--no-model]`.
- *  1. the kernel against a float64 CPU product of the same dtype-rounded inputs, fp16 and bf16,
- *     over ragged shapes (m 1..300, n and k not multiples of the tile, k below one tile), with
+ * The builtin GEMM (`linear` of the model kernel family, the decoder's `gemm: "builtin"`) and the
+ * decode GEMM (`decode_linear`, m <= 16), part of `deno task test:gpu` or alone:
+ * `deno run -A tests/gpu/gemm.ts [--no-model]`.
+ *  1. each kernel against a float64 CPU product of the same dtype-rounded inputs, fp16 and bf16,
+ *     over ragged shapes (m 1..300 or 1..16, n and k not multiples of the tile, k below one tile), with
  *     accumulate off (y poisoned with NaN: every element must be overwritten) and on (y holding
  *     known values that must be added to); the floats past y's end must stay untouched. The
  *     tolerance is the fp32 summation bound (k + 2) * 2^-24 * (sum |x w| + |y|) per element;
@@ -19,7 +20,7 @@ import type { MODEL_KERNELS } from "../../src/codegen/families.ts";
 import type { FamilyModule } from "../../src/runtime/family_module.ts";
 import { bundledModelFamily } from "./model_family.ts";
 import { GpuDecoder } from "../../src/decoding/gpu_decoder.ts";
-import { linearGrid } from "../../src/decoding/gpu_decoder_layout.ts";
+import { decodeLinearGrid, linearGrid } from "../../src/decoding/gpu_decoder_layout.ts";
 import { argmax } from "../../src/decoding/cpu_decoder.ts";
 import { loadModel } from "../../src/checkpoint/weights.ts";
 import { decodeArray, encodeArray } from "../../src/util/dtype.ts";
@@ -41,6 +42,22 @@ const SHAPES: readonly (readonly [number, number, number])[] = [
   [300, 257, 130],
   [3, 100, 4099],
 ];
+/**
+ * The decode GEMM's [m, n, k]: m 1..16 (one and two batch tiles), n ragged around its 16-output
+ * tiles, k multiples of 8 around its 256-wide slices of a block (and one long k).
+ */
+const DECODE_SHAPES: readonly (readonly [number, number, number])[] = [
+  [1, 1, 8],
+  [1, 256, 16],
+  [2, 1000, 64],
+  [3, 65, 32],
+  [8, 130, 40],
+  [9, 63, 96],
+  [5, 33, 8],
+  [16, 17, 4104],
+  [16, 300, 520],
+  [12, 4096, 1032],
+];
 /** Floats after y's end that the kernel must not touch. */
 const GUARD = 64;
 
@@ -50,17 +67,18 @@ interface GemmCaseResult {
   readonly failures: string[];
 }
 
-/** y (+)= x . w^T for one shape, dtype and accumulate flag, checked element by element. */
+/** y (+)= x . w^T for one kernel, shape, dtype and accumulate flag, checked element by element. */
 function runGemmCase(
   cuda: Cuda,
   stream: Stream,
   kernels: FamilyModule<typeof MODEL_KERNELS>,
+  kernel: "linear" | "decode_linear",
   dtype: "fp16" | "bf16",
   [m, n, k]: readonly [number, number, number],
   accumulate: boolean,
   rng: Random,
 ): GemmCaseResult {
-  const name = `${dtype} m${m} n${n} k${k} ${accumulate ? "accumulate" : "overwrite"}`;
+  const name = `${kernel} ${dtype} m${m} n${n} k${k} ${accumulate ? "accumulate" : "overwrite"}`;
   const xBits = encodeArray(dtype, rng.floats(m * k));
   const wBits = encodeArray(dtype, rng.floats(n * k, 0.1));
   const xs = decodeArray(dtype, xBits), ws = decodeArray(dtype, wBits);
@@ -74,7 +92,7 @@ function runGemmCase(
   x.upload(xBits, stream);
   w.upload(wBits, stream);
   y.upload(before, stream);
-  kernels.launch("linear", linearGrid(m, n), {
+  kernels.launch(kernel, kernel === "linear" ? linearGrid(m, n) : decodeLinearGrid(n), {
     x: x.ptr,
     w: w.ptr,
     y: y.ptr,
@@ -120,19 +138,24 @@ function checkKernel(cuda: Cuda, seed: number): boolean {
   let ok = true, cases = 0, worst = 0;
   for (const dtype of ["fp16", "bf16"] as const) {
     using kernels = bundledModelFamily(cuda, dtype, stream);
-    for (const shape of SHAPES) {
-      for (const accumulate of [false, true]) {
-        const r = runGemmCase(cuda, stream, kernels, dtype, shape, accumulate, rng);
-        cases++;
-        worst = Math.max(worst, r.worstRatio);
-        for (const f of r.failures) console.log(`FAIL gemm ${r.name}: ${f}`);
-        ok &&= r.failures.length === 0;
+    for (
+      const [kernel, shapes] of [["linear", SHAPES], ["decode_linear", DECODE_SHAPES]] as const
+    ) {
+      for (const shape of shapes) {
+        for (const accumulate of [false, true]) {
+          const r = runGemmCase(cuda, stream, kernels, kernel, dtype, shape, accumulate, rng);
+          cases++;
+          worst = Math.max(worst, r.worstRatio);
+          for (const f of r.failures) console.log(`FAIL gemm ${r.name}: ${f}`);
+          ok &&= r.failures.length === 0;
+        }
       }
     }
   }
   console.log(
-    `${ok ? "PASS" : "FAIL"} gemm kernel: ${cases} cases (fp16/bf16, m 1..300, ragged n and k, ` +
-      `accumulate on/off); worst error ${worst.toFixed(3)} of the fp32 bound; seed ${seed}`,
+    `${ok ? "PASS" : "FAIL"} gemm kernels: ${cases} cases (linear: m 1..300, ragged n and k; ` +
+      `decode_linear: m 1..16, ragged n, k multiples of 8; fp16/bf16, accumulate on/off); worst ` +
+      `error ${worst.toFixed(3)} of the fp32 bound; seed ${seed}`,
   );
   return ok;
 }

@@ -116,6 +116,18 @@ export const CASES: Case[] = [
     graph: true,
   },
   {
+    // Per-head selection over kv labels with two query heads per kv head: score blocks of two
+    // heads (16-bit counter pairs), many chunks per label head at 9000 tokens.
+    name: "gqa2-bf16-p64-r16b4-headkv-fixed",
+    spec: {
+      ...shape(128, 4, 2, "bf16", 64),
+      labels: { channels: 16, bits: 4, heads: "kv" },
+      selection: "head",
+      budget: { tokens: 200 },
+    },
+    lens: [9000, 257, 4096],
+  },
+  {
     name: "gqa4-fp16-p16-r16b8-group-ratio-32k",
     spec: {
       ...shape(128, 8, 2, "fp16", 16),
