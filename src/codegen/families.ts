@@ -88,6 +88,18 @@ export const DECODE_GEMM_UNROLL = 4;
 export const DECODE_GEMM_TILE_N = 16;
 export const DECODE_GEMM_MAX_ROWS = 16;
 
+/** y[m][n] (+)= x[m][k] . w[n][k]^T: both GEMM kernels' arguments, in signature order. */
+const gemmArgs = (rowsDoc: string, kDoc: string) =>
+  [
+    ptr("x", "const u16* ", "[m][k] activations, model dtype"),
+    ptr("w", "const u16* ", "[n][k] weight (a Hugging Face Linear's layout), model dtype"),
+    ptr("y", "float* ", "[m][n] output"),
+    arg("m", "i32", "int ", rowsDoc),
+    arg("n", "i32", "int ", "output columns"),
+    arg("k", "i32", "int ", kDoc),
+    arg("accumulate", "i32", "int ", "1: add to y; 0: overwrite y (not read)"),
+  ] as const;
+
 export const MODEL_KERNELS = {
   embed: {
     symbol: "ds_model_embed",
@@ -204,15 +216,7 @@ export const MODEL_KERNELS = {
     doc: "y[m][n] (+)= x[m][k] . w[n][k]^T with fp32 accumulation: what Cublas.linear computes, " +
       'without cuBLAS (the decoder\'s `gemm: "builtin"`).',
     grid: "(ceil(n / GEMM_TILE), ceil(m / GEMM_TILE), 1)",
-    args: [
-      ptr("x", "const u16* ", "[m][k] activations, model dtype"),
-      ptr("w", "const u16* ", "[n][k] weight (a Hugging Face Linear's layout), model dtype"),
-      ptr("y", "float* ", "[m][n] output"),
-      arg("m", "i32", "int ", "rows"),
-      arg("n", "i32", "int ", "output columns"),
-      arg("k", "i32", "int ", "reduction length"),
-      arg("accumulate", "i32", "int ", "1: add to y; 0: overwrite y (not read)"),
-    ],
+    args: gemmArgs("rows", "reduction length"),
   },
   decode_linear: {
     symbol: "ds_model_decode_linear",
@@ -221,15 +225,7 @@ export const MODEL_KERNELS = {
       "tensor cores, k a multiple of 8, x and w 16-byte aligned: the decoder's projections at " +
       "decode.",
     grid: "(ceil(n / DECODE_GEMM_TILE_N), 1, 1)",
-    args: [
-      ptr("x", "const u16* ", "[m][k] activations, model dtype"),
-      ptr("w", "const u16* ", "[n][k] weight (a Hugging Face Linear's layout), model dtype"),
-      ptr("y", "float* ", "[m][n] output"),
-      arg("m", "i32", "int ", "rows, 1..DECODE_GEMM_MAX_ROWS"),
-      arg("n", "i32", "int ", "output columns"),
-      arg("k", "i32", "int ", "reduction length, a multiple of 8"),
-      arg("accumulate", "i32", "int ", "1: add to y; 0: overwrite y (not read)"),
-    ],
+    args: gemmArgs("rows, 1..DECODE_GEMM_MAX_ROWS", "reduction length, a multiple of 8"),
   },
 } as const satisfies Record<string, FamilyKernel>;
 
