@@ -51,17 +51,17 @@ export const tuning = {
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "879e1082ec188e2979bff458c8445f06b7d4376c821817739ef70e59c8159745" },
-  score: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "9a145f916b9d259e014020913b871f2fd6a9d5d299b9f79bde99f83d7918372d" },
-  select: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "c883fef02e1966d7e21f29fe6bb81363801fa5e9d0fef5b82d04775d8d5f5ad0" },
-  resolve: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "a74fa6fff75c8e82fac7d0d10dedbac24120ebc09c7249b531ff25d1466c0193" },
-  dense: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "0a1765a2ac0b379ce5bab81d34f0645b5593c1c7a68012a0ca076a7e48074165" },
-  sparse: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "7c25e09d066c6a2cf3ba0afefbd49c38f1f13867d0a027eb2042d5a87f70fc73" },
-  merge: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "2c930620ce0d13b95c128d3848da0effb69d14a6f3a6e65f0d437e050f9b38e4" },
-  persistent: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "838c186f7cbbcf3e71d1672dddd964861178df1224095beb08c4b534b570f215" },
-  prefill: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "3ad735eb5f0ba7fe255de7813efb4eeb19f584aacac5120717fdbd290b29add8" },
-  sort_selection: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "f9eacd42f2ac9177dd1955ae654d466882293eba1d626da8eec48c735bd4d235" },
-  gather_kv: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "b2c4310d734b098b3052a36111c701f70933918249a4449946b5f430c3a5e41b" },
+  append: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "dd32769ab35d2b1daf8a0279145cf87fed340701259070b320e9206fe48b63f7" },
+  score: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "533c77b14ed6c9ba50c739bb3bdbdad49ef783b64b8431c2aba44012f65b0267" },
+  select: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "a2219db2829438463ca08f92db77d5a19be6652fc01df122b0c0077d583651a0" },
+  resolve: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "4b8a72029c47d534c786154b6e1efd8efc792dda5c534b1fbd61d49ea25d2997" },
+  dense: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "911cd7e7f3459367caf79782c33ac9ae353ce2990cb468464a496518cfcea676" },
+  sparse: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "837f44b7b67645d1eb1d56d02b5227026965405be024632bfe0a5f1b4db952d7" },
+  merge: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "1c992562a044f0f677c20106243c3a7d2b1fa653f5fdb23ed888295ae89c4217" },
+  persistent: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "93d4610083d674c9f3a9bd65def60a174af53fdcb24cf31ebf24d38284f54a0f" },
+  prefill: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "28390d5c90761bbf6fad3cbad53d4876c05ce81aeb2338944a119e5c00db52af" },
+  sort_selection: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "41dfd0f2a7d13170008ef8bad02f4260eea58b2e8fc81d6fc71ce7e5cd66090a" },
+  gather_kv: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "6c448d27df2a43f0159a8b3c01722f2bb0215d968e87d0f6f49e45f64de1a6f4" },
 } as const;
 
 /**

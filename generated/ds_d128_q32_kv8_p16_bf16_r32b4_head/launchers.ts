@@ -51,17 +51,17 @@ export const tuning = {
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "83ce6116de5dff59b0077d75df3b5af814e11898e59144ae1666fdf0599a52b3" },
-  score: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "c33dd556a8633a35b9680f89cf0e03f6c5f5a1c167b3e56d7d5f6a4bb23a5764" },
-  select: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "f77a8303fd77595421058668a5286c4acf75642be040e2aba87636b9550e172c" },
-  resolve: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "08091e3333ddd378960bb47b5289f3aec06f240158b409fd06e8aa93762a7dab" },
-  dense: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "e3e70a8d935c5efc26d1c086292c551c32792e90fd972a7626b089fc7ad109ea" },
-  sparse: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "e443522862598a0285c49cb0a9bf1946d7dbc09f77cd470b2098675cb622ab5f" },
-  merge: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "749c0278d9a4170ce0ed20cc1b881fbe8c614aa48210049729807cb490d07d8e" },
-  persistent: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "946a91667a091c35da70c096662a68c439b1eaa707c67d5e6cfc277d9c68cc64" },
-  prefill: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "a8facb1c8d32cb61d3c3f6a58120cd3ec5b775dce429e2f8d9643f3a91a38976" },
-  sort_selection: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "6725ed403efa176816be44b8a61023fcd6d9204b2262f4f83a66bb4242758f1e" },
-  gather_kv: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "51d5c8a7b6532ffe6a756bfc0b5ddea36cb2ac09c26e896443fe5455c58b553a" },
+  append: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "c039e42deee8a80eb402dc28a17563b47a0d589dd905ecd146716f36fd127c3a" },
+  score: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "6f69e178c140283d37be34e8586ffc657c9d03e4a71c2297435680e54ddbcf53" },
+  select: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "597fe2eb6e7e5324684255e3bebc44bdcbe0a51d94be513558eec98ea77848f4" },
+  resolve: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "68f5fc14f78e60d4d33634eea9a6f1d41eb80d742f8f60f8a3563e46d1858aaa" },
+  dense: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "dae01ece0de258c57e5bdee70a0e33d09066171fbed07d2723ebd0facf741bad" },
+  sparse: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "188da3005dbd98f79244989b0d68c5bf93bb666e7e7fdfaecd007fbf574792b7" },
+  merge: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "9052396fa5bc44cb87dbfd860d41654eaae81b88680c7a2e304603592c062922" },
+  persistent: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "c43708e061ab7602beeebc744ed446dd1af1ad0ae792079bddbdc36187ecc367" },
+  prefill: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "352c8587c8458fe28a382dabeb2240394293548c835966c4fb17133316e73e79" },
+  sort_selection: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "0b4fb2fd7db14f451d1fb083220b5566148217dfc5fd919062ce30339710542a" },
+  gather_kv: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "8e8ff52051ff61337c754aeb7f6401dc9adf405faf07455f0c3312fa7d1d249c" },
 } as const;
 
 /**

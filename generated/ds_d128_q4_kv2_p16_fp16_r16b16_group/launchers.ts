@@ -51,17 +51,17 @@ export const tuning = {
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "b5e6468bc1290bccfb49be60f70e146f386b9a0d470c50bda2122d80a31352f4" },
-  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "9b1c370a8e7630cfc41ea6353847337ca3530ba80f582b693c0c526bc67d629e" },
-  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "9eeb96c15a8f2949aab65ca8705aa317890436f3391bc2dfbf75b76d00aeb654" },
-  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "5e6afa6e99b9f2efea651af7aa9f122ebba75d73880eac0df5e6fbabfd670a2b" },
-  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "757a1d13729a71f8f670638bc9e37a55ed2c9de8294ecc0c85efd03a30c391bc" },
-  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "6260077195ea5acf84483f40e38439f66d2e47fff0f9aec1ef4399f04f1826a6" },
-  merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "2c35520b3dcd1a5b54573b4ecc93802573227f45fdda140e011c1af2315fa16c" },
-  persistent: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "8d817ac9b42e7a51ba4da23caec592d76583067bcfa5cdbd56bc187983133c53" },
-  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "95e3675b3f60e2822f4fb66463099a8f39cf2f6ff7a2407631554caaa5e60f50" },
-  sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "5e5ded17b4dda00e9f615487e7dbb3c23c0db8c989028bc31f9accf60d248e33" },
-  gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "37d9c00807f71b9a36e18f64f1f1eb52defb056734e214eb5182fa062fe78213" },
+  append: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "de334da4ca2359cdc154107c408fd365a51e8576913dafd4b2d9317e3e262131" },
+  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "0e8eb454ca21ebeb00badb47efd52e9f11dc3aca2c0d64ab4519a18086d8cc16" },
+  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "f08b76e0b81f3e2b0a27e361190d3cf4d6c42b9e0c0e9c0bf54e9721fc606820" },
+  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "59db66ff373b0beec21f8daa43660597fccd14afe3fa69d4156b898d67edd9a2" },
+  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "1fd5801dee4daeea0abf3d164ccb0a5777f7b201d4ea58eaf4f4e6e62db8813e" },
+  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "dadbf2758460e099fe220386b81f1d3ac154df00a2570f8912bbec1f3f5efa34" },
+  merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "d7081ef49964c434153f23a17406a168a5aa4ff5f1ccfe2b33be6bfdaa30803c" },
+  persistent: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "404bff6c04d4ac50c19047a0886c48f760425e3bd889a8c81f8676dac07963e9" },
+  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "1274b02a4fedf599a71b686b63769332817b2692a8d5b2c1abe2c63b29844a4f" },
+  sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "1ee63f8bb705816a72ce28aaad227b91b56702f37f9ebc3ec36241556d6b324b" },
+  gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "af923de5be5a544b80f47f65b8d12e6a5e3cea4316b73d2914fe266325b67d07" },
 } as const;
 
 /**

@@ -199,7 +199,8 @@ DS_INLINE size_t label_row(int page, int label_head, int slot) {
 }
 // Row of token t of a sequence (block table bt) in the K and V pools.
 DS_INLINE u32 kv_row_of_token(const int* __restrict__ bt, int kv_head, int t) {
-  return kv_row(__ldg(bt + t / PAGE_SIZE), kv_head, t % PAGE_SIZE);
+  // Unsigned: t >= 0, and a signed division by a power of two costs a sign fix-up per token.
+  return kv_row(__ldg(bt + (u32)t / PAGE_SIZE), kv_head, (int)((u32)t % PAGE_SIZE));
 }
 // ---- end of the variant constants ----
 // ---- split-K decode attention body, shared by the dense and sparse kernels ----

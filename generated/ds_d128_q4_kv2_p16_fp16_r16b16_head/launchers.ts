@@ -51,17 +51,17 @@ export const tuning = {
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "b639a74912119c765be98d075d976d8743b8c4e499837febb81242bc2a70b2a2" },
-  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "a6efec50ec12c22928ca1ffd20594981b1119964c4ffe90a3f2f469b58410b8e" },
-  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "a1dd6aab223f01ac989c43436b8960275888fcbd00f5df2a4e01748945e8f81b" },
-  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "02abc14d938376e1006a7b118262a78be9939a0f85e9afb36f51010a9243dc74" },
-  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "79e12d92cfaa0be8b8cc548dcc466451136117b04781bd33bf367503cbd3401b" },
-  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "d540cf11f277adac46366f9682e250d5596cd5a069b8b1edaf0b948bcbc88e61" },
-  merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "419d0564fec9c2eb416b9f81f8c5b48f85aface8ef7dc27e760bcd8664308d38" },
-  persistent: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "22f23dc6550a630e22fbae64b4f50e21a6f5128b0c1cb1c3a3b503b12992b978" },
-  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "432b7be754ce4ded549b7d52e0288f339825b76140529ec614d8916cd34aa09b" },
-  sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "d8d87bdb13125b6658e301bb5e32646607bd3a39e92535e3ce8d3f3eda6304d2" },
-  gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "190e13e93cea60332a8c5d70cb2496ee28ae7000c1b97fc4fa86a4cfb7eb87b9" },
+  append: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "ef3a9f15178d7fc8e433c683134efebbfd88e522272d03f800c2607060914aee" },
+  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "56ef63484657dde35a1031d1c7953e0c1c5cb81cd495fd3459767e9daf126b30" },
+  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "99a0c84a791d174b48872380074fe8581e56066c6fbe1bf6f48cd7757fae425a" },
+  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "d6ac637b9d5b89823dc831dd7ae434d10074b834ac83b0658be6edfca4c185c0" },
+  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "4b752bcfe6910ba97bd9924a065b3606f60ec236221977586d650d19a8890cc7" },
+  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "6ab89ab4f9bd3a4bd2a6494e7d2e363217e516d90571512bfe8ee11075c479a9" },
+  merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "b7afb1c5ae94c9c4fb97aa581837a499d53233578e52da20b25bb6633c45de30" },
+  persistent: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "a332ca2845893a9e09f2b290566412dd7148a5db88c7dc0c281a73bfc906dd06" },
+  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "1c61b504f57aa68066b8f22032f822fda93fb8cf66e38c7e6d761c0cafea7702" },
+  sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "1bfdbe986583f69c0ea09a3cce1da346c5619e2f321fedb69bd63d34fcabbb06" },
+  gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "7c41b74e0535aea2982923498876ae585f1fab1094c0f8216def08280d2466a8" },
 } as const;
 
 /**

@@ -51,17 +51,17 @@ export const tuning = {
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "dc85787b59894b16c878302d0c46765993c49c17a527174531360d36bf011747" },
-  score: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "02b8e09c58b2e6a94493b86adb9c25ce3d7960a88ec0d94eccbc679404cac969" },
-  select: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "a5a254073c36a6fc970cb5f02c57b8b59314c13daa59dd31cfceb9dadbbac43a" },
-  resolve: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "2c10884acd5b6d2c2fc30319c2cf5378561664d1328f4d5f93c72ad234a1455f" },
-  dense: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "42b4de6fe858843e259042a6b08535abe5f561c255b1363ce02c853990ad7e7c" },
-  sparse: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "57aa805c185aea71be9b67d4075d63c888b908dd472191a339af3a3315edcd39" },
-  merge: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_merge", file: "merge.cu", threads: 64, argCount: 8, sha256: "f0ace420523bb1f5714d9da2a27fe3728379abb13cdf794926d2e0cd548ec5ca" },
-  persistent: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "9500545edea1b227cba5550118e20568bea3962c8f23a7d6c4abdd5e5ce02a23" },
-  prefill: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "ed1cb5ee9d27f4f4406a55736208c4a6467041c455a6b23894ce100a7616bd66" },
-  sort_selection: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "450ad75b9c6d808b22574c1fa3a99a03b3c195aa97e22a72c9085612faf0bc2a" },
-  gather_kv: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "ab76031d9347ceb02e9259d3399d376a3c4db9111b1fdea931cb88b966b1c1eb" },
+  append: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "662801d24224b73c24f83f24b728f225fda7a27d05c62ac2c3d967afcb991cc6" },
+  score: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "f80066050c6b5e422b35eaa5fefb05792e4d7194b84584d3a87477d446857f6f" },
+  select: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "ccb8212f2196f8ccb5cdc2bd643d5e6ae0e99c7f77049cb6a00f8ab39e880b58" },
+  resolve: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "676c40de9a36cd0b36f45a0251e7b18e6cac01cf497d1cf08511ea18fca4875d" },
+  dense: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "6c97efc316f8e195e8bcef4eb7eaaa3d69a1db289b93204644eee245c8395d35" },
+  sparse: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "11048ba57edc902645e0b425792e8396563ee9a09f2c0f89405e6d66372d9a0b" },
+  merge: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_merge", file: "merge.cu", threads: 64, argCount: 8, sha256: "f7e13b58137cecd4a058386182c3a4fbecd74c190608eff0d85300025c8609cb" },
+  persistent: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "47c1787201d8ba5324962d55b414e891b0926dae5cfd6a4fa7e67d4e7cdd5976" },
+  prefill: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "be274a104f6438e006b6ed9d9c695f73fffc2acb0fee08c81deb45dbb188f8e5" },
+  sort_selection: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "43427cf2ec52bc604a4f37d7c13a6aa908b0bfd009ff184d93065ef29927c5fc" },
+  gather_kv: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "783543f22febca7fd044cd31c575fdfb2e28cad3e50011833ec5a3052edde8b9" },
 } as const;
 
 /**
