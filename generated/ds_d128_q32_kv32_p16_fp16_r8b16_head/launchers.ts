@@ -52,13 +52,13 @@ export const tuning = {
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
   append: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "dd32769ab35d2b1daf8a0279145cf87fed340701259070b320e9206fe48b63f7" },
-  score: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "533c77b14ed6c9ba50c739bb3bdbdad49ef783b64b8431c2aba44012f65b0267" },
+  score: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "ab3e645c168966f25a5c352fe7f597cec9c3e6cd699195d69cb7884beb6bbe9b" },
   select: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "a2219db2829438463ca08f92db77d5a19be6652fc01df122b0c0077d583651a0" },
-  resolve: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "4b8a72029c47d534c786154b6e1efd8efc792dda5c534b1fbd61d49ea25d2997" },
+  resolve: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "00329c8feaae72da082578337d7391d41acc79b41de4f5c17860b7d995d15d37" },
   dense: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "911cd7e7f3459367caf79782c33ac9ae353ce2990cb468464a496518cfcea676" },
   sparse: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "837f44b7b67645d1eb1d56d02b5227026965405be024632bfe0a5f1b4db952d7" },
   merge: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "1c992562a044f0f677c20106243c3a7d2b1fa653f5fdb23ed888295ae89c4217" },
-  persistent: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "93d4610083d674c9f3a9bd65def60a174af53fdcb24cf31ebf24d38284f54a0f" },
+  persistent: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "1ed17e071d3e0c1e21d6418013eb32c56f9648f66ad0e1cf642f8079cc1ba97e" },
   prefill: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "28390d5c90761bbf6fad3cbad53d4876c05ce81aeb2338944a119e5c00db52af" },
   sort_selection: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "41dfd0f2a7d13170008ef8bad02f4260eea58b2e8fc81d6fc71ce7e5cd66090a" },
   gather_kv: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "6c448d27df2a43f0159a8b3c01722f2bb0215d968e87d0f6f49e45f64de1a6f4" },

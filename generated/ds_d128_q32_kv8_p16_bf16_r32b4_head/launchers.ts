@@ -52,13 +52,13 @@ export const tuning = {
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
   append: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "c039e42deee8a80eb402dc28a17563b47a0d589dd905ecd146716f36fd127c3a" },
-  score: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "6f69e178c140283d37be34e8586ffc657c9d03e4a71c2297435680e54ddbcf53" },
+  score: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "a3d75ce5121eb604fc698e0be9a7ff9acfd51a13781558c3ac2525d0ab0a6409" },
   select: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "597fe2eb6e7e5324684255e3bebc44bdcbe0a51d94be513558eec98ea77848f4" },
-  resolve: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "68f5fc14f78e60d4d33634eea9a6f1d41eb80d742f8f60f8a3563e46d1858aaa" },
+  resolve: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "509e8b74c22338f20d395ab136e04aa0735d4feb9be9705ec4ce5eebf7efb2b7" },
   dense: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "dae01ece0de258c57e5bdee70a0e33d09066171fbed07d2723ebd0facf741bad" },
   sparse: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "188da3005dbd98f79244989b0d68c5bf93bb666e7e7fdfaecd007fbf574792b7" },
   merge: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "9052396fa5bc44cb87dbfd860d41654eaae81b88680c7a2e304603592c062922" },
-  persistent: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "c43708e061ab7602beeebc744ed446dd1af1ad0ae792079bddbdc36187ecc367" },
+  persistent: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "f3b1b4e13b6597eac4977e078065bb39c6de27758bcfa728942a8a4cdc7b0745" },
   prefill: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "352c8587c8458fe28a382dabeb2240394293548c835966c4fb17133316e73e79" },
   sort_selection: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "0b4fb2fd7db14f451d1fb083220b5566148217dfc5fd919062ce30339710542a" },
   gather_kv: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "8e8ff52051ff61337c754aeb7f6401dc9adf405faf07455f0c3312fa7d1d249c" },

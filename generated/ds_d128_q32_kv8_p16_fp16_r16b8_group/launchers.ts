@@ -52,13 +52,13 @@ export const tuning = {
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
   append: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "4999836e37bbbef17a39ef27990ef2cf4911dd052405b8965cd8ce97c122c1fc" },
-  score: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "1fdb18ff58e733aa16691486ba4b930b2893d5bbba328a3fcfaa787caa03766c" },
+  score: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "c4120703b75278b904e0dfe68c911a6f8691dbe24b9517893fd03c8f5a8ec4aa" },
   select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "081188bc1df22fd3b453e5e1e9022816d5ae663031da1d5e0659b3a15d8da938" },
-  resolve: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "43fcc362e40bf2e7b617fed608d61517c6fc6fabee23981a1552ee1c3d074eee" },
+  resolve: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "77253908c30626d8151e467a462a7d718b8341818b67428babd0c8277b005e55" },
   dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "560ba5c95639d82ed44ea8ea02d49133551af27ef1381e5bebeada272665f4ae" },
   sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "d3897881b5f067feef32c984769b94d0f0ba3d7825e0ed860376ceb0fa77e53e" },
   merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "2f408db690bb29540bb1b0904479369b3a6f875465f23033779b1279ab6af052" },
-  persistent: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "c7d82aca7672cf7db0f73baea1d20a1398ead84a58f9fdc4276a2998897a6831" },
+  persistent: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "70942093980f05e63e1f141d9c52234926e7104505efbed268bc22b0161bdcef" },
   prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "8157288df33a5512d6eba55dfdebf1a5a0da29c330e5fb56d97f994d8b406d24" },
   sort_selection: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "9c2d85d30b6897f80f2b9145788324fa56c2fbdb39309db275f098293ea92f81" },
   gather_kv: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "a84c9e2447faba99ed46b83fe4b8e3a4fb85324599c8cf25fa061ae9275375e0" },

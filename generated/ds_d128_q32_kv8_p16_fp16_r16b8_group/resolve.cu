@@ -382,8 +382,9 @@ DS_INLINE float label_score(const QueryLabel* ql, const LabelRow& row) {
 
 // Position of token t of a sequence in the label pools.
 DS_INLINE size_t label_row_at(const int* __restrict__ bt, int lh, int t) {
-  // Unsigned: t >= 0, and a signed division by a power of two costs a sign fix-up per token.
-  return label_row(__ldg(bt + (u32)t / PAGE_SIZE), lh, (int)((u32)t % PAGE_SIZE));
+  // (Signed on purpose: the unsigned form saves the sign fix-up but makes the 4-head score kernel
+  // spill 8 bytes at its 64 registers; docs/perf-notes.md, "Unsigned page arithmetic".)
+  return label_row(__ldg(bt + t / PAGE_SIZE), lh, t % PAGE_SIZE);
 }
 // ---- resolve: completing top-k inside the threshold bin (the resolve kernel, the persistent step) ----
 // (An enum: a kernel that uses only some of these draws no unused-variable warning.)

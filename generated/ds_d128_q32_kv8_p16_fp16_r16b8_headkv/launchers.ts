@@ -52,13 +52,13 @@ export const tuning = {
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
   append: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_append", file: "append.cu", threads: 128, argCount: 12, sha256: "4cec8e1f2b299c183b91ac32164eda00b6b61a4fe69370d4d63ffd05e50148e2" },
-  score: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_score", file: "score.cu", threads: 256, argCount: 14, sha256: "fd4ce231094631494c4e546d8d12f4c08b7b51120f82a57d275f1772088709ef" },
+  score: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_score", file: "score.cu", threads: 256, argCount: 14, sha256: "be1e8ed315d44367c7338ba41da9838e7cdec520da1da54037f0a6bdebe9a5fe" },
   select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_select", file: "select.cu", threads: 256, argCount: 9, sha256: "ad8ad2c964703c444853effe83cab54cbec0b94a3d05c6be0c1cf7745743bd3f" },
-  resolve: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "28b2ebc6bf458d0a49c54f8c68c5d387070f4d35f88579b514e08a61a1c74f7f" },
+  resolve: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "47e6ec6dcb1106d84470377391617cd01af355fb8ae9493f6940d7ec35442503" },
   dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "31a50d6bd01e46c99b57fe71d54402d7fc30f5a1ea6dae57f81588913f09cc4b" },
   sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "a13697ae26f5db39daf0ee5fc0013d2b59f222c85787c8f48858e4e2c083df4d" },
   merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "07865a8a09de75c06de97b5cb70ab0a2733811f4d1afb86447559adc0b9d92cd" },
-  persistent: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "a488a11148f01a704fe14a5ae991c6d35a6629634cb887e26cb23f4bd343474a" },
+  persistent: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "03aa832bd2b4e6dc31edbf024587776a5eb4f3f359039c83b1c7f21ba2be66b1" },
   prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "824cd47f8eb23e0727faf0bd556c6432344aa1828d351bbd29c6074b0374adfe" },
   sort_selection: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "a47eb466002add2745b2d4a618975d783004e42a81c55448595537fd68ca36f1" },
   gather_kv: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "7e1d3e8c9d5a1d8eb9d92e3167c1c639eb922dccf27836462f5ade4274165e69" },

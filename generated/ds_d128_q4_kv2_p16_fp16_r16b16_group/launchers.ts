@@ -52,13 +52,13 @@ export const tuning = {
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
   append: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "de334da4ca2359cdc154107c408fd365a51e8576913dafd4b2d9317e3e262131" },
-  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "0e8eb454ca21ebeb00badb47efd52e9f11dc3aca2c0d64ab4519a18086d8cc16" },
+  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "e6d3e6134b22de6a2ec5c163ba143091562cc9c8becdebc678b4d62cd4f7a53b" },
   select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "f08b76e0b81f3e2b0a27e361190d3cf4d6c42b9e0c0e9c0bf54e9721fc606820" },
-  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "59db66ff373b0beec21f8daa43660597fccd14afe3fa69d4156b898d67edd9a2" },
+  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "10b2bce1c3d97d156bb74af13f74fd4358f0cebb48721c07c714074087c64db4" },
   dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "1fd5801dee4daeea0abf3d164ccb0a5777f7b201d4ea58eaf4f4e6e62db8813e" },
   sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "dadbf2758460e099fe220386b81f1d3ac154df00a2570f8912bbec1f3f5efa34" },
   merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "d7081ef49964c434153f23a17406a168a5aa4ff5f1ccfe2b33be6bfdaa30803c" },
-  persistent: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "404bff6c04d4ac50c19047a0886c48f760425e3bd889a8c81f8676dac07963e9" },
+  persistent: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "0c2d1af0ec98f001d126917c68863e038dcd4c8ac599f7549dcfcbdec47fe7ae" },
   prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "1274b02a4fedf599a71b686b63769332817b2692a8d5b2c1abe2c63b29844a4f" },
   sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "1ee63f8bb705816a72ce28aaad227b91b56702f37f9ebc3ec36241556d6b324b" },
   gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "af923de5be5a544b80f47f65b8d12e6a5e3cea4316b73d2914fe266325b67d07" },

@@ -52,13 +52,13 @@ export const tuning = {
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
   append: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "ef3a9f15178d7fc8e433c683134efebbfd88e522272d03f800c2607060914aee" },
-  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "56ef63484657dde35a1031d1c7953e0c1c5cb81cd495fd3459767e9daf126b30" },
+  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "c10b1d9da41bd79c60374bd5de37c69092ffa950b1dde215d2a2a966f80de296" },
   select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "99a0c84a791d174b48872380074fe8581e56066c6fbe1bf6f48cd7757fae425a" },
-  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "d6ac637b9d5b89823dc831dd7ae434d10074b834ac83b0658be6edfca4c185c0" },
+  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "40a1281ee68d8d1d6067442d9c12cd18ea7c750fbed70056bd77d53dd3ea8043" },
   dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "4b752bcfe6910ba97bd9924a065b3606f60ec236221977586d650d19a8890cc7" },
   sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "6ab89ab4f9bd3a4bd2a6494e7d2e363217e516d90571512bfe8ee11075c479a9" },
   merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "b7afb1c5ae94c9c4fb97aa581837a499d53233578e52da20b25bb6633c45de30" },
-  persistent: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "a332ca2845893a9e09f2b290566412dd7148a5db88c7dc0c281a73bfc906dd06" },
+  persistent: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "cb7f223ae38027d23dcf5048a38c22d94f0ad625a016703645b1e9702b84037d" },
   prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "1c61b504f57aa68066b8f22032f822fda93fb8cf66e38c7e6d761c0cafea7702" },
   sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "1bfdbe986583f69c0ea09a3cce1da346c5619e2f321fedb69bd63d34fcabbb06" },
   gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "7c41b74e0535aea2982923498876ae585f1fab1094c0f8216def08280d2466a8" },

@@ -52,13 +52,13 @@ export const tuning = {
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
   append: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "e2c0332facc9971b69d3d188c27404c244402c654895c1fff7fc4fd7b5deb8d1" },
-  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "1c4160b72a99c357ef05b0c480dc07b795277ede69eef249b9149812d211b4ff" },
+  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "62f8b11f6197a872eb5b5d38b2d7a1db38a9c32631b273deda7501061c52673c" },
   select: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "1763041d90802cc269e89f1280cd25d9addb931d4a25ac4cf6c7ee89bbcf1b40" },
-  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "c1c18e98c8e52da417aaee3cd0966f4f60f2864fb8b0b682de96d636a958f523" },
+  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "a141016260e08d2bb1f648545f747b702fd9abdb643dc5098849d58b7669d15d" },
   dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "cebe1f9c4bede9871e6ad1fccdb1ea11f51bc3ccad69e60038372d71942a0ba9" },
   sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "993ebd3ce17c5baf9c3a0cda6c70dae1ec46c7da2c39eb8c219520d4d08b07d3" },
   merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "904af2d1eca1af8289e726f9db2450334a354e3c548f41f1cf07989ec856437d" },
-  persistent: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "a43bf9be3e9bef22696d274cf829ba433b306ce59f30fe9dccd814c1a6ba13b2" },
+  persistent: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "6021c11bb5b72c0106a6bfd6d6ebffbbd3d16e563a9eedc3eb60dc9b684341a3" },
   prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "715411017ba5349ec9faa726a42fccaed4990feb5504f34fd040465a097ea60f" },
   sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "7b32484edac26b10187f929e3c19a6135d91e5b7d16547e89781ac56210d6002" },
   gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "db345e8c0513df6e85b3c01630f455315e44641a4543c4cdd4a3b30855e6bd0f" },

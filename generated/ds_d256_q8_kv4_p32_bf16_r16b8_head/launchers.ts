@@ -52,13 +52,13 @@ export const tuning = {
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
   append: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "083e03df7f285ff0983afb9f848bfea417258d38b7f627355ff9553b5b0881c1" },
-  score: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "0c2238f87f4733be8af2a8528fd6456a74f3e3a013eaaf71d0787e67fd93497d" },
+  score: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "536bb7abc07abf5bb4d204e73a37e0771cbfad1c5663d55e81664513e6c5d2be" },
   select: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "957d68d30dc1985644837283ddf49cfdc6eb591d220d964d7b2726a5b57434dd" },
-  resolve: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "2852803e9f4bbb87e6fe4620433dddb3c79a14f6d1813fb86bc756fc00e24a3b" },
+  resolve: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "7531d3f1ca8db19842652377f19e6513f56b0c2f44accb93765501b707db0552" },
   dense: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "702235fdb2b887e2663863eeb4bad707938aacd84ea28275f2d53cc548a7cc21" },
   sparse: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "bf7369cef5fbdf7eec42de4b43fc92b9803019938718f2cb0fb2d282b4a08637" },
   merge: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_merge", file: "merge.cu", threads: 256, argCount: 8, sha256: "8a6a6ac9064d822a313d46a8693ee64d45f812214dbe01bac137122b6cef8696" },
-  persistent: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "ed29105e19a427b860c48ed503a84afad66f63f27e5630bcfc05f8570a1af706" },
+  persistent: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "20acad073304c3e39348d0fc9ef31084e175f7bf2518fb419844d0df9b0d10ab" },
   prefill: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "2b76a67f0552d576a72765e3ee78f4a28a8fa7c9756ae39ff9245b6e2532c135" },
   sort_selection: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "d6c2e524d05116a1f735de3e8cbc4a9474af9914803d3aba002f79a1527e4353" },
   gather_kv: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "be2a664165b9f012cf687eaca86eca31520733161677941095d844d35f1a5323" },

@@ -52,13 +52,13 @@ export const tuning = {
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
   append: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "662801d24224b73c24f83f24b728f225fda7a27d05c62ac2c3d967afcb991cc6" },
-  score: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "f80066050c6b5e422b35eaa5fefb05792e4d7194b84584d3a87477d446857f6f" },
+  score: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "8d826516c83b06c79ce841e03ee75237542fdd090d5d9511fcc571f42a854f3c" },
   select: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "ccb8212f2196f8ccb5cdc2bd643d5e6ae0e99c7f77049cb6a00f8ab39e880b58" },
-  resolve: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "676c40de9a36cd0b36f45a0251e7b18e6cac01cf497d1cf08511ea18fca4875d" },
+  resolve: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "1c4f12772135b4a7c07dfbf867938c34c243b7acd87758ad5aba3ef9fd3cc833" },
   dense: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "6c97efc316f8e195e8bcef4eb7eaaa3d69a1db289b93204644eee245c8395d35" },
   sparse: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "11048ba57edc902645e0b425792e8396563ee9a09f2c0f89405e6d66372d9a0b" },
   merge: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_merge", file: "merge.cu", threads: 64, argCount: 8, sha256: "f7e13b58137cecd4a058386182c3a4fbecd74c190608eff0d85300025c8609cb" },
-  persistent: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "47c1787201d8ba5324962d55b414e891b0926dae5cfd6a4fa7e67d4e7cdd5976" },
+  persistent: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "f42201bf9f0a3f906654fc43f7765c08c6dba144dac0d3bc91fddc5cdbc2b559" },
   prefill: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "be274a104f6438e006b6ed9d9c695f73fffc2acb0fee08c81deb45dbb188f8e5" },
   sort_selection: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "43427cf2ec52bc604a4f37d7c13a6aa908b0bfd009ff184d93065ef29927c5fc" },
   gather_kv: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 21, sha256: "783543f22febca7fd044cd31c575fdfb2e28cad3e50011833ec5a3052edde8b9" },
