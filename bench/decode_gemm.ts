@@ -27,6 +27,7 @@ import { copyBandwidth, medianEventMs } from "../src/runtime/timing.ts";
 import { UtilKernels } from "../src/runtime/util_kernels.ts";
 import { writeFileAtomic } from "../src/util/fs.ts";
 import { UsageError } from "../src/util/errors.ts";
+import { LLAMA3_8B } from "./llama3_shape.ts";
 
 /** Launches between one pair of events (a single launch would time the host's enqueue too). */
 const LAUNCHES_PER_RUN = 10;
@@ -53,26 +54,27 @@ if (tooMany !== undefined) {
 const repeats = intFlag("repeats", args.repeats, { min: 1 }) ?? 20;
 const outDir = args.out ?? defaultResultsDir();
 
-/** Llama-3-8B: hidden 4096, 32 / 8 heads of 128, intermediate 14336, vocabulary 128256. */
-const LAYERS = 32;
+/** The decoder's five projections of the shared Llama-3-8B shape (fused QKV and gate/up). */
+const C = LLAMA3_8B;
+const L = C.numLayers;
 const SHAPES = [
-  { name: "qkv", n: 6144, k: 4096, perStep: LAYERS },
-  { name: "o", n: 4096, k: 4096, perStep: LAYERS },
-  { name: "gate_up", n: 28672, k: 4096, perStep: LAYERS },
-  { name: "down", n: 4096, k: 14336, perStep: LAYERS },
-  { name: "lm_head", n: 128256, k: 4096, perStep: 1 },
-] as const;
+  { name: "qkv", n: (C.numHeads + 2 * C.numKvHeads) * C.headDim, k: C.hiddenSize, perStep: L },
+  { name: "o", n: C.hiddenSize, k: C.numHeads * C.headDim, perStep: L },
+  { name: "gate_up", n: 2 * C.intermediateSize, k: C.hiddenSize, perStep: L },
+  { name: "down", n: C.hiddenSize, k: C.intermediateSize, perStep: L },
+  { name: "lm_head", n: C.vocabSize, k: C.hiddenSize, perStep: 1 },
+];
 const ROTATION_BYTES = 256 << 20;
 
 const cuda = requireGpu("deno task bench:gemm");
 const stream = cuda.stream();
 const bandwidth = copyBandwidth(cuda, stream);
 const { source } = renderFamilySource("model", "fp16", {
-  hidden: 4096,
-  headDim: 128,
-  numQHeads: 32,
-  numKvHeads: 8,
-  intermediate: 14336,
+  hidden: C.hiddenSize,
+  headDim: C.headDim,
+  numQHeads: C.numHeads,
+  numKvHeads: C.numKvHeads,
+  intermediate: C.intermediateSize,
   rowThreads: MODEL_ROW_THREADS,
 });
 using kernels = new FamilyModule(cuda, MODEL_KERNELS, source, "model.cu", "fp16", stream);

@@ -10,6 +10,7 @@ import { GpuDecoder } from "../src/decoding/gpu_decoder.ts";
 import {
   decodeLinearGrid,
   fitsDecodeGemm,
+  gemmGrid,
   linearGrid,
   workspaceBytes,
 } from "../src/decoding/gpu_decoder_layout.ts";
@@ -108,6 +109,10 @@ Deno.test("gemm choice: the decode GEMM takes at most 16 rows, k in eights, alig
   assert.ok(!fitsDecodeGemm(4, 4100, 0n, 0n), "k not a multiple of 8");
   assert.ok(!fitsDecodeGemm(4, 4096, 8n, 0n), "x not 16-byte aligned");
   assert.ok(!fitsDecodeGemm(4, 4096, 0n, 2n), "w not 16-byte aligned");
+  for (const [m, n] of [[1, 1], [16, 128256], [3, 17]]) {
+    assert.deepEqual(gemmGrid("decode_linear", m, n), decodeLinearGrid(n));
+    assert.deepEqual(gemmGrid("linear", m, n), linearGrid(m, n));
+  }
   for (const n of [1, 16, 17, 128256]) {
     const [gx, gy, gz] = decodeLinearGrid(n);
     assert.deepEqual([gy, gz, gx * DECODE_GEMM_TILE_N >= n, (gx - 1) * DECODE_GEMM_TILE_N < n], [

@@ -42,11 +42,10 @@ import type { LoadedModel } from "../checkpoint/weights.ts";
 import { DeviceWeights, type RandomModel } from "./gpu_weights.ts";
 import {
   CUBLAS_WORKSPACE_BYTES,
-  decodeLinearGrid,
   DEFAULT_PREFILL_ROWS,
   denseSpecFor,
   fitsDecodeGemm,
-  linearGrid,
+  gemmGrid,
   offloadPlacement,
 } from "./gpu_decoder_layout.ts";
 import { ArgumentError } from "../util/errors.ts";
@@ -433,19 +432,8 @@ export class GpuDecoder implements Disposable {
     // The family's kernels read x and w in its dtype, the one the weights are stored in (create
     // refuses a dtype other than the spec's). Steps take the decode GEMM (measured 0.97x of
     // cuBLAS over Llama-3-8B's projections at batch 1-8, so it is not the default: perf-notes).
-    if (fitsDecodeGemm(m, k, x.ptr, w.ptr)) {
-      this.#kernels.launch("decode_linear", decodeLinearGrid(n), {
-        x: x.ptr,
-        w: w.ptr,
-        y: y.ptr,
-        m,
-        n,
-        k,
-        accumulate: accumulate ? 1 : 0,
-      });
-      return;
-    }
-    this.#kernels.launch("linear", linearGrid(m, n), {
+    const kernel = fitsDecodeGemm(m, k, x.ptr, w.ptr) ? "decode_linear" : "linear";
+    this.#kernels.launch(kernel, gemmGrid(kernel, m, n), {
       x: x.ptr,
       w: w.ptr,
       y: y.ptr,

@@ -92,3 +92,12 @@ export function decodeLinearGrid(n: number): [number, number, number] {
 export function linearGrid(m: number, n: number): [number, number, number] {
   return [Math.ceil(n / GEMM_TILE), Math.ceil(m / GEMM_TILE), 1];
 }
+
+/** The grid of either family GEMM kernel for y[m][n]. */
+export function gemmGrid(
+  kernel: "linear" | "decode_linear",
+  m: number,
+  n: number,
+): [number, number, number] {
+  return kernel === "linear" ? linearGrid(m, n) : decodeLinearGrid(n);
+}

@@ -4,6 +4,7 @@
  */
 import { renderFamilySource } from "../codegen/render.ts";
 import { UTIL_KERNELS } from "../codegen/families.ts";
+import { codeLevels } from "../dsl/layout.ts";
 import type { Cuda, DeviceBuffer, Stream } from "../cuda/driver.ts";
 import { FamilyModule } from "./family_module.ts";
 
@@ -54,7 +55,7 @@ export class UtilKernels implements Disposable {
       meta: meta.ptr,
       nMeta: BigInt(meta.bytes / 4),
       seed: seed >>> 0,
-      levels: 2 ** bits - 1,
+      levels: codeLevels(bits),
     });
   }
 

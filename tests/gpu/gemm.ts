@@ -20,7 +20,7 @@ import type { MODEL_KERNELS } from "../../src/codegen/families.ts";
 import type { FamilyModule } from "../../src/runtime/family_module.ts";
 import { bundledModelFamily } from "./model_family.ts";
 import { GpuDecoder } from "../../src/decoding/gpu_decoder.ts";
-import { decodeLinearGrid, linearGrid } from "../../src/decoding/gpu_decoder_layout.ts";
+import { gemmGrid } from "../../src/decoding/gpu_decoder_layout.ts";
 import { argmax } from "../../src/decoding/cpu_decoder.ts";
 import { loadModel } from "../../src/checkpoint/weights.ts";
 import { decodeArray, encodeArray } from "../../src/util/dtype.ts";
@@ -92,7 +92,7 @@ function runGemmCase(
   x.upload(xBits, stream);
   w.upload(wBits, stream);
   y.upload(before, stream);
-  kernels.launch(kernel, kernel === "linear" ? linearGrid(m, n) : decodeLinearGrid(n), {
+  kernels.launch(kernel, gemmGrid(kernel, m, n), {
     x: x.ptr,
     w: w.ptr,
     y: y.ptr,
