@@ -3,7 +3,8 @@
  *  - the bundled tiny-code-llama-8k at 4,000 of its 8,192 positions: real prefill of held-out
  *    Python, then greedy decoding;
  *  - a Llama-3-8B-shaped decoder (32 layers, 4096 hidden, 32/8 heads, fp16) with random weights
- *    drawn on the device and random caches, batch 8 and 32 at 16K and 32K contexts.
+ *    drawn on the device and random caches, batch 8 and 32 at 16K and 32K contexts, and batch 8
+ *    at 64K where the card holds its 69 GB of dense K/V (an H200; an H100 skips it).
  * Tokens/s = batch / step time, the step replayed as one CUDA graph; the attention share is the
  * attention kernels' graph time over the step's. Host overhead = wall-clock of one greedy step as
  * a caller runs it minus the step's device time, measured both ways in the same run: logits back
@@ -11,7 +12,7 @@
  * (`stepChoose`). Writes ./results/e2e-<card>-<date>.{json,md} (or under --out /
  * $DS_RESULTS_DIR).
  *
- *   deno run -A bench/e2e.ts [--quick] [--out DIR] [--json FILE]
+ *   deno run -A bench/e2e.ts [--quick] [--llama3 BxL,...] [--no-tiny] [--out DIR] [--json FILE]
  */
 import { openCommand } from "../src/cli/front_door.ts";
 import { cardSlug, defaultResultsDir } from "../src/cli/results.ts";
@@ -33,16 +34,40 @@ import { fillRandomCache, firstTokens, kvCacheBytes } from "./random_cache.ts";
 
 const { values: args } = openCommand({
   name: "bench:e2e",
-  usage: `deno task bench:e2e [--quick] [--out DIR] [--json FILE]
+  usage: `deno task bench:e2e [--quick] [--llama3 BxL,...] [--no-tiny] [--out DIR] [--json FILE]
   --quick     fewer configurations
+  --llama3 L  the Llama-3-8B-shaped configurations as batch x context, e.g. 8x32768,8x65536
+  --no-tiny   skip the tiny-code-llama-8k rows
   --out DIR   results folder (default ./results or $DS_RESULTS_DIR)
   --json FILE write the JSON rows here instead of <out>/e2e-<card>-<date>.json`,
   options: {
     quick: { type: "boolean", default: false },
+    llama3: { type: "string" },
+    "no-tiny": { type: "boolean", default: false },
     out: { type: "string" },
     json: { type: "string" },
   },
 });
+/** `--llama3`: "BxL,BxL" as [batch, context] pairs, or the default list. */
+function llama3Configs(): number[][] {
+  if (args.llama3 === undefined) {
+    return args.quick
+      ? [[8, 16384]]
+      : [[1, 32768], [8, 16384], [8, 32768], [8, 65536], [32, 16384], [32, 32768]];
+  }
+  return args.llama3.split(",").map((item) => {
+    const m = /^(\d+)x(\d+)$/.exec(item.trim());
+    if (!m || Number(m[1]) < 1 || Number(m[2]) < 2) {
+      console.error(
+        `bench:e2e: --llama3: got ${JSON.stringify(item)}; allowed: batch x context, ` +
+          `e.g. 8x32768 (batch >= 1, context >= 2)`,
+      );
+      Deno.exit(2);
+    }
+    return [Number(m[1]), Number(m[2])];
+  });
+}
+const configs = llama3Configs();
 const root = packageRoot();
 const outDir = args.out ?? defaultResultsDir();
 const cuda = requireGpu("deno task bench:e2e");
@@ -68,7 +93,7 @@ interface E2eRow {
 }
 const rows: E2eRow[] = [];
 // Progress over the measured (model, batch, context, method) rows.
-const totalRows = 4 + 2 * (args.quick ? 1 : 5);
+const totalRows = (args["no-tiny"] ? 0 : 4) + 2 * configs.length;
 const rowsBar = new Progress("bench:e2e", "configurations");
 
 /** Median wall-clock milliseconds of `run` over 10 calls, after 3 warm-up calls (capture). */
@@ -122,7 +147,7 @@ const overhead = (wall: number, device: number) =>
   `${((100 * Math.max(0, wall - device)) / device).toFixed(1)}%`;
 
 // ---- 1. tiny-code-llama-8k at 4K positions ----
-{
+if (!args["no-tiny"]) {
   const { model, text, channels: config, spec } = await loadTinyBench(root);
   const c = model.config;
   const L = 4000;
@@ -153,9 +178,6 @@ const overhead = (wall: number, device: number) =>
 const llama3 = LLAMA3_8B;
 const dsSpec: AttentionSpec = LLAMA3_8B_GROUP_SPEC;
 using util = new UtilKernels(cuda, "fp16");
-const configs = args.quick
-  ? [[8, 16384]]
-  : [[1, 32768], [8, 16384], [8, 32768], [32, 16384], [32, 32768]];
 for (const [batch, L] of configs) {
   const kvBytes = kvCacheBytes(batch, L);
   if (kvBytes + 20e9 > info.totalMemBytes * 0.9) {

@@ -57,12 +57,21 @@ import {
   offloadDecoderOptions,
 } from "./random_cache.ts";
 
+/**
+ * Warm-up steps of a row-cache method: a cache of a quarter to a half of the K/V fills from the
+ * rows selected at a sixteenth of the context per step; about 30 steps reach its steady state.
+ */
+const ROW_CACHE_WARMUP = 32;
+const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
 const { values: args } = openCommand({
   name: "bench:offload",
   usage: `deno task bench:offload [--quick] [--configs LIST] [--out DIR] [--json FILE]
   --quick     batch 1 and 4 at 32K only
   --configs   batch x context pairs instead, e.g. 4x32768,4x131072
   --prefetch-fractions LIST  prediction rows that prefetch only part of each budget (default 0.5)
+  --row-cache-shares LIST  rows with a row cache (offload.rowCacheBytes) of these shares of the
+              configuration's K/V bytes (default 0.25,0.5; "" for none), each after
+              ${ROW_CACHE_WARMUP} warm-up steps that fill it
   --two-streams  also time even batches as two half-batch decoders on two streams (measured
               slower than one decoder: docs/offload.md)
   --inputs MODE  greedy (default: each step feeds the tokens the last step chose) or repeat
@@ -76,6 +85,7 @@ const { values: args } = openCommand({
     configs: { type: "string" },
     "two-streams": { type: "boolean", default: false },
     "prefetch-fractions": { type: "string", default: "0.5" },
+    "row-cache-shares": { type: "string", default: "0.25,0.5" },
     inputs: { type: "string", default: "greedy" },
     out: { type: "string" },
     json: { type: "string" },
@@ -98,6 +108,7 @@ const SPEC: AttentionSpec = LLAMA3_8B_GROUP_SPEC_NO_DENSE;
 const C = LLAMA3_8B;
 /** Measured steps per method (after WARMUP); full-KV steps move the whole K/V, so fewer. */
 const STEPS = 8, FULL_KV_STEPS = 3, WARMUP = 2;
+
 /** The methods every (batch, context) runs; two more per `--prefetch-fractions` value. */
 const BASE_METHODS: [string, OffloadOptions][] = [
   ["full-KV offload", { mode: "full-kv" }],
@@ -106,17 +117,14 @@ const BASE_METHODS: [string, OffloadOptions][] = [
   ["offload + prediction", { mode: "selected", prediction: true }],
   ["offload + prediction + reuse", { mode: "selected", prediction: true, reuse: true }],
 ];
-/** Most `--prefetch-fractions` values (the cache's slack below is sized for them). */
+/** Most `--prefetch-fractions` values. */
 const MAX_PREFETCH_FRACTIONS = 7;
-/**
- * Tokens the methods of one (batch, context) append to its shared cache: warm-up + measured steps
- * (+ 1) for each method, with as many prefetch fractions as allowed.
- */
-const SLACK = (BASE_METHODS.length + 2 * MAX_PREFETCH_FRACTIONS) * (STEPS + WARMUP + 1);
 /** Bytes of one selected row pair (K and V of one kv head). */
 const ROW_BYTES = 2 * C.headDim * 2;
 /** Host memory of the H100 machines is 128 GiB; leave room for the process and the OS. */
 const HOST_LIMIT = 110 * GiB;
+/** Device memory a row-cache decoder needs beside its cache (weights 16 GB, labels, workspaces). */
+const ROW_CACHE_HEADROOM = 24 * GiB;
 /** Weights (16 GB) + activations; on-GPU K/V must fit beside them. */
 const WEIGHTS_AND_WORKSPACE = 20e9;
 
@@ -141,7 +149,11 @@ interface OffloadRow {
   selectedBoundShare: number;
   /** Share of selected rows taken from the previous step's staging. */
   reuseHitRate: number;
-  /** Bytes per step reuse saved (rows reused x row bytes). */
+  /** Share of selected rows taken from the row cache. */
+  cacheHitRate: number;
+  /** Device bytes of the row cache (offload.rowCacheBytes asked), 0 without one. */
+  rowCacheBytes: number;
+  /** Bytes per step reuse and the row cache saved (rows found on the device x row bytes). */
   bytesSavedPerStep: number;
   /** With prediction: its recall per layer (predictionRecall), mean and min over the layers. */
   recallMean: number | null;
@@ -160,7 +172,15 @@ function rowOf(
   stepMs: number,
   pcie: number,
   extra: Partial<
-    Pick<OffloadRow, "reuseHitRate" | "bytesSavedPerStep" | "recallMean" | "recallMin">
+    Pick<
+      OffloadRow,
+      | "reuseHitRate"
+      | "cacheHitRate"
+      | "rowCacheBytes"
+      | "bytesSavedPerStep"
+      | "recallMean"
+      | "recallMin"
+    >
   > = {},
   selectedBytes = 0,
 ): OffloadRow {
@@ -177,6 +197,8 @@ function rowOf(
     pcieBytesPerStep: pcie,
     pcieBoundShare: pcie / (h2dGBs * 1e6) / stepMs,
     reuseHitRate: 0,
+    cacheHitRate: 0,
+    rowCacheBytes: 0,
     bytesSavedPerStep: 0,
     recallMean: null,
     recallMin: null,
@@ -233,7 +255,35 @@ if (PREFETCH_FRACTIONS.length > MAX_PREFETCH_FRACTIONS) {
     `--prefetch-fractions: got ${PREFETCH_FRACTIONS.length} values; allowed: at most ${MAX_PREFETCH_FRACTIONS}`,
   );
 }
-/** Every method of the table, in the order each (batch, context) runs them. */
+/** `--row-cache-shares`: row-cache sizes as shares of each configuration's K/V bytes. */
+const ROW_CACHE_SHARES = args["row-cache-shares"]!.split(",").filter((x) => x.trim()).map(
+  (x) => {
+    const f = Number(x);
+    if (!(f > 0 && f <= 1)) {
+      throw new UsageError(
+        `--row-cache-shares: got ${JSON.stringify(x)}; allowed: numbers in (0, 1], e.g. 0.25`,
+      );
+    }
+    return f;
+  },
+);
+/** The fastest mode without a cache, the row-cache rows' companion (docs/offload.md). */
+const BEST_PREFETCH = 0.5;
+/**
+ * The row-cache methods: [name, options without the bytes, share of the K/V]. Plain offload (the
+ * cache alone) and the best mode with prediction and reuse, each per share.
+ */
+const ROW_CACHE_METHODS: [string, OffloadOptions, number][] = ROW_CACHE_SHARES.flatMap((
+  share,
+): [string, OffloadOptions, number][] => [
+  [`offload + row cache ${pct(share)} of K/V`, { mode: "selected" }, share],
+  [
+    `offload + prediction + reuse, prefetch ${BEST_PREFETCH} + row cache ${pct(share)} of K/V`,
+    { mode: "selected", prediction: true, reuse: true, prefetchFraction: BEST_PREFETCH },
+    share,
+  ],
+]);
+/** Every method of the table, in the order each (batch, context) runs them (row cache last). */
 const METHODS: [string, OffloadOptions][] = [
   ...BASE_METHODS,
   ...PREFETCH_FRACTIONS.flatMap((f): [string, OffloadOptions][] => [
@@ -260,6 +310,12 @@ function parseConfigs(list: string): [number, number][] {
     return [Number(m[1]), Number(m[2])];
   });
 }
+/**
+ * Tokens the methods of one (batch, context) append to its shared cache: warm-up + measured steps
+ * (+ 1) for each method.
+ */
+const SLACK = METHODS.length * (STEPS + WARMUP + 1) +
+  ROW_CACHE_METHODS.length * (STEPS + ROW_CACHE_WARMUP + 1);
 const bar = new Progress("bench:offload", "configurations");
 
 for (const [ci, [batch, L]] of configs.entries()) {
@@ -281,7 +337,24 @@ for (const [ci, [batch, L]] of configs.entries()) {
   fillRandomCache(util, cache, batch, L, fillStream);
   const tokens = firstTokens(batch);
   let fullKvMs = 0;
-  for (const [method, offload] of METHODS) {
+  const methods: [string, OffloadOptions, number][] = [
+    ...METHODS.map(([m, o]): [string, OffloadOptions, number] => [m, o, 0]),
+    ...ROW_CACHE_METHODS,
+  ];
+  for (const [method, baseOffload, share] of methods) {
+    const offload: OffloadOptions = share
+      ? { ...baseOffload, rowCacheBytes: Math.floor(share * kvCacheBytes(batch, L)) }
+      : baseOffload;
+    // A row cache must fit beside the decoder's own memory (weights, labels, workspaces).
+    if (share && offload.rowCacheBytes! + ROW_CACHE_HEADROOM > cuda.memInfo().free) {
+      skipped.push(
+        `B=${batch} L=${L} ${method}: ${(offload.rowCacheBytes! / GiB).toFixed(1)} GiB of row ` +
+          `cache + ${ROW_CACHE_HEADROOM / GiB} GiB for the decoder > ` +
+          `${(cuda.memInfo().free / GiB).toFixed(1)} GiB free`,
+      );
+      console.log(`skip ${skipped.at(-1)}`);
+      continue;
+    }
     // Full-KV attends densely over the same pinned pools (its plan ignores the selection).
     using dec = await GpuDecoder.create(
       cuda,
@@ -295,10 +368,10 @@ for (const [ci, [batch, L]] of configs.entries()) {
       const chosen = Array.from(dec.stepChoose(next));
       if (inputs === "greedy") next = chosen;
     };
-    for (let i = 0; i < WARMUP; i++) step();
+    for (let i = 0; i < (share ? ROW_CACHE_WARMUP : WARMUP); i++) step();
     const before = offload.mode === "selected" ? dec.gatherCounts() : [];
     const stepMs = medianWallMs(step, steps);
-    let pcie = 0, reused = 0, selected = 0;
+    let pcie = 0, reused = 0, cached = 0, selected = 0;
     let recall: { mean: number; min: number } | null = null;
     if (offload.mode === "selected") {
       const counts = gatherCountsSince(dec.gatherCounts(), before);
@@ -306,13 +379,15 @@ for (const [ci, [batch, L]] of configs.entries()) {
         // The prediction's own gathers cross PCIe too.
         pcie += a.fromHost + a.prefetchFromHost;
         reused += a.fromPrevious;
-        selected += a.fromHost + a.fromPrevious + a.fromPrefetch;
+        cached += a.fromCache;
+        selected += a.fromHost + a.fromPrevious + a.fromPrefetch + a.fromCache;
       }
       selected /= steps;
       pcie = (pcie * ROW_BYTES) / steps;
       reused /= steps;
+      cached /= steps;
       if (offload.prediction) recall = recallOf(counts, (l) => dec.offload!.predicts(l));
-      if (!offload.reuse && !offload.prediction) {
+      if (!offload.reuse && !offload.prediction && !share) {
         const g = dec.timeGather(5);
         gatherGBs = Math.max(gatherGBs, g.bytes / (g.ms * 1e6));
       }
@@ -322,7 +397,9 @@ for (const [ci, [batch, L]] of configs.entries()) {
     }
     rows.push(rowOf(batch, L, method, stepMs, pcie, {
       reuseHitRate: selected ? reused / selected : 0,
-      bytesSavedPerStep: reused * ROW_BYTES,
+      cacheHitRate: selected ? cached / selected : 0,
+      rowCacheBytes: offload.rowCacheBytes ?? 0,
+      bytesSavedPerStep: (reused + cached) * ROW_BYTES,
       recallMean: recall?.mean ?? null,
       recallMin: recall?.min ?? null,
     }, selected * ROW_BYTES));
@@ -474,7 +551,6 @@ console.log(
 // ---- report ----
 const date = new Date().toISOString().slice(0, 10);
 const card = info.name.replace(/[^A-Za-z0-9]+/g, "-").replace(/^-|-$/g, "");
-const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
 const lines = [
   `# Double Sparsity-Offload on ${info.name} (${date})`,
   "",
@@ -494,8 +570,8 @@ const lines = [
   }): ${h2dGBs.toFixed(1)} GB/s; gather kernel ` +
   `(all layers' selected rows from host memory): ${gatherGBs.toFixed(1)} GB/s.`,
   "",
-  "| batch | context | method | step ms | tokens/s | GPU GiB | PCIe GB/step | % of PCIe bound | % of bound, selected bytes | reuse hit | GB saved/step | recall mean/min | vs full-KV |",
-  "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+  "| batch | context | method | step ms | tokens/s | GPU GiB | PCIe GB/step | % of PCIe bound | % of bound, selected bytes | reuse hit | cache hit | GB saved/step | recall mean/min | vs full-KV |",
+  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
 ];
 // Rows of one (batch, context) together, in the order they were measured.
 const ordered = rows.map((r, i) => ({ r, i })).sort((x, y) =>
@@ -512,6 +588,7 @@ for (const r of ordered) {
         r.pcieBytesPerStep ? pct(r.pcieBoundShare) : "-"
       } | ${r.selectedBytesPerStep ? pct(r.selectedBoundShare) : "-"} | ` +
       `${r.method.includes("reuse") ? pct(r.reuseHitRate) : "-"} | ` +
+      `${r.rowCacheBytes ? pct(r.cacheHitRate) : "-"} | ` +
       `${(r.bytesSavedPerStep / 1e9).toFixed(3)} | ` +
       `${r.recallMean === null ? "-" : `${pct(r.recallMean)} / ${pct(r.recallMin!)}`} | ` +
       `${full ? (full.stepMs / r.stepMs).toFixed(1) + "x" : "-"} |`,
@@ -559,7 +636,9 @@ function report(r: OffloadRow, fullKvMs: number): void {
         (r.pcieBytesPerStep / 1e9).toFixed(3)
       } GB/step (${(100 * r.pcieBoundShare).toFixed(0)}% of the bound; selected bytes ${
         (100 * r.selectedBoundShare).toFixed(0)
-      }%), reuse ${(100 * r.reuseHitRate).toFixed(1)}%` +
+      }%), reuse ${(100 * r.reuseHitRate).toFixed(1)}%, row cache ${
+        (100 * r.cacheHitRate).toFixed(1)
+      }%` +
       (r.recallMean === null
         ? ""
         : `, recall mean ${(100 * r.recallMean).toFixed(1)}% min ${

@@ -10,6 +10,10 @@
  * layer's own or ran after it.
  *
  *   deno run -A bench/offload_timeline.ts [--batch 1] [--context 65536] [--layers 4]
+ *                                         [--row-cache-share S]
+ *
+ * `--row-cache-share S` adds plain offload with a row cache of S x the K/V bytes, timed after 32
+ * warm-up steps that fill it (its fill kernel falls in the "rest" column).
  *
  * `--layers N` prints the first N layers in full (every layer counts in the sums). An eager step
  * pays the host's launch cost per kernel, so its total is also printed beside the graph-replayed
@@ -31,14 +35,17 @@ import {
   fillRandomCache,
   firstTokens,
   hostKvCache,
+  kvCacheBytes,
   offloadDecoderOptions,
 } from "./random_cache.ts";
 import { medianWallMs } from "../src/runtime/timing.ts";
 
 const { values: args } = openCommand({
   name: "offload_timeline",
-  usage: `deno run -A bench/offload_timeline.ts [--batch 1] [--context 65536] [--layers 4]`,
+  usage:
+    `deno run -A bench/offload_timeline.ts [--batch 1] [--context 65536] [--layers 4] [--row-cache-share S]`,
   options: {
+    "row-cache-share": { type: "string" },
     batch: { type: "string", default: "1" },
     context: { type: "string", default: "65536" },
     layers: { type: "string", default: "4" },
@@ -49,7 +56,18 @@ const L = intFlag("context", args.context, { min: 1024 });
 const shown = intFlag("layers", args.layers, { min: 0, max: C.numLayers });
 const cuda = requireGpu("bench/offload_timeline.ts");
 using util = new UtilKernels(cuda, "fp16");
-const maxContext = L + 64;
+const share = args["row-cache-share"] === undefined ? 0 : Number(args["row-cache-share"]);
+if (!(share >= 0 && share <= 1)) {
+  console.error(
+    `offload_timeline: --row-cache-share: got ${
+      JSON.stringify(args["row-cache-share"])
+    }; allowed: a number in [0, 1]`,
+  );
+  Deno.exit(2);
+}
+/** Warm-up steps of the row-cache method (its cache fills from each step's selection). */
+const ROW_CACHE_WARMUP = 32;
+const maxContext = L + 64 + ROW_CACHE_WARMUP;
 using cache = hostKvCache(cuda, batch, maxContext);
 using fillStream = cuda.stream();
 fillRandomCache(util, cache, batch, L, fillStream);
@@ -58,6 +76,12 @@ console.log(`${cuda.info.name}: Llama-3-8B shape, batch ${batch}, context ${L}, 
 const methods: [string, OffloadOptions][] = [
   ["offload", { mode: "selected" }],
   ["offload + prediction", { mode: "selected", prediction: true }],
+  ...(share > 0
+    ? [[`offload + row cache ${share} of K/V`, {
+      mode: "selected",
+      rowCacheBytes: Math.floor(share * kvCacheBytes(batch, L)),
+    }] as [string, OffloadOptions]]
+    : []),
 ];
 const fmt = (x: number | null) => (x === null ? "-" : (1000 * x).toFixed(0));
 /** The table's columns after the layer: a name and the per-layer duration (ms) it shows. */
@@ -78,6 +102,9 @@ for (const [method, offload] of methods) {
     offloadDecoderOptions(batch, maxContext, offload, cache),
   );
   let next = firstTokens(batch);
+  for (let i = 0; offload.rowCacheBytes && i < ROW_CACHE_WARMUP; i++) {
+    next = Array.from(dec.stepChoose(next));
+  }
   const graphMs = medianWallMs(
     () => {
       next = Array.from(dec.stepChoose(next));

@@ -26,7 +26,7 @@
  * own GEMM kernel and no cuBLAS at all, for compute-sanitizer runs; default: $DS_GEMM, else
  * cublas), --no-timing (no graph replays: for sanitizer runs), --offload and --offload-mode
  * selected|reuse|predict|predict-reuse|predict-half|full-kv (K/V in pinned host memory; GPU only;
- * see src/cli/offload_flags.ts).
+ * see src/cli/offload_flags.ts), --row-cache GIB (fetched rows kept on the GPU).
  *
  * --retrieval: a line-retrieval document instead (examples/retrieval_demo.ts): --document N (a
  * line of examples/data/line-retrieval.jsonl) or a built one (--context 2048 --depth 0.5); the
@@ -110,6 +110,7 @@ const { values: args } = openCommand({
     "no-timing": { type: "boolean", default: false },
     offload: { type: "boolean", default: false },
     "offload-mode": { type: "string" },
+    "row-cache": { type: "string" },
     document: { type: "string" },
     context: { type: "string", default: "2048" },
     depth: { type: "string", default: "0.5" },
@@ -141,7 +142,7 @@ const intFlag = (flag: string, value: string | undefined): number | undefined =>
 const root = packageRoot();
 const modelDir = args.model ?? path.join(root, "examples", "models", "tiny-code-llama-8k");
 const batch = intFlag("batch", args.batch)!;
-const offload = offloadFromFlags(args.offload, args["offload-mode"]);
+const offload = offloadFromFlags(args.offload, args["offload-mode"], args["row-cache"]);
 const preset = findPreset(args.variant);
 if (!preset.selection) {
   throw new UsageError(`--variant: got "dense"; allowed: a Double Sparsity preset`);
@@ -340,11 +341,13 @@ async function decodeGpu(cuda: Cuda, label: string, dsSpec?: AttentionSpec): Pro
   if (offloaded) {
     const m = decoder.memory;
     console.log(
-      `${label}: offload ${offloaded.mode}${offloaded.reuse ? " + reuse" : ""}: K/V ${
-        (m.hostKv / 2 ** 20).toFixed(1)
-      } MiB in pinned host memory; GPU: ${(m.cacheDevice / 2 ** 20).toFixed(1)} MiB cache, ${
-        (m.offload / 2 ** 20).toFixed(1)
-      } MiB offload buffers`,
+      `${label}: offload ${offloaded.mode}${offloaded.reuse ? " + reuse" : ""}${
+        offloaded.rowCacheBytes
+          ? ` + ${(offloaded.rowCacheBytes / 2 ** 30).toFixed(1)} GiB row cache`
+          : ""
+      }: K/V ${(m.hostKv / 2 ** 20).toFixed(1)} MiB in pinned host memory; GPU: ${
+        (m.cacheDevice / 2 ** 20).toFixed(1)
+      } MiB cache, ${(m.offload / 2 ** 20).toFixed(1)} MiB offload buffers`,
     );
   }
   const vocab = config.vocabSize;

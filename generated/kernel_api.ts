@@ -18,7 +18,7 @@ export interface KernelInfo {
   readonly sha256: string;
 }
 
-export type KernelId = "append" | "score" | "select" | "resolve" | "dense" | "sparse" | "merge" | "persistent" | "prefill" | "sort_selection" | "gather_kv";
+export type KernelId = "append" | "score" | "select" | "resolve" | "dense" | "sparse" | "merge" | "persistent" | "prefill" | "sort_selection" | "gather_kv" | "fill_row_cache";
 
 /** Launch-shape constants baked into the variant's sources. */
 export interface TuningInfo {
@@ -411,8 +411,42 @@ export interface GatherKvArgs {
   readonly src1K: DevicePtr;
   /** `const u16* __restrict__ src1_v`: prefetch: V [batch][NUM_SEL_HEADS][sel_stride][HEAD_DIM] staged rows, KV dtype */
   readonly src1V: DevicePtr;
-  /** `u64* __restrict__ counters`: [3] rows taken from src0, src1 and host memory (added to) */
+  /** `const u16* __restrict__ cache_k`: K [batch][NUM_KV_HEADS][cache_slots][HEAD_DIM] row cache, KV dtype, or null */
+  readonly cacheK: DevicePtr;
+  /** `const u16* __restrict__ cache_v`: V [batch][NUM_KV_HEADS][cache_slots][HEAD_DIM] row cache, KV dtype, or null */
+  readonly cacheV: DevicePtr;
+  /** `const int* __restrict__ cache_tags`: [batch][NUM_KV_HEADS][cache_slots] the token each slot holds, -1: none */
+  readonly cacheTags: DevicePtr;
+  /** `int* __restrict__ cache_claims`: [batch][NUM_KV_HEADS][cache_slots] largest token that missed each slot this step, -1 between; null: misses bid for no slot */
+  readonly cacheClaims: DevicePtr;
+  /** `int cache_slots`: row-cache slots per (sequence, kv head); 0: no row cache */
+  readonly cacheSlots: number;
+  /** `u64* __restrict__ counters`: [4] rows taken from src0, src1, host memory and the row cache (added to) */
   readonly counters: DevicePtr;
+}
+
+/** Arguments of the fill_row_cache kernel: Writes the staged rows that won their row-cache slot in the gather into the cache. */
+export interface FillRowCacheArgs {
+  /** `const int* __restrict__ stage_idx`: [batch][NUM_SEL_HEADS][sel_stride] the staged tokens */
+  readonly stageIdx: DevicePtr;
+  /** `const int* __restrict__ stage_count`: [batch] staged tokens per list */
+  readonly stageCount: DevicePtr;
+  /** `int sel_stride`: row stride of sel_idx (>= largest budget) */
+  readonly selStride: number;
+  /** `const u16* __restrict__ k_stage`: K [batch][NUM_SEL_HEADS][sel_stride][HEAD_DIM] staged rows, KV dtype */
+  readonly kStage: DevicePtr;
+  /** `const u16* __restrict__ v_stage`: V [batch][NUM_SEL_HEADS][sel_stride][HEAD_DIM] staged rows, KV dtype */
+  readonly vStage: DevicePtr;
+  /** `u16* __restrict__ cache_k`: K [batch][NUM_KV_HEADS][cache_slots][HEAD_DIM] row cache, KV dtype */
+  readonly cacheK: DevicePtr;
+  /** `u16* __restrict__ cache_v`: V [batch][NUM_KV_HEADS][cache_slots][HEAD_DIM] row cache, KV dtype */
+  readonly cacheV: DevicePtr;
+  /** `int* __restrict__ cache_tags`: [batch][NUM_KV_HEADS][cache_slots] the token each slot holds, -1: none */
+  readonly cacheTags: DevicePtr;
+  /** `int* __restrict__ cache_claims`: [batch][NUM_KV_HEADS][cache_slots] largest token that missed each slot this step, -1 between */
+  readonly cacheClaims: DevicePtr;
+  /** `int cache_slots`: row-cache slots per (sequence, kv head); 0: no row cache */
+  readonly cacheSlots: number;
 }
 
 /** The default export of every generated/<variant>/launchers.ts. */
@@ -442,4 +476,6 @@ export interface VariantLaunchers {
   readonly launchSortSelection: (slot: KernelSlot, grid: Dim3, a: SortSelectionArgs) => void;
   /** Copies the selected K/V rows into device staging from device sources or host memory. Grid: (NUM_SEL_HEADS, chunk lanes <= ceil(sel_stride / gatherRowsPerBlock), batch). */
   readonly launchGatherKv: (slot: KernelSlot, grid: Dim3, a: GatherKvArgs) => void;
+  /** Writes the staged rows that won their row-cache slot in the gather into the cache. Grid: (NUM_SEL_HEADS, chunk lanes <= ceil(sel_stride / gatherRowsPerBlock), batch). */
+  readonly launchFillRowCache: (slot: KernelSlot, grid: Dim3, a: FillRowCacheArgs) => void;
 }

@@ -208,7 +208,10 @@ constexpr int CHUNKS = HEAD_DIM / 8;                         // 16-byte chunks o
 constexpr int ROWS_PER_PASS = GATHER_THREADS / (2 * CHUNKS);  // K and V rows side by side
 constexpr int UNROLL = 8;                   // chunks each thread has in flight
 constexpr int GATHER_ROWS = ROWS_PER_PASS * UNROLL;           // selected rows per block
-constexpr int SOURCES = 2;                                   // device-resident sources besides the host
+constexpr int SOURCES = 2;                                   // device-resident stagings (src0, src1)
+constexpr int FROM_HOST = SOURCES;                           // counter slot of rows read from the host
+constexpr int FROM_CACHE = SOURCES + 1;                      // counter slot of row-cache hits
+constexpr int COUNT_SLOTS = SOURCES + 2;
 
 // Position of token t in the ascending list[0, n), or -1.
 DS_INLINE int find_sorted(const int* __restrict__ list, int n, int t) {
@@ -222,13 +225,17 @@ DS_INLINE int find_sorted(const int* __restrict__ list, int n, int t) {
 
 // Copies the selected K and V rows (the sorted selection) of one layer into the device staging
 // area [batch][NUM_SEL_HEADS][sel_stride][HEAD_DIM], row i of a head's list to staging row i.
-// Each row comes from the first device-resident source that holds its token (src0: the previous
-// step's staging of this layer; src1: rows prefetched for this step by the next-layer
-// prediction; each a sorted token list, its staging rows and a per-sequence count, or null),
-// else from the (host-mapped) K/V pools over PCIe. Rows are read in list order, so a head's host
-// reads walk its pages in address order. counters[0..2] add the rows taken from src0, src1 and
-// the host. dst_idx gets the list itself and dst_count[b] this step's count (0 for sequences
-// not routed sparse), so the staging (rows, list, count) can serve as a later step's source.
+// Each row comes from the first device-resident source that holds its token: the row cache (a
+// direct-mapped cache of rows fetched in earlier steps, slot = token % cache_slots per
+// (sequence, kv head), its tag the token it holds; one load decides), src0 (the previous step's
+// staging of this layer) or src1 (rows prefetched for this step by the next-layer prediction;
+// each a sorted token list, its staging rows and a per-sequence count, or null); else from the
+// (host-mapped) K/V pools over PCIe. Rows are read in list order, so a head's host reads walk
+// its pages in address order. A row the cache misses bids for its slot (cache_claims, largest
+// token wins) when cache_claims is set (the exact gather); fill_row_cache then writes the
+// winners from the staging. counters[0..3] add the rows taken from src0, src1, the host and the
+// cache. dst_idx gets the list itself and dst_count[b] this step's count (0 for sequences not
+// routed sparse), so the staging (rows, list, count) can serve as a later step's source.
 extern "C" __global__ void __launch_bounds__(GATHER_THREADS) ds_d128_q32_kv8_p16_fp16_r16b8_headkv_gather_kv(
     const int* __restrict__ budgets,         // [batch] tokens to select per selection head
     const int* __restrict__ routes,          // [batch] 1 = sparse, 0 = dense
@@ -250,11 +257,16 @@ extern "C" __global__ void __launch_bounds__(GATHER_THREADS) ds_d128_q32_kv8_p16
     const int* __restrict__ src1_count,      // [batch] prefetch: tokens per list
     const u16* __restrict__ src1_k,          // prefetch: K [batch][NUM_SEL_HEADS][sel_stride][HEAD_DIM] staged rows, KV dtype
     const u16* __restrict__ src1_v,          // prefetch: V [batch][NUM_SEL_HEADS][sel_stride][HEAD_DIM] staged rows, KV dtype
-    u64* __restrict__ counters               // [3] rows taken from src0, src1 and host memory (added to)
+    const u16* __restrict__ cache_k,         // K [batch][NUM_KV_HEADS][cache_slots][HEAD_DIM] row cache, KV dtype, or null
+    const u16* __restrict__ cache_v,         // V [batch][NUM_KV_HEADS][cache_slots][HEAD_DIM] row cache, KV dtype, or null
+    const int* __restrict__ cache_tags,      // [batch][NUM_KV_HEADS][cache_slots] the token each slot holds, -1: none
+    int* __restrict__ cache_claims,          // [batch][NUM_KV_HEADS][cache_slots] largest token that missed each slot this step, -1 between; null: misses bid for no slot
+    int cache_slots,                         // row-cache slots per (sequence, kv head); 0: no row cache
+    u64* __restrict__ counters               // [4] rows taken from src0, src1, host memory and the row cache (added to)
 ) {
   __shared__ const uint4* s_k[GATHER_ROWS];
   __shared__ const uint4* s_v[GATHER_ROWS];
-  __shared__ u32 s_counts[SOURCES + 1];
+  __shared__ u32 s_counts[COUNT_SLOTS];
   // Grid (selection heads, row-chunk lanes, batch), heads fastest: blocks resident together read
   // nearby pages (each page holds every kv head's rows), which PCIe serves at about 3x the rate
   // of blocks spread over one head's whole list (bench/pcie_gather_probe.ts). Each block walks
@@ -270,7 +282,8 @@ extern "C" __global__ void __launch_bounds__(GATHER_THREADS) ds_d128_q32_kv8_p16
   const size_t head_row = ((size_t)b * NUM_SEL_HEADS + sel_head) * sel_stride;
   const int* list = sel_idx + head_row;
   const int* bt = block_tables + (size_t)b * max_pages;
-  if (threadIdx.x <= SOURCES) s_counts[threadIdx.x] = 0;
+  if (threadIdx.x < COUNT_SLOTS) s_counts[threadIdx.x] = 0;
+  const size_t cache_row = ((size_t)b * NUM_KV_HEADS + kv_head) * (size_t)cache_slots;
   const int row_in_pass = threadIdx.x / (2 * CHUNKS);
   const int part = threadIdx.x % (2 * CHUNKS);
   const bool is_v = part >= CHUNKS;
@@ -281,14 +294,28 @@ extern "C" __global__ void __launch_bounds__(GATHER_THREADS) ds_d128_q32_kv8_p16
     // Phase 1: where each of the chunk's rows comes from.
     for (int r = threadIdx.x; r < rows; r += GATHER_THREADS) {
       const int t = __ldg(list + r0 + r);
-      int from = SOURCES;
+      int from = FROM_HOST;
       size_t at = (size_t)kv_row_of_token(bt, kv_head, t) * HEAD_DIM;
       const u16* k_src = k_cache;
       const u16* v_src = v_cache;
-      const int p0 = src0_idx != nullptr ? find_sorted(src0_idx + head_row, src0_count[b], t) : -1;
-      const int p1 = p0 < 0 && src1_idx != nullptr
+      bool cached = false;
+      if (cache_slots > 0) {
+        const size_t slot = cache_row + (size_t)(t % cache_slots);
+        cached = __ldg(cache_tags + slot) == t;
+        if (cached) {
+          from = FROM_CACHE;
+          at = slot * HEAD_DIM;
+          k_src = cache_k;
+          v_src = cache_v;
+        } else if (cache_claims != nullptr) {
+          atomicMax(cache_claims + slot, t);
+        }
+      }
+      const int p0 = !cached && src0_idx != nullptr
+          ? find_sorted(src0_idx + head_row, src0_count[b], t) : -1;
+      const int p1 = !cached && p0 < 0 && src1_idx != nullptr
           ? find_sorted(src1_idx + head_row, src1_count[b], t) : -1;
-      if (p0 >= 0) {
+      if (p0 >= 0) {  // (p0 and p1 are -1 for a cached row)
         from = 0;
         at = (head_row + p0) * HEAD_DIM;
         k_src = src0_k;
@@ -322,7 +349,7 @@ extern "C" __global__ void __launch_bounds__(GATHER_THREADS) ds_d128_q32_kv8_p16
     }
   }
   __syncthreads();  // every row's source counted
-  if (threadIdx.x <= SOURCES && s_counts[threadIdx.x] != 0) {
+  if (threadIdx.x < COUNT_SLOTS && s_counts[threadIdx.x] != 0) {
     atomicAdd(counters + threadIdx.x, (u64)s_counts[threadIdx.x]);
   }
 }

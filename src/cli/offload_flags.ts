@@ -1,7 +1,8 @@
 /**
  * The command-line front door of Double Sparsity-Offload: `--offload` (K/V in pinned host
- * memory, selected rows over PCIe, rows of the previous step reused) and `--offload-mode` to pick
- * another mode. One place, so every command spells the switch alike.
+ * memory, selected rows over PCIe, rows of the previous step reused), `--offload-mode` to pick
+ * another mode and `--row-cache GIB` to keep fetched rows on the GPU. One place, so every command
+ * spells the switches alike.
  */
 import { UsageError } from "../util/errors.ts";
 import type { OffloadOptions } from "../runtime/offload_plan.ts";
@@ -24,21 +25,40 @@ export const OFFLOAD_USAGE =
                                predict-reuse (next-layer prediction prefetches each layer's
                                rows; exact) | predict-half (prefetches half of each budget:
                                faster where PCIe is the limit) | full-kv (each layer's whole
-                               K/V copied to the GPU: the FlexGen-style baseline)`;
+                               K/V copied to the GPU: the FlexGen-style baseline)
+  --row-cache GIB              with a selected-rows mode: up to GIB GiB of GPU memory for rows
+                               fetched in earlier steps (a row cache; exact): the rows it holds
+                               do not cross PCIe again`;
 
-/** The offload options the flags ask for, or undefined without either flag. */
+/** The offload options the flags ask for, or undefined without --offload / --offload-mode. */
 export function offloadFromFlags(
   offload: boolean | undefined,
   mode: string | undefined,
+  rowCacheGiB?: string,
 ): OffloadOptions | undefined {
-  if (mode === undefined) return offload ? OFFLOAD_MODES.reuse : undefined;
-  const options = OFFLOAD_MODES[mode];
-  if (!options) {
+  const options = mode === undefined
+    ? (offload ? OFFLOAD_MODES.reuse : undefined)
+    : OFFLOAD_MODES[mode];
+  if (mode !== undefined && !options) {
     throw new UsageError(
       `--offload-mode: got ${JSON.stringify(mode)}; allowed: ${
         Object.keys(OFFLOAD_MODES).join(", ")
       }`,
     );
   }
-  return options;
+  if (rowCacheGiB === undefined) return options;
+  const gib = Number(rowCacheGiB);
+  if (rowCacheGiB.trim() === "" || !(gib > 0) || !Number.isFinite(gib)) {
+    throw new UsageError(
+      `--row-cache: got ${JSON.stringify(rowCacheGiB)}; allowed: a number of GiB > 0, e.g. 16`,
+    );
+  }
+  if (options?.mode !== "selected") {
+    throw new UsageError(
+      `--row-cache: got ${rowCacheGiB} with ${
+        options ? `--offload-mode ${mode}` : "no --offload"
+      }; allowed: only with --offload or a selected-rows --offload-mode`,
+    );
+  }
+  return { ...options, rowCacheBytes: Math.floor(gib * 2 ** 30) };
 }

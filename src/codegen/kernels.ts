@@ -39,7 +39,8 @@ export type KernelId =
   | "persistent"
   | "prefill"
   | "sort_selection"
-  | "gather_kv";
+  | "gather_kv"
+  | "fill_row_cache";
 
 /** One kernel of the decode step: its template, arguments and launch shape. */
 export interface KernelDescription {
@@ -165,6 +166,19 @@ const lseOut = ptr(
 );
 
 const stageRows = "[batch][NUM_SEL_HEADS][sel_stride][HEAD_DIM] staged rows, KV dtype";
+const cacheRows = "[batch][NUM_KV_HEADS][cache_slots][HEAD_DIM] row cache, KV dtype";
+const cacheSlots = i32("cache_slots", "row-cache slots per (sequence, kv head); 0: no row cache");
+const cacheTags = (w: boolean) =>
+  ptr(
+    "cache_tags",
+    w ? "int* " : "const int* ",
+    "[batch][NUM_KV_HEADS][cache_slots] the token each slot holds, -1: none",
+  );
+const cacheClaims = ptr(
+  "cache_claims",
+  "int* ",
+  "[batch][NUM_KV_HEADS][cache_slots] largest token that missed each slot this step, -1 between",
+);
 /** One device-resident source of the gather kernel (all null when absent). */
 const gatherSource = (n: number, what: string): KernelArg[] => [
   ptr(`src${n}_idx`, "const int* ", `[batch][NUM_SEL_HEADS][sel_stride] ${what}: sorted tokens`),
@@ -221,7 +235,35 @@ function offloadKernels(): KernelDescription[] {
         ptr("dst_count", "int* ", "[batch] staged tokens per list (0: not routed sparse)"),
         ...gatherSource(0, "previous step"),
         ...gatherSource(1, "prefetch"),
-        ptr("counters", "u64* ", "[3] rows taken from src0, src1 and host memory (added to)"),
+        ptr("cache_k", "const u16* ", `K ${cacheRows}, or null`),
+        ptr("cache_v", "const u16* ", `V ${cacheRows}, or null`),
+        cacheTags(false),
+        { ...cacheClaims, doc: cacheClaims.doc + "; null: misses bid for no slot" },
+        cacheSlots,
+        ptr(
+          "counters",
+          "u64* ",
+          "[4] rows taken from src0, src1, host memory and the row cache (added to)",
+        ),
+      ],
+    },
+    {
+      id: "fill_row_cache",
+      template: "row_cache.cu.hbs",
+      doc: "Writes the staged rows that won their row-cache slot in the gather into the cache.",
+      grid: "(NUM_SEL_HEADS, chunk lanes <= ceil(sel_stride / gatherRowsPerBlock), batch)",
+      programmatic: false,
+      args: [
+        ptr("stage_idx", "const int* ", "[batch][NUM_SEL_HEADS][sel_stride] the staged tokens"),
+        ptr("stage_count", "const int* ", "[batch] staged tokens per list"),
+        selStride,
+        ptr("k_stage", "const u16* ", `K ${stageRows}`),
+        ptr("v_stage", "const u16* ", `V ${stageRows}`),
+        ptr("cache_k", "u16* ", `K ${cacheRows}`),
+        ptr("cache_v", "u16* ", `V ${cacheRows}`),
+        cacheTags(true),
+        cacheClaims,
+        cacheSlots,
       ],
     },
   ];
@@ -699,6 +741,7 @@ export function threadsOf(id: KernelId, t: Tuning): number {
     case "sort_selection":
       return t.sortThreads;
     case "gather_kv":
+    case "fill_row_cache":
       return t.gatherThreads;
   }
 }

@@ -10,7 +10,11 @@
  * Only the selected rows cross PCIe, read by gather_kv in ascending token order into a device
  * staging area; the sparse kernel then reads the staging. With `reuse`, each layer keeps two
  * stagings (ping-pong by step parity) and gather_kv takes every row the previous step already
- * staged from there instead of the host. Sequences routed dense on a host layer read K/V through
+ * staged from there instead of the host. With `rowCacheBytes`, each layer also keeps a
+ * direct-mapped device cache of rows fetched in earlier steps (slot = token % slots per
+ * (sequence, kv head)): the gather takes a row from there when the slot's tag names its token,
+ * rows it missed bid for their slot, and fill_row_cache writes the winners from the staging
+ * after the layer's attention. Sequences routed dense on a host layer read K/V through
  * the mapping (correct, slow: short sequences only). New tokens' K/V are appended by the existing
  * append kernel straight into host memory (posted writes: the step does not wait for them).
  *
@@ -59,6 +63,14 @@ export interface OffloadOptions {
    * either way. Not with skipMissed (that layer would attend fewer rows).
    */
   readonly prefetchFraction?: number;
+  /**
+   * Device bytes for a row cache (all offloaded layers together; 0 or absent: none): per
+   * (sequence, layer, kv head) a direct-mapped cache of K/V rows fetched in earlier steps, slot =
+   * token % slots, where the newest missed token of a slot replaces what it held. The gather
+   * takes a row found there from device memory instead of the host; the spare device memory of an
+   * offloaded decoder becomes PCIe bytes saved. Exact. Not with skipMissed.
+   */
+  readonly rowCacheBytes?: number;
 }
 
 const MODES = ["selected", "full-kv"] as const;
@@ -104,6 +116,19 @@ export function checkOffloadOptions(o: OffloadOptions, where: string): OffloadOp
       );
     }
   }
+  if (o.rowCacheBytes !== undefined) {
+    const n = o.rowCacheBytes;
+    if (typeof n !== "number" || !Number.isSafeInteger(n) || n < 0) {
+      throw new ArgumentError(where, "offload.rowCacheBytes", n, "a whole number of bytes >= 0");
+    }
+    if (n > 0 && o.mode !== "selected") {
+      throw new ArgumentError(where, "offload.rowCacheBytes", n, 'only with mode "selected"');
+    }
+    if (n > 0 && o.skipMissed) {
+      // A skipMissed layer attends its prefetch: no exact gather bids for slots or fills them.
+      throw new ArgumentError(where, "offload.rowCacheBytes", n, "0 or absent with skipMissed");
+    }
+  }
   if (o.skipMissed && o.reuse) {
     // A skipMissed layer attends its prefetch and stages nothing a next step could reuse.
     throw new ArgumentError(where, "offload.skipMissed", true, "only without reuse");
@@ -119,21 +144,25 @@ export interface GatherCounts {
   readonly fromPrefetch: number;
   /** Rows read from host memory over PCIe. */
   readonly fromHost: number;
+  /** Rows found in the row cache (rowCacheBytes). */
+  readonly fromCache: number;
   /** The prediction's own gathers (into the prefetch): rows from the previous step's staging. */
   readonly prefetchFromPrevious: number;
   /** The prediction's own gathers: rows read from host memory over PCIe. */
   readonly prefetchFromHost: number;
+  /** The prediction's own gathers: rows found in the row cache. */
+  readonly prefetchFromCache: number;
 }
 
 /**
  * The prediction's recall from gather counts (deltas over some steps, or cumulative): the share
- * of the exact selection's rows found in the prefetch. Without reuse that is |exact and
- * predicted| / |exact|; with reuse the gather looks in the previous step's staging first, so it
- * is the share served by the prefetch (a lower bound of the recall). NaN when nothing was
- * selected (layers without prediction, dense steps).
+ * of the exact selection's rows found in the prefetch. Without reuse or a row cache that is
+ * |exact and predicted| / |exact|; with them the gather looks in the row cache and the previous
+ * step's staging first, so it is the share served by the prefetch (a lower bound of the recall).
+ * NaN when nothing was selected (layers without prediction, dense steps).
  */
 export function predictionRecall(c: GatherCounts): number {
-  const selected = c.fromPrevious + c.fromPrefetch + c.fromHost;
+  const selected = c.fromPrevious + c.fromPrefetch + c.fromHost + c.fromCache;
   return selected > 0 ? c.fromPrefetch / selected : NaN;
 }
 
@@ -143,13 +172,15 @@ export function gatherCountsSince(after: GatherCounts[], before: GatherCounts[])
     fromPrevious: a.fromPrevious - before[l].fromPrevious,
     fromPrefetch: a.fromPrefetch - before[l].fromPrefetch,
     fromHost: a.fromHost - before[l].fromHost,
+    fromCache: a.fromCache - before[l].fromCache,
     prefetchFromPrevious: a.prefetchFromPrevious - before[l].prefetchFromPrevious,
     prefetchFromHost: a.prefetchFromHost - before[l].prefetchFromHost,
+    prefetchFromCache: a.prefetchFromCache - before[l].prefetchFromCache,
   }));
 }
 
-/** Counter slots per layer (u64): previous step, prefetch, host. */
-const GATHER_COUNTERS = 3;
+/** Counter slots per layer (u64): previous step, prefetch, host, row cache. */
+const GATHER_COUNTERS = 4;
 /**
  * The counter triples: the exact gathers' per layer, then the prediction's (its gathers read no
  * prefetch, so their middle slot stays 0).
@@ -181,6 +212,67 @@ class Staging implements Disposable {
   [Symbol.dispose](): void {
     for (const b of [this.k, this.v, this.idx, this.count]) b.dispose();
   }
+}
+
+/**
+ * One layer's row cache: K and V rows [batch][kvHeads][slots][headDim], the token each slot holds
+ * (-1: none) and the step's bids for each slot (-1 between steps), both [batch][kvHeads][slots].
+ */
+class RowCache implements Disposable {
+  readonly k: DeviceBuffer;
+  readonly v: DeviceBuffer;
+  readonly tags: DeviceBuffer;
+  readonly claims: DeviceBuffer;
+
+  /** Device bytes of one slot of every (sequence, kv head): K and V rows, a tag and a claim. */
+  static slotBytes(batch: number, kvHeads: number, headDim: number): number {
+    return batch * kvHeads * (2 * headDim * 2 + 8);
+  }
+
+  constructor(cuda: Cuda, readonly slots: number, batch: number, kvHeads: number, headDim: number) {
+    const rows = batch * kvHeads * slots;
+    using guard = new DisposableStack();
+    this.k = guard.use(cuda.alloc(rows * headDim * 2));
+    this.v = guard.use(cuda.alloc(rows * headDim * 2));
+    this.tags = guard.use(cuda.alloc(rows * 4));
+    this.claims = guard.use(cuda.alloc(rows * 4));
+    guard.move();
+  }
+
+  get bytes(): number {
+    return this.k.bytes + this.v.bytes + this.tags.bytes + this.claims.bytes;
+  }
+
+  [Symbol.dispose](): void {
+    for (const b of [this.k, this.v, this.tags, this.claims]) b.dispose();
+  }
+}
+
+/**
+ * Row-cache slots per (sequence, layer, kv head) that `bytes` buys over `layers` offloaded
+ * layers, at most `maxContext` (a slot per position holds every row); 0 for no cache. Throws when
+ * `bytes` > 0 buys less than one slot.
+ */
+export function rowCacheSlots(
+  bytes: number,
+  layers: number,
+  batch: number,
+  kvHeads: number,
+  headDim: number,
+  maxContext: number,
+): number {
+  if (bytes === 0 || layers === 0) return 0;
+  const perSlot = layers * RowCache.slotBytes(batch, kvHeads, headDim);
+  const slots = Math.min(maxContext, Math.floor(bytes / perSlot));
+  if (slots < 1) {
+    throw new ArgumentError(
+      "OffloadPlan",
+      "offload.rowCacheBytes",
+      bytes,
+      `0, or at least ${perSlot} (one slot per sequence, offloaded layer and kv head)`,
+    );
+  }
+  return slots;
 }
 
 /**
@@ -309,6 +401,8 @@ export class OffloadPlan implements Disposable {
   readonly options: OffloadOptions;
   /** [parity][layer] with reuse, else [0][layer] all the same staging; null for device layers. */
   readonly #stages: (Staging | null)[][] = [];
+  /** [layer]: the row cache of each offloaded layer (rowCacheBytes), else null. */
+  readonly #rowCaches: (RowCache | null)[] = [];
   readonly #owned: Disposable[] = [];
   readonly #counters: DeviceBuffer | null = null;
   readonly #fullKv: FullKvPipeline | null = null;
@@ -361,6 +455,21 @@ export class OffloadPlan implements Disposable {
       for (let p = 0; p < (options.reuse ? 2 : 1); p++) {
         this.#stages.push(host.map((h) => (h ? shared ?? make() : null)));
       }
+      const slots = rowCacheSlots(
+        options.rowCacheBytes ?? 0,
+        host.filter((h) => h).length,
+        B,
+        spec.numKvHeads,
+        spec.headDim,
+        cache.maxPagesPerSeq * spec.pageSize,
+      );
+      for (const h of host) {
+        this.#rowCaches.push(
+          h && slots > 0
+            ? this.#own(new RowCache(cuda, slots, B, spec.numKvHeads, spec.headDim))
+            : null,
+        );
+      }
       if (options.prediction) this.#predictor = this.#own(new Predictor(cuda, plan, stream));
       this.invalidate(stream);
     } catch (e) {
@@ -400,16 +509,28 @@ export class OffloadPlan implements Disposable {
     return [...all];
   }
 
-  /** Forgets every staged row (sequences reset or re-prefilled: token positions change meaning). */
-  invalidate(stream: Stream): void {
-    for (const s of this.#allStagings()) s.count.fill8(0, stream);
+  /** Row-cache slots per (sequence, layer, kv head); 0 without a row cache. */
+  get rowCacheSlots(): number {
+    return this.#rowCaches.find((c) => c !== null)?.slots ?? 0;
   }
 
-  /** Fills every staging with NaN bit patterns (tests: stale rows cannot pass unnoticed). */
+  /**
+   * Forgets every staged and cached row (sequences reset or re-prefilled: token positions change
+   * meaning).
+   */
+  invalidate(stream: Stream): void {
+    for (const s of this.#allStagings()) s.count.fill8(0, stream);
+    for (const c of this.#rowCaches) {
+      c?.tags.fill8(0xff, stream);
+      c?.claims.fill8(0xff, stream);
+    }
+  }
+
+  /** Fills every staging and row cache with NaN bit patterns (tests: stale rows cannot pass). */
   poison(stream: Stream): void {
-    for (const s of this.#allStagings()) {
-      s.k.fill8(0xff, stream);
-      s.v.fill8(0xff, stream);
+    for (const s of [...this.#allStagings(), ...this.#rowCaches]) {
+      s?.k.fill8(0xff, stream);
+      s?.v.fill8(0xff, stream);
     }
   }
 
@@ -506,7 +627,10 @@ export class OffloadPlan implements Disposable {
     p.mainGathered[layer - 1].record(stream);
     p.side.waitEvent(p.mainGathered[layer - 1]);
     this.#onSide(stream, () => {
-      this.#gather(layer, p.plan, p.prefetch[layer % 2], this.#previous(layer), null, 1);
+      this.#gather(layer, p.plan, p.prefetch[layer % 2], this.#previous(layer), null, 1, {
+        cache: this.#rowCaches[layer],
+        bid: false,
+      });
     });
     p.done[layer].record(p.side);
     this.timeline?.mark("side-done", layer, p.side);
@@ -557,7 +681,7 @@ export class OffloadPlan implements Disposable {
           stream.waitEvent(p.done[layer]);
           mark("waited");
         }
-        const staged = this.gather(layer, this.options.reuse ?? false, prefetch);
+        const staged = this.gather(layer, this.options.reuse ?? false, prefetch, true);
         mark("gathered");
         plan.sparse(layer, q, staged);
       }
@@ -569,6 +693,53 @@ export class OffloadPlan implements Disposable {
     // projection and MLP: issued earlier, the sparse attention beside it ran ~20x slower
     // (bench/offload_timeline.ts; the GEMMs lose less, ~5 ms a step at B=1 64K: perf-notes).
     this.#startPrefetch(layer + 1, stream);
+    // The row cache's fill (device copies only) after the prefetch is issued, so the next
+    // layer's transfer does not wait for it; the next step's gathers of this layer follow it.
+    if (signature !== "dense" && !(this.predicts(layer) && this.options.skipMissed)) {
+      this.#fillRowCache(layer);
+    }
+  }
+
+  /** fill_row_cache of `layer`: the rows its exact gather staged that won their slot. */
+  #fillRowCache(layer: number): void {
+    const cache = this.#rowCaches[layer];
+    if (!cache) return;
+    const plan = this.plan, src = this.#stages[this.#parity][layer]!;
+    plan.variant.launchers.launchFillRowCache(
+      plan.variant.slot("fill_row_cache"),
+      // Uncapped: device-to-device copies, which the gather's block cap (sized for PCIe reads in
+      // flight) slowed to ~350 us a layer at B=4 128K on an H100 (bench/offload_timeline.ts).
+      this.#grid(0),
+      {
+        stageIdx: src.idx.ptr,
+        stageCount: src.count.ptr,
+        selStride: plan.selStride,
+        kStage: src.k.ptr,
+        vStage: src.v.ptr,
+        cacheK: cache.k.ptr,
+        cacheV: cache.v.ptr,
+        cacheTags: cache.tags.ptr,
+        cacheClaims: cache.claims.ptr,
+        cacheSlots: cache.slots,
+      },
+    );
+  }
+
+  /**
+   * The gather's (and the fill's) grid, at most `maxBlocks` blocks (0: a lane per chunk). Heads
+   * fastest: the blocks running together read the same stretch of the sequence's pages (51 GB/s
+   * on an H100 against 17 GB/s chunk-fastest: bench/pcie_gather_probe.ts); the gather's few
+   * blocks keep a side-stream gather from crowding the layer's kernels (gather_grid.ts).
+   */
+  #grid(maxBlocks = this.#gatherBlocks): ReturnType<typeof gatherGrid> {
+    const plan = this.plan;
+    return gatherGrid(
+      plan.spec.numSelectionHeads,
+      plan.selStride,
+      plan.variant.launchers.tuning.gatherRowsPerBlock,
+      plan.batch,
+      maxBlocks,
+    );
   }
 
   /** The previous step's staging of `layer` (reuse), or null. */
@@ -577,22 +748,30 @@ export class OffloadPlan implements Disposable {
   }
 
   /**
-   * gather_kv of `layer`'s sorted selection into this step's staging, rows found in the previous
-   * step's staging (`reuse`) or in `prefetch` taken from there; returns the staged rows.
+   * gather_kv of `layer`'s sorted selection into this step's staging, rows found in the row
+   * cache, the previous step's staging (`reuse`) or `prefetch` taken from there; returns the
+   * staged rows. `bid`: the rows the row cache missed bid for their slots (the caller then runs
+   * the fill); without it the cache is only read.
    */
   gather(
     layer: number,
     reuse = this.options.reuse ?? false,
     prefetch: Staging | null = null,
+    bid = false,
   ): { k: bigint; v: bigint } {
     const dst = this.#stages[this.#parity][layer]!;
-    this.#gather(layer, this.plan, dst, reuse ? this.#previous(layer) : null, prefetch, 0);
+    const cache = this.#rowCaches[layer];
+    this.#gather(layer, this.plan, dst, reuse ? this.#previous(layer) : null, prefetch, 0, {
+      cache,
+      bid,
+    });
     return { k: dst.k.ptr, v: dst.v.ptr };
   }
 
   /**
-   * One gather_kv launch: `from`'s sorted selection of `layer` into `dst`, each row from src0,
-   * else src1, else host memory; counts into counter set `set` (0 exact, 1 prediction).
+   * One gather_kv launch: `from`'s sorted selection of `layer` into `dst`, each row from `cache`
+   * (a row cache or null), else src0, else src1, else host memory (misses bid for cache slots
+   * when `bid`); counts into counter set `set` (0 exact, 1 prediction).
    */
   #gather(
     layer: number,
@@ -601,22 +780,13 @@ export class OffloadPlan implements Disposable {
     src0: Staging | null,
     src1: Staging | null,
     set: number,
+    { cache, bid }: { cache: RowCache | null; bid: boolean },
   ): void {
     const plan = this.plan, l = plan.cache.layers[layer];
     const L = plan.cache.layers.length;
-    const t = plan.variant.launchers.tuning;
     plan.variant.launchers.launchGatherKv(
       plan.variant.slot("gather_kv"),
-      // Heads fastest: the blocks running together read the same stretch of the sequence's pages
-      // (51 GB/s on an H100 against 17 GB/s chunk-fastest: bench/pcie_gather_probe.ts); few
-      // blocks, so a side-stream gather does not crowd the layer's kernels (gather_grid.ts).
-      gatherGrid(
-        plan.spec.numSelectionHeads,
-        plan.selStride,
-        t.gatherRowsPerBlock,
-        plan.batch,
-        this.#gatherBlocks,
-      ),
+      this.#grid(),
       {
         budgets: from.buffers.budgets,
         routes: from.buffers.routes,
@@ -638,6 +808,11 @@ export class OffloadPlan implements Disposable {
         src1Count: src1?.count.ptr ?? 0n,
         src1K: src1?.k.ptr ?? 0n,
         src1V: src1?.v.ptr ?? 0n,
+        cacheK: cache?.k.ptr ?? 0n,
+        cacheV: cache?.v.ptr ?? 0n,
+        cacheTags: cache?.tags.ptr ?? 0n,
+        cacheClaims: cache && bid ? cache.claims.ptr : 0n,
+        cacheSlots: cache?.slots ?? 0,
         counters: this.#counters!.ptr + BigInt((set * L + layer) * GATHER_COUNTERS * 8),
       },
     );
@@ -652,8 +827,9 @@ export class OffloadPlan implements Disposable {
     const plan = this.plan;
     let tokens = 0;
     for (let l = 0; l < plan.cache.layers.length; l++) {
-      if (!this.#stages[0]?.[l]) continue;
-      this.gather(l, false);
+      const dst = this.#stages[this.#parity]?.[l];
+      if (!dst) continue;
+      this.#gather(l, plan, dst, null, null, 0, { cache: null, bid: false });
       for (let b = 0; b < plan.batch; b++) {
         if (plan.routes[b] === "sparse") tokens += plan.budgets[b];
       }
@@ -671,6 +847,17 @@ export class OffloadPlan implements Disposable {
     return s;
   }
 
+  /** `layer`'s row cache (tests inspect it), or null without one. */
+  rowCache(layer: number): {
+    slots: number;
+    k: DeviceBuffer;
+    v: DeviceBuffer;
+    tags: DeviceBuffer;
+    claims: DeviceBuffer;
+  } | null {
+    return this.#rowCaches[layer] ?? null;
+  }
+
   /** Cumulative gather counts per layer since creation (waits for `stream`). */
   gatherCounts(stream: Stream): GatherCounts[] {
     const L = this.plan.cache.layers.length;
@@ -682,20 +869,24 @@ export class OffloadPlan implements Disposable {
       fromPrevious: at(0, i, 0),
       fromPrefetch: at(0, i, 1),
       fromHost: at(0, i, 2),
+      fromCache: at(0, i, 3),
       prefetchFromPrevious: at(1, i, 0),
       prefetchFromHost: at(1, i, 2),
+      prefetchFromCache: at(1, i, 3),
     }));
   }
 
   /**
    * Device bytes this plan adds: stagings (2 x layers x batch x selHeads x selStride x headDim x
-   * 2 (K, V) x 2 bytes with reuse, one shared set without), lists, bitmap and counters, with
-   * prediction its plan's workspaces and two prefetch stagings; or the full-KV double buffer
-   * (2 x the K and V pools of one layer).
+   * 2 (K, V) x 2 bytes with reuse, one shared set without), lists, bitmap and counters, the row
+   * caches, with prediction its plan's workspaces and two prefetch stagings; or the full-KV
+   * double buffer (2 x the K and V pools of one layer).
    */
   get deviceBytes(): number {
     const stagings = this.#allStagings().reduce((a, s) => a + s.bytes, 0);
-    return stagings + (this.#counters?.bytes ?? 0) + (this.#predictor?.plan.deviceBytes ?? 0) +
+    const rowCaches = this.#rowCaches.reduce((a, c) => a + (c?.bytes ?? 0), 0);
+    return stagings + rowCaches + (this.#counters?.bytes ?? 0) +
+      (this.#predictor?.plan.deviceBytes ?? 0) +
       (this.#fullKv?.deviceBytes ?? 0);
   }
 

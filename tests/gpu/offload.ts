@@ -15,6 +15,11 @@
  *             GQA, a layer predicted by a dense layer): still identical selections and
  *             bit-identical logits (the prefetch stagings are poisoned too), rows must come from
  *             the prefetch, none in layer 0 (never predicted); prints the recall per layer.
+ *   row cache the same with a row cache (rowCacheBytes) of fewer slots than a step selects (every
+ *             step's bids collide; head selection, so selection heads of one kv head bid for
+ *             the same slots) and of a slot per position, with and without prediction and
+ *             reuse: identical selections, bit-identical logits (the cache is poisoned too, so
+ *             a hit on a slot never filled cannot pass), and rows must come from the cache.
  *   skipMissed predicted layers attend the prefetch only (approximate): it must run; prints its
  *             logits error against the reference and the recall.
  *   full-kv   every layer's whole K/V copied to the device each step (copy stream, events)
@@ -41,6 +46,8 @@ interface OffloadCase {
   readonly heads: readonly [number, number];
   readonly offload: OffloadOptions;
   readonly promptLens: readonly number[];
+  /** Row-cache slots per (sequence, layer, kv head): sets offload.rowCacheBytes to buy them. */
+  readonly rowCacheSlots?: number;
 }
 
 const base = { headDim: 128, kvDtype: "fp16" as const };
@@ -124,6 +131,30 @@ const OFFLOAD_CASES: readonly OffloadCase[] = [
     promptLens: [300, 31, 513, 12],
   },
   {
+    name: "gqa2-head-p16-fixed16-rowcache7",
+    heads: [4, 2],
+    spec: GQA2_HEAD,
+    offload: { mode: "selected" },
+    rowCacheSlots: 7,
+    promptLens: [47, 8, 100],
+  },
+  {
+    name: "gqa2-head-p16-fixed16-rowcache-all-predict-reuse",
+    heads: [4, 2],
+    spec: GQA2_HEAD,
+    offload: { mode: "selected", prediction: true, reuse: true },
+    rowCacheSlots: 4096,
+    promptLens: [47, 8, 100],
+  },
+  {
+    name: "gqa4-group-p16-r16b8-ratio-dense0-rowcache40-predict-half",
+    heads: [8, 2],
+    spec: GQA4_GROUP_DENSE0,
+    offload: { mode: "selected", prediction: true, prefetchFraction: 0.5 },
+    rowCacheSlots: 40,
+    promptLens: [300, 31, 513, 12],
+  },
+  {
     name: "gqa2-head-p16-fixed16-predict-skipmissed",
     heads: [4, 2],
     spec: GQA2_HEAD,
@@ -187,6 +218,20 @@ async function runCase(cuda: Cuda, c: OffloadCase, seed: number): Promise<string
   const model: RandomModel = { config, seed: seed + 11, scale: 0.05 };
   const spec = c.spec ? defineAttention(c.spec) : undefined;
   const maxContext = Math.max(...c.promptLens) + STEPS + 1;
+  // The bytes that buy the case's slots (a slot per position at most: maxContext rounded up to
+  // whole pages), over the host-placed layers (the spec's dense layers stay on the device).
+  const hostLayers = LAYERS - (spec?.denseLayers.length ?? 0);
+  const slotsWanted = Math.min(
+    c.rowCacheSlots ?? 0,
+    spec ? Math.ceil(maxContext / spec.pageSize) * spec.pageSize : 0,
+  );
+  const offload: OffloadOptions = c.rowCacheSlots && spec
+    ? {
+      ...c.offload,
+      rowCacheBytes: slotsWanted * hostLayers * c.promptLens.length * spec.numKvHeads *
+        (2 * spec.headDim * 2 + 8),
+    }
+    : c.offload;
   // skipMissed is approximate: its logits and (unrun) exact selections are not compared.
   const exact = !c.offload.skipMissed;
   const opts = {
@@ -198,8 +243,11 @@ async function runCase(cuda: Cuda, c: OffloadCase, seed: number): Promise<string
     maxPrefillRows: 256,
   };
   using ref = await GpuDecoder.create(cuda, model, { ...opts, sortedSelection: true });
-  using off = await GpuDecoder.create(cuda, model, { ...opts, offload: c.offload });
+  using off = await GpuDecoder.create(cuda, model, { ...opts, offload });
   off.offload!.poison(off.stream);
+  if (off.offload!.rowCacheSlots !== slotsWanted) {
+    failures.push(`row cache: ${off.offload!.rowCacheSlots} slots, want ${slotsWanted}`);
+  }
   const rng = new Random(seed);
   const prompts = c.promptLens.map((n) =>
     Array.from({ length: n }, () => rng.int(config.vocabSize))
@@ -246,22 +294,31 @@ async function runCase(cuda: Cuda, c: OffloadCase, seed: number): Promise<string
     }
   }
   if (spec && exact) failures.push(...checkStaging(off, c.promptLens.length));
+  if (spec && slotsWanted > 0) failures.push(...checkRowCache(off, c.promptLens.length));
   let counts = "";
   if (spec) {
     const g = off.gatherCounts();
     const sum = (f: (x: GatherCounts) => number) => g.reduce((n, x) => n + f(x), 0);
     const host = sum((x) => x.fromHost), prev = sum((x) => x.fromPrevious);
     const pre = sum((x) => x.fromPrefetch), preHost = sum((x) => x.prefetchFromHost);
+    const cached = sum((x) => x.fromCache), preCached = sum((x) => x.prefetchFromCache);
     const predicted = c.offload.prediction ?? false;
     // Every selected row was staged from exactly one place (the spec's dense layers select
     // nothing and stay on the device; every sparse layer is host-placed).
-    if (exact && host + prev + pre !== selectedRows) {
+    if (exact && host + prev + pre + cached !== selectedRows) {
       failures.push(
-        `gather counters: ${host} host + ${prev} reused + ${pre} prefetched != ` +
-          `${selectedRows} selected`,
+        `gather counters: ${host} host + ${prev} reused + ${pre} prefetched + ${cached} ` +
+          `cached != ${selectedRows} selected`,
       );
     }
-    if (c.offload.reuse && !(prev > 0)) failures.push("reuse on, but no row came from reuse");
+    if (slotsWanted > 0 && !(cached > 0)) failures.push("row cache on, but no row came from it");
+    if (slotsWanted === 0 && cached + preCached !== 0) {
+      failures.push(`row cache off, but ${cached + preCached} rows came from it`);
+    }
+    // (A row cache of a slot per position holds every row the previous step staged first.)
+    if (c.offload.reuse && slotsWanted < maxContext && !(prev > 0)) {
+      failures.push("reuse on, but no row came from reuse");
+    }
     if (!c.offload.reuse && prev !== 0) failures.push(`reuse off, but ${prev} rows reused`);
     if (predicted && exact && !(pre > 0)) failures.push("prediction on, but nothing prefetched");
     if (predicted && !(preHost > 0)) failures.push("prediction on, but its gathers read nothing");
@@ -269,7 +326,7 @@ async function runCase(cuda: Cuda, c: OffloadCase, seed: number): Promise<string
     if (g[0].fromPrefetch !== 0) failures.push("layer 0 has no predecessor, yet prefetched rows");
     counts = exact
       ? `, ${sets} sets (${setMismatches} differ by ${tokenDiffs} tokens), rows: ${host} ` +
-        `from host, ${prev} reused, ${pre} prefetched`
+        `from host, ${prev} reused, ${pre} prefetched, ${cached} cached`
       : "";
     if (predicted) {
       counts += `; prediction read ${preHost} rows from host` +
@@ -362,9 +419,70 @@ function checkStaging(dec: GpuDecoder, batch: number): string[] {
   return failures;
 }
 
-export async function runOffloadChecks(cuda: Cuda, seed: number): Promise<string[]> {
+/**
+ * Every filled slot of every row cache against the host pools: its tag a token of the sequence
+ * that maps to that slot (token % slots), its K and V rows bit-equal to the token's rows in host
+ * memory. Returns the failures; at least one slot must be filled.
+ */
+function checkRowCache(dec: GpuDecoder, batch: number): string[] {
   const failures: string[] = [];
-  for (const c of OFFLOAD_CASES) {
+  const spec = dec.spec, d = spec.headDim, Hkv = spec.numKvHeads;
+  const tables = dec.cache.pages.blockTables, maxPages = dec.cache.maxPagesPerSeq;
+  let filled = 0;
+  dec.cache.layers.forEach((layer, l) => {
+    const rc = dec.offload!.rowCache(l);
+    if (!rc) return;
+    const slots = rc.slots;
+    const tags = new Int32Array(rc.tags.bytes / 4);
+    rc.tags.download(tags, dec.stream);
+    const claims = new Int32Array(rc.claims.bytes / 4);
+    rc.claims.download(claims, dec.stream);
+    const k = new Uint16Array(rc.k.bytes / 2), v = new Uint16Array(rc.v.bytes / 2);
+    rc.k.download(k, dec.stream);
+    rc.v.download(v, dec.stream);
+    const hk = new Uint16Array(layer.k.bytes / 2), hv = new Uint16Array(layer.v.bytes / 2);
+    layer.k.download(hk, dec.stream);
+    layer.v.download(hv, dec.stream);
+    const unclaimed = claims.filter((x) => x !== -1).length;
+    if (unclaimed) failures.push(`layer ${l}: ${unclaimed} row-cache claims left after the step`);
+    let bad = 0, misplaced = 0;
+    for (let b = 0; b < batch; b++) {
+      const len = dec.cache.pages.seqLens[b];
+      for (let h = 0; h < Hkv; h++) {
+        for (let slot = 0; slot < slots; slot++) {
+          const at = (b * Hkv + h) * slots + slot, t = tags[at];
+          if (t === -1) continue;
+          filled++;
+          if (t < 0 || t >= len || t % slots !== slot) {
+            misplaced++;
+            continue;
+          }
+          const page = tables[b * maxPages + Math.floor(t / spec.pageSize)];
+          const src = kvRowOffset(spec, page, h, t % spec.pageSize);
+          for (let e = 0; e < d; e++) {
+            if (k[at * d + e] !== hk[src + e] || v[at * d + e] !== hv[src + e]) {
+              bad++;
+              break;
+            }
+          }
+        }
+      }
+    }
+    if (misplaced) failures.push(`layer ${l}: ${misplaced} row-cache tags out of place`);
+    if (bad) failures.push(`layer ${l}: ${bad} cached rows differ from host`);
+  });
+  if (filled === 0) failures.push("row cache: no slot filled");
+  return failures;
+}
+
+/** Runs the cases whose names contain `only` (all by default); returns the failures. */
+export async function runOffloadChecks(cuda: Cuda, seed: number, only = ""): Promise<string[]> {
+  const failures: string[] = [];
+  const cases = OFFLOAD_CASES.filter((c) => c.name.includes(only));
+  if (cases.length === 0) {
+    return [`--case ${JSON.stringify(only)}: no case name contains it`];
+  }
+  for (const c of cases) {
     try {
       failures.push(...await runCase(cuda, c, seed));
     } catch (e) {
@@ -373,8 +491,8 @@ export async function runOffloadChecks(cuda: Cuda, seed: number): Promise<string
   }
   console.log(
     `offload summary: ${
-      OFFLOAD_CASES.length - new Set(failures.map((f) => f.split(":")[0])).size
-    }/${OFFLOAD_CASES.length} cases passed on ${cuda.info.name}`,
+      cases.length - new Set(failures.map((f) => f.split(":")[0])).size
+    }/${cases.length} cases passed on ${cuda.info.name}`,
   );
   return failures;
 }
@@ -382,15 +500,16 @@ export async function runOffloadChecks(cuda: Cuda, seed: number): Promise<string
 if (import.meta.main) {
   const { values } = openCommand({
     name: "tests/gpu/offload.ts",
-    usage: `deno run -A tests/gpu/offload.ts [--seed N]
-  --seed N  an integer >= 0 (default: from the clock, printed)`,
-    options: { seed: { type: "string" } },
+    usage: `deno run -A tests/gpu/offload.ts [--seed N] [--case TEXT]
+  --seed N     an integer >= 0 (default: from the clock, printed)
+  --case TEXT  only the cases whose names contain TEXT (e.g. rowcache, for sanitizer runs)`,
+    options: { seed: { type: "string" }, case: { type: "string", default: "" } },
   });
   const seed = values.seed === undefined
     ? Date.now() % 100000
     : intFlag("seed", values.seed, { min: 0 });
   console.log(`seed ${seed}`);
-  const failures = await runOffloadChecks(openCuda(), seed);
+  const failures = await runOffloadChecks(openCuda(), seed, values.case);
   for (const f of failures) console.log(`  ${f}`);
   Deno.exit(failures.length ? 1 : 0);
 }
