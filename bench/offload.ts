@@ -41,6 +41,7 @@ import {
   gatherCountsSince,
   type OffloadOptions,
   predictionRecall,
+  rowCacheSlotBytes,
 } from "../src/runtime/offload_plan.ts";
 import { UtilKernels } from "../src/runtime/util_kernels.ts";
 import { medianEventMs, medianWallMs } from "../src/runtime/timing.ts";
@@ -541,7 +542,7 @@ const realCache: { layer: number; hitRate: number }[] = [];
   const { model: tiny, spec } = await loadTinyBench(packageRoot());
   const offloadedLayers = tiny.config.numLayers - spec.denseLayers.length;
   const slots = Math.floor(REAL_CACHE_SHARE * (REAL_L + REAL_STEPS + 1));
-  const bytes = slots * offloadedLayers * spec.numKvHeads * (2 * spec.headDim * 2 + 8);
+  const bytes = slots * offloadedLayers * rowCacheSlotBytes(1, spec.numKvHeads, spec.headDim);
   const counts = await realTextCounts({ mode: "selected", rowCacheBytes: bytes });
   for (const [layer, a] of counts.entries()) {
     const selected = a.fromHost + a.fromPrevious + a.fromPrefetch + a.fromCache;

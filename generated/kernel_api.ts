@@ -411,11 +411,11 @@ export interface GatherKvArgs {
   readonly src1K: DevicePtr;
   /** `const u16* __restrict__ src1_v`: prefetch: V [batch][NUM_SEL_HEADS][sel_stride][HEAD_DIM] staged rows, KV dtype */
   readonly src1V: DevicePtr;
-  /** `const u16* __restrict__ cache_k`: K [batch][NUM_KV_HEADS][cache_slots][HEAD_DIM] row cache, KV dtype, or null */
+  /** `const u16* __restrict__ cache_k`: K [batch][NUM_KV_HEADS][cache_slots][HEAD_DIM] row cache, KV dtype (null when cache_slots is 0) */
   readonly cacheK: DevicePtr;
-  /** `const u16* __restrict__ cache_v`: V [batch][NUM_KV_HEADS][cache_slots][HEAD_DIM] row cache, KV dtype, or null */
+  /** `const u16* __restrict__ cache_v`: V [batch][NUM_KV_HEADS][cache_slots][HEAD_DIM] row cache, KV dtype (null when cache_slots is 0) */
   readonly cacheV: DevicePtr;
-  /** `const int* __restrict__ cache_tags`: [batch][NUM_KV_HEADS][cache_slots] the token each slot holds, -1: none */
+  /** `const int* __restrict__ cache_tags`: [batch][NUM_KV_HEADS][cache_slots] the token each slot holds, -1: none (null when cache_slots is 0) */
   readonly cacheTags: DevicePtr;
   /** `int* __restrict__ cache_claims`: [batch][NUM_KV_HEADS][cache_slots] largest token that missed each slot this step, -1 between; null: misses bid for no slot */
   readonly cacheClaims: DevicePtr;
@@ -441,7 +441,7 @@ export interface FillRowCacheArgs {
   readonly cacheK: DevicePtr;
   /** `u16* __restrict__ cache_v`: V [batch][NUM_KV_HEADS][cache_slots][HEAD_DIM] row cache, KV dtype */
   readonly cacheV: DevicePtr;
-  /** `int* __restrict__ cache_tags`: [batch][NUM_KV_HEADS][cache_slots] the token each slot holds, -1: none */
+  /** `int* __restrict__ cache_tags`: [batch][NUM_KV_HEADS][cache_slots] the token each slot holds, -1: none (null when cache_slots is 0) */
   readonly cacheTags: DevicePtr;
   /** `int* __restrict__ cache_claims`: [batch][NUM_KV_HEADS][cache_slots] largest token that missed each slot this step, -1 between */
   readonly cacheClaims: DevicePtr;

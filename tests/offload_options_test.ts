@@ -150,6 +150,12 @@ Deno.test("offload flags: --offload is reuse; --offload-mode picks; a bad mode i
       [true, undefined, "0", '--row-cache: got "0"; allowed: a number of GiB > 0, e.g. 16'],
       [true, undefined, "lots", '--row-cache: got "lots"; allowed: a number of GiB > 0, e.g. 16'],
       [
+        true,
+        undefined,
+        "1e-10",
+        "--row-cache: got 1e-10, which is less than a byte; allowed: a number of GiB > 0, e.g. 16",
+      ],
+      [
         false,
         undefined,
         "4",

@@ -61,8 +61,8 @@ export const kernels = {
   persistent: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "1ed17e071d3e0c1e21d6418013eb32c56f9648f66ad0e1cf642f8079cc1ba97e" },
   prefill: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "28390d5c90761bbf6fad3cbad53d4876c05ce81aeb2338944a119e5c00db52af" },
   sort_selection: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "41dfd0f2a7d13170008ef8bad02f4260eea58b2e8fc81d6fc71ce7e5cd66090a" },
-  gather_kv: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "5b8907927d9404e241136abe0754643bbfec76398d589de661a7423cdda1325c" },
-  fill_row_cache: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "b3e92c07a55737818b76f53c36244d7d960d5cd61011be3dce222a22554f1a1b" },
+  gather_kv: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "7176a24a92cf77f4ad0a9d3889464c068dec7e291069719c94d35eadb4e78627" },
+  fill_row_cache: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "1f9bf1fd3c04ad25ac8651b19ec715eca40279f71de777226bf4bb08aa1b4ace" },
 } as const;
 
 /**

@@ -61,8 +61,8 @@ export const kernels = {
   persistent: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "f3b1b4e13b6597eac4977e078065bb39c6de27758bcfa728942a8a4cdc7b0745" },
   prefill: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "352c8587c8458fe28a382dabeb2240394293548c835966c4fb17133316e73e79" },
   sort_selection: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "0b4fb2fd7db14f451d1fb083220b5566148217dfc5fd919062ce30339710542a" },
-  gather_kv: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "574487564094ef8bbb95dc88bf0dff8a6b67b450980f9bc3cdc64a1770efd771" },
-  fill_row_cache: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "23bf334874e2421b6ef0459c6cb2900387312d49090f83aaa1487ec364d63c80" },
+  gather_kv: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "1b253492156ee84ab836b59e358b5ca4030fc4f3f7cd1492b65873db1cf72261" },
+  fill_row_cache: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "169ec50b76e0637c72b8331b80bf3784b1032b585db85bf260eadbaa81bf67d7" },
 } as const;
 
 /**

@@ -61,8 +61,8 @@ export const kernels = {
   persistent: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "70942093980f05e63e1f141d9c52234926e7104505efbed268bc22b0161bdcef" },
   prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "8157288df33a5512d6eba55dfdebf1a5a0da29c330e5fb56d97f994d8b406d24" },
   sort_selection: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "9c2d85d30b6897f80f2b9145788324fa56c2fbdb39309db275f098293ea92f81" },
-  gather_kv: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "1de16502b4cb3cb8fb6b156d2b5332e16df95eac2dd60be239eeec9b0f82cddd" },
-  fill_row_cache: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "7f4e55e388cdefaf58c1b81fe82aeb1703747bfae5f5d693a6698f0574ec6a1c" },
+  gather_kv: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "9790997e8651603907780dc4929131a82fcdb575f6936790284c7622eab62d5f" },
+  fill_row_cache: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "b8d6911a59e75f60bef6c3df6f49f9ba04e582e355014fc5a170b1607fd514ed" },
 } as const;
 
 /**

@@ -61,8 +61,8 @@ export const kernels = {
   persistent: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "03aa832bd2b4e6dc31edbf024587776a5eb4f3f359039c83b1c7f21ba2be66b1" },
   prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "824cd47f8eb23e0727faf0bd556c6432344aa1828d351bbd29c6074b0374adfe" },
   sort_selection: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "a47eb466002add2745b2d4a618975d783004e42a81c55448595537fd68ca36f1" },
-  gather_kv: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "665df8a534da37dd9e4248e0fec8a5ca53d9a5de260590f830587cdeaf08497d" },
-  fill_row_cache: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "e7a63eee1b09dd47646164b14be8a468863e70662175baeb838dd0ef1eb82f9d" },
+  gather_kv: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "e3cd33e9c87e44241a2249fbb0f7dc2a124f878534181f35d5f3c629c8df6acf" },
+  fill_row_cache: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "d9367d8fc021edc3887475a973f95228d1432576b0058d949985ff0ab6a1abbf" },
 } as const;
 
 /**

@@ -61,8 +61,8 @@ export const kernels = {
   persistent: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "0c2d1af0ec98f001d126917c68863e038dcd4c8ac599f7549dcfcbdec47fe7ae" },
   prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "1274b02a4fedf599a71b686b63769332817b2692a8d5b2c1abe2c63b29844a4f" },
   sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "1ee63f8bb705816a72ce28aaad227b91b56702f37f9ebc3ec36241556d6b324b" },
-  gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "93e0c482f3882f928d75a75d5e9139fcd5f2e766d8bebe712db55b24adf4df5c" },
-  fill_row_cache: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "71b6b0101729112fe8ad9385045005afeeaddae487169d7ab52bda392c2a5fd7" },
+  gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "a89612e107cddf84547b0c4c1de2c00a89b6d83c6b51a7f2e3d5375b90452783" },
+  fill_row_cache: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "0e0f9187c13a5da6bb4bbe7b92bba7d008c951ab4b36e780a1a94cc1275b37e4" },
 } as const;
 
 /**

@@ -224,13 +224,14 @@ extern "C" __global__ void __launch_bounds__(FILL_THREADS) ds_d128_q4_kv2_p16_fp
     const u16* __restrict__ v_stage,        // V [batch][NUM_SEL_HEADS][sel_stride][HEAD_DIM] staged rows, KV dtype
     u16* __restrict__ cache_k,              // K [batch][NUM_KV_HEADS][cache_slots][HEAD_DIM] row cache, KV dtype
     u16* __restrict__ cache_v,              // V [batch][NUM_KV_HEADS][cache_slots][HEAD_DIM] row cache, KV dtype
-    int* __restrict__ cache_tags,           // [batch][NUM_KV_HEADS][cache_slots] the token each slot holds, -1: none
+    int* __restrict__ cache_tags,           // [batch][NUM_KV_HEADS][cache_slots] the token each slot holds, -1: none (null when cache_slots is 0)
     int* __restrict__ cache_claims,         // [batch][NUM_KV_HEADS][cache_slots] largest token that missed each slot this step, -1 between
     int cache_slots                         // row-cache slots per (sequence, kv head); 0: no row cache
 ) {
   __shared__ const uint4* s_from_k[FILL_ROWS];
   __shared__ const uint4* s_from_v[FILL_ROWS];
   __shared__ size_t s_slot[FILL_ROWS];  // the winner's slot, or SIZE_MAX
+  if (cache_slots <= 0) return;  // no row cache: nothing bids, nothing to write
   const int sel_head = blockIdx.x, b = blockIdx.z;
   const int kv_head = GROUP_SELECTION ? sel_head : sel_head / GROUP_SIZE;
   const int k = stage_count[b];

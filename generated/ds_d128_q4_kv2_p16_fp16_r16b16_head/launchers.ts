@@ -61,8 +61,8 @@ export const kernels = {
   persistent: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "cb7f223ae38027d23dcf5048a38c22d94f0ad625a016703645b1e9702b84037d" },
   prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "1c61b504f57aa68066b8f22032f822fda93fb8cf66e38c7e6d761c0cafea7702" },
   sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "1bfdbe986583f69c0ea09a3cce1da346c5619e2f321fedb69bd63d34fcabbb06" },
-  gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "fca0dce4baccb726486337b1afb73b74d6005ec052817be30181d50b359d6b73" },
-  fill_row_cache: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "ef32d319965ba200075ac037b68ec5a4164eae522e61facc26e34fb9df63908b" },
+  gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "4b7aed730d0acc99e52f01be73b55e418747899cf3739aa10fd4231649e710c2" },
+  fill_row_cache: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "7bdd6a5806f451179fb284dd08ab7ad0bbb84f96a0c5e1906b453a5da3ad6ed4" },
 } as const;
 
 /**

@@ -61,8 +61,8 @@ export const kernels = {
   persistent: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "6021c11bb5b72c0106a6bfd6d6ebffbbd3d16e563a9eedc3eb60dc9b684341a3" },
   prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "715411017ba5349ec9faa726a42fccaed4990feb5504f34fd040465a097ea60f" },
   sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "7b32484edac26b10187f929e3c19a6135d91e5b7d16547e89781ac56210d6002" },
-  gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "034937ab5300654fa7e5f0de854e8e7e62050042e84b430529ad777eb434ebfc" },
-  fill_row_cache: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "eeada088d915a52cad9de29e6330a5a231f9670a2cb8f27f76218213e32a32fa" },
+  gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "872af5a0ad1621dc45d6bde4e84323fd781f30bf6d5e1e0db88dcd6db929ae01" },
+  fill_row_cache: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "47ae4c3aed6a994064ea987168d2ff391b481fb32232432c983a97d32ad7216d" },
 } as const;
 
 /**

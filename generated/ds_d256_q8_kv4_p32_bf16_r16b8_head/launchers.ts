@@ -61,8 +61,8 @@ export const kernels = {
   persistent: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "20acad073304c3e39348d0fc9ef31084e175f7bf2518fb419844d0df9b0d10ab" },
   prefill: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "2b76a67f0552d576a72765e3ee78f4a28a8fa7c9756ae39ff9245b6e2532c135" },
   sort_selection: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "d6c2e524d05116a1f735de3e8cbc4a9474af9914803d3aba002f79a1527e4353" },
-  gather_kv: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "db6d852ed5aafd046b0b6588ff8979752453eaffa162b5dee66826dd3c3216f4" },
-  fill_row_cache: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "139e0b439c69fab8fa4d245b09b6f3e2f6dbd058a2f72790f61c1e1966c043f4" },
+  gather_kv: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "dea696fbb00308ca529fedc8676603cea54652f1c15c181a2156b481b844d5cb" },
+  fill_row_cache: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "9518a00bb95235c2500f22f93496df29d72c11ab314408f921e535c93d716f15" },
 } as const;
 
 /**

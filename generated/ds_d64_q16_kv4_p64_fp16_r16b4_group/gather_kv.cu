@@ -257,9 +257,9 @@ extern "C" __global__ void __launch_bounds__(GATHER_THREADS) ds_d64_q16_kv4_p64_
     const int* __restrict__ src1_count,      // [batch] prefetch: tokens per list
     const u16* __restrict__ src1_k,          // prefetch: K [batch][NUM_SEL_HEADS][sel_stride][HEAD_DIM] staged rows, KV dtype
     const u16* __restrict__ src1_v,          // prefetch: V [batch][NUM_SEL_HEADS][sel_stride][HEAD_DIM] staged rows, KV dtype
-    const u16* __restrict__ cache_k,         // K [batch][NUM_KV_HEADS][cache_slots][HEAD_DIM] row cache, KV dtype, or null
-    const u16* __restrict__ cache_v,         // V [batch][NUM_KV_HEADS][cache_slots][HEAD_DIM] row cache, KV dtype, or null
-    const int* __restrict__ cache_tags,      // [batch][NUM_KV_HEADS][cache_slots] the token each slot holds, -1: none
+    const u16* __restrict__ cache_k,         // K [batch][NUM_KV_HEADS][cache_slots][HEAD_DIM] row cache, KV dtype (null when cache_slots is 0)
+    const u16* __restrict__ cache_v,         // V [batch][NUM_KV_HEADS][cache_slots][HEAD_DIM] row cache, KV dtype (null when cache_slots is 0)
+    const int* __restrict__ cache_tags,      // [batch][NUM_KV_HEADS][cache_slots] the token each slot holds, -1: none (null when cache_slots is 0)
     int* __restrict__ cache_claims,          // [batch][NUM_KV_HEADS][cache_slots] largest token that missed each slot this step, -1 between; null: misses bid for no slot
     int cache_slots,                         // row-cache slots per (sequence, kv head); 0: no row cache
     u64* __restrict__ counters               // [4] rows taken from src0, src1, host memory and the row cache (added to)

@@ -61,8 +61,8 @@ export const kernels = {
   persistent: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "f42201bf9f0a3f906654fc43f7765c08c6dba144dac0d3bc91fddc5cdbc2b559" },
   prefill: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "be274a104f6438e006b6ed9d9c695f73fffc2acb0fee08c81deb45dbb188f8e5" },
   sort_selection: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "43427cf2ec52bc604a4f37d7c13a6aa908b0bfd009ff184d93065ef29927c5fc" },
-  gather_kv: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "a39141f6e317decfa4757701d3021ab50cc6209afa4c240567ba610d4d37fcd5" },
-  fill_row_cache: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "6184ebce31a744ac5601ebe23d418542287b0a01105dcda933d757e764756f69" },
+  gather_kv: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "8e564a202b2064dba274b92f35d41763579a4abb46ae48cc05399ece6687c544" },
+  fill_row_cache: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "5eee85e1e519980b8061e13a04536b7273ae109b249f458f4dbfeee9dffb9ab0" },
 } as const;
 
 /**

@@ -60,5 +60,12 @@ export function offloadFromFlags(
       }; allowed: only with --offload or a selected-rows --offload-mode`,
     );
   }
-  return { ...options, rowCacheBytes: Math.floor(gib * 2 ** 30) };
+  const bytes = Math.floor(gib * 2 ** 30);
+  if (bytes < 1) {
+    throw new UsageError(
+      `--row-cache: got ${rowCacheGiB}, which is less than a byte; allowed: a number of GiB > 0, ` +
+        "e.g. 16",
+    );
+  }
+  return { ...options, rowCacheBytes: bytes };
 }

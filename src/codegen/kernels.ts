@@ -172,7 +172,8 @@ const cacheTags = (w: boolean) =>
   ptr(
     "cache_tags",
     w ? "int* " : "const int* ",
-    "[batch][NUM_KV_HEADS][cache_slots] the token each slot holds, -1: none",
+    "[batch][NUM_KV_HEADS][cache_slots] the token each slot holds, -1: none (null when " +
+      "cache_slots is 0)",
   );
 const cacheClaims = ptr(
   "cache_claims",
@@ -235,8 +236,8 @@ function offloadKernels(): KernelDescription[] {
         ptr("dst_count", "int* ", "[batch] staged tokens per list (0: not routed sparse)"),
         ...gatherSource(0, "previous step"),
         ...gatherSource(1, "prefetch"),
-        ptr("cache_k", "const u16* ", `K ${cacheRows}, or null`),
-        ptr("cache_v", "const u16* ", `V ${cacheRows}, or null`),
+        ptr("cache_k", "const u16* ", `K ${cacheRows} (null when cache_slots is 0)`),
+        ptr("cache_v", "const u16* ", `V ${cacheRows} (null when cache_slots is 0)`),
         cacheTags(false),
         { ...cacheClaims, doc: cacheClaims.doc + "; null: misses bid for no slot" },
         cacheSlots,

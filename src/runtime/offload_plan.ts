@@ -224,11 +224,6 @@ class RowCache implements Disposable {
   readonly tags: DeviceBuffer;
   readonly claims: DeviceBuffer;
 
-  /** Device bytes of one slot of every (sequence, kv head): K and V rows, a tag and a claim. */
-  static slotBytes(batch: number, kvHeads: number, headDim: number): number {
-    return batch * kvHeads * (2 * headDim * 2 + 8);
-  }
-
   constructor(cuda: Cuda, readonly slots: number, batch: number, kvHeads: number, headDim: number) {
     const rows = batch * kvHeads * slots;
     using guard = new DisposableStack();
@@ -249,6 +244,14 @@ class RowCache implements Disposable {
 }
 
 /**
+ * Device bytes of one row-cache slot of every (sequence, kv head) of one layer: K and V rows of
+ * 2-byte elements, a tag and a claim.
+ */
+export function rowCacheSlotBytes(batch: number, kvHeads: number, headDim: number): number {
+  return batch * kvHeads * (2 * headDim * 2 + 8);
+}
+
+/**
  * Row-cache slots per (sequence, layer, kv head) that `bytes` buys over `layers` offloaded
  * layers, at most `maxContext` (a slot per position holds every row); 0 for no cache. Throws when
  * `bytes` > 0 buys less than one slot.
@@ -262,7 +265,7 @@ export function rowCacheSlots(
   maxContext: number,
 ): number {
   if (bytes === 0 || layers === 0) return 0;
-  const perSlot = layers * RowCache.slotBytes(batch, kvHeads, headDim);
+  const perSlot = layers * rowCacheSlotBytes(batch, kvHeads, headDim);
   const slots = Math.min(maxContext, Math.floor(bytes / perSlot));
   if (slots < 1) {
     throw new ArgumentError(

@@ -17,9 +17,12 @@
  *             the prefetch, none in layer 0 (never predicted); prints the recall per layer.
  *   row cache the same with a row cache (rowCacheBytes) of fewer slots than a step selects (every
  *             step's bids collide; head selection, so selection heads of one kv head bid for
- *             the same slots) and of a slot per position, with and without prediction and
- *             reuse: identical selections, bit-identical logits (the cache is poisoned too, so
- *             a hit on a slot never filled cannot pass), and rows must come from the cache.
+ *             the same slots), alone and with reuse (misses served by the previous step's
+ *             staging, then cached from it), of 40 slots with a half prefetch, and of a slot per
+ *             position with prediction and reuse: identical selections, bit-identical logits
+ *             (the cache's rows are poisoned too, so a tag set before its rows were written
+ *             cannot pass), rows from the cache in every offloaded sparse layer (and in the
+ *             prediction's own gathers), and every filled slot equal to host memory.
  *   skipMissed predicted layers attend the prefetch only (approximate): it must run; prints its
  *             logits error against the reference and the recall.
  *   full-kv   every layer's whole K/V copied to the device each step (copy stream, events)
@@ -34,6 +37,7 @@ import {
   type GatherCounts,
   type OffloadOptions,
   predictionRecall,
+  rowCacheSlotBytes,
 } from "../../src/runtime/offload_plan.ts";
 import type { ModelConfig } from "../../src/checkpoint/config.ts";
 import { kvRowOffset } from "../../src/dsl/layout.ts";
@@ -139,6 +143,14 @@ const OFFLOAD_CASES: readonly OffloadCase[] = [
     promptLens: [47, 8, 100],
   },
   {
+    name: "gqa2-head-p16-fixed16-rowcache7-reuse",
+    heads: [4, 2],
+    spec: GQA2_HEAD,
+    offload: { mode: "selected", reuse: true },
+    rowCacheSlots: 7,
+    promptLens: [47, 8, 100],
+  },
+  {
     name: "gqa2-head-p16-fixed16-rowcache-all-predict-reuse",
     heads: [4, 2],
     spec: GQA2_HEAD,
@@ -221,6 +233,9 @@ async function runCase(cuda: Cuda, c: OffloadCase, seed: number): Promise<string
   // The bytes that buy the case's slots (a slot per position at most: maxContext rounded up to
   // whole pages), over the host-placed layers (the spec's dense layers stay on the device).
   const hostLayers = LAYERS - (spec?.denseLayers.length ?? 0);
+  const slotBytes = spec
+    ? rowCacheSlotBytes(c.promptLens.length, spec.numKvHeads, spec.headDim)
+    : 0;
   const slotsWanted = Math.min(
     c.rowCacheSlots ?? 0,
     spec ? Math.ceil(maxContext / spec.pageSize) * spec.pageSize : 0,
@@ -228,8 +243,7 @@ async function runCase(cuda: Cuda, c: OffloadCase, seed: number): Promise<string
   const offload: OffloadOptions = c.rowCacheSlots && spec
     ? {
       ...c.offload,
-      rowCacheBytes: slotsWanted * hostLayers * c.promptLens.length * spec.numKvHeads *
-        (2 * spec.headDim * 2 + 8),
+      rowCacheBytes: slotsWanted * hostLayers * slotBytes,
     }
     : c.offload;
   // skipMissed is approximate: its logits and (unrun) exact selections are not compared.
@@ -311,7 +325,14 @@ async function runCase(cuda: Cuda, c: OffloadCase, seed: number): Promise<string
           `cached != ${selectedRows} selected`,
       );
     }
-    if (slotsWanted > 0 && !(cached > 0)) failures.push("row cache on, but no row came from it");
+    // Every offloaded sparse layer has its own cache: each must serve rows.
+    const sparseLayers = g.flatMap((_, l) => (spec.denseLayers.includes(l) ? [] : [l]));
+    for (const l of slotsWanted > 0 ? sparseLayers : []) {
+      if (!(g[l].fromCache > 0)) failures.push(`row cache on, but layer ${l} took no row from it`);
+    }
+    if (slotsWanted > 0 && predicted && !(preCached > 0)) {
+      failures.push("row cache and prediction on, but the prediction's gathers took no cached row");
+    }
     if (slotsWanted === 0 && cached + preCached !== 0) {
       failures.push(`row cache off, but ${cached + preCached} rows came from it`);
     }
