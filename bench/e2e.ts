@@ -4,7 +4,10 @@
  *    Python, then greedy decoding;
  *  - a Llama-3-8B-shaped decoder (32 layers, 4096 hidden, 32/8 heads, fp16) with random weights
  *    drawn on the device and random caches, batch 8 and 32 at 16K and 32K contexts, and batch 8
- *    at 64K where the card holds its 69 GB of dense K/V (an H200; an H100 skips it).
+ *    at 64K where the card holds its 69 GB of dense K/V (an H200; an H100 skips it); and the same
+ *    Double Sparsity decoder with its sparse layers' K/V in pinned host memory
+ *    (Double Sparsity-Offload: next-layer prediction, half prefetch), wherever the host holds the
+ *    K/V, the GPU or not.
  * Tokens/s = batch / step time, the step replayed as one CUDA graph; the attention share is the
  * attention kernels' graph time over the step's. Host overhead = wall-clock of one greedy step as
  * a caller runs it minus the step's device time, measured both ways in the same run: logits back
@@ -30,6 +33,7 @@ import { loadTinyBench } from "./tiny_model.ts";
 import { Progress } from "../src/cli/progress.ts";
 import { medianWallMs } from "../src/runtime/timing.ts";
 import type { GemmBackend } from "../src/runtime/gemm_choice.ts";
+import type { OffloadOptions } from "../src/runtime/offload_plan.ts";
 import { fillRandomCache, firstTokens, kvCacheBytes } from "./random_cache.ts";
 
 const { values: args } = openCommand({
@@ -86,14 +90,17 @@ interface E2eRow {
   chooseStepMs: number;
   /** Wall-clock of a greedy `stepChoose()`: replay, sync, ids copy. */
   chooseWallMs: number;
+  /** The attention kernels alone; NaN for offloaded rows (their K/V would be read in place). */
   attentionMs: number;
   tokensPerSecond: number;
+  /** Device memory in use while the decoder exists (total - free), GiB. */
+  gpuGiB: number;
   /** The decoder's projections (GpuDecoderOptions.gemm, from DS_GEMM here). */
   gemm: GemmBackend;
 }
 const rows: E2eRow[] = [];
 // Progress over the measured (model, batch, context, method) rows.
-const totalRows = (args["no-tiny"] ? 0 : 4) + 2 * configs.length;
+const totalRows = (args["no-tiny"] ? 0 : 4) + 3 * configs.length;
 const rowsBar = new Progress("bench:e2e", "configurations");
 
 /** Median wall-clock milliseconds of `run` over 10 calls, after 3 warm-up calls (capture). */
@@ -118,7 +125,10 @@ async function measure(
     next = Array.from(dec.stepChoose(next));
   });
   const chooseStepMs = dec.timeStep(20, true);
-  const attentionMs = dec.timeAttention(20);
+  // An offloaded decoder's attention is the gather pipeline of its steps; timeAttention would
+  // read host K/V through the mapping instead, so offloaded rows leave it out.
+  const attentionMs = dec.offload ? NaN : dec.timeAttention(20);
+  const mem = cuda.memInfo();
   rowsBar.update(rows.length + 1, totalRows);
   rows.push({
     model,
@@ -131,11 +141,13 @@ async function measure(
     chooseWallMs,
     attentionMs,
     tokensPerSecond: (B * 1000) / stepMs,
+    gpuGiB: (mem.total - mem.free) / 2 ** 30,
     gemm: dec.gemm,
   });
   console.log(
     `${model} B=${B} L=${context} ${method}: step ${stepMs.toFixed(3)} ms ` +
-      `(attention ${attentionMs.toFixed(3)} ms), ${((B * 1000) / stepMs).toFixed(0)} tokens/s; ` +
+      `(attention ${attentionMs.toFixed(3)} ms), ${((B * 1000) / stepMs).toFixed(0)} tokens/s, ` +
+      `GPU ${((mem.total - mem.free) / 2 ** 30).toFixed(1)} GiB; ` +
       `host overhead ${overhead(wallMs, stepMs)} with host choice, ` +
       `${overhead(chooseWallMs, chooseStepMs)} with device choice`,
   );
@@ -178,17 +190,22 @@ if (!args["no-tiny"]) {
 const llama3 = LLAMA3_8B;
 const dsSpec: AttentionSpec = LLAMA3_8B_GROUP_SPEC;
 using util = new UtilKernels(cuda, "fp16");
+/** Pinned host memory the offloaded rows may take (the H100 and H200 machines have 128 GiB). */
+const HOST_KV_LIMIT = 100 * 2 ** 30;
+/** The offloaded rows' mode: the fastest without reuse from 128K tokens in the batch (docs/offload.md). */
+const OFFLOAD: OffloadOptions = { mode: "selected", prediction: true, prefetchFraction: 0.5 };
+const OFFLOAD_METHOD = "DS group r16b8, dense 0,1, offload (prediction, prefetch 0.5)";
 for (const [batch, L] of configs) {
   const kvBytes = kvCacheBytes(batch, L);
-  if (kvBytes + 20e9 > info.totalMemBytes * 0.9) {
+  const onGpu = kvBytes + 20e9 <= info.totalMemBytes * 0.9;
+  if (!onGpu) {
     console.log(
-      `skip llama3-8b B=${batch} L=${L}: ${
+      `skip on-GPU llama3-8b B=${batch} L=${L}: ${
         (kvBytes / 1e9).toFixed(0)
       } GB of K/V + 16 GB of weights`,
     );
-    continue;
   }
-  for (const s of [undefined, dsSpec]) {
+  for (const s of onGpu ? [undefined, dsSpec] : []) {
     using dec = await GpuDecoder.create(cuda, { config: llama3, seed: 7, scale: 0.02 }, {
       batch,
       maxContext: L + 32,
@@ -201,6 +218,26 @@ for (const [batch, L] of configs) {
     const tokens = firstTokens(batch);
     await measure("llama3-8b (random)", dec, s ? "DS group r16b8, dense 0,1" : "dense", L, tokens);
   }
+  if (kvBytes > HOST_KV_LIMIT) {
+    console.log(
+      `skip offloaded llama3-8b B=${batch} L=${L}: ${
+        (kvBytes / 2 ** 30).toFixed(0)
+      } GiB of K/V to pin`,
+    );
+    continue;
+  }
+  // The dense layers 0 and 1 stay on the device (offloadPlacement); the fill writes the host
+  // layers through their mapping.
+  using dec = await GpuDecoder.create(cuda, { config: llama3, seed: 7, scale: 0.02 }, {
+    batch,
+    maxContext: L + 32,
+    spec: dsSpec,
+    channels: { randomSeed: 3 },
+    maxPrefillRows: batch,
+    offload: OFFLOAD,
+  });
+  fillRandomCache(util, dec.cache, batch, L, dec.stream);
+  await measure("llama3-8b (random)", dec, OFFLOAD_METHOD, L, firstTokens(batch));
 }
 
 rowsBar.update(totalRows, totalRows); // skipped configurations count as done
@@ -212,7 +249,8 @@ const lines = [
   `# End-to-end decoding on ${info.name} (${date})`,
   "",
   "Step = one decode step of every layer for the whole batch, replayed as one CUDA graph (median of 20);",
-  "attention = the attention kernels of all layers alone, replayed the same way.",
+  "attention = the attention kernels of all layers alone, replayed the same way (not for offloaded",
+  "rows: K/V in pinned host memory, selected rows over PCIe; their step includes the transfers).",
   "",
   "Host overhead = wall-clock of one greedy step as the caller runs it minus the step's device time,",
   "as a share of the device time: host choice = decoder.step() (graph launch, sync, logits copy) +",
@@ -221,8 +259,8 @@ const lines = [
   "",
   `Projections: GEMM ${[...new Set(rows.map((r) => r.gemm))].join(", ")} (DS_GEMM).`,
   "",
-  "| model | batch | context | method | step ms | host overhead, host choice | choice step ms | host overhead, device choice | attention ms | attention share | tokens/s | speedup |",
-  "|---|---|---|---|---|---|---|---|---|---|---|---|",
+  "| model | batch | context | method | step ms | host overhead, host choice | choice step ms | host overhead, device choice | attention ms | attention share | tokens/s | GPU GiB | speedup |",
+  "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
 ];
 for (const r of rows) {
   const dense = rows.find((d) =>
@@ -232,8 +270,11 @@ for (const r of rows) {
     `| ${r.model} | ${r.batch} | ${r.context} | ${r.method} | ${r.stepMs.toFixed(3)} | ` +
       `${overhead(r.wallMs, r.stepMs)} | ${r.chooseStepMs.toFixed(3)} | ` +
       `${overhead(r.chooseWallMs, r.chooseStepMs)} | ` +
-      `${r.attentionMs.toFixed(3)} | ` +
-      `${((100 * r.attentionMs) / r.stepMs).toFixed(0)}% | ${r.tokensPerSecond.toFixed(0)} | ` +
+      `${Number.isNaN(r.attentionMs) ? "-" : r.attentionMs.toFixed(3)} | ` +
+      `${
+        Number.isNaN(r.attentionMs) ? "-" : ((100 * r.attentionMs) / r.stepMs).toFixed(0) + "%"
+      } | ` +
+      `${r.tokensPerSecond.toFixed(0)} | ${r.gpuGiB.toFixed(1)} | ` +
       `${dense ? (dense.stepMs / r.stepMs).toFixed(2) + "x" : "-"} |`,
   );
 }
