@@ -343,7 +343,7 @@ async function decodeGpu(cuda: Cuda, label: string, dsSpec?: AttentionSpec): Pro
     console.log(
       `${label}: offload ${offloaded.mode}${offloaded.reuse ? " + reuse" : ""}${
         offloaded.rowCacheBytes
-          ? ` + ${(offloaded.rowCacheBytes / 2 ** 30).toFixed(1)} GiB row cache`
+          ? ` + ${(offloaded.rowCacheBytes / 2 ** 30).toFixed(2)} GiB row cache`
           : ""
       }: K/V ${(m.hostKv / 2 ** 20).toFixed(1)} MiB in pinned host memory; GPU: ${
         (m.cacheDevice / 2 ** 20).toFixed(1)
