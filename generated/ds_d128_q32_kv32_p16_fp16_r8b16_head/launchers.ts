@@ -51,18 +51,18 @@ export const tuning = {
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "dd32769ab35d2b1daf8a0279145cf87fed340701259070b320e9206fe48b63f7" },
-  score: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "ab3e645c168966f25a5c352fe7f597cec9c3e6cd699195d69cb7884beb6bbe9b" },
-  select: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "a2219db2829438463ca08f92db77d5a19be6652fc01df122b0c0077d583651a0" },
-  resolve: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "00329c8feaae72da082578337d7391d41acc79b41de4f5c17860b7d995d15d37" },
-  dense: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "911cd7e7f3459367caf79782c33ac9ae353ce2990cb468464a496518cfcea676" },
-  sparse: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "837f44b7b67645d1eb1d56d02b5227026965405be024632bfe0a5f1b4db952d7" },
-  merge: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "1c992562a044f0f677c20106243c3a7d2b1fa653f5fdb23ed888295ae89c4217" },
-  persistent: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "1ed17e071d3e0c1e21d6418013eb32c56f9648f66ad0e1cf642f8079cc1ba97e" },
-  prefill: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "28390d5c90761bbf6fad3cbad53d4876c05ce81aeb2338944a119e5c00db52af" },
-  sort_selection: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "41dfd0f2a7d13170008ef8bad02f4260eea58b2e8fc81d6fc71ce7e5cd66090a" },
-  gather_kv: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "7176a24a92cf77f4ad0a9d3889464c068dec7e291069719c94d35eadb4e78627" },
-  fill_row_cache: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "1f9bf1fd3c04ad25ac8651b19ec715eca40279f71de777226bf4bb08aa1b4ace" },
+  append: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "9dbef4717e75dd6ad068df53a390094f1fe10041c8f74bb454e043dbfdd5e735" },
+  score: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "1de521c05a9b7dab6b2d60e2f48be2c471e0ef9300de4076fa09e4ddc1785193" },
+  select: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "9532a257fd43e452193f8b1741425e4a6db7a788d6b4acb63712257df48c7d12" },
+  resolve: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "72bf9a5cd9d5125cc859c56950f660d708b729666e3331189d974b8b11afa18c" },
+  dense: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "fdeba6a72176406836565c2a3e24573a753eb32c742e6737877181a5562e8a31" },
+  sparse: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "2a5982dc9877efafb0f769881e12257c0b7c0123c2bd7571aa4417314588cd1d" },
+  merge: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "084e485f5118738eb1e91b64de0e8fd8188442e09b408e436055ab4c1ef84653" },
+  persistent: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "4db744b1f1d2053d4c84f38a096a3fd0b36f5d612451b476260b0faa2b907f55" },
+  prefill: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "e1661a5967548defeb2d590c4a3e37a5efc82c6aa60f48380a38de8ca4ee78bb" },
+  sort_selection: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "18a8310daecf107ec18b8e2444ed7a22a6b4354c2eb726abf52ff7f2f36601ad" },
+  gather_kv: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "887dcf1f8d17979df00f0062e6740038cd3db7e1b1d1f93a281678719f627881" },
+  fill_row_cache: { symbol: "ds_d128_q32_kv32_p16_fp16_r8b16_head_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "14fcb17f73a0aa8e62f82bf08d0e8e6caeca7cab4cb97af64847e0c459bf85ce" },
 } as const;
 
 /**

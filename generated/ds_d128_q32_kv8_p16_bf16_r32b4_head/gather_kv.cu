@@ -197,17 +197,53 @@ DS_INLINE u32 kv_row(int page, int kv_head, int slot) {
 DS_INLINE size_t label_row(int page, int label_head, int slot) {
   return ((size_t)page * NUM_LABEL_HEADS + label_head) * PAGE_SIZE + slot;
 }
+// The kv head whose K/V rows selection head sh attends (group selection: one per kv head).
+DS_INLINE int kv_head_of_sel(int sh) { return GROUP_SELECTION ? sh : sh / GROUP_SIZE; }
 // Row of token t of a sequence (block table bt) in the K and V pools.
 DS_INLINE u32 kv_row_of_token(const int* __restrict__ bt, int kv_head, int t) {
   // Unsigned: t >= 0, and a signed division by a power of two costs a sign fix-up per token.
   return kv_row(__ldg(bt + (u32)t / PAGE_SIZE), kv_head, (int)((u32)t % PAGE_SIZE));
 }
 // ---- end of the variant constants ----
-constexpr int GATHER_THREADS = 256;
-constexpr int CHUNKS = HEAD_DIM / 8;                         // 16-byte chunks of one K (or V) row
-constexpr int ROWS_PER_PASS = GATHER_THREADS / (2 * CHUNKS);  // K and V rows side by side
-constexpr int UNROLL = 8;                   // chunks each thread has in flight
-constexpr int GATHER_ROWS = ROWS_PER_PASS * UNROLL;           // selected rows per block
+// ---- row copies of gather_kv and fill_row_cache: K and V rows of HEAD_DIM 2-byte elements ----
+// A block copies rounds of COPY_ROWS rows. Thread i moves 16-byte chunk i % CHUNKS of a K row
+// (i % (2 * CHUNKS) < CHUNKS) or of a V row, for UNROLL rows ROWS_PER_PASS apart, with all its
+// loads in flight before any store.
+constexpr int COPY_THREADS = 256;
+constexpr int CHUNKS = HEAD_DIM / 8;                       // 16-byte chunks of one K (or V) row
+constexpr int ROWS_PER_PASS = COPY_THREADS / (2 * CHUNKS);  // K and V rows side by side
+constexpr int UNROLL = 8;                 // chunks each thread has in flight
+constexpr int COPY_ROWS = ROWS_PER_PASS * UNROLL;           // rows per block and round
+
+// Copies rows [0, rows) of one round: row r from src_k[r] / src_v[r] (row pointers in shared
+// memory) to dst(r, is_v). STREAM: streaming loads (host rows that are read once). MAY_SKIP: a
+// null source pointer skips its row. Every thread of the block calls it.
+template <bool STREAM, bool MAY_SKIP, class Dst>
+DS_INLINE void copy_rows(int rows, const uint4* const* src_k, const uint4* const* src_v, Dst dst) {
+  const int row_in_pass = threadIdx.x / (2 * CHUNKS);
+  const int part = threadIdx.x % (2 * CHUNKS);
+  const bool is_v = part >= CHUNKS;
+  const int chunk = is_v ? part - CHUNKS : part;
+  uint4 buf[UNROLL];
+#pragma unroll
+  for (int u = 0; u < UNROLL; u++) {
+    const int r = u * ROWS_PER_PASS + row_in_pass;
+    if (r < rows) {
+      const uint4* src = is_v ? src_v[r] : src_k[r];
+      if (!MAY_SKIP || src != nullptr) buf[u] = STREAM ? ld_stream_u4(src + chunk) : src[chunk];
+    }
+  }
+#pragma unroll
+  for (int u = 0; u < UNROLL; u++) {
+    const int r = u * ROWS_PER_PASS + row_in_pass;
+    if (r < rows) {
+      if constexpr (MAY_SKIP) {
+        if ((is_v ? src_v[r] : src_k[r]) == nullptr) continue;
+      }
+      dst(r, is_v)[chunk] = buf[u];
+    }
+  }
+}
 constexpr int SOURCES = 2;                                   // device-resident stagings (src0, src1)
 constexpr int FROM_HOST = SOURCES;                           // counter slot of rows read from the host
 constexpr int FROM_CACHE = SOURCES + 1;                      // counter slot of row-cache hits
@@ -236,7 +272,7 @@ DS_INLINE int find_sorted(const int* __restrict__ list, int n, int t) {
 // winners from the staging. counters[0..3] add the rows taken from src0, src1, the host and the
 // cache. dst_idx gets the list itself and dst_count[b] this step's count (0 for sequences not
 // routed sparse), so the staging (rows, list, count) can serve as a later step's source.
-extern "C" __global__ void __launch_bounds__(GATHER_THREADS) ds_d128_q32_kv8_p16_bf16_r32b4_head_gather_kv(
+extern "C" __global__ void __launch_bounds__(COPY_THREADS) ds_d128_q32_kv8_p16_bf16_r32b4_head_gather_kv(
     const int* __restrict__ budgets,         // [batch] tokens to select per selection head
     const int* __restrict__ routes,          // [batch] 1 = sparse, 0 = dense
     const int* __restrict__ block_tables,    // [batch][max_pages] physical pages
@@ -264,8 +300,8 @@ extern "C" __global__ void __launch_bounds__(GATHER_THREADS) ds_d128_q32_kv8_p16
     int cache_slots,                         // row-cache slots per (sequence, kv head); 0: no row cache
     u64* __restrict__ counters               // [4] rows taken from src0, src1, host memory and the row cache (added to)
 ) {
-  __shared__ const uint4* s_k[GATHER_ROWS];
-  __shared__ const uint4* s_v[GATHER_ROWS];
+  __shared__ const uint4* s_k[COPY_ROWS];
+  __shared__ const uint4* s_v[COPY_ROWS];
   __shared__ u32 s_counts[COUNT_SLOTS];
   // Grid (selection heads, row-chunk lanes, batch), heads fastest: blocks resident together read
   // nearby pages (each page holds every kv head's rows), which PCIe serves at about 3x the rate
@@ -274,7 +310,7 @@ extern "C" __global__ void __launch_bounds__(GATHER_THREADS) ds_d128_q32_kv8_p16
   // (OffloadPlan), so a gather on the prediction's side stream leaves room on the SMs for the
   // layer's own kernels instead of holding every block slot until its PCIe reads return.
   const int sel_head = blockIdx.x, b = blockIdx.z;
-  const int kv_head = GROUP_SELECTION ? sel_head : sel_head / GROUP_SIZE;
+  const int kv_head = kv_head_of_sel(sel_head);
   const bool sparse = routes[b] == 1;
   if (blockIdx.y == 0 && sel_head == 0 && threadIdx.x == 0) dst_count[b] = sparse ? budgets[b] : 0;
   if (!sparse) return;
@@ -284,15 +320,11 @@ extern "C" __global__ void __launch_bounds__(GATHER_THREADS) ds_d128_q32_kv8_p16
   const int* bt = block_tables + (size_t)b * max_pages;
   if (threadIdx.x < COUNT_SLOTS) s_counts[threadIdx.x] = 0;
   const size_t cache_row = ((size_t)b * NUM_KV_HEADS + kv_head) * (size_t)cache_slots;
-  const int row_in_pass = threadIdx.x / (2 * CHUNKS);
-  const int part = threadIdx.x % (2 * CHUNKS);
-  const bool is_v = part >= CHUNKS;
-  const int chunk = is_v ? part - CHUNKS : part;
-  for (int r0 = blockIdx.y * GATHER_ROWS; r0 < k; r0 += gridDim.y * GATHER_ROWS) {
-    const int rows = min(GATHER_ROWS, k - r0);
+  for (int r0 = blockIdx.y * COPY_ROWS; r0 < k; r0 += gridDim.y * COPY_ROWS) {
+    const int rows = min(COPY_ROWS, k - r0);
     __syncthreads();  // the previous chunk's copy has read s_k / s_v
     // Phase 1: where each of the chunk's rows comes from.
-    for (int r = threadIdx.x; r < rows; r += GATHER_THREADS) {
+    for (int r = threadIdx.x; r < rows; r += COPY_THREADS) {
       const int t = __ldg(list + r0 + r);
       int from = FROM_HOST;
       size_t at = (size_t)kv_row_of_token(bt, kv_head, t) * HEAD_DIM;
@@ -333,20 +365,9 @@ extern "C" __global__ void __launch_bounds__(GATHER_THREADS) ds_d128_q32_kv8_p16
     }
     __syncthreads();
     // Phase 2: the copy, UNROLL 16-byte loads in flight per thread before any store.
-    uint4 buf[UNROLL];
-#pragma unroll
-    for (int u = 0; u < UNROLL; u++) {
-      const int r = u * ROWS_PER_PASS + row_in_pass;
-      if (r < rows) buf[u] = ld_stream_u4((is_v ? s_v[r] : s_k[r]) + chunk);
-    }
-#pragma unroll
-    for (int u = 0; u < UNROLL; u++) {
-      const int r = u * ROWS_PER_PASS + row_in_pass;
-      if (r < rows) {
-        u16* dst = (is_v ? v_stage : k_stage) + (head_row + r0 + r) * HEAD_DIM;
-        reinterpret_cast<uint4*>(dst)[chunk] = buf[u];
-      }
-    }
+    copy_rows<true, false>(rows, s_k, s_v, [&](int r, bool is_v) {
+      return reinterpret_cast<uint4*>((is_v ? v_stage : k_stage) + (head_row + r0 + r) * HEAD_DIM);
+    });
   }
   __syncthreads();  // every row's source counted
   if (threadIdx.x < COUNT_SLOTS && s_counts[threadIdx.x] != 0) {

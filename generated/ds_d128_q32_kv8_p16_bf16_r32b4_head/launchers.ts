@@ -51,18 +51,18 @@ export const tuning = {
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "c039e42deee8a80eb402dc28a17563b47a0d589dd905ecd146716f36fd127c3a" },
-  score: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "a3d75ce5121eb604fc698e0be9a7ff9acfd51a13781558c3ac2525d0ab0a6409" },
-  select: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "597fe2eb6e7e5324684255e3bebc44bdcbe0a51d94be513558eec98ea77848f4" },
-  resolve: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "509e8b74c22338f20d395ab136e04aa0735d4feb9be9705ec4ce5eebf7efb2b7" },
-  dense: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "dae01ece0de258c57e5bdee70a0e33d09066171fbed07d2723ebd0facf741bad" },
-  sparse: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "188da3005dbd98f79244989b0d68c5bf93bb666e7e7fdfaecd007fbf574792b7" },
-  merge: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "9052396fa5bc44cb87dbfd860d41654eaae81b88680c7a2e304603592c062922" },
-  persistent: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "f3b1b4e13b6597eac4977e078065bb39c6de27758bcfa728942a8a4cdc7b0745" },
-  prefill: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "352c8587c8458fe28a382dabeb2240394293548c835966c4fb17133316e73e79" },
-  sort_selection: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "0b4fb2fd7db14f451d1fb083220b5566148217dfc5fd919062ce30339710542a" },
-  gather_kv: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "1b253492156ee84ab836b59e358b5ca4030fc4f3f7cd1492b65873db1cf72261" },
-  fill_row_cache: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "169ec50b76e0637c72b8331b80bf3784b1032b585db85bf260eadbaa81bf67d7" },
+  append: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "80ae37fc211565ce086be220a760cc05ff846f7bc13257ff8e53c006b7e082e6" },
+  score: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "7808660d9f4ccb1fb48fca41b08442807d68547ae5aa73c46549fd8fe40dadb8" },
+  select: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "446c0168580753ff39742ce8238327fb73eb35ea4c0ed6101db2b22e0a63ef8e" },
+  resolve: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "9345c1f6ca5156e0affb352a20780139cd2dc07a14e5051b1a85229b2b29e5d2" },
+  dense: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "f44d6a5bfbce3159bb247dde59ed8d8884988d459b423f169596d5c31f665df1" },
+  sparse: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "99df7c5c10dd139d2e4c3a27d1b7f45b28cdca9bd6828a4f58e180a4bae498a8" },
+  merge: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "20ae5251b9a43d51df458d436384fc56da5685fcb49994dde8b194abcfcf7b27" },
+  persistent: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "04466206039e4e4eac8e3d77c555a35f9b6b04651692a08dfceb3e1cbe2253f9" },
+  prefill: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "8bc997d453614dc62d0279d8540b4d68b560c1755041641e1f19ff69ad960277" },
+  sort_selection: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "569b9b8b000a292b4ad0a47662a0c7bc4a85c6c750630c09a802305f00d2810d" },
+  gather_kv: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "c567cef2c29a2d7e0369c94cc8692c5fa2383c0cb8b0faeb15faec7c88ac7cd2" },
+  fill_row_cache: { symbol: "ds_d128_q32_kv8_p16_bf16_r32b4_head_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "cdb6f3285425de3b588a61eddf45f4ade1f8ebfa0f9fd9831aedb176867bd02e" },
 } as const;
 
 /**

@@ -51,18 +51,18 @@ export const tuning = {
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "4999836e37bbbef17a39ef27990ef2cf4911dd052405b8965cd8ce97c122c1fc" },
-  score: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "c4120703b75278b904e0dfe68c911a6f8691dbe24b9517893fd03c8f5a8ec4aa" },
-  select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "081188bc1df22fd3b453e5e1e9022816d5ae663031da1d5e0659b3a15d8da938" },
-  resolve: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "77253908c30626d8151e467a462a7d718b8341818b67428babd0c8277b005e55" },
-  dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "560ba5c95639d82ed44ea8ea02d49133551af27ef1381e5bebeada272665f4ae" },
-  sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "d3897881b5f067feef32c984769b94d0f0ba3d7825e0ed860376ceb0fa77e53e" },
-  merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "2f408db690bb29540bb1b0904479369b3a6f875465f23033779b1279ab6af052" },
-  persistent: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "70942093980f05e63e1f141d9c52234926e7104505efbed268bc22b0161bdcef" },
-  prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "8157288df33a5512d6eba55dfdebf1a5a0da29c330e5fb56d97f994d8b406d24" },
-  sort_selection: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "9c2d85d30b6897f80f2b9145788324fa56c2fbdb39309db275f098293ea92f81" },
-  gather_kv: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "9790997e8651603907780dc4929131a82fcdb575f6936790284c7622eab62d5f" },
-  fill_row_cache: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "b8d6911a59e75f60bef6c3df6f49f9ba04e582e355014fc5a170b1607fd514ed" },
+  append: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "5a9b220c302409c24e4aa2146325bac626f71909fddca5a21a1f96cdd41c55ff" },
+  score: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "ea4e338d9332d776cf96fe1337df722adee7d63ab64bf9023ba02896109c6ac8" },
+  select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "2d5cae6b15a36e9d4298ce69288f62db4b9747630da403abfca4879c7b6953fa" },
+  resolve: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "19d337ecab857563d32df9b7e1ab7b5c0c4244eb284c6ed7b9ca95726fed5624" },
+  dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "c9fcbb05dad8c5b18fa7759894dc82235be6551c4a60d7f42e68654223876657" },
+  sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "46068586010b56496aa996f68e64d305e3e2d7f864f04a5fd96300bea13ac7a9" },
+  merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "73c57c71582a429767f16e9443dd2706c0259c3591aa3f77a030270187680e95" },
+  persistent: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "a0d194de5ff8c77cec10d4c8bab55065b9d1cf0dbc0e73356af3d8dad15b65b9" },
+  prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "ea79519a59ff2fbf1fa851ccf1ba039c96f86e51c2f35d6769a4f727beda5e51" },
+  sort_selection: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "e5f011188313826c753c395c8ee2839bad4460ee6ea500b7dda6a0b3a766bf31" },
+  gather_kv: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "ea81039f1aa94435eb2dd3fabb0134799081f012c2d3ce68588a798a862f0283" },
+  fill_row_cache: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_group_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "3be83532b038f688ddb0ff0eb58f957753a4448d798edbff73c0aa173ae7c54f" },
 } as const;
 
 /**

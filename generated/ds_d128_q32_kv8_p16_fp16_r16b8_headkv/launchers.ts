@@ -51,18 +51,18 @@ export const tuning = {
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_append", file: "append.cu", threads: 128, argCount: 12, sha256: "4cec8e1f2b299c183b91ac32164eda00b6b61a4fe69370d4d63ffd05e50148e2" },
-  score: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_score", file: "score.cu", threads: 256, argCount: 14, sha256: "be1e8ed315d44367c7338ba41da9838e7cdec520da1da54037f0a6bdebe9a5fe" },
-  select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_select", file: "select.cu", threads: 256, argCount: 9, sha256: "ad8ad2c964703c444853effe83cab54cbec0b94a3d05c6be0c1cf7745743bd3f" },
-  resolve: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "47e6ec6dcb1106d84470377391617cd01af355fb8ae9493f6940d7ec35442503" },
-  dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "31a50d6bd01e46c99b57fe71d54402d7fc30f5a1ea6dae57f81588913f09cc4b" },
-  sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "a13697ae26f5db39daf0ee5fc0013d2b59f222c85787c8f48858e4e2c083df4d" },
-  merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "07865a8a09de75c06de97b5cb70ab0a2733811f4d1afb86447559adc0b9d92cd" },
-  persistent: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "03aa832bd2b4e6dc31edbf024587776a5eb4f3f359039c83b1c7f21ba2be66b1" },
-  prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "824cd47f8eb23e0727faf0bd556c6432344aa1828d351bbd29c6074b0374adfe" },
-  sort_selection: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "a47eb466002add2745b2d4a618975d783004e42a81c55448595537fd68ca36f1" },
-  gather_kv: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "e3cd33e9c87e44241a2249fbb0f7dc2a124f878534181f35d5f3c629c8df6acf" },
-  fill_row_cache: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "d9367d8fc021edc3887475a973f95228d1432576b0058d949985ff0ab6a1abbf" },
+  append: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_append", file: "append.cu", threads: 128, argCount: 12, sha256: "a73d19cf8d428530403ed8377f547c6b2d6a54fa90c08272b2e7d2fa7586f488" },
+  score: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_score", file: "score.cu", threads: 256, argCount: 14, sha256: "82a8608409ab809b436d061b176f3c48ca360d5ee0b71ea921b12c70cba7ab63" },
+  select: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_select", file: "select.cu", threads: 256, argCount: 9, sha256: "c11e3937dbb5f7fe329f978d59d8ac6b4c4109ae38b71a80128f5add8e8bfbea" },
+  resolve: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "18fad16e44062653656d6f0ac0393cd344a2c3c810985458f01ff4db82d7d9da" },
+  dense: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "457b2a368e7b000b7086e67720832fbc22a1b29c97d9ea1b7ed849c206e94ee0" },
+  sparse: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "a0c38f76fb369dbb102e89a2a7c6551f6aad55aeb3da0df0ac5251c062d9e7d5" },
+  merge: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "b748a6f298fe4b4fdcf70193f1b3f61b9db44300a2a29b60c2629f19e48af75e" },
+  persistent: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "3aaa30a9278a4d7a0273d4d4ce996203656d1472e8df19669fb482025e24bfd8" },
+  prefill: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "417ddc775f4c4a97a6ff0c1e558a0f2299b2a79b3d08e837e8b658a42ade50af" },
+  sort_selection: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "ee5f888504889f7b34dbc4a37a521697a6f58d5ed93eb1fe129719d3de7f8368" },
+  gather_kv: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "cb2183c4b528a2b51bda5ae7628e96d94e880b6b54fc17cdeb0b201811778b34" },
+  fill_row_cache: { symbol: "ds_d128_q32_kv8_p16_fp16_r16b8_headkv_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "332c194b9fc53bad9108c435dc772034c60cded197f751634ef6f3bca0e8cbdd" },
 } as const;
 
 /**

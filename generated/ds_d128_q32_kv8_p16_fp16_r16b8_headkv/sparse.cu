@@ -197,6 +197,8 @@ DS_INLINE u32 kv_row(int page, int kv_head, int slot) {
 DS_INLINE size_t label_row(int page, int label_head, int slot) {
   return ((size_t)page * NUM_LABEL_HEADS + label_head) * PAGE_SIZE + slot;
 }
+// The kv head whose K/V rows selection head sh attends (group selection: one per kv head).
+DS_INLINE int kv_head_of_sel(int sh) { return GROUP_SELECTION ? sh : sh / GROUP_SIZE; }
 // Row of token t of a sequence (block table bt) in the K and V pools.
 DS_INLINE u32 kv_row_of_token(const int* __restrict__ bt, int kv_head, int t) {
   // Unsigned: t >= 0, and a signed division by a power of two costs a sign fix-up per token.
@@ -580,7 +582,7 @@ DS_INLINE void sparse_block(int split, int splits, int head_block, int b, const 
                             const int* sel_idx, int sel_stride, float* partial_o,
                             float* partial_lse, int max_splits, float softmax_scale, int staged) {
   const int sel_head = head_block / SPARSE_HEAD_TILES;
-  const int kv_head = GROUP_SELECTION ? sel_head : sel_head / GROUP_SIZE;
+  const int kv_head = kv_head_of_sel(sel_head);
   const int first_head = GROUP_SELECTION
       ? sel_head * GROUP_SIZE + (head_block % SPARSE_HEAD_TILES) * SPARSE_HEADS_PER_BLOCK
       : sel_head;

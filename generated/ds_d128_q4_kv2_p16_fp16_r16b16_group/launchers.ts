@@ -51,18 +51,18 @@ export const tuning = {
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "de334da4ca2359cdc154107c408fd365a51e8576913dafd4b2d9317e3e262131" },
-  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "e6d3e6134b22de6a2ec5c163ba143091562cc9c8becdebc678b4d62cd4f7a53b" },
-  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "f08b76e0b81f3e2b0a27e361190d3cf4d6c42b9e0c0e9c0bf54e9721fc606820" },
-  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "10b2bce1c3d97d156bb74af13f74fd4358f0cebb48721c07c714074087c64db4" },
-  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "1fd5801dee4daeea0abf3d164ccb0a5777f7b201d4ea58eaf4f4e6e62db8813e" },
-  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "dadbf2758460e099fe220386b81f1d3ac154df00a2570f8912bbec1f3f5efa34" },
-  merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "d7081ef49964c434153f23a17406a168a5aa4ff5f1ccfe2b33be6bfdaa30803c" },
-  persistent: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "0c2d1af0ec98f001d126917c68863e038dcd4c8ac599f7549dcfcbdec47fe7ae" },
-  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "1274b02a4fedf599a71b686b63769332817b2692a8d5b2c1abe2c63b29844a4f" },
-  sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "1ee63f8bb705816a72ce28aaad227b91b56702f37f9ebc3ec36241556d6b324b" },
-  gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "a89612e107cddf84547b0c4c1de2c00a89b6d83c6b51a7f2e3d5375b90452783" },
-  fill_row_cache: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "0e0f9187c13a5da6bb4bbe7b92bba7d008c951ab4b36e780a1a94cc1275b37e4" },
+  append: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "c64a02512068720d0dc8aaa87f1165b56179108c124db9ee80451009e802c0f1" },
+  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "985925b6f4b062ffc66ff0601bf3d6ea6501b1b8f133e7b11dd7e898527fcfaa" },
+  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "f9e9faed7ece0fb004178ba0e917583bfd9dea414de6b9e59a82cfdf77375684" },
+  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "f4fc3a92430d008974cc32f02085adda8013233fba9a0233cf60841853207e29" },
+  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "f93ac2cccbe8819521b9af7a50479d99d2ad0a98177ddab00f3dba341b4fcc30" },
+  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "b5dc377de179b4b58b5d45cfcc751c3c8999c111c1b2a351642651901645acc0" },
+  merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "7c9a23630833986ce7909351c063bdc4c78004235037265dd4f46f279946b9d9" },
+  persistent: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "cc29540086f2db17e996e774bae9a84a2f8b3bf4af029d02aeed2c20b99a3206" },
+  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "265b0118701603dba029177952618d1bb66d155ff93a754ea43523e13341a264" },
+  sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "187b73d1a4b90f88e9601bc8d82061ed85cc4ee5a37d4911bf9830a4dc39d8a9" },
+  gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "02e4aef67dd16b27891c83793b87e184b812c6b79c229802a60360232aa186ee" },
+  fill_row_cache: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_group_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "dd9a1ac2da07f09d77d932c6ee708b7d214f52a7d7e43951ca3db7b8763b8c04" },
 } as const;
 
 /**

@@ -51,18 +51,18 @@ export const tuning = {
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "ef3a9f15178d7fc8e433c683134efebbfd88e522272d03f800c2607060914aee" },
-  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "c10b1d9da41bd79c60374bd5de37c69092ffa950b1dde215d2a2a966f80de296" },
-  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "99a0c84a791d174b48872380074fe8581e56066c6fbe1bf6f48cd7757fae425a" },
-  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "40a1281ee68d8d1d6067442d9c12cd18ea7c750fbed70056bd77d53dd3ea8043" },
-  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "4b752bcfe6910ba97bd9924a065b3606f60ec236221977586d650d19a8890cc7" },
-  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "6ab89ab4f9bd3a4bd2a6494e7d2e363217e516d90571512bfe8ee11075c479a9" },
-  merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "b7afb1c5ae94c9c4fb97aa581837a499d53233578e52da20b25bb6633c45de30" },
-  persistent: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "cb7f223ae38027d23dcf5048a38c22d94f0ad625a016703645b1e9702b84037d" },
-  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "1c61b504f57aa68066b8f22032f822fda93fb8cf66e38c7e6d761c0cafea7702" },
-  sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "1bfdbe986583f69c0ea09a3cce1da346c5619e2f321fedb69bd63d34fcabbb06" },
-  gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "4b7aed730d0acc99e52f01be73b55e418747899cf3739aa10fd4231649e710c2" },
-  fill_row_cache: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "7bdd6a5806f451179fb284dd08ab7ad0bbb84f96a0c5e1906b453a5da3ad6ed4" },
+  append: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "2952b25fdd1f4bb1f3686d40c7e4c093197341131417e24747aba91e368d0d5f" },
+  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "9f2af6bcc1062a3e18d3c50847816363194b4c6c20cd7db1209505e7a5181bb1" },
+  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "5d8465a3cd80c37d7821579f1115ce3fd5b3354693857b25e2b4c9772a5354f6" },
+  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "1b9387992ebb5ac07a8bad2a2e82c2a5fe290006ffdbfc17993c2e023e950e1e" },
+  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "03f20215357fd3eae096a55d6c7a43fff376e9386d31ce7b5b0e025d3a0b2c6a" },
+  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "218431cdfb7cedac7f2c717df5cb7083dd00585decea9b525d81a3d8f8c0d221" },
+  merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "4a2246181a4e05628db3561d01006203aceeb435ebd2bc2e4c6a89ccfffb53c5" },
+  persistent: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "90be0b41a40bf2c38b4ce01c896ec7ec7bf3b79ec20b75fa310a3a2a5e4b5eeb" },
+  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "32d28badbdcc4077964bc6a6f1daf1645c80c7abfda49863a2d26011aad19a21" },
+  sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "3fc2f22d84c715b3da9e0dac441700c18c6f93d58241e6b3a449672cb22030ad" },
+  gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "b37af9d18c8fab87f816d6b3a5f3336d44579609e3b78a4238d4d2bf9c06c87a" },
+  fill_row_cache: { symbol: "ds_d128_q4_kv2_p16_fp16_r16b16_head_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "f7224b7b69e49f2b64ad59232983a21e605d572caff13c8b3b5726227a658048" },
 } as const;
 
 /**

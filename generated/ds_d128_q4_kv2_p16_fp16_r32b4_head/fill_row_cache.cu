@@ -197,17 +197,53 @@ DS_INLINE u32 kv_row(int page, int kv_head, int slot) {
 DS_INLINE size_t label_row(int page, int label_head, int slot) {
   return ((size_t)page * NUM_LABEL_HEADS + label_head) * PAGE_SIZE + slot;
 }
+// The kv head whose K/V rows selection head sh attends (group selection: one per kv head).
+DS_INLINE int kv_head_of_sel(int sh) { return GROUP_SELECTION ? sh : sh / GROUP_SIZE; }
 // Row of token t of a sequence (block table bt) in the K and V pools.
 DS_INLINE u32 kv_row_of_token(const int* __restrict__ bt, int kv_head, int t) {
   // Unsigned: t >= 0, and a signed division by a power of two costs a sign fix-up per token.
   return kv_row(__ldg(bt + (u32)t / PAGE_SIZE), kv_head, (int)((u32)t % PAGE_SIZE));
 }
 // ---- end of the variant constants ----
-constexpr int FILL_THREADS = 256;
+// ---- row copies of gather_kv and fill_row_cache: K and V rows of HEAD_DIM 2-byte elements ----
+// A block copies rounds of COPY_ROWS rows. Thread i moves 16-byte chunk i % CHUNKS of a K row
+// (i % (2 * CHUNKS) < CHUNKS) or of a V row, for UNROLL rows ROWS_PER_PASS apart, with all its
+// loads in flight before any store.
+constexpr int COPY_THREADS = 256;
 constexpr int CHUNKS = HEAD_DIM / 8;                       // 16-byte chunks of one K (or V) row
-constexpr int ROWS_PER_PASS = FILL_THREADS / (2 * CHUNKS);  // K and V rows side by side
+constexpr int ROWS_PER_PASS = COPY_THREADS / (2 * CHUNKS);  // K and V rows side by side
 constexpr int UNROLL = 8;                 // chunks each thread has in flight
-constexpr int FILL_ROWS = ROWS_PER_PASS * UNROLL;           // staged rows per block and round
+constexpr int COPY_ROWS = ROWS_PER_PASS * UNROLL;           // rows per block and round
+
+// Copies rows [0, rows) of one round: row r from src_k[r] / src_v[r] (row pointers in shared
+// memory) to dst(r, is_v). STREAM: streaming loads (host rows that are read once). MAY_SKIP: a
+// null source pointer skips its row. Every thread of the block calls it.
+template <bool STREAM, bool MAY_SKIP, class Dst>
+DS_INLINE void copy_rows(int rows, const uint4* const* src_k, const uint4* const* src_v, Dst dst) {
+  const int row_in_pass = threadIdx.x / (2 * CHUNKS);
+  const int part = threadIdx.x % (2 * CHUNKS);
+  const bool is_v = part >= CHUNKS;
+  const int chunk = is_v ? part - CHUNKS : part;
+  uint4 buf[UNROLL];
+#pragma unroll
+  for (int u = 0; u < UNROLL; u++) {
+    const int r = u * ROWS_PER_PASS + row_in_pass;
+    if (r < rows) {
+      const uint4* src = is_v ? src_v[r] : src_k[r];
+      if (!MAY_SKIP || src != nullptr) buf[u] = STREAM ? ld_stream_u4(src + chunk) : src[chunk];
+    }
+  }
+#pragma unroll
+  for (int u = 0; u < UNROLL; u++) {
+    const int r = u * ROWS_PER_PASS + row_in_pass;
+    if (r < rows) {
+      if constexpr (MAY_SKIP) {
+        if ((is_v ? src_v[r] : src_k[r]) == nullptr) continue;
+      }
+      dst(r, is_v)[chunk] = buf[u];
+    }
+  }
+}
 
 // Writes the rows this step's exact gather staged into the row cache, one winner per slot: the
 // gather let every row the cache missed bid for slot token % cache_slots of its (sequence, kv
@@ -216,7 +252,7 @@ constexpr int FILL_ROWS = ROWS_PER_PASS * UNROLL;           // staged rows per b
 // and clears its claim back to -1. Rows that lost, or that the cache already held, write nothing.
 // Runs after the gather on the same stream (nothing reads the cache while it writes); the next
 // step's gathers find the rows by their tags. Same grid as gather_kv.
-extern "C" __global__ void __launch_bounds__(FILL_THREADS) ds_d128_q4_kv2_p16_fp16_r32b4_head_fill_row_cache(
+extern "C" __global__ void __launch_bounds__(COPY_THREADS) ds_d128_q4_kv2_p16_fp16_r32b4_head_fill_row_cache(
     const int* __restrict__ stage_idx,      // [batch][NUM_SEL_HEADS][sel_stride] the staged tokens
     const int* __restrict__ stage_count,    // [batch] staged tokens per list
     int sel_stride,                         // row stride of sel_idx (>= largest budget)
@@ -228,52 +264,39 @@ extern "C" __global__ void __launch_bounds__(FILL_THREADS) ds_d128_q4_kv2_p16_fp
     int* __restrict__ cache_claims,         // [batch][NUM_KV_HEADS][cache_slots] largest token that missed each slot this step, -1 between
     int cache_slots                         // row-cache slots per (sequence, kv head); 0: no row cache
 ) {
-  __shared__ const uint4* s_from_k[FILL_ROWS];
-  __shared__ const uint4* s_from_v[FILL_ROWS];
-  __shared__ size_t s_slot[FILL_ROWS];  // the winner's slot, or SIZE_MAX
+  // Staged rows of the round's winners (null for the rest) and the winners' slots.
+  __shared__ const uint4* s_from_k[COPY_ROWS];
+  __shared__ const uint4* s_from_v[COPY_ROWS];
+  __shared__ size_t s_slot[COPY_ROWS];
   if (cache_slots <= 0) return;  // no row cache: nothing bids, nothing to write
   const int sel_head = blockIdx.x, b = blockIdx.z;
-  const int kv_head = GROUP_SELECTION ? sel_head : sel_head / GROUP_SIZE;
   const int k = stage_count[b];
   const size_t head_row = ((size_t)b * NUM_SEL_HEADS + sel_head) * sel_stride;
-  const size_t cache_row = ((size_t)b * NUM_KV_HEADS + kv_head) * (size_t)cache_slots;
-  constexpr size_t NO_SLOT = ~(size_t)0;
-  const int row_in_pass = threadIdx.x / (2 * CHUNKS);
-  const int part = threadIdx.x % (2 * CHUNKS);
-  const bool is_v = part >= CHUNKS;
-  const int chunk = is_v ? part - CHUNKS : part;
-  for (int r0 = blockIdx.y * FILL_ROWS; r0 < k; r0 += gridDim.y * FILL_ROWS) {
-    const int rows = min(FILL_ROWS, k - r0);
+  const size_t cache_row =
+      ((size_t)b * NUM_KV_HEADS + kv_head_of_sel(sel_head)) * (size_t)cache_slots;
+  for (int r0 = blockIdx.y * COPY_ROWS; r0 < k; r0 += gridDim.y * COPY_ROWS) {
+    const int rows = min(COPY_ROWS, k - r0);
     __syncthreads();  // the previous round's tags are written
-    for (int r = threadIdx.x; r < rows; r += FILL_THREADS) {
+    for (int r = threadIdx.x; r < rows; r += COPY_THREADS) {
       const int t = stage_idx[head_row + r0 + r];
       const size_t slot = cache_row + (size_t)(t % cache_slots);
       // Several selection heads of one kv head may have staged the same token: each may pass
       // this test before the first clears the claim; they all copy the same bytes.
       const bool wins = cache_claims[slot] == t;
       if (wins) cache_claims[slot] = -1;
-      s_slot[r] = wins ? slot : NO_SLOT;
-      s_from_k[r] = reinterpret_cast<const uint4*>(k_stage + (head_row + r0 + r) * HEAD_DIM);
-      s_from_v[r] = reinterpret_cast<const uint4*>(v_stage + (head_row + r0 + r) * HEAD_DIM);
+      s_slot[r] = slot;
+      s_from_k[r] = wins ? reinterpret_cast<const uint4*>(k_stage + (head_row + r0 + r) * HEAD_DIM)
+                         : nullptr;
+      s_from_v[r] = wins ? reinterpret_cast<const uint4*>(v_stage + (head_row + r0 + r) * HEAD_DIM)
+                         : nullptr;
     }
     __syncthreads();
-    uint4 buf[UNROLL];
-#pragma unroll
-    for (int u = 0; u < UNROLL; u++) {
-      const int r = u * ROWS_PER_PASS + row_in_pass;
-      if (r < rows && s_slot[r] != NO_SLOT) buf[u] = (is_v ? s_from_v[r] : s_from_k[r])[chunk];
-    }
-#pragma unroll
-    for (int u = 0; u < UNROLL; u++) {
-      const int r = u * ROWS_PER_PASS + row_in_pass;
-      if (r < rows && s_slot[r] != NO_SLOT) {
-        u16* dst = (is_v ? cache_v : cache_k) + s_slot[r] * HEAD_DIM;
-        reinterpret_cast<uint4*>(dst)[chunk] = buf[u];
-      }
-    }
+    copy_rows<false, true>(rows, s_from_k, s_from_v, [&](int r, bool is_v) {
+      return reinterpret_cast<uint4*>((is_v ? cache_v : cache_k) + s_slot[r] * HEAD_DIM);
+    });
     __syncthreads();  // every winner's rows are written before its tag says so
-    for (int r = threadIdx.x; r < rows; r += FILL_THREADS) {
-      if (s_slot[r] != NO_SLOT) cache_tags[s_slot[r]] = stage_idx[head_row + r0 + r];
+    for (int r = threadIdx.x; r < rows; r += COPY_THREADS) {
+      if (s_from_k[r] != nullptr) cache_tags[s_slot[r]] = stage_idx[head_row + r0 + r];
     }
   }
 }

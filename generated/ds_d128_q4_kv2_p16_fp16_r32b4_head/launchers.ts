@@ -51,18 +51,18 @@ export const tuning = {
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "e2c0332facc9971b69d3d188c27404c244402c654895c1fff7fc4fd7b5deb8d1" },
-  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "62f8b11f6197a872eb5b5d38b2d7a1db38a9c32631b273deda7501061c52673c" },
-  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "1763041d90802cc269e89f1280cd25d9addb931d4a25ac4cf6c7ee89bbcf1b40" },
-  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "a141016260e08d2bb1f648545f747b702fd9abdb643dc5098849d58b7669d15d" },
-  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "cebe1f9c4bede9871e6ad1fccdb1ea11f51bc3ccad69e60038372d71942a0ba9" },
-  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "993ebd3ce17c5baf9c3a0cda6c70dae1ec46c7da2c39eb8c219520d4d08b07d3" },
-  merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "904af2d1eca1af8289e726f9db2450334a354e3c548f41f1cf07989ec856437d" },
-  persistent: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "6021c11bb5b72c0106a6bfd6d6ebffbbd3d16e563a9eedc3eb60dc9b684341a3" },
-  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "715411017ba5349ec9faa726a42fccaed4990feb5504f34fd040465a097ea60f" },
-  sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "7b32484edac26b10187f929e3c19a6135d91e5b7d16547e89781ac56210d6002" },
-  gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "872af5a0ad1621dc45d6bde4e84323fd781f30bf6d5e1e0db88dcd6db929ae01" },
-  fill_row_cache: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "47ae4c3aed6a994064ea987168d2ff391b481fb32232432c983a97d32ad7216d" },
+  append: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "27b276f74096c3923ab101ca76ee96121ce1e122807d61aacdb43a5b1a9ed0da" },
+  score: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "d8ddbc32be2d72318fe0c184c98a69721c4bc014febea8aa7f008d9d64b6bb07" },
+  select: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "4e8d01d88cffcdf2e3aaea3f85ed2bdea403e1bc6589c76e82dfa0463f6d1fc5" },
+  resolve: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "84963d21d46736740b9424392c1e48766fe9e1696d39707a964243a29dee96d1" },
+  dense: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "1cf7e4e4b5c71aab14eebf0289035d25677aedafaa5a0cde851ec97ee2b8326c" },
+  sparse: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "43d3b81d52d72a27645c2ad695ff182b7fb1489e57bab23a1a18e8ffc8e4f74e" },
+  merge: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_merge", file: "merge.cu", threads: 128, argCount: 8, sha256: "8ab0fd1613356b5f6b22ad42abc7683c2cb39cc1fb1865f24aa2e04cad3c4eb7" },
+  persistent: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "c42c4dd5f8f8fbabe8a1802da337d35389b5df79d9f5a16295b52f15653c02e9" },
+  prefill: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "e3f929ef160f91aef77139e3e6f45d946b911e58fdf6a53100a3501e44313b43" },
+  sort_selection: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "5360b987cb59e17f8e6c5c90a90b8959ea1dae22eec71be07c74fd2c440fbbc5" },
+  gather_kv: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "8bde21f1f715e658b479706cf750a0c0b14a62fdcdfc8ce2fd9a7f3ad687596e" },
+  fill_row_cache: { symbol: "ds_d128_q4_kv2_p16_fp16_r32b4_head_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "71a56117a39f7c45c045ac91b73a3a832fdf0894f585a7f27a3992c3179714f4" },
 } as const;
 
 /**

@@ -51,18 +51,18 @@ export const tuning = {
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "083e03df7f285ff0983afb9f848bfea417258d38b7f627355ff9553b5b0881c1" },
-  score: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "536bb7abc07abf5bb4d204e73a37e0771cbfad1c5663d55e81664513e6c5d2be" },
-  select: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "957d68d30dc1985644837283ddf49cfdc6eb591d220d964d7b2726a5b57434dd" },
-  resolve: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "7531d3f1ca8db19842652377f19e6513f56b0c2f44accb93765501b707db0552" },
-  dense: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "702235fdb2b887e2663863eeb4bad707938aacd84ea28275f2d53cc548a7cc21" },
-  sparse: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "bf7369cef5fbdf7eec42de4b43fc92b9803019938718f2cb0fb2d282b4a08637" },
-  merge: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_merge", file: "merge.cu", threads: 256, argCount: 8, sha256: "8a6a6ac9064d822a313d46a8693ee64d45f812214dbe01bac137122b6cef8696" },
-  persistent: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "20acad073304c3e39348d0fc9ef31084e175f7bf2518fb419844d0df9b0d10ab" },
-  prefill: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "2b76a67f0552d576a72765e3ee78f4a28a8fa7c9756ae39ff9245b6e2532c135" },
-  sort_selection: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "d6c2e524d05116a1f735de3e8cbc4a9474af9914803d3aba002f79a1527e4353" },
-  gather_kv: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "dea696fbb00308ca529fedc8676603cea54652f1c15c181a2156b481b844d5cb" },
-  fill_row_cache: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "9518a00bb95235c2500f22f93496df29d72c11ab314408f921e535c93d716f15" },
+  append: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_append", file: "append.cu", threads: 128, argCount: 12, sha256: "29a437077966b27e8fb905fd673e40a3613b56f8a296c374bfb74cb5bc3cce5a" },
+  score: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_score", file: "score.cu", threads: 256, argCount: 14, sha256: "55226f78de8995137d65f99bba1015f8ddc0f4437b6ffb84b00f1e5228f872d8" },
+  select: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_select", file: "select.cu", threads: 256, argCount: 9, sha256: "9be61b997b0ff563d4f83dccd0ab18e6f18fbd2586397ad4785eaf97ca3dee88" },
+  resolve: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "dbf592c8864a65b1103a20fdf670c08ca17cd1710179803a162f4acb23a7c529" },
+  dense: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "74676602835e2861970878c72739b6323e8846278e29c47e0ee338695561fd44" },
+  sparse: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "214ee24e73776540822b186c98536ca249a679160cde3c780b4ac2cdcb019d53" },
+  merge: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_merge", file: "merge.cu", threads: 256, argCount: 8, sha256: "2d09a74bf591b46ebd6cc14b6b2708bf71e967cf6078d12bff685eb1c33638b1" },
+  persistent: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "6b6e6707f0d90ddf8f269de71899f2df8bff2d8f83586794ab1ff998035f5cce" },
+  prefill: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "29c8cf43d58211c626d2a6e120fe32d83d033a4e5608f7f6b2064fda5fd79f9b" },
+  sort_selection: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "522100c782f091601a1492f9ec08dae93a504f9936cc0fed35acbab6a9e320fd" },
+  gather_kv: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "1287c23ade3feac0bd9ff10afc8ffb8963be15168da43bbc830887cdaa01995a" },
+  fill_row_cache: { symbol: "ds_d256_q8_kv4_p32_bf16_r16b8_head_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "07c8505387f050869fce8a4f7e05962701e188b641813a20bb6291d2a587b5c0" },
 } as const;
 
 /**

@@ -197,6 +197,8 @@ DS_INLINE u32 kv_row(int page, int kv_head, int slot) {
 DS_INLINE size_t label_row(int page, int label_head, int slot) {
   return ((size_t)page * NUM_LABEL_HEADS + label_head) * PAGE_SIZE + slot;
 }
+// The kv head whose K/V rows selection head sh attends (group selection: one per kv head).
+DS_INLINE int kv_head_of_sel(int sh) { return GROUP_SELECTION ? sh : sh / GROUP_SIZE; }
 // Row of token t of a sequence (block table bt) in the K and V pools.
 DS_INLINE u32 kv_row_of_token(const int* __restrict__ bt, int kv_head, int t) {
   // Unsigned: t >= 0, and a signed division by a power of two costs a sign fix-up per token.
@@ -327,11 +329,13 @@ struct LabelValues {
   float scale, mn;          // quantized: value = code * scale + mn
 };
 
-// An integer code (< 2^23) as a float, exactly: the code in the mantissa of 2^23, minus 2^23.
-// Two full-rate instructions instead of the quarter-rate integer-to-float conversion.
-DS_INLINE float code_to_f32(u32 code) {
-  return __fsub_rn(__uint_as_float(0x4B000000u | code), 8388608.f);
-}
+// 2^23 + c as float bits (c < 2^23 in the mantissa) -> c, exactly. With the bits built by one OR or
+// one byte permute, two full-rate instructions instead of the quarter-rate integer-to-float
+// conversion.
+DS_INLINE float mantissa_code_to_f32(u32 bits) { return __fsub_rn(__uint_as_float(bits), 8388608.f); }
+
+// An integer code (< 2^23) as a float, exactly.
+DS_INLINE float code_to_f32(u32 code) { return mantissa_code_to_f32(0x4B000000u | code); }
 
 DS_INLINE void unpack_label_row(const LabelRow& row, LabelValues& x) {
   if constexpr (!LABELS_QUANTIZED) {
@@ -347,8 +351,8 @@ DS_INLINE void unpack_label_row(const LabelRow& row, LabelValues& x) {
       for (int j = 0; j < LABEL_CODES_PER_WORD; j++) {
         if constexpr (LABEL_BITS == 8) {
           // One byte permute builds 0x4B0000cc (byte j of the word under 2^23's exponent byte).
-          x.v[i * 4 + j] = __fsub_rn(
-              __uint_as_float(__byte_perm(row.w[i], 0x4B000000u, 0x7440u | (u32)j)), 8388608.f);
+          x.v[i * 4 + j] =
+              mantissa_code_to_f32(__byte_perm(row.w[i], 0x4B000000u, 0x7440u | (u32)j));
         } else {
           x.v[i * LABEL_CODES_PER_WORD + j] =
               code_to_f32((row.w[i] >> (j * LABEL_BITS)) & (u32)LABEL_LEVELS);

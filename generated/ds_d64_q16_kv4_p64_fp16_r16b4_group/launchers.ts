@@ -51,18 +51,18 @@ export const tuning = {
 } as const;
 /** Kernel symbols, block sizes and source hashes (the manifest's, for a consistency check). */
 export const kernels = {
-  append: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "662801d24224b73c24f83f24b728f225fda7a27d05c62ac2c3d967afcb991cc6" },
-  score: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "8d826516c83b06c79ce841e03ee75237542fdd090d5d9511fcc571f42a854f3c" },
-  select: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "ccb8212f2196f8ccb5cdc2bd643d5e6ae0e99c7f77049cb6a00f8ab39e880b58" },
-  resolve: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "1c4f12772135b4a7c07dfbf867938c34c243b7acd87758ad5aba3ef9fd3cc833" },
-  dense: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "6c97efc316f8e195e8bcef4eb7eaaa3d69a1db289b93204644eee245c8395d35" },
-  sparse: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "11048ba57edc902645e0b425792e8396563ee9a09f2c0f89405e6d66372d9a0b" },
-  merge: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_merge", file: "merge.cu", threads: 64, argCount: 8, sha256: "f7e13b58137cecd4a058386182c3a4fbecd74c190608eff0d85300025c8609cb" },
-  persistent: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "f42201bf9f0a3f906654fc43f7765c08c6dba144dac0d3bc91fddc5cdbc2b559" },
-  prefill: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "be274a104f6438e006b6ed9d9c695f73fffc2acb0fee08c81deb45dbb188f8e5" },
-  sort_selection: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "43427cf2ec52bc604a4f37d7c13a6aa908b0bfd009ff184d93065ef29927c5fc" },
-  gather_kv: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "8e564a202b2064dba274b92f35d41763579a4abb46ae48cc05399ece6687c544" },
-  fill_row_cache: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "5eee85e1e519980b8061e13a04536b7273ae109b249f458f4dbfeee9dffb9ab0" },
+  append: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_append", file: "append.cu", threads: 128, argCount: 12, sha256: "9d0dd8fe7e06550f090e45b94c5f7b3666b03c9abc3cee51b43277fe5b3731ad" },
+  score: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_score", file: "score.cu", threads: 256, argCount: 14, sha256: "eb14ad354f477423b525b9dbf7c2104c51cef640b2222dde807c413c41b144cd" },
+  select: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_select", file: "select.cu", threads: 256, argCount: 9, sha256: "fa882c5b98f8bae896d037d19b124a7a4650d3f17be5da367561025c6daff45b" },
+  resolve: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_resolve", file: "resolve.cu", threads: 256, argCount: 15, sha256: "771552fb8bd5f7fad0e3ca95285ea8a55d29db7797ea05924b697380490d8e39" },
+  dense: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_dense", file: "dense.cu", threads: 128, argCount: 11, sha256: "3123f9e21675e27b5800dda649b17bf639f0f1d8516ce28c58d739b0ce964cb0" },
+  sparse: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sparse", file: "sparse.cu", threads: 128, argCount: 14, sha256: "dd67d27a1c405d9fdd3b92ad4532e8a0735f32b0f82bc0d50e0e9ee7c15b0ae4" },
+  merge: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_merge", file: "merge.cu", threads: 64, argCount: 8, sha256: "45901101eb2ed9588e5fc43eca329e264c9a31b8583f72be6e1cd4d929707efd" },
+  persistent: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_persistent", file: "persistent.cu", threads: 128, argCount: 32, sha256: "1435eb8fe544caf03f07158460a8f21de49c8ba72f87918ed66bbeaad6f88f51" },
+  prefill: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_prefill", file: "prefill.cu", threads: 128, argCount: 8, sha256: "f6dfd3bac468e6c27d9bef6126dfbf6eb31a3e3fbb514eeef035466fef1ecc15" },
+  sort_selection: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_sort_selection", file: "sort_selection.cu", threads: 1024, argCount: 7, sha256: "c8c12071748644796b760e142d7bf5b0405e6e356fa70dc403908a2dcd661821" },
+  gather_kv: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_gather_kv", file: "gather_kv.cu", threads: 256, argCount: 26, sha256: "11988de14d4e7207dfa65fb74cf2aa786555d3a50ce7f34eb5018cbd34759132" },
+  fill_row_cache: { symbol: "ds_d64_q16_kv4_p64_fp16_r16b4_group_fill_row_cache", file: "fill_row_cache.cu", threads: 256, argCount: 10, sha256: "74e8ad5aade276caa36ac867ce8c6b47e64bdd48edb3bc8485635c7b970d6aba" },
 } as const;
 
 /**

@@ -44,6 +44,7 @@ const PARTIALS = [
   "resolve_body",
   "sparse_body",
   "merge_body",
+  "row_copy",
 ] as const;
 /**
  * Templates outside a variant ({@linkcode renderFamilySource}): benchmark/test utilities and the
