@@ -17,7 +17,7 @@
  *
  *   deno run -A bench/e2e.ts [--quick] [--llama3 BxL,...] [--no-tiny] [--out DIR] [--json FILE]
  */
-import { openCommand } from "../src/cli/front_door.ts";
+import { batchContextListFlag, openCommand } from "../src/cli/front_door.ts";
 import { cardSlug, defaultResultsDir } from "../src/cli/results.ts";
 import { writeJsonReport } from "../src/cli/json_report.ts";
 import { requireGpu } from "../src/runtime/device.ts";
@@ -59,17 +59,8 @@ function llama3Configs(): number[][] {
       ? [[8, 16384]]
       : [[1, 32768], [8, 16384], [8, 32768], [8, 65536], [32, 16384], [32, 32768]];
   }
-  return args.llama3.split(",").map((item) => {
-    const m = /^(\d+)x(\d+)$/.exec(item.trim());
-    if (!m || Number(m[1]) < 1 || Number(m[2]) < 2) {
-      console.error(
-        `bench:e2e: --llama3: got ${JSON.stringify(item)}; allowed: batch x context, ` +
-          `e.g. 8x32768 (batch >= 1, context >= 2)`,
-      );
-      Deno.exit(2);
-    }
-    return [Number(m[1]), Number(m[2])];
-  });
+  // Context >= 2: the random cache holds context - 1 tokens and each step appends one.
+  return batchContextListFlag("llama3", args.llama3, 2);
 }
 const configs = llama3Configs();
 const root = packageRoot();

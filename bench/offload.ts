@@ -28,7 +28,7 @@
  *                           [--inputs greedy|repeat] [--out DIR] [--json FILE]
  */
 import { join } from "node:path";
-import { openCommand } from "../src/cli/front_door.ts";
+import { batchContextListFlag, openCommand } from "../src/cli/front_door.ts";
 import { defaultResultsDir } from "../src/cli/results.ts";
 import { writeJsonReport } from "../src/cli/json_report.ts";
 import { Progress } from "../src/cli/progress.ts";
@@ -234,22 +234,30 @@ let gatherGBs = 0;
 using util = new UtilKernels(cuda, "fp16");
 const model = { config: C, seed: 7, scale: 0.02 };
 const configs: [number, number][] = args.configs !== undefined
-  ? parseConfigs(args.configs)
+  ? batchContextListFlag("configs", args.configs)
   : args.quick
   ? [[1, 32768], [4, 32768]]
   : [[1, 32768], [1, 65536], [1, 131072], [1, 262144], [4, 32768], [4, 65536], [4, 131072]];
 
-/** `--prefetch-fractions`: the prediction rows with a partial prefetch (offload.prefetchFraction). */
-const PREFETCH_FRACTIONS = args["prefetch-fractions"]!.split(",").filter((x) => x.trim()).map(
-  (x) => {
+/** A comma list of numbers ("" for none), each passing `ok`; `allowed` says which pass. */
+function numberList(
+  flag: string,
+  text: string,
+  ok: (f: number) => boolean,
+  allowed: string,
+): number[] {
+  return text.split(",").filter((x) => x.trim()).map((x) => {
     const f = Number(x);
-    if (!(f > 0 && f < 1)) {
-      throw new UsageError(
-        `--prefetch-fractions: got ${JSON.stringify(x)}; allowed: numbers in (0, 1), e.g. 0.5`,
-      );
-    }
+    if (!ok(f)) throw new UsageError(`--${flag}: got ${JSON.stringify(x)}; allowed: ${allowed}`);
     return f;
-  },
+  });
+}
+/** `--prefetch-fractions`: the prediction rows with a partial prefetch (offload.prefetchFraction). */
+const PREFETCH_FRACTIONS = numberList(
+  "prefetch-fractions",
+  args["prefetch-fractions"]!,
+  (f) => f > 0 && f < 1,
+  "numbers in (0, 1), e.g. 0.5",
 );
 if (PREFETCH_FRACTIONS.length > MAX_PREFETCH_FRACTIONS) {
   throw new UsageError(
@@ -257,16 +265,11 @@ if (PREFETCH_FRACTIONS.length > MAX_PREFETCH_FRACTIONS) {
   );
 }
 /** `--row-cache-shares`: row-cache sizes as shares of each configuration's K/V bytes. */
-const ROW_CACHE_SHARES = args["row-cache-shares"]!.split(",").filter((x) => x.trim()).map(
-  (x) => {
-    const f = Number(x);
-    if (!(f > 0 && f <= 1)) {
-      throw new UsageError(
-        `--row-cache-shares: got ${JSON.stringify(x)}; allowed: numbers in (0, 1], e.g. 0.25`,
-      );
-    }
-    return f;
-  },
+const ROW_CACHE_SHARES = numberList(
+  "row-cache-shares",
+  args["row-cache-shares"]!,
+  (f) => f > 0 && f <= 1,
+  "numbers in (0, 1], e.g. 0.25",
 );
 /** The fastest mode without a cache, the row-cache rows' companion (docs/offload.md). */
 const BEST_PREFETCH = 0.5;
@@ -299,18 +302,6 @@ const METHODS: [string, OffloadOptions][] = [
   ]),
 ];
 
-/** `--configs`: comma-separated BxL pairs (batch and context, positive integers). */
-function parseConfigs(list: string): [number, number][] {
-  return list.split(",").map((item) => {
-    const m = /^(\d+)x(\d+)$/.exec(item.trim());
-    if (!m || Number(m[1]) < 1 || Number(m[2]) < 1) {
-      throw new UsageError(
-        `--configs: got ${JSON.stringify(item)}; allowed: BxL with positive integers, e.g. 4x32768`,
-      );
-    }
-    return [Number(m[1]), Number(m[2])];
-  });
-}
 /**
  * Tokens the methods of one (batch, context) append to its shared cache: warm-up + measured steps
  * (+ 1) for each method.
@@ -347,11 +338,12 @@ for (const [ci, [batch, L]] of configs.entries()) {
       ? { ...baseOffload, rowCacheBytes: Math.floor(share * kvCacheBytes(batch, L)) }
       : baseOffload;
     // A row cache must fit beside the decoder's own memory (weights, labels, workspaces).
-    if (share && offload.rowCacheBytes! + ROW_CACHE_HEADROOM > cuda.memInfo().free) {
+    const free = cuda.memInfo().free;
+    if (share && offload.rowCacheBytes! + ROW_CACHE_HEADROOM > free) {
       skipped.push(
         `B=${batch} L=${L} ${method}: ${(offload.rowCacheBytes! / GiB).toFixed(1)} GiB of row ` +
-          `cache + ${ROW_CACHE_HEADROOM / GiB} GiB for the decoder > ` +
-          `${(cuda.memInfo().free / GiB).toFixed(1)} GiB free`,
+          `cache + ${ROW_CACHE_HEADROOM / GiB} GiB for the decoder > ${(free / GiB).toFixed(1)} ` +
+          "GiB free",
       );
       console.log(`skip ${skipped.at(-1)}`);
       continue;
@@ -506,9 +498,10 @@ function meanMin(r: number[]): { mean: number; min: number } | null {
 
 // ---- reuse and prediction on real text: tiny-code-llama-8k, ~7K context, greedy ----
 const REAL_L = 7000, REAL_STEPS = 32;
+const tinyBench = await loadTinyBench(packageRoot());
 /** Per-layer gather counts of REAL_STEPS greedy steps after the first (which has nothing to reuse). */
 async function realTextCounts(offload: OffloadOptions): Promise<GatherCounts[]> {
-  const { model: tiny, text, channels: config, spec } = await loadTinyBench(packageRoot());
+  const { model: tiny, text, channels: config, spec } = tinyBench;
   const c = tiny.config;
   using dec = await GpuDecoder.create(cuda, tiny, {
     batch: 1,
@@ -539,7 +532,7 @@ console.log(
 const REAL_CACHE_SHARE = 0.25;
 const realCache: { layer: number; hitRate: number }[] = [];
 {
-  const { model: tiny, spec } = await loadTinyBench(packageRoot());
+  const { model: tiny, spec } = tinyBench;
   const offloadedLayers = tiny.config.numLayers - spec.denseLayers.length;
   const slots = Math.floor(REAL_CACHE_SHARE * (REAL_L + REAL_STEPS + 1));
   const bytes = slots * offloadedLayers * rowCacheSlotBytes(1, spec.numKvHeads, spec.headDim);

@@ -19,7 +19,7 @@
  * pays the host's launch cost per kernel, so its total is also printed beside the graph-replayed
  * step's median: the per-layer split is meaningful where the two are close.
  */
-import { intFlag, openCommand } from "../src/cli/front_door.ts";
+import { intFlag, numberFlag, openCommand } from "../src/cli/front_door.ts";
 import { requireGpu } from "../src/runtime/device.ts";
 import { GpuDecoder } from "../src/decoding/gpu_decoder.ts";
 import type { OffloadOptions } from "../src/runtime/offload_plan.ts";
@@ -56,15 +56,7 @@ const L = intFlag("context", args.context, { min: 1024 });
 const shown = intFlag("layers", args.layers, { min: 0, max: C.numLayers });
 const cuda = requireGpu("bench/offload_timeline.ts");
 using util = new UtilKernels(cuda, "fp16");
-const share = args["row-cache-share"] === undefined ? 0 : Number(args["row-cache-share"]);
-if (!(share >= 0 && share <= 1)) {
-  console.error(
-    `offload_timeline: --row-cache-share: got ${
-      JSON.stringify(args["row-cache-share"])
-    }; allowed: a number in [0, 1]`,
-  );
-  Deno.exit(2);
-}
+const share = numberFlag("row-cache-share", args["row-cache-share"], { min: 0, max: 1 }) ?? 0;
 /** Warm-up steps of the row-cache method (its cache fills from each step's selection). */
 const ROW_CACHE_WARMUP = 32;
 const maxContext = L + 64 + ROW_CACHE_WARMUP;

@@ -20,7 +20,13 @@ import { topK } from "../src/reference/attention.ts";
 import { quantizeRow } from "../src/reference/labels.ts";
 import { PageTable } from "../src/util/page_table.ts";
 import { ArgumentError, ContextFullError, InputError, UsageError } from "../src/util/errors.ts";
-import { intFlag, joinNegativeValues, numberFlag, parseFlags } from "../src/cli/front_door.ts";
+import {
+  batchContextListFlag,
+  intFlag,
+  joinNegativeValues,
+  numberFlag,
+  parseFlags,
+} from "../src/cli/front_door.ts";
 import { loadSpecs } from "../src/cli/specs.ts";
 import { GENERATED_DIR } from "../src/cli/specs.ts";
 import { CpuDecoder } from "../src/decoding/cpu_decoder.ts";
@@ -230,4 +236,23 @@ Deno.test("front door: strict flags, negative values, typed numbers", () => {
   assert.throws(() => numberFlag("t", "-1", { min: 0 }), /--t: got "-1"; allowed: a number >= 0/);
   assert.equal(numberFlag("p", "1", { min: 0, minExclusive: true, max: 1 }), 1);
   assert.throws(() => numberFlag("p", "0", { min: 0, minExclusive: true, max: 1 }), /> 0 and <= 1/);
+  assert.deepEqual(batchContextListFlag("configs", "4x32768, 1x131072"), [[4, 32768], [1, 131072]]);
+  for (const bad of ["4x", "x32768", "0x32768", "4x0", "4*32768", ""]) {
+    assert.throws(
+      () => batchContextListFlag("configs", bad),
+      (e: unknown) =>
+        e instanceof UsageError &&
+        e.message ===
+          `--configs: got ${
+            JSON.stringify(bad)
+          }; allowed: BxL with positive integers, e.g. 4x32768`,
+    );
+  }
+  assert.throws(
+    () => batchContextListFlag("llama3", "8x1", 2),
+    (e: unknown) =>
+      e instanceof UsageError &&
+      e.message === '--llama3: got "8x1"; allowed: BxL with positive integers (context >= 2), ' +
+          "e.g. 4x32768",
+  );
 });

@@ -227,6 +227,27 @@ export function intListFlag(flag: string, text: string, range: NumberRange = {})
   return items.map((s) => checkNumber(flag, s, true, range));
 }
 
+/**
+ * A comma list of batch x context pairs ("4x32768,1x131072"): positive integers, contexts of at
+ * least `minContext`.
+ */
+export function batchContextListFlag(
+  flag: string,
+  text: string,
+  minContext = 1,
+): [number, number][] {
+  return text.split(",").map((item) => {
+    const m = /^(\d+)x(\d+)$/.exec(item.trim());
+    if (!m || Number(m[1]) < 1 || Number(m[2]) < minContext) {
+      throw new UsageError(
+        `--${flag}: got ${JSON.stringify(item)}; allowed: BxL with positive integers` +
+          `${minContext > 1 ? ` (context >= ${minContext})` : ""}, e.g. 4x32768`,
+      );
+    }
+    return [Number(m[1]), Number(m[2])];
+  });
+}
+
 /** One of a fixed set of words. */
 export function choiceFlag<T extends string>(flag: string, text: string, allowed: readonly T[]): T {
   if (!allowed.includes(text as T)) {

@@ -464,7 +464,7 @@ export class OffloadPlan implements Disposable {
         B,
         spec.numKvHeads,
         spec.headDim,
-        cache.maxPagesPerSeq * spec.pageSize,
+        cache.pages.maxTokensPerSeq,
       );
       for (const h of host) {
         this.#rowCaches.push(
@@ -698,9 +698,9 @@ export class OffloadPlan implements Disposable {
     this.#startPrefetch(layer + 1, stream);
     // The row cache's fill (device copies only) after the prefetch is issued, so the next
     // layer's transfer does not wait for it; the next step's gathers of this layer follow it.
-    if (signature !== "dense" && !(this.predicts(layer) && this.options.skipMissed)) {
-      this.#fillRowCache(layer);
-    }
+    // (Every non-dense step ran the exact gather that bids: checkOffloadOptions refuses a row
+    // cache with skipMissed.)
+    if (signature !== "dense") this.#fillRowCache(layer);
   }
 
   /** fill_row_cache of `layer`: the rows its exact gather staged that won their slot. */

@@ -29,7 +29,7 @@
  *             against the dense on-GPU decoder: equal logits.
  * Prints one line per case and a summary line; returns the failures.
  */
-import { type Cuda, cuda as openCuda } from "../../src/cuda/driver.ts";
+import { type Cuda, cuda as openCuda, type Stream } from "../../src/cuda/driver.ts";
 import { intFlag, openCommand } from "../../src/cli/front_door.ts";
 import { type AttentionInput, defineAttention } from "../../src/dsl/spec.ts";
 import { GpuDecoder, type RandomModel } from "../../src/decoding/gpu_decoder.ts";
@@ -373,6 +373,46 @@ function fmtRecall(r: number): string {
   return Number.isNaN(r) ? "-" : `${(100 * r).toFixed(0)}%`;
 }
 
+/** A buffer the checks read back (device memory or mapped host memory). */
+interface Readable {
+  readonly bytes: number;
+  download(dst: ArrayBufferView, stream: Stream): void;
+}
+/** A buffer's contents as 16-bit words (K/V elements), waiting for `stream`. */
+function u16s(buf: Readable, stream: Stream): Uint16Array {
+  const out = new Uint16Array(buf.bytes / 2);
+  buf.download(out, stream);
+  return out;
+}
+/** A buffer's contents as 32-bit integers (tokens, counts, tags). */
+function i32s(buf: Readable, stream: Stream): Int32Array {
+  const out = new Int32Array(buf.bytes / 4);
+  buf.download(out, stream);
+  return out;
+}
+
+/**
+ * `layer`'s host K and V pools, read once, and a test that the headDim elements of k and v at
+ * `at` are token t's rows (sequence b, kv head h) there, through the block tables.
+ */
+function hostRowCheck(
+  dec: GpuDecoder,
+  layer: number,
+): (k: Uint16Array, v: Uint16Array, at: number, b: number, h: number, t: number) => boolean {
+  const spec = dec.spec, d = spec.headDim, pools = dec.cache.layers[layer];
+  const tables = dec.cache.pages.blockTables, maxPages = dec.cache.maxPagesPerSeq;
+  const hk = u16s(pools.k, dec.stream);
+  const hv = u16s(pools.v, dec.stream);
+  return (k, v, at, b, h, t) => {
+    const page = tables[b * maxPages + Math.floor(t / spec.pageSize)];
+    const src = kvRowOffset(spec, page, h, t % spec.pageSize);
+    for (let e = 0; e < d; e++) {
+      if (k[at + e] !== hk[src + e] || v[at + e] !== hv[src + e]) return false;
+    }
+    return true;
+  };
+}
+
 /**
  * The last step's staging of the offloaded sparse layers (each one's with reuse; the shared one,
  * the last layer's, without), row by row, against the host pools:
@@ -382,26 +422,18 @@ function fmtRecall(r: number): string {
 function checkStaging(dec: GpuDecoder, batch: number): string[] {
   const failures: string[] = [];
   const spec = dec.spec, plan = dec.plan, SH = spec.numSelectionHeads, d = spec.headDim;
-  const tables = dec.cache.pages.blockTables, maxPages = dec.cache.maxPagesPerSeq;
   const offloaded = dec.cache.layers.flatMap((layer, l) =>
     layer.placement === "host" && !spec.denseLayers.includes(l) ? [l] : []
   );
   // Without reuse the layers share one staging: it holds the last offloaded layer's rows.
   const checked = dec.offload!.options.reuse ? offloaded : offloaded.slice(-1);
-  dec.cache.layers.forEach((layer, l) => {
-    if (!checked.includes(l)) return;
+  for (const l of checked) {
     const st = dec.offload!.lastStaging(l);
-    const read = <T extends Uint16Array | Int32Array>(
-      buf: { download(x: T, s: typeof dec.stream): void },
-      out: T,
-    ) => (buf.download(out, dec.stream), out);
-    const k = read(st.k, new Uint16Array(st.k.bytes / 2));
-    const v = read(st.v, new Uint16Array(st.v.bytes / 2));
-    const idx = read(st.idx, new Int32Array(st.idx.bytes / 4));
-    const count = read(st.count, new Int32Array(batch));
-    const hk = new Uint16Array(layer.k.bytes / 2), hv = new Uint16Array(layer.v.bytes / 2);
-    layer.k.download(hk, dec.stream);
-    layer.v.download(hv, dec.stream);
+    const k = u16s(st.k, dec.stream);
+    const v = u16s(st.v, dec.stream);
+    const idx = i32s(st.idx, dec.stream);
+    const count = i32s(st.count, dec.stream);
+    const isHostRow = hostRowCheck(dec, l);
     for (let b = 0; b < batch; b++) {
       const sparse = plan.routes[b] === "sparse";
       if (count[b] !== (sparse ? plan.budgets[b] : 0)) {
@@ -419,51 +451,34 @@ function checkStaging(dec: GpuDecoder, batch: number): string[] {
           continue;
         }
         const kvHead = spec.selection === "group" ? h : Math.floor(h / spec.groupSize);
-        let bad = 0;
-        list.forEach((t, i) => {
-          const page = tables[b * maxPages + Math.floor(t / spec.pageSize)];
-          const src = kvRowOffset(spec, page, kvHead, t % spec.pageSize);
-          const dst = (row0 + i) * d;
-          for (let e = 0; e < d; e++) {
-            if (k[dst + e] !== hk[src + e] || v[dst + e] !== hv[src + e]) {
-              bad++;
-              break;
-            }
-          }
-        });
+        const bad = list.filter((t, i) => !isHostRow(k, v, (row0 + i) * d, b, kvHead, t)).length;
         if (bad) {
           failures.push(`layer ${l} seq ${b} head ${h}: ${bad} staged rows differ from host`);
         }
       }
     }
-  });
+  }
   return failures;
 }
 
 /**
  * Every filled slot of every row cache against the host pools: its tag a token of the sequence
  * that maps to that slot (token % slots), its K and V rows bit-equal to the token's rows in host
- * memory. Returns the failures; at least one slot must be filled.
+ * memory; and no claim left behind. Returns the failures; at least one slot must be filled.
  */
 function checkRowCache(dec: GpuDecoder, batch: number): string[] {
   const failures: string[] = [];
-  const spec = dec.spec, d = spec.headDim, Hkv = spec.numKvHeads;
-  const tables = dec.cache.pages.blockTables, maxPages = dec.cache.maxPagesPerSeq;
+  const d = dec.spec.headDim, Hkv = dec.spec.numKvHeads;
   let filled = 0;
-  dec.cache.layers.forEach((layer, l) => {
+  dec.cache.layers.forEach((_, l) => {
     const rc = dec.offload!.rowCache(l);
     if (!rc) return;
     const slots = rc.slots;
-    const tags = new Int32Array(rc.tags.bytes / 4);
-    rc.tags.download(tags, dec.stream);
-    const claims = new Int32Array(rc.claims.bytes / 4);
-    rc.claims.download(claims, dec.stream);
-    const k = new Uint16Array(rc.k.bytes / 2), v = new Uint16Array(rc.v.bytes / 2);
-    rc.k.download(k, dec.stream);
-    rc.v.download(v, dec.stream);
-    const hk = new Uint16Array(layer.k.bytes / 2), hv = new Uint16Array(layer.v.bytes / 2);
-    layer.k.download(hk, dec.stream);
-    layer.v.download(hv, dec.stream);
+    const tags = i32s(rc.tags, dec.stream);
+    const claims = i32s(rc.claims, dec.stream);
+    const k = u16s(rc.k, dec.stream);
+    const v = u16s(rc.v, dec.stream);
+    const isHostRow = hostRowCheck(dec, l);
     const unclaimed = claims.filter((x) => x !== -1).length;
     if (unclaimed) failures.push(`layer ${l}: ${unclaimed} row-cache claims left after the step`);
     let bad = 0, misplaced = 0;
@@ -474,18 +489,8 @@ function checkRowCache(dec: GpuDecoder, batch: number): string[] {
           const at = (b * Hkv + h) * slots + slot, t = tags[at];
           if (t === -1) continue;
           filled++;
-          if (t < 0 || t >= len || t % slots !== slot) {
-            misplaced++;
-            continue;
-          }
-          const page = tables[b * maxPages + Math.floor(t / spec.pageSize)];
-          const src = kvRowOffset(spec, page, h, t % spec.pageSize);
-          for (let e = 0; e < d; e++) {
-            if (k[at * d + e] !== hk[src + e] || v[at * d + e] !== hv[src + e]) {
-              bad++;
-              break;
-            }
-          }
+          if (t < 0 || t >= len || t % slots !== slot) misplaced++;
+          else if (!isHostRow(k, v, at * d, b, h, t)) bad++;
         }
       }
     }
