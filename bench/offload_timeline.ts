@@ -10,7 +10,10 @@
  * layer's own or ran after it.
  *
  *   deno run -A bench/offload_timeline.ts [--batch 1] [--context 65536] [--layers 4]
- *                                         [--row-cache-share S]
+ *                                         [--row-cache-share S] [--prefetch-fraction F]
+ *
+ * `--prefetch-fraction F` makes the prediction prefetch only the top F of each budget
+ * (OffloadOptions.prefetchFraction; default 1, the whole budget).
  *
  * `--row-cache-share S` adds plain offload with a row cache of S x the K/V bytes, timed after 32
  * warm-up steps that fill it (its fill kernel falls in the "rest" column).
@@ -43,8 +46,9 @@ import { medianWallMs } from "../src/runtime/timing.ts";
 const { values: args } = openCommand({
   name: "offload_timeline",
   usage:
-    `deno run -A bench/offload_timeline.ts [--batch 1] [--context 65536] [--layers 4] [--row-cache-share S]`,
+    `deno run -A bench/offload_timeline.ts [--batch 1] [--context 65536] [--layers 4] [--row-cache-share S] [--prefetch-fraction F]`,
   options: {
+    "prefetch-fraction": { type: "string" },
     "row-cache-share": { type: "string" },
     batch: { type: "string", default: "1" },
     context: { type: "string", default: "65536" },
@@ -57,6 +61,7 @@ const shown = intFlag("layers", args.layers, { min: 0, max: C.numLayers });
 const cuda = requireGpu("bench/offload_timeline.ts");
 using util = new UtilKernels(cuda, "fp16");
 const share = numberFlag("row-cache-share", args["row-cache-share"], { min: 0, max: 1 }) ?? 0;
+const fraction = numberFlag("prefetch-fraction", args["prefetch-fraction"], { min: 0.01, max: 1 });
 /** Warm-up steps of the row-cache method (its cache fills from each step's selection). */
 const ROW_CACHE_WARMUP = 32;
 const maxContext = L + 64 + ROW_CACHE_WARMUP;
@@ -67,7 +72,10 @@ console.log(`${cuda.info.name}: Llama-3-8B shape, batch ${batch}, context ${L}, 
 
 const methods: [string, OffloadOptions][] = [
   ["offload", { mode: "selected" }],
-  ["offload + prediction", { mode: "selected", prediction: true }],
+  [
+    fraction === undefined ? "offload + prediction" : `offload + prediction, prefetch ${fraction}`,
+    { mode: "selected", prediction: true, prefetchFraction: fraction },
+  ],
   ...(share > 0
     ? [[`offload + row cache ${share} of K/V`, {
       mode: "selected",

@@ -584,7 +584,7 @@ export class OffloadPlan implements Disposable {
    * sequence is routed dense.
    *
    * When the previous layer is offloaded too, the prefetch's gather is issued only once that
-   * layer's own gather and attention are (attention() calls #startPrefetch): both gathers read
+   * layer's own gather is (attention() calls #startPrefetch): both gathers read
    * over PCIe, and the previous layer's (the rows its prediction missed) is on the critical path
    * while the prefetch has the rest of the layer to finish. Run side by side they split the bus
    * and the layer waits for both (bench/offload_timeline.ts: B=1 64K, a missed-row gather of a
@@ -686,15 +686,21 @@ export class OffloadPlan implements Disposable {
         }
         const staged = this.gather(layer, this.options.reuse ?? false, prefetch, true);
         mark("gathered");
+        // The next layer's prefetch as soon as this layer's rows are in: the bus then has no gap
+        // for this layer's attention and merge (~20 us a layer at B=1 128K). With the gather's
+        // block cap the attention beside it keeps its speed; uncapped, it ran ~20x slower
+        // (bench/offload_timeline.ts). Measured: docs/perf-notes.md, "The prefetch right after
+        // the gather".
+        this.#startPrefetch(layer + 1, stream);
         plan.sparse(layer, q, staged);
       }
     }
     if (signature !== "sparse") plan.dense(layer, q, dense);
     plan.merge(out, dense, lseOut);
     mark("end");
-    // After this layer's own gather and attention, so the prefetch runs beside the output
-    // projection and MLP: issued earlier, the sparse attention beside it ran ~20x slower
-    // (bench/offload_timeline.ts; the GEMMs lose less, ~5 ms a step at B=1 64K: perf-notes).
+    // Where the exact gather above did not run (dense routes, skipMissed), after the attention,
+    // so the prefetch runs beside the output projection and MLP (the GEMMs lose ~5 ms a step
+    // beside host reads at B=1 64K: perf-notes). A no-op when already issued.
     this.#startPrefetch(layer + 1, stream);
     // The row cache's fill (device copies only) after the prefetch is issued, so the next
     // layer's transfer does not wait for it; the next step's gathers of this layer follow it.
