@@ -11,6 +11,12 @@
  *
  *   deno run -A bench/offload_timeline.ts [--batch 1] [--context 65536] [--layers 4]
  *                                         [--row-cache-share S] [--prefetch-fraction F]
+ *                                         [--graph]
+ *
+ * `--graph` records the marks inside the captured step graph (OffloadPlan.graphKey keeps such
+ * graphs apart) and reads them from a replay, so the split carries no host launch cost: an eager
+ * step with prediction ran 6 ms longer than its graph at B=1 64K (docs/perf-notes.md, "What a
+ * host-memory gather costs the kernels beside it").
  *
  * `--prefetch-fraction F` makes the prediction prefetch only the top F of each budget
  * (OffloadOptions.prefetchFraction; default 1, the whole budget).
@@ -46,9 +52,10 @@ import { medianWallMs } from "../src/runtime/timing.ts";
 const { values: args } = openCommand({
   name: "offload_timeline",
   usage:
-    `deno run -A bench/offload_timeline.ts [--batch 1] [--context 65536] [--layers 4] [--row-cache-share S] [--prefetch-fraction F]`,
+    `deno run -A bench/offload_timeline.ts [--batch 1] [--context 65536] [--layers 4] [--row-cache-share S] [--prefetch-fraction F] [--graph]`,
   options: {
     "prefetch-fraction": { type: "string" },
+    graph: { type: "boolean", default: false },
     "row-cache-share": { type: "string" },
     batch: { type: "string", default: "1" },
     context: { type: "string", default: "65536" },
@@ -58,10 +65,11 @@ const { values: args } = openCommand({
 const batch = intFlag("batch", args.batch, { min: 1, max: 16 });
 const L = intFlag("context", args.context, { min: 1024 });
 const shown = intFlag("layers", args.layers, { min: 0, max: C.numLayers });
+const share = numberFlag("row-cache-share", args["row-cache-share"], { min: 0, max: 1 }) ?? 0;
+const eager = !args.graph;
+const fraction = numberFlag("prefetch-fraction", args["prefetch-fraction"], { min: 0.01, max: 1 });
 const cuda = requireGpu("bench/offload_timeline.ts");
 using util = new UtilKernels(cuda, "fp16");
-const share = numberFlag("row-cache-share", args["row-cache-share"], { min: 0, max: 1 }) ?? 0;
-const fraction = numberFlag("prefetch-fraction", args["prefetch-fraction"], { min: 0.01, max: 1 });
 /** Warm-up steps of the row-cache method (its cache fills from each step's selection). */
 const ROW_CACHE_WARMUP = 32;
 const maxContext = L + 64 + ROW_CACHE_WARMUP;
@@ -112,18 +120,23 @@ for (const [method, offload] of methods) {
     5,
     2,
   );
-  using timeline = new StepTimeline(cuda);
+  using timeline = new StepTimeline(cuda, !eager);
   dec.offload!.timeline = timeline;
   const t0 = performance.now();
-  next = Array.from(dec.stepChoose(next, {}, false));
-  const eagerMs = performance.now() - t0;
+  next = Array.from(dec.stepChoose(next, {}, !eager));
+  const stepMs = performance.now() - t0;
+  if (!eager) {
+    // The first marked step of each staging parity captured its graph; this one only replays.
+    next = Array.from(dec.stepChoose(next));
+    next = Array.from(dec.stepChoose(next));
+  }
   dec.offload!.timeline = null;
   const marks = timeline.read();
   const times = offloadLayerTimes(marks);
   console.log(
-    `\n${method}: graph step ${graphMs.toFixed(2)} ms (median of 5), eager step ${
-      eagerMs.toFixed(2)
-    } ms, marks span ${marks.at(-1)!.ms.toFixed(2)} ms`,
+    `\n${method}: graph step ${graphMs.toFixed(2)} ms (median of 5), ${
+      eager ? `eager step ${stepMs.toFixed(2)} ms, ` : "marks from a replayed graph, "
+    }marks span ${marks.at(-1)!.ms.toFixed(2)} ms`,
   );
   const cells = (f: (c: Column) => string) => COLUMNS.map(f);
   console.log(formatTextTable(["layer", ...cells(([name]) => `${name} µs`)], [

@@ -119,6 +119,16 @@ Deno.test("cli: malformed values say what is allowed, exit 2 (--temperature -1, 
       `pcie_gather_probe: --gib: got "0"; allowed: an integer >= 1`,
     ],
     [
+      "bench/pcie_load_probe.ts",
+      ["--gib", "0"],
+      `pcie_load_probe: --gib: got "0"; allowed: an integer >= 1`,
+    ],
+    [
+      "bench/offload_timeline.ts",
+      ["--prefetch-fraction", "0"],
+      `offload_timeline: --prefetch-fraction: got "0"; allowed: a number >= 0.01 and <= 1`,
+    ],
+    [
       "src/cli/calibrate.ts",
       ["--windows", "0"],
       `calibrate: --windows: got "0"; allowed: an integer >= 1`,

@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { offloadLayerTimes, type TimelineMark } from "../src/runtime/step_timeline.ts";
+import {
+  offloadLayerTimes,
+  StepTimeline,
+  type TimelineMark,
+} from "../src/runtime/step_timeline.ts";
+import type { Event, Stream } from "../src/cuda/driver.ts";
 
 const marks = (list: [string, number, number][]): TimelineMark[] =>
   list.map(([name, layer, ms]) => ({ name, layer, ms }));
@@ -38,4 +43,29 @@ Deno.test("offloadLayerTimes: main-stream stages, the stall and the side stream'
   assert.deepEqual(t[1].sideTopKMs, 1);
   assert.deepEqual(t[1].sideGatherMs, 3.5);
   assert.deepEqual(t[1].betweenMs, null);
+});
+
+Deno.test("StepTimeline: marks go into a captured graph as event record nodes only with inCapture", () => {
+  for (const inCapture of [false, true]) {
+    const calls: string[] = [];
+    let made = 0;
+    const fakeEvents = {
+      event(timing: boolean) {
+        assert.equal(timing, true, "timeline events must time");
+        made++;
+        return {
+          record: () => calls.push("record"),
+          recordInCapture: () => calls.push("recordInCapture"),
+          dispose: () => {},
+        } as unknown as Event;
+      },
+    };
+    const timeline = new StepTimeline(fakeEvents, inCapture);
+    const stream = {} as Stream;
+    timeline.mark("attn", 0, stream);
+    timeline.mark("end", 0, stream);
+    timeline.mark("attn", 0, stream); // the same (name, layer) reuses its event
+    assert.equal(made, 2);
+    assert.deepEqual(calls, Array(3).fill(inCapture ? "recordInCapture" : "record"));
+  }
 });

@@ -134,6 +134,8 @@ const symbols = {
   cuEventDestroy_v2: { parameters: ["pointer"], result: "i32" },
   // CUresult cuEventRecord(CUevent hEvent, CUstream hStream)
   cuEventRecord: { parameters: ["pointer", "pointer"], result: "i32" },
+  // CUresult cuEventRecordWithFlags(CUevent hEvent, CUstream hStream, unsigned int flags) (11.1+)
+  cuEventRecordWithFlags: { parameters: ["pointer", "pointer", "u32"], result: "i32" },
   // CUresult cuEventSynchronize(CUevent hEvent)
   cuEventSynchronize: { parameters: ["pointer"], result: "i32" },
   // CUresult cuEventElapsedTime_v2(float* pMilliseconds, CUevent hStart, CUevent hEnd) (12.8+)
@@ -929,6 +931,19 @@ export class Event extends Handle {
 
   record(stream: Stream): void {
     this.driver.check("cuEventRecord", this.driver.sym.cuEventRecord(this.handle, stream.handle));
+  }
+
+  /**
+   * Records this event into the graph `stream` is capturing, as an event record node
+   * (CU_EVENT_RECORD_EXTERNAL): every replay then records it, so a timing event marks a point of
+   * the replayed graph. A plain record() during capture only orders streams inside the graph.
+   * The driver refuses it outside a capture.
+   */
+  recordInCapture(stream: Stream): void {
+    this.driver.check(
+      "cuEventRecordWithFlags(CU_EVENT_RECORD_EXTERNAL)",
+      this.driver.sym.cuEventRecordWithFlags(this.handle, stream.handle, 1),
+    );
   }
 
   synchronize(): void {

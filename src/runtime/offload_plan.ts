@@ -493,7 +493,8 @@ export class OffloadPlan implements Disposable {
 
   /** A key part for captured graphs: steps of different parity write different stagings. */
   get graphKey(): string {
-    return this.options.reuse ? `p${this.#parity}` : "";
+    // A step captured with timeline marks records them on every replay; one without, never.
+    return `${this.options.reuse ? `p${this.#parity}` : ""}${this.timeline ? "|marks" : ""}`;
   }
 
   /**
@@ -699,8 +700,7 @@ export class OffloadPlan implements Disposable {
     plan.merge(out, dense, lseOut);
     mark("end");
     // Where the exact gather above did not run (dense routes, skipMissed), after the attention,
-    // so the prefetch runs beside the output projection and MLP (the GEMMs lose ~5 ms a step
-    // beside host reads at B=1 64K: perf-notes). A no-op when already issued.
+    // so the prefetch runs beside the output projection and MLP. A no-op when already issued.
     this.#startPrefetch(layer + 1, stream);
     // The row cache's fill (device copies only) after the prefetch is issued, so the next
     // layer's transfer does not wait for it; the next step's gathers of this layer follow it.

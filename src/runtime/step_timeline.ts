@@ -4,11 +4,19 @@
  * two streams overlapped and where one waited for the other, which a step's total time cannot
  * (the offload prediction's side stream against the layer's own work, bench/offload_timeline.ts).
  *
- * Marks are recorded while a step is recorded eagerly (not inside a graph capture: a capture
- * would turn them into graph nodes, and the step is then replayed, not recorded). Events are made
- * on first use of a (name, layer) pair and reused by later steps; `clear()` forgets the readings.
+ * Marks are recorded either while a step is recorded eagerly, or (`inCapture`) while its graph is
+ * captured, as event record nodes that every replay records again; then read after a replay. An
+ * eager step pays the host's launch cost between marks, which distorts the split wherever the
+ * host is slower than the GPU (6 ms a step at B=1 64K with prediction: docs/perf-notes.md, "What
+ * a host-memory gather costs the kernels beside it"). Events are made on first use of a
+ * (name, layer) pair and reused by later steps; `clear()` forgets the readings.
  */
-import type { Cuda, Event, Stream } from "../cuda/driver.ts";
+import type { Event, Stream } from "../cuda/driver.ts";
+
+/** What the timeline needs of the driver: timing events (a fake in the CPU tests). */
+export interface TimelineEvents {
+  event(timing: boolean): Event;
+}
 
 /** One mark of the last recorded step. */
 export interface TimelineMark {
@@ -23,7 +31,11 @@ export class StepTimeline implements Disposable {
   /** The marks of the step being recorded, in recording order. */
   #order: { name: string; layer: number; event: Event }[] = [];
 
-  constructor(readonly cuda: Cuda) {}
+  /**
+   * `inCapture`: the marks are recorded while a step graph is captured, as event record nodes
+   * (Event.recordInCapture), and read after a replay of it.
+   */
+  constructor(readonly cuda: TimelineEvents, readonly inCapture = false) {}
 
   /** Records mark `name` of `layer` on `stream` (after the work recorded on it so far). */
   mark(name: string, layer: number, stream: Stream): void {
@@ -33,7 +45,8 @@ export class StepTimeline implements Disposable {
       event = this.cuda.event(true);
       this.#events.set(key, event);
     }
-    event.record(stream);
+    if (this.inCapture) event.recordInCapture(stream);
+    else event.record(stream);
     this.#order.push({ name, layer, event });
   }
 
