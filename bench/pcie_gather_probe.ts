@@ -17,6 +17,7 @@ import { intFlag, openCommand } from "../src/cli/front_door.ts";
 import { requireGpu } from "../src/runtime/device.ts";
 import { sharedCompiler } from "../src/runtime/variant.ts";
 import { medianEventMs } from "../src/runtime/timing.ts";
+import { PROBE_HEADS, probeRows, ROW_BYTES } from "./pcie_rows.ts";
 
 const { values: args } = openCommand({
   name: "pcie_gather_probe",
@@ -26,7 +27,7 @@ const { values: args } = openCommand({
 });
 const gib = intFlag("gib", args.gib, { min: 1 });
 const cuda = requireGpu("bench/pcie_gather_probe.ts");
-const ROW = 256, HEADS = 8, PAGE = 16, THREADS = 256, UNROLL = 8;
+const ROW = ROW_BYTES, HEADS = PROBE_HEADS, THREADS = 256, UNROLL = 8;
 const CHUNKS = ROW / 16, ROWS_PER_BLOCK = (THREADS / CHUNKS) * UNROLL;
 
 const source = `
@@ -75,30 +76,10 @@ const slot = fn.slot(7, [THREADS, 1, 1], 0, stream);
 
 const hostBytes = gib * 2 ** 30;
 using host = cuda.allocHostMapped(hostBytes);
-const totalRows = hostBytes / ROW;
-const tokensPerHead = totalRows / HEADS;
-// Physical row of (head, token) in a K-pool-like layout: [page][head][slot].
-const rowOf = (h: number, t: number) => (Math.floor(t / PAGE) * HEADS + h) * PAGE + (t % PAGE);
-
-// Each head selects 1/16 of its tokens at random, sorted (what sort_selection leaves).
-let seed = 12345;
-const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
-const perList = Math.floor(tokensPerHead / 16);
-const lists: Int32Array[] = [];
-for (let h = 0; h < HEADS; h++) {
-  const picked = new Set<number>();
-  while (picked.size < perList) picked.add(Math.floor(rand() * tokensPerHead));
-  lists.push(Int32Array.from([...picked].sort((a, b) => a - b).map((t) => rowOf(h, t))));
-}
+const { perList, rows: perListRows, shuffled } = probeRows(hostBytes);
 const n = perList * HEADS;
-const perListRows = new Int32Array(n);
-lists.forEach((l, h) => perListRows.set(l, h * perList));
 const byAddress = perListRows.slice().sort();
-const random = byAddress.slice();
-for (let i = n - 1; i > 0; i--) {
-  const j = Math.floor(rand() * (i + 1));
-  [random[i], random[j]] = [random[j], random[i]];
-}
+const random = shuffled(byAddress);
 using rowsBuf = cuda.alloc(n * 4);
 using out = cuda.alloc(n * ROW);
 const bytes = n * ROW;

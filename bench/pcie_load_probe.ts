@@ -21,6 +21,7 @@ import { intFlag, openCommand } from "../src/cli/front_door.ts";
 import { requireGpu } from "../src/runtime/device.ts";
 import { sharedCompiler } from "../src/runtime/variant.ts";
 import { medianEventMs } from "../src/runtime/timing.ts";
+import { PROBE_HEADS, probeRows, ROW_BYTES } from "./pcie_rows.ts";
 
 const { values: args } = openCommand({
   name: "pcie_load_probe",
@@ -30,7 +31,7 @@ const { values: args } = openCommand({
 });
 const gib = intFlag("gib", args.gib, { min: 1 });
 const cuda = requireGpu("bench/pcie_load_probe.ts");
-const ROW = 256, HEADS = 8, PAGE = 16, THREADS = 256, UNROLL = 8;
+const ROW = ROW_BYTES, HEADS = PROBE_HEADS, THREADS = 256, UNROLL = 8;
 const CHUNKS = ROW / 16, ROWS_PER_ROUND = (THREADS / CHUNKS) * UNROLL;
 
 const FORMS: Record<string, string> = {
@@ -185,17 +186,7 @@ using gatherStream = cuda.stream();
 using readStream = cuda.stream();
 const hostBytes = gib * 2 ** 30;
 using host = cuda.allocHostMapped(hostBytes);
-const tokensPerHead = hostBytes / ROW / HEADS;
-const rowOf = (h: number, t: number) => (Math.floor(t / PAGE) * HEADS + h) * PAGE + (t % PAGE);
-let seed = 12345;
-const rand = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
-const perList = Math.floor(tokensPerHead / 16);
-const rows = new Int32Array(perList * HEADS);
-for (let h = 0; h < HEADS; h++) {
-  const picked = new Set<number>();
-  while (picked.size < perList) picked.add(Math.floor(rand() * tokensPerHead));
-  rows.set([...picked].sort((a, b) => a - b).map((t) => rowOf(h, t)), h * perList);
-}
+const { perList, rows } = probeRows(hostBytes);
 using rowsBuf = cuda.alloc(rows.byteLength);
 rowsBuf.upload(rows, gatherStream);
 gatherStream.synchronize();
