@@ -126,7 +126,8 @@ for (const [method, offload] of methods) {
   next = Array.from(dec.stepChoose(next, {}, !eager));
   const stepMs = performance.now() - t0;
   if (!eager) {
-    // The first marked step of each staging parity captured its graph; this one only replays.
+    // The first marked step of each staging parity (one parity without reuse, two with it)
+    // captures its graph; after two more steps the last one has replayed a captured graph.
     next = Array.from(dec.stepChoose(next));
     next = Array.from(dec.stepChoose(next));
   }

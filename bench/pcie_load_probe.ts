@@ -5,7 +5,7 @@
  * it"). Rows as in bench/pcie_gather_probe.ts: head-fastest sorted lists, 1/16 of each head's
  * tokens, 512 MiB per gather from an 8 GiB pool.
  *  - device streams (a read-only sum over 4 GiB, standing in for a decode GEMM's weight reads):
- *    a static grid at full occupancy, a static grid at three quarters, and a dynamically
+ *    static grids of 8 (full occupancy), 6 and 2 blocks of 256 threads an SM, and a dynamically
  *    scheduled one (blocks take 64 KiB chunks from a counter);
  *  - transfers beside them: the SM gather (the offload gather's load form) at the offload cap (a
  *    quarter of the SMs) and at 8 blocks, a TMA gather (cp.async.bulk of each row into shared
@@ -241,107 +241,105 @@ function beside(read: Read, other: () => void): { otherMs: number; readMs: numbe
 }
 
 // Forms of the SM gather's host load, each alone and beside the dynamically scheduled stream.
+// The stack unloads every module, also those loaded before a later compile fails.
+using loaded = new DisposableStack();
 const modules = Object.entries(FORMS).map(([name, load]) => {
   const compiled = compiler.compile({
     source: source(load),
     programName: "pcie_load_probe.cu",
     arch: cuda.info.arch,
   });
-  return { name, module: cuda.loadModule(compiled.cubin!, "pcie_load_probe") };
+  return { name, module: loaded.use(cuda.loadModule(compiled.cubin!, "pcie_load_probe")) };
 });
-try {
-  const main = modules[0].module;
-  const gatherOf = (module: typeof main, fn: string, threads: number) => {
-    const slot = module.function(fn).slot(5, [threads, 1, 1], 0, gatherStream);
-    slot.args.setBigUint64(0, host.ptr, true);
-    slot.args.setBigUint64(8, rowsBuf.ptr, true);
-    slot.args.setInt32(16, HEADS, true);
-    slot.args.setInt32(24, perList, true);
-    slot.args.setBigUint64(32, out.ptr, true);
-    return slot;
-  };
-  const readSlot = main.function("stream_read").slot(3, [256, 1, 1], 0, readStream);
-  readSlot.args.setBigUint64(0, readBuf.ptr, true);
-  readSlot.args.setBigUint64(8, BigInt(READ_BYTES / 16), true);
-  readSlot.args.setBigUint64(16, readOut.ptr, true);
-  const dynSlot = main.function("stream_read_dynamic").slot(4, [256, 1, 1], 0, readStream);
-  dynSlot.args.setBigUint64(0, readBuf.ptr, true);
-  dynSlot.args.setUint32(8, READ_BYTES / 65536, true);
-  dynSlot.args.setBigUint64(16, counter.ptr, true);
-  dynSlot.args.setBigUint64(24, readOut.ptr, true);
-  // Device streams: static grids at full occupancy (8 blocks of 256 threads an SM: a gather block
-  // then displaces one of them into a second wave) and at three quarters (6 an SM: a gather block
-  // fits beside them, so only sharing the SM slows them), and the dynamically scheduled one.
-  const streams: [string, Read][] = [
-    ["static, 8 blocks/SM", () => readSlot.launch([sms * 8, 1, 1])],
-    ["static, 6 blocks/SM", () => readSlot.launch([sms * 6, 1, 1])],
-    ["static, 2 blocks/SM", () => readSlot.launch([sms * 2, 1, 1])],
-    ["dynamic, 8 blocks/SM", () => {
-      counter.fill8(0, readStream);
-      dynSlot.launch([sms * 8, 1, 1]);
-    }],
-  ];
-  const alone = streams.map(([, read]) => medianEventMs(cuda, readStream, read, 7, 2));
-  console.log(
-    `device stream alone: ${
-      streams.map(([n], i) => `${n} ${gbps(READ_BYTES, alone[i])} GB/s`).join(", ")
-    }`,
-  );
+const main = modules[0].module;
+const gatherOf = (module: typeof main, fn: string, threads: number) => {
+  const slot = module.function(fn).slot(5, [threads, 1, 1], 0, gatherStream);
+  slot.args.setBigUint64(0, host.ptr, true);
+  slot.args.setBigUint64(8, rowsBuf.ptr, true);
+  slot.args.setInt32(16, HEADS, true);
+  slot.args.setInt32(24, perList, true);
+  slot.args.setBigUint64(32, out.ptr, true);
+  return slot;
+};
+const readSlot = main.function("stream_read").slot(3, [256, 1, 1], 0, readStream);
+readSlot.args.setBigUint64(0, readBuf.ptr, true);
+readSlot.args.setBigUint64(8, BigInt(READ_BYTES / 16), true);
+readSlot.args.setBigUint64(16, readOut.ptr, true);
+const dynSlot = main.function("stream_read_dynamic").slot(4, [256, 1, 1], 0, readStream);
+dynSlot.args.setBigUint64(0, readBuf.ptr, true);
+dynSlot.args.setUint32(8, READ_BYTES / 65536, true);
+dynSlot.args.setBigUint64(16, counter.ptr, true);
+dynSlot.args.setBigUint64(24, readOut.ptr, true);
+// Device streams: static grids at full occupancy (8 blocks of 256 threads an SM: a gather block
+// then displaces one of them into a second wave) and at three quarters (6 an SM: a gather block
+// fits beside them, so only sharing the SM slows them), and the dynamically scheduled one.
+const streams: [string, Read][] = [
+  ["static, 8 blocks/SM", () => readSlot.launch([sms * 8, 1, 1])],
+  ["static, 6 blocks/SM", () => readSlot.launch([sms * 6, 1, 1])],
+  ["static, 2 blocks/SM", () => readSlot.launch([sms * 2, 1, 1])],
+  ["dynamic, 8 blocks/SM", () => {
+    counter.fill8(0, readStream);
+    dynSlot.launch([sms * 8, 1, 1]);
+  }],
+];
+const alone = streams.map(([, read]) => medianEventMs(cuda, readStream, read, 7, 2));
+console.log(
+  `device stream alone: ${
+    streams.map(([n], i) => `${n} ${gbps(READ_BYTES, alone[i])} GB/s`).join(", ")
+  }`,
+);
 
-  // Transfers: the SM gather (the offload gather's load form) at the offload cap and at 8 blocks,
-  // the TMA gather at the cap, and a copy-engine copy of the same bytes.
-  const lsu = gatherOf(main, "gather", THREADS);
-  const tma = gatherOf(main, "gather_tma", 64);
-  const fill = main.function("fill_pattern").slot(2, [256, 1, 1], 0, gatherStream);
-  fill.args.setBigUint64(0, host.ptr, true);
-  fill.args.setBigUint64(8, BigInt(hostBytes / 4), true);
-  fill.launch([sms * 8, 1, 1]);
-  const CHECK = 64 * 2 ** 20;
-  const expected = new Uint8Array(CHECK), got = new Uint8Array(CHECK);
-  lsu.launch([cap, 1, 1]);
-  out.download(expected, gatherStream);
-  out.fill8(0, gatherStream);
-  tma.launch([cap, 1, 1]);
-  out.download(got, gatherStream);
-  let bad = 0;
-  for (let i = 0; i < CHECK; i++) if (got[i] !== expected[i]) bad++;
+// Transfers: the SM gather (the offload gather's load form) at the offload cap and at 8 blocks,
+// the TMA gather at the cap, and a copy-engine copy of the same bytes.
+const lsu = gatherOf(main, "gather", THREADS);
+const tma = gatherOf(main, "gather_tma", 64);
+const fill = main.function("fill_pattern").slot(2, [256, 1, 1], 0, gatherStream);
+fill.args.setBigUint64(0, host.ptr, true);
+fill.args.setBigUint64(8, BigInt(hostBytes / 4), true);
+fill.launch([sms * 8, 1, 1]);
+const CHECK = 64 * 2 ** 20;
+const expected = new Uint8Array(CHECK), got = new Uint8Array(CHECK);
+lsu.launch([cap, 1, 1]);
+out.download(expected, gatherStream);
+out.fill8(0, gatherStream);
+tma.launch([cap, 1, 1]);
+out.download(got, gatherStream);
+let bad = 0;
+for (let i = 0; i < CHECK; i++) if (got[i] !== expected[i]) bad++;
+console.log(
+  `TMA gather: first 64 MiB of its output ${bad === 0 ? "equal" : `DIFFER in ${bad} bytes`} ` +
+    `to the SM gather's`,
+);
+const transfers: [string, () => void][] = [
+  [`SM gather, ${cap} blocks`, () => lsu.launch([cap, 1, 1])],
+  ["SM gather, 8 blocks", () => lsu.launch([8, 1, 1])],
+  [`TMA gather, ${cap} blocks`, () => tma.launch([cap, 1, 1])],
+  ["copy engine", () => host.copyTo(out.ptr, gatherStream, gatherBytes)],
+];
+for (const [name, run] of transfers) {
+  const ms = medianEventMs(cuda, gatherStream, run, 5, 1);
+  const cells = streams.map(([sname, read], i) => {
+    const b = beside(read, run);
+    return `${sname}: ${(b.readMs / alone[i]).toFixed(2)}x, transfer ${
+      gbps(gatherBytes, b.otherMs)
+    } GB/s`;
+  });
   console.log(
-    `TMA gather: first 64 MiB of its output ${bad === 0 ? "equal" : `DIFFER in ${bad} bytes`} ` +
-      `to the SM gather's`,
+    `${name.padEnd(24)} alone ${gbps(gatherBytes, ms)} GB/s; beside ${cells.join("; ")}`,
   );
-  const transfers: [string, () => void][] = [
-    [`SM gather, ${cap} blocks`, () => lsu.launch([cap, 1, 1])],
-    ["SM gather, 8 blocks", () => lsu.launch([8, 1, 1])],
-    [`TMA gather, ${cap} blocks`, () => tma.launch([cap, 1, 1])],
-    ["copy engine", () => host.copyTo(out.ptr, gatherStream, gatherBytes)],
-  ];
-  for (const [name, run] of transfers) {
-    const ms = medianEventMs(cuda, gatherStream, run, 5, 1);
-    const cells = streams.map(([sname, read], i) => {
-      const b = beside(read, run);
-      return `${sname}: ${(b.readMs / alone[i]).toFixed(2)}x, transfer ${
+}
+
+const dynamicAt = streams.findIndex(([n]) => n.startsWith("dynamic"));
+const [, dynamic] = streams[dynamicAt];
+for (const { name, module } of modules) {
+  const g = gatherOf(module, "gather", THREADS);
+  const run = () => g.launch([cap, 1, 1]);
+  const ms = medianEventMs(cuda, gatherStream, run, 5, 1);
+  const b = beside(dynamic, run);
+  console.log(
+    `load ${name.padEnd(30)} alone ${gbps(gatherBytes, ms)} GB/s at ${cap} blocks; beside the ` +
+      `dynamic stream ${(b.readMs / alone[dynamicAt]).toFixed(2)}x, transfer ${
         gbps(gatherBytes, b.otherMs)
-      } GB/s`;
-    });
-    console.log(
-      `${name.padEnd(24)} alone ${gbps(gatherBytes, ms)} GB/s; beside ${cells.join("; ")}`,
-    );
-  }
-
-  const dynamicAt = streams.findIndex(([n]) => n.startsWith("dynamic"));
-  const [, dynamic] = streams[dynamicAt];
-  for (const { name, module } of modules) {
-    const g = gatherOf(module, "gather", THREADS);
-    const run = () => g.launch([cap, 1, 1]);
-    const ms = medianEventMs(cuda, gatherStream, run, 5, 1);
-    const b = beside(dynamic, run);
-    console.log(
-      `load ${name.padEnd(30)} alone ${gbps(gatherBytes, ms)} GB/s at ${cap} blocks; beside the ` +
-        `dynamic stream ${(b.readMs / alone[dynamicAt]).toFixed(2)}x, transfer ${
-          gbps(gatherBytes, b.otherMs)
-        } GB/s`,
-    );
-  }
-} finally {
-  for (const { module } of modules) module[Symbol.dispose]();
+      } GB/s`,
+  );
 }

@@ -688,10 +688,10 @@ export class OffloadPlan implements Disposable {
         const staged = this.gather(layer, this.options.reuse ?? false, prefetch, true);
         mark("gathered");
         // The next layer's prefetch as soon as this layer's rows are in: the bus then has no gap
-        // for this layer's attention and merge (~20 us a layer at B=1 128K). With the gather's
-        // block cap the attention beside it keeps its speed; uncapped, it ran ~20x slower
-        // (bench/offload_timeline.ts). Measured: docs/perf-notes.md, "The prefetch right after
-        // the gather".
+        // for this layer's attention and merge. The attention beside the (capped) prefetch runs
+        // slower, 80-90 us a layer against 17-20 us at B=1 64K-128K, but where PCIe is the limit
+        // the step gains: 0.7-1.0 ms at B=1 128K (docs/perf-notes.md, "The prefetch right after
+        // the gather"; uncapped, the attention beside it ran ~20x slower).
         this.#startPrefetch(layer + 1, stream);
         plan.sparse(layer, q, staged);
       }
