@@ -45,9 +45,17 @@ const ATTENTION_WAVES = 2;
 const MIN_TOKENS_PER_SPLIT = 256;
 /**
  * Sparse splits may be this much shorter (docs/perf-notes.md, v3: splits of >= 64 tokens instead
- * of >= 256): selected rows are a gather, so more splits keep more loads in flight.
+ * of >= 256): selected rows are a gather, so more splits keep more loads in flight. Not 4 (>= 64
+ * tokens): at batch 1-4 such splits are mostly their block's prologue and partial write
+ * (docs/perf-notes.md, "Fewer, longer sparse splits at batch 1-4").
  */
-const SPARSE_SPLIT_SHRINK = 4;
+const SPARSE_SPLIT_SHRINK = 2;
+/**
+ * At most this many sparse splits per (sequence, head block): the merge walks a head's splits one
+ * after another, and at batch 1 37-49 splits (a third wave of short blocks) measured slower than
+ * 12-32 (docs/perf-notes.md, "Fewer, longer sparse splits at batch 1-4").
+ */
+const MAX_SPARSE_SPLITS = 32;
 /** Split counts considered: up to twice the wave goal's, at least this many, never more than MAX_SPLITS. */
 const MIN_SPLIT_CHOICES = 4;
 /** Bounds partial_o / partial_lse and the merge kernel's loop. */
@@ -237,12 +245,18 @@ export class DecodePlan implements Disposable {
     };
     // Among split counts up to twice the goal's (or MIN_SPLIT_CHOICES), take the one whose last
     // wave is fullest (ties: fewer splits, so less partial-output traffic and a cheaper merge).
-    const splitsFor = (goal: number, blocksPerSplit: number, tokens: number, min: number) => {
+    const splitsFor = (
+      goal: number,
+      blocksPerSplit: number,
+      tokens: number,
+      min: number,
+      most = MAX_SPLITS,
+    ) => {
       const byTokens = Math.max(1, Math.ceil(tokens / min));
       const wave = goal / ATTENTION_WAVES;
       const wanted = Math.max(1, Math.round(goal / blocksPerSplit));
       let best = 1, bestFill = 0;
-      const choices = Math.min(Math.max(2 * wanted, MIN_SPLIT_CHOICES), byTokens, MAX_SPLITS);
+      const choices = Math.min(Math.max(2 * wanted, MIN_SPLIT_CHOICES), byTokens, most);
       for (let s = 1; s <= choices; s++) {
         const blocks = s * blocksPerSplit;
         const fill = blocks / (Math.ceil(blocks / wave) * wave);
@@ -265,6 +279,7 @@ export class DecodePlan implements Disposable {
       this.batch * t.sparseHeadBlocks,
       this.selStride,
       minTokens / SPARSE_SPLIT_SHRINK,
+      MAX_SPARSE_SPLITS,
     );
     const persistentChoice = opts.persistentStep === undefined
       ? parsePersistentChoice(Deno.env.get(PERSISTENT_ENV), `$${PERSISTENT_ENV}`)
