@@ -69,11 +69,15 @@ const FILL_MARGIN = 0.02;
 const FILL_BEYOND_WANTED = 0.9;
 /**
  * Fewest tokens a score (select) block takes: each block pays a fixed cost (its histogram, the
- * query label), so blocks take as many tokens as still leaves about the target block count.
- * Token counts are rounded up to a multiple of TOKEN_GRANULE.
+ * query label; select: the threshold read and a returning atomic per counter), so blocks take as
+ * many tokens as still leaves about the target block count. Token counts are rounded up to a
+ * multiple of TOKEN_GRANULE. Select's floor is 8192 (was 2048): a quarter of the blocks, each of two
+ * or more rounds of 4096 keys, took 0.6-1.4 us off select + resolve in 11 of 36 cases at batch 1-8
+ * where the floor decides the chunk, and lost up to 0.7 us (once 1.5, within its spread) in three
+ * (docs/perf-notes.md, "Longer select blocks").
  */
 const MIN_SCORE_TOKENS_PER_BLOCK = 1024;
-const MIN_SELECT_TOKENS_PER_BLOCK = 2048;
+const MIN_SELECT_TOKENS_PER_BLOCK = 8192;
 const TOKEN_GRANULE = 256;
 /** Most tokens a score block of several selection heads takes: its histogram counters are 16-bit. */
 export const MAX_PACKED_SCORE_TOKENS_PER_BLOCK = 65536 - TOKEN_GRANULE;
