@@ -16,8 +16,8 @@ import { intFlag, intListFlag, openCommand } from "../src/cli/front_door.ts";
 import { UsageError } from "../src/util/errors.ts";
 import { requireGpu } from "../src/runtime/device.ts";
 import type { DeviceBuffer, GraphExec } from "../src/cuda/driver.ts";
-import { type AttentionSpec, denseStepBytes, sparseStepBytes } from "../src/dsl/spec.ts";
-import { PagedKvCache } from "../src/runtime/caches.ts";
+import { sparseStepBytes } from "../src/dsl/spec.ts";
+import { cacheCopies, randomFullCache } from "../src/runtime/attention_timing.ts";
 import { DecodePlan } from "../src/runtime/decode_plan.ts";
 import { copyBandwidth, medianEventMs } from "../src/runtime/timing.ts";
 import { UtilKernels } from "../src/runtime/util_kernels.ts";
@@ -57,74 +57,28 @@ console.log(
   `${info.name} (${info.arch}): copy bandwidth ${(bandwidth / 1e12).toFixed(2)} TB/s`,
 );
 
-/** Cache copies rotated over: three L2 sizes of step bytes, within a third of device memory. */
-function copiesFor(spec: AttentionSpec, batch: number, context: number): number {
-  const kvBytes = denseStepBytes(spec, context) * batch;
-  const stepBytes = Math.min(sparseStepBytes(spec, context) * batch, kvBytes);
-  return Math.max(
-    1,
-    Math.min(
-      32,
-      Math.ceil((3 * info.l2Bytes) / stepBytes),
-      Math.floor((info.totalMemBytes * 0.3) / kvBytes),
-    ),
-  );
-}
-
-/** A cache of `batch` full sequences over `copies` layers, random K/V and labels. */
-function randomCache(
-  spec: AttentionSpec,
-  batch: number,
-  context: number,
-  copies: number,
-  seed: number,
-  held: DeviceBuffer[],
-): { cache: PagedKvCache; qs: DeviceBuffer[]; outs: DeviceBuffer[] } {
-  const cache = new PagedKvCache(cuda, spec, {
-    numLayers: copies,
-    numSeqs: batch,
-    maxContext: context,
-  });
-  cache.pages.scrambleFreeList(Math.random);
-  for (let b = 0; b < batch; b++) cache.pages.grow(b, context);
-  cache.syncBlockTables(s0);
-  const channels = new Int32Array(spec.numLabelHeads * spec.labelChannels).map((_, i) =>
-    (i * 7) % spec.headDim
-  );
-  const qs: DeviceBuffer[] = [], outs: DeviceBuffer[] = [];
-  cache.layers.forEach((layer, i) => {
-    const s = seed + 11 * i;
-    util.fillNormal(layer.k, s + 1, 1, s0);
-    util.fillNormal(layer.v, s + 2, 1, s0);
-    util.fillLabels(layer.labels, layer.meta, spec.labelBits, s + 3, s0);
-    layer.setChannels(channels, s0);
-    const q = cuda.alloc(batch * spec.numQHeads * spec.headDim * 2);
-    util.fillNormal(q, s + 4, 1, s0);
-    qs.push(q);
-    outs.push(cuda.alloc(batch * spec.numQHeads * spec.headDim * 2));
-  });
-  held.push(...qs, ...outs);
-  return { cache, qs, outs };
-}
-
 for (const shape of shapes) {
   for (const method of shape.methods) {
     const spec = method.spec!;
     using variant = await Variant.load(cuda, spec, { stream: s0 });
     for (const batch of batches) {
       for (const context of contexts) {
-        const copies = copiesFor(spec, batch, context);
+        // three caches at once (the whole batch, two halves): each within 30% of memory
+        const copies = cacheCopies(info, spec, batch, context, 0.3);
         const held: DeviceBuffer[] = [];
         const graphs: GraphExec[] = [];
         using fork = cuda.event(false), join = cuda.event(false);
+        using caches = new DisposableStack();
+        const random = (b: number, seed: number) => {
+          const made = randomFullCache(cuda, util, spec, b, context, copies, s0, seed);
+          caches.use(made.cache);
+          held.push(...made.qs, ...made.outs);
+          return made;
+        };
         try {
-          const whole = randomCache(spec, batch, context, copies, 1, held);
-          using wholeCache = whole.cache;
-          const halves = [0, 1].map((h) =>
-            randomCache(spec, batch / 2, context, copies, 1000 * (h + 1), held)
-          );
-          using h0Cache = halves[0].cache;
-          using h1Cache = halves[1].cache;
+          const whole = random(batch, 0);
+          const halves = [random(batch / 2, 1000), random(batch / 2, 2000)];
+          const [wholeCache, h0Cache, h1Cache] = [whole.cache, halves[0].cache, halves[1].cache];
           variant.bindStream(s0);
           using plan = new DecodePlan(cuda, variant, wholeCache, s0);
           plan.describeCurrent();

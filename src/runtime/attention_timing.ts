@@ -8,7 +8,7 @@
  *  - bytes: dense reads K and V of every token; Double Sparsity reads the labels at their bit
  *    width, writes and reads back 2-byte score keys, and reads the selected K/V rows.
  */
-import type { Cuda, DeviceBuffer, GraphExec, Stream } from "../cuda/driver.ts";
+import type { Cuda, DeviceBuffer, DeviceInfo, GraphExec, Stream } from "../cuda/driver.ts";
 import { type AttentionSpec, budgetFor, denseStepBytes, sparseStepBytes } from "../dsl/spec.ts";
 import { PagedKvCache } from "./caches.ts";
 import { DecodePlan } from "./decode_plan.ts";
@@ -110,6 +110,80 @@ export interface StepTimingOptions {
   readonly persistentStep?: boolean;
 }
 
+/**
+ * Cache copies ("layers") a timed case rotates over: enough that one step's bytes cycle through
+ * more than L2_CYCLES x L2, at most MAX_CACHE_COPIES, and all of them within `memoryShare` of
+ * device memory.
+ */
+export function cacheCopies(
+  info: DeviceInfo,
+  spec: AttentionSpec,
+  batch: number,
+  context: number,
+  memoryShare = MAX_COPIES_SHARE,
+): number {
+  const kvBytes = denseStepBytes(spec, context) * batch;
+  const stepBytes = Math.min(sparseStepBytes(spec, context) * batch, kvBytes);
+  return Math.max(
+    1,
+    Math.min(
+      MAX_CACHE_COPIES,
+      Math.ceil((L2_CYCLES * info.l2Bytes) / stepBytes),
+      Math.floor((info.totalMemBytes * memoryShare) / kvBytes),
+    ),
+  );
+}
+
+/** A timed case's inputs: its cache and, per cache copy, a query and an output buffer. */
+export interface RandomCase {
+  readonly cache: PagedKvCache;
+  readonly qs: DeviceBuffer[];
+  readonly outs: DeviceBuffer[];
+}
+
+/**
+ * A cache of `batch` sequences grown to `context` tokens over a scrambled page free list, `copies`
+ * layers of random K/V and label rows at the label width (seeds from `seed`), fixed channels, and
+ * a random query and an output buffer per layer. On failure everything allocated so far is freed;
+ * on success the caller disposes the cache and the buffers.
+ */
+export function randomFullCache(
+  cuda: Cuda,
+  util: UtilKernels,
+  spec: AttentionSpec,
+  batch: number,
+  context: number,
+  copies: number,
+  stream: Stream,
+  seed = 0,
+): RandomCase {
+  using guard = new DisposableStack();
+  const cache = guard.use(
+    new PagedKvCache(cuda, spec, { numLayers: copies, numSeqs: batch, maxContext: context }),
+  );
+  cache.pages.scrambleFreeList(Math.random);
+  for (let b = 0; b < batch; b++) cache.pages.grow(b, context);
+  cache.syncBlockTables(stream);
+  const channels = new Int32Array(spec.numLabelHeads * spec.labelChannels).map((_, i) =>
+    (i * 7) % spec.headDim
+  );
+  const rowBytes = batch * spec.numQHeads * spec.headDim * 2;
+  const qs: DeviceBuffer[] = [], outs: DeviceBuffer[] = [];
+  cache.layers.forEach((layer, i) => {
+    const s = seed + 11 * i;
+    util.fillNormal(layer.k, s + 1, 1, stream);
+    util.fillNormal(layer.v, s + 2, 1, stream);
+    util.fillLabels(layer.labels, layer.meta, spec.labelBits, s + 3, stream);
+    layer.setChannels(channels, stream);
+    const q = guard.use(cuda.alloc(rowBytes));
+    util.fillNormal(q, s + 4, 1, stream);
+    qs.push(q);
+    outs.push(guard.use(cuda.alloc(rowBytes)));
+  });
+  guard.move();
+  return { cache, qs, outs };
+}
+
 /** Times decode-attention steps on one stream; holds the utility kernels and the bandwidth. */
 export class AttentionTimer implements Disposable {
   readonly #cuda: Cuda;
@@ -146,41 +220,10 @@ export class AttentionTimer implements Disposable {
     const cuda = this.#cuda, stream = this.#stream, util = this.#util;
     const info = cuda.info;
     const kvBytes = denseStepBytes(spec, context) * batch;
-    // Enough cache copies that one step's bytes cycle through more than L2_CYCLES x L2.
-    const stepBytes = Math.min(sparseStepBytes(spec, context) * batch, kvBytes);
-    const copies = Math.max(
-      1,
-      Math.min(
-        MAX_CACHE_COPIES,
-        Math.ceil((L2_CYCLES * info.l2Bytes) / stepBytes),
-        Math.floor((info.totalMemBytes * MAX_COPIES_SHARE) / kvBytes),
-      ),
-    );
-    using cache = new PagedKvCache(cuda, spec, {
-      numLayers: copies,
-      numSeqs: batch,
-      maxContext: context,
-    });
-    cache.pages.scrambleFreeList(Math.random);
-    for (let b = 0; b < batch; b++) cache.pages.grow(b, context);
-    cache.syncBlockTables(stream);
-    const channels = new Int32Array(spec.numLabelHeads * spec.labelChannels).map((_, i) =>
-      (i * 7) % spec.headDim
-    );
-    const qs: DeviceBuffer[] = [], outs: DeviceBuffer[] = [];
+    const copies = cacheCopies(info, spec, batch, context);
     const graphs: GraphExec[] = [];
+    const { cache, qs, outs } = randomFullCache(cuda, util, spec, batch, context, copies, stream);
     try {
-      for (let i = 0; i < copies; i++) {
-        const layer = cache.layers[i];
-        util.fillNormal(layer.k, 11 * i + 1, 1, stream);
-        util.fillNormal(layer.v, 11 * i + 2, 1, stream);
-        util.fillLabels(layer.labels, layer.meta, spec.labelBits, 11 * i + 3, stream);
-        layer.setChannels(channels, stream);
-        const q = cuda.alloc(batch * spec.numQHeads * spec.headDim * 2);
-        util.fillNormal(q, 11 * i + 4, 1, stream);
-        qs.push(q);
-        outs.push(cuda.alloc(batch * spec.numQHeads * spec.headDim * 2));
-      }
       using plan = new DecodePlan(cuda, variant, cache, stream, {
         programmaticLaunch: opts.programmaticLaunch,
         persistentStep: opts.persistentStep,
@@ -265,6 +308,7 @@ export class AttentionTimer implements Disposable {
     } finally {
       for (const g of graphs) g.dispose();
       for (const b of [...qs, ...outs]) b.dispose();
+      cache.dispose();
     }
   }
 
