@@ -83,6 +83,58 @@ const TOKEN_GRANULE = 256;
 export const MAX_PACKED_SCORE_TOKENS_PER_BLOCK = 65536 - TOKEN_GRANULE;
 
 /**
+ * Split-K factor of an attention launch: `goal` blocks (ATTENTION_WAVES waves of resident blocks),
+ * `blocksPerSplit` blocks for each split (sequences x head blocks), `tokens` per (sequence, head)
+ * at most, splits of at least `minTokens` tokens, at most `most` of them. Among split counts up to
+ * twice the goal's (or MIN_SPLIT_CHOICES), takes the one whose last wave is fullest (ties: fewer
+ * splits, so less partial-output traffic and a cheaper merge); beyond the wanted count only a
+ * nearly full last wave (FILL_BEYOND_WANTED). Pure.
+ */
+export function attentionSplits(
+  goal: number,
+  blocksPerSplit: number,
+  tokens: number,
+  minTokens: number,
+  most = MAX_SPLITS,
+): number {
+  const byTokens = Math.max(1, Math.ceil(tokens / minTokens));
+  const wave = goal / ATTENTION_WAVES;
+  const wanted = Math.max(1, Math.round(goal / blocksPerSplit));
+  let best = 1, bestFill = 0;
+  const choices = Math.min(Math.max(2 * wanted, MIN_SPLIT_CHOICES), byTokens, most);
+  for (let s = 1; s <= choices; s++) {
+    const blocks = s * blocksPerSplit;
+    const fill = blocks / (Math.ceil(blocks / wave) * wave);
+    if (fill > bestFill + FILL_MARGIN && (s <= wanted || fill > FILL_BEYOND_WANTED)) {
+      best = s;
+      bestFill = fill;
+    }
+  }
+  return best;
+}
+
+/**
+ * Split-K factor of the sparse kernel: attentionSplits over `budget` selected tokens, with splits
+ * SPARSE_SPLIT_SHRINK times shorter than the dense kernel's `minTokens` (selected rows are a
+ * gather, not a stream: shorter splits keep more loads in flight) and at most MAX_SPARSE_SPLITS.
+ * Pure.
+ */
+export function sparseAttentionSplits(
+  goal: number,
+  blocksPerSplit: number,
+  budget: number,
+  minTokens = MIN_TOKENS_PER_SPLIT,
+): number {
+  return attentionSplits(
+    goal,
+    blocksPerSplit,
+    budget,
+    minTokens / SPARSE_SPLIT_SHRINK,
+    MAX_SPARSE_SPLITS,
+  );
+}
+
+/**
  * Tokens per block of the score and select kernels, whose grids are (selection heads, chunks,
  * batch): floor(target / pairs) whole chunks per (sequence, selection head), so a launch of at
  * most `target` blocks (one wave) is never exceeded by a last, part-filled chunk; each chunk at
@@ -247,43 +299,17 @@ export class DecodePlan implements Disposable {
       );
       return opts.targetBlocks ?? ATTENTION_WAVES * resident * cuda.info.multiprocessors;
     };
-    // Among split counts up to twice the goal's (or MIN_SPLIT_CHOICES), take the one whose last
-    // wave is fullest (ties: fewer splits, so less partial-output traffic and a cheaper merge).
-    const splitsFor = (
-      goal: number,
-      blocksPerSplit: number,
-      tokens: number,
-      min: number,
-      most = MAX_SPLITS,
-    ) => {
-      const byTokens = Math.max(1, Math.ceil(tokens / min));
-      const wave = goal / ATTENTION_WAVES;
-      const wanted = Math.max(1, Math.round(goal / blocksPerSplit));
-      let best = 1, bestFill = 0;
-      const choices = Math.min(Math.max(2 * wanted, MIN_SPLIT_CHOICES), byTokens, most);
-      for (let s = 1; s <= choices; s++) {
-        const blocks = s * blocksPerSplit;
-        const fill = blocks / (Math.ceil(blocks / wave) * wave);
-        if (fill > bestFill + FILL_MARGIN && (s <= wanted || fill > FILL_BEYOND_WANTED)) {
-          best = s;
-          bestFill = fill;
-        }
-      }
-      return best;
-    };
-    this.denseSplits = splitsFor(
+    this.denseSplits = attentionSplits(
       waves("dense"),
       this.batch * t.denseHeadBlocks,
       this.keyStride,
       minTokens,
     );
-    // Selected rows are scattered (a gather, not a stream): smaller splits keep more in flight.
-    this.sparseSplits = splitsFor(
+    this.sparseSplits = sparseAttentionSplits(
       waves("sparse"),
       this.batch * t.sparseHeadBlocks,
       this.selStride,
-      minTokens / SPARSE_SPLIT_SHRINK,
-      MAX_SPARSE_SPLITS,
+      minTokens,
     );
     const persistentChoice = opts.persistentStep === undefined
       ? parsePersistentChoice(Deno.env.get(PERSISTENT_ENV), `$${PERSISTENT_ENV}`)
