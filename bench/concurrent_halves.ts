@@ -92,7 +92,7 @@ for (const shape of shapes) {
             });
           using stack = new DisposableStack();
           const [a, b] = halfPlans().map((p) => stack.use(p));
-          const half = Math.ceil(cuda.info.multiprocessors * 2);
+          const half = 2 * info.multiprocessors; // blocks: half of the default 4 an SM
           const [ah, bh] = halfPlans(half).map((p) => stack.use(p));
           s0.synchronize();
 

@@ -13,22 +13,20 @@
  *
  *   deno run -A bench/pcie_gather_probe.ts [--gib 8]
  */
-import { intFlag, openCommand } from "../src/cli/front_door.ts";
-import { requireGpu } from "../src/runtime/device.ts";
 import { sharedCompiler } from "../src/runtime/variant.ts";
 import { medianEventMs } from "../src/runtime/timing.ts";
-import { PROBE_HEADS, probeRows, ROW_BYTES } from "./pcie_rows.ts";
+import {
+  GATHER_THREADS as THREADS,
+  GATHER_UNROLL as UNROLL,
+  openProbe,
+  PROBE_HEADS as HEADS,
+  probeRows,
+  ROW_BYTES as ROW,
+  ROW_CHUNKS as CHUNKS,
+  ROWS_PER_ROUND as ROWS_PER_BLOCK,
+} from "./pcie_rows.ts";
 
-const { values: args } = openCommand({
-  name: "pcie_gather_probe",
-  usage: `deno run -A bench/pcie_gather_probe.ts [--gib N]
-  --gib N   size of the mapped pinned host pool in GiB, an integer >= 1 (default 8)`,
-  options: { gib: { type: "string", default: "8" } },
-});
-const gib = intFlag("gib", args.gib, { min: 1 });
-const cuda = requireGpu("bench/pcie_gather_probe.ts");
-const ROW = ROW_BYTES, HEADS = PROBE_HEADS, THREADS = 256, UNROLL = 8;
-const CHUNKS = ROW / 16, ROWS_PER_BLOCK = (THREADS / CHUNKS) * UNROLL;
+const { gib, cuda } = openProbe("pcie_gather_probe");
 
 const source = `
 typedef unsigned long long u64;

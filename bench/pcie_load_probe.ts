@@ -17,22 +17,20 @@
  *
  *   deno run -A bench/pcie_load_probe.ts [--gib 8]
  */
-import { intFlag, openCommand } from "../src/cli/front_door.ts";
-import { requireGpu } from "../src/runtime/device.ts";
 import { sharedCompiler } from "../src/runtime/variant.ts";
 import { medianEventMs } from "../src/runtime/timing.ts";
-import { PROBE_HEADS, probeRows, ROW_BYTES } from "./pcie_rows.ts";
+import {
+  GATHER_THREADS as THREADS,
+  GATHER_UNROLL as UNROLL,
+  openProbe,
+  PROBE_HEADS as HEADS,
+  probeRows,
+  ROW_BYTES as ROW,
+  ROW_CHUNKS as CHUNKS,
+  ROWS_PER_ROUND,
+} from "./pcie_rows.ts";
 
-const { values: args } = openCommand({
-  name: "pcie_load_probe",
-  usage: `deno run -A bench/pcie_load_probe.ts [--gib N]
-  --gib N   size of the mapped pinned host pool in GiB, an integer >= 1 (default 8)`,
-  options: { gib: { type: "string", default: "8" } },
-});
-const gib = intFlag("gib", args.gib, { min: 1 });
-const cuda = requireGpu("bench/pcie_load_probe.ts");
-const ROW = ROW_BYTES, HEADS = PROBE_HEADS, THREADS = 256, UNROLL = 8;
-const CHUNKS = ROW / 16, ROWS_PER_ROUND = (THREADS / CHUNKS) * UNROLL;
+const { gib, cuda } = openProbe("pcie_load_probe");
 
 const FORMS: Record<string, string> = {
   "nc.L1::no_allocate": "ld.global.nc.L1::no_allocate.v4.u32",

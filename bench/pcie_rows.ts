@@ -1,14 +1,37 @@
 /**
- * The selected rows of the PCIe probes (bench/pcie_gather_probe.ts, bench/pcie_load_probe.ts): a
- * mapped host pool of 256-byte rows laid out like a K pool (16-token pages, the kv heads'
- * rows of a page interleaved), and per head a sorted random 1/16 of its tokens (what
- * sort_selection leaves), as physical row numbers.
+ * What the PCIe probes (bench/pcie_gather_probe.ts, bench/pcie_load_probe.ts) share: their command
+ * line (--gib, the host pool's size), their gather kernels' shape, and the selected rows: a mapped
+ * host pool of 256-byte rows laid out like a K pool (16-token pages, the kv heads' rows of a page
+ * interleaved), and per head a sorted random 1/16 of its tokens (what sort_selection leaves), as
+ * physical row numbers.
  */
+import type { Cuda } from "../src/cuda/driver.ts";
+import { intFlag, openCommand } from "../src/cli/front_door.ts";
+import { requireGpu } from "../src/runtime/device.ts";
 
 /** Bytes of one K (or V) row: d 128, fp16. */
 export const ROW_BYTES = 256;
 export const PROBE_HEADS = 8;
 const PAGE = 16;
+
+/** The SM gathers: blocks of 256 threads, each row read as 16-byte chunks, 8 rows a thread. */
+export const GATHER_THREADS = 256;
+export const GATHER_UNROLL = 8;
+export const ROW_CHUNKS = ROW_BYTES / 16;
+/** Rows one gather block reads per round: GATHER_UNROLL for each group of ROW_CHUNKS threads. */
+export const ROWS_PER_ROUND = (GATHER_THREADS / ROW_CHUNKS) * GATHER_UNROLL;
+
+/** A probe's front door (`name`: bench/<name>.ts): its --gib flag, then the GPU. */
+export function openProbe(name: string): { gib: number; cuda: Cuda } {
+  const { values: args } = openCommand({
+    name,
+    usage: `deno run -A bench/${name}.ts [--gib N]
+  --gib N   size of the mapped pinned host pool in GiB, an integer >= 1 (default 8)`,
+    options: { gib: { type: "string", default: "8" } },
+  });
+  const gib = intFlag("gib", args.gib, { min: 1 });
+  return { gib, cuda: requireGpu(`bench/${name}.ts`) };
+}
 
 export interface ProbeRows {
   /** Rows selected per head. */
