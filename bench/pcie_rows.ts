@@ -1,7 +1,8 @@
 /**
- * What the PCIe probes (bench/pcie_gather_probe.ts, bench/pcie_load_probe.ts) share: their command
- * line (--gib, the host pool's size), their gather kernels' shape, and the selected rows: a mapped
- * host pool of 256-byte rows laid out like a K pool (16-token pages, the kv heads' rows of a page
+ * What the gather probes (bench/pcie_gather_probe.ts, bench/pcie_load_probe.ts, and
+ * bench/hbm_gather_probe.ts for device memory) share: their command line (--gib, the pool's size),
+ * their gather kernels' shape, and the selected rows: a pool (mapped host memory for the PCIe
+ * probes) of 256-byte rows laid out like a K pool (16-token pages, the kv heads' rows of a page
  * interleaved), and per head a sorted random 1/16 of its tokens (what sort_selection leaves), as
  * physical row numbers.
  */
@@ -21,12 +22,18 @@ export const ROW_CHUNKS = ROW_BYTES / 16;
 /** Rows one gather block reads per round: GATHER_UNROLL for each group of ROW_CHUNKS threads. */
 export const ROWS_PER_ROUND = (GATHER_THREADS / ROW_CHUNKS) * GATHER_UNROLL;
 
-/** A probe's front door (`name`: bench/<name>.ts): its --gib flag, then the GPU. */
-export function openProbe(name: string): { gib: number; cuda: Cuda } {
+/**
+ * A probe's front door (`name`: bench/<name>.ts): its --gib flag (the size of `pool`), then the
+ * GPU.
+ */
+export function openProbe(
+  name: string,
+  pool = "mapped pinned host pool",
+): { gib: number; cuda: Cuda } {
   const { values: args } = openCommand({
     name,
     usage: `deno run -A bench/${name}.ts [--gib N]
-  --gib N   size of the mapped pinned host pool in GiB, an integer >= 1 (default 8)`,
+  --gib N   size of the ${pool} in GiB, an integer >= 1 (default 8)`,
     options: { gib: { type: "string", default: "8" } },
   });
   const gib = intFlag("gib", args.gib, { min: 1 });
