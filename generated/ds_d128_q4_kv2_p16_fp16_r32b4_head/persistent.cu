@@ -606,73 +606,105 @@ DS_INLINE void mma_scores(const MmaState& st, const uint4 (&k)[K_CHUNKS], float 
 
 DS_INLINE u32 word_of(const uint4& v, int w) { return w == 0 ? v.x : w == 1 ? v.y : w == 2 ? v.z : v.w; }
 
+// One warp step's K and V fragments: K rows of tokens j0 + g (tile A) and j0 + 8 + g (tile B); V
+// rows of tokens 2c, 2c+1 of each.
+struct MmaRows {
+  uint4 ka[K_CHUNKS], kb[K_CHUNKS], va[4][V_CHUNKS];
+};
+
+// Issues the loads of the warp step at token j0 of the tile (rows past `count` read as zeros).
+DS_INLINE void mma_load_rows(const u16* __restrict__ k_cache, const u16* __restrict__ v_cache,
+                             const u32* s_rows, int j0, int count, MmaRows& r) {
+  const int lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+  const bool ka_ok = j0 + g < count, kb_ok = j0 + 8 + g < count;
+  const size_t ka_at = ka_ok ? (size_t)s_rows[j0 + g] * HEAD_DIM : 0;
+  const size_t kb_at = kb_ok ? (size_t)s_rows[j0 + 8 + g] * HEAD_DIM : 0;
+#pragma unroll
+  for (int i = 0; i < K_CHUNKS; i++) {
+    r.ka[i] = ka_ok ? ld_stream_u4(k_cache + ka_at + (c + 4 * i) * 8) : make_uint4(0, 0, 0, 0);
+    r.kb[i] = kb_ok ? ld_stream_u4(k_cache + kb_at + (c + 4 * i) * 8) : make_uint4(0, 0, 0, 0);
+  }
+  const int vt[4] = {j0 + 2 * c, j0 + 2 * c + 1, j0 + 8 + 2 * c, j0 + 9 + 2 * c};
+#pragma unroll
+  for (int e = 0; e < 4; e++) {
+    const bool ok = vt[e] < count;
+    const size_t at = ok ? (size_t)s_rows[vt[e]] * HEAD_DIM + 8 * g : 0;
+#pragma unroll
+    for (int ch = 0; ch < V_CHUNKS; ch++) {
+      r.va[e][ch] = ok ? ld_stream_u4(v_cache + at + ch * 64) : make_uint4(0, 0, 0, 0);
+    }
+  }
+}
+
+// Scores the warp step's 16 tokens against the heads, updates the online softmax, adds P V.
+DS_INLINE void mma_consume_rows(const MmaRows& r, int j0, int count, float qk_scale, MmaState& st) {
+  const int lane = threadIdx.x % 32, c = lane % 4;
+  const int vt[4] = {j0 + 2 * c, j0 + 2 * c + 1, j0 + 8 + 2 * c, j0 + 9 + 2 * c};
+  float sa[4], sb[4];
+  mma_scores(st, r.ka, sa);
+  mma_scores(st, r.kb, sb);
+  float sv[4] = {sa[0] * qk_scale, sa[1] * qk_scale, sb[0] * qk_scale, sb[1] * qk_scale};
+#pragma unroll
+  for (int e = 0; e < 4; e++) if (vt[e] >= count) sv[e] = neg_inf();
+  float mx = fmaxf(fmaxf(sv[0], sv[1]), fmaxf(sv[2], sv[3]));
+  mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+  mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+  const float m_new = fmaxf(st.m, mx);
+  float alpha = 1.f, p[4] = {0.f, 0.f, 0.f, 0.f};
+  if (m_new != neg_inf()) {
+    alpha = fast_exp2(st.m - m_new);
+#pragma unroll
+    for (int e = 0; e < 4; e++) p[e] = fast_exp2(sv[e] - m_new);
+  }
+  st.m = m_new;
+  st.l = st.l * alpha + (p[0] + p[1]) + (p[2] + p[3]);
+  // Rescale O^T columns (heads 2c, 2c+1) unless no head's max moved in this warp.
+  if (!__all_sync(0xffffffffu, alpha == 1.f)) {
+    const float a0 = __shfl_sync(0xffffffffu, alpha, 8 * c), a1 = __shfl_sync(0xffffffffu, alpha, 8 * c + 4);
+#pragma unroll
+    for (int t = 0; t < M_TILES; t++) {
+      st.acc[t][0] *= a0;
+      st.acc[t][1] *= a1;
+      st.acc[t][2] *= a0;
+      st.acc[t][3] *= a1;
+    }
+  }
+  const u32 pb0 = pack2(p[0], p[1]), pb1 = pack2(p[2], p[3]);
+#pragma unroll
+  for (int t = 0; t < M_TILES; t++) {
+    const int ch = t / 4, w = t % 4;
+    const u32 a0 = word_of(r.va[0][ch], w), a1 = word_of(r.va[1][ch], w);
+    const u32 b0 = word_of(r.va[2][ch], w), b1 = word_of(r.va[3][ch], w);
+    mma_16816(st.acc[t], __byte_perm(a0, a1, 0x5410), __byte_perm(a0, a1, 0x7632),
+              __byte_perm(b0, b1, 0x5410), __byte_perm(b0, b1, 0x7632), pb0, pb1);
+  }
+}
+
+// Warp steps whose rows are in flight together: each warp issues the loads of MMA_STEPS steps of
+// 16 tokens before it computes the first (the sparse kernel waits on its rows: docs/perf-notes.md,
+// "What the selected rows cost in HBM").
+enum : int { MMA_STEPS = 2 };  // (an enum: the CUDA-core body leaves it unused)
+
 template <int HT, class RowOf>
 DS_INLINE void attend_rows_mma(const u16* __restrict__ k_cache, const u16* __restrict__ v_cache, int n,
                                RowOf row_of, float qk_scale, MmaState& st, u32* s_rows) {
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, c = lane % 4;
+  const int warp = threadIdx.x / 32;
   for (int tile = 0; tile < n; tile += ROW_TILE) {
     const int count = min(ROW_TILE, n - tile);
     __syncthreads();
     for (int i = threadIdx.x; i < count; i += ATTN_THREADS) s_rows[i] = row_of(tile + i);
     __syncthreads();
-    for (int j0 = 16 * warp; j0 < count; j0 += 16 * ATTN_WARPS) {
-      // K rows of tokens j0 + g (tile A) and j0 + 8 + g (tile B); V rows of tokens 2c, 2c+1 of each.
-      uint4 ka[K_CHUNKS], kb[K_CHUNKS], va[4][V_CHUNKS];
-      const bool ka_ok = j0 + g < count, kb_ok = j0 + 8 + g < count;
-      const size_t ka_at = ka_ok ? (size_t)s_rows[j0 + g] * HEAD_DIM : 0;
-      const size_t kb_at = kb_ok ? (size_t)s_rows[j0 + 8 + g] * HEAD_DIM : 0;
+    for (int j0 = 16 * warp; j0 < count; j0 += 16 * ATTN_WARPS * MMA_STEPS) {
+      MmaRows r[MMA_STEPS];
 #pragma unroll
-      for (int i = 0; i < K_CHUNKS; i++) {
-        ka[i] = ka_ok ? ld_stream_u4(k_cache + ka_at + (c + 4 * i) * 8) : make_uint4(0, 0, 0, 0);
-        kb[i] = kb_ok ? ld_stream_u4(k_cache + kb_at + (c + 4 * i) * 8) : make_uint4(0, 0, 0, 0);
+      for (int s = 0; s < MMA_STEPS; s++) {
+        const int j = j0 + s * 16 * ATTN_WARPS;
+        if (j < count) mma_load_rows(k_cache, v_cache, s_rows, j, count, r[s]);
       }
-      int vt[4] = {j0 + 2 * c, j0 + 2 * c + 1, j0 + 8 + 2 * c, j0 + 9 + 2 * c};
 #pragma unroll
-      for (int e = 0; e < 4; e++) {
-        const bool ok = vt[e] < count;
-        const size_t at = ok ? (size_t)s_rows[vt[e]] * HEAD_DIM + 8 * g : 0;
-#pragma unroll
-        for (int ch = 0; ch < V_CHUNKS; ch++) {
-          va[e][ch] = ok ? ld_stream_u4(v_cache + at + ch * 64) : make_uint4(0, 0, 0, 0);
-        }
-      }
-      float sa[4], sb[4];
-      mma_scores(st, ka, sa);
-      mma_scores(st, kb, sb);
-      float sv[4] = {sa[0] * qk_scale, sa[1] * qk_scale, sb[0] * qk_scale, sb[1] * qk_scale};
-#pragma unroll
-      for (int e = 0; e < 4; e++) if (vt[e] >= count) sv[e] = neg_inf();
-      float mx = fmaxf(fmaxf(sv[0], sv[1]), fmaxf(sv[2], sv[3]));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float m_new = fmaxf(st.m, mx);
-      float alpha = 1.f, p[4] = {0.f, 0.f, 0.f, 0.f};
-      if (m_new != neg_inf()) {
-        alpha = fast_exp2(st.m - m_new);
-#pragma unroll
-        for (int e = 0; e < 4; e++) p[e] = fast_exp2(sv[e] - m_new);
-      }
-      st.m = m_new;
-      st.l = st.l * alpha + (p[0] + p[1]) + (p[2] + p[3]);
-      // Rescale O^T columns (heads 2c, 2c+1) unless no head's max moved in this warp.
-      if (!__all_sync(0xffffffffu, alpha == 1.f)) {
-        const float a0 = __shfl_sync(0xffffffffu, alpha, 8 * c), a1 = __shfl_sync(0xffffffffu, alpha, 8 * c + 4);
-#pragma unroll
-        for (int t = 0; t < M_TILES; t++) {
-          st.acc[t][0] *= a0;
-          st.acc[t][1] *= a1;
-          st.acc[t][2] *= a0;
-          st.acc[t][3] *= a1;
-        }
-      }
-      const u32 pb0 = pack2(p[0], p[1]), pb1 = pack2(p[2], p[3]);
-#pragma unroll
-      for (int t = 0; t < M_TILES; t++) {
-        const int ch = t / 4, w = t % 4;
-        const u32 a0 = word_of(va[0][ch], w), a1 = word_of(va[1][ch], w);
-        const u32 b0 = word_of(va[2][ch], w), b1 = word_of(va[3][ch], w);
-        mma_16816(st.acc[t], __byte_perm(a0, a1, 0x5410), __byte_perm(a0, a1, 0x7632),
-                  __byte_perm(b0, b1, 0x5410), __byte_perm(b0, b1, 0x7632), pb0, pb1);
+      for (int s = 0; s < MMA_STEPS; s++) {
+        const int j = j0 + s * 16 * ATTN_WARPS;
+        if (j < count) mma_consume_rows(r[s], j, count, qk_scale, st);
       }
     }
   }
