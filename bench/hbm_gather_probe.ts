@@ -15,11 +15,11 @@
  *
  *   deno run -A bench/hbm_gather_probe.ts [--gib 8]
  */
-import { sharedCompiler } from "../src/runtime/variant.ts";
 import { copyBandwidth, medianEventMs } from "../src/runtime/timing.ts";
 import {
   GATHER_THREADS as THREADS,
   GATHER_UNROLL as UNROLL,
+  loadProbeModule,
   openProbe,
   PROBE_HEADS as HEADS,
   probeRows,
@@ -57,12 +57,7 @@ extern "C" __global__ void __launch_bounds__(${THREADS}) gather_read(
   }
   sink[(size_t)blockIdx.x * ${THREADS} + threadIdx.x] = acc;  // keeps the loads
 }`;
-const compiled = sharedCompiler().compile({
-  source,
-  programName: "hbm_gather_probe.cu",
-  arch: cuda.info.arch,
-});
-using module = cuda.loadModule(compiled.cubin!, "hbm_gather_probe");
+using module = loadProbeModule(cuda, "hbm_gather_probe", source);
 const fn = module.function("gather_read");
 using stream = cuda.stream();
 const slot = fn.slot(4, [THREADS, 1, 1], 0, stream);

@@ -13,11 +13,11 @@
  *
  *   deno run -A bench/pcie_gather_probe.ts [--gib 8]
  */
-import { sharedCompiler } from "../src/runtime/variant.ts";
 import { medianEventMs } from "../src/runtime/timing.ts";
 import {
   GATHER_THREADS as THREADS,
   GATHER_UNROLL as UNROLL,
+  loadProbeModule,
   openProbe,
   PROBE_HEADS as HEADS,
   probeRows,
@@ -62,12 +62,7 @@ extern "C" __global__ void __launch_bounds__(${THREADS}) gather(
     if (e < n) out[(size_t)e * ${CHUNKS} + chunk] = buf[u];
   }
 }`;
-const compiled = sharedCompiler().compile({
-  source,
-  programName: "pcie_gather_probe.cu",
-  arch: cuda.info.arch,
-});
-using module = cuda.loadModule(compiled.cubin!, "pcie_gather_probe");
+using module = loadProbeModule(cuda, "pcie_gather_probe", source);
 const fn = module.function("gather");
 using stream = cuda.stream();
 const slot = fn.slot(7, [THREADS, 1, 1], 0, stream);

@@ -17,11 +17,11 @@
  *
  *   deno run -A bench/pcie_load_probe.ts [--gib 8]
  */
-import { sharedCompiler } from "../src/runtime/variant.ts";
 import { medianEventMs } from "../src/runtime/timing.ts";
 import {
   GATHER_THREADS as THREADS,
   GATHER_UNROLL as UNROLL,
+  loadProbeModule,
   openProbe,
   PROBE_HEADS as HEADS,
   probeRows,
@@ -217,7 +217,6 @@ console.log(
 }
 /** One read of a device stream, on the read stream. */
 type Read = () => void;
-const compiler = sharedCompiler();
 const READS = 6;
 /** Per-read time of `read` beside `other` (issued first, on the gather stream), and `other`'s. */
 function beside(read: Read, other: () => void): { otherMs: number; readMs: number } {
@@ -242,12 +241,7 @@ function beside(read: Read, other: () => void): { otherMs: number; readMs: numbe
 // The stack unloads every module, also those loaded before a later compile fails.
 using loaded = new DisposableStack();
 const modules = Object.entries(FORMS).map(([name, load]) => {
-  const compiled = compiler.compile({
-    source: source(load),
-    programName: "pcie_load_probe.cu",
-    arch: cuda.info.arch,
-  });
-  return { name, module: loaded.use(cuda.loadModule(compiled.cubin!, "pcie_load_probe")) };
+  return { name, module: loaded.use(loadProbeModule(cuda, "pcie_load_probe", source(load))) };
 });
 const main = modules[0].module;
 const gatherOf = (module: typeof main, fn: string, threads: number) => {

@@ -1,12 +1,13 @@
 /**
  * What the gather probes (bench/pcie_gather_probe.ts, bench/pcie_load_probe.ts, and
  * bench/hbm_gather_probe.ts for device memory) share: their command line (--gib, the pool's size),
- * their gather kernels' shape, and the selected rows: a pool (mapped host memory for the PCIe
- * probes) of 256-byte rows laid out like a K pool (16-token pages, the kv heads' rows of a page
- * interleaved), and per head a sorted random 1/16 of its tokens (what sort_selection leaves), as
- * physical row numbers.
+ * the compile and load of their kernels, their gather kernels' shape, and the selected rows: a pool
+ * (mapped host memory for the PCIe probes) of 256-byte rows laid out like a K pool (16-token pages,
+ * the kv heads' rows of a page interleaved), and per head a sorted random 1/16 of its tokens (what
+ * sort_selection leaves), as physical row numbers.
  */
-import type { Cuda } from "../src/cuda/driver.ts";
+import type { Cuda, Module } from "../src/cuda/driver.ts";
+import { sharedCompiler } from "../src/runtime/variant.ts";
 import { intFlag, openCommand } from "../src/cli/front_door.ts";
 import { requireGpu } from "../src/runtime/device.ts";
 
@@ -38,6 +39,19 @@ export function openProbe(
   });
   const gib = intFlag("gib", args.gib, { min: 1 });
   return { gib, cuda: requireGpu(`bench/${name}.ts`) };
+}
+
+/**
+ * A probe's kernel `source` compiled for this GPU (program `<name>.cu`, the project's compile
+ * cache) and loaded as module `name`; the caller disposes the module.
+ */
+export function loadProbeModule(cuda: Cuda, name: string, source: string): Module {
+  const compiled = sharedCompiler().compile({
+    source,
+    programName: `${name}.cu`,
+    arch: cuda.info.arch,
+  });
+  return cuda.loadModule(compiled.cubin!, name);
 }
 
 export interface ProbeRows {
