@@ -14,6 +14,8 @@
  *  - forms of the SM gather's load (`ld.global.nc.L1::no_allocate`, with `.L2::128B` or
  *    `.L2::256B` prefetch sizes, `ld.global.cs`), each beside the dynamic stream.
  * Each cell: the stream's time beside the transfer over its time alone, and the transfer's rate.
+ * Then a latency-bound co-runner (short launches of dependent-load chains, 2 or 1 blocks an SM,
+ * like the decode's sparse attention at batch 1): its time beside each transfer over alone.
  *
  *   deno run -A bench/pcie_load_probe.ts [--gib 8]
  */
@@ -38,6 +40,13 @@ const FORMS: Record<string, string> = {
   "nc.L1::no_allocate.L2::128B": "ld.global.nc.L1::no_allocate.L2::128B.v4.u32",
   "cs": "ld.global.cs.v4.u32",
 };
+
+/** Words of the latency-bound kernel's chain: 1 GiB, far beyond the L2. */
+const CHASE_WORDS = 2 ** 28;
+/** Dependent loads per thread of one latency-bound launch. */
+const CHASE_STEPS = 48;
+/** Latency-bound launches timed back to back beside one transfer. */
+const CHASE_LAUNCHES = 20;
 
 const source = (load: string) => `
 struct __align__(16) u4 { unsigned x, y, z, w; };
@@ -137,6 +146,23 @@ extern "C" __global__ void __launch_bounds__(64) gather_tma(
     __syncthreads();  // the stages' shared rows are free again
   }
   if (threadIdx.x == 0) asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");
+}
+// A latency-bound kernel standing in for the decode's sparse attention at batch 1 (a short grid
+// of a few blocks an SM whose time is its dependent DRAM round trips): each thread follows a
+// chain of \`steps\` dependent loads through \`next\` (a full-period permutation of [0, n)).
+extern "C" __global__ void __launch_bounds__(128) chase(const unsigned* __restrict__ next,
+                                                       int steps, unsigned* out) {
+  unsigned i = (blockIdx.x * 128u + threadIdx.x) * 2654435761u;
+  for (int s = 0; s < steps; s++) i = __ldg(next + (i & ${CHASE_WORDS - 1}u));
+  if (i == 0x12345678u) out[blockIdx.x] = i;
+}
+// next[i] = (a i + c) mod 2^k with a = 1 (mod 4), c odd: one cycle through every entry, each step
+// far from the last (beyond the L2 at the pool's size).
+extern "C" __global__ void fill_chase(unsigned* next) {
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < ${CHASE_WORDS}u;
+       i += gridDim.x * blockDim.x) {
+    next[i] = (i * 1664525u + 1013904223u) & ${CHASE_WORDS - 1}u;
+  }
 }
 // Fills the host pool through the mapping with a pattern of the word index (so a gathered row
 // is checkable).
@@ -334,4 +360,44 @@ for (const { name, module } of modules) {
         gbps(gatherBytes, b.otherMs)
       } GB/s`,
   );
+}
+
+// A latency-bound co-runner: short launches (2 or 1 blocks of 128 threads an SM, chains of
+// dependent DRAM loads) timed back to back while each transfer runs, against the same launches
+// alone. The decode's sparse attention beside the prefetch gather took 80-90 us a layer against
+// 17-20 us alone (docs/perf-notes.md): a gather holding an SM's load slots for PCIe round trips
+// would slow exactly such a kernel, and a TMA gather or the copy engine would not.
+{
+  using next = cuda.alloc(CHASE_WORDS * 4);
+  const fillChase = main.function("fill_chase").slot(1, [256, 1, 1], 0, readStream);
+  fillChase.args.setBigUint64(0, next.ptr, true);
+  fillChase.launch([sms * 8, 1, 1]);
+  const chase = main.function("chase").slot(3, [128, 1, 1], 0, readStream);
+  chase.args.setBigUint64(0, next.ptr, true);
+  chase.args.setInt32(8, CHASE_STEPS, true);
+  chase.args.setBigUint64(16, readOut.ptr, true);
+  using c0 = cuda.event(), c1 = cuda.event();
+  const chaseMs = (blocksPerSm: number, other?: () => void): number => {
+    const samples: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      other?.();
+      c0.record(readStream);
+      for (let j = 0; j < CHASE_LAUNCHES; j++) chase.launch([sms * blocksPerSm, 1, 1]);
+      c1.record(readStream);
+      readStream.synchronize();
+      gatherStream.synchronize();
+      samples.push(c1.since(c0) / CHASE_LAUNCHES);
+    }
+    return samples.sort((a, b) => a - b)[2];
+  };
+  for (const perSm of [2, 1]) {
+    const alone = chaseMs(perSm);
+    const cells = transfers.map(([name, run]) =>
+      `${name} ${(chaseMs(perSm, run) / alone).toFixed(2)}x`
+    );
+    console.log(
+      `latency-bound kernel, ${perSm} block(s) of 128 an SM, ${CHASE_STEPS} dependent loads a ` +
+        `thread: alone ${(alone * 1000).toFixed(1)} us a launch; beside ${cells.join(", ")}`,
+    );
+  }
 }

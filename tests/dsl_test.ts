@@ -5,6 +5,9 @@ import {
   defineAttention,
   denseStepBytes,
   idealByteRatio,
+  labelHeadOfQueryHead,
+  labelHeadOfSelectionHead,
+  queryHeadsOfSelectionHead,
   routeFor,
   sparseStepBytes,
   SpecError,
@@ -346,4 +349,40 @@ Deno.test("dsl: denseLayers are kept sorted and frozen; defaults are filled in",
     min: 16,
     max: Number.MAX_SAFE_INTEGER,
   });
+});
+
+Deno.test("labelHeadOfQueryHead: each query head reads the channels of its selection head's label head", async () => {
+  const specs = [
+    ...(await loadSpecs()),
+    defineAttention(LLAMA3_GROUP),
+    defineAttention({ ...LLAMA3_GROUP, selection: "head" }),
+    defineAttention({
+      ...LLAMA3_GROUP,
+      selection: "head",
+      labels: { ...LLAMA3_GROUP.labels, heads: "query" },
+    }),
+    defineAttention({
+      ...LLAMA3_GROUP,
+      selection: "head",
+      labels: { ...LLAMA3_GROUP.labels, heads: "kv" },
+    }),
+    defineAttention(TINY_HEAD),
+  ];
+  for (const spec of specs) {
+    const seen = new Array<number>(spec.numQHeads).fill(-1);
+    const selHeads = spec.selection === "group" ? spec.numKvHeads : spec.numQHeads;
+    for (let sh = 0; sh < selHeads; sh++) {
+      for (const qh of queryHeadsOfSelectionHead(spec, sh)) {
+        assert.equal(seen[qh], -1, `${spec.variant}: query head ${qh} in two selection heads`);
+        seen[qh] = labelHeadOfSelectionHead(spec, sh);
+      }
+    }
+    for (let qh = 0; qh < spec.numQHeads; qh++) {
+      assert.equal(labelHeadOfQueryHead(spec, qh), seen[qh], `${spec.variant}: query head ${qh}`);
+      assert.ok(
+        seen[qh] >= 0 && seen[qh] < spec.numLabelHeads,
+        `${spec.variant}: query head ${qh}`,
+      );
+    }
+  }
 });

@@ -88,6 +88,16 @@ export const DECODE_GEMM_UNROLL = 4;
 export const DECODE_GEMM_TILE_N = 16;
 export const DECODE_GEMM_MAX_ROWS = 16;
 
+/**
+ * The offload prediction's query kernel (`predict_query`): PREDICT_QUERY_SPLIT warps share one
+ * (query head, label channel) item, each a slice of the hidden size, so a launch keeps enough
+ * loads in flight for its ~8 MB of weight rows (Llama-3-8B). A block of MODEL_ROW_THREADS holds
+ * PREDICT_QUERY_ITEMS items; rows of x are taken PREDICT_QUERY_ROWS per pass.
+ */
+export const PREDICT_QUERY_SPLIT = 4;
+export const PREDICT_QUERY_ITEMS = MODEL_ROW_THREADS / 32 / PREDICT_QUERY_SPLIT;
+export const PREDICT_QUERY_ROWS = 4;
+
 /** y[m][n] (+)= x[m][k] . w[n][k]^T: both GEMM kernels' arguments, in signature order. */
 const gemmArgs = (rowsDoc: string, kDoc: string) =>
   [
@@ -142,19 +152,30 @@ export const MODEL_KERNELS = {
       ptr("v", "u16* ", "[rows][NUM_KV_HEADS][HEAD_DIM] values"),
     ],
   },
-  rope_q: {
-    symbol: "ds_model_rope_q",
+  predict_query: {
+    symbol: "ds_model_predict_query",
     threads: MODEL_ROW_THREADS,
-    doc: "RoPE of the queries alone (Q rows of a fused QKV projection + their biases), stored " +
-      "in the model dtype: the offload's next-layer prediction.",
-    grid: "(rows, rowChunks(NUM_Q_HEADS * HEAD_DIM / 2), 1)",
+    doc:
+      "Offload's next-layer prediction after the input RMSNorm: the rotated query at the label " +
+      "channels alone (each channel's RoPE pair of Q rows against x, + the Q biases, RoPE), the " +
+      "only channels the prediction's score and select read; other channels of q are not written.",
+    grid: "(ceil(NUM_Q_HEADS * label_channels / PREDICT_QUERY_ITEMS), 1, 1)",
     args: [
-      ptr("q_proj", "const float* ", "[rows][NUM_Q_HEADS * HEAD_DIM] the Q part of a projection"),
+      ptr("x", "const u16* ", "[rows][HIDDEN] normalized rows, model dtype"),
+      arg("rows", "i32", "int ", "rows (the batch)"),
+      ptr("w_q", "const u16* ", "[QKV_WIDTH][HIDDEN] fused QKV weight (only Q rows are read)"),
       ptr("bias", "const float* ", "[QKV_WIDTH] q/k/v biases (only the q part is read), or null"),
       ptr("positions", "const int* ", "[rows] position of each row in its sequence"),
       ptr("inv_freq", "const float* ", "[HEAD_DIM / 2] RoPE inverse frequencies (scaling applied)"),
       arg("attention_factor", "f32", "float ", "cos and sin scale (YaRN); 1 otherwise"),
-      ptr("q", "u16* ", "[rows][NUM_Q_HEADS][HEAD_DIM] rotated queries"),
+      ptr("channels", "const int* ", "[label heads][label_channels] the layer's label channels"),
+      arg("label_channels", "i32", "int ", "label channels per label head"),
+      ptr(
+        "label_head_of_q",
+        "const int* ",
+        "[NUM_Q_HEADS] label head each query head is scored on",
+      ),
+      ptr("q", "u16* ", "[rows][NUM_Q_HEADS][HEAD_DIM] rotated queries at the label channels"),
     ],
   },
   swiglu: {

@@ -18,6 +18,8 @@ import {
   GEMM_TILE,
   GEMM_TILE_K,
   MODEL_KERNELS,
+  PREDICT_QUERY_ROWS,
+  PREDICT_QUERY_SPLIT,
   TOKEN_CHOICE_EXP2_POLY,
   TOKEN_CHOICE_THREADS,
   UTIL_KERNELS,
@@ -307,6 +309,8 @@ function gemmContext(kvDtype: KvDtype): Record<string, unknown> {
     decodeGemmWarps: DECODE_GEMM_WARPS,
     decodeGemmUnroll: DECODE_GEMM_UNROLL,
     decodeGemmMaxRows: DECODE_GEMM_MAX_ROWS,
+    predictQuerySplit: PREDICT_QUERY_SPLIT,
+    predictQueryRows: PREDICT_QUERY_ROWS,
     mmaType: kvDtype === "fp16" ? "f16" : "bf16",
   };
 }

@@ -16,8 +16,14 @@
  * (`workspaceBytes` in gpu_decoder_layout.ts); nothing grows with the prompt.
  */
 import { type AttentionSpec, checkDenseLayers } from "../dsl/spec.ts";
+import { labelHeadOfQueryHead } from "../dsl/layout.ts";
 import { renderFamilySource } from "../codegen/render.ts";
-import { MODEL_KERNELS, MODEL_ROW_THREADS, rowChunks } from "../codegen/families.ts";
+import {
+  MODEL_KERNELS,
+  MODEL_ROW_THREADS,
+  PREDICT_QUERY_ITEMS,
+  rowChunks,
+} from "../codegen/families.ts";
 import { Cublas, type GemmDtype } from "../cuda/cublas.ts";
 import type { Cuda, DeviceBuffer, GraphExec, HostBuffer, Stream } from "../cuda/driver.ts";
 import { PagedKvCache } from "../runtime/caches.ts";
@@ -157,6 +163,8 @@ export class GpuDecoder implements Disposable {
    * (the side stream reads layer l+1's while layer l+1 writes layer l+2's); null without it.
    */
   readonly #qPredicted: [DeviceBuffer, DeviceBuffer] | null;
+  /** [numHeads] the label head each query head is read at (the prediction's query channels). */
+  readonly #labelHeadOfQ: DeviceBuffer | null;
   readonly #gu: DeviceBuffer;
   readonly #act: DeviceBuffer;
   readonly #tokens: DeviceBuffer;
@@ -275,6 +283,11 @@ export class GpuDecoder implements Disposable {
           DeviceBuffer,
         ]
         : null;
+      this.#labelHeadOfQ = opts.offload?.prediction ? bytes(c.numHeads * 4) : null;
+      this.#labelHeadOfQ?.upload(
+        Int32Array.from({ length: c.numHeads }, (_, h) => labelHeadOfQueryHead(this.spec, h)),
+        this.stream,
+      );
       this.#gu = bytes(rows * 2 * c.intermediateSize * 4);
       this.#act = bytes(rows * c.intermediateSize * 2);
       this.#tokens = bytes(rows * 4);
@@ -475,21 +488,28 @@ export class GpuDecoder implements Disposable {
   /**
    * Offload's next-layer prediction, recorded at layer `layer - 1` before its attention: the
    * approximate query of `layer` from the residual stream as it is (layer `layer - 1`'s input):
-   * `layer`'s input RMSNorm, the Q rows of its fused QKV weight (the first Hq x d rows), RoPE at
-   * the step's positions. Writes #x and #qkv (free until the next norm and projection) and
-   * returns the query buffer.
+   * `layer`'s input RMSNorm, then `predict_query`: the Q rows of its fused QKV weight and RoPE at
+   * the step's positions, computed at the layer's label channels only (the prediction reads no
+   * other channel; a quarter of the Q rows at r 16, d 128). Writes #x (free until the next norm)
+   * and returns the query buffer.
    */
   #predictQuery(layer: number): bigint {
     const c = this.config, L = this.weights.layers[layer], B = this.batch;
     const q = this.#qPredicted![layer % 2];
+    const labelChannels = this.spec.labelChannels;
     this.#rmsnorm(this.#h, B, L.inputNorm);
-    this.#linear(this.#qkv, this.#x, L.qkv, B, c.numHeads * c.headDim, c.hiddenSize);
-    this.#kernels.launch("rope_q", [B, rowChunks(c.numHeads * (c.headDim / 2)), 1], {
-      qProj: this.#qkv.ptr,
+    const blocks = Math.ceil(c.numHeads * labelChannels / PREDICT_QUERY_ITEMS);
+    this.#kernels.launch("predict_query", [blocks, 1, 1], {
+      x: this.#x.ptr,
+      rows: B,
+      wQ: L.qkv.ptr,
       bias: L.qkvBias?.ptr ?? 0n,
       positions: this.plan.buffers.rowPos,
       invFreq: this.#invFreq.ptr,
       attentionFactor: this.#attentionFactor,
+      channels: this.cache.layers[layer].channels.ptr,
+      labelChannels,
+      labelHeadOfQ: this.#labelHeadOfQ!.ptr,
       q: q.ptr,
     });
     return q.ptr;

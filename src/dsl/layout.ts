@@ -204,6 +204,16 @@ export function labelHeadOfSelectionHead(spec: AttentionSpec, selHead: number): 
   return spec.labelHeads === "query" ? selHead : Math.floor(selHead / spec.groupSize);
 }
 
+/** The selection head a query head's label dot products add to. */
+export function selectionHeadOfQueryHead(spec: AttentionSpec, queryHead: number): number {
+  return spec.selection === "head" ? queryHead : Math.floor(queryHead / spec.groupSize);
+}
+
+/** The label head whose channels a query head is read at (its selection head's). */
+export function labelHeadOfQueryHead(spec: AttentionSpec, queryHead: number): number {
+  return labelHeadOfSelectionHead(spec, selectionHeadOfQueryHead(spec, queryHead));
+}
+
 /** The query heads whose label dot products add up to a selection head's score. */
 export function queryHeadsOfSelectionHead(spec: AttentionSpec, selHead: number): number[] {
   if (spec.selection === "head") return [selHead];

@@ -18,7 +18,8 @@
  *   graph    a CUDA-graph replay of the step reproduces the direct launches (the persistent
  *            step where the plan chooses it, so its grid barrier is replayed twice).
  * Then the prefill checks (tests/gpu/prefill.ts), the builtin GEMM (tests/gpu/gemm.ts; its decoder
- * comparison only with the model), the GPU decoder (tests/gpu/model.ts), token choice on the
+ * comparison only with the model), the offload prediction's query kernel
+ * (tests/gpu/predict_query.ts), the GPU decoder (tests/gpu/model.ts), token choice on the
  * device (tests/gpu/token_choice.ts) and Double Sparsity-Offload (tests/gpu/offload.ts: K/V in
  * host memory against the on-GPU decoders).
  * Prints one line per case and a summary; exits 1 on any failure.
@@ -47,6 +48,7 @@ import { runModelChecks } from "./model.ts";
 import { runPrefillChecks } from "./prefill.ts";
 import { runGemmChecks } from "./gemm.ts";
 import { runTokenChoiceChecks } from "./token_choice.ts";
+import { runPredictQueryChecks } from "./predict_query.ts";
 import { runOffloadChecks } from "./offload.ts";
 import { persistentWanted } from "../../src/runtime/persistent_step.ts";
 
@@ -745,6 +747,11 @@ if (!args.case) {
   gemmOk = await runGemmChecks(cuda, { seed, model: !args["no-model"] });
   console.log(gemmOk ? "builtin GEMM checks passed" : "builtin GEMM checks failed");
 }
+let predictOk = true;
+if (!args.case) {
+  console.log("\nOffload prediction's query (tests/gpu/predict_query.ts):");
+  predictOk = runPredictQueryChecks(cuda, seed);
+}
 let modelFailures: string[] = [];
 if (!args["no-model"] && !args.case) {
   console.log("\nDecoder on the GPU (tiny-code-llama-8k):");
@@ -789,5 +796,8 @@ if (args.json) {
   );
 }
 Deno.exit(
-  failed === 0 && results.length > 0 && modelFailures.length === 0 && prefillOk && gemmOk ? 0 : 1,
+  failed === 0 && results.length > 0 && modelFailures.length === 0 && prefillOk && gemmOk &&
+    predictOk
+    ? 0
+    : 1,
 );
