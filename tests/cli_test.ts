@@ -45,9 +45,11 @@ const COMMANDS: readonly Command[] = [
   { script: "bench/offload_timeline.ts", name: "offload_timeline" },
   { script: "bench/pcie_gather_probe.ts", name: "pcie_gather_probe" },
   { script: "bench/hbm_gather_probe.ts", name: "hbm_gather_probe" },
+  { script: "bench/pcie_load_probe.ts", name: "pcie_load_probe" },
   { script: "bench/prefill_kernel.ts", name: "prefill_kernel" },
   { script: "scripts/profile_decode_step.ts", name: "profile_decode_step" },
   { script: "tests/gpu/main.ts", name: "test:gpu" },
+  { script: "tests/gpu/predict_query.ts", name: "tests/gpu/predict_query.ts" },
   { script: "src/cli/tune.ts", name: "tune", missingFile: ["--model", MISSING] },
 ];
 

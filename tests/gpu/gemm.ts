@@ -24,7 +24,7 @@ import { gemmGrid } from "../../src/decoding/gpu_decoder_layout.ts";
 import { argmax } from "../../src/decoding/cpu_decoder.ts";
 import { loadModel } from "../../src/checkpoint/weights.ts";
 import { decodeArray, encodeArray } from "../../src/util/dtype.ts";
-import { Random, relativeError } from "./support.ts";
+import { type BoundedCase, CaseTally, Random, relativeError } from "./support.ts";
 
 const root = (p: string) => fileURLToPath(new URL(`../../${p}`, import.meta.url));
 
@@ -61,12 +61,6 @@ const DECODE_SHAPES: readonly (readonly [number, number, number])[] = [
 /** Floats after y's end that the kernel must not touch. */
 const GUARD = 64;
 
-interface GemmCaseResult {
-  readonly name: string;
-  readonly worstRatio: number;
-  readonly failures: string[];
-}
-
 /** y (+)= x . w^T for one kernel, shape, dtype and accumulate flag, checked element by element. */
 function runGemmCase(
   cuda: Cuda,
@@ -77,7 +71,7 @@ function runGemmCase(
   [m, n, k]: readonly [number, number, number],
   accumulate: boolean,
   rng: Random,
-): GemmCaseResult {
+): BoundedCase {
   const name = `${kernel} ${dtype} m${m} n${n} k${k} ${accumulate ? "accumulate" : "overwrite"}`;
   const xBits = encodeArray(dtype, rng.floats(m * k));
   const wBits = encodeArray(dtype, rng.floats(n * k, 0.1));
@@ -135,7 +129,7 @@ function runGemmCase(
 function checkKernel(cuda: Cuda, seed: number): boolean {
   using stream = cuda.stream();
   const rng = new Random(seed);
-  let ok = true, cases = 0, worst = 0;
+  const tally = new CaseTally("gemm");
   for (const dtype of ["fp16", "bf16"] as const) {
     using kernels = bundledModelFamily(cuda, dtype, stream);
     for (
@@ -143,21 +137,17 @@ function checkKernel(cuda: Cuda, seed: number): boolean {
     ) {
       for (const shape of shapes) {
         for (const accumulate of [false, true]) {
-          const r = runGemmCase(cuda, stream, kernels, kernel, dtype, shape, accumulate, rng);
-          cases++;
-          worst = Math.max(worst, r.worstRatio);
-          for (const f of r.failures) console.log(`FAIL gemm ${r.name}: ${f}`);
-          ok &&= r.failures.length === 0;
+          tally.add(runGemmCase(cuda, stream, kernels, kernel, dtype, shape, accumulate, rng));
         }
       }
     }
   }
   console.log(
-    `${ok ? "PASS" : "FAIL"} gemm kernels: ${cases} cases (linear: m 1..300, ragged n and k; ` +
-      `decode_linear: m 1..16, ragged n, k multiples of 8; fp16/bf16, accumulate on/off); worst ` +
-      `error ${worst.toFixed(3)} of the fp32 bound; seed ${seed}`,
+    `${tally.ok ? "PASS" : "FAIL"} gemm kernels: ${tally.cases} cases (linear: m 1..300, ragged ` +
+      `n and k; decode_linear: m 1..16, ragged n, k multiples of 8; fp16/bf16, accumulate ` +
+      `on/off); worst error ${tally.worst.toFixed(3)} of the fp32 bound; seed ${seed}`,
   );
-  return ok;
+  return tally.ok;
 }
 
 /** 2. The bundled model with the builtin GEMM against the cuBLAS decoder. */

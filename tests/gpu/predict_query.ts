@@ -16,11 +16,12 @@
  *    shows as a NaN output.
  */
 import { intFlag, openCommand } from "../../src/cli/front_door.ts";
-import { type Cuda, cuda as openCuda } from "../../src/cuda/driver.ts";
+import type { Cuda } from "../../src/cuda/driver.ts";
+import { requireGpu } from "../../src/runtime/device.ts";
 import { PREDICT_QUERY_ITEMS, PREDICT_QUERY_ROWS } from "../../src/codegen/families.ts";
 import { decodeArray, encodeArray } from "../../src/util/dtype.ts";
 import { BUNDLED_SHAPE, type FamilyShape, modelFamily } from "./model_family.ts";
-import { Random } from "./support.ts";
+import { type BoundedCase, CaseTally, Random } from "./support.ts";
 
 /** A shape whose hidden size is not a multiple of 8 (the kernel's element path). */
 const ODD_SHAPE: FamilyShape = {
@@ -36,12 +37,6 @@ const ROWS = [1, PREDICT_QUERY_ROWS, PREDICT_QUERY_ROWS + 1, 2 * PREDICT_QUERY_R
 const GUARD = 64;
 const POISON = 0x7e01;
 const NAN_BITS = { fp16: 0x7e00, bf16: 0x7fc0 } as const;
-
-interface CaseResult {
-  readonly name: string;
-  readonly worstRatio: number;
-  readonly failures: string[];
-}
 
 /** Distinct label channels of one label head: the pair edges, one whole pair, then random. */
 function labelChannels(rng: Random, headDim: number, count: number): number[] {
@@ -61,7 +56,7 @@ function runCase(
   withBias: boolean,
   attentionFactor: number,
   rng: Random,
-): CaseResult {
+): BoundedCase {
   const { hidden: H, headDim: d, numQHeads: Hq, numKvHeads: Hkv } = shape;
   const half = d / 2, qWidth = Hq * d, qkvWidth = (Hq + 2 * Hkv) * d;
   const r = d >= 64 ? 16 : 5;
@@ -173,28 +168,24 @@ function runCase(
 /** Every case; prints one summary line (and one line per failing case). */
 export function runPredictQueryChecks(cuda: Cuda, seed: number): boolean {
   const rng = new Random(seed);
-  let ok = true, cases = 0, worst = 0;
+  const tally = new CaseTally("predict_query");
   for (const shape of [BUNDLED_SHAPE, ODD_SHAPE]) {
     for (const dtype of ["fp16", "bf16"] as const) {
       for (const rows of ROWS) {
         for (const perQueryHead of [false, true]) {
           const withBias = rows % 2 === 1, factor = perQueryHead ? 1.25 : 1;
-          const res = runCase(cuda, shape, dtype, rows, perQueryHead, withBias, factor, rng);
-          cases++;
-          worst = Math.max(worst, res.worstRatio);
-          for (const f of res.failures) console.log(`FAIL predict_query ${res.name}: ${f}`);
-          ok &&= res.failures.length === 0;
+          tally.add(runCase(cuda, shape, dtype, rows, perQueryHead, withBias, factor, rng));
         }
       }
     }
   }
   console.log(
-    `${ok ? "PASS" : "FAIL"} predict_query: ${cases} cases (hidden 512 and 100, fp16/bf16, rows ` +
-      `${ROWS.join("/")}, label heads per kv head and per query head, biases on/off); worst ` +
-      `error ${worst.toFixed(3)} of the bound; nothing written outside the label channels; ` +
-      `seed ${seed}`,
+    `${tally.ok ? "PASS" : "FAIL"} predict_query: ${tally.cases} cases (hidden 512 and 100, ` +
+      `fp16/bf16, rows ${ROWS.join("/")}, label heads per kv head and per query head, biases ` +
+      `on/off); worst error ${tally.worst.toFixed(3)} of the bound; nothing written outside the ` +
+      `label channels; seed ${seed}`,
   );
-  return ok;
+  return tally.ok;
 }
 
 if (import.meta.main) {
@@ -207,5 +198,5 @@ if (import.meta.main) {
   const seed = values.seed !== undefined
     ? intFlag("seed", values.seed, { min: 0 })
     : Date.now() % 2 ** 31;
-  Deno.exit(runPredictQueryChecks(openCuda(), seed) ? 0 : 1);
+  Deno.exit(runPredictQueryChecks(requireGpu("tests/gpu/predict_query.ts"), seed) ? 0 : 1);
 }

@@ -62,6 +62,30 @@ export class Random {
   }
 }
 
+/** One case of a kernel check against a per-element bound. */
+export interface BoundedCase {
+  readonly name: string;
+  /** The worst element's error over its bound (<= 1 passes). */
+  readonly worstRatio: number;
+  readonly failures: string[];
+}
+
+/** Cases of one kernel check: counts them, keeps the worst ratio, prints each failure. */
+export class CaseTally {
+  cases = 0;
+  worst = 0;
+  ok = true;
+  /** `what` prefixes each failure line: `FAIL <what> <case>: <failure>`. */
+  constructor(readonly what: string) {}
+
+  add(c: BoundedCase): void {
+    this.cases++;
+    this.worst = Math.max(this.worst, c.worstRatio);
+    for (const f of c.failures) console.log(`FAIL ${this.what} ${c.name}: ${f}`);
+    this.ok &&= c.failures.length === 0;
+  }
+}
+
 /** ||a - b|| / ||b|| over the elements, and whether any a is not finite. */
 export function relativeError(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let num = 0, den = 0;
