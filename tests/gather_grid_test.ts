@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { gatherBlocksFromEnv, gatherGrid } from "../src/runtime/gather_grid.ts";
+import { gatherBlockCap, gatherBlocksFromEnv, gatherGrid } from "../src/runtime/gather_grid.ts";
 import { InputError } from "../src/util/errors.ts";
 
 Deno.test("gatherGrid: chunk lanes capped by the block budget, at least one, none past the chunks", () => {
@@ -30,6 +30,22 @@ Deno.test("gatherBlocksFromEnv: unset gives the fallback, bad values name the va
           e.message.includes(JSON.stringify(bad)),
       );
     }
+  } finally {
+    if (saved === undefined) Deno.env.delete("DS_GATHER_BLOCKS");
+    else Deno.env.set("DS_GATHER_BLOCKS", saved);
+  }
+});
+
+Deno.test("gatherBlockCap: a quarter of the SMs, one an SM for a mixed exact gather, DS_GATHER_BLOCKS over both", () => {
+  const saved = Deno.env.get("DS_GATHER_BLOCKS");
+  try {
+    Deno.env.delete("DS_GATHER_BLOCKS");
+    assert.equal(gatherBlockCap(132, false), 33);
+    assert.equal(gatherBlockCap(132, true), 132);
+    assert.equal(gatherBlockCap(78, false), 20);
+    Deno.env.set("DS_GATHER_BLOCKS", "16");
+    assert.equal(gatherBlockCap(132, false), 16);
+    assert.equal(gatherBlockCap(132, true), 16);
   } finally {
     if (saved === undefined) Deno.env.delete("DS_GATHER_BLOCKS");
     else Deno.env.set("DS_GATHER_BLOCKS", saved);

@@ -15,7 +15,16 @@
  * = 32 KiB of reads in flight; 50 GB/s over a few microseconds of latency needs a few hundred KiB).
  *
  * The cap is DS_GATHER_BLOCKS where set (read here and nowhere else; 0 = one lane per chunk, for
- * measurements), else the caller's default (OffloadPlan: a quarter of the SMs, 33 on an H100).
+ * measurements), else `gatherBlockCap`'s: a quarter of the SMs (33 on an H100), or one block an SM
+ * for the exact gather behind a full prefetch (prediction with prefetchFraction 1). That gather
+ * runs on the critical path with nothing of the layer beside it and finds most of its rows in the
+ * prefetch; each of its blocks walks chunks that mix device rows (copied at once) with host rows
+ * (microseconds each) after binary searches in the stagings' lists, and with 33 blocks it read the
+ * missed quarter of a layer's rows at ~37 GB/s (bench/offload_timeline.ts, B=1 64K). In a
+ * same-call A/B on an H100 one block an SM made offload + prediction 0.04-1.1 ms a step faster and
+ * + prediction + reuse 0.5-3.7 ms faster at B=1 32K-128K; gathers that read mostly host rows
+ * (reuse alone, a half prefetch) lost up to 4% with it, so they keep the quarter
+ * (docs/perf-notes.md, "A wider grid for the exact gather behind a full prefetch").
  */
 import type { Dim3 } from "../codegen/kernel_api.ts";
 import { InputError } from "../util/errors.ts";
@@ -40,6 +49,15 @@ export function gatherGrid(
     ? Math.max(1, Math.min(chunks, Math.floor(maxBlocks / (selectionHeads * batch))))
     : chunks;
   return [selectionHeads, lanes, batch];
+}
+
+/**
+ * The block cap of a gather launch on a card of `multiprocessors` SMs: one block an SM for the
+ * exact gather behind a full prefetch (`mixed`: most rows on the device), else a quarter of the
+ * SMs; DS_GATHER_BLOCKS overrides both.
+ */
+export function gatherBlockCap(multiprocessors: number, mixed: boolean): number {
+  return gatherBlocksFromEnv(mixed ? multiprocessors : Math.ceil(multiprocessors / 4));
 }
 
 /** DS_GATHER_BLOCKS, validated (an integer >= 0), or `fallback` when unset or empty. */

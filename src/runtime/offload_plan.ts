@@ -37,7 +37,7 @@ import type { MappedHostBuffer } from "../cuda/driver.ts";
 import { ArgumentError } from "../util/errors.ts";
 import { DecodePlan } from "./decode_plan.ts";
 import type { StepTimeline } from "./step_timeline.ts";
-import { gatherBlocksFromEnv, gatherGrid } from "./gather_grid.ts";
+import { gatherBlockCap, gatherGrid } from "./gather_grid.ts";
 
 /** How a decoder offloads K/V (GpuDecoderOptions.offload). */
 export interface OffloadOptions {
@@ -419,10 +419,19 @@ export class OffloadPlan implements Disposable {
   timeline: StepTimeline | null = null;
   /** Most gather_kv blocks per launch (gather_grid.ts): a quarter of the SMs, or DS_GATHER_BLOCKS. */
   readonly #gatherBlocks: number;
+  /**
+   * The same for the exact gather behind a full prefetch (prediction, prefetchFraction 1), which
+   * finds most of its rows on the device: one block an SM, or DS_GATHER_BLOCKS.
+   */
+  readonly #mixedGatherBlocks: number;
+  /** Prediction prefetches whole budgets (prefetchFraction 1). */
+  readonly #fullPrefetch: boolean;
 
   constructor(cuda: Cuda, readonly plan: DecodePlan, options: OffloadOptions, stream: Stream) {
     this.options = checkOffloadOptions(options, "OffloadPlan");
-    this.#gatherBlocks = gatherBlocksFromEnv(Math.ceil(cuda.info.multiprocessors / 4));
+    this.#gatherBlocks = gatherBlockCap(cuda.info.multiprocessors, false);
+    this.#mixedGatherBlocks = gatherBlockCap(cuda.info.multiprocessors, true);
+    this.#fullPrefetch = (this.options.prefetchFraction ?? 1) === 1;
     const cache = plan.cache, spec = plan.spec, B = plan.batch;
     const host = cache.layers.map((l) => l.placement === "host");
     try {
@@ -795,7 +804,9 @@ export class OffloadPlan implements Disposable {
     const L = plan.cache.layers.length;
     plan.variant.launchers.launchGatherKv(
       plan.variant.slot("gather_kv"),
-      this.#grid(),
+      this.#grid(
+        set === 0 && src1 && this.#fullPrefetch ? this.#mixedGatherBlocks : this.#gatherBlocks,
+      ),
       {
         budgets: from.buffers.budgets,
         routes: from.buffers.routes,
