@@ -424,14 +424,11 @@ export class OffloadPlan implements Disposable {
    * finds most of its rows on the device: one block an SM, or DS_GATHER_BLOCKS.
    */
   readonly #mixedGatherBlocks: number;
-  /** Prediction prefetches whole budgets (prefetchFraction 1). */
-  readonly #fullPrefetch: boolean;
 
   constructor(cuda: Cuda, readonly plan: DecodePlan, options: OffloadOptions, stream: Stream) {
     this.options = checkOffloadOptions(options, "OffloadPlan");
     this.#gatherBlocks = gatherBlockCap(cuda.info.multiprocessors, false);
     this.#mixedGatherBlocks = gatherBlockCap(cuda.info.multiprocessors, true);
-    this.#fullPrefetch = (this.options.prefetchFraction ?? 1) === 1;
     const cache = plan.cache, spec = plan.spec, B = plan.batch;
     const host = cache.layers.map((l) => l.placement === "host");
     try {
@@ -805,7 +802,9 @@ export class OffloadPlan implements Disposable {
     plan.variant.launchers.launchGatherKv(
       plan.variant.slot("gather_kv"),
       this.#grid(
-        set === 0 && src1 && this.#fullPrefetch ? this.#mixedGatherBlocks : this.#gatherBlocks,
+        set === 0 && src1 && (this.options.prefetchFraction ?? 1) === 1
+          ? this.#mixedGatherBlocks
+          : this.#gatherBlocks,
       ),
       {
         budgets: from.buffers.budgets,
