@@ -23,33 +23,22 @@ import {
   openProbe,
   PROBE_HEADS as HEADS,
   probeRows,
+  roundSource,
   ROW_BYTES as ROW,
-  ROW_CHUNKS as CHUNKS,
   ROWS_PER_ROUND as ROWS_PER_BLOCK,
 } from "./pcie_rows.ts";
 
 const { gib, cuda } = openProbe("hbm_gather_probe", "device pool");
 
-const source = `
-struct __align__(16) u4 { unsigned x, y, z, w; };
-// Grid-stride over runs of ${ROWS_PER_BLOCK} entries of the row array, ${UNROLL} rows in flight a
-// thread; the rows are XORed together and one 16-byte word a thread is written at the end.
+const source = `${roundSource()}
+// Grid-stride over rounds of ${ROWS_PER_BLOCK} entries of the row array; the rows are XORed together
+// and one 16-byte word a thread is written at the end.
 extern "C" __global__ void __launch_bounds__(${THREADS}) gather_read(
     const u4* __restrict__ pool, const int* __restrict__ rows, int n, u4* __restrict__ sink) {
-  const int lane_row = threadIdx.x / ${CHUNKS}, chunk = threadIdx.x % ${CHUNKS};
   u4 acc = u4{0, 0, 0, 0};
   for (int first = blockIdx.x * ${ROWS_PER_BLOCK}; first < n; first += gridDim.x * ${ROWS_PER_BLOCK}) {
     u4 buf[${UNROLL}];
-#pragma unroll
-    for (int u = 0; u < ${UNROLL}; u++) {
-      const int e = first + u * ${THREADS / CHUNKS} + lane_row;
-      buf[u] = u4{0, 0, 0, 0};
-      if (e < n) {
-        const u4* p = pool + (size_t)__ldg(rows + e) * ${CHUNKS} + chunk;
-        asm volatile("ld.global.cs.v4.u32 {%0,%1,%2,%3}, [%4];"
-                     : "=r"(buf[u].x), "=r"(buf[u].y), "=r"(buf[u].z), "=r"(buf[u].w) : "l"(p));
-      }
-    }
+    load_round(pool, rows, first, n, buf);
 #pragma unroll
     for (int u = 0; u < ${UNROLL}; u++) {
       acc.x ^= buf[u].x; acc.y ^= buf[u].y; acc.z ^= buf[u].z; acc.w ^= buf[u].w;

@@ -21,20 +21,18 @@ import {
   openProbe,
   PROBE_HEADS as HEADS,
   probeRows,
+  roundSource,
   ROW_BYTES as ROW,
-  ROW_CHUNKS as CHUNKS,
   ROWS_PER_ROUND as ROWS_PER_BLOCK,
 } from "./pcie_rows.ts";
 
 const { gib, cuda } = openProbe("pcie_gather_probe");
 
-const source = `
-typedef unsigned long long u64;
-struct __align__(16) u4 { unsigned x, y, z, w; };
+const source = `${roundSource()}
 extern "C" __global__ void __launch_bounds__(${THREADS}) gather(
     const u4* __restrict__ host, const int* __restrict__ rows, int n, u4* __restrict__ out,
     int head_fastest, int lists, int per_list) {
-  // Block -> a run of ${ROWS_PER_BLOCK} entries of the row array.
+  // Block -> a round of ${ROWS_PER_BLOCK} entries of the row array.
   int first;
   if (lists > 0) {
     const int chunks = (per_list + ${ROWS_PER_BLOCK} - 1) / ${ROWS_PER_BLOCK};
@@ -45,22 +43,9 @@ extern "C" __global__ void __launch_bounds__(${THREADS}) gather(
   } else {
     first = blockIdx.x * ${ROWS_PER_BLOCK};
   }
-  const int lane_row = threadIdx.x / ${CHUNKS}, chunk = threadIdx.x % ${CHUNKS};
   u4 buf[${UNROLL}];
-#pragma unroll
-  for (int u = 0; u < ${UNROLL}; u++) {
-    const int e = first + u * ${THREADS / CHUNKS} + lane_row;
-    if (e < n) {
-      const u4* p = host + (size_t)__ldg(rows + e) * ${CHUNKS} + chunk;
-      asm volatile("ld.global.cs.v4.u32 {%0,%1,%2,%3}, [%4];"
-                   : "=r"(buf[u].x), "=r"(buf[u].y), "=r"(buf[u].z), "=r"(buf[u].w) : "l"(p));
-    }
-  }
-#pragma unroll
-  for (int u = 0; u < ${UNROLL}; u++) {
-    const int e = first + u * ${THREADS / CHUNKS} + lane_row;
-    if (e < n) out[(size_t)e * ${CHUNKS} + chunk] = buf[u];
-  }
+  load_round(host, rows, first, n, buf);
+  store_round(out, first, n, buf);
 }`;
 using module = loadProbeModule(cuda, "pcie_gather_probe", source);
 const fn = module.function("gather");

@@ -27,6 +27,7 @@ import {
   openProbe,
   PROBE_HEADS as HEADS,
   probeRows,
+  roundSource,
   ROW_BYTES as ROW,
   ROW_CHUNKS as CHUNKS,
   ROWS_PER_ROUND,
@@ -48,32 +49,19 @@ const CHASE_STEPS = 48;
 /** Latency-bound launches timed back to back beside one transfer. */
 const CHASE_LAUNCHES = 20;
 
-const source = (load: string) => `
-struct __align__(16) u4 { unsigned x, y, z, w; };
+const source = (load: string) =>
+  `${roundSource(load)}
 // Rounds of ${ROWS_PER_ROUND} entries; round r of list l is item r * lists + l (heads fastest),
 // items walked by the blocks in turn.
 extern "C" __global__ void __launch_bounds__(${THREADS}) gather(
     const u4* __restrict__ host, const int* __restrict__ rows, int lists, int per_list,
     u4* __restrict__ out) {
   const int rounds = (per_list + ${ROWS_PER_ROUND} - 1) / ${ROWS_PER_ROUND};
-  const int lane_row = threadIdx.x / ${CHUNKS}, chunk = threadIdx.x % ${CHUNKS};
   for (int item = blockIdx.x; item < rounds * lists; item += gridDim.x) {
     const int list = item % lists, first = (item / lists) * ${ROWS_PER_ROUND};
     u4 buf[${UNROLL}];
-#pragma unroll
-    for (int u = 0; u < ${UNROLL}; u++) {
-      const int e = first + u * ${THREADS / CHUNKS} + lane_row;
-      if (e < per_list) {
-        const u4* p = host + (size_t)__ldg(rows + list * per_list + e) * ${CHUNKS} + chunk;
-        asm volatile("${load} {%0,%1,%2,%3}, [%4];"
-                     : "=r"(buf[u].x), "=r"(buf[u].y), "=r"(buf[u].z), "=r"(buf[u].w) : "l"(p));
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < ${UNROLL}; u++) {
-      const int e = first + u * ${THREADS / CHUNKS} + lane_row;
-      if (e < per_list) out[(size_t)(list * per_list + e) * ${CHUNKS} + chunk] = buf[u];
-    }
+    load_round(host, rows + (size_t)list * per_list, first, per_list, buf);
+    store_round(out + (size_t)list * per_list * ${CHUNKS}, first, per_list, buf);
   }
 }
 // The same gather through the Tensor Memory Accelerator: per round, lanes of warp 0 issue one

@@ -1,7 +1,8 @@
 /**
  * What the gather probes (bench/pcie_gather_probe.ts, bench/pcie_load_probe.ts, and
  * bench/hbm_gather_probe.ts for device memory) share: their command line (--gib, the pool's size),
- * the compile and load of their kernels, their gather kernels' shape, and the selected rows: a pool
+ * the compile and load of their kernels, their gather kernels' shape and row loop, and the selected
+ * rows: a pool
  * (mapped host memory for the PCIe probes) of 256-byte rows laid out like a K pool (16-token pages,
  * the kv heads' rows of a page interleaved), and per head a sorted random 1/16 of its tokens (what
  * sort_selection leaves), as physical row numbers.
@@ -22,6 +23,41 @@ export const GATHER_UNROLL = 8;
 export const ROW_CHUNKS = ROW_BYTES / 16;
 /** Rows one gather block reads per round: GATHER_UNROLL for each group of ROW_CHUNKS threads. */
 export const ROWS_PER_ROUND = (GATHER_THREADS / ROW_CHUNKS) * GATHER_UNROLL;
+
+/**
+ * The CUDA the SM gathers share: the 16-byte word `u4`, `load_round` (this thread's 16-byte chunk
+ * of each of the GATHER_UNROLL rows it reads in the round that starts at entry `first` of `rows`,
+ * with `load`, a PTX v4.u32 load; entries from `n` on read nothing and leave zero) and
+ * `store_round` (those chunks to `out`, entry e at out row e). One round is ROWS_PER_ROUND entries.
+ */
+export function roundSource(load = "ld.global.cs.v4.u32"): string {
+  return `
+struct __align__(16) u4 { unsigned x, y, z, w; };
+__device__ __forceinline__ void load_round(const u4* __restrict__ pool,
+    const int* __restrict__ rows, int first, int n, u4 (&buf)[${GATHER_UNROLL}]) {
+  const int lane_row = threadIdx.x / ${ROW_CHUNKS}, chunk = threadIdx.x % ${ROW_CHUNKS};
+#pragma unroll
+  for (int u = 0; u < ${GATHER_UNROLL}; u++) {
+    const int e = first + u * ${GATHER_THREADS / ROW_CHUNKS} + lane_row;
+    buf[u] = u4{0, 0, 0, 0};
+    if (e < n) {
+      const u4* p = pool + (size_t)__ldg(rows + e) * ${ROW_CHUNKS} + chunk;
+      asm volatile("${load} {%0,%1,%2,%3}, [%4];"
+                   : "=r"(buf[u].x), "=r"(buf[u].y), "=r"(buf[u].z), "=r"(buf[u].w) : "l"(p));
+    }
+  }
+}
+__device__ __forceinline__ void store_round(u4* __restrict__ out, int first, int n,
+    const u4 (&buf)[${GATHER_UNROLL}]) {
+  const int lane_row = threadIdx.x / ${ROW_CHUNKS}, chunk = threadIdx.x % ${ROW_CHUNKS};
+#pragma unroll
+  for (int u = 0; u < ${GATHER_UNROLL}; u++) {
+    const int e = first + u * ${GATHER_THREADS / ROW_CHUNKS} + lane_row;
+    if (e < n) out[(size_t)e * ${ROW_CHUNKS} + chunk] = buf[u];
+  }
+}
+`;
+}
 
 /**
  * A probe's front door (`name`: bench/<name>.ts): its --gib flag (the size of `pool`), then the
