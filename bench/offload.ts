@@ -50,6 +50,7 @@ import { writeFileAtomic } from "../src/util/fs.ts";
 import { UsageError } from "../src/util/errors.ts";
 import { LLAMA3_8B, LLAMA3_8B_GROUP_SPEC_NO_DENSE } from "./llama3_shape.ts";
 import { loadTinyBench } from "./tiny_model.ts";
+import { computeCeilings, ON_GPU_METHOD } from "./offload_ceiling.ts";
 import {
   fillRandomCache,
   firstTokens,
@@ -404,7 +405,7 @@ for (const [ci, [batch, L]] of configs.entries()) {
     fillRandomCache(util, dec.cache, batch, L, dec.stream);
     dec.stepChoose(tokens);
     const stepMs = dec.timeStep(10, true);
-    rows.push(rowOf(batch, L, "on-GPU DS", stepMs, 0));
+    rows.push(rowOf(batch, L, ON_GPU_METHOD, stepMs, 0));
     report(rows.at(-1)!, fullKvMs);
   } else {
     skipped.push(
@@ -604,6 +605,21 @@ for (const r of ordered) {
       `${(r.bytesSavedPerStep / 1e9).toFixed(3)} | ` +
       `${r.recallMean === null ? "-" : `${pct(r.recallMean)} / ${pct(r.recallMin!)}`} | ` +
       `${full ? (full.stepMs / r.stepMs).toFixed(1) + "x" : "-"} |`,
+  );
+}
+const ceilings = computeCeilings(rows, h2dGBs);
+if (ceilings.length > 0) {
+  lines.push(
+    "",
+    "Compute ceiling: an offloaded step runs every kernel of the on-GPU DS step plus its " +
+      "transfers, so with or without reuse it reaches at most the bound (selected bytes / " +
+      "measured copy rate) over the on-GPU DS step (bench/offload_ceiling.ts):",
+    "",
+    ...ceilings.map((c) =>
+      `- ${c.batch} x ${c.context}: bound ${c.boundMs.toFixed(2)} ms, on-GPU DS ` +
+      `${c.onGpuMs.toFixed(2)} ms, ceiling ${pct(c.share)}` +
+      (c.share < 0.8 ? " (below 80%: compute, not the bus, sets the pace)" : "")
+    ),
   );
 }
 lines.push(

@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { gatherBlockCap, gatherBlocksFromEnv, gatherGrid } from "../src/runtime/gather_grid.ts";
+import {
+  gatherBlockCap,
+  gatherBlocksFromEnv,
+  gatherChunks,
+  gatherGrid,
+} from "../src/runtime/gather_grid.ts";
 import { InputError } from "../src/util/errors.ts";
 
 Deno.test("gatherGrid: chunk lanes capped by the block budget, at least one, none past the chunks", () => {
@@ -36,16 +41,29 @@ Deno.test("gatherBlocksFromEnv: unset gives the fallback, bad values name the va
   }
 });
 
-Deno.test("gatherBlockCap: a quarter of the SMs, one an SM for a mixed exact gather, DS_GATHER_BLOCKS over both", () => {
+Deno.test("gatherBlockCap: a quarter of the SMs, one an SM for a mixed exact gather of up to 8 chunks a block, DS_GATHER_BLOCKS over both", () => {
   const saved = Deno.env.get("DS_GATHER_BLOCKS");
   try {
     Deno.env.delete("DS_GATHER_BLOCKS");
-    assert.equal(gatherBlockCap(132, false), 33);
-    assert.equal(gatherBlockCap(132, true), 132);
-    assert.equal(gatherBlockCap(78, false), 20);
+    // The Llama-3-8B bench shapes: 8 selection heads, budget 1/16, 64 rows a chunk.
+    const b1x128K = gatherChunks(8, 8192, 64, 1);
+    const b4x32K = gatherChunks(8, 2048, 64, 4);
+    const b1x256K = gatherChunks(8, 16384, 64, 1);
+    const b4x128K = gatherChunks(8, 8192, 64, 4);
+    assert.deepEqual([b1x128K, b4x32K, b1x256K, b4x128K], [1024, 1024, 2048, 4096]);
+    assert.equal(gatherBlockCap(132, false, b1x128K), 33);
+    assert.equal(gatherBlockCap(132, true, b1x128K), 132);
+    assert.equal(gatherBlockCap(132, true, b4x32K), 132);
+    assert.equal(gatherBlockCap(132, true, 8 * 132), 132);
+    assert.equal(gatherBlockCap(132, true, 8 * 132 + 1), 33);
+    assert.equal(gatherBlockCap(132, true, b1x256K), 33);
+    assert.equal(gatherBlockCap(132, true, b4x128K), 33);
+    assert.equal(gatherBlockCap(78, false, 1), 20);
+    // A partial last chunk is a chunk.
+    assert.equal(gatherChunks(8, 65, 64, 1), 16);
     Deno.env.set("DS_GATHER_BLOCKS", "16");
-    assert.equal(gatherBlockCap(132, false), 16);
-    assert.equal(gatherBlockCap(132, true), 16);
+    assert.equal(gatherBlockCap(132, false, b1x128K), 16);
+    assert.equal(gatherBlockCap(132, true, b1x128K), 16);
   } finally {
     if (saved === undefined) Deno.env.delete("DS_GATHER_BLOCKS");
     else Deno.env.set("DS_GATHER_BLOCKS", saved);

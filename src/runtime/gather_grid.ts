@@ -16,7 +16,8 @@
  *
  * The cap is DS_GATHER_BLOCKS where set (read here and nowhere else; 0 = one lane per chunk, for
  * measurements), else `gatherBlockCap`'s: a quarter of the SMs (33 on an H100), or one block an SM
- * for the exact gather behind a full prefetch (prediction with prefetchFraction 1). That gather
+ * for the exact gather behind a full prefetch (prediction with prefetchFraction 1) while that
+ * leaves each block at most WIDE_GATHER_CHUNKS_PER_BLOCK chunks. That gather
  * runs on the critical path with nothing of the layer beside it and finds most of its rows in the
  * prefetch; each of its blocks walks chunks that mix device rows (copied at once) with host rows
  * (microseconds each) after binary searches in the stagings' lists, and with 33 blocks it read the
@@ -24,7 +25,14 @@
  * same-call A/B on an H100 one block an SM made offload + prediction 0.04-1.1 ms a step faster and
  * + prediction + reuse 0.5-3.7 ms faster at B=1 32K-128K; gathers that read mostly host rows
  * (reuse alone, a half prefetch) lost up to 4% with it, so they keep the quarter
- * (docs/perf-notes.md, "A wider grid for the exact gather behind a full prefetch").
+ * (docs/perf-notes.md, "A wider grid for the exact gather behind a full prefetch"). Larger lists
+ * lost with it too: at 4 x 128K (4,096 chunks, 32 a block at one block an SM) + prediction took
+ * 133 ms a step against 118 ms with the quarter (+ prediction + reuse 127 against 118), and at
+ * 1 x 256K (2,048 chunks) + prediction lost 1-6% and + prediction + reuse gained 1-5%, in two
+ * rounds each on an H100, while 1 x 128K and 4 x 32K (1,024 chunks, 8 a block) gained; the
+ * missed rows there are many enough to fill the bus from a quarter of the SMs, and more blocks
+ * only spread the host reads over more places at once (docs/perf-notes.md, "The wide exact gather,
+ * only for small selections").
  */
 import type { Dim3 } from "../codegen/kernel_api.ts";
 import { InputError } from "../util/errors.ts";
@@ -44,20 +52,43 @@ export function gatherGrid(
   batch: number,
   maxBlocks: number,
 ): Dim3 {
-  const chunks = Math.max(1, Math.ceil(selStride / rowsPerBlock));
+  const chunks = chunksPerList(selStride, rowsPerBlock);
   const lanes = maxBlocks > 0
     ? Math.max(1, Math.min(chunks, Math.floor(maxBlocks / (selectionHeads * batch))))
     : chunks;
   return [selectionHeads, lanes, batch];
 }
 
+/** Chunks of `rowsPerBlock` rows in a list of up to `selStride` rows (at least one). */
+function chunksPerList(selStride: number, rowsPerBlock: number): number {
+  return Math.max(1, Math.ceil(selStride / rowsPerBlock));
+}
+
+/** Chunk lanes of a whole gather launch: every list's chunks (see gatherGrid). */
+export function gatherChunks(
+  selectionHeads: number,
+  selStride: number,
+  rowsPerBlock: number,
+  batch: number,
+): number {
+  return selectionHeads * chunksPerList(selStride, rowsPerBlock) * batch;
+}
+
 /**
- * The block cap of a gather launch on a card of `multiprocessors` SMs: one block an SM for the
- * exact gather behind a full prefetch (`mixed`: most rows on the device), else a quarter of the
+ * Most chunks a block of the wide exact gather walks: gains measured at 8 a block, losses at 16
+ * and 32 (the module's comment).
+ */
+export const WIDE_GATHER_CHUNKS_PER_BLOCK = 8;
+
+/**
+ * The block cap of a gather launch of `chunks` chunk lanes on a card of `multiprocessors` SMs:
+ * one block an SM for the exact gather behind a full prefetch (`mixed`: most rows on the device)
+ * while each block then walks at most WIDE_GATHER_CHUNKS_PER_BLOCK chunks, else a quarter of the
  * SMs; DS_GATHER_BLOCKS overrides both.
  */
-export function gatherBlockCap(multiprocessors: number, mixed: boolean): number {
-  return gatherBlocksFromEnv(mixed ? multiprocessors : Math.ceil(multiprocessors / 4));
+export function gatherBlockCap(multiprocessors: number, mixed: boolean, chunks: number): number {
+  const wide = mixed && chunks <= WIDE_GATHER_CHUNKS_PER_BLOCK * multiprocessors;
+  return gatherBlocksFromEnv(wide ? multiprocessors : Math.ceil(multiprocessors / 4));
 }
 
 /** DS_GATHER_BLOCKS, validated (an integer >= 0), or `fallback` when unset or empty. */

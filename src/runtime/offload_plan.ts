@@ -37,7 +37,7 @@ import type { MappedHostBuffer } from "../cuda/driver.ts";
 import { ArgumentError } from "../util/errors.ts";
 import { DecodePlan } from "./decode_plan.ts";
 import type { StepTimeline } from "./step_timeline.ts";
-import { gatherBlockCap, gatherGrid } from "./gather_grid.ts";
+import { gatherBlockCap, gatherChunks, gatherGrid } from "./gather_grid.ts";
 
 /** How a decoder offloads K/V (GpuDecoderOptions.offload). */
 export interface OffloadOptions {
@@ -421,14 +421,21 @@ export class OffloadPlan implements Disposable {
   readonly #gatherBlocks: number;
   /**
    * The same for the exact gather behind a full prefetch (prediction, prefetchFraction 1), which
-   * finds most of its rows on the device: one block an SM, or DS_GATHER_BLOCKS.
+   * finds most of its rows on the device: one block an SM for lists of up to 8 chunks a block,
+   * or DS_GATHER_BLOCKS.
    */
   readonly #mixedGatherBlocks: number;
 
   constructor(cuda: Cuda, readonly plan: DecodePlan, options: OffloadOptions, stream: Stream) {
     this.options = checkOffloadOptions(options, "OffloadPlan");
-    this.#gatherBlocks = gatherBlockCap(cuda.info.multiprocessors, false);
-    this.#mixedGatherBlocks = gatherBlockCap(cuda.info.multiprocessors, true);
+    const chunks = gatherChunks(
+      plan.spec.numSelectionHeads,
+      plan.selStride,
+      plan.variant.launchers.tuning.gatherRowsPerBlock,
+      plan.batch,
+    );
+    this.#gatherBlocks = gatherBlockCap(cuda.info.multiprocessors, false, chunks);
+    this.#mixedGatherBlocks = gatherBlockCap(cuda.info.multiprocessors, true, chunks);
     const cache = plan.cache, spec = plan.spec, B = plan.batch;
     const host = cache.layers.map((l) => l.placement === "host");
     try {
