@@ -8,7 +8,7 @@ import {
 } from "../src/runtime/offload_plan.ts";
 import { offloadPlacement } from "../src/decoding/gpu_decoder_layout.ts";
 import { ArgumentError, UsageError } from "../src/util/errors.ts";
-import { offloadFromFlags } from "../src/cli/offload_flags.ts";
+import { OFFLOAD_MODES, offloadFromFlags } from "../src/cli/offload_flags.ts";
 import {
   LLAMA3_8B,
   LLAMA3_8B_GROUP_SPEC,
@@ -130,8 +130,13 @@ Deno.test("offload flags: --offload is reuse; --offload-mode picks; a bad mode i
     prediction: true,
     prefetchFraction: 0.5,
   });
+  assert.deepEqual(offloadFromFlags(undefined, "predict-three-quarters"), {
+    mode: "selected",
+    prediction: true,
+    prefetchFraction: 0.75,
+  });
   // Every mode the flag offers is a valid decoder option.
-  for (const mode of ["selected", "reuse", "predict", "predict-reuse", "predict-half", "full-kv"]) {
+  for (const mode of Object.keys(OFFLOAD_MODES)) {
     checkOffloadOptions(offloadFromFlags(undefined, mode)!, "test");
   }
   assert.deepEqual(offloadFromFlags(true, undefined, "1.5"), {
@@ -182,7 +187,7 @@ Deno.test("offload flags: --offload is reuse; --offload-mode picks; a bad mode i
       e instanceof UsageError &&
       e.message ===
         '--offload-mode: got "ssd"; allowed: selected, reuse, predict, predict-reuse, ' +
-          "predict-half, full-kv",
+          "predict-three-quarters, predict-half, full-kv",
   );
 });
 

@@ -16,8 +16,9 @@
  *
  * The cap is DS_GATHER_BLOCKS where set (read here and nowhere else; 0 = one lane per chunk, for
  * measurements), else `gatherBlockCap`'s: a quarter of the SMs (33 on an H100), or one block an SM
- * for the exact gather behind a full prefetch (prediction with prefetchFraction 1) while that
- * leaves each block at most WIDE_GATHER_CHUNKS_PER_BLOCK chunks. That gather
+ * for the exact gather behind a prefetch of at least WIDE_GATHER_MIN_PREFETCH_FRACTION of the
+ * budget (prediction with prefetchFraction 0.75 to 1) while that leaves each block at most
+ * WIDE_GATHER_CHUNKS_PER_BLOCK chunks. That gather
  * runs on the critical path with nothing of the layer beside it and finds most of its rows in the
  * prefetch; each of its blocks walks chunks that mix device rows (copied at once) with host rows
  * (microseconds each) after binary searches in the stagings' lists, and with 33 blocks it read the
@@ -73,6 +74,14 @@ export function gatherChunks(
 ): number {
   return selectionHeads * chunksPerList(selStride, rowsPerBlock) * batch;
 }
+
+/**
+ * The smallest prefetch fraction whose exact gather counts as mixed (most rows on the device): at
+ * 0.75 the prefetch served 62% of the exact rows at 1 x 64K and the wide grid made the steps up to
+ * 0.7 ms faster; at 0.5 (45% served) it lost 1-2% (docs/perf-notes.md, "The wide exact gather,
+ * only for small selections").
+ */
+export const WIDE_GATHER_MIN_PREFETCH_FRACTION = 0.75;
 
 /**
  * Most chunks a block of the wide exact gather walks: gains measured at 8 a block, losses at 16

@@ -37,7 +37,12 @@ import type { MappedHostBuffer } from "../cuda/driver.ts";
 import { ArgumentError } from "../util/errors.ts";
 import { DecodePlan } from "./decode_plan.ts";
 import type { StepTimeline } from "./step_timeline.ts";
-import { gatherBlockCap, gatherChunks, gatherGrid } from "./gather_grid.ts";
+import {
+  gatherBlockCap,
+  gatherChunks,
+  gatherGrid,
+  WIDE_GATHER_MIN_PREFETCH_FRACTION,
+} from "./gather_grid.ts";
 
 /** How a decoder offloads K/V (GpuDecoderOptions.offload). */
 export interface OffloadOptions {
@@ -420,9 +425,9 @@ export class OffloadPlan implements Disposable {
   /** Most gather_kv blocks per launch (gather_grid.ts): a quarter of the SMs, or DS_GATHER_BLOCKS. */
   readonly #gatherBlocks: number;
   /**
-   * The same for the exact gather behind a full prefetch (prediction, prefetchFraction 1), which
-   * finds most of its rows on the device: one block an SM for lists of up to 8 chunks a block,
-   * or DS_GATHER_BLOCKS.
+   * The same for the exact gather behind a prefetch of at least WIDE_GATHER_MIN_PREFETCH_FRACTION
+   * of the budget, which finds most of its rows on the device: one block an SM for lists of up to
+   * 8 chunks a block, or DS_GATHER_BLOCKS.
    */
   readonly #mixedGatherBlocks: number;
 
@@ -809,7 +814,8 @@ export class OffloadPlan implements Disposable {
     plan.variant.launchers.launchGatherKv(
       plan.variant.slot("gather_kv"),
       this.#grid(
-        set === 0 && src1 && (this.options.prefetchFraction ?? 1) === 1
+        set === 0 && src1 &&
+          (this.options.prefetchFraction ?? 1) >= WIDE_GATHER_MIN_PREFETCH_FRACTION
           ? this.#mixedGatherBlocks
           : this.#gatherBlocks,
       ),

@@ -135,6 +135,14 @@ const OFFLOAD_CASES: readonly OffloadCase[] = [
     promptLens: [300, 31, 513, 12],
   },
   {
+    // A prefetch of 3/4 of the budget: its exact gather takes the wide grid (gather_grid.ts).
+    name: "gqa4-group-p16-r16b8-ratio-dense0-predict-three-quarters-reuse",
+    heads: [8, 2],
+    spec: GQA4_GROUP_DENSE0,
+    offload: { mode: "selected", prediction: true, reuse: true, prefetchFraction: 0.75 },
+    promptLens: [300, 31, 513, 12],
+  },
+  {
     name: "gqa2-head-p16-fixed16-rowcache7",
     heads: [4, 2],
     spec: GQA2_HEAD,
