@@ -41,7 +41,7 @@ Deno.test("gatherBlocksFromEnv: unset gives the fallback, bad values name the va
   }
 });
 
-Deno.test("gatherBlockCap: a quarter of the SMs, one an SM for a mixed exact gather of up to 8 chunks a block, DS_GATHER_BLOCKS over both", () => {
+Deno.test("gatherBlockCap: a quarter of the SMs, one an SM for the exact gather behind a prefetch of 3/4 or more, up to 8 chunks a block, DS_GATHER_BLOCKS over both", () => {
   const saved = Deno.env.get("DS_GATHER_BLOCKS");
   try {
     Deno.env.delete("DS_GATHER_BLOCKS");
@@ -51,19 +51,21 @@ Deno.test("gatherBlockCap: a quarter of the SMs, one an SM for a mixed exact gat
     const b1x256K = gatherChunks(8, 16384, 64, 1);
     const b4x128K = gatherChunks(8, 8192, 64, 4);
     assert.deepEqual([b1x128K, b4x32K, b1x256K, b4x128K], [1024, 1024, 2048, 4096]);
-    assert.equal(gatherBlockCap(132, false, b1x128K), 33);
-    assert.equal(gatherBlockCap(132, true, b1x128K), 132);
-    assert.equal(gatherBlockCap(132, true, b4x32K), 132);
-    assert.equal(gatherBlockCap(132, true, 8 * 132), 132);
-    assert.equal(gatherBlockCap(132, true, 8 * 132 + 1), 33);
-    assert.equal(gatherBlockCap(132, true, b1x256K), 33);
-    assert.equal(gatherBlockCap(132, true, b4x128K), 33);
-    assert.equal(gatherBlockCap(78, false, 1), 20);
+    assert.equal(gatherBlockCap(132, b1x128K, null), 33);
+    assert.equal(gatherBlockCap(132, b1x128K, 1), 132);
+    assert.equal(gatherBlockCap(132, b4x32K, 1), 132);
+    assert.equal(gatherBlockCap(132, b1x128K, 0.75), 132);
+    assert.equal(gatherBlockCap(132, b1x128K, 0.5), 33);
+    assert.equal(gatherBlockCap(132, 8 * 132, 1), 132);
+    assert.equal(gatherBlockCap(132, 8 * 132 + 1, 1), 33);
+    assert.equal(gatherBlockCap(132, b1x256K, 1), 33);
+    assert.equal(gatherBlockCap(132, b4x128K, 1), 33);
+    assert.equal(gatherBlockCap(78, 1, null), 20);
     // A partial last chunk is a chunk.
     assert.equal(gatherChunks(8, 65, 64, 1), 16);
     Deno.env.set("DS_GATHER_BLOCKS", "16");
-    assert.equal(gatherBlockCap(132, false, b1x128K), 16);
-    assert.equal(gatherBlockCap(132, true, b1x128K), 16);
+    assert.equal(gatherBlockCap(132, b1x128K, null), 16);
+    assert.equal(gatherBlockCap(132, b1x128K, 1), 16);
   } finally {
     if (saved === undefined) Deno.env.delete("DS_GATHER_BLOCKS");
     else Deno.env.set("DS_GATHER_BLOCKS", saved);

@@ -81,7 +81,7 @@ export function gatherChunks(
  * 0.7 ms faster; at 0.5 (45% served) it lost 1-2% (docs/perf-notes.md, "The wide exact gather,
  * only for small selections").
  */
-export const WIDE_GATHER_MIN_PREFETCH_FRACTION = 0.75;
+const WIDE_GATHER_MIN_PREFETCH_FRACTION = 0.75;
 
 /**
  * Most chunks a block of the wide exact gather walks: gains measured at 8 a block, losses at 16
@@ -90,13 +90,20 @@ export const WIDE_GATHER_MIN_PREFETCH_FRACTION = 0.75;
 export const WIDE_GATHER_CHUNKS_PER_BLOCK = 8;
 
 /**
- * The block cap of a gather launch of `chunks` chunk lanes on a card of `multiprocessors` SMs:
- * one block an SM for the exact gather behind a full prefetch (`mixed`: most rows on the device)
- * while each block then walks at most WIDE_GATHER_CHUNKS_PER_BLOCK chunks, else a quarter of the
- * SMs; DS_GATHER_BLOCKS overrides both.
+ * The block cap of a gather launch of `chunks` chunk lanes on a card of `multiprocessors` SMs.
+ * `behindPrefetch`: for the exact gather that reads a prediction's prefetch first, that
+ * prediction's prefetch fraction; null for every other gather. One block an SM where the fraction
+ * is at least WIDE_GATHER_MIN_PREFETCH_FRACTION (most rows then on the device) and each block walks
+ * at most WIDE_GATHER_CHUNKS_PER_BLOCK chunks, else a quarter of the SMs; DS_GATHER_BLOCKS
+ * overrides both.
  */
-export function gatherBlockCap(multiprocessors: number, mixed: boolean, chunks: number): number {
-  const wide = mixed && chunks <= WIDE_GATHER_CHUNKS_PER_BLOCK * multiprocessors;
+export function gatherBlockCap(
+  multiprocessors: number,
+  chunks: number,
+  behindPrefetch: number | null,
+): number {
+  const wide = behindPrefetch !== null && behindPrefetch >= WIDE_GATHER_MIN_PREFETCH_FRACTION &&
+    chunks <= WIDE_GATHER_CHUNKS_PER_BLOCK * multiprocessors;
   return gatherBlocksFromEnv(wide ? multiprocessors : Math.ceil(multiprocessors / 4));
 }
 

@@ -37,12 +37,7 @@ import type { MappedHostBuffer } from "../cuda/driver.ts";
 import { ArgumentError } from "../util/errors.ts";
 import { DecodePlan } from "./decode_plan.ts";
 import type { StepTimeline } from "./step_timeline.ts";
-import {
-  gatherBlockCap,
-  gatherChunks,
-  gatherGrid,
-  WIDE_GATHER_MIN_PREFETCH_FRACTION,
-} from "./gather_grid.ts";
+import { gatherBlockCap, gatherChunks, gatherGrid } from "./gather_grid.ts";
 
 /** How a decoder offloads K/V (GpuDecoderOptions.offload). */
 export interface OffloadOptions {
@@ -425,11 +420,11 @@ export class OffloadPlan implements Disposable {
   /** Most gather_kv blocks per launch (gather_grid.ts): a quarter of the SMs, or DS_GATHER_BLOCKS. */
   readonly #gatherBlocks: number;
   /**
-   * The same for the exact gather behind a prefetch of at least WIDE_GATHER_MIN_PREFETCH_FRACTION
-   * of the budget, which finds most of its rows on the device: one block an SM for lists of up to
-   * 8 chunks a block, or DS_GATHER_BLOCKS.
+   * The same for the exact gather that reads the prediction's prefetch first: one block an SM
+   * behind a prefetch of 3/4 of the budget or more, for lists of up to 8 chunks a block
+   * (gatherBlockCap), or DS_GATHER_BLOCKS.
    */
-  readonly #mixedGatherBlocks: number;
+  readonly #exactGatherBlocks: number;
 
   constructor(cuda: Cuda, readonly plan: DecodePlan, options: OffloadOptions, stream: Stream) {
     this.options = checkOffloadOptions(options, "OffloadPlan");
@@ -439,8 +434,12 @@ export class OffloadPlan implements Disposable {
       plan.variant.launchers.tuning.gatherRowsPerBlock,
       plan.batch,
     );
-    this.#gatherBlocks = gatherBlockCap(cuda.info.multiprocessors, false, chunks);
-    this.#mixedGatherBlocks = gatherBlockCap(cuda.info.multiprocessors, true, chunks);
+    this.#gatherBlocks = gatherBlockCap(cuda.info.multiprocessors, chunks, null);
+    this.#exactGatherBlocks = gatherBlockCap(
+      cuda.info.multiprocessors,
+      chunks,
+      this.options.prefetchFraction ?? 1,
+    );
     const cache = plan.cache, spec = plan.spec, B = plan.batch;
     const host = cache.layers.map((l) => l.placement === "host");
     try {
@@ -813,12 +812,7 @@ export class OffloadPlan implements Disposable {
     const L = plan.cache.layers.length;
     plan.variant.launchers.launchGatherKv(
       plan.variant.slot("gather_kv"),
-      this.#grid(
-        set === 0 && src1 &&
-          (this.options.prefetchFraction ?? 1) >= WIDE_GATHER_MIN_PREFETCH_FRACTION
-          ? this.#mixedGatherBlocks
-          : this.#gatherBlocks,
-      ),
+      this.#grid(set === 0 && src1 ? this.#exactGatherBlocks : this.#gatherBlocks),
       {
         budgets: from.buffers.budgets,
         routes: from.buffers.routes,
