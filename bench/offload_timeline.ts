@@ -133,7 +133,7 @@ for (const [method, offload] of methods) {
   }
   dec.offload!.timeline = null;
   const marks = timeline.read();
-  const times = offloadLayerTimes(marks);
+  const times = offloadLayerTimes(marks, offload.skipMissed ?? false);
   console.log(
     `\n${method}: graph step ${graphMs.toFixed(2)} ms (median of 5), ${
       eager ? `eager step ${stepMs.toFixed(2)} ms, ` : "marks from a replayed graph, "

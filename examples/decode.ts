@@ -25,9 +25,9 @@
  * cublas|builtin (the GPU decoders' projections, calibration included: cuBLAS, or the project's
  * own GEMM kernel and no cuBLAS at all, for compute-sanitizer runs; default: $DS_GEMM, else
  * cublas), --no-timing (no graph replays: for sanitizer runs), --offload and --offload-mode
- * selected|reuse|predict|predict-reuse|predict-three-quarters|predict-half|full-kv (K/V in pinned
- * host memory; GPU only; see src/cli/offload_flags.ts), --row-cache GIB (fetched rows kept on the
- * GPU).
+ * selected|reuse|predict|predict-reuse|predict-three-quarters|predict-half|predict-skip-missed|
+ * full-kv (K/V in pinned host memory; GPU only; see src/cli/offload_flags.ts), --row-cache GIB
+ * (fetched rows kept on the GPU).
  *
  * --retrieval: a line-retrieval document instead (examples/retrieval_demo.ts): --document N (a
  * line of examples/data/line-retrieval.jsonl) or a built one (--context 2048 --depth 0.5); the

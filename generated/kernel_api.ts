@@ -18,7 +18,7 @@ export interface KernelInfo {
   readonly sha256: string;
 }
 
-export type KernelId = "append" | "score" | "select" | "resolve" | "dense" | "sparse" | "merge" | "persistent" | "prefill" | "sort_selection" | "gather_kv" | "fill_row_cache";
+export type KernelId = "append" | "score" | "select" | "resolve" | "dense" | "sparse" | "merge" | "persistent" | "prefill" | "sort_selection" | "gather_kv" | "fill_row_cache" | "stage_newest";
 
 /** Launch-shape constants baked into the variant's sources. */
 export interface TuningInfo {
@@ -449,6 +449,30 @@ export interface FillRowCacheArgs {
   readonly cacheSlots: number;
 }
 
+/** Arguments of the stage_newest kernel: Writes this step's new K/V row into the last budget row of a prefetch staging (skipMissed). */
+export interface StageNewestArgs {
+  /** `const int* __restrict__ seq_lens`: [batch] cached tokens, this step's included */
+  readonly seqLens: DevicePtr;
+  /** `const int* __restrict__ budgets`: [batch] tokens to select per selection head */
+  readonly budgets: DevicePtr;
+  /** `const int* __restrict__ routes`: [batch] 1 = sparse, 0 = dense */
+  readonly routes: DevicePtr;
+  /** `const u16* __restrict__ k_new`: [batch][NUM_KV_HEADS][HEAD_DIM] this step's keys after RoPE */
+  readonly kNew: DevicePtr;
+  /** `const u16* __restrict__ v_new`: [batch][NUM_KV_HEADS][HEAD_DIM] this step's values */
+  readonly vNew: DevicePtr;
+  /** `int sel_stride`: row stride of sel_idx (>= largest budget) */
+  readonly selStride: number;
+  /** `u16* __restrict__ k_stage`: K [batch][NUM_SEL_HEADS][sel_stride][HEAD_DIM] staged rows, KV dtype */
+  readonly kStage: DevicePtr;
+  /** `u16* __restrict__ v_stage`: V [batch][NUM_SEL_HEADS][sel_stride][HEAD_DIM] staged rows, KV dtype */
+  readonly vStage: DevicePtr;
+  /** `int* __restrict__ stage_idx`: [batch][NUM_SEL_HEADS][sel_stride] the staged rows' tokens */
+  readonly stageIdx: DevicePtr;
+  /** `int* __restrict__ stage_count`: [batch] staged tokens per list */
+  readonly stageCount: DevicePtr;
+}
+
 /** The default export of every generated/<variant>/launchers.ts. */
 export interface VariantLaunchers {
   readonly variant: string;
@@ -478,4 +502,6 @@ export interface VariantLaunchers {
   readonly launchGatherKv: (slot: KernelSlot, grid: Dim3, a: GatherKvArgs) => void;
   /** Writes the staged rows that won their row-cache slot in the gather into the cache. Grid: (NUM_SEL_HEADS, chunk lanes <= ceil(sel_stride / gatherRowsPerBlock), batch). */
   readonly launchFillRowCache: (slot: KernelSlot, grid: Dim3, a: FillRowCacheArgs) => void;
+  /** Writes this step's new K/V row into the last budget row of a prefetch staging (skipMissed). Grid: (NUM_SEL_HEADS, 1, batch). */
+  readonly launchStageNewest: (slot: KernelSlot, grid: Dim3, a: StageNewestArgs) => void;
 }

@@ -115,7 +115,7 @@ Deno.test("cli: malformed values say what is allowed, exit 2 (--temperature -1, 
     [
       "examples/decode.ts",
       ["--offload-mode", "all"],
-      `decode: --offload-mode: got "all"; allowed: selected, reuse, predict, predict-reuse, predict-three-quarters, predict-half, full-kv`,
+      `decode: --offload-mode: got "all"; allowed: selected, reuse, predict, predict-reuse, predict-three-quarters, predict-half, predict-skip-missed, full-kv`,
     ],
     [
       "bench/pcie_gather_probe.ts",

@@ -135,6 +135,11 @@ Deno.test("offload flags: --offload is reuse; --offload-mode picks; a bad mode i
     prediction: true,
     prefetchFraction: 0.75,
   });
+  assert.deepEqual(offloadFromFlags(undefined, "predict-skip-missed"), {
+    mode: "selected",
+    prediction: true,
+    skipMissed: true,
+  });
   // Every mode the flag offers is a valid decoder option.
   for (const mode of Object.keys(OFFLOAD_MODES)) {
     checkOffloadOptions(offloadFromFlags(undefined, mode)!, "test");
@@ -187,7 +192,7 @@ Deno.test("offload flags: --offload is reuse; --offload-mode picks; a bad mode i
       e instanceof UsageError &&
       e.message ===
         '--offload-mode: got "ssd"; allowed: selected, reuse, predict, predict-reuse, ' +
-          "predict-three-quarters, predict-half, full-kv",
+          "predict-three-quarters, predict-half, predict-skip-missed, full-kv",
   );
 });
 

@@ -187,6 +187,20 @@ Deno.test("eval:retrieval CLI: bad flags and a missing channel file are named", 
   const bad = await runScript("src/cli/eval_retrieval.ts", ["--protocols", "greedy"]);
   assert.equal(bad.code, 2, "a malformed flag is a usage error");
   assert.match(bad.stderr, /--protocols: got "greedy"; allowed: teacher-forced, deployed, both/);
+  const mode = await runScript("src/cli/eval_retrieval.ts", ["--offload-mode", "ssd"]);
+  assert.equal(mode.code, 2);
+  assert.match(mode.stderr, /--offload-mode: got "ssd"; allowed: selected, reuse, predict,/);
+  const cpu = await runScript("src/cli/eval_retrieval.ts", [
+    "--device",
+    "cpu",
+    "--offload-mode",
+    "predict",
+  ]);
+  assert.equal(cpu.code, 2, "offload needs a GPU");
+  assert.match(
+    cpu.stderr,
+    /--offload-mode: got predict with the CPU device \(.*\); allowed: only on a GPU/,
+  );
   const missing = await runScript("src/cli/eval_retrieval.ts", [
     "--channels",
     "/nonexistent/qk.json",

@@ -9,8 +9,8 @@ import type { Event, Stream } from "../src/cuda/driver.ts";
 const marks = (list: [string, number, number][]): TimelineMark[] =>
   list.map(([name, layer, ms]) => ({ name, layer, ms }));
 
-Deno.test("offloadLayerTimes: main-stream stages, the stall and the side stream's order", () => {
-  const t = offloadLayerTimes(marks([
+Deno.test("offloadLayerTimes: main-stream stages, the stall and the side streams' order", () => {
+  const list = marks([
     ["attn", 0, 0],
     ["topk", 0, 1],
     ["gathered", 0, 3],
@@ -25,9 +25,11 @@ Deno.test("offloadLayerTimes: main-stream stages, the stall and the side stream'
     ["gathered", 1, 9.5],
     ["end", 1, 10],
     ["side-topk", 2, 10.5],
+    ["attn", 2, 11],
     ["side-done", 2, 12],
-  ]));
-  assert.deepEqual(t.length, 2);
+  ]);
+  const t = offloadLayerTimes(list);
+  assert.deepEqual(t.length, 3);
   assert.deepEqual(t[0], {
     layer: 0,
     sideTopKMs: null,
@@ -42,7 +44,14 @@ Deno.test("offloadLayerTimes: main-stream stages, the stall and the side stream'
   assert.deepEqual(t[1].gatherMs, 0.5);
   assert.deepEqual(t[1].sideTopKMs, 1);
   assert.deepEqual(t[1].sideGatherMs, 3.5);
-  assert.deepEqual(t[1].betweenMs, null);
+  assert.deepEqual(t[1].betweenMs, 1);
+  // One side stream: layer 2's top-k waits for layer 1's gather (side-done 9), after its fork (8).
+  assert.deepEqual(t[2].sideTopKMs, 1.5);
+  assert.deepEqual(t[2].sideGatherMs, 1.5);
+  assert.deepEqual(t[2].betweenMs, null);
+  // A select stream of its own: the top-k starts at its fork, only the previous top-k (5.5)
+  // orders it.
+  assert.deepEqual(offloadLayerTimes(list, true)[2].sideTopKMs, 2.5);
 });
 
 Deno.test("StepTimeline: marks go into a captured graph as event record nodes only with inCapture", () => {

@@ -7,6 +7,7 @@
  *   deno task eval:retrieval [--data FILE] [--lengths 2048,4096,8000] [--per-length N]
  *     [--variants LIST] [--protocols teacher-forced,deployed] [--depth-buckets 5]
  *     [--channels FILE] [--out DIR] [--json FILE] [--device auto|cpu|gpu] [--model DIR] [--seed 1]
+ *     [--offload-mode MODE]
  *
  * Exit code 0 whatever the accuracies (a report).
  */
@@ -33,6 +34,7 @@ import {
   summarize,
 } from "../quality/retrieval_eval.ts";
 import { RETRIEVAL_PRESETS } from "../quality/retrieval_presets.ts";
+import { OFFLOAD_MODES, offloadFromFlags } from "./offload_flags.ts";
 import { retrievalMarkdown, type RetrievalRun } from "../quality/retrieval_report.ts";
 
 const HELP = `deno task eval:retrieval [options]
@@ -50,7 +52,12 @@ ${RETRIEVAL_PRESETS.map((p) => `                           ${p.name}`).join("\n"
   --out DIR              where <out>/retrieval.json and <out>/retrieval.md go
                          (default <tmp>/double-sparsity-retrieval-<time>, printed)
   --json FILE            write the JSON record here instead of <out>/retrieval.json
-  --device auto|cpu|gpu  (default auto; the CPU is slow: use --lengths and --per-length)`;
+  --device auto|cpu|gpu  (default auto; the CPU is slow: use --lengths and --per-length)
+  --offload-mode MODE    GPU only: the Double Sparsity variants decode with their K/V in pinned
+                         host memory (${Object.keys(OFFLOAD_MODES).join(", ")}; see
+                         docs/offload.md); exact modes give the on-GPU accuracy, and
+                         predict-skip-missed measures what the paper's approximate scheme costs.
+                         Dense runs keep their K/V on the GPU`;
 
 function parseProtocols(value: string): RetrievalProtocol[] {
   if (value === "both") return [...RETRIEVAL_PROTOCOLS];
@@ -81,6 +88,7 @@ const COMMAND = {
     out: { type: "string" },
     json: { type: "string" },
     device: { type: "string", default: "auto" },
+    "offload-mode": { type: "string" },
   },
 } as const;
 
@@ -96,9 +104,21 @@ async function main(args: FlagValues<typeof COMMAND.options>): Promise<number> {
   const presets = parsePresetList(args.variants, RETRIEVAL_PRESETS);
   const protocols = parseProtocols(args.protocols);
   const seed = positiveInt("--seed", args.seed);
+  const offloadMode = args["offload-mode"];
+  const offload = offloadFromFlags(undefined, offloadMode);
   const stamp = new Date().toISOString().replace(/[:.]/g, "-");
   const outDir = args.out ?? path.join(os.tmpdir(), `double-sparsity-retrieval-${stamp}`);
 
+  const deviceChoice = parseDeviceChoice(args.device);
+  /** Offload needs the GPU: said before anything loads where --device cpu asks for the CPU. */
+  const refuseOffloadOnCpu = (reason: string) => {
+    if (offload) {
+      throw new UsageError(
+        `--offload-mode: got ${offloadMode} with the CPU device (${reason}); allowed: only on a GPU`,
+      );
+    }
+  };
+  if (deviceChoice === "cpu") refuseOffloadOnCpu("--device cpu");
   const model = await loadModel(modelDir);
   const docs = selectDocuments(await readRetrievalDocuments(data), lengths, perLength);
   const modelName = path.basename(path.resolve(modelDir));
@@ -112,7 +132,8 @@ async function main(args: FlagValues<typeof COMMAND.options>): Promise<number> {
     );
   }
   const config = needsChannels ? await readChannelConfig(channelsPath, model.config) : undefined;
-  const device = resolveDevice(parseDeviceChoice(args.device));
+  const device = resolveDevice(deviceChoice);
+  if (device.kind !== "gpu") refuseOffloadOnCpu(device.reason);
   console.log(`device: ${device.name}${device.kind === "cpu" ? ` (${device.reason})` : ""}`);
   console.log(
     `${docs.length} document(s) of ${data} (lengths ${
@@ -129,7 +150,7 @@ async function main(args: FlagValues<typeof COMMAND.options>): Promise<number> {
       const progress = (done: number, total: number) => bar.update(done, total);
       const started = performance.now();
       const outcomes = device.kind === "gpu"
-        ? await retrievalGpu(device.cuda, model, docs, variant, protocol, progress)
+        ? await retrievalGpu(device.cuda, model, docs, variant, protocol, progress, offload)
         : retrievalCpu(model, docs, variant, protocol, progress);
       const summary = summarize(outcomes, buckets);
       const seconds = (performance.now() - started) / 1000;
@@ -156,6 +177,7 @@ async function main(args: FlagValues<typeof COMMAND.options>): Promise<number> {
     data,
     channels: config ? channelsPath : null,
     depthBuckets: buckets,
+    offloadMode: offload ? offloadMode! : null,
     runs,
   };
   const markdown = retrievalMarkdown(record);

@@ -15,6 +15,7 @@ export const OFFLOAD_MODES: Readonly<Record<string, OffloadOptions>> = {
   "predict-reuse": { mode: "selected", prediction: true, reuse: true },
   "predict-three-quarters": { mode: "selected", prediction: true, prefetchFraction: 0.75 },
   "predict-half": { mode: "selected", prediction: true, prefetchFraction: 0.5 },
+  "predict-skip-missed": { mode: "selected", prediction: true, skipMissed: true },
   "full-kv": { mode: "full-kv" },
 };
 
@@ -26,7 +27,9 @@ export const OFFLOAD_USAGE =
                                predict-reuse (next-layer prediction prefetches each layer's
                                rows; exact) | predict-three-quarters (3/4 of each budget:
                                the fastest at 1 x 64K on an H100) | predict-half (half of
-                               each budget: faster where PCIe is the limit) | full-kv (each
+                               each budget: faster where PCIe is the limit) |
+                               predict-skip-missed (the paper's scheme: a predicted layer
+                               attends the predicted rows only; approximate) | full-kv (each
                                layer's whole K/V copied to the GPU: the FlexGen-style
                                baseline)
   --row-cache GIB              with a selected-rows mode: up to GIB GiB of GPU memory for rows

@@ -40,7 +40,8 @@ export type KernelId =
   | "prefill"
   | "sort_selection"
   | "gather_kv"
-  | "fill_row_cache";
+  | "fill_row_cache"
+  | "stage_newest";
 
 /** One kernel of the decode step: its template, arguments and launch shape. */
 export interface KernelDescription {
@@ -265,6 +266,26 @@ function offloadKernels(): KernelDescription[] {
         cacheTags(true),
         cacheClaims,
         cacheSlots,
+      ],
+    },
+    {
+      id: "stage_newest",
+      template: "stage_newest.cu.hbs",
+      doc:
+        "Writes this step's new K/V row into the last budget row of a prefetch staging (skipMissed).",
+      grid: "(NUM_SEL_HEADS, 1, batch)",
+      programmatic: false,
+      args: [
+        seqLens,
+        budgets,
+        routes,
+        ptr("k_new", "const u16* ", "[batch][NUM_KV_HEADS][HEAD_DIM] this step's keys after RoPE"),
+        ptr("v_new", "const u16* ", "[batch][NUM_KV_HEADS][HEAD_DIM] this step's values"),
+        selStride,
+        ptr("k_stage", "u16* ", `K ${stageRows}`),
+        ptr("v_stage", "u16* ", `V ${stageRows}`),
+        ptr("stage_idx", "int* ", "[batch][NUM_SEL_HEADS][sel_stride] the staged rows' tokens"),
+        ptr("stage_count", "int* ", "[batch] staged tokens per list"),
       ],
     },
   ];
@@ -743,6 +764,7 @@ export function threadsOf(id: KernelId, t: Tuning): number {
       return t.sortThreads;
     case "gather_kv":
     case "fill_row_cache":
+    case "stage_newest":
       return t.gatherThreads;
   }
 }

@@ -18,6 +18,7 @@ import type { LoadedModel } from "../checkpoint/weights.ts";
 import { argmax, type CpuAttention, CpuDecoder, DenseAttention } from "../decoding/cpu_decoder.ts";
 import { CpuDoubleSparsityAttention } from "../decoding/cpu_ds_attention.ts";
 import { GpuDecoder } from "../decoding/gpu_decoder.ts";
+import type { OffloadOptions } from "../runtime/offload_plan.ts";
 import { labelChannelsFor } from "./channels.ts";
 import type { EvalVariant } from "./evaluate.ts";
 import {
@@ -126,6 +127,7 @@ export async function retrievalGpu(
   variant: EvalVariant,
   protocol: RetrievalProtocol,
   onBatch?: (done: number, total: number) => void,
+  offload?: OffloadOptions,
 ): Promise<RetrievalOutcome[]> {
   const vocab = model.config.vocabSize;
   const results = new Map<RetrievalDocument, RetrievalOutcome>();
@@ -140,6 +142,8 @@ export async function retrievalGpu(
       spec: variant.spec,
       channels: variant.channels,
       maxPrefillRows: Math.max(B, 4096),
+      // Only a Double Sparsity variant has a selection to offload.
+      offload: variant.spec ? offload : undefined,
     });
     const got = group.map(() => [] as number[]);
     const tokens = new Int32Array(B);

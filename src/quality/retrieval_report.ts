@@ -29,6 +29,8 @@ export interface RetrievalRecord {
   readonly data: string;
   readonly channels: string | null;
   readonly depthBuckets: number;
+  /** `--offload-mode` of the GPU runs of Double Sparsity variants, or null (K/V on the GPU). */
+  readonly offloadMode?: string | null;
   readonly runs: readonly RetrievalRun[];
 }
 
@@ -74,6 +76,12 @@ export function retrievalMarkdown(record: RetrievalRecord): string {
     `- data: ${record.data}`,
     `- channels: ${record.channels ?? "none needed"}`,
     `- device: ${record.device}`,
+    ...(record.offloadMode
+      ? [
+        `- offload: --offload-mode ${record.offloadMode} (Double Sparsity variants' K/V in pinned ` +
+        "host memory; dense runs keep theirs on the GPU)",
+      ]
+      : []),
     "- teacher-forced: prompt + answer in one pass, every position attends to the top-k of its " +
     "own prefix (k = max(16, ceil(len/16))); correct when the argmax gives every digit",
     "- deployed: dense prefill of the prompt but its last byte, then that byte and the answer " +

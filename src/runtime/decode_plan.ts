@@ -487,9 +487,11 @@ export class DecodePlan implements Disposable {
    * token. Layer l+1's prediction runs while layer l is recorded,
    * before layer l+1's K/V and label of the new token are appended, so scoring that position
    * would read a stale label and could prefetch a stale row. A sparse route has budget < length,
-   * so the budget still fits the shorter sequence. Host side; upload with uploadStepInputs.
+   * so the budget still fits the shorter sequence. `reserve` rows of each budget are left for the
+   * caller (skipMissed stages the new token itself into the last one). Host side; upload with
+   * uploadStepInputs.
    */
-  describePredictionOf(main: DecodePlan, fraction = 1): void {
+  describePredictionOf(main: DecodePlan, fraction = 1, reserve = 0): void {
     const B = this.batch;
     if (main.batch !== B) {
       throw new RangeError(`describePredictionOf: batch ${main.batch}, this plan's is ${B}`);
@@ -499,7 +501,7 @@ export class DecodePlan implements Disposable {
     }
     for (let b = 0; b < B; b++) {
       const len = Math.max(0, main.cache.pages.seqLens[b] - 1);
-      const budget = Math.max(1, Math.ceil(main.budgets[b] * fraction));
+      const budget = Math.max(1, Math.ceil(main.budgets[b] * fraction) - reserve);
       this.#setSequence(b, len, budget, main.routes[b], len);
     }
   }

@@ -279,49 +279,82 @@ export function rowCacheSlots(
 }
 
 /**
- * Next-layer prediction's resources: a second DecodePlan (its own selection workspaces and step
- * inputs: the prediction's top-k runs beside the exact one of the previous layer), the side
- * stream, two prefetch stagings used by layer parity (layer l+1's is written while layer l reads
- * layer l's), and the fork / done / join events.
+ * Next-layer prediction's resources: two more DecodePlans used by layer parity (their own
+ * selection workspaces and step inputs: the prediction's top-k runs beside the exact one of the
+ * previous layer, and with skipMissed layer l+1's beside the prefetch gather of layer l, which
+ * still reads layer l's selection), the select stream (the prediction's top-k) and the side
+ * stream (its prefetch gathers), two prefetch stagings used by layer parity (layer l+1's is
+ * written while layer l reads layer l's), and the fork / selected / done / join events.
+ *
+ * The select stream is a stream of its own only with skipMissed (`separateSelect`): there a
+ * gather that waited behind the next layer's top-k left the bus idle between two prefetches
+ * (1.7 ms a step at 1 x 64K on an H100). In the exact modes the layer's own exact gather fills
+ * that gap, and the top-k beside the prefetch made the step 0.05-0.3 ms slower (session 17,
+ * docs/perf-notes.md), so there the select stream is the side stream.
  */
 class Predictor implements Disposable {
-  readonly plan: DecodePlan;
+  readonly plans: readonly [DecodePlan, DecodePlan];
+  readonly select: Stream;
   readonly side: Stream;
   readonly prefetch: readonly [Staging, Staging];
   readonly fork: Event[];
+  /** [layer]: recorded on the select stream after the layer's predicted top-k. */
+  readonly selected: Event[];
   readonly done: Event[];
   /** [layer]: recorded on the main stream once `layer`'s own gather is issued. */
   readonly mainGathered: Event[];
   readonly join: Event;
+  readonly selectJoin: Event;
   /** Whether the step being recorded has forked the side stream (it must then be joined). */
   forked = false;
   /** The predicted layer whose gather waits for the previous layer's own (see predict). */
   deferred: number | null = null;
+  /**
+   * [parity]: the last layer of that parity whose prefetch gather this step issued (it reads
+   * plans[parity]'s selection), or null: the next top-k on that plan waits for its done event.
+   */
+  readonly gatheredFrom: [number | null, number | null] = [null, null];
 
-  constructor(cuda: Cuda, main: DecodePlan, stream: Stream) {
+  constructor(cuda: Cuda, main: DecodePlan, stream: Stream, separateSelect: boolean) {
     const spec = main.spec, B = main.batch, L = main.cache.layers.length;
     using guard = new DisposableStack();
-    this.plan = guard.use(
-      new DecodePlan(cuda, main.variant, main.cache, stream, { sortedSelection: true }),
-    );
+    this.plans = [0, 1].map(() =>
+      guard.use(
+        new DecodePlan(cuda, main.variant, main.cache, stream, { sortedSelection: true }),
+      )
+    ) as [DecodePlan, DecodePlan];
     this.side = guard.use(cuda.stream());
+    this.select = separateSelect ? guard.use(cuda.stream()) : this.side;
     const rows = B * spec.numSelectionHeads * main.selStride;
     this.prefetch = [0, 1].map(() => guard.use(new Staging(cuda, rows, spec.headDim, B))) as [
       Staging,
       Staging,
     ];
-    this.fork = Array.from({ length: L }, () => guard.use(cuda.event(false)));
-    this.done = Array.from({ length: L }, () => guard.use(cuda.event(false)));
-    this.mainGathered = Array.from({ length: L }, () => guard.use(cuda.event(false)));
+    const events = () => Array.from({ length: L }, () => guard.use(cuda.event(false)));
+    this.fork = events();
+    this.selected = events();
+    this.done = events();
+    this.mainGathered = events();
     this.join = guard.use(cuda.event(false));
+    this.selectJoin = guard.use(cuda.event(false));
     guard.move();
   }
 
   [Symbol.dispose](): void {
-    for (const e of [...this.fork, ...this.done, ...this.mainGathered, this.join]) e.dispose();
+    for (
+      const e of [
+        ...this.fork,
+        ...this.selected,
+        ...this.done,
+        ...this.mainGathered,
+        this.join,
+        this.selectJoin,
+      ]
+    ) e.dispose();
     for (const s of this.prefetch) s[Symbol.dispose]();
+    if (this.select !== this.side) this.select.dispose();
     this.side.dispose();
-    this.plan.dispose();
+    for (const plan of this.plans) plan.dispose();
   }
 }
 
@@ -410,6 +443,8 @@ export class OffloadPlan implements Disposable {
   readonly #counters: DeviceBuffer | null = null;
   readonly #fullKv: FullKvPipeline | null = null;
   readonly #predictor: Predictor | null = null;
+  /** The K and V rows [batch][Hkv][d] of the last append (the step's own token). */
+  #newRows: { k: bigint; v: bigint } | null = null;
   /** Step parity: which of a layer's two stagings this step writes (reuse). */
   #parity = 0;
   /**
@@ -490,7 +525,11 @@ export class OffloadPlan implements Disposable {
             : null,
         );
       }
-      if (options.prediction) this.#predictor = this.#own(new Predictor(cuda, plan, stream));
+      if (options.prediction) {
+        this.#predictor = this.#own(
+          new Predictor(cuda, plan, stream, options.skipMissed ?? false),
+        );
+      }
       this.invalidate(stream);
     } catch (e) {
       this.dispose();
@@ -520,7 +559,12 @@ export class OffloadPlan implements Disposable {
    */
   beginStep(): void {
     if (this.options.reuse) this.#parity ^= 1;
-    this.#predictor?.plan.describePredictionOf(this.plan, this.options.prefetchFraction ?? 1);
+    // skipMissed attends the prefetch as it is: its last row is the step's own token
+    // (stage_newest), so the prediction selects one row fewer.
+    const reserve = this.options.skipMissed ? 1 : 0;
+    for (const plan of this.#predictor?.plans ?? []) {
+      plan.describePredictionOf(this.plan, this.options.prefetchFraction ?? 1, reserve);
+    }
   }
 
   /** Every staging, the prediction's prefetch ones included. */
@@ -574,10 +618,12 @@ export class OffloadPlan implements Disposable {
    */
   beginLayers(stream: Stream): void {
     this.#fullKv?.begin(stream);
-    if (this.#predictor) {
-      this.#predictor.plan.uploadStepInputs(stream);
-      this.#predictor.forked = false;
-      this.#predictor.deferred = null;
+    const p = this.#predictor;
+    if (p) {
+      for (const plan of p.plans) plan.uploadStepInputs(stream);
+      p.forked = false;
+      p.deferred = null;
+      p.gatheredFrom.fill(null);
     }
   }
 
@@ -589,6 +635,10 @@ export class OffloadPlan implements Disposable {
     if (p?.forked) {
       p.join.record(p.side);
       stream.waitEvent(p.join);
+      if (p.select !== p.side) {
+        p.selectJoin.record(p.select);
+        stream.waitEvent(p.selectJoin);
+      }
       p.forked = false;
     }
   }
@@ -596,10 +646,10 @@ export class OffloadPlan implements Disposable {
   /**
    * Next-layer prediction of `layer` (predicts(layer)), recorded while the previous layer is:
    * `q` is the approximate query [batch][Hq][d] (written on `stream`, left untouched until this
-   * layer's attention has waited). On the side stream, after `stream`'s work so far: top-k on the
-   * prediction plan (sorted) and a gather of the predicted rows into the layer's prefetch staging
-   * (with reuse, rows of the previous step's staging come from there). Nothing when every
-   * sequence is routed dense.
+   * layer's attention has waited). On the select stream, after `stream`'s work so far: top-k on
+   * the prediction plan of the layer's parity (sorted); then on the side stream a gather of the
+   * predicted rows into the layer's prefetch staging (with reuse, rows of the previous step's
+   * staging come from there). Nothing when every sequence is routed dense.
    *
    * When the previous layer is offloaded too, the prefetch's gather is issued only once that
    * layer's own gather is (attention() calls #startPrefetch): both gathers read
@@ -616,20 +666,25 @@ export class OffloadPlan implements Disposable {
     if (this.plan.routeSignature === "dense") return;
     p.fork[layer].record(stream);
     this.timeline?.mark("fork", layer, stream);
-    p.side.waitEvent(p.fork[layer]);
+    p.select.waitEvent(p.fork[layer]);
+    // The plan's selection may still be read by the prefetch gather of layer - 2 (when no
+    // attention waited for it, e.g. a layer routed dense): its top-k waits for that gather.
+    const reader = p.gatheredFrom[layer % 2];
+    if (reader !== null) p.select.waitEvent(p.done[reader]);
     p.forked = true;
-    this.#onSide(stream, () => {
-      p.plan.topK(layer, q);
-      this.timeline?.mark("side-topk", layer, p.side);
+    this.#onStream(p.select, stream, () => {
+      p.plans[layer % 2].topK(layer, q);
+      this.timeline?.mark("side-topk", layer, p.select);
     });
+    p.selected[layer].record(p.select);
     p.deferred = layer;
     if (!this.handles(layer - 1)) this.#startPrefetch(layer, stream);
   }
 
-  /** Records `body`'s launches on the prediction's side stream. */
-  #onSide(stream: Stream, body: () => void): void {
+  /** Records `body`'s launches on `target` (a prediction stream), then rebinds `stream`. */
+  #onStream(target: Stream, stream: Stream, body: () => void): void {
     const variant = this.plan.variant;
-    variant.bindStream(this.#predictor!.side);
+    variant.bindStream(target);
     try {
       body();
     } finally {
@@ -647,18 +702,22 @@ export class OffloadPlan implements Disposable {
     p.deferred = null;
     p.mainGathered[layer - 1].record(stream);
     p.side.waitEvent(p.mainGathered[layer - 1]);
-    this.#onSide(stream, () => {
-      this.#gather(layer, p.plan, p.prefetch[layer % 2], this.#previous(layer), null, 1, {
+    p.side.waitEvent(p.selected[layer]);
+    this.#onStream(p.side, stream, () => {
+      const from = p.plans[layer % 2];
+      this.#gather(layer, from, p.prefetch[layer % 2], this.#previous(layer), null, 1, {
         cache: this.#rowCaches[layer],
         bid: false,
       });
     });
     p.done[layer].record(p.side);
+    p.gatheredFrom[layer % 2] = layer;
     this.timeline?.mark("side-done", layer, p.side);
   }
 
   /** Appends this step's K/V rows of a host layer (full-KV: also into its device copy). */
   append(layer: number, kNew: bigint, vNew: bigint, stream: Stream): void {
+    this.#newRows = { k: kNew, v: vNew };
     this.plan.append(layer, kNew, vNew);
     if (this.#fullKv) {
       const copy = this.#fullKv.acquire(layer, stream);
@@ -694,6 +753,10 @@ export class OffloadPlan implements Disposable {
       if (p && this.options.skipMissed) {
         stream.waitEvent(p.done[layer]);
         mark("waited");
+        // The bus is free once this layer's prefetch is in (no missed rows follow it): the next
+        // layer's prefetch starts now, beside this layer's attention, not after it.
+        this.#startPrefetch(layer + 1, stream);
+        this.#stageNewest(prefetch!);
         plan.sparse(layer, q, { k: prefetch!.k.ptr, v: prefetch!.v.ptr });
       } else {
         plan.topK(layer, q); // sorted (sortedSelection); beside the prediction's gather
@@ -716,14 +779,39 @@ export class OffloadPlan implements Disposable {
     if (signature !== "sparse") plan.dense(layer, q, dense);
     plan.merge(out, dense, lseOut);
     mark("end");
-    // Where the exact gather above did not run (dense routes, skipMissed), after the attention,
-    // so the prefetch runs beside the output projection and MLP. A no-op when already issued.
+    // Where neither branch above issued it (dense routes), after the attention, so the prefetch
+    // runs beside the output projection and MLP. A no-op when already issued.
     this.#startPrefetch(layer + 1, stream);
     // The row cache's fill (device copies only) after the prefetch is issued, so the next
     // layer's transfer does not wait for it; the next step's gathers of this layer follow it.
     // (Every non-dense step ran the exact gather that bids: checkOffloadOptions refuses a row
     // cache with skipMissed.)
     if (signature !== "dense") this.#fillRowCache(layer);
+  }
+
+  /**
+   * stage_newest: this step's K/V rows (from the last append) into row budget - 1 of `dst`, a
+   * skipMissed prefetch whose prediction selected budget - 1 older tokens.
+   */
+  #stageNewest(dst: Staging): void {
+    const plan = this.plan, rows = this.#newRows;
+    if (!rows) throw new RangeError("OffloadPlan: stage_newest before any append of the step");
+    plan.variant.launchers.launchStageNewest(
+      plan.variant.slot("stage_newest"),
+      [plan.spec.numSelectionHeads, 1, plan.batch],
+      {
+        seqLens: plan.buffers.seqLens,
+        budgets: plan.buffers.budgets,
+        routes: plan.buffers.routes,
+        kNew: rows.k,
+        vNew: rows.v,
+        selStride: plan.selStride,
+        kStage: dst.k.ptr,
+        vStage: dst.v.ptr,
+        stageIdx: dst.idx.ptr,
+        stageCount: dst.count.ptr,
+      },
+    );
   }
 
   /** fill_row_cache of `layer`: the rows its exact gather staged that won their slot. */
@@ -873,6 +961,16 @@ export class OffloadPlan implements Disposable {
     return s;
   }
 
+  /** The prefetch staging predicted `layer` used in the last recorded step (tests inspect it). */
+  prefetchStaging(
+    layer: number,
+  ): { k: DeviceBuffer; v: DeviceBuffer; idx: DeviceBuffer; count: DeviceBuffer } {
+    if (!this.#predictor || !this.predicts(layer)) {
+      throw new RangeError(`prefetchStaging: layer ${layer} is not predicted`);
+    }
+    return this.#predictor.prefetch[layer % 2];
+  }
+
   /** `layer`'s row cache (tests inspect it), or null without one. */
   rowCache(layer: number): {
     slots: number;
@@ -912,7 +1010,7 @@ export class OffloadPlan implements Disposable {
     const stagings = this.#allStagings().reduce((a, s) => a + s.bytes, 0);
     const rowCaches = this.#rowCaches.reduce((a, c) => a + (c?.bytes ?? 0), 0);
     return stagings + rowCaches + (this.#counters?.bytes ?? 0) +
-      (this.#predictor?.plan.deviceBytes ?? 0) +
+      (this.#predictor?.plans.reduce((a, plan) => a + plan.deviceBytes, 0) ?? 0) +
       (this.#fullKv?.deviceBytes ?? 0);
   }
 

@@ -92,10 +92,14 @@ export interface OffloadLayerTimes {
 
 /**
  * Per-layer durations from a step's marks: `attn`, `topk`, `waited`, `gathered`, `end` on the
- * main stream per layer, and `fork`, `side-topk`, `side-done` on the side stream for predicted
- * layers (missing marks give null, or 0 for the stall of a layer that waits for nothing).
+ * main stream per layer, and `fork`, `side-topk` (the select stream), `side-done` (the side
+ * stream) for predicted layers; `ownSelectStream` when the select stream is not the side stream
+ * (skipMissed) (missing marks give null, or 0 for the stall of a layer that waits for nothing).
  */
-export function offloadLayerTimes(marks: readonly TimelineMark[]): OffloadLayerTimes[] {
+export function offloadLayerTimes(
+  marks: readonly TimelineMark[],
+  ownSelectStream = false,
+): OffloadLayerTimes[] {
   const at = new Map(marks.map((m) => [`${m.name}@${m.layer}`, m.ms]));
   const get = (name: string, layer: number) => at.get(`${name}@${layer}`) ?? null;
   const layers = [...new Set(marks.filter((m) => m.name === "attn").map((m) => m.layer))].sort(
@@ -107,9 +111,10 @@ export function offloadLayerTimes(marks: readonly TimelineMark[]): OffloadLayerT
     const gathered = get("gathered", layer) ?? waited, end = get("end", layer) ?? gathered;
     const fork = get("fork", layer), sideTopK = get("side-topk", layer);
     const sideDone = get("side-done", layer);
-    // The side stream runs its layers in order: this layer's side work starts after both its fork
-    // and the previous predicted layer's side work.
-    const prevSide = i > 0 ? get("side-done", layers[i - 1]) : null;
+    // One side stream runs each layer's top-k and gather in order: this layer's top-k starts after
+    // its fork and the previous predicted layer's gather. A select stream of its own (skipMissed)
+    // orders the top-ks only.
+    const prevSide = i > 0 ? get(ownSelectStream ? "side-topk" : "side-done", layers[i - 1]) : null;
     const sideStart = fork === null ? null : Math.max(fork, prevSide ?? fork);
     const nextAttn = i + 1 < layers.length ? get("attn", layers[i + 1]) : null;
     return {

@@ -24,7 +24,9 @@
  *             cannot pass), rows from the cache in every offloaded sparse layer (and in the
  *             prediction's own gathers), and every filled slot equal to host memory.
  *   skipMissed predicted layers attend the prefetch only (approximate): it must run; prints its
- *             logits error against the reference and the recall.
+ *             logits error against the reference and the recall; the last layer's prefetch
+ *             (NaN-poisoned first) must hold budget - 1 predicted rows and then the step's own
+ *             token (stage_newest), each bit-equal to host memory.
  *   full-kv   every layer's whole K/V copied to the device each step (copy stream, events)
  *             against the dense on-GPU decoder: equal logits.
  * Prints one line per case and a summary line; returns the failures.
@@ -316,6 +318,7 @@ async function runCase(cuda: Cuda, c: OffloadCase, seed: number): Promise<string
     }
   }
   if (spec && exact) failures.push(...checkStaging(off, c.promptLens.length));
+  if (spec && !exact) failures.push(...checkSkipMissedPrefetch(off, c.promptLens.length));
   if (spec && slotsWanted > 0) failures.push(...checkRowCache(off, c.promptLens.length));
   let counts = "";
   if (spec) {
@@ -466,6 +469,54 @@ function checkStaging(dec: GpuDecoder, batch: number): string[] {
       }
     }
   }
+  return failures;
+}
+
+/**
+ * skipMissed: the last layer's prefetch staging, as its attention read it, against the host
+ * pools: per sparse sequence a count of the budget, budget - 1 predicted tokens ascending and
+ * older than the step's token, then the step's token itself (stage_newest), every row bit-equal to
+ * the token's row in host memory (the step's token was appended there before the attention).
+ */
+function checkSkipMissedPrefetch(dec: GpuDecoder, batch: number): string[] {
+  const failures: string[] = [];
+  const spec = dec.spec, plan = dec.plan, SH = spec.numSelectionHeads, d = spec.headDim;
+  const l = dec.cache.layers.length - 1;
+  const st = dec.offload!.prefetchStaging(l);
+  const k = u16s(st.k, dec.stream), v = u16s(st.v, dec.stream);
+  const idx = i32s(st.idx, dec.stream), count = i32s(st.count, dec.stream);
+  const isHostRow = hostRowCheck(dec, l);
+  let sparseSeqs = 0;
+  for (let b = 0; b < batch; b++) {
+    if (plan.routes[b] !== "sparse") continue;
+    sparseSeqs++;
+    const budget = plan.budgets[b], newest = dec.cache.pages.seqLens[b] - 1;
+    if (count[b] !== budget) {
+      failures.push(`skipMissed prefetch seq ${b}: staged count ${count[b]}, want ${budget}`);
+      continue;
+    }
+    for (let h = 0; h < SH; h++) {
+      const row0 = (b * SH + h) * plan.selStride;
+      const list = Array.from(idx.subarray(row0, row0 + budget));
+      const older = list.slice(0, -1);
+      if (
+        list.at(-1) !== newest ||
+        older.some((t, i) => t < 0 || t >= newest || (i > 0 && t <= older[i - 1]))
+      ) {
+        failures.push(
+          `skipMissed prefetch seq ${b} head ${h}: list [${list.slice(-3)}] does not end with ` +
+            `the step's token ${newest} after ascending older tokens`,
+        );
+        continue;
+      }
+      const kvHead = spec.selection === "group" ? h : Math.floor(h / spec.groupSize);
+      const bad = list.filter((t, i) => !isHostRow(k, v, (row0 + i) * d, b, kvHead, t)).length;
+      if (bad) {
+        failures.push(`skipMissed prefetch seq ${b} head ${h}: ${bad} rows differ from host`);
+      }
+    }
+  }
+  if (sparseSeqs === 0) failures.push("skipMissed prefetch: no sequence routed sparse to check");
   return failures;
 }
 
