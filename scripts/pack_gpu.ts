@@ -25,7 +25,9 @@ try {
 } catch { /* first pack */ }
 if (have !== version) {
   console.log(`compressing ${denoBin} (Deno ${version}) ...`);
-  await sh(`xz -T2 -6 -c '${denoBin}' > '${denoPack}.tmp' && mv '${denoPack}.tmp' '${denoPack}'`);
+  // -9e: about a minute once per Deno version, and 1 MB less of the 64 MiB a device call carries
+  // (30.7 -> 29.7 MB for Deno 2.9.6).
+  await sh(`xz -T2 -9e -c '${denoBin}' > '${denoPack}.tmp' && mv '${denoPack}.tmp' '${denoPack}'`);
   Deno.writeTextFileSync(stamp, version);
 }
 /**
