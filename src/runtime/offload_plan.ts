@@ -279,12 +279,14 @@ export function rowCacheSlots(
 }
 
 /**
- * Next-layer prediction's resources: two more DecodePlans used by layer parity (their own
+ * Next-layer prediction's resources: its own DecodePlan, indexed by layer parity (its own
  * selection workspaces and step inputs: the prediction's top-k runs beside the exact one of the
- * previous layer, and with skipMissed layer l+1's beside the prefetch gather of layer l, which
- * still reads layer l's selection), the select stream (the prediction's top-k) and the side
- * stream (its prefetch gathers), two prefetch stagings used by layer parity (layer l+1's is
- * written while layer l reads layer l's), and the fork / selected / done / join events.
+ * previous layer; with skipMissed two plans, since layer l+1's top-k then runs beside the prefetch
+ * gather of layer l, which still reads layer l's selection; otherwise both parities are one plan,
+ * the top-k and the gather being ordered on one stream), the select stream (the prediction's
+ * top-k) and the side stream (its prefetch gathers), two prefetch stagings used by layer parity
+ * (layer l+1's is written while layer l reads layer l's), and the fork / selected / done / join
+ * events.
  *
  * The select stream is a stream of its own only with skipMissed (`separateSelect`): there a
  * gather that waited behind the next layer's top-k left the bus idle between two prefetches
@@ -318,11 +320,12 @@ class Predictor implements Disposable {
   constructor(cuda: Cuda, main: DecodePlan, stream: Stream, separateSelect: boolean) {
     const spec = main.spec, B = main.batch, L = main.cache.layers.length;
     using guard = new DisposableStack();
-    this.plans = [0, 1].map(() =>
+    const newPlan = () =>
       guard.use(
         new DecodePlan(cuda, main.variant, main.cache, stream, { sortedSelection: true }),
-      )
-    ) as [DecodePlan, DecodePlan];
+      );
+    const plan = newPlan();
+    this.plans = [plan, separateSelect ? newPlan() : plan];
     this.side = guard.use(cuda.stream());
     this.select = separateSelect ? guard.use(cuda.stream()) : this.side;
     const rows = B * spec.numSelectionHeads * main.selStride;
@@ -354,7 +357,7 @@ class Predictor implements Disposable {
     for (const s of this.prefetch) s[Symbol.dispose]();
     if (this.select !== this.side) this.select.dispose();
     this.side.dispose();
-    for (const plan of this.plans) plan.dispose();
+    for (const plan of new Set(this.plans)) plan.dispose();
   }
 }
 
@@ -562,7 +565,7 @@ export class OffloadPlan implements Disposable {
     // skipMissed attends the prefetch as it is: its last row is the step's own token
     // (stage_newest), so the prediction selects one row fewer.
     const reserve = this.options.skipMissed ? 1 : 0;
-    for (const plan of this.#predictor?.plans ?? []) {
+    for (const plan of new Set(this.#predictor?.plans)) {
       plan.describePredictionOf(this.plan, this.options.prefetchFraction ?? 1, reserve);
     }
   }
@@ -620,7 +623,7 @@ export class OffloadPlan implements Disposable {
     this.#fullKv?.begin(stream);
     const p = this.#predictor;
     if (p) {
-      for (const plan of p.plans) plan.uploadStepInputs(stream);
+      for (const plan of new Set(p.plans)) plan.uploadStepInputs(stream);
       p.forked = false;
       p.deferred = null;
       p.gatheredFrom.fill(null);
@@ -1010,7 +1013,7 @@ export class OffloadPlan implements Disposable {
     const stagings = this.#allStagings().reduce((a, s) => a + s.bytes, 0);
     const rowCaches = this.#rowCaches.reduce((a, c) => a + (c?.bytes ?? 0), 0);
     return stagings + rowCaches + (this.#counters?.bytes ?? 0) +
-      (this.#predictor?.plans.reduce((a, plan) => a + plan.deviceBytes, 0) ?? 0) +
+      [...new Set(this.#predictor?.plans)].reduce((a, plan) => a + plan.deviceBytes, 0) +
       (this.#fullKv?.deviceBytes ?? 0);
   }
 
