@@ -5,6 +5,7 @@ import {
   defineAttention,
   denseStepBytes,
   idealByteRatio,
+  kvHeadOfSelectionHead,
   labelHeadOfQueryHead,
   labelHeadOfSelectionHead,
   queryHeadsOfSelectionHead,
@@ -375,6 +376,12 @@ Deno.test("labelHeadOfQueryHead: each query head reads the channels of its selec
       for (const qh of queryHeadsOfSelectionHead(spec, sh)) {
         assert.equal(seen[qh], -1, `${spec.variant}: query head ${qh} in two selection heads`);
         seen[qh] = labelHeadOfSelectionHead(spec, sh);
+        // A selection head attends the K/V rows of its query heads' kv head (GQA).
+        assert.equal(
+          kvHeadOfSelectionHead(spec, sh),
+          Math.floor(qh / spec.groupSize),
+          `${spec.variant}: selection head ${sh}`,
+        );
       }
     }
     for (let qh = 0; qh < spec.numQHeads; qh++) {

@@ -204,6 +204,11 @@ export function labelHeadOfSelectionHead(spec: AttentionSpec, selHead: number): 
   return spec.labelHeads === "query" ? selHead : Math.floor(selHead / spec.groupSize);
 }
 
+/** The kv head whose K/V rows a selection head attends (the kernels' kv_head_of_sel). */
+export function kvHeadOfSelectionHead(spec: AttentionSpec, selHead: number): number {
+  return spec.selection === "group" ? selHead : Math.floor(selHead / spec.groupSize);
+}
+
 /** The selection head a query head's label dot products add to. */
 export function selectionHeadOfQueryHead(spec: AttentionSpec, queryHead: number): number {
   return spec.selection === "head" ? queryHead : Math.floor(queryHead / spec.groupSize);

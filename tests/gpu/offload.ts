@@ -42,7 +42,7 @@ import {
   rowCacheSlotBytes,
 } from "../../src/runtime/offload_plan.ts";
 import type { ModelConfig } from "../../src/checkpoint/config.ts";
-import { kvRowOffset } from "../../src/dsl/layout.ts";
+import { kvHeadOfSelectionHead, kvRowOffset } from "../../src/dsl/layout.ts";
 import { Random, relativeError } from "./support.ts";
 
 interface OffloadCase {
@@ -425,6 +425,29 @@ function hostRowCheck(
 }
 
 /**
+ * A staging of host layer `layer` read back once; the returned function counts, for sequence b's
+ * selection head h, the rows i whose staged K/V row (row i of that head's list) is not bit-equal to
+ * token list[i]'s rows in host memory.
+ */
+function stagedRowMismatches(
+  dec: GpuDecoder,
+  layer: number,
+  st: { k: Readable; v: Readable },
+): (b: number, h: number, list: ArrayLike<number>) => number {
+  const spec = dec.spec, SH = spec.numSelectionHeads, d = spec.headDim;
+  const k = u16s(st.k, dec.stream), v = u16s(st.v, dec.stream);
+  const isHostRow = hostRowCheck(dec, layer);
+  return (b, h, list) => {
+    const row0 = (b * SH + h) * dec.plan.selStride, kvHead = kvHeadOfSelectionHead(spec, h);
+    let bad = 0;
+    for (let i = 0; i < list.length; i++) {
+      if (!isHostRow(k, v, (row0 + i) * d, b, kvHead, list[i])) bad++;
+    }
+    return bad;
+  };
+}
+
+/**
  * The last step's staging of the offloaded sparse layers (each one's with reuse; the shared one,
  * the last layer's, without), row by row, against the host pools:
  * each head's staged list ascending and equal to its selection, each staged K/V row bit-equal to
@@ -432,7 +455,7 @@ function hostRowCheck(
  */
 function checkStaging(dec: GpuDecoder, batch: number): string[] {
   const failures: string[] = [];
-  const spec = dec.spec, plan = dec.plan, SH = spec.numSelectionHeads, d = spec.headDim;
+  const spec = dec.spec, plan = dec.plan, SH = spec.numSelectionHeads;
   const offloaded = dec.cache.layers.flatMap((layer, l) =>
     layer.placement === "host" && !spec.denseLayers.includes(l) ? [l] : []
   );
@@ -440,11 +463,9 @@ function checkStaging(dec: GpuDecoder, batch: number): string[] {
   const checked = dec.offload!.options.reuse ? offloaded : offloaded.slice(-1);
   for (const l of checked) {
     const st = dec.offload!.lastStaging(l);
-    const k = u16s(st.k, dec.stream);
-    const v = u16s(st.v, dec.stream);
     const idx = i32s(st.idx, dec.stream);
     const count = i32s(st.count, dec.stream);
-    const isHostRow = hostRowCheck(dec, l);
+    const rowsOffHost = stagedRowMismatches(dec, l, st);
     for (let b = 0; b < batch; b++) {
       const sparse = plan.routes[b] === "sparse";
       if (count[b] !== (sparse ? plan.budgets[b] : 0)) {
@@ -461,8 +482,7 @@ function checkStaging(dec: GpuDecoder, batch: number): string[] {
           failures.push(`layer ${l} seq ${b} head ${h}: staged list is not the sorted selection`);
           continue;
         }
-        const kvHead = spec.selection === "group" ? h : Math.floor(h / spec.groupSize);
-        const bad = list.filter((t, i) => !isHostRow(k, v, (row0 + i) * d, b, kvHead, t)).length;
+        const bad = rowsOffHost(b, h, list);
         if (bad) {
           failures.push(`layer ${l} seq ${b} head ${h}: ${bad} staged rows differ from host`);
         }
@@ -480,12 +500,11 @@ function checkStaging(dec: GpuDecoder, batch: number): string[] {
  */
 function checkSkipMissedPrefetch(dec: GpuDecoder, batch: number): string[] {
   const failures: string[] = [];
-  const spec = dec.spec, plan = dec.plan, SH = spec.numSelectionHeads, d = spec.headDim;
+  const plan = dec.plan, SH = dec.spec.numSelectionHeads;
   const l = dec.cache.layers.length - 1;
   const st = dec.offload!.prefetchStaging(l);
-  const k = u16s(st.k, dec.stream), v = u16s(st.v, dec.stream);
   const idx = i32s(st.idx, dec.stream), count = i32s(st.count, dec.stream);
-  const isHostRow = hostRowCheck(dec, l);
+  const rowsOffHost = stagedRowMismatches(dec, l, st);
   let sparseSeqs = 0;
   for (let b = 0; b < batch; b++) {
     if (plan.routes[b] !== "sparse") continue;
@@ -509,8 +528,7 @@ function checkSkipMissedPrefetch(dec: GpuDecoder, batch: number): string[] {
         );
         continue;
       }
-      const kvHead = spec.selection === "group" ? h : Math.floor(h / spec.groupSize);
-      const bad = list.filter((t, i) => !isHostRow(k, v, (row0 + i) * d, b, kvHead, t)).length;
+      const bad = rowsOffHost(b, h, list);
       if (bad) {
         failures.push(`skipMissed prefetch seq ${b} head ${h}: ${bad} rows differ from host`);
       }
